@@ -1,0 +1,21 @@
+//! Metron's event streams.
+//!
+//! This crate owns the path between ingestion and aggregation: events are
+//! appended to a partitioned, offset-addressed stream and read back by
+//! consumers that track their own position. Every backend sits behind the one
+//! [`EventStream`] trait, which is deliberately broker-shaped (partitions,
+//! per-partition offsets starting at 0, a high watermark, consumer commits) so
+//! that Kafka and Fluvio can be added later without changing its callers. The
+//! default backend is [`EmbeddedLog`], a durable partitioned log in a local
+//! directory with group commit (one fsync shared by every append waiting at the
+//! same time).
+//!
+//! The crate knows nothing about what the payloads mean: it stores and returns
+//! bytes.
+
+pub mod stream;
+
+pub use stream::{
+    AppendAck, EmbeddedLog, EmbeddedLogConfig, Error, EventStream, Offset, PartitionId, Record,
+    Result, Stats,
+};

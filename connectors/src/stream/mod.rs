@@ -1,0 +1,166 @@
+//! The [`EventStream`] trait, the types it speaks in and the one error enum of
+//! the crate.
+//!
+//! The shape follows a broker such as Kafka: a stream has a fixed number of
+//! partitions; each partition is an append-only sequence of records addressed
+//! by an [`Offset`] that starts at 0 and grows by one per record; consumers
+//! keep their own position and tell the stream how far it is durable elsewhere
+//! with [`EventStream::commit`], which lets the stream drop old data.
+
+pub mod embedded;
+
+pub use embedded::{EmbeddedLog, EmbeddedLogConfig, Stats};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+/// A per-partition record index. It starts at 0 and grows by one per record,
+/// like a Kafka offset.
+pub type Offset = u64;
+
+/// The index of a partition, from 0 to `partitions() - 1`.
+pub type PartitionId = u32;
+
+/// One record read back from a partition.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The record's offset within its partition.
+    pub offset: Offset,
+    /// The bytes that were appended.
+    pub payload: Bytes,
+}
+
+/// The answer to a successful [`EventStream::append`]: the appended records
+/// have offsets `first_offset..next_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    /// The partition the records went to.
+    pub partition: PartitionId,
+    /// The offset of the first appended record.
+    pub first_offset: Offset,
+    /// One past the offset of the last appended record (equal to
+    /// `first_offset` when nothing was appended).
+    pub next_offset: Offset,
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The partition index is out of range.
+    #[error("partition {partition} does not exist (the stream has {partitions})")]
+    UnknownPartition {
+        partition: PartitionId,
+        partitions: u32,
+    },
+    /// The append queue is full; the caller should back off (HTTP 429).
+    #[error("the stream's append queue is full ({queued} batches waiting)")]
+    Overloaded { queued: usize },
+    /// An IO operation on a file or directory failed.
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The stream was closed: no more appends are accepted and readers waiting
+    /// for new records are released.
+    #[error("the stream is closed")]
+    Closed,
+    /// A payload is larger than the configured limit.
+    #[error("record of {len} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge { len: usize, max: usize },
+    /// The requested offset was deleted after a commit.
+    #[error("offset {offset} of partition {partition} was deleted (earliest kept is {earliest})")]
+    OffsetDeleted {
+        partition: PartitionId,
+        offset: Offset,
+        earliest: Offset,
+    },
+    /// The requested offset is beyond the end of the partition.
+    #[error("offset {offset} of partition {partition} is beyond its end offset {end_offset}")]
+    OffsetOutOfRange {
+        partition: PartitionId,
+        offset: Offset,
+        end_offset: Offset,
+    },
+    /// The stream was created with another number of partitions.
+    #[error("the stream at {path} has {persisted} partitions but {requested} were requested")]
+    PartitionCountMismatch {
+        path: PathBuf,
+        persisted: u32,
+        requested: u32,
+    },
+    /// The stream's metadata file is missing or unreadable.
+    #[error("the stream metadata {path} is invalid: {reason}")]
+    InvalidMeta { path: PathBuf, reason: &'static str },
+    /// A configuration value is unusable.
+    #[error("invalid stream configuration: {field} {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        reason: &'static str,
+    },
+    /// Stored data is damaged somewhere other than a torn tail.
+    #[error("corrupt record in {path} at byte {position}")]
+    Corrupt { path: PathBuf, position: u64 },
+    /// A segment does not start where the previous one ended.
+    #[error("segment {path} starts at offset {found} but offset {expected} was expected")]
+    OffsetGap {
+        path: PathBuf,
+        expected: Offset,
+        found: Offset,
+    },
+    /// Another process or instance has the stream directory open.
+    #[error("the stream at {path} is already open elsewhere")]
+    Locked { path: PathBuf },
+    /// A partition could not be restored to a consistent state after a failed
+    /// write; it rejects appends until the stream is reopened.
+    #[error(
+        "partition {partition} rejects appends after a failed write to {path}; reopen the stream"
+    )]
+    Poisoned {
+        partition: PartitionId,
+        path: PathBuf,
+    },
+    /// The writer thread could not be started.
+    #[error("could not start the log writer thread: {source}")]
+    WriterThread { source: std::io::Error },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What every stream backend provides. Implementors: embedded log (here),
+/// Kafka and Fluvio later.
+pub trait EventStream: Send + Sync + 'static {
+    /// The number of partitions; partition ids are `0..partitions()`.
+    fn partitions(&self) -> u32;
+
+    /// Appends `payloads` to `partition` in order; resolves once ALL of them
+    /// are durable (fsynced). Fails fast with [`Error::Overloaded`] when the
+    /// append queue is full (callers answer HTTP 429).
+    fn append(
+        &self,
+        partition: PartitionId,
+        payloads: Vec<Bytes>,
+    ) -> BoxFuture<'_, Result<AppendAck>>;
+
+    /// Reads records with offset >= `from`, at most `max_records`; if none is
+    /// available yet, waits up to `max_wait` for new appends, then returns an
+    /// empty Vec. Records returned are durable.
+    fn read(
+        &self,
+        partition: PartitionId,
+        from: Offset,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Record>>>;
+
+    /// The next offset to be written (high watermark) of a partition.
+    fn end_offset(&self, partition: PartitionId) -> Result<Offset>;
+
+    /// The consumer position is durable elsewhere up to `offset` (a checkpoint
+    /// covers records < offset): segments wholly below it may be deleted.
+    fn commit(&self, partition: PartitionId, offset: Offset) -> BoxFuture<'_, Result<()>>;
+}

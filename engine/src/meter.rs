@@ -1,0 +1,422 @@
+//! The meter model, its validation (OpenMeter's rules) and value extraction.
+
+use crate::aggregate::{Aggregation, SampleValue};
+use crate::decimal::{ValueError, from_json_number, parse_numeric_str};
+use crate::event::{CloudEvent, rfc3339};
+use crate::jsonpath::{JsonPath, go_value_text};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A meter: which events count (`eventType`, `eventFrom`), what value each carries
+/// (`valueProperty`), how it aggregates and which dimensions group it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meter {
+    pub id: String,
+    #[serde(skip)]
+    pub namespace: String,
+    pub slug: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    pub aggregation: Aggregation,
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    pub event_from: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_property: Option<String>,
+    #[serde(default)]
+    pub group_by: BTreeMap<String, String>,
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// `MeterCreate` of OpenMeter's API (also the shape of a meter in the config file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeterCreate {
+    pub slug: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub aggregation: String,
+    pub event_type: String,
+    #[serde(default, with = "rfc3339::option")]
+    pub event_from: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub value_property: Option<String>,
+    #[serde(default)]
+    pub group_by: Option<BTreeMap<String, String>>,
+}
+
+/// `MeterUpdate`: only the fields that keep history intact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeterUpdate {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub group_by: Option<BTreeMap<String, String>>,
+}
+
+/// Why a meter definition is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeterError {
+    #[error("slug must be 1 to 64 characters of lowercase letters, digits and single underscores: {0:?}")]
+    Slug(String),
+    #[error("name must be 1 to 256 characters")]
+    Name,
+    #[error("description must be at most 1024 characters")]
+    Description,
+    #[error("invalid aggregation {0:?}: must be one of SUM, COUNT, UNIQUE_COUNT, AVG, MIN, MAX, LATEST")]
+    Aggregation(String),
+    #[error("meter event type is required")]
+    EventType,
+    #[error("meter value property is required for aggregation {0}")]
+    ValuePropertyRequired(&'static str),
+    #[error("meter value property is not allowed for aggregation COUNT")]
+    ValuePropertyForbidden,
+    #[error("meter value property must be a JSONPath starting with $: {0}")]
+    ValueProperty(String),
+    #[error("meter group by key {0:?} must match ^[a-zA-Z_][0-9a-zA-Z_]*$")]
+    GroupByKey(String),
+    #[error("meter group by {key:?} must be a JSONPath starting with $: {path}")]
+    GroupByPath { key: String, path: String },
+    #[error("meter group by {0:?} cannot be the same as the value property")]
+    GroupByIsValue(String),
+    #[error("meter group by cannot drop keys of an existing meter: missing {0:?}")]
+    GroupByDropped(String),
+}
+
+/// Is `text` a key in OpenMeter's key pattern `^[a-z0-9]+(?:_[a-z0-9]+)*$`, 1–64 long?
+pub fn is_key(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && !text.starts_with('_')
+        && !text.ends_with('_')
+        && !text.contains("__")
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn is_group_key(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn check_group_by(group_by: &BTreeMap<String, String>, value_property: Option<&str>) -> Result<(), MeterError> {
+    for (key, path) in group_by {
+        if !is_group_key(key) {
+            return Err(MeterError::GroupByKey(key.clone()));
+        }
+        if JsonPath::parse(path).is_err() {
+            return Err(MeterError::GroupByPath { key: key.clone(), path: path.clone() });
+        }
+        if Some(path.as_str()) == value_property {
+            return Err(MeterError::GroupByIsValue(key.clone()));
+        }
+    }
+    Ok(())
+}
+
+impl MeterCreate {
+    /// Validates the definition and builds the meter; the caller supplies the id and
+    /// the time (the engine has no clock).
+    pub fn into_meter(self, id: String, namespace: &str, now: DateTime<Utc>) -> Result<Meter, MeterError> {
+        if !is_key(&self.slug) {
+            return Err(MeterError::Slug(self.slug));
+        }
+        let name = self.name.filter(|n| !n.is_empty()).unwrap_or_else(|| self.slug.clone());
+        if name.chars().count() > 256 {
+            return Err(MeterError::Name);
+        }
+        if self.description.as_ref().is_some_and(|d| d.chars().count() > 1024) {
+            return Err(MeterError::Description);
+        }
+        let aggregation = Aggregation::parse(&self.aggregation).ok_or(MeterError::Aggregation(self.aggregation))?;
+        if self.event_type.trim().is_empty() {
+            return Err(MeterError::EventType);
+        }
+        let value_property = self.value_property.filter(|v| !v.is_empty());
+        match (&value_property, aggregation) {
+            (Some(_), Aggregation::Count) => return Err(MeterError::ValuePropertyForbidden),
+            (None, Aggregation::Count) => {}
+            (None, other) => return Err(MeterError::ValuePropertyRequired(other.as_str())),
+            (Some(path), _) => {
+                if JsonPath::parse(path).is_err() {
+                    return Err(MeterError::ValueProperty(path.clone()));
+                }
+            }
+        }
+        let group_by = self.group_by.unwrap_or_default();
+        check_group_by(&group_by, value_property.as_deref())?;
+        Ok(Meter {
+            id,
+            namespace: namespace.to_owned(),
+            slug: self.slug,
+            name,
+            description: self.description,
+            metadata: self.metadata.unwrap_or_default(),
+            aggregation,
+            event_type: self.event_type,
+            event_from: self.event_from,
+            value_property,
+            group_by,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        })
+    }
+}
+
+impl Meter {
+    /// Applies an update. Group-by keys may be added, never removed (their history stays queryable).
+    pub fn apply_update(&mut self, update: MeterUpdate, now: DateTime<Utc>) -> Result<(), MeterError> {
+        if let Some(name) = update.name.filter(|n| !n.is_empty()) {
+            if name.chars().count() > 256 {
+                return Err(MeterError::Name);
+            }
+            self.name = name;
+        }
+        if let Some(description) = update.description {
+            if description.chars().count() > 1024 {
+                return Err(MeterError::Description);
+            }
+            self.description = Some(description);
+        }
+        if let Some(metadata) = update.metadata {
+            self.metadata = metadata;
+        }
+        if let Some(group_by) = update.group_by {
+            check_group_by(&group_by, self.value_property.as_deref())?;
+            if let Some(dropped) = self.group_by.keys().find(|k| !group_by.contains_key(*k)) {
+                return Err(MeterError::GroupByDropped(dropped.clone()));
+            }
+            self.group_by = group_by;
+        }
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// The compiled form used on the hot path.
+    pub fn compile(&self) -> CompiledMeter {
+        CompiledMeter {
+            aggregation: self.aggregation,
+            event_type: self.event_type.clone(),
+            event_from_ms: self.event_from.map(|t| t.timestamp_millis()),
+            value: self.value_property.as_deref().and_then(|p| JsonPath::parse(p).ok()),
+            value_text: self.value_property.clone().unwrap_or_default(),
+            group_by: self
+                .group_by
+                .iter()
+                .map(|(k, p)| (k.clone(), JsonPath::parse(p).ok()))
+                .collect(),
+        }
+    }
+}
+
+/// A meter ready to extract samples: its paths parsed once.
+#[derive(Debug, Clone)]
+pub struct CompiledMeter {
+    pub aggregation: Aggregation,
+    pub event_type: String,
+    pub event_from_ms: Option<i64>,
+    value: Option<JsonPath>,
+    value_text: String,
+    /// Group-by keys in key order, with their paths.
+    group_by: Vec<(String, Option<JsonPath>)>,
+}
+
+/// What an event contributes to a meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub value: SampleValue,
+    /// The group-by values in the meter's key order; a missing path gives "".
+    pub group: Vec<String>,
+}
+
+/// The outcome of reading one event with one meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extract {
+    /// The event is not for this meter (another type, or before `eventFrom`).
+    Skip,
+    /// The event is for this meter but carries no usable value: OpenMeter's `validationError`.
+    Invalid(String),
+    Sample(Sample),
+}
+
+impl CompiledMeter {
+    pub fn group_keys(&self) -> impl Iterator<Item = &str> {
+        self.group_by.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Does the event belong to this meter?
+    pub fn matches(&self, event: &CloudEvent) -> bool {
+        event.event_type == self.event_type && self.event_from_ms.is_none_or(|from| event.time.timestamp_millis() >= from)
+    }
+
+    /// Reads the event's value and group-by values, with OpenMeter's parse rules and texts.
+    pub fn extract(&self, event: &CloudEvent) -> Extract {
+        if !self.matches(event) {
+            return Extract::Skip;
+        }
+        let data = event.data.as_ref().map(|m| Value::Object(m.clone()));
+        self.extract_data(data.as_ref())
+    }
+
+    /// [`Self::extract`] on the data alone (the event is known to match).
+    pub fn extract_data(&self, data: Option<&Value>) -> Extract {
+        let group = self
+            .group_by
+            .iter()
+            .map(|(_, path)| match (path, data) {
+                (Some(path), Some(data)) => path.lookup(data).map(go_value_text).unwrap_or_default(),
+                _ => String::new(),
+            })
+            .collect();
+        if self.aggregation == Aggregation::Count {
+            return Extract::Sample(Sample { value: SampleValue::One, group });
+        }
+        let Some(data) = data else {
+            return invalid("null and missing value property");
+        };
+        let Some(path) = &self.value else {
+            return invalid("non count meter value property is missing");
+        };
+        let raw = match path.lookup(data) {
+            None => return invalid(&format!("missing value property: {:?}", self.value_text)),
+            Some(Value::Null) => return invalid("value cannot be null"),
+            Some(raw) => raw,
+        };
+        if self.aggregation == Aggregation::UniqueCount {
+            return Extract::Sample(Sample { value: SampleValue::Text(go_value_text(raw)), group });
+        }
+        let number = match raw {
+            Value::String(text) => parse_numeric_str(text),
+            Value::Number(number) => from_json_number(number),
+            Value::Bool(_) => return invalid("unsupported value property type: bool"),
+            Value::Array(_) => return invalid("unsupported value property type: []interface {}"),
+            Value::Object(_) => return invalid("unsupported value property type: map[string]interface {}"),
+            Value::Null => return invalid("value cannot be null"),
+        };
+        match number {
+            Ok(value) => Extract::Sample(Sample { value: SampleValue::Number(value), group }),
+            Err(error @ (ValueError::NaN | ValueError::Infinity | ValueError::Unparsable(_))) => {
+                invalid(&error.to_string())
+            }
+        }
+    }
+}
+
+fn invalid(reason: &str) -> Extract {
+    Extract::Invalid(format!("invalid event: {reason}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{parse_event, parse_time};
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        parse_time("2024-01-01T00:00:00Z").unwrap_or_default()
+    }
+
+    fn create(aggregation: &str, value: Option<&str>) -> MeterCreate {
+        MeterCreate {
+            slug: "m1".into(),
+            name: None,
+            description: None,
+            metadata: None,
+            aggregation: aggregation.into(),
+            event_type: "request".into(),
+            event_from: None,
+            value_property: value.map(str::to_owned),
+            group_by: Some(BTreeMap::from([("method".into(), "$.method".into()), ("path".into(), "$.path".into())])),
+        }
+    }
+
+    fn meter(aggregation: &str, value: Option<&str>) -> CompiledMeter {
+        create(aggregation, value).into_meter("01J".into(), "default", now()).expect("valid meter").compile()
+    }
+
+    fn event(data: Value) -> CloudEvent {
+        let mut e = json!({"id": "1", "source": "s", "type": "request", "subject": "c", "time": "2024-01-01T00:00:00Z"});
+        if !data.is_null() {
+            e["data"] = data;
+        }
+        parse_event(e, now()).expect("event")
+    }
+
+    #[test]
+    fn meter_validation_follows_openmeter() {
+        assert_eq!(create("COUNT", Some("$.x")).into_meter("i".into(), "d", now()), Err(MeterError::ValuePropertyForbidden));
+        assert_eq!(create("SUM", None).into_meter("i".into(), "d", now()), Err(MeterError::ValuePropertyRequired("SUM")));
+        assert!(matches!(create("SUM", Some("x")).into_meter("i".into(), "d", now()), Err(MeterError::ValueProperty(_))));
+        assert!(matches!(create("TOTAL", None).into_meter("i".into(), "d", now()), Err(MeterError::Aggregation(_))));
+        let mut bad_slug = create("COUNT", None);
+        bad_slug.slug = "Bad-Slug".into();
+        assert!(matches!(bad_slug.into_meter("i".into(), "d", now()), Err(MeterError::Slug(_))));
+        let mut same = create("SUM", Some("$.method"));
+        same.group_by = Some(BTreeMap::from([("m".into(), "$.method".into())]));
+        assert_eq!(same.into_meter("i".into(), "d", now()), Err(MeterError::GroupByIsValue("m".into())));
+        let mut bad_key = create("COUNT", None);
+        bad_key.group_by = Some(BTreeMap::from([("1x".into(), "$.a".into())]));
+        assert!(matches!(bad_key.into_meter("i".into(), "d", now()), Err(MeterError::GroupByKey(_))));
+        assert!(is_key("tokens_total") && !is_key("a__b") && !is_key("_a") && !is_key(""));
+    }
+
+    #[test]
+    fn extraction_gives_openmeter_validation_errors() {
+        let sum = meter("SUM", Some("$.duration_ms"));
+        let cases = [
+            (Value::Null, Err("invalid event: null and missing value property")),
+            (json!({}), Err("invalid event: missing value property: \"$.duration_ms\"")),
+            (json!({"duration_ms": null}), Err("invalid event: value cannot be null")),
+            (json!({"duration_ms": "NaN"}), Err("invalid event: value cannot be NaN")),
+            (json!({"duration_ms": "Inf"}), Err("invalid event: value cannot be infinity")),
+            (json!({"duration_ms": "abc"}), Err("invalid event: value cannot be parsed as float64: abc")),
+            (json!({"duration_ms": true}), Err("invalid event: unsupported value property type: bool")),
+            (json!({"duration_ms": "100"}), Ok("100")),
+            (json!({"duration_ms": 2.5, "method": "GET"}), Ok("2.5")),
+        ];
+        for (data, expected) in cases {
+            let got = match sum.extract(&event(data.clone())) {
+                Extract::Sample(Sample { value: SampleValue::Number(v), .. }) => Ok(v.to_string()),
+                Extract::Invalid(text) => Err(text),
+                other => Err(format!("{other:?}")),
+            };
+            assert_eq!(got, expected.map(str::to_owned).map_err(str::to_owned), "data {data}");
+        }
+    }
+
+    #[test]
+    fn group_by_values_and_counts() {
+        let count = meter("COUNT", None);
+        let got = count.extract(&event(json!({"method": "GET", "path": 12})));
+        assert_eq!(got, Extract::Sample(Sample { value: SampleValue::One, group: vec!["GET".into(), "12".into()] }));
+        let got = count.extract(&event(Value::Null));
+        assert_eq!(got, Extract::Sample(Sample { value: SampleValue::One, group: vec![String::new(), String::new()] }));
+        let unique = meter("UNIQUE_COUNT", Some("$.user"));
+        let got = unique.extract(&event(json!({"user": 1000000})));
+        assert!(matches!(got, Extract::Sample(Sample { value: SampleValue::Text(ref t), .. }) if t == "1e+06"));
+        let mut other = event(json!({}));
+        other.event_type = "other".into();
+        assert_eq!(count.extract(&other), Extract::Skip);
+    }
+}

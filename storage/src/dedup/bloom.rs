@@ -1,0 +1,177 @@
+//! Blocked, foldable bloom filters, one per run, kept in memory.
+//!
+//! * **Blocked**: every key touches one 64-byte block (one cache line), so a
+//!   probe costs one cache miss whatever `k` is.
+//! * **Foldable**: the block count is a power of two and a key's block is the
+//!   low bits of its hash, so a filter can be halved in place by OR-ing its
+//!   upper half onto its lower half. That is how older filters give memory
+//!   back when the index grows and the budget must be shared by more keys:
+//!   no run has to be re-read. Folding keeps `k`, so a folded filter has a
+//!   somewhat higher false-positive rate than a fresh one of the same size,
+//!   but never a false negative.
+//! * An empty filter (no blocks) answers "maybe" for every key.
+
+use super::Key;
+
+/// Bytes in one block (one cache line).
+pub(crate) const BLOCK_BYTES: usize = 64;
+const BLOCK_BITS: f64 = 512.0;
+/// Above this, more bits per key buy almost nothing (≈0.1 % false positives).
+pub(crate) const MAX_BITS_PER_KEY: f64 = 16.0;
+/// Bit positions come from 9-bit slices of the hash: at most 8 of them.
+const MAX_K: u32 = 8;
+
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Block([u64; 8]);
+
+pub(crate) struct Bloom {
+    blocks: Vec<Block>,
+    k: u32,
+}
+
+/// murmur3's 64-bit finaliser: a cheap bijective mixer.
+#[inline]
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// Two 64-bit hashes of a key. Keys are normally uniform already, but mixing
+/// keeps the filter good for any key distribution (tests use small integers).
+#[inline]
+fn hashes(key: Key) -> (u64, u64) {
+    let a = mix64(key as u64 ^ mix64((key >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15));
+    (a, mix64(a ^ 0x2545_f491_4f6c_dd1d))
+}
+
+/// Position of the `i`-th bit inside the block (0..512).
+#[inline]
+fn bit_pos(a: u64, b: u64, i: u32) -> usize {
+    if i < 7 {
+        ((b >> (9 * i)) & 511) as usize
+    } else {
+        ((a >> 55) & 511) as usize
+    }
+}
+
+impl Bloom {
+    /// No filter at all: every key is a "maybe".
+    pub(crate) fn none() -> Self {
+        Self {
+            blocks: Vec::new(),
+            k: 0,
+        }
+    }
+
+    /// A filter of `blocks` blocks (a power of two, or 0 for none) for `keys` keys.
+    pub(crate) fn new(blocks: usize, keys: u64) -> Self {
+        if blocks == 0 {
+            return Self::none();
+        }
+        debug_assert!(blocks.is_power_of_two());
+        let bits_per_key = blocks as f64 * BLOCK_BITS / keys.max(1) as f64;
+        let k = ((bits_per_key * std::f64::consts::LN_2).round() as u32).clamp(1, MAX_K);
+        Self {
+            blocks: vec![Block::default(); blocks],
+            k,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, key: Key) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        let (a, b) = hashes(key);
+        let mask = self.blocks.len() - 1;
+        let block = &mut self.blocks[a as usize & mask];
+        for i in 0..self.k {
+            let bit = bit_pos(a, b, i);
+            block.0[bit >> 6] |= 1 << (bit & 63);
+        }
+    }
+
+    /// False only if the key is certainly absent.
+    #[inline]
+    pub(crate) fn may_contain(&self, key: Key) -> bool {
+        if self.blocks.is_empty() {
+            return true;
+        }
+        let (a, b) = hashes(key);
+        let block = &self.blocks[a as usize & (self.blocks.len() - 1)];
+        (0..self.k).all(|i| {
+            let bit = bit_pos(a, b, i);
+            block.0[bit >> 6] & (1 << (bit & 63)) != 0
+        })
+    }
+
+    /// Halves the filter (a one-block filter becomes no filter).
+    pub(crate) fn fold(&mut self) {
+        let n = self.blocks.len();
+        if n <= 1 {
+            *self = Self::none();
+            return;
+        }
+        let (lo, hi) = self.blocks.split_at_mut(n / 2);
+        for (l, h) in lo.iter_mut().zip(hi.iter()) {
+            for (lw, hw) in l.0.iter_mut().zip(h.0.iter()) {
+                *lw |= *hw;
+            }
+        }
+        self.blocks.truncate(n / 2);
+        self.blocks.shrink_to_fit();
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.blocks.len() * BLOCK_BYTES
+    }
+}
+
+/// Bits per key that spreads `budget_bytes` evenly over `total_keys`, capped.
+pub(crate) fn target_bits_per_key(budget_bytes: usize, total_keys: u64) -> f64 {
+    (budget_bytes as f64 * 8.0 / total_keys.max(1) as f64).min(MAX_BITS_PER_KEY)
+}
+
+/// The power-of-two block count (at least 1) nearest, on a log scale, to
+/// `keys * bits_per_key` bits.
+pub(crate) fn desired_blocks(keys: u64, bits_per_key: f64) -> usize {
+    let want = keys as f64 * bits_per_key / BLOCK_BITS;
+    if want <= 1.0 {
+        return 1;
+    }
+    let exp = want.log2().floor().min(f64::from(usize::BITS - 2)) as u32;
+    let lower = 1usize << exp;
+    if want >= lower as f64 * std::f64::consts::SQRT_2 {
+        lower * 2
+    } else {
+        lower
+    }
+}
+
+/// Shrinks block counts until their sum fits `budget_bytes`: repeatedly halves
+/// the filter with the most bits per key (a one-block filter goes to none).
+/// `filters` holds `(keys, blocks)` pairs.
+pub(crate) fn fit_to_budget(filters: &mut [(u64, usize)], budget_bytes: usize) {
+    let bits_per_key = |f: &(u64, usize)| f.1 as f64 / f.0.max(1) as f64;
+    loop {
+        let total: usize = filters.iter().map(|f| f.1 * BLOCK_BYTES).sum();
+        if total <= budget_bytes {
+            return;
+        }
+        let Some(fattest) = filters
+            .iter_mut()
+            .filter(|f| f.1 > 0)
+            .max_by(|x, y| bits_per_key(x).total_cmp(&bits_per_key(y)))
+        else {
+            return;
+        };
+        fattest.1 /= 2;
+    }
+}

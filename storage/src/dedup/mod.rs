@@ -1,0 +1,688 @@
+//! On-disk deduplication index.
+//!
+//! Metron drops duplicate events by key (namespace, source, id) over a dedup
+//! horizon. A [`DedupIndex`] (one per stream partition) answers "have I seen
+//! this key within the horizon?" for batches of keys, holding recent keys in
+//! memory and older ones in immutable sorted run files on disk, with memory
+//! for filters and keys bounded by [`DedupConfig::memory_budget_bytes`].
+//!
+//! # Layout
+//! * **Memory tier** (`memtier.rs`): a fixed-size hash set of the keys inserted
+//!   since the last spill. It is written as a run when it holds
+//!   `memory_keys_max` keys and at every checkpoint.
+//! * **Runs** (`run.rs`): `run-<seq>.dat`, keys sorted ascending, looked up by
+//!   interpolation with `pread` — no per-key memory.
+//! * **Bloom filters** (`bloom.rs`): one per run, in memory only. They are
+//!   *rebuilt from the run on open*, in the same sequential pass that verifies
+//!   the run's checksum, so they always fit the budget in force at open.
+//!
+//! # Memory budget
+//! The memory tier's table is allocated once and charged up front (at most
+//! half the budget; `memory_keys_max` is lowered if it would not fit). The
+//! rest is the bloom budget. A new filter gets `bloom_budget * 8 / total keys
+//! on disk` bits per key (capped at 16), rounded to a power-of-two block count;
+//! then, while the filters' sum exceeds the bloom budget, the filter with the
+//! most bits per key is halved in place ("folded"). So as the index grows every
+//! filter gets fewer bits per key, the sum never exceeds the budget, and a
+//! bloom "maybe" is always checked on disk, so answers stay exact.
+//!
+//! # Checkpoints and file lifetime
+//! [`DedupIndex::checkpoint`] spills the memory tier, drops expired runs,
+//! compacts, fsyncs new files and the directory and returns the
+//! [`DedupState`] naming the live runs. A file leaving the live set is
+//! deleted at once if no returned state ever named it; if the last returned
+//! state (or the state the index was opened from) names it, it is deleted at
+//! the checkpoint call *after* the one whose state stopped naming it. The
+//! caller must therefore have recorded a returned state durably before it calls
+//! `checkpoint` again (on a failed manifest write: reopen from the last durable
+//! state instead). [`DedupIndex::open`] deletes run files its state does not
+//! name, which makes everything written after that checkpoint invisible.
+//!
+//! # Compaction
+//! Size-tiered within time windows of `horizon / 8` (by a run's last insert
+//! time): in the current window, once 4 or more runs share a size tier (tier 0:
+//! up to `memory_keys_max` keys, each further tier ×4) they are merged into
+//! one; a window that has closed is merged into a single run. Merges run inside
+//! `checkpoint`, and inside `insert_batch` when a spill leaves more than 16
+//! runs. A merged run keeps the min first and max last insert time, so expiry
+//! (whole runs, `last_insert_ms < now - horizon`) keeps a key at most about one
+//! window (plus one checkpoint interval) past the horizon, never less.
+//!
+//! # Errors
+//! Any error from `insert_batch` or `checkpoint` poisons the index (it may have
+//! recorded part of a batch); later calls return [`Error::Poisoned`] and the
+//! owner reopens from its last checkpoint state and replays.
+
+mod bloom;
+mod memtier;
+mod run;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
+
+use bloom::{Bloom, desired_blocks, fit_to_budget, target_bits_per_key};
+use memtier::{MemTier, Probe};
+use run::{Run, RunWriter};
+
+/// A dedup key: a 128-bit hash of (namespace, source, id).
+pub type Key = u128;
+
+/// 128-bit xxh3 of namespace, source and id, each prefixed by its length
+/// (u64 LE), so ("a", "bc") and ("ab", "c") hash differently.
+pub fn dedup_key(namespace: &str, source: &str, id: &str) -> Key {
+    const INLINE: usize = 256;
+    let parts = [namespace, source, id];
+    let total = 3 * 8 + namespace.len() + source.len() + id.len();
+    if total <= INLINE {
+        let mut buf = [0u8; INLINE];
+        let mut n = 0;
+        for part in parts {
+            buf[n..n + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
+            n += 8;
+            buf[n..n + part.len()].copy_from_slice(part.as_bytes());
+            n += part.len();
+        }
+        xxh3_128(&buf[..n])
+    } else {
+        let mut hasher = Xxh3Default::new();
+        for part in parts {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hasher.digest128()
+    }
+}
+
+/// Errors of the dedup index.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("dedup index i/o error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("corrupt dedup run {}: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("dedup run {} named by the checkpoint state is missing", path.display())]
+    MissingRun { path: PathBuf },
+    #[error("invalid dedup checkpoint state: {reason}")]
+    InvalidState { reason: String },
+    #[error("dedup directory is in use by another index (lock {} is held)", path.display())]
+    Locked { path: PathBuf },
+    #[error(
+        "dedup index is poisoned by an earlier error; reopen it from the last checkpoint state"
+    )]
+    Poisoned,
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
+        Self::Corrupt {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Configuration of a [`DedupIndex`].
+#[derive(Debug, Clone)]
+pub struct DedupConfig {
+    /// How long a key stays a duplicate (default 35 days). Keys expire with
+    /// whole runs, so a key may stay a duplicate somewhat longer, never shorter.
+    pub horizon_ms: i64,
+    /// Bound on bloom filters plus the memory tier (default 64 MiB; at least
+    /// 64 KiB is used).
+    pub memory_budget_bytes: usize,
+    /// The memory tier is spilled to a run when it holds this many keys
+    /// (default 1 000 000; lowered if the tier would take over half the budget).
+    pub memory_keys_max: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            horizon_ms: 35 * 24 * 60 * 60 * 1000,
+            memory_budget_bytes: 64 << 20,
+            memory_keys_max: 1_000_000,
+        }
+    }
+}
+
+/// A run file recorded in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunMeta {
+    pub file_name: String,
+    pub keys: u64,
+    pub first_insert_ms: i64,
+    pub last_insert_ms: i64,
+}
+
+/// What a checkpoint records about the index: the run files that make it up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DedupState {
+    pub runs: Vec<RunMeta>,
+}
+
+/// Counters and sizes of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DedupStats {
+    pub keys_in_memory: u64,
+    /// Bytes held by the memory tier's table (allocated once, constant).
+    pub memory_bytes: usize,
+    pub runs: u64,
+    pub keys_on_disk: u64,
+    pub bloom_bytes: usize,
+    /// The budget in force (`memory_budget_bytes`, at least 64 KiB).
+    /// `memory_bytes + bloom_bytes <= budget_bytes` always.
+    pub budget_bytes: usize,
+    /// Run probes that went to disk (bloom said "maybe").
+    pub disk_lookups: u64,
+    /// `pread` calls made by those probes.
+    pub disk_reads: u64,
+    /// Disk probes that did not find the key.
+    pub bloom_false_positives: u64,
+    pub spills: u64,
+    pub compactions: u64,
+}
+
+/// The smallest budget used, whatever is configured.
+const MIN_BUDGET: usize = 64 << 10;
+/// Runs of the same size tier merged together.
+const FANOUT: usize = 4;
+/// Compaction windows per horizon.
+const WINDOWS_PER_HORIZON: i64 = 8;
+/// Above this many runs a spill compacts at once rather than waiting for the
+/// next checkpoint.
+const SPILL_COMPACTION_RUNS: usize = 4 * FANOUT;
+const LOCK_FILE: &str = "LOCK";
+
+/// Memory split derived from a config.
+#[derive(Debug, Clone, Copy)]
+struct Sizing {
+    budget: usize,
+    mem_keys_max: usize,
+    bloom_budget: usize,
+}
+
+impl Sizing {
+    fn new(config: &DedupConfig) -> Self {
+        let budget = config.memory_budget_bytes.max(MIN_BUDGET);
+        let half_slots = budget / 2 / size_of::<Key>();
+        // Largest power of two not above half the budget, in slots.
+        let max_slots = 1usize << (usize::BITS - 1 - half_slots.leading_zeros());
+        let mem_keys_max = config.memory_keys_max.clamp(1, max_slots / 4 * 3);
+        let mem_bytes = MemTier::slots_for(mem_keys_max) * size_of::<Key>();
+        Self {
+            budget,
+            mem_keys_max,
+            bloom_budget: budget - mem_bytes,
+        }
+    }
+}
+
+/// The on-disk dedup index of one stream partition. See the module docs.
+pub struct DedupIndex {
+    dir: PathBuf,
+    config: DedupConfig,
+    sizing: Sizing,
+    mem: MemTier,
+    /// Live runs ordered by (last_insert_ms, seq): lookups go newest first.
+    runs: Vec<Run>,
+    next_seq: u64,
+    /// Files named by the last returned state (or the state opened from).
+    named: HashSet<String>,
+    /// Named files that left the live set since the last checkpoint.
+    retired_named: Vec<PathBuf>,
+    /// Files the last checkpoint stopped naming: deleted at the next one.
+    deferred: Vec<PathBuf>,
+    dir_dirty: bool,
+    poisoned: bool,
+    counters: Counters,
+    /// Holds an exclusive lock on `dir/LOCK` while the index is open.
+    _lock: File,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    disk_lookups: u64,
+    disk_reads: u64,
+    bloom_false_positives: u64,
+    spills: u64,
+    compactions: u64,
+}
+
+impl std::fmt::Debug for DedupIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DedupIndex")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DedupIndex {
+    /// Opens the index in `dir` (created if missing) from a checkpoint's state
+    /// (`None` = empty). Every run the state names is verified in full
+    /// (length, header and body checksums, key order, agreement with the
+    /// state) and its bloom filter rebuilt; a bad one is [`Error::Corrupt`]
+    /// (or [`Error::MissingRun`]) and nothing is deleted. Otherwise run files in
+    /// `dir` that `state` does not name are deleted: they were written after
+    /// that checkpoint.
+    pub fn open(dir: &Path, config: DedupConfig, state: Option<&DedupState>) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = lock_dir(dir)?;
+        let empty = DedupState::default();
+        let state = state.unwrap_or(&empty);
+
+        let mut named = HashSet::with_capacity(state.runs.len());
+        let mut metas = Vec::with_capacity(state.runs.len());
+        for meta in &state.runs {
+            let seq = run::parse_file_name(&meta.file_name).ok_or_else(|| Error::InvalidState {
+                reason: format!("{:?} is not a run file name", meta.file_name),
+            })?;
+            if !named.insert(meta.file_name.clone()) {
+                return Err(Error::InvalidState {
+                    reason: format!("run {:?} is named twice", meta.file_name),
+                });
+            }
+            metas.push((seq, meta));
+        }
+
+        let mut on_disk = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            if let Some(name) = entry.file_name().to_str()
+                && let Some(seq) = run::parse_file_name(name)
+            {
+                on_disk.push((seq, name.to_owned()));
+            }
+        }
+        let next_seq = on_disk
+            .iter()
+            .map(|(seq, _)| *seq)
+            .chain(metas.iter().map(|(seq, _)| *seq))
+            .max()
+            .map_or(0, |max| max.saturating_add(1));
+
+        let sizing = Sizing::new(&config);
+        let total_keys: u64 = metas.iter().map(|(_, m)| m.keys).sum();
+        let target = target_bits_per_key(sizing.bloom_budget, total_keys);
+        let mut plan: Vec<(u64, usize)> = metas
+            .iter()
+            .map(|(_, m)| (m.keys, desired_blocks(m.keys, target)))
+            .collect();
+        fit_to_budget(&mut plan, sizing.bloom_budget);
+        let mut runs = Vec::with_capacity(metas.len());
+        for ((seq, meta), (_, blocks)) in metas.iter().zip(&plan) {
+            runs.push(Run::open(dir, meta, *seq, *blocks)?);
+        }
+        runs.sort_by_key(|r| (r.meta.last_insert_ms, r.seq));
+
+        let mut deleted = 0usize;
+        for (_, name) in on_disk.iter().filter(|(_, name)| !named.contains(name)) {
+            let path = dir.join(name);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(dir)?;
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            runs = runs.len(),
+            keys_on_disk = total_keys,
+            deleted_unnamed_runs = deleted,
+            "opened dedup index"
+        );
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            mem: MemTier::new(sizing.mem_keys_max),
+            config,
+            sizing,
+            runs,
+            next_seq,
+            named,
+            retired_named: Vec::new(),
+            deferred: Vec::new(),
+            dir_dirty: false,
+            poisoned: false,
+            counters: Counters::default(),
+            _lock: lock,
+        })
+    }
+
+    /// For each key in order: `true` if it is new (and records it at
+    /// `now_ms`), `false` if it was seen within the horizon (including earlier
+    /// in the same slice).
+    pub fn insert_batch(&mut self, keys: &[Key], now_ms: i64) -> Result<Vec<bool>> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let result = self.insert_batch_inner(keys, now_ms);
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn insert_batch_inner(&mut self, keys: &[Key], now_ms: i64) -> Result<Vec<bool>> {
+        let cutoff = self.cutoff(now_ms);
+        self.expire_memory(cutoff);
+        let mut out = Vec::with_capacity(keys.len());
+        for &key in keys {
+            let Probe::Vacant(slot) = self.mem.probe(key) else {
+                out.push(false);
+                continue;
+            };
+            if in_runs(&self.runs, key, cutoff, &mut self.counters)? {
+                out.push(false);
+                continue;
+            }
+            self.mem.insert_vacant(slot, key, now_ms);
+            out.push(true);
+            if self.mem.is_full() {
+                self.spill()?;
+                if self.runs.len() > SPILL_COMPACTION_RUNS {
+                    self.compact(now_ms)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes everything inserted so far durable as run files (fsynced, and the
+    /// directory fsynced) and returns the state to record in the checkpoint
+    /// manifest. Also drops runs older than the horizon and compacts. Files
+    /// the previously returned state names but this one does not are deleted
+    /// by the *next* call.
+    pub fn checkpoint(&mut self, now_ms: i64) -> Result<DedupState> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let result = self.checkpoint_inner(now_ms);
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn checkpoint_inner(&mut self, now_ms: i64) -> Result<DedupState> {
+        // The previous call's state stopped naming these; the caller has
+        // recorded that state since, so nothing can point to them any more.
+        for path in std::mem::take(&mut self.deferred) {
+            remove_logged(&path);
+            self.dir_dirty = true;
+        }
+        let cutoff = self.cutoff(now_ms);
+        self.expire_memory(cutoff);
+        self.spill()?;
+        let (expired, live): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.runs)
+            .into_iter()
+            .partition(|r| r.meta.last_insert_ms < cutoff);
+        self.runs = live;
+        for run in expired {
+            tracing::debug!(file = %run.meta.file_name, last_insert_ms = run.meta.last_insert_ms, "dedup run expired");
+            self.retire(run);
+        }
+        self.compact(now_ms)?;
+        for run in &mut self.runs {
+            if !run.synced {
+                run.sync()?;
+                self.dir_dirty = true;
+            }
+        }
+        if self.dir_dirty {
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        let state = DedupState {
+            runs: self.runs.iter().map(|r| r.meta.clone()).collect(),
+        };
+        self.named = state.runs.iter().map(|m| m.file_name.clone()).collect();
+        self.deferred = std::mem::take(&mut self.retired_named);
+        tracing::debug!(
+            runs = state.runs.len(),
+            deferred_deletions = self.deferred.len(),
+            "dedup checkpoint"
+        );
+        Ok(state)
+    }
+
+    pub fn stats(&self) -> DedupStats {
+        DedupStats {
+            keys_in_memory: self.mem.len() as u64,
+            memory_bytes: self.mem.bytes(),
+            runs: self.runs.len() as u64,
+            keys_on_disk: self.keys_on_disk(),
+            bloom_bytes: self.runs.iter().map(|r| r.bloom.bytes()).sum(),
+            budget_bytes: self.sizing.budget,
+            disk_lookups: self.counters.disk_lookups,
+            disk_reads: self.counters.disk_reads,
+            bloom_false_positives: self.counters.bloom_false_positives,
+            spills: self.counters.spills,
+            compactions: self.counters.compactions,
+        }
+    }
+
+    fn keys_on_disk(&self) -> u64 {
+        self.runs.iter().map(|r| r.meta.keys).sum()
+    }
+
+    /// Insert times below this are past the horizon.
+    fn cutoff(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.config.horizon_ms.max(0))
+    }
+
+    /// Forgets the memory tier if all of it is past the horizon.
+    fn expire_memory(&mut self, cutoff: i64) {
+        if self.mem.len() > 0 && self.mem.last_ms() < cutoff {
+            self.mem.reset();
+        }
+    }
+
+    fn alloc_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// A bloom filter for a new run of `keys` keys, after folding existing
+    /// filters so that all of them, the new one included, fit the budget.
+    fn new_bloom(&mut self, keys: u64) -> Bloom {
+        let target = target_bits_per_key(self.sizing.bloom_budget, self.keys_on_disk() + keys);
+        let mut plan: Vec<(u64, usize)> = self
+            .runs
+            .iter()
+            .map(|r| (r.meta.keys, r.bloom.blocks()))
+            .collect();
+        plan.push((keys, desired_blocks(keys, target)));
+        fit_to_budget(&mut plan, self.sizing.bloom_budget);
+        for (run, (_, blocks)) in self.runs.iter_mut().zip(&plan) {
+            while run.bloom.blocks() > *blocks {
+                run.bloom.fold();
+            }
+        }
+        Bloom::new(plan.last().map_or(0, |p| p.1), keys)
+    }
+
+    fn insert_run(&mut self, run: Run) {
+        let at = self.runs.partition_point(|r| {
+            (r.meta.last_insert_ms, r.seq) < (run.meta.last_insert_ms, run.seq)
+        });
+        self.runs.insert(at, run);
+    }
+
+    /// Writes the memory tier as a run (not fsynced until the checkpoint).
+    pub(crate) fn spill(&mut self) -> Result<()> {
+        let n = self.mem.len() as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let bloom = self.new_bloom(n);
+        let seq = self.alloc_seq();
+        let path = self.dir.join(run::file_name(seq));
+        let (first_ms, last_ms) = (self.mem.first_ms(), self.mem.last_ms());
+        let mut writer = RunWriter::create(path, bloom)?;
+        for &key in self.mem.sort_for_spill() {
+            writer.push(key)?;
+        }
+        let run = writer.finish(seq, first_ms, last_ms)?;
+        self.mem.reset();
+        tracing::debug!(file = %run.meta.file_name, keys = n, "dedup memory tier spilled");
+        self.insert_run(run);
+        self.counters.spills += 1;
+        Ok(())
+    }
+
+    /// Removes a run from use: deletes its file now if no returned state
+    /// names it, else after the next checkpoint.
+    fn retire(&mut self, run: Run) {
+        if self.named.contains(&run.meta.file_name) {
+            self.retired_named.push(run.path);
+        } else {
+            remove_logged(&run.path);
+            self.dir_dirty = true;
+        }
+    }
+
+    /// Merges runs until the policy finds nothing to merge.
+    fn compact(&mut self, now_ms: i64) -> Result<()> {
+        while let Some(group) = self.pick_compaction(now_ms) {
+            self.merge_group(group)?;
+        }
+        Ok(())
+    }
+
+    /// Indices of runs to merge next, if any (see the module docs).
+    fn pick_compaction(&self, now_ms: i64) -> Option<Vec<usize>> {
+        let window_ms = (self.config.horizon_ms / WINDOWS_PER_HORIZON).max(1);
+        let current = now_ms.div_euclid(window_ms);
+        let cutoff = self.cutoff(now_ms);
+        let base = self.mem.max_keys() as u64;
+        let mut groups: BTreeMap<(i64, u32), Vec<usize>> = BTreeMap::new();
+        for (i, run) in self.runs.iter().enumerate() {
+            if run.meta.last_insert_ms < cutoff {
+                continue; // expired: dropped at the next checkpoint, not merged
+            }
+            let window = run.meta.last_insert_ms.div_euclid(window_ms);
+            let tier = if window < current {
+                u32::MAX // closed window: one group
+            } else {
+                size_tier(run.meta.keys, base)
+            };
+            groups.entry((window, tier)).or_default().push(i);
+        }
+        groups
+            .into_iter()
+            .filter(|((_, tier), runs)| runs.len() >= if *tier == u32::MAX { 2 } else { FANOUT })
+            .map(|(_, runs)| runs)
+            .min_by_key(|runs| runs.iter().map(|&i| self.runs[i].meta.keys).sum::<u64>())
+    }
+
+    fn merge_group(&mut self, mut indices: Vec<usize>) -> Result<()> {
+        indices.sort_unstable();
+        let mut inputs: Vec<Run> = indices.iter().rev().map(|&i| self.runs.remove(i)).collect();
+        for input in &mut inputs {
+            input.bloom = Bloom::none(); // give its memory to the merged filter
+        }
+        let keys: u64 = inputs.iter().map(|r| r.meta.keys).sum();
+        let first_ms = inputs
+            .iter()
+            .map(|r| r.meta.first_insert_ms)
+            .min()
+            .unwrap_or(0);
+        let last_ms = inputs
+            .iter()
+            .map(|r| r.meta.last_insert_ms)
+            .max()
+            .unwrap_or(0);
+        let bloom = self.new_bloom(keys);
+        let seq = self.alloc_seq();
+        let writer = RunWriter::create(self.dir.join(run::file_name(seq)), bloom)?;
+        let merged = run::merge(&inputs, writer, seq, first_ms, last_ms)?;
+        tracing::debug!(
+            inputs = inputs.len(),
+            keys = merged.meta.keys,
+            file = %merged.meta.file_name,
+            "dedup runs merged"
+        );
+        self.insert_run(merged);
+        for input in inputs {
+            self.retire(input);
+        }
+        self.counters.compactions += 1;
+        Ok(())
+    }
+}
+
+/// Whether a live run (newest first) holds `key`.
+fn in_runs(runs: &[Run], key: Key, cutoff: i64, counters: &mut Counters) -> Result<bool> {
+    for run in runs.iter().rev() {
+        if run.meta.last_insert_ms < cutoff || !run.in_range(key) || !run.bloom.may_contain(key) {
+            continue;
+        }
+        counters.disk_lookups += 1;
+        if run.contains(key, &mut counters.disk_reads)? {
+            return Ok(true);
+        }
+        counters.bloom_false_positives += 1;
+    }
+    Ok(false)
+}
+
+/// 0 for runs up to `base` keys, then one more per factor of `FANOUT`.
+fn size_tier(keys: u64, base: u64) -> u32 {
+    let mut tier = 0;
+    let mut cap = base.max(1);
+    while keys > cap {
+        tier += 1;
+        cap = cap.saturating_mul(FANOUT as u64);
+    }
+    tier
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Deletes a file no state can need any more. Failure only leaks the file
+/// until the next `open` (which deletes unnamed runs), so it is logged.
+fn remove_logged(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not delete dedup run"),
+    }
+}

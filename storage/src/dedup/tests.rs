@@ -1,0 +1,861 @@
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use proptest::prelude::*;
+
+use super::bloom::Bloom;
+use super::run::{self, RunWriter};
+use super::*;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn config(memory_keys_max: usize, memory_budget_bytes: usize, horizon_ms: i64) -> DedupConfig {
+    DedupConfig {
+        horizon_ms,
+        memory_budget_bytes,
+        memory_keys_max,
+    }
+}
+
+/// splitmix64-based generator of uniform keys (deterministic, no extra deps).
+struct Keys(u64);
+
+impl Keys {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        bloom::mix64(self.0)
+    }
+
+    fn key(&mut self) -> Key {
+        (Key::from(self.next_u64()) << 64) | Key::from(self.next_u64())
+    }
+
+    fn take(&mut self, n: usize) -> Vec<Key> {
+        (0..n).map(|_| self.key()).collect()
+    }
+}
+
+fn run_files(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| run::parse_file_name(name).is_some())
+        .collect()
+}
+
+fn names(state: &DedupState) -> BTreeSet<String> {
+    state.runs.iter().map(|r| r.file_name.clone()).collect()
+}
+
+fn assert_within_budget(index: &DedupIndex) {
+    let s = index.stats();
+    assert!(
+        s.memory_bytes + s.bloom_bytes <= s.budget_bytes,
+        "over budget: {s:?}"
+    );
+}
+
+// Proves the key is length-prefixed (no ambiguity between field boundaries),
+// deterministic, and that the inline and streaming hashing paths agree.
+#[test]
+fn dedup_key_is_length_prefixed_and_stable() {
+    assert_ne!(dedup_key("a", "bc", "x"), dedup_key("ab", "c", "x"));
+    assert_ne!(dedup_key("", "a", ""), dedup_key("a", "", ""));
+    assert_eq!(
+        dedup_key("ns", "src", "id-1"),
+        dedup_key("ns", "src", "id-1")
+    );
+    let long = "x".repeat(300);
+    let mut bytes = Vec::new();
+    for part in ["ns", "src", long.as_str()] {
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    assert_eq!(
+        dedup_key("ns", "src", &long),
+        xxhash_rust::xxh3::xxh3_128(&bytes)
+    );
+    let short_bytes = [
+        &2u64.to_le_bytes()[..],
+        b"ns",
+        &3u64.to_le_bytes(),
+        b"src",
+        &1u64.to_le_bytes(),
+        b"7",
+    ]
+    .concat();
+    assert_eq!(
+        dedup_key("ns", "src", "7"),
+        xxhash_rust::xxh3::xxh3_128(&short_bytes)
+    );
+}
+
+// Proves new/duplicate answers within one batch (a repeated key is new only
+// the first time) and across batches.
+#[test]
+fn new_then_duplicate_within_and_across_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut index = DedupIndex::open(dir.path(), DedupConfig::default(), None).expect("open");
+    let (a, b, c) = (
+        dedup_key("n", "s", "a"),
+        dedup_key("n", "s", "b"),
+        dedup_key("n", "s", "c"),
+    );
+    assert_eq!(
+        index.insert_batch(&[a, b, a, 0, 0], T0).expect("insert"),
+        [true, true, false, true, false]
+    );
+    assert_eq!(
+        index.insert_batch(&[c, b, a, 0], T0 + 1).expect("insert"),
+        [true, false, false, false]
+    );
+    assert_eq!(
+        index.insert_batch(&[], T0 + 2).expect("insert"),
+        Vec::<bool>::new()
+    );
+    assert_eq!(index.stats().keys_in_memory, 4);
+}
+
+// Proves duplicates are found in spilled runs on disk (small memory_keys_max
+// forces many spills), including the extreme keys 0 and u128::MAX.
+#[test]
+fn duplicates_detected_across_spills() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut index =
+        DedupIndex::open(dir.path(), config(100, 1 << 20, i64::MAX), None).expect("open");
+    let mut keys = Keys(1).take(5_000);
+    keys.extend([0, Key::MAX, 1]);
+    for chunk in keys.chunks(333) {
+        assert!(
+            index
+                .insert_batch(chunk, T0)
+                .expect("insert")
+                .iter()
+                .all(|&new| new)
+        );
+    }
+    let s = index.stats();
+    assert!(s.spills >= 49, "{s:?}");
+    assert!(s.keys_in_memory < 100);
+    for chunk in keys.chunks(777) {
+        assert!(
+            index
+                .insert_batch(chunk, T0)
+                .expect("insert")
+                .iter()
+                .all(|&new| !new)
+        );
+    }
+    assert!(index.stats().disk_lookups > 0);
+}
+
+// Proves a checkpoint's state reopens to the same set of keys: keys inserted
+// before the checkpoint (memory tier and spilled runs alike) are duplicates
+// after reopening, and unseen keys are still new.
+#[test]
+fn duplicates_detected_after_reopen_from_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(1_000, 1 << 20, i64::MAX);
+    let keys = Keys(2).take(3_500);
+    let state = {
+        let mut index = DedupIndex::open(dir.path(), cfg.clone(), None).expect("open");
+        index.insert_batch(&keys, T0).expect("insert");
+        index.checkpoint(T0).expect("checkpoint")
+    };
+    assert_eq!(state.runs.iter().map(|r| r.keys).sum::<u64>(), 3_500);
+    assert_eq!(run_files(dir.path()), names(&state));
+    let mut index = DedupIndex::open(dir.path(), cfg, Some(&state)).expect("reopen");
+    assert!(
+        index
+            .insert_batch(&keys, T0 + 1)
+            .expect("insert")
+            .iter()
+            .all(|&new| !new)
+    );
+    let fresh = Keys(3).take(100);
+    assert!(
+        index
+            .insert_batch(&fresh, T0 + 1)
+            .expect("insert")
+            .iter()
+            .all(|&new| new)
+    );
+}
+
+// Proves crash semantics: after reopening from checkpoint state S, keys
+// inserted before S are duplicates, keys inserted after S are new again even
+// though they had been spilled to disk, and the run files S does not name are
+// deleted by open.
+#[test]
+fn reopen_from_checkpoint_forgets_later_keys_and_deletes_their_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(500, 1 << 20, i64::MAX);
+    let a = Keys(4).take(2_000);
+    let b = Keys(5).take(2_000);
+    let mut index = DedupIndex::open(dir.path(), cfg.clone(), None).expect("open");
+    index.insert_batch(&a, T0).expect("insert A");
+    let s = index.checkpoint(T0).expect("checkpoint");
+    index.insert_batch(&b, T0 + 10).expect("insert B"); // 4 spills: B is on disk
+    assert!(index.stats().runs as usize > s.runs.len());
+    let before_crash = run_files(dir.path());
+    assert!(before_crash.is_superset(&names(&s)) && before_crash.len() > s.runs.len());
+    drop(index); // crash: no checkpoint after B
+
+    let mut index = DedupIndex::open(dir.path(), cfg, Some(&s)).expect("reopen");
+    assert_eq!(
+        run_files(dir.path()),
+        names(&s),
+        "files written after S are deleted"
+    );
+    assert!(
+        index
+            .insert_batch(&a, T0 + 20)
+            .expect("A")
+            .iter()
+            .all(|&new| !new)
+    );
+    assert!(
+        index
+            .insert_batch(&b, T0 + 20)
+            .expect("B")
+            .iter()
+            .all(|&new| new)
+    );
+    // New runs never reuse the names of the deleted post-checkpoint files.
+    let s2 = index.checkpoint(T0 + 30).expect("checkpoint");
+    let max_before = before_crash
+        .iter()
+        .filter_map(|n| run::parse_file_name(n))
+        .max();
+    for name in names(&s2).difference(&names(&s)) {
+        assert!(
+            run::parse_file_name(name) > max_before,
+            "{name} reuses a name"
+        );
+    }
+}
+
+// Proves the horizon: a key stays a duplicate up to and including
+// now - insert_time == horizon (in memory and on disk), becomes new once its
+// whole run is past the horizon, and a key sharing a run with older keys is
+// never expired early. Expired run files are deleted by the checkpoint after
+// the one that dropped them.
+#[test]
+fn keys_expire_after_horizon_never_before() {
+    const H: i64 = 10_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut index = DedupIndex::open(dir.path(), config(1_000, 1 << 20, H), None).expect("open");
+    let a = Keys(6).take(300);
+    let c = Keys(7).take(300);
+    index.insert_batch(&a, T0).expect("A");
+    index.insert_batch(&c, T0 + 5_000).expect("C"); // same run as A: [T0, T0+5000]
+    let s1 = index.checkpoint(T0 + 5_000).expect("cp1");
+    assert_eq!(s1.runs.len(), 1);
+    for t in [T0 + 5_001, T0 + H] {
+        assert!(
+            index.insert_batch(&a, t).expect("A").iter().all(|&n| !n),
+            "A early at {t}"
+        );
+    }
+    // A is past the horizon but shares a run with C: may survive (it does).
+    assert!(
+        index
+            .insert_batch(&a, T0 + H + 1)
+            .expect("A")
+            .iter()
+            .all(|&n| !n)
+    );
+    assert!(
+        index
+            .insert_batch(&c, T0 + 5_000 + H)
+            .expect("C")
+            .iter()
+            .all(|&n| !n)
+    );
+    // Whole run past the horizon: every key is new again.
+    assert!(
+        index
+            .insert_batch(&c, T0 + 5_000 + H + 1)
+            .expect("C")
+            .iter()
+            .all(|&n| n)
+    );
+    assert!(
+        index
+            .insert_batch(&a, T0 + 5_000 + H + 1)
+            .expect("A")
+            .iter()
+            .all(|&n| n)
+    );
+    let s2 = index.checkpoint(T0 + 5_000 + H + 1).expect("cp2");
+    assert!(
+        names(&s2).is_disjoint(&names(&s1)),
+        "expired run dropped from the state"
+    );
+    assert!(
+        run_files(dir.path()).is_superset(&names(&s1)),
+        "but kept until the next checkpoint"
+    );
+    index.checkpoint(T0 + 5_000 + H + 2).expect("cp3");
+    assert!(run_files(dir.path()).is_disjoint(&names(&s1)));
+
+    // Memory tier alone (never spilled): same boundary.
+    let mut keys = Keys(8);
+    let d = keys.take(50);
+    let t = T0 + 100 * H;
+    index.insert_batch(&d, t).expect("D");
+    assert!(
+        index
+            .insert_batch(&d, t + H)
+            .expect("D")
+            .iter()
+            .all(|&n| !n)
+    );
+    assert!(
+        index
+            .insert_batch(&d, t + H + 1)
+            .expect("D")
+            .iter()
+            .all(|&n| n)
+    );
+}
+
+// Proves the memory bound: with a small budget and 2 million keys (about 10%
+// repeats), memory tier + bloom filters never exceed the budget, while every
+// answer matches a HashSet reference; it also holds after reopening.
+#[test]
+fn memory_stays_within_budget_and_answers_stay_exact() {
+    const BUDGET: usize = 2 << 20;
+    const TOTAL: usize = 2_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(1_000_000, BUDGET, i64::MAX);
+    let mut index = DedupIndex::open(dir.path(), cfg.clone(), None).expect("open");
+    let mut reference: HashSet<Key> = HashSet::with_capacity(TOTAL);
+    let mut seen: Vec<Key> = Vec::with_capacity(TOTAL);
+    let mut rng = Keys(9);
+    let mut state = DedupState::default();
+    let mut batch = Vec::with_capacity(10_000);
+    let mut inserted = 0;
+    while inserted < TOTAL {
+        batch.clear();
+        for _ in 0..10_000 {
+            let r = rng.next_u64();
+            let key = if r.is_multiple_of(10) && !seen.is_empty() {
+                seen[(r >> 8) as usize % seen.len()]
+            } else {
+                rng.key()
+            };
+            batch.push(key);
+        }
+        let now = T0 + inserted as i64;
+        let got = index.insert_batch(&batch, now).expect("insert");
+        for (&key, &new) in batch.iter().zip(&got) {
+            assert_eq!(new, reference.insert(key), "key {key:x}");
+            if new {
+                seen.push(key);
+            }
+        }
+        inserted += batch.len();
+        assert_within_budget(&index);
+        if inserted.is_multiple_of(200_000) {
+            state = index.checkpoint(now).expect("checkpoint");
+            assert_within_budget(&index);
+        }
+    }
+    let s = index.stats();
+    println!("budget test: {s:?}");
+    assert!(s.keys_on_disk as usize + s.keys_in_memory as usize == reference.len());
+    assert!(
+        s.bloom_false_positives > 0,
+        "a 2 MiB budget must starve the filters"
+    );
+    drop(index);
+    let mut index = DedupIndex::open(dir.path(), cfg, Some(&state)).expect("reopen");
+    assert_within_budget(&index);
+    let sample: Vec<Key> = seen.iter().step_by(97).copied().collect();
+    assert!(
+        index
+            .insert_batch(&sample, T0 + 1)
+            .expect("insert")
+            .iter()
+            .all(|&n| !n)
+    );
+}
+
+// Proves compaction keeps answers exact and cuts the run count, and that files
+// named by the previous checkpoint state survive until the next checkpoint
+// call, so reopening from that previous state (as after a failed manifest
+// write) still works.
+#[test]
+fn compaction_is_exact_reduces_runs_and_defers_deletion() {
+    let cfg = config(500, 1 << 20, i64::MAX);
+    let rounds: Vec<Vec<Key>> = (0..4).map(|i| Keys(10 + i).take(2_000)).collect();
+    // Each round is 4 spills of 500 keys, merged at its checkpoint into one
+    // tier-1 run; the 4th checkpoint merges the 4 tier-1 runs into one.
+    let build = |dir: &Path| {
+        let mut index = DedupIndex::open(dir, cfg.clone(), None).expect("open");
+        let mut states = Vec::new();
+        for (i, round) in rounds.iter().enumerate() {
+            for chunk in round.chunks(250) {
+                assert!(
+                    index
+                        .insert_batch(chunk, T0 + i as i64)
+                        .expect("insert")
+                        .iter()
+                        .all(|&n| n)
+                );
+            }
+            assert_eq!(index.stats().runs as usize, i + 4);
+            let state = index.checkpoint(T0 + i as i64).expect("checkpoint");
+            if i < 3 {
+                assert_eq!(
+                    state.runs.len(),
+                    i + 1,
+                    "4 tier-0 runs merged into one: {state:?}"
+                );
+                assert_eq!(
+                    run_files(dir),
+                    names(&state),
+                    "inputs no state named are deleted at once"
+                );
+            }
+            states.push(state);
+        }
+        let (prev, last) = (&states[2], &states[3]);
+        assert_eq!(last.runs.len(), 1, "{last:?}");
+        assert_eq!(last.runs[0].keys, 8_000);
+        assert!(
+            names(prev).is_disjoint(&names(last)),
+            "the previous runs were merged away"
+        );
+        assert_eq!(index.stats().compactions, 5);
+        (index, prev.clone(), last.clone())
+    };
+
+    // Path 1: the caller recorded the last state and checkpoints again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut index, prev, last) = build(dir.path());
+    let files = run_files(dir.path());
+    assert!(
+        files.is_superset(&names(&prev)),
+        "previous state's files survive the checkpoint that dropped them"
+    );
+    assert!(files.is_superset(&names(&last)));
+    let all: Vec<Key> = rounds.concat();
+    assert!(
+        index
+            .insert_batch(&all, T0 + 9)
+            .expect("insert")
+            .iter()
+            .all(|&n| !n)
+    );
+    let next = index.checkpoint(T0 + 9).expect("checkpoint");
+    assert_eq!(next, last);
+    assert_eq!(
+        run_files(dir.path()),
+        names(&next),
+        "previous-only files deleted by the next call"
+    );
+
+    // Path 2: the last state's manifest write failed; the caller reopens from the previous one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (index, prev, _last) = build(dir.path());
+    drop(index);
+    let mut index = DedupIndex::open(dir.path(), cfg.clone(), Some(&prev)).expect("reopen prev");
+    assert_eq!(run_files(dir.path()), names(&prev));
+    let before: Vec<Key> = rounds[..3].concat();
+    assert!(
+        index
+            .insert_batch(&before, T0 + 9)
+            .expect("insert")
+            .iter()
+            .all(|&n| !n)
+    );
+    assert!(
+        index
+            .insert_batch(&rounds[3], T0 + 9)
+            .expect("insert")
+            .iter()
+            .all(|&n| n)
+    );
+}
+
+fn write_raw_run(path: &Path, keys_be: &[Key], first: i64, last: i64) {
+    // A run whose checksums are right but whose content may be wrong.
+    let body: Vec<u8> = keys_be.iter().flat_map(|k| k.to_be_bytes()).collect();
+    let mut header = Vec::new();
+    header.extend_from_slice(&run::MAGIC);
+    header.extend_from_slice(&run::VERSION.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&(keys_be.len() as u64).to_le_bytes());
+    header.extend_from_slice(&first.to_le_bytes());
+    header.extend_from_slice(&last.to_le_bytes());
+    header.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes());
+    let trailer = xxhash_rust::xxh3::xxh3_64(&header).to_le_bytes();
+    fs::write(path, [header, body, trailer.to_vec()].concat()).expect("write");
+}
+
+// Proves that damaged run files (a flipped byte anywhere, truncation, keys out
+// of order, disagreement with the state) make open return Error::Corrupt
+// without panicking or deleting anything, that a missing run is MissingRun and
+// a bad state InvalidState, and that the intact file still opens afterwards.
+#[test]
+fn corrupt_runs_are_errors_not_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(10_000, 1 << 20, i64::MAX);
+    let state = {
+        let mut index = DedupIndex::open(dir.path(), cfg.clone(), None).expect("open");
+        index
+            .insert_batch(&Keys(12).take(1_000), T0)
+            .expect("insert");
+        index.checkpoint(T0).expect("checkpoint")
+    };
+    assert_eq!(state.runs.len(), 1);
+    let path = dir.path().join(&state.runs[0].file_name);
+    let good = fs::read(&path).expect("read");
+    assert_eq!(good.len(), 48 + 16 * 1_000 + 8);
+    let open = || DedupIndex::open(dir.path(), cfg.clone(), Some(&state));
+    type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
+        ("magic", Box::new(|b| b[0] ^= 1)),
+        ("version", Box::new(|b| b[8] ^= 1)),
+        ("count", Box::new(|b| b[16] ^= 1)),
+        ("first_ms", Box::new(|b| b[25] ^= 0x40)),
+        ("body checksum", Box::new(|b| b[47] ^= 1)),
+        ("first key", Box::new(|b| b[48] ^= 1)),
+        ("middle key", Box::new(|b| b[48 + 16 * 500 + 7] ^= 0x80)),
+        (
+            "last key",
+            Box::new(|b| {
+                let n = b.len();
+                b[n - 9] ^= 1
+            }),
+        ),
+        (
+            "trailer",
+            Box::new(|b| {
+                let n = b.len();
+                b[n - 1] ^= 1
+            }),
+        ),
+        ("truncated", Box::new(|b| b.truncate(b.len() - 16))),
+        ("too short", Box::new(|b| b.truncate(20))),
+        ("empty", Box::new(|b| b.clear())),
+        ("extended", Box::new(|b| b.extend_from_slice(&[0; 16]))),
+    ];
+    for (what, mutate) in &mutations {
+        let mut bad = good.clone();
+        mutate(&mut bad);
+        fs::write(&path, &bad).expect("write");
+        match open() {
+            Err(Error::Corrupt { path: p, reason }) => {
+                assert_eq!(p, path, "{what}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        }
+        assert!(path.exists(), "{what}: nothing deleted on error");
+    }
+
+    // Valid checksums, but keys not strictly ascending.
+    let mut keys = Keys(13).take(100);
+    keys.sort_unstable();
+    keys.swap(40, 41);
+    write_raw_run(&path, &keys, T0, T0);
+    let mut unsorted_state = state.clone();
+    unsorted_state.runs[0].keys = 100;
+    unsorted_state.runs[0].first_insert_ms = T0;
+    unsorted_state.runs[0].last_insert_ms = T0;
+    let err =
+        DedupIndex::open(dir.path(), cfg.clone(), Some(&unsorted_state)).expect_err("unsorted");
+    assert!(
+        matches!(err, Error::Corrupt { ref reason, .. } if reason.contains("ascending")),
+        "{err}"
+    );
+
+    fs::write(&path, &good).expect("restore");
+    let mut wrong = state.clone();
+    wrong.runs[0].keys += 1;
+    assert!(matches!(
+        DedupIndex::open(dir.path(), cfg.clone(), Some(&wrong)),
+        Err(Error::Corrupt { .. })
+    ));
+    let mut missing = state.clone();
+    missing.runs[0].file_name = run::file_name(999);
+    assert!(matches!(
+        DedupIndex::open(dir.path(), cfg.clone(), Some(&missing)),
+        Err(Error::MissingRun { .. })
+    ));
+    let mut bad_name = state.clone();
+    bad_name.runs[0].file_name = "../etc/passwd".into();
+    assert!(matches!(
+        DedupIndex::open(dir.path(), cfg.clone(), Some(&bad_name)),
+        Err(Error::InvalidState { .. })
+    ));
+    let mut twice = state.clone();
+    twice.runs.push(twice.runs[0].clone());
+    assert!(matches!(
+        DedupIndex::open(dir.path(), cfg.clone(), Some(&twice)),
+        Err(Error::InvalidState { .. })
+    ));
+    assert!(open().is_ok(), "intact file opens");
+}
+
+// Proves the interpolation search is exact on non-uniform key sets (small
+// integers, a dense cluster, a geometric spread): every present key is found,
+// every absent neighbour is not, with a bounded number of reads.
+#[test]
+fn run_search_is_exact_on_skewed_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sets: Vec<Vec<Key>> = vec![
+        (1..=20_000).map(|i| i * 3).collect(),
+        (0..20_000).map(|i| (Key::MAX / 2) + i * 7).collect(),
+        (0..120).map(|i| 1u128 << i).collect(),
+        Keys(14).take(30_000),
+        vec![42],
+        vec![5, 6],
+    ];
+    for (n, mut keys) in sets.into_iter().enumerate() {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut writer =
+            RunWriter::create(dir.path().join(run::file_name(n as u64)), Bloom::none())
+                .expect("create");
+        for &k in &keys {
+            writer.push(k).expect("push");
+        }
+        let run = writer.finish(n as u64, T0, T0).expect("finish");
+        let set: HashSet<Key> = keys.iter().copied().collect();
+        let mut reads = 0;
+        let mut probes = 0;
+        for &k in &keys {
+            for probe in [k, k.wrapping_sub(1), k.wrapping_add(1)] {
+                assert_eq!(
+                    run.contains(probe, &mut reads).expect("contains"),
+                    set.contains(&probe),
+                    "set {n} key {probe}"
+                );
+                probes += 1;
+            }
+        }
+        let per_probe = reads as f64 / probes as f64;
+        assert!(per_probe < 40.0, "set {n}: {per_probe} reads per probe");
+    }
+    // Uniform keys: about one or two reads per probe.
+    let keys = {
+        let mut k = Keys(15).take(1_000_000);
+        k.sort_unstable();
+        k
+    };
+    let mut writer =
+        RunWriter::create(dir.path().join(run::file_name(100)), Bloom::none()).expect("create");
+    for &k in &keys {
+        writer.push(k).expect("push");
+    }
+    let run = writer.finish(100, T0, T0).expect("finish");
+    let mut reads = 0;
+    for &k in keys.iter().step_by(1_000) {
+        assert!(run.contains(k, &mut reads).expect("contains"));
+    }
+    println!(
+        "uniform 1M-key run: {} reads per lookup",
+        reads as f64 / 1_000.0
+    );
+    assert!(reads <= 3 * 1_000);
+}
+
+// Proves folding a bloom filter (halving it to give memory back) never
+// creates a false negative, and that fit_to_budget respects the budget.
+#[test]
+fn bloom_fold_keeps_members_and_plan_fits_budget() {
+    let keys = Keys(16).take(10_000);
+    let mut bloom = Bloom::new(bloom::desired_blocks(10_000, 16.0), 10_000);
+    for &k in &keys {
+        bloom.insert(k);
+    }
+    while bloom.blocks() > 0 {
+        assert!(
+            keys.iter().all(|&k| bloom.may_contain(k)),
+            "{} blocks",
+            bloom.blocks()
+        );
+        bloom.fold();
+    }
+    assert!(bloom.may_contain(keys[0]), "no filter = maybe");
+    let mut plan = vec![(1_000, 64), (100_000, 4_096), (10, 1), (5_000, 1)];
+    bloom::fit_to_budget(&mut plan, 64 * 1_000);
+    assert!(plan.iter().map(|p| p.1 * 64).sum::<usize>() <= 64_000);
+}
+
+// Proves a directory can be open by one index at a time, and that an I/O
+// error poisons the index instead of letting it answer from a half-applied batch.
+#[test]
+fn directory_lock_and_poisoning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("p0");
+    let mut index = DedupIndex::open(&sub, config(10, 1 << 20, i64::MAX), None).expect("open");
+    assert!(matches!(
+        DedupIndex::open(&sub, DedupConfig::default(), None),
+        Err(Error::Locked { .. })
+    ));
+    index.insert_batch(&[1, 2, 3], T0).expect("insert");
+    fs::remove_dir_all(&sub).expect("remove dir");
+    let err = index
+        .insert_batch(&(10..30).collect::<Vec<Key>>(), T0)
+        .expect_err("spill fails");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(matches!(index.insert_batch(&[1], T0), Err(Error::Poisoned)));
+    assert!(matches!(index.checkpoint(T0), Err(Error::Poisoned)));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(Vec<u16>, i64),
+    Checkpoint(i64),
+    Reopen,
+    Spill,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (prop::collection::vec(0u16..400, 0..40), 0i64..400).prop_map(|(k, dt)| Op::Insert(k, dt)),
+        2 => (0i64..400).prop_map(Op::Checkpoint),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Spill),
+    ]
+}
+
+/// Small key space; a third of the keys are tiny integers (non-uniform).
+fn model_key(x: u16) -> Key {
+    if x.is_multiple_of(3) {
+        Key::from(x)
+    } else {
+        Key::from(x).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    // Proves, against a reference model, that any sequence of batches,
+    // checkpoints, spills and crash-reopens from the last checkpoint state
+    // answers exactly: unseen keys are new, keys seen within the horizon are
+    // duplicates (keys past the horizon may be either), a reopen forgets what
+    // came after the checkpoint; and that after every checkpoint the directory
+    // holds exactly the runs of the current and the previous state, and memory
+    // stays within budget.
+    #[test]
+    fn matches_reference_model(
+        memory_keys_max in 3usize..40,
+        horizon in prop_oneof![Just(i64::MAX), 500i64..3_000],
+        ops in prop::collection::vec(op(), 1..40),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(memory_keys_max, 0, horizon);
+        let mut index = Some(DedupIndex::open(dir.path(), cfg.clone(), None).expect("open"));
+        let mut model: HashMap<Key, i64> = HashMap::new();
+        let mut checkpointed_model = model.clone();
+        let mut last_state = DedupState::default();
+        let mut now = T0;
+        for op in ops {
+            let idx = index.as_mut().expect("index");
+            match op {
+                Op::Insert(xs, dt) => {
+                    now += dt;
+                    let keys: Vec<Key> = xs.iter().map(|&x| model_key(x)).collect();
+                    let got = idx.insert_batch(&keys, now).expect("insert");
+                    for (key, new) in keys.iter().zip(got) {
+                        match model.get(key) {
+                            None => prop_assert!(new, "unseen key {key:x} reported duplicate"),
+                            Some(&t) if now - t <= horizon => {
+                                prop_assert!(!new, "key {key:x} from {t} new at {now}");
+                            }
+                            Some(_) => {}
+                        }
+                        if new {
+                            model.insert(*key, now);
+                        }
+                    }
+                }
+                Op::Checkpoint(dt) => {
+                    now += dt;
+                    let state = idx.checkpoint(now).expect("checkpoint");
+                    let expected: BTreeSet<String> = names(&state).union(&names(&last_state)).cloned().collect();
+                    prop_assert_eq!(run_files(dir.path()), expected);
+                    prop_assert_eq!(
+                        state.runs.iter().map(|r| r.keys).sum::<u64>(),
+                        idx.stats().keys_on_disk
+                    );
+                    last_state = state;
+                    checkpointed_model = model.clone();
+                }
+                Op::Reopen => {
+                    drop(index.take());
+                    let idx = DedupIndex::open(dir.path(), cfg.clone(), Some(&last_state)).expect("reopen");
+                    prop_assert_eq!(run_files(dir.path()), names(&last_state));
+                    index = Some(idx);
+                    model = checkpointed_model.clone();
+                }
+                Op::Spill => idx.spill().expect("spill"),
+            }
+            let idx = index.as_ref().expect("index");
+            let s = idx.stats();
+            prop_assert!(s.memory_bytes + s.bloom_bytes <= s.budget_bytes, "{:?}", s);
+        }
+    }
+}
+
+// Not a timing assertion: measures and prints insert throughput (run with
+// `cargo test --release -- --nocapture throughput`).
+#[test]
+fn throughput_one_million_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = DedupConfig {
+        memory_keys_max: 100_000,
+        ..DedupConfig::default()
+    };
+    let mut index = DedupIndex::open(dir.path(), cfg, None).expect("open");
+    let mut rng = Keys(17);
+    let keys = rng.take(1_000_000);
+    let start = Instant::now();
+    for (i, chunk) in keys.chunks(1_000).enumerate() {
+        index.insert_batch(chunk, T0 + i as i64).expect("insert");
+    }
+    let new_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    index.checkpoint(T0 + 1_000).expect("checkpoint");
+    let cp_secs = start.elapsed().as_secs_f64();
+    // Half repeats (mostly on disk), half new keys.
+    let mixed: Vec<Key> = keys
+        .iter()
+        .step_by(2)
+        .copied()
+        .chain(rng.take(500_000))
+        .collect();
+    let before = index.stats();
+    let start = Instant::now();
+    let mut new = 0;
+    for chunk in mixed.chunks(1_000) {
+        new += index
+            .insert_batch(chunk, T0 + 2_000)
+            .expect("insert")
+            .iter()
+            .filter(|&&n| n)
+            .count();
+    }
+    let mixed_secs = start.elapsed().as_secs_f64();
+    assert_eq!(new, 500_000);
+    let after = index.stats();
+    println!(
+        "throughput: 1M new keys {:.0} keys/s; checkpoint {:.3}s; 1M mixed (50% repeats) {:.0} keys/s; \
+         disk lookups {} reads {} bloom FPs {}; {after:?}",
+        1e6 / new_secs,
+        cp_secs,
+        1e6 / mixed_secs,
+        after.disk_lookups - before.disk_lookups,
+        after.disk_reads - before.disk_reads,
+        after.bloom_false_positives - before.bloom_false_positives,
+    );
+}

@@ -1,0 +1,17 @@
+//! Metron's state at rest.
+//!
+//! The [`catalog`] (sqlx; SQLite by default) holds meter definitions. Checkpoints
+//! write minute rollups ([`rollups`]) and raw events ([`events`]) as Parquet through
+//! the [`objects`] root (a local directory by default), then a [`manifest`] that
+//! names the files and records each partition's offset and dedup runs ([`dedup`]).
+//! The [`query`] service runs DataFusion over those files plus the live rows the
+//! actors hold. Every object name comes from [`paths`].
+
+pub mod catalog;
+pub mod dedup;
+pub mod events;
+pub mod manifest;
+pub mod objects;
+pub mod paths;
+pub mod query;
+pub mod rollups;

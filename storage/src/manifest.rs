@@ -1,0 +1,132 @@
+//! Checkpoint manifests: which Parquet files make up the state, each partition's
+//! stream offset and dedup runs, and which meters the rollups cover. A manifest is
+//! written whole and atomically; the newest one that reads back valid wins.
+
+use crate::objects::{self, ObjectRoot};
+use crate::paths;
+use serde::{Deserialize, Serialize};
+
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Objects(#[from] objects::Error),
+    #[error("manifest {path} is not valid: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub version: u32,
+    pub epoch: u64,
+    pub created_at_ms: i64,
+    pub partitions: Vec<PartitionState>,
+    /// Meters whose rollups these files hold completely (up to the offsets).
+    pub meters: Vec<String>,
+    pub rollup_files: Vec<RollupFile>,
+    pub event_files: Vec<EventFile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionState {
+    pub partition: u32,
+    /// Every record below this offset is reflected in the files.
+    pub offset: u64,
+    pub dedup_runs: Vec<DedupRun>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DedupRun {
+    pub file_name: String,
+    pub keys: u64,
+    pub first_insert_ms: i64,
+    pub last_insert_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollupFile {
+    pub namespace: String,
+    pub meter_id: String,
+    pub path: String,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventFile {
+    pub namespace: String,
+    pub partition: u32,
+    pub day: String,
+    pub path: String,
+    pub rows: u64,
+}
+
+impl Manifest {
+    /// Checks the invariants a manifest must hold, before writing and after reading.
+    pub fn validate(&self, partitions: u32) -> Result<(), String> {
+        if self.version != MANIFEST_VERSION {
+            return Err(format!("version {} is not {MANIFEST_VERSION}", self.version));
+        }
+        if self.partitions.len() != partitions as usize {
+            return Err(format!("{} partitions recorded, the stream has {partitions}", self.partitions.len()));
+        }
+        for (i, p) in self.partitions.iter().enumerate() {
+            if p.partition as usize != i {
+                return Err(format!("partition {} recorded at position {i}", p.partition));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a manifest; returns once it is durable.
+pub async fn write(root: &ObjectRoot, manifest: &Manifest, partitions: u32) -> Result<()> {
+    let path = paths::manifest(manifest.epoch);
+    manifest
+        .validate(partitions)
+        .map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Invalid { path: path.to_string(), reason: e.to_string() })?;
+    root.put(&path, bytes.into()).await?;
+    Ok(())
+}
+
+/// The newest manifest that reads back valid, if any.
+pub async fn load_latest(root: &ObjectRoot, partitions: u32) -> Result<Option<Manifest>> {
+    let mut epochs: Vec<(u64, _)> = root
+        .list(paths::CHECKPOINTS)
+        .await?
+        .into_iter()
+        .filter_map(|p| paths::manifest_epoch(&p).map(|e| (e, p)))
+        .collect();
+    epochs.sort_by_key(|(e, _)| std::cmp::Reverse(*e));
+    for (epoch, path) in epochs {
+        let bytes = root.get(&path).await?;
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) if m.epoch == epoch => {
+                m.validate(partitions).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
+                return Ok(Some(m));
+            }
+            Ok(_) | Err(_) => tracing::warn!(path = %path, "Skipped an unreadable checkpoint manifest."),
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes manifests older than the newest `keep`.
+pub async fn prune(root: &ObjectRoot, newest: u64, keep: u64) -> Result<()> {
+    for path in root.list(paths::CHECKPOINTS).await? {
+        if let Some(epoch) = paths::manifest_epoch(&path)
+            && epoch + keep <= newest
+        {
+            root.delete(&path).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The query service: DataFusion over Parquet (rollups, raw events) plus live
+//! in-memory batches, on its own multi-threaded runtime so that a long query never
+//! stalls an actor's Arbiter.
+
+use crate::objects::{self, ObjectRoot};
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::object_store::path::Path as ObjectPath;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, col, lit};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("query failed: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("encoding Parquet failed: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error(transparent)]
+    Objects(#[from] objects::Error),
+    #[error("the query did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("the query task failed: {0}")]
+    Join(String),
+    #[error("invalid SQL: {0}")]
+    Sql(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One table of a SQL request: its Parquet files and its live rows.
+#[derive(Debug, Clone)]
+pub struct SqlTable {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub urls: Vec<String>,
+    pub live: Vec<RecordBatch>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlRequest {
+    pub tables: Vec<SqlTable>,
+    pub sql: String,
+    pub row_limit: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlAnswer {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// More rows existed than the limit allowed.
+    pub truncated: bool,
+}
+
+/// Time range filter of a scan, in the column's own unit.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeRange {
+    pub column: &'static str,
+    pub lo: Option<i64>,
+    pub hi: Option<i64>,
+    pub micros: bool,
+}
+
+/// Handle to the query runtime and the object root.
+#[derive(Clone, Debug)]
+pub struct QueryService {
+    runtime: tokio::runtime::Handle,
+    root: ObjectRoot,
+}
+
+impl QueryService {
+    /// `runtime` must be a multi-threaded runtime that outlives the service.
+    pub fn new(runtime: tokio::runtime::Handle, root: ObjectRoot) -> Self {
+        Self { runtime, root }
+    }
+
+    pub fn root(&self) -> &ObjectRoot {
+        &self.root
+    }
+
+    async fn run<T: Send + 'static>(&self, fut: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+        self.runtime.spawn(fut).await.map_err(|e| Error::Join(e.to_string()))?
+    }
+
+    /// Encodes a batch as Parquet and writes it durably; returns the number of rows.
+    pub async fn write_parquet(&self, path: ObjectPath, batch: RecordBatch) -> Result<u64> {
+        let root = self.root.clone();
+        self.run(async move {
+            let rows = batch.num_rows() as u64;
+            let bytes = tokio::task::spawn_blocking(move || encode_parquet(&batch))
+                .await
+                .map_err(|e| Error::Join(e.to_string()))??;
+            root.put(&path, bytes).await?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Reads Parquet files of `schema` (missing columns read as null), filtered by a
+    /// time range and optionally by one string column's values.
+    pub async fn scan(
+        &self,
+        schema: SchemaRef,
+        urls: Vec<String>,
+        range: TimeRange,
+        in_list: Option<(&'static str, Vec<String>)>,
+        equals: Vec<(&'static str, String)>,
+    ) -> Result<Vec<RecordBatch>> {
+        if urls.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(async move {
+            let ctx = SessionContext::new();
+            let mut df = ctx.read_parquet(urls, ParquetReadOptions::default().schema(&schema)).await?;
+            let ts = |v: i64| {
+                if range.micros {
+                    lit(ScalarValue::TimestampMicrosecond(Some(v), Some(Arc::from("UTC"))))
+                } else {
+                    lit(ScalarValue::TimestampMillisecond(Some(v), Some(Arc::from("UTC"))))
+                }
+            };
+            if let Some(lo) = range.lo {
+                df = df.filter(col(range.column).gt_eq(ts(lo)))?;
+            }
+            if let Some(hi) = range.hi {
+                df = df.filter(col(range.column).lt(ts(hi)))?;
+            }
+            if let Some((column, values)) = in_list
+                && !values.is_empty()
+            {
+                let list: Vec<Expr> = values.into_iter().map(lit).collect();
+                df = df.filter(col(column).in_list(list, false))?;
+            }
+            for (column, value) in equals {
+                df = df.filter(col(column).eq(lit(value)))?;
+            }
+            Ok(df.collect().await?)
+        })
+        .await
+    }
+
+    /// Runs a read-only SQL query over the given tables (and nothing else): DDL, DML
+    /// and other statements are rejected, and no table reads a file or URL by name.
+    pub async fn sql(&self, request: SqlRequest) -> Result<SqlAnswer> {
+        let timeout = request.timeout;
+        let fut = self.run(async move {
+            let ctx = SessionContext::new();
+            for table in &request.tables {
+                let view = table_view(&ctx, table).await?;
+                ctx.register_table(table.name.as_str(), view)?;
+            }
+            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+            let df = ctx.sql_with_options(&request.sql, options).await.map_err(|e| Error::Sql(e.to_string()))?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df.execute_stream().await?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            let mut truncated = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let room = request.row_limit - rows;
+                if batch.num_rows() > room {
+                    batches.push(batch.slice(0, room));
+                    truncated = true;
+                    break;
+                }
+                rows += batch.num_rows();
+                batches.push(batch);
+                if rows == request.row_limit {
+                    truncated = stream.next().await.is_some();
+                    break;
+                }
+            }
+            Ok(SqlAnswer { schema, batches, truncated })
+        });
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+}
+
+async fn table_view(ctx: &SessionContext, table: &SqlTable) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    let live = MemTable::try_new(table.schema.clone(), vec![table.live.clone()])?;
+    if table.urls.is_empty() {
+        return Ok(Arc::new(live));
+    }
+    let files: DataFrame = ctx
+        .read_parquet(table.urls.clone(), ParquetReadOptions::default().schema(&table.schema))
+        .await?;
+    let live = ctx.read_table(Arc::new(live))?;
+    Ok(files.union(live)?.into_view())
+}
+
+/// A record batch as Parquet bytes (Snappy).
+pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(Bytes::from(buffer))
+}
