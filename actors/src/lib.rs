@@ -1,1 +1,18 @@
-//! placeholder
+//! Metron's actors and their wiring, inside actix's `System`, on one `Arbiter` per core.
+//!
+//! A [`partition::PartitionActor`] per stream partition reads its partition in
+//! batches, drops duplicates through its dedup index, and sends one
+//! [`meter::Fold`] per touched meter per batch. A [`meter::MeterActor`] per meter
+//! keeps minute aggregates in memory until a checkpoint moves them to Parquet. The
+//! [`snapshot::SnapshotActor`] runs checkpoints: it seals every partition (which
+//! pauses it) and then every meter, resumes the partitions, writes Parquet files and
+//! a manifest, and tells everyone what was committed. [`pipeline::Pipeline`] is the
+//! API's handle on all of it: ingest, meter queries, event listing, SQL, meters.
+
+pub mod meter;
+pub mod metrics;
+pub mod partition;
+pub mod pipeline;
+pub mod snapshot;
+
+pub use pipeline::{Pipeline, PipelineConfig};

@@ -1,1 +1,114 @@
-fn main() {}
+//! The `metron` binary: `metron serve`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use metron_actors::{Pipeline, PipelineConfig};
+use metron_api::config::Config;
+use metron_api::state::AppState;
+use metron_storage::dedup::DedupConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Metron: usage metering, limits and billing in one binary.
+#[derive(Parser)]
+#[command(name = "metron", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server with embedded defaults (SQLite catalog, local data directory, embedded event log).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "METRON_LISTEN", default_value = "127.0.0.1:8888")]
+    listen: SocketAddr,
+    /// Directory for the catalog, the event log, Parquet files and checkpoints.
+    #[arg(long, env = "METRON_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// YAML config file (meters, partitions, checkpointInterval, dedupHorizon, ...).
+    #[arg(long, env = "METRON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Writes the bound address to this file once listening (for tests and scripts).
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+    /// HTTP worker threads.
+    #[arg(long, env = "METRON_HTTP_WORKERS", default_value_t = 2)]
+    http_workers: usize,
+    /// Threads of the query runtime (DataFusion, Parquet encoding).
+    #[arg(long, env = "METRON_QUERY_THREADS", default_value_t = 2)]
+    query_threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let query_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.query_threads.max(1))
+        .thread_name("metron-query")
+        .enable_all()
+        .build()
+        .context("starting the query runtime")?;
+    let pipeline_config = PipelineConfig {
+        data_dir: args.data_dir.clone(),
+        partitions: config.partitions,
+        checkpoint_interval: config.checkpoint_interval,
+        dedup: DedupConfig {
+            horizon_ms: i64::try_from(config.dedup_horizon.as_millis()).unwrap_or(i64::MAX),
+            memory_budget_bytes: config.dedup_memory_bytes,
+            ..DedupConfig::default()
+        },
+        batch_records_max: config.batch_records_max,
+        backlog_records_max: config.backlog_records_max,
+        meters: config.meters.clone(),
+        namespace: config.namespace.clone(),
+    };
+    let handle = query_runtime.handle().clone();
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let pipeline = Pipeline::start(pipeline_config, handle).await.context("starting the pipeline")?;
+        let state = actix_web::web::Data::new(AppState { pipeline: pipeline.clone() });
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(state.clone())
+                .configure(metron_api::configure)
+                .default_service(actix_web::web::to(metron_api::not_found))
+        })
+        .workers(args.http_workers.max(1))
+        .shutdown_timeout(10)
+        .bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
+        let bound = server.addrs().first().copied().context("the server bound no address")?;
+        if let Some(path) = &args.port_file {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bound.to_string()).and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        tracing::info!(address = %bound, data_dir = %args.data_dir.display(), "Metron is listening.");
+        // actix-web stops on SIGTERM/SIGINT; then a final checkpoint makes restart instant.
+        server.run().await.context("running the HTTP server")?;
+        match pipeline.shutdown().await {
+            Ok(epoch) => tracing::info!(epoch, "Wrote the final checkpoint."),
+            Err(error) => tracing::warn!(%error, "The final checkpoint failed; restart replays the stream."),
+        }
+        anyhow::Ok(())
+    });
+    drop(query_runtime);
+    result
+}

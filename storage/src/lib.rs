@@ -15,3 +15,5 @@ pub mod objects;
 pub mod paths;
 pub mod query;
 pub mod rollups;
+
+pub use datafusion::arrow;

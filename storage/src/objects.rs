@@ -90,3 +90,8 @@ impl ObjectRoot {
             .map_err(|source| Error::Store { path: prefix.to_string(), source })
     }
 }
+
+/// An object path from its stored text.
+pub fn object_path(text: &str) -> ObjectPath {
+    ObjectPath::from(text)
+}

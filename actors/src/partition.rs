@@ -1,0 +1,294 @@
+//! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
+
+use crate::meter::{Fold, MeterActor};
+use crate::metrics::Metrics;
+use actix::prelude::*;
+use chrono::Utc;
+use metron_connectors::{EventStream, PartitionId, Record};
+use metron_engine::aggregate::AggState;
+use metron_engine::event::IngestedEvent;
+use metron_engine::meter::{CompiledMeter, Extract};
+use metron_engine::query::RollupRow;
+use metron_engine::window::floor_minute_ms;
+use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
+use metron_storage::manifest::EventFile;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Where a partition sends a meter's samples.
+#[derive(Clone)]
+pub struct Route {
+    pub namespace: String,
+    pub meter_id: String,
+    pub compiled: CompiledMeter,
+    pub addr: Addr<MeterActor>,
+}
+
+/// Limits of one partition's read loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub batch_records_max: usize,
+    pub wait: Duration,
+}
+
+pub struct PartitionActor {
+    partition: PartitionId,
+    stream: Arc<dyn EventStream>,
+    dedup: DedupIndex,
+    routes: Arc<Vec<Route>>,
+    next_offset: u64,
+    consumed: Arc<Vec<AtomicU64>>,
+    metrics: Arc<Metrics>,
+    limits: ReadLimits,
+    /// Events since the last seal.
+    pending: Vec<IngestedEvent>,
+    /// Sealed events whose checkpoint is not committed yet.
+    sealed: Vec<(u64, Arc<Vec<IngestedEvent>>)>,
+    /// Event files of this partition in the last committed checkpoint.
+    files: Vec<EventFile>,
+    paused: bool,
+    polling: bool,
+}
+
+impl PartitionActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        partition: PartitionId,
+        stream: Arc<dyn EventStream>,
+        dedup: DedupIndex,
+        routes: Arc<Vec<Route>>,
+        offset: u64,
+        files: Vec<EventFile>,
+        consumed: Arc<Vec<AtomicU64>>,
+        metrics: Arc<Metrics>,
+        limits: ReadLimits,
+    ) -> Self {
+        Self {
+            partition,
+            stream,
+            dedup,
+            routes,
+            next_offset: offset,
+            consumed,
+            metrics,
+            limits,
+            pending: Vec::new(),
+            sealed: Vec::new(),
+            files,
+            paused: false,
+            polling: false,
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.paused || self.polling {
+            return;
+        }
+        self.polling = true;
+        let stream = self.stream.clone();
+        let (partition, from, limits) = (self.partition, self.next_offset, self.limits);
+        let read = async move { stream.read(partition, from, limits.batch_records_max, limits.wait).await };
+        ctx.wait(read.into_actor(self).map(|result, act, ctx| {
+            act.polling = false;
+            match result {
+                Ok(records) => {
+                    if let Err(reason) = act.process(records) {
+                        tracing::error!(partition = act.partition, %reason, "Stopped: the partition cannot go on; restart recovers from the last checkpoint.");
+                        System::current().stop_with_code(70);
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(partition = act.partition, %error, "Reading the stream failed.");
+                    ctx.run_later(Duration::from_millis(200), |act, ctx| act.poll(ctx));
+                    return;
+                }
+            }
+            // Yield to the mailbox (seals, reads, route changes) before the next read.
+            ctx.run_later(Duration::ZERO, |act, ctx| act.poll(ctx));
+        }));
+    }
+
+    /// Dedups a batch, folds it per meter (one message per touched meter), keeps it for the checkpoint.
+    fn process(&mut self, records: Vec<Record>) -> Result<(), String> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let next_offset = last.offset + 1;
+        let mut events = Vec::with_capacity(records.len());
+        for record in &records {
+            match IngestedEvent::decode(&record.payload) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    return Err(format!("record {} is not an event: {error}", record.offset));
+                }
+            }
+        }
+        let keys: Vec<u128> = events
+            .iter()
+            .map(|e| dedup_key(&e.namespace, &e.event.source, &e.event.id))
+            .collect();
+        let fresh = self.dedup.insert_batch(&keys, Utc::now().timestamp_millis()).map_err(|e| e.to_string())?;
+        Metrics::add(&self.metrics.events_processed_total, events.len() as u64);
+        let mut folds: Vec<HashMap<(i64, String, Vec<String>), AggState>> = vec![HashMap::new(); self.routes.len()];
+        let mut invalid = 0u64;
+        let mut kept = Vec::with_capacity(events.len());
+        for (mut event, is_new) in events.into_iter().zip(fresh) {
+            if !is_new {
+                continue;
+            }
+            let data = event.event.data.take().map(Value::Object);
+            let time_ms = event.event.time.timestamp_millis();
+            for (route, fold) in self.routes.iter().zip(folds.iter_mut()) {
+                if route.namespace != event.namespace || !route.compiled.matches(&event.event) {
+                    continue;
+                }
+                match route.compiled.extract_data(data.as_ref()) {
+                    Extract::Sample(sample) => {
+                        let key = (floor_minute_ms(time_ms), event.event.subject.clone(), sample.group);
+                        match fold.get_mut(&key) {
+                            Some(state) => state.fold(&sample.value, time_ms),
+                            None => {
+                                if let Some(state) = AggState::from_sample(route.compiled.aggregation, &sample.value, time_ms) {
+                                    fold.insert(key, state);
+                                }
+                            }
+                        }
+                    }
+                    Extract::Invalid(_) => invalid += 1,
+                    Extract::Skip => {}
+                }
+            }
+            event.event.data = match data {
+                Some(Value::Object(map)) => Some(map),
+                _ => None,
+            };
+            kept.push(event);
+        }
+        Metrics::add(&self.metrics.events_duplicate_total, (records.len() - kept.len()) as u64);
+        Metrics::add(&self.metrics.events_invalid_total, invalid);
+        for (route, fold) in self.routes.iter().zip(folds) {
+            if fold.is_empty() {
+                continue;
+            }
+            let rows = fold
+                .into_iter()
+                .map(|((minute_ms, subject, group), state)| RollupRow { minute_ms, subject, group, state })
+                .collect();
+            route.addr.do_send(Fold { rows });
+        }
+        self.pending.extend(kept);
+        self.next_offset = next_offset;
+        if let Some(consumed) = self.consumed.get(self.partition as usize) {
+            consumed.store(next_offset, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl Actor for PartitionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.poll(ctx);
+    }
+}
+
+/// Seals the events read so far for checkpoint `epoch` and pauses reading until [`Resume`].
+#[derive(Message)]
+#[rtype(result = "Result<SealReply, String>")]
+pub struct Seal {
+    pub epoch: u64,
+}
+
+pub struct SealReply {
+    pub partition: PartitionId,
+    /// Every record below it is in `events` or an earlier checkpoint.
+    pub offset: u64,
+    pub events: Arc<Vec<IngestedEvent>>,
+    pub dedup: DedupState,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume;
+
+/// Checkpoint `epoch` is durable; these are the partition's event files now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Committed {
+    pub epoch: u64,
+    pub files: Vec<EventFile>,
+}
+
+/// Replaces the meter routes; answers with every event the partition holds in
+/// memory (all events read and not in committed files), so that a new meter can be
+/// backfilled: events before this message come from the answer, after it by routing.
+#[derive(Message)]
+#[rtype(result = "Held")]
+pub struct SetRoutes {
+    pub routes: Arc<Vec<Route>>,
+}
+
+/// The events a partition holds: committed files and in-memory events.
+#[derive(Message)]
+#[rtype(result = "Held")]
+pub struct ReadHeld;
+
+pub struct Held {
+    pub files: Vec<EventFile>,
+    pub events: Vec<Arc<Vec<IngestedEvent>>>,
+}
+
+impl PartitionActor {
+    fn held(&self) -> Held {
+        let mut events: Vec<Arc<Vec<IngestedEvent>>> = self.sealed.iter().map(|(_, e)| e.clone()).collect();
+        events.push(Arc::new(self.pending.clone()));
+        Held { files: self.files.clone(), events }
+    }
+}
+
+impl Handler<Seal> for PartitionActor {
+    type Result = Result<SealReply, String>;
+    fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
+        let dedup = self.dedup.checkpoint(Utc::now().timestamp_millis()).map_err(|e| e.to_string())?;
+        let events = Arc::new(std::mem::take(&mut self.pending));
+        self.sealed.push((msg.epoch, events.clone()));
+        self.paused = true;
+        Ok(SealReply { partition: self.partition, offset: self.next_offset, events, dedup })
+    }
+}
+
+impl Handler<Resume> for PartitionActor {
+    type Result = ();
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        self.paused = false;
+        self.poll(ctx);
+    }
+}
+
+impl Handler<Committed> for PartitionActor {
+    type Result = ();
+    fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
+        self.sealed.retain(|(epoch, _)| *epoch > msg.epoch);
+        self.files = msg.files;
+    }
+}
+
+impl Handler<SetRoutes> for PartitionActor {
+    type Result = MessageResult<SetRoutes>;
+    fn handle(&mut self, msg: SetRoutes, _: &mut Context<Self>) -> Self::Result {
+        self.routes = msg.routes;
+        MessageResult(self.held())
+    }
+}
+
+impl Handler<ReadHeld> for PartitionActor {
+    type Result = MessageResult<ReadHeld>;
+    fn handle(&mut self, _: ReadHeld, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.held())
+    }
+}

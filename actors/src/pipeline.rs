@@ -1,0 +1,667 @@
+//! The pipeline: starts the actors from the newest checkpoint and is the API's handle.
+
+use crate::meter::{self, Backfill, MeterActor};
+use crate::metrics::Metrics;
+use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits};
+use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use metron_connectors::{EmbeddedLog, EmbeddedLogConfig, EventStream};
+use metron_engine::aggregate::AggState;
+use metron_engine::event::{CloudEvent, IngestedEvent};
+use metron_engine::meter::{CompiledMeter, Extract, Meter, MeterCreate, MeterUpdate};
+use metron_engine::query::{MeterQuery, ResultRow, RollupRow, evaluate};
+use metron_engine::window::floor_minute_ms;
+use metron_storage::catalog::{self, Catalog};
+use metron_storage::dedup::{DedupConfig, DedupIndex, DedupState, RunMeta};
+use metron_storage::manifest::{self, EventFile, Manifest};
+use metron_storage::objects::ObjectRoot;
+use metron_storage::query::{QueryService, SqlAnswer, SqlRequest, SqlTable, TimeRange};
+use metron_storage::{events, rollups};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// What the pipeline needs to start.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub data_dir: PathBuf,
+    pub partitions: u32,
+    pub checkpoint_interval: Duration,
+    pub dedup: DedupConfig,
+    /// Records a partition reads per batch.
+    pub batch_records_max: usize,
+    /// Ingest answers 429 when a partition's unread backlog exceeds this many records.
+    pub backlog_records_max: u64,
+    /// Meters declared in the config file (created in the catalog if missing).
+    pub meters: Vec<MeterCreate>,
+    pub namespace: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the pipeline is behind by {backlog} records; retry later")]
+    Overloaded { backlog: u64 },
+    #[error("the event stream failed: {0}")]
+    Stream(#[from] metron_connectors::Error),
+    #[error(transparent)]
+    Catalog(#[from] catalog::Error),
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("invalid meter: {0}")]
+    Meter(#[from] metron_engine::meter::MeterError),
+    #[error("meter {0:?} not found")]
+    MeterNotFound(String),
+    #[error("a meter with slug {0:?} already exists")]
+    MeterExists(String),
+    #[error("invalid SQL: {0}")]
+    Sql(String),
+    #[error("the query did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("the pipeline is shutting down")]
+    Stopped,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<metron_storage::query::Error> for Error {
+    fn from(error: metron_storage::query::Error) -> Self {
+        match error {
+            metron_storage::query::Error::Sql(s) => Self::Sql(s),
+            metron_storage::query::Error::Timeout(d) => Self::Timeout(d),
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+/// Filter of an event listing.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub namespace: String,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub ingested_from: Option<DateTime<Utc>>,
+    pub ingested_to: Option<DateTime<Utc>>,
+    pub subjects: Vec<String>,
+    pub id_contains: Option<String>,
+    pub ids: Vec<String>,
+    pub sources: Vec<String>,
+    pub types: Vec<String>,
+    pub limit: usize,
+}
+
+impl EventFilter {
+    fn admits(&self, e: &IngestedEvent) -> bool {
+        let ev = &e.event;
+        e.namespace == self.namespace
+            && self.from.is_none_or(|f| ev.time >= f)
+            && self.to.is_none_or(|t| ev.time < t)
+            && self.ingested_from.is_none_or(|f| e.ingested_at >= f)
+            && self.ingested_to.is_none_or(|t| e.ingested_at < t)
+            && (self.subjects.is_empty() || self.subjects.contains(&ev.subject))
+            && self.id_contains.as_ref().is_none_or(|s| ev.id.contains(s.as_str()))
+            && (self.ids.is_empty() || self.ids.contains(&ev.id))
+            && (self.sources.is_empty() || self.sources.contains(&ev.source))
+            && (self.types.is_empty() || self.types.contains(&ev.event_type))
+    }
+}
+
+/// A listed event with OpenMeter's `validationError` against the current meters.
+#[derive(Debug, Clone)]
+pub struct ListedEvent {
+    pub event: IngestedEvent,
+    pub validation_error: Option<String>,
+}
+
+/// The API's handle on the running pipeline.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: PipelineConfig,
+    stream: Arc<EmbeddedLog>,
+    catalog: Catalog,
+    query: QueryService,
+    metrics: Arc<Metrics>,
+    consumed: Arc<Vec<AtomicU64>>,
+    partitions: Vec<Addr<PartitionActor>>,
+    snapshot: Addr<SnapshotActor>,
+    meters: parking_lot::RwLock<BTreeMap<String, MeterEntry>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicU64,
+}
+
+impl Pipeline {
+    /// Opens the stream, catalog and object root under the data directory, loads the
+    /// newest checkpoint and starts the actors (inside the running actix System).
+    pub async fn start(config: PipelineConfig, query_runtime: tokio::runtime::Handle) -> anyhow_free::Result<Self> {
+        anyhow_free::start(config, query_runtime).await
+    }
+
+    fn entry_for(&self, meter: Arc<Meter>, files: Vec<manifest::RollupFile>, complete: bool) -> MeterEntry {
+        let arbiter = pick(&self.inner.arbiters, &self.inner.next_arbiter);
+        let m = meter.clone();
+        let addr = MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, complete));
+        MeterEntry { meter, addr }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.inner.config.namespace
+    }
+
+    /// Appends events to their partitions; returns once all of them are durable.
+    pub async fn ingest(&self, namespace: &str, events: Vec<CloudEvent>) -> Result<()> {
+        let partitions = self.inner.config.partitions;
+        let mut groups: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); partitions as usize];
+        let now = Utc::now();
+        let count = events.len() as u64;
+        for event in events {
+            let p = partition_of(namespace, &event.subject, partitions);
+            let record = IngestedEvent { namespace: namespace.to_owned(), ingested_at: now, event };
+            if let Some(group) = groups.get_mut(p as usize) {
+                group.push(bytes::Bytes::from(record.encode()));
+            }
+        }
+        for (p, group) in groups.iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let end = self.inner.stream.end_offset(p as u32)?;
+            let consumed = self.inner.consumed.get(p).map_or(0, |c| c.load(Ordering::Acquire));
+            let backlog = end.saturating_sub(consumed);
+            if backlog > self.inner.config.backlog_records_max {
+                return Err(Error::Overloaded { backlog });
+            }
+        }
+        let appends = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(p, g)| self.inner.stream.append(p as u32, g));
+        for result in futures::future::join_all(appends).await {
+            match result {
+                Ok(_) => {}
+                Err(metron_connectors::Error::Overloaded { queued }) => {
+                    return Err(Error::Overloaded { backlog: queued as u64 });
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Metrics::add(&self.inner.metrics.events_ingested_total, count);
+        Ok(())
+    }
+
+    // ---- meters ----
+
+    pub async fn list_meters(&self, namespace: &str, include_deleted: bool) -> Result<Vec<Meter>> {
+        Ok(self.inner.catalog.list_meters(namespace, include_deleted).await?)
+    }
+
+    pub async fn get_meter(&self, namespace: &str, id_or_slug: &str) -> Result<Meter> {
+        self.inner
+            .catalog
+            .get_meter(namespace, id_or_slug)
+            .await?
+            .ok_or_else(|| Error::MeterNotFound(id_or_slug.to_owned()))
+    }
+
+    /// Creates a meter and backfills it from every event already ingested.
+    pub async fn create_meter(&self, namespace: &str, create: MeterCreate) -> Result<Meter> {
+        let meter = create.into_meter(ulid::Ulid::new().to_string(), namespace, Utc::now())?;
+        match self.inner.catalog.insert_meter(&meter).await {
+            Err(catalog::Error::SlugTaken { slug }) => return Err(Error::MeterExists(slug)),
+            other => other?,
+        }
+        self.register(meter.clone()).await?;
+        Ok(meter)
+    }
+
+    async fn register(&self, meter: Meter) -> Result<()> {
+        let meter = Arc::new(meter);
+        let entry = self.entry_for(meter.clone(), Vec::new(), false);
+        self.inner.meters.write().insert(meter.id.clone(), entry.clone());
+        let (done, held) = tokio::sync::oneshot::channel();
+        self.inner
+            .snapshot
+            .send(SetMeters { upsert: vec![entry.clone()], remove: Vec::new(), done })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let held = held.await.map_err(|_| Error::Stopped)?;
+        let rows = self.backfill_rows(&meter, held).await?;
+        entry.addr.do_send(Backfill { rows });
+        Ok(())
+    }
+
+    /// Rollups of a meter from the events the partitions held (files + memory).
+    async fn backfill_rows(&self, meter: &Meter, held: Vec<Held>) -> Result<Vec<RollupRow>> {
+        let files: Vec<EventFile> = held.iter().flat_map(|h| h.files.iter().cloned()).collect();
+        let mut rows = scan_backfill(&self.inner.query, meter, &files).await?;
+        let compiled = meter.compile();
+        for h in &held {
+            for events in &h.events {
+                rows.extend(fold_events(&compiled, &meter.namespace, events.iter()));
+            }
+        }
+        Ok(rows)
+    }
+
+    pub async fn update_meter(&self, namespace: &str, id_or_slug: &str, update: MeterUpdate) -> Result<Meter> {
+        let mut meter = self.get_meter(namespace, id_or_slug).await?;
+        meter.apply_update(update, Utc::now())?;
+        self.inner.catalog.update_meter(&meter).await?;
+        let entry = self.inner.meters.read().get(&meter.id).cloned();
+        if let Some(entry) = entry {
+            let meter = Arc::new(meter.clone());
+            entry.addr.do_send(meter::Redefine { meter: meter.clone() });
+            let entry = MeterEntry { meter, addr: entry.addr };
+            self.inner.meters.write().insert(entry.meter.id.clone(), entry.clone());
+            let (done, held) = tokio::sync::oneshot::channel();
+            self.inner
+                .snapshot
+                .send(SetMeters { upsert: vec![entry], remove: Vec::new(), done })
+                .await
+                .map_err(|_| Error::Stopped)?;
+            let _ = held.await;
+        }
+        Ok(meter)
+    }
+
+    pub async fn delete_meter(&self, namespace: &str, id_or_slug: &str) -> Result<()> {
+        let mut meter = self.get_meter(namespace, id_or_slug).await?;
+        meter.deleted_at = Some(Utc::now());
+        self.inner.catalog.update_meter(&meter).await?;
+        self.inner.meters.write().remove(&meter.id);
+        let (done, held) = tokio::sync::oneshot::channel();
+        self.inner
+            .snapshot
+            .send(SetMeters { upsert: Vec::new(), remove: vec![meter.id.clone()], done })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let _ = held.await;
+        Ok(())
+    }
+
+    // ---- queries ----
+
+    /// Minute rollups of a meter that a query admits: Parquet files plus live rows.
+    async fn rollup_rows(&self, meter: &Meter, query: &MeterQuery) -> Result<(Arc<Meter>, Vec<RollupRow>)> {
+        let entry = self.inner.meters.read().get(&meter.id).cloned().ok_or_else(|| Error::MeterNotFound(meter.slug.clone()))?;
+        let snapshot = entry.addr.send(meter::Read { query: Arc::new(query.clone()) }).await.map_err(|_| Error::Stopped)?;
+        let keys: Vec<String> = snapshot.meter.group_by.keys().cloned().collect();
+        let urls: Vec<String> = snapshot.files.iter().map(|f| self.url_of(&f.path)).collect();
+        let (lo, hi) = query.minute_range_ms();
+        let range = TimeRange {
+            column: "minute",
+            lo: (lo != i64::MIN).then_some(lo),
+            hi: (hi != i64::MAX).then_some(hi),
+            micros: false,
+        };
+        let subjects = (!query.subjects.is_empty()).then(|| ("subject", query.subjects.clone()));
+        let batches = self.inner.query.scan(rollups::schema(&keys), urls, range, subjects, Vec::new()).await?;
+        let mut rows = snapshot.rows;
+        for batch in &batches {
+            let from_file = rollups::from_batch(&keys, snapshot.meter.aggregation, batch).map_err(|e| Error::Storage(e.to_string()))?;
+            rows.extend(from_file.into_iter().filter(|r| query.admits(&keys, r)));
+        }
+        Ok((snapshot.meter, rows))
+    }
+
+    /// Answers a meter query.
+    pub async fn query_meter(&self, meter: &Meter, query: &MeterQuery) -> Result<Vec<ResultRow>> {
+        let (meter, rows) = self.rollup_rows(meter, query).await?;
+        let keys: Vec<String> = meter.group_by.keys().cloned().collect();
+        Metrics::add(&self.inner.metrics.meter_queries_total, 1);
+        Ok(evaluate(&keys, query, rows))
+    }
+
+    /// Distinct subjects with usage of a meter.
+    pub async fn meter_subjects(&self, meter: &Meter, query: &MeterQuery) -> Result<Vec<String>> {
+        let (_, rows) = self.rollup_rows(meter, query).await?;
+        let set: std::collections::BTreeSet<String> = rows.into_iter().map(|r| r.subject).collect();
+        Ok(set.into_iter().collect())
+    }
+
+    /// Distinct values of one group-by key of a meter.
+    pub async fn group_by_values(&self, meter: &Meter, key: &str, query: &MeterQuery) -> Result<Vec<String>> {
+        let (meter, rows) = self.rollup_rows(meter, query).await?;
+        let Some(index) = meter.group_by.keys().position(|k| k == key) else {
+            return Ok(Vec::new());
+        };
+        let set: std::collections::BTreeSet<String> =
+            rows.into_iter().filter_map(|r| r.group.get(index).cloned()).filter(|v| !v.is_empty()).collect();
+        Ok(set.into_iter().collect())
+    }
+
+    fn url_of(&self, path: &str) -> String {
+        self.inner.query.root().url_of(&metron_storage::objects::object_path(path))
+    }
+
+    /// Lists events, newest first, with their validation errors.
+    pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<ListedEvent>> {
+        let mut found: Vec<IngestedEvent> = Vec::new();
+        let mut urls = Vec::new();
+        for addr in &self.inner.partitions {
+            let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
+            for events in &held.events {
+                found.extend(events.iter().filter(|e| filter.admits(e)).cloned());
+            }
+            urls.extend(
+                held.files
+                    .iter()
+                    .filter(|f| f.namespace == filter.namespace)
+                    .filter(|f| day_overlaps(&f.day, filter.from, filter.to))
+                    .map(|f| self.url_of(&f.path)),
+            );
+        }
+        let range = TimeRange {
+            column: "time",
+            lo: filter.from.map(|t| t.timestamp_micros()),
+            hi: filter.to.map(|t| t.timestamp_micros()),
+            micros: true,
+        };
+        let subjects = (!filter.subjects.is_empty()).then(|| ("subject", filter.subjects.clone()));
+        let batches = self.inner.query.scan(events::schema(), urls, range, subjects, Vec::new()).await?;
+        for batch in &batches {
+            let list = events::from_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
+            found.extend(list.into_iter().filter(|e| filter.admits(e)));
+        }
+        found.sort_by(|a, b| b.event.time.cmp(&a.event.time).then_with(|| b.ingested_at.cmp(&a.ingested_at)));
+        found.truncate(filter.limit);
+        let meters: Vec<CompiledMeter> = self
+            .inner
+            .meters
+            .read()
+            .values()
+            .filter(|m| m.meter.namespace == filter.namespace)
+            .map(|m| m.meter.compile())
+            .collect();
+        Ok(found
+            .into_iter()
+            .map(|event| {
+                let validation_error = validation_error(&meters, &event.event);
+                ListedEvent { event, validation_error }
+            })
+            .collect())
+    }
+
+    /// Runs read-only SQL over the namespace's `events` table and its meters'
+    /// rollup tables (`meter_<slug>`), files plus live rows.
+    pub async fn sql(&self, namespace: &str, sql: String, row_limit: usize, timeout: Duration) -> Result<SqlAnswer> {
+        let mut tables = Vec::new();
+        let mut live_events = Vec::new();
+        let mut event_urls = Vec::new();
+        for addr in &self.inner.partitions {
+            let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
+            for events in &held.events {
+                live_events.extend(events.iter().filter(|e| e.namespace == namespace).cloned());
+            }
+            event_urls.extend(held.files.iter().filter(|f| f.namespace == namespace).map(|f| self.url_of(&f.path)));
+        }
+        let live = events::to_batch(&live_events).map_err(|e| Error::Storage(e.to_string()))?;
+        tables.push(SqlTable { name: "events".into(), schema: events::schema(), urls: event_urls, live: vec![live] });
+        let entries: Vec<MeterEntry> =
+            self.inner.meters.read().values().filter(|m| m.meter.namespace == namespace).cloned().collect();
+        for entry in entries {
+            let all = Arc::new(MeterQuery::default());
+            let snapshot = entry.addr.send(meter::Read { query: all }).await.map_err(|_| Error::Stopped)?;
+            let keys: Vec<String> = snapshot.meter.group_by.keys().cloned().collect();
+            let live = rollups::to_batch(&keys, &snapshot.rows).map_err(|e| Error::Storage(e.to_string()))?;
+            tables.push(SqlTable {
+                name: format!("meter_{}", snapshot.meter.slug),
+                schema: rollups::schema(&keys),
+                urls: snapshot.files.iter().map(|f| self.url_of(&f.path)).collect(),
+                live: vec![live],
+            });
+        }
+        Metrics::add(&self.inner.metrics.sql_queries_total, 1);
+        Ok(self.inner.query.sql(SqlRequest { tables, sql, row_limit, timeout }).await?)
+    }
+
+    /// Takes a checkpoint now and returns its epoch once durable.
+    pub async fn checkpoint(&self) -> Result<u64> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.inner.snapshot.send(CheckpointNow { done }).await.map_err(|_| Error::Stopped)?;
+        result.await.map_err(|_| Error::Stopped)?.map_err(Error::Storage)
+    }
+
+    /// Stops the stream's writer after a final checkpoint.
+    pub async fn shutdown(&self) -> Result<u64> {
+        let epoch = self.checkpoint().await;
+        self.inner.stream.close();
+        self.inner.catalog.close().await;
+        epoch
+    }
+
+    /// Prometheus text of the counters plus backlog gauges.
+    pub fn metrics_text(&self) -> String {
+        let mut backlog = 0u64;
+        for p in 0..self.inner.config.partitions {
+            let end = self.inner.stream.end_offset(p).unwrap_or(0);
+            let consumed = self.inner.consumed.get(p as usize).map_or(0, |c| c.load(Ordering::Acquire));
+            backlog += end.saturating_sub(consumed);
+        }
+        let stats = self.inner.stream.stats();
+        let meters = self.inner.meters.read().len() as f64;
+        self.inner.metrics.render(&[
+            ("metron_stream_backlog_records", "Records appended but not yet read by partition actors.", backlog as f64),
+            ("metron_stream_syncs", "fsyncs done by the stream writer (group commit).", stats.syncs as f64),
+            ("metron_stream_appends", "Append requests served by the stream writer.", stats.appends as f64),
+            ("metron_meters", "Meters running.", meters),
+        ])
+    }
+}
+
+fn day_overlaps(day: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> bool {
+    let Ok(day) = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d") else {
+        return true;
+    };
+    let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let end = start + chrono::Duration::days(1);
+    from.is_none_or(|f| end > f) && to.is_none_or(|t| start < t)
+}
+
+/// OpenMeter's `validationError` of an event: the first meter of its type that cannot read it.
+pub fn validation_error(meters: &[CompiledMeter], event: &CloudEvent) -> Option<String> {
+    meters.iter().find_map(|m| match m.extract(event) {
+        Extract::Invalid(text) => Some(text),
+        _ => None,
+    })
+}
+
+/// The partition of a (namespace, subject): a stable hash, so a subject's events stay in order.
+pub fn partition_of(namespace: &str, subject: &str, partitions: u32) -> u32 {
+    let mut key = Vec::with_capacity(namespace.len() + subject.len() + 1);
+    key.extend_from_slice(namespace.as_bytes());
+    key.push(0);
+    key.extend_from_slice(subject.as_bytes());
+    (xxh3_64(&key) % u64::from(partitions.max(1))) as u32
+}
+
+/// Folds events into minute rollups for one meter.
+pub fn fold_events<'a>(meter: &CompiledMeter, namespace: &str, events: impl Iterator<Item = &'a IngestedEvent>) -> Vec<RollupRow> {
+    let mut map: HashMap<(i64, String, Vec<String>), AggState> = HashMap::new();
+    for e in events {
+        if e.namespace != namespace || !meter.matches(&e.event) {
+            continue;
+        }
+        let data = e.event.data.as_ref().map(|d| Value::Object(d.clone()));
+        if let Extract::Sample(sample) = meter.extract_data(data.as_ref()) {
+            let time_ms = e.event.time.timestamp_millis();
+            let key = (floor_minute_ms(time_ms), e.event.subject.clone(), sample.group);
+            match map.get_mut(&key) {
+                Some(state) => state.fold(&sample.value, time_ms),
+                None => {
+                    if let Some(state) = AggState::from_sample(meter.aggregation, &sample.value, time_ms) {
+                        map.insert(key, state);
+                    }
+                }
+            }
+        }
+    }
+    map.into_iter().map(|((minute_ms, subject, group), state)| RollupRow { minute_ms, subject, group, state }).collect()
+}
+
+/// Rollups of a meter from raw-event Parquet files.
+async fn scan_backfill(query: &QueryService, meter: &Meter, files: &[EventFile]) -> Result<Vec<RollupRow>> {
+    let urls: Vec<String> = files
+        .iter()
+        .filter(|f| f.namespace == meter.namespace)
+        .map(|f| query.root().url_of(&metron_storage::objects::object_path(&f.path)))
+        .collect();
+    let range = TimeRange { column: "time", lo: meter.event_from.map(|t| t.timestamp_micros()), hi: None, micros: true };
+    let batches = query
+        .scan(events::schema(), urls, range, None, vec![("type", meter.event_type.clone())])
+        .await?;
+    let compiled = meter.compile();
+    let mut rows = Vec::new();
+    for batch in &batches {
+        let list = events::from_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
+        rows.extend(fold_events(&compiled, &meter.namespace, list.iter()));
+    }
+    Ok(rows)
+}
+
+fn pick(arbiters: &[ArbiterHandle], next: &AtomicU64) -> ArbiterHandle {
+    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+    match arbiters.get(i % arbiters.len().max(1)) {
+        Some(a) => a.clone(),
+        None => Arbiter::current(),
+    }
+}
+
+/// Startup, kept apart from the handle's methods.
+mod anyhow_free {
+    use super::*;
+
+    pub type Result<T> = std::result::Result<T, Error>;
+
+    pub async fn start(config: PipelineConfig, query_runtime: tokio::runtime::Handle) -> Result<Pipeline> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data).map_err(|e| Error::Storage(format!("{}: {e}", data.display())))?;
+        let stream = EmbeddedLog::open(
+            &data.join("stream"),
+            EmbeddedLogConfig { partitions: config.partitions, ..EmbeddedLogConfig::default() },
+        )?;
+        let catalog = Catalog::open_sqlite(&data.join("catalog.db")).await?;
+        let root = ObjectRoot::local(data.join("objects")).map_err(|e| Error::Storage(e.to_string()))?;
+        let query = QueryService::new(query_runtime, root);
+        let manifest = manifest::load_latest(query.root(), config.partitions)
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .unwrap_or_else(|| empty_manifest(config.partitions));
+        tracing::info!(epoch = manifest.epoch, "Loaded the newest checkpoint.");
+
+        // Meters declared in the config file join the catalog once.
+        for create in &config.meters {
+            if catalog.get_meter(&config.namespace, &create.slug).await?.is_none() {
+                let meter = create.clone().into_meter(ulid::Ulid::new().to_string(), &config.namespace, Utc::now())?;
+                catalog.insert_meter(&meter).await?;
+            }
+        }
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arbiters: Vec<ArbiterHandle> = (0..cores).map(|_| Arbiter::new().handle()).collect();
+        let next_arbiter = AtomicU64::new(0);
+        let metrics = Arc::new(Metrics::default());
+
+        let covered: HashSet<&str> = manifest.meters.iter().map(String::as_str).collect();
+        let mut meters = BTreeMap::new();
+        for meter in catalog.all_meters().await? {
+            let meter = Arc::new(meter);
+            let (files, backfill) = if covered.contains(meter.id.as_str()) {
+                let files = manifest.rollup_files.iter().filter(|f| f.meter_id == meter.id).cloned().collect();
+                (files, None)
+            } else {
+                // Not covered by the checkpoint: recompute from its raw events; the
+                // replay from the checkpoint's offsets adds the rest.
+                (Vec::new(), Some(scan_backfill(&query, &meter, &manifest.event_files).await?))
+            };
+            let m = meter.clone();
+            let arbiter = pick(&arbiters, &next_arbiter);
+            let addr = MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, true));
+            if let Some(rows) = backfill {
+                addr.do_send(Backfill { rows });
+            }
+            meters.insert(meter.id.clone(), MeterEntry { meter, addr });
+        }
+        let routes = SnapshotActor::routes(&meters);
+
+        let consumed: Arc<Vec<AtomicU64>> = Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
+        let dyn_stream: Arc<dyn EventStream> = stream.clone();
+        let mut partitions = Vec::new();
+        for state in &manifest.partitions {
+            let dedup_state = DedupState {
+                runs: state
+                    .dedup_runs
+                    .iter()
+                    .map(|r| RunMeta {
+                        file_name: r.file_name.clone(),
+                        keys: r.keys,
+                        first_insert_ms: r.first_insert_ms,
+                        last_insert_ms: r.last_insert_ms,
+                    })
+                    .collect(),
+            };
+            let dir = data.join("dedup").join(format!("p-{:05}", state.partition));
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
+            let dedup = DedupIndex::open(&dir, config.dedup.clone(), Some(&dedup_state)).map_err(|e| Error::Storage(e.to_string()))?;
+            if let Some(c) = consumed.get(state.partition as usize) {
+                c.store(state.offset, Ordering::Release);
+            }
+            let files = manifest.event_files.iter().filter(|f| f.partition == state.partition).cloned().collect();
+            let limits = ReadLimits { batch_records_max: config.batch_records_max, wait: Duration::from_millis(100) };
+            let arbiter = pick(&arbiters, &next_arbiter);
+            let (partition, offset, s, r, c, mm) =
+                (state.partition, state.offset, dyn_stream.clone(), routes.clone(), consumed.clone(), metrics.clone());
+            let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
+                PartitionActor::new(partition, s, dedup, r, offset, files, c, mm, limits)
+            });
+            partitions.push(addr);
+        }
+        let snapshot = SnapshotActor::new(
+            manifest,
+            partitions.clone(),
+            meters.clone(),
+            dyn_stream,
+            query.clone(),
+            metrics.clone(),
+            config.checkpoint_interval,
+        )
+        .start();
+        Ok(Pipeline {
+            inner: Arc::new(Inner {
+                config,
+                stream,
+                catalog,
+                query,
+                metrics,
+                consumed,
+                partitions,
+                snapshot,
+                meters: parking_lot::RwLock::new(meters),
+                arbiters,
+                next_arbiter,
+            }),
+        })
+    }
+
+    fn empty_manifest(partitions: u32) -> Manifest {
+        Manifest {
+            version: manifest::MANIFEST_VERSION,
+            partitions: (0..partitions)
+                .map(|partition| manifest::PartitionState { partition, ..Default::default() })
+                .collect(),
+            ..Manifest::default()
+        }
+    }
+}

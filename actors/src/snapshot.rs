@@ -1,0 +1,304 @@
+//! `SnapshotActor`: checkpoints, and meter (re)registration, which must not
+//! interleave with a checkpoint.
+
+use crate::meter::{self, MeterActor};
+use crate::metrics::Metrics;
+use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes};
+use actix::prelude::*;
+use chrono::Utc;
+use metron_connectors::EventStream;
+use metron_engine::event::IngestedEvent;
+use metron_engine::meter::Meter;
+use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState, RollupFile};
+use metron_storage::query::QueryService;
+use metron_storage::{events, paths, rollups};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A meter the pipeline runs.
+#[derive(Clone)]
+pub struct MeterEntry {
+    pub meter: Arc<Meter>,
+    pub addr: Addr<MeterActor>,
+}
+
+/// What was sealed but not yet durably written.
+struct Pending {
+    epoch: u64,
+    partitions: Vec<SealReply>,
+    meters: Vec<meter::Sealed>,
+}
+
+pub struct SnapshotActor {
+    epoch: u64,
+    manifest: Manifest,
+    partitions: Vec<Addr<PartitionActor>>,
+    meters: BTreeMap<String, MeterEntry>,
+    stream: Arc<dyn EventStream>,
+    query: QueryService,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    pending: Option<Pending>,
+}
+
+impl SnapshotActor {
+    pub fn new(
+        manifest: Manifest,
+        partitions: Vec<Addr<PartitionActor>>,
+        meters: BTreeMap<String, MeterEntry>,
+        stream: Arc<dyn EventStream>,
+        query: QueryService,
+        metrics: Arc<Metrics>,
+        interval: Duration,
+    ) -> Self {
+        Self { epoch: manifest.epoch, manifest, partitions, meters, stream, query, metrics, interval, pending: None }
+    }
+
+    /// The routes every partition uses for the current meters.
+    pub fn routes(meters: &BTreeMap<String, MeterEntry>) -> Arc<Vec<Route>> {
+        Arc::new(
+            meters
+                .values()
+                .map(|m| Route {
+                    namespace: m.meter.namespace.clone(),
+                    meter_id: m.meter.id.clone(),
+                    compiled: m.meter.compile(),
+                    addr: m.addr.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>, done: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>) {
+        let epoch = self.epoch + 1;
+        let pending = self.pending.take();
+        let partitions = self.partitions.clone();
+        let meters: Vec<Addr<MeterActor>> = self.meters.values().map(|m| m.addr.clone()).collect();
+        let base = self.manifest.clone();
+        let query = self.query.clone();
+        let stream = self.stream.clone();
+        let work = async move {
+            let pending = match pending {
+                Some(p) => p,
+                None => seal(epoch, &partitions, &meters).await?,
+            };
+            match write(&query, &base, &pending).await {
+                Ok(manifest) => {
+                    for p in &manifest.partitions {
+                        if let Err(error) = stream.commit(p.partition, p.offset).await {
+                            tracing::warn!(partition = p.partition, %error, "Could not trim the stream after a checkpoint.");
+                        }
+                    }
+                    if let Err(error) = manifest::prune(query.root(), manifest.epoch, 3).await {
+                        tracing::warn!(%error, "Could not prune old checkpoint manifests.");
+                    }
+                    Ok(manifest)
+                }
+                Err(reason) => Err((reason, Some(pending))),
+            }
+        };
+        let work = async move { work.await.map_err(|(reason, pending)| (reason, pending)) };
+        ctx.wait(work.into_actor(self).map(move |result: Result<Manifest, (String, Option<Pending>)>, act, _| match result {
+            Ok(manifest) => {
+                act.epoch = manifest.epoch;
+                for entry in act.meters.values() {
+                    let files = manifest.rollup_files.iter().filter(|f| f.meter_id == entry.meter.id).cloned().collect();
+                    entry.addr.do_send(meter::Committed { epoch: manifest.epoch, files });
+                }
+                for (i, addr) in act.partitions.iter().enumerate() {
+                    let files = manifest.event_files.iter().filter(|f| f.partition as usize == i).cloned().collect();
+                    addr.do_send(partition::Committed { epoch: manifest.epoch, files });
+                }
+                Metrics::add(&act.metrics.checkpoints_total, 1);
+                tracing::debug!(epoch = manifest.epoch, "Committed a checkpoint.");
+                let epoch = manifest.epoch;
+                act.manifest = manifest;
+                if let Some(done) = done {
+                    let _ = done.send(Ok(epoch));
+                }
+            }
+            Err((reason, pending)) => {
+                Metrics::add(&act.metrics.checkpoint_failures_total, 1);
+                tracing::error!(%reason, "A checkpoint failed; it will be retried.");
+                act.pending = pending;
+                if let Some(done) = done {
+                    let _ = done.send(Err(reason));
+                }
+            }
+        }));
+    }
+}
+
+type SealResult = Result<Pending, (String, Option<Pending>)>;
+
+/// Seals every partition (each pauses), then every meter (after the folds the
+/// partitions sent before sealing), then resumes the partitions.
+async fn seal(epoch: u64, partitions: &[Addr<PartitionActor>], meters: &[Addr<MeterActor>]) -> SealResult {
+    let mut replies = Vec::with_capacity(partitions.len());
+    let mut failure = None;
+    for addr in partitions {
+        match addr.send(partition::Seal { epoch }).await {
+            Ok(Ok(reply)) => replies.push(reply),
+            Ok(Err(reason)) => failure = Some(reason),
+            Err(error) => failure = Some(error.to_string()),
+        }
+    }
+    let mut sealed = Vec::with_capacity(meters.len());
+    if failure.is_none() {
+        for addr in meters {
+            match addr.send(meter::Seal { epoch }).await {
+                Ok(s) => sealed.push(s),
+                Err(error) => failure = Some(error.to_string()),
+            }
+        }
+    }
+    for addr in partitions {
+        addr.do_send(partition::Resume);
+    }
+    match failure {
+        // A failed seal leaves state the next checkpoint cannot describe: the process
+        // must restart from the last manifest.
+        Some(reason) => {
+            tracing::error!(%reason, "Sealing a checkpoint failed; stopping so that restart recovers.");
+            System::current().stop_with_code(70);
+            Err((reason, None))
+        }
+        None => Ok(Pending { epoch, partitions: replies, meters: sealed }),
+    }
+}
+
+/// Writes the sealed state as Parquet plus a manifest; returns the manifest.
+async fn write(query: &QueryService, base: &Manifest, pending: &Pending) -> Result<Manifest, String> {
+    let epoch = pending.epoch;
+    let mut manifest = Manifest {
+        version: manifest::MANIFEST_VERSION,
+        epoch,
+        created_at_ms: Utc::now().timestamp_millis(),
+        partitions: Vec::new(),
+        meters: Vec::new(),
+        rollup_files: Vec::new(),
+        event_files: base.event_files.clone(),
+    };
+    for reply in &pending.partitions {
+        manifest.partitions.push(PartitionState {
+            partition: reply.partition,
+            offset: reply.offset,
+            dedup_runs: reply
+                .dedup
+                .runs
+                .iter()
+                .map(|r| DedupRun {
+                    file_name: r.file_name.clone(),
+                    keys: r.keys,
+                    first_insert_ms: r.first_insert_ms,
+                    last_insert_ms: r.last_insert_ms,
+                })
+                .collect(),
+        });
+        let mut by_day: BTreeMap<(String, chrono::NaiveDate), Vec<IngestedEvent>> = BTreeMap::new();
+        for event in reply.events.iter() {
+            by_day
+                .entry((event.namespace.clone(), event.event.time.date_naive()))
+                .or_default()
+                .push(event.clone());
+        }
+        for ((namespace, day), list) in by_day {
+            let path = paths::event_file(&namespace, day, epoch, reply.partition, 0);
+            let batch = events::to_batch(&list).map_err(|e| e.to_string())?;
+            let rows = query.write_parquet(path.clone(), batch).await.map_err(|e| e.to_string())?;
+            manifest.event_files.push(EventFile {
+                namespace,
+                partition: reply.partition,
+                day: day.to_string(),
+                path: path.to_string(),
+                rows,
+            });
+        }
+    }
+    let live: HashMap<&str, &meter::Sealed> = pending.meters.iter().map(|m| (m.meter.id.as_str(), m)).collect();
+    manifest.rollup_files = base
+        .rollup_files
+        .iter()
+        .filter(|f| live.contains_key(f.meter_id.as_str()))
+        .cloned()
+        .collect();
+    for sealed in &pending.meters {
+        if sealed.complete {
+            manifest.meters.push(sealed.meter.id.clone());
+        }
+        if sealed.rows.is_empty() {
+            continue;
+        }
+        let keys: Vec<String> = sealed.meter.group_by.keys().cloned().collect();
+        let batch = rollups::to_batch(&keys, &sealed.rows).map_err(|e| e.to_string())?;
+        let path = paths::rollup_file(&sealed.meter.namespace, &sealed.meter.id, epoch, 0);
+        let rows = query.write_parquet(path.clone(), batch).await.map_err(|e| e.to_string())?;
+        manifest.rollup_files.push(RollupFile {
+            namespace: sealed.meter.namespace.clone(),
+            meter_id: sealed.meter.id.clone(),
+            path: path.to_string(),
+            rows,
+        });
+    }
+    let partitions = pending.partitions.len() as u32;
+    manifest::write(query.root(), &manifest, partitions).await.map_err(|e| e.to_string())?;
+    Ok(manifest)
+}
+
+impl Actor for SnapshotActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.interval, |act, ctx| act.checkpoint(ctx, None));
+    }
+}
+
+/// Takes a checkpoint now; answers with its epoch once it is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckpointNow {
+    pub done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+}
+
+impl Handler<CheckpointNow> for SnapshotActor {
+    type Result = ();
+    fn handle(&mut self, msg: CheckpointNow, ctx: &mut Context<Self>) {
+        self.checkpoint(ctx, Some(msg.done));
+    }
+}
+
+/// Registers (or replaces) meters and re-routes every partition; answers with the
+/// events the partitions held at that moment, for backfilling new meters.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetMeters {
+    pub upsert: Vec<MeterEntry>,
+    pub remove: Vec<String>,
+    pub done: tokio::sync::oneshot::Sender<Vec<partition::Held>>,
+}
+
+impl Handler<SetMeters> for SnapshotActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetMeters, ctx: &mut Context<Self>) {
+        for id in msg.remove {
+            self.meters.remove(&id);
+        }
+        for entry in msg.upsert {
+            self.meters.insert(entry.meter.id.clone(), entry);
+        }
+        let routes = Self::routes(&self.meters);
+        let partitions = self.partitions.clone();
+        let work = async move {
+            let mut held = Vec::with_capacity(partitions.len());
+            for addr in &partitions {
+                if let Ok(h) = addr.send(SetRoutes { routes: routes.clone() }).await {
+                    held.push(h);
+                }
+            }
+            let _ = msg.done.send(held);
+        };
+        // Waits so that no checkpoint seals between the route change and the answer.
+        ctx.wait(work.into_actor(self));
+    }
+}

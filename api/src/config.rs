@@ -1,0 +1,110 @@
+//! One typed configuration: the embedded `default.yaml`, then the config file.
+
+use metron_engine::meter::MeterCreate;
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("default.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub namespace: String,
+    pub partitions: u32,
+    #[serde(deserialize_with = "human_duration")]
+    pub checkpoint_interval: Duration,
+    #[serde(deserialize_with = "human_duration")]
+    pub dedup_horizon: Duration,
+    pub dedup_memory_bytes: usize,
+    pub batch_records_max: usize,
+    pub backlog_records_max: u64,
+    pub meters: Vec<MeterCreate>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid config: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, overridden key by key by the file (if any).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut merged: serde_yaml::Value = serde_yaml::from_str(DEFAULTS)?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            let overrides: serde_yaml::Value = serde_yaml::from_str(&text)?;
+            if let (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(over)) = (&mut merged, overrides) {
+                for (k, v) in over {
+                    base.insert(k, v);
+                }
+            }
+        }
+        let config: Config = serde_yaml::from_value(merged)?;
+        if config.partitions == 0 || config.partitions > 1024 {
+            return Err(ConfigError::Invalid("partitions must be 1 to 1024".into()));
+        }
+        if config.checkpoint_interval < Duration::from_millis(50) {
+            return Err(ConfigError::Invalid("checkpointInterval must be at least 50ms".into()));
+        }
+        Ok(config)
+    }
+}
+
+/// `250ms`, `5s`, `10m`, `2h`, `35d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid duration {text:?} (use e.g. 250ms, 5s, 35d)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_files_override() {
+        let config = Config::load(None).expect("defaults");
+        assert_eq!(config.partitions, 4);
+        assert_eq!(config.dedup_horizon, Duration::from_secs(35 * 86_400));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "partitions: 2\ncheckpointInterval: 250ms\nmeters:\n  - slug: m\n    eventType: t\n    aggregation: COUNT\n")
+            .expect("write");
+        let config = Config::load(Some(&path)).expect("file");
+        assert_eq!(config.partitions, 2);
+        assert_eq!(config.checkpoint_interval, Duration::from_millis(250));
+        assert_eq!(config.meters.len(), 1);
+        std::fs::write(&path, "partitons: 2\n").expect("write");
+        assert!(Config::load(Some(&path)).is_err(), "unknown keys are rejected");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("35d"), Some(Duration::from_secs(35 * 86_400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("5y"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! Errors become HTTP statuses and `application/problem+json` bodies here, shaped
+//! like OpenMeter's: `{"type","title","status","detail","instance","extensions"?}`.
+
+use crate::limits::RETRY_AFTER_SECONDS;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use metron_actors::pipeline::Error as PipelineError;
+use serde_json::{Value, json};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: String,
+    pub extensions: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self { status, detail: detail.into(), extensions: None }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.status, self.detail)
+    }
+}
+
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let request = REQUESTS.fetch_add(1, Ordering::Relaxed);
+        // A 500's detail is blanked, as OpenMeter does; the log keeps it.
+        let detail = if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), detail = %self.detail, "Answered a server error.");
+            String::new()
+        } else {
+            self.detail.clone()
+        };
+        let mut body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": detail,
+            "instance": format!("urn:request:{:016x}", request),
+        });
+        if let (Some(ext), Some(map)) = (&self.extensions, body.as_object_mut()) {
+            map.insert("extensions".into(), ext.clone());
+        }
+        let mut response = HttpResponse::build(self.status);
+        response.content_type("application/problem+json");
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
+        }
+        response.body(body.to_string())
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(error: PipelineError) -> Self {
+        let status = match &error {
+            PipelineError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PipelineError::Meter(_) | PipelineError::Sql(_) => StatusCode::BAD_REQUEST,
+            PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
+            PipelineError::MeterExists(_) => StatusCode::CONFLICT,
+            PipelineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            PipelineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            PipelineError::Stream(_) | PipelineError::Catalog(_) | PipelineError::Storage(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+/// Turns actix's own extractor errors (bad JSON, too large) into problem+json.
+pub fn json_error(error: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+    let status = match &error {
+        actix_web::error::JsonPayloadError::Overflow { .. } | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, error.to_string()).into()
+}

@@ -1,0 +1,6 @@
+//! The HTTP routes, path for path as OpenMeter's v1 API.
+
+pub mod events;
+pub mod health;
+pub mod meters;
+pub mod sql;

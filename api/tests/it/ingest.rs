@@ -1,0 +1,553 @@
+//! Ingestion: ports of OpenMeter's e2e TestIngest, TestIngestContentTypeApplicationJSON,
+//! TestBatchIngest, TestInvalidIngest and TestDedupe, plus the request validation and event
+//! listing around them. Every test starts its own server with OpenMeter's e2e meters.
+
+use crate::helpers::*;
+use crate::server::*;
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// A uniformly random second within ±30 days of now (gofakeit.DateRange in the Go tests).
+fn random_time_around_now(rng: &mut impl Rng, now: DateTime<Utc>) -> DateTime<Utc> {
+    let offset = rng.random_range(-30 * 86_400..30 * 86_400);
+    DateTime::from_timestamp(now.timestamp() + offset, 0).expect("valid timestamp")
+}
+
+#[test]
+fn ingest_single_events_sum() {
+    // TestIngest: 1000 events sent one by one (application/cloudevents+json, values as numeric
+    // strings, times spread over ±30 days) are all acknowledged and the SUM meter totals them.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let mut rng = rand::rng();
+    let now = Utc::now();
+    let mut sum = 0u64;
+    for _ in 0..1000 {
+        let duration: u64 = rng.random_range(1..=100);
+        sum += duration;
+        let event = cloud_event(
+            &new_id(),
+            "my-app",
+            "ingest",
+            "customer-1",
+            random_time_around_now(&mut rng, now),
+            json!({ "duration_ms": duration.to_string() }),
+        );
+        server.ingest_one(&event).expect_status(204);
+    }
+    wait_for_total(&server, "ingest", sum as f64);
+}
+
+#[test]
+fn ingest_content_type_application_json() {
+    // TestIngestContentTypeApplicationJSON: `application/json` takes a single event object and an
+    // array of events; both are acknowledged and counted (100 + 2 × 100).
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let event_type = "ingest_content_type_application_json";
+    let time = rfc3339(Utc::now() - Duration::hours(1));
+    let payload = |id: String| {
+        json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": "my-app",
+            "type": event_type,
+            "subject": "customer-1",
+            "time": time,
+            "data": { "duration_ms": "100" },
+        })
+    };
+    server
+        .post("/api/v1/events")
+        .body("application/json", payload(new_id()).to_string())
+        .send()
+        .expect_status(204);
+    server
+        .post("/api/v1/events")
+        .body(
+            "application/json",
+            json!([payload(new_id()), payload(new_id())]).to_string(),
+        )
+        .send()
+        .expect_status(204);
+    wait_for_total(&server, event_type, 300.0);
+}
+
+#[test]
+fn batch_ingest_1000_events() {
+    // TestBatchIngest: one application/cloudevents-batch+json request with 1000 events is
+    // acknowledged and the SUM meter totals all of them.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let mut rng = rand::rng();
+    let now = Utc::now();
+    let mut sum = 0u64;
+    let events: Vec<Value> = (0..1000)
+        .map(|_| {
+            let duration: u64 = rng.random_range(1..=1000);
+            sum += duration;
+            cloud_event(
+                &new_id(),
+                "my-app",
+                "batchingest",
+                "customer-1",
+                random_time_around_now(&mut rng, now),
+                json!({ "duration_ms": duration.to_string() }),
+            )
+        })
+        .collect();
+    server.ingest_batch(&events).expect_status(204);
+    wait_for_total(&server, "batchingest", sum as f64);
+}
+
+#[test]
+fn invalid_ingest() {
+    // TestInvalidIngest: XML data and string data are rejected synchronously (400, not stored);
+    // null, missing, empty, NaN and Inf values are accepted (204), kept out of the SUM, and
+    // listed by GET /api/v1/events (newest first) with OpenMeter's validationError texts.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let event_type = "ingest_invalid";
+    let subject = event_type;
+    let time_base = Utc::now() - Duration::hours(1);
+    let mut time_idx = 0;
+    let mut next_time = || {
+        time_idx += 1;
+        // The event list is newest first, so each event is a minute older than the last.
+        rfc3339(time_base - Duration::minutes(time_idx))
+    };
+    let base = |time: String| {
+        json!({
+            "specversion": "1.0",
+            "id": new_id(),
+            "source": "my-app",
+            "type": event_type,
+            "subject": subject,
+            "time": time,
+        })
+    };
+    let with = |mut event: Value, fields: Value| {
+        for (k, v) in fields.as_object().expect("object") {
+            event[k] = v.clone();
+        }
+        event
+    };
+
+    // Unsupported data content type: XML.
+    let xml = with(
+        base(next_time()),
+        json!({ "datacontenttype": "application/xml", "data": "<xml></xml>" }),
+    );
+    assert_problem(&server.ingest_one(&xml), 400);
+
+    // Data is a string.
+    let string_data = with(base(next_time()), json!({ "data": "string" }));
+    assert_problem(&server.ingest_one(&string_data), 400);
+
+    // Data is null: treated as no data, accepted.
+    let null_data = with(base(next_time()), json!({ "data": null }));
+    server.ingest_one(&null_data).expect_status(204);
+
+    // No data at all.
+    server.ingest_one(&base(next_time())).expect_status(204);
+
+    // Empty data.
+    let empty = with(
+        base(next_time()),
+        json!({ "datacontenttype": "application/json", "data": {} }),
+    );
+    server.ingest_one(&empty).expect_status(204);
+
+    // NaN and Inf values (skipped by the aggregation).
+    for value in ["NaN", "Inf"] {
+        let event = with(
+            base(next_time()),
+            json!({ "datacontenttype": "application/json", "data": { "duration_ms": value } }),
+        );
+        server.ingest_one(&event).expect_status(204);
+    }
+
+    // A valid event: the only one the meter counts.
+    let valid = with(
+        base(next_time()),
+        json!({ "datacontenttype": "application/json", "data": { "duration_ms": "100" } }),
+    );
+    server.ingest_one(&valid).expect_status(204);
+
+    wait_for_total(&server, event_type, 100.0);
+
+    let expected_errors = [
+        Some("invalid event: null and missing value property"),
+        Some("invalid event: null and missing value property"),
+        Some(r#"invalid event: missing value property: "$.duration_ms""#),
+        Some("invalid event: value cannot be NaN"),
+        Some("invalid event: value cannot be infinity"),
+        None,
+    ];
+    eventually(VISIBLE, || {
+        let resp = server
+            .get("/api/v1/events")
+            .query("subject", subject)
+            .send();
+        let list = resp.try_json()?;
+        let items = list
+            .as_array()
+            .ok_or_else(|| format!("not an array: {resp}"))?;
+        if items.len() != 6 {
+            return Err(format!("want 6 events, got {}: {resp}", items.len()));
+        }
+        for (i, (item, want)) in items.iter().zip(expected_errors).enumerate() {
+            let got = item["validationError"].as_str();
+            match want {
+                Some(want) if got.is_some_and(|g| g.contains(want)) => {}
+                None if got.is_none_or(str::is_empty) => {}
+                _ => {
+                    return Err(format!(
+                        "event {i}: validationError {got:?}, want {want:?}: {resp}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn dedupe_same_id_and_source() {
+    // TestDedupe: the same id+source sent 1000 times with random times counts once.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let mut rng = rand::rng();
+    let now = Utc::now();
+    for _ in 0..1000 {
+        let event = cloud_event(
+            "52f44f66-020f-4fa9-a733-102a8ef6f515",
+            "my-app",
+            "dedupe",
+            "customer-1",
+            random_time_around_now(&mut rng, now),
+            json!({}),
+        );
+        server.ingest_one(&event).expect_status(204);
+    }
+    wait_for_total(&server, "dedupe", 1.0);
+}
+
+#[test]
+fn dedupe_key_is_source_and_id() {
+    // The dedup key is (source, id): the same id from two sources counts twice, a repeat from
+    // either source (also inside one batch) does not count again.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let time = Utc::now() - Duration::minutes(5);
+    let ev = |source: &str| cloud_event("same-id", source, "dedupe", "customer-1", time, json!({}));
+    server
+        .ingest_batch(&[ev("app-a"), ev("app-b"), ev("app-a")])
+        .expect_status(204);
+    server.ingest_one(&ev("app-b")).expect_status(204);
+    wait_for_total(&server, "dedupe", 2.0);
+    // A later, distinct event is counted, so the repeats above were really dropped, not late.
+    server
+        .ingest_one(&cloud_event(
+            "other-id",
+            "app-a",
+            "dedupe",
+            "customer-1",
+            time,
+            json!({}),
+        ))
+        .expect_status(204);
+    wait_for_total(&server, "dedupe", 3.0);
+}
+
+#[test]
+fn malformed_requests_are_rejected_with_problem_json() {
+    // Requests that are not valid CloudEvents are 400 application/problem+json with status,
+    // title and detail; nothing of them is stored.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let good = cloud_event(
+        &new_id(),
+        "my-app",
+        "ingest",
+        "customer-1",
+        Utc::now(),
+        json!({ "duration_ms": 1 }),
+    );
+    let without = |field: &str| {
+        let mut event = good.clone();
+        event.as_object_mut().expect("object").remove(field);
+        event
+    };
+    let empty = |field: &str| {
+        let mut event = good.clone();
+        event[field] = json!("");
+        event
+    };
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            "not JSON",
+            "application/cloudevents+json",
+            "{not json".into(),
+        ),
+        (
+            "no id",
+            "application/cloudevents+json",
+            without("id").to_string(),
+        ),
+        (
+            "no source",
+            "application/cloudevents+json",
+            without("source").to_string(),
+        ),
+        (
+            "no type",
+            "application/cloudevents+json",
+            without("type").to_string(),
+        ),
+        (
+            "no subject",
+            "application/cloudevents+json",
+            without("subject").to_string(),
+        ),
+        (
+            "empty id",
+            "application/cloudevents+json",
+            empty("id").to_string(),
+        ),
+        (
+            "empty subject",
+            "application/cloudevents+json",
+            empty("subject").to_string(),
+        ),
+        ("bad time", "application/cloudevents+json", {
+            let mut e = good.clone();
+            e["time"] = json!("yesterday");
+            e.to_string()
+        }),
+        ("data is an array", "application/cloudevents+json", {
+            let mut e = good.clone();
+            e["data"] = json!([1, 2]);
+            e.to_string()
+        }),
+        (
+            "array as a single event",
+            "application/cloudevents+json",
+            json!([good]).to_string(),
+        ),
+        (
+            "object as a batch",
+            "application/cloudevents-batch+json",
+            good.to_string(),
+        ),
+        ("empty array", "application/json", "[]".into()),
+        ("unsupported content type", "text/plain", good.to_string()),
+    ];
+    for (name, content_type, body) in cases {
+        let resp = server
+            .post("/api/v1/events")
+            .body(content_type, body)
+            .send();
+        assert_eq!(resp.status, 400, "{name}: {resp}");
+        assert_problem(&resp, 400);
+    }
+    // Only this valid event is counted.
+    server.ingest_one(&good).expect_status(204);
+    wait_for_total(&server, "ingest", 1.0);
+}
+
+#[test]
+fn batch_with_one_invalid_event_is_rejected_whole() {
+    // A batch with one invalid event is rejected as a whole: 400 whose detail names the index of
+    // the bad event, and none of the batch's valid events is stored.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let time = Utc::now() - Duration::minutes(1);
+    let ok = |v: u32| {
+        cloud_event(
+            &new_id(),
+            "my-app",
+            "ingest",
+            "customer-1",
+            time,
+            json!({ "duration_ms": v }),
+        )
+    };
+    let mut bad = ok(1000);
+    bad["data"] = json!("string");
+    let resp = server.ingest_batch(&[ok(1), ok(10), bad, ok(100)]);
+    let detail = assert_problem(&resp, 400);
+    assert!(
+        detail.contains("index 2"),
+        "detail should name index 2: {detail:?}"
+    );
+    server.ingest_one(&ok(7)).expect_status(204);
+    wait_for_total(&server, "ingest", 7.0);
+    let list = server
+        .get("/api/v1/events")
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "only the later event is stored: {list}"
+    );
+}
+
+#[test]
+fn missing_time_is_set_to_now() {
+    // An event without `time` is stamped with the server's clock: it is listed with a time
+    // between just before and just after the request, and counted by the meter.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let before = Utc::now() - Duration::seconds(1);
+    let event = json!({
+        "specversion": "1.0",
+        "id": new_id(),
+        "source": "my-app",
+        "type": "ingest",
+        "subject": "no-time",
+        "data": { "duration_ms": 5 },
+    });
+    server.ingest_one(&event).expect_status(204);
+    let after = Utc::now() + Duration::seconds(1);
+    wait_for_total(&server, "ingest", 5.0);
+    let list = server
+        .get("/api/v1/events")
+        .query("subject", "no-time")
+        .send()
+        .expect_status(200)
+        .json();
+    let time = list[0]["event"]["time"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("listed event has no RFC 3339 time: {list}"))
+        .with_timezone(&Utc);
+    assert!(
+        before <= time && time <= after,
+        "time {time} not within [{before}, {after}]"
+    );
+}
+
+#[test]
+fn list_events_newest_first_with_filters() {
+    // GET /api/v1/events is a bare array of {event, ingestedAt, storedAt}, newest event time
+    // first; `limit` cuts it, `subject` filters exactly, `from` is inclusive and `to` exclusive.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 3600, 0).expect("time");
+    let events: Vec<Value> = (0..6)
+        .map(|i| {
+            let subject = if i % 2 == 0 { "even" } else { "odd" };
+            cloud_event(
+                &format!("ev-{i}"),
+                "lister",
+                "ingest",
+                subject,
+                t0 + Duration::minutes(i),
+                json!({ "duration_ms": i }),
+            )
+        })
+        .collect();
+    // Send out of time order.
+    let mut shuffled = events.clone();
+    shuffled.reverse();
+    shuffled.swap(1, 4);
+    server.ingest_batch(&shuffled).expect_status(204);
+    wait_for_total(&server, "ingest", 15.0);
+
+    let ids = |resp: &Resp| -> Vec<String> {
+        resp.json()
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array: {resp}"))
+            .iter()
+            .map(|item| item["event"]["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let all = server.get("/api/v1/events").send().expect_status(200);
+    assert_eq!(
+        ids(&all),
+        ["ev-5", "ev-4", "ev-3", "ev-2", "ev-1", "ev-0"],
+        "{all}"
+    );
+    for item in all.json().as_array().expect("array") {
+        for key in ["ingestedAt", "storedAt"] {
+            let ts = item[key].as_str().unwrap_or_default();
+            assert!(
+                DateTime::parse_from_rfc3339(ts).is_ok(),
+                "{key} is not RFC 3339: {item}"
+            );
+        }
+        assert_eq!(item["event"]["source"], "lister", "{item}");
+        assert_eq!(item["event"]["specversion"], "1.0", "{item}");
+    }
+
+    let limited = server
+        .get("/api/v1/events")
+        .query("limit", "2")
+        .send()
+        .expect_status(200);
+    assert_eq!(ids(&limited), ["ev-5", "ev-4"], "{limited}");
+
+    let odd = server
+        .get("/api/v1/events")
+        .query("subject", "odd")
+        .send()
+        .expect_status(200);
+    assert_eq!(ids(&odd), ["ev-5", "ev-3", "ev-1"], "{odd}");
+
+    let window = server
+        .get("/api/v1/events")
+        .query("from", rfc3339(t0 + Duration::minutes(1)))
+        .query("to", rfc3339(t0 + Duration::minutes(4)))
+        .send()
+        .expect_status(200);
+    assert_eq!(ids(&window), ["ev-3", "ev-2", "ev-1"], "{window}");
+}
+
+#[test]
+fn list_events_v2_cursor_pagination() {
+    // GET /api/v2/events pages through all events with `limit` and `nextCursor`: every event
+    // exactly once, no page larger than the limit.
+    let server = TestServer::start_with_config(E2E_CONFIG);
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 7200, 0).expect("time");
+    let events: Vec<Value> = (0..7)
+        .map(|i| {
+            cloud_event(
+                &format!("v2-{i}"),
+                "pager",
+                "ingest",
+                "customer-1",
+                t0 + Duration::seconds(i * 37),
+                json!({ "duration_ms": 1 }),
+            )
+        })
+        .collect();
+    server.ingest_batch(&events).expect_status(204);
+    wait_for_total(&server, "ingest", 7.0);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _page in 0..10 {
+        let mut req = server.get("/api/v2/events").query("limit", "3");
+        if let Some(c) = &cursor {
+            req = req.query("cursor", c);
+        }
+        let resp = req.send().expect_status(200);
+        let body = resp.json();
+        let items = body["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no items: {resp}"));
+        assert!(items.len() <= 3, "page larger than limit: {resp}");
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["event"]["id"].as_str().unwrap_or_default().to_owned()),
+        );
+        match body["nextCursor"].as_str() {
+            Some(next) if !items.is_empty() => cursor = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    let distinct: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        seen.len(),
+        "an event was listed twice: {seen:?}"
+    );
+    let want: BTreeSet<String> = (0..7).map(|i| format!("v2-{i}")).collect();
+    assert_eq!(distinct.into_iter().cloned().collect::<BTreeSet<_>>(), want);
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests of the `metron` binary: every test starts the real server (see
+//! [`server::TestServer`]) on a loopback port with its own data directory and talks OpenMeter's
+//! v1 HTTP API to it. The scenarios of OpenMeter's Go e2e suite (`e2e/e2e_test.go`) are ported
+//! in `ingest` and `query`; `crash` and `proptest_queries` are seeded and print their seeds.
+
+mod crash;
+mod helpers;
+mod ingest;
+mod meters;
+mod proptest_queries;
+mod query;
+mod restart;
+mod server;
+mod sql;

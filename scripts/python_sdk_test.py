@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Runs OpenMeter's official Python SDK, unchanged, against a `metron` binary.
+
+Usage: scripts/python_sdk_test.py PATH/TO/metron
+
+Creates (once) a virtualenv at $METRON_VENV or ${XDG_CACHE_HOME:-~/.cache}/metron/venv with
+`openmeter==1.0.0b236` from PyPI, re-runs itself inside it, starts the binary on a loopback
+port with a temporary data directory and a config that declares one meter, then drives it with
+the SDK: ingest one event, ingest a batch, list and get meters, list events, and query the
+meter by DAY with `subject` and `group_by` (polling up to 30 s for the values to appear).
+Prints "python sdk: N passed, M failed" and exits non-zero if anything failed.
+"""
+
+import datetime as dt
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+
+SDK_VERSION = "1.0.0b236"
+IN_VENV_MARKER = "METRON_SDK_TEST_IN_VENV"
+VISIBLE_SECONDS = 30
+START_SECONDS = 60
+
+CONFIG = """\
+meters:
+  - slug: tokens_total
+    description: Tokens used, by model
+    eventType: prompt
+    aggregation: SUM
+    valueProperty: $.tokens
+    groupBy:
+      model: $.model
+"""
+
+
+def venv_dir() -> pathlib.Path:
+    if os.environ.get("METRON_VENV"):
+        return pathlib.Path(os.environ["METRON_VENV"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(cache) / "metron" / "venv"
+
+
+def ensure_venv_and_reexec() -> None:
+    """Creates the venv with the SDK if needed and re-executes this script inside it."""
+    venv = venv_dir()
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"python sdk: creating virtualenv {venv}", flush=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    check = subprocess.run(
+        [str(python), "-c", f"import openmeter, sys; sys.exit(openmeter.__version__ != {SDK_VERSION!r})"],
+        capture_output=True,
+    )
+    if check.returncode != 0:
+        print(f"python sdk: installing openmeter=={SDK_VERSION} into {venv}", flush=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--pre", f"openmeter=={SDK_VERSION}"],
+            check=True,
+        )
+    env = dict(os.environ, **{IN_VENV_MARKER: "1"})
+    os.execve(str(python), [str(python), os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+class Server:
+    """The metron binary on 127.0.0.1 with a temporary data dir."""
+
+    def __init__(self, binary: str):
+        self.tmp = tempfile.TemporaryDirectory(prefix="metron-pysdk-")
+        root = pathlib.Path(self.tmp.name)
+        self.log_path = root / "server.log"
+        config = root / "config.yaml"
+        config.write_text(CONFIG)
+        port_file = root / "addr"
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(root / "data"),
+             "--port-file", str(port_file), "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.monotonic() + START_SECONDS
+        self.addr = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"metron exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if port_file.exists():
+                text = port_file.read_text().strip()
+                if ":" in text:
+                    self.addr = text
+                    break
+            time.sleep(0.05)
+        if self.addr is None:
+            self.stop()
+            raise RuntimeError(f"no port file after {START_SECONDS}s:\n{self.log_tail()}")
+        self.url = f"http://{self.addr}"
+        self._wait_ready(deadline)
+
+    def _wait_ready(self, deadline: float) -> None:
+        import urllib.error
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"metron exited with {self.proc.returncode}:\n{self.log_tail()}")
+            time.sleep(0.1)
+        raise RuntimeError(f"/readyz not 200 after {START_SECONDS}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def eventually(check, what: str):
+    """Calls `check` every 200 ms until it returns without AssertionError (30 s deadline)."""
+    deadline = time.monotonic() + VISIBLE_SECONDS
+    while True:
+        try:
+            return check()
+        except AssertionError as error:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: still failing after {VISIBLE_SECONDS}s: {error}")
+            time.sleep(0.2)
+
+
+def run_checks(server: Server) -> tuple[int, int]:
+    from openmeter import Client
+    from openmeter.models import Event
+
+    client = Client(endpoint=server.url)
+    now = dt.datetime.now(dt.timezone.utc)
+    passed, failed = 0, 0
+
+    def check(name, fn):
+        nonlocal passed, failed
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - report every kind of failure and go on
+            failed += 1
+            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+        else:
+            passed += 1
+            print(f"ok   {name}", flush=True)
+
+    def event(subject: str, tokens: int, model: str) -> Event:
+        return Event(id=str(uuid.uuid4()), source="python-sdk-test", specversion="1.0", type="prompt",
+                     subject=subject, time=now, data={"tokens": tokens, "model": model})
+
+    def ingest_event():
+        # POST /api/v1/events, application/cloudevents+json -> 204 (the SDK returns None)
+        assert client.events.ingest_event(event("customer-1", 3, "gpt-4o")) is None
+
+    def ingest_events():
+        # POST /api/v1/events, application/cloudevents-batch+json -> 204
+        batch = [event("customer-1", 5, "gpt-4o"), event("customer-1", 7, "gpt-3.5"),
+                 event("customer-2", 11, "gpt-4o")]
+        assert client.events.ingest_events(batch) is None
+
+    def list_meters():
+        meters = client.meters.list()
+        slugs = {m.slug: m for m in meters}
+        assert "tokens_total" in slugs, f"meters: {[m.slug for m in meters]}"
+        meter = slugs["tokens_total"]
+        assert meter.aggregation == "SUM", meter.aggregation
+        assert meter.event_type == "prompt", meter.event_type
+        assert meter.value_property == "$.tokens", meter.value_property
+        assert dict(meter.group_by or {}) == {"model": "$.model"}, meter.group_by
+
+    def get_meter():
+        meter = client.meters.get("tokens_total")
+        assert meter.slug == "tokens_total", meter.slug
+        assert meter.id, "meter has an id"
+
+    def query_by_day_subject_and_model():
+        def query():
+            result = client.meters.query_json(
+                meter_id_or_slug="tokens_total", window_size="DAY",
+                from_parameter=now - dt.timedelta(days=1), subject=["customer-1"], group_by=["model"])
+            by_model = {}
+            for row in result.data:
+                assert row.subject == "customer-1", f"row subject {row.subject!r}"
+                model = (row.group_by or {}).get("model")
+                by_model[model] = by_model.get(model, 0) + row.value
+            assert by_model == {"gpt-4o": 8.0, "gpt-3.5": 7.0}, f"rows {result.data!r}"
+        eventually(query, "query_json DAY subject=customer-1 group_by=model")
+
+    def query_total():
+        def query():
+            result = client.meters.query_json(meter_id_or_slug="tokens_total")
+            assert len(result.data) == 1, f"rows {result.data!r}"
+            assert result.data[0].value == 26.0, f"rows {result.data!r}"
+        eventually(query, "query_json total")
+
+    def query_csv():
+        text = client.meters.query_csv(meter_id_or_slug="tokens_total", subject=["customer-2"])
+        lines = text.strip().splitlines()
+        assert lines[0] == "window_start,window_end,subject,value", lines
+        assert lines[1].endswith(",customer-2,11.000000"), lines
+
+    def list_events():
+        def listed():
+            events = client.events.list(subject="customer-1")
+            assert len(events) == 3, f"{len(events)} events"
+            assert all(e.event.subject == "customer-1" for e in events)
+        eventually(listed, "events.list subject=customer-1")
+
+    check("events.ingest_event", ingest_event)
+    check("events.ingest_events", ingest_events)
+    check("meters.list", list_meters)
+    check("meters.get", get_meter)
+    check("meters.query_json (DAY, subject, group_by)", query_by_day_subject_and_model)
+    check("meters.query_json (total)", query_total)
+    check("meters.query_csv (subject)", query_csv)
+    check("events.list (subject)", list_events)
+    return passed, failed
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if os.environ.get(IN_VENV_MARKER) != "1":
+        ensure_venv_and_reexec()  # does not return
+    binary = os.path.abspath(sys.argv[1])
+    if not os.access(binary, os.X_OK):
+        print(f"python sdk: {binary} is not an executable", file=sys.stderr)
+        return 2
+    try:
+        server = Server(binary)
+    except RuntimeError as error:
+        print(f"python sdk: the server did not start: {error}", file=sys.stderr)
+        print("python sdk: 0 passed, 1 failed")
+        return 1
+    try:
+        passed, failed = run_checks(server)
+    finally:
+        server.stop()
+    if failed:
+        print(f"----- metron log tail -----\n{server.log_tail()}")
+    print(f"python sdk: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
