@@ -81,7 +81,14 @@ impl MeterActor {
     /// `complete` is false for a meter that still waits for its backfill.
     pub fn new(meter: Arc<Meter>, files: Vec<RollupFile>, complete: bool) -> Self {
         let group_keys = meter.group_by.keys().cloned().collect();
-        Self { meter, group_keys, live: HashMap::new(), sealed: Vec::new(), files, complete }
+        Self {
+            meter,
+            group_keys,
+            live: HashMap::new(),
+            sealed: Vec::new(),
+            files,
+            complete,
+        }
     }
 
     fn merge(&mut self, rows: Vec<RollupRow>) {
@@ -122,13 +129,22 @@ impl Handler<Seal> for MeterActor {
         let rows: Vec<RollupRow> = self
             .live
             .drain()
-            .map(|((minute_ms, subject, group), state)| RollupRow { minute_ms, subject, group, state })
+            .map(|((minute_ms, subject, group), state)| RollupRow {
+                minute_ms,
+                subject,
+                group,
+                state,
+            })
             .collect();
         let rows = Arc::new(rows);
         if !rows.is_empty() {
             self.sealed.push((msg.epoch, rows.clone()));
         }
-        MessageResult(Sealed { meter: self.meter.clone(), rows, complete: self.complete })
+        MessageResult(Sealed {
+            meter: self.meter.clone(),
+            rows,
+            complete: self.complete,
+        })
     }
 }
 
@@ -147,19 +163,31 @@ impl Handler<Redefine> for MeterActor {
         // value of a new key reads as "".
         let new_keys: Vec<String> = msg.meter.group_by.keys().cloned().collect();
         if new_keys != self.group_keys {
-            let positions: Vec<Option<usize>> =
-                new_keys.iter().map(|k| self.group_keys.iter().position(|o| o == k)).collect();
+            let positions: Vec<Option<usize>> = new_keys
+                .iter()
+                .map(|k| self.group_keys.iter().position(|o| o == k))
+                .collect();
             let remap = |group: &[String]| -> Vec<String> {
-                positions.iter().map(|p| p.and_then(|i| group.get(i).cloned()).unwrap_or_default()).collect()
+                positions
+                    .iter()
+                    .map(|p| p.and_then(|i| group.get(i).cloned()).unwrap_or_default())
+                    .collect()
             };
-            self.live = self.live.drain().map(|((m, s, g), st)| ((m, s, remap(&g)), st)).collect();
+            self.live = self
+                .live
+                .drain()
+                .map(|((m, s, g), st)| ((m, s, remap(&g)), st))
+                .collect();
             self.sealed = self
                 .sealed
                 .iter()
                 .map(|(e, rows)| {
                     let rows = rows
                         .iter()
-                        .map(|r| RollupRow { group: remap(&r.group), ..r.clone() })
+                        .map(|r| RollupRow {
+                            group: remap(&r.group),
+                            ..r.clone()
+                        })
                         .collect();
                     (*e, Arc::new(rows))
                 })
@@ -188,6 +216,10 @@ impl Handler<Read> for MeterActor {
         for (_, sealed) in &self.sealed {
             rows.extend(sealed.iter().filter(|r| msg.query.admits(keys, r)).cloned());
         }
-        MessageResult(Snapshot { meter: self.meter.clone(), files: self.files.clone(), rows })
+        MessageResult(Snapshot {
+            meter: self.meter.clone(),
+            files: self.files.clone(),
+            rows,
+        })
     }
 }

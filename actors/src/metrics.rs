@@ -27,25 +27,80 @@ impl Metrics {
     /// Prometheus text exposition of every counter plus the given gauges.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let counters: [(&str, &AtomicU64, &str); 12] = [
-            ("metron_events_ingested_total", &self.events_ingested_total, "Events acknowledged by the ingest API."),
-            ("metron_ingest_requests_total", &self.ingest_requests_total, "Ingest requests received."),
-            ("metron_ingest_rejected_total", &self.ingest_rejected_total, "Ingest requests rejected as invalid."),
-            ("metron_ingest_overloaded_total", &self.ingest_overloaded_total, "Ingest requests answered 429."),
-            ("metron_events_processed_total", &self.events_processed_total, "Events read from the stream by partition actors."),
-            ("metron_events_duplicate_total", &self.events_duplicate_total, "Events dropped as duplicates."),
-            ("metron_events_invalid_total", &self.events_invalid_total, "Event-meter pairs with a validation error."),
-            ("metron_checkpoints_total", &self.checkpoints_total, "Checkpoints committed."),
-            ("metron_checkpoint_failures_total", &self.checkpoint_failures_total, "Checkpoints that failed and will be retried."),
-            ("metron_parquet_files_written_total", &self.parquet_files_written_total, "Parquet files written."),
-            ("metron_meter_queries_total", &self.meter_queries_total, "Meter queries answered."),
-            ("metron_sql_queries_total", &self.sql_queries_total, "SQL queries answered."),
+            (
+                "metron_events_ingested_total",
+                &self.events_ingested_total,
+                "Events acknowledged by the ingest API.",
+            ),
+            (
+                "metron_ingest_requests_total",
+                &self.ingest_requests_total,
+                "Ingest requests received.",
+            ),
+            (
+                "metron_ingest_rejected_total",
+                &self.ingest_rejected_total,
+                "Ingest requests rejected as invalid.",
+            ),
+            (
+                "metron_ingest_overloaded_total",
+                &self.ingest_overloaded_total,
+                "Ingest requests answered 429.",
+            ),
+            (
+                "metron_events_processed_total",
+                &self.events_processed_total,
+                "Events read from the stream by partition actors.",
+            ),
+            (
+                "metron_events_duplicate_total",
+                &self.events_duplicate_total,
+                "Events dropped as duplicates.",
+            ),
+            (
+                "metron_events_invalid_total",
+                &self.events_invalid_total,
+                "Event-meter pairs with a validation error.",
+            ),
+            (
+                "metron_checkpoints_total",
+                &self.checkpoints_total,
+                "Checkpoints committed.",
+            ),
+            (
+                "metron_checkpoint_failures_total",
+                &self.checkpoint_failures_total,
+                "Checkpoints that failed and will be retried.",
+            ),
+            (
+                "metron_parquet_files_written_total",
+                &self.parquet_files_written_total,
+                "Parquet files written.",
+            ),
+            (
+                "metron_meter_queries_total",
+                &self.meter_queries_total,
+                "Meter queries answered.",
+            ),
+            (
+                "metron_sql_queries_total",
+                &self.sql_queries_total,
+                "SQL queries answered.",
+            ),
         ];
         let mut out = String::new();
         for (name, value, help) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

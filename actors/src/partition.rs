@@ -1,6 +1,6 @@
 //! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
 
-use crate::meter::{Fold, MeterActor};
+use crate::meter::{Fold, MeterActor, RollupKey};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use chrono::Utc;
@@ -90,7 +90,11 @@ impl PartitionActor {
         self.polling = true;
         let stream = self.stream.clone();
         let (partition, from, limits) = (self.partition, self.next_offset, self.limits);
-        let read = async move { stream.read(partition, from, limits.batch_records_max, limits.wait).await };
+        let read = async move {
+            stream
+                .read(partition, from, limits.batch_records_max, limits.wait)
+                .await
+        };
         ctx.wait(read.into_actor(self).map(|result, act, ctx| {
             act.polling = false;
             match result {
@@ -100,6 +104,10 @@ impl PartitionActor {
                         System::current().stop_with_code(70);
                         return;
                     }
+                }
+                Err(metron_connectors::Error::Closed) => {
+                    tracing::debug!(partition = act.partition, "The stream closed; the partition stops reading.");
+                    return;
                 }
                 Err(error) => {
                     tracing::error!(partition = act.partition, %error, "Reading the stream failed.");
@@ -131,9 +139,12 @@ impl PartitionActor {
             .iter()
             .map(|e| dedup_key(&e.namespace, &e.event.source, &e.event.id))
             .collect();
-        let fresh = self.dedup.insert_batch(&keys, Utc::now().timestamp_millis()).map_err(|e| e.to_string())?;
+        let fresh = self
+            .dedup
+            .insert_batch(&keys, Utc::now().timestamp_millis())
+            .map_err(|e| e.to_string())?;
         Metrics::add(&self.metrics.events_processed_total, events.len() as u64);
-        let mut folds: Vec<HashMap<(i64, String, Vec<String>), AggState>> = vec![HashMap::new(); self.routes.len()];
+        let mut folds: Vec<HashMap<RollupKey, AggState>> = vec![HashMap::new(); self.routes.len()];
         let mut invalid = 0u64;
         let mut kept = Vec::with_capacity(events.len());
         for (mut event, is_new) in events.into_iter().zip(fresh) {
@@ -148,11 +159,19 @@ impl PartitionActor {
                 }
                 match route.compiled.extract_data(data.as_ref()) {
                     Extract::Sample(sample) => {
-                        let key = (floor_minute_ms(time_ms), event.event.subject.clone(), sample.group);
+                        let key = (
+                            floor_minute_ms(time_ms),
+                            event.event.subject.clone(),
+                            sample.group,
+                        );
                         match fold.get_mut(&key) {
                             Some(state) => state.fold(&sample.value, time_ms),
                             None => {
-                                if let Some(state) = AggState::from_sample(route.compiled.aggregation, &sample.value, time_ms) {
+                                if let Some(state) = AggState::from_sample(
+                                    route.compiled.aggregation,
+                                    &sample.value,
+                                    time_ms,
+                                ) {
                                     fold.insert(key, state);
                                 }
                             }
@@ -168,7 +187,10 @@ impl PartitionActor {
             };
             kept.push(event);
         }
-        Metrics::add(&self.metrics.events_duplicate_total, (records.len() - kept.len()) as u64);
+        Metrics::add(
+            &self.metrics.events_duplicate_total,
+            (records.len() - kept.len()) as u64,
+        );
         Metrics::add(&self.metrics.events_invalid_total, invalid);
         for (route, fold) in self.routes.iter().zip(folds) {
             if fold.is_empty() {
@@ -176,7 +198,12 @@ impl PartitionActor {
             }
             let rows = fold
                 .into_iter()
-                .map(|((minute_ms, subject, group), state)| RollupRow { minute_ms, subject, group, state })
+                .map(|((minute_ms, subject, group), state)| RollupRow {
+                    minute_ms,
+                    subject,
+                    group,
+                    state,
+                })
                 .collect();
             route.addr.do_send(Fold { rows });
         }
@@ -245,20 +272,32 @@ pub struct Held {
 
 impl PartitionActor {
     fn held(&self) -> Held {
-        let mut events: Vec<Arc<Vec<IngestedEvent>>> = self.sealed.iter().map(|(_, e)| e.clone()).collect();
+        let mut events: Vec<Arc<Vec<IngestedEvent>>> =
+            self.sealed.iter().map(|(_, e)| e.clone()).collect();
         events.push(Arc::new(self.pending.clone()));
-        Held { files: self.files.clone(), events }
+        Held {
+            files: self.files.clone(),
+            events,
+        }
     }
 }
 
 impl Handler<Seal> for PartitionActor {
     type Result = Result<SealReply, String>;
     fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
-        let dedup = self.dedup.checkpoint(Utc::now().timestamp_millis()).map_err(|e| e.to_string())?;
+        let dedup = self
+            .dedup
+            .checkpoint(Utc::now().timestamp_millis())
+            .map_err(|e| e.to_string())?;
         let events = Arc::new(std::mem::take(&mut self.pending));
         self.sealed.push((msg.epoch, events.clone()));
         self.paused = true;
-        Ok(SealReply { partition: self.partition, offset: self.next_offset, events, dedup })
+        Ok(SealReply {
+            partition: self.partition,
+            offset: self.next_offset,
+            events,
+            dedup,
+        })
     }
 }
 

@@ -103,7 +103,10 @@ impl EventFilter {
             && self.ingested_from.is_none_or(|f| e.ingested_at >= f)
             && self.ingested_to.is_none_or(|t| e.ingested_at < t)
             && (self.subjects.is_empty() || self.subjects.contains(&ev.subject))
-            && self.id_contains.as_ref().is_none_or(|s| ev.id.contains(s.as_str()))
+            && self
+                .id_contains
+                .as_ref()
+                .is_none_or(|s| ev.id.contains(s.as_str()))
             && (self.ids.is_empty() || self.ids.contains(&ev.id))
             && (self.sources.is_empty() || self.sources.contains(&ev.source))
             && (self.types.is_empty() || self.types.contains(&ev.event_type))
@@ -140,14 +143,23 @@ struct Inner {
 impl Pipeline {
     /// Opens the stream, catalog and object root under the data directory, loads the
     /// newest checkpoint and starts the actors (inside the running actix System).
-    pub async fn start(config: PipelineConfig, query_runtime: tokio::runtime::Handle) -> anyhow_free::Result<Self> {
+    pub async fn start(
+        config: PipelineConfig,
+        query_runtime: tokio::runtime::Handle,
+    ) -> anyhow_free::Result<Self> {
         anyhow_free::start(config, query_runtime).await
     }
 
-    fn entry_for(&self, meter: Arc<Meter>, files: Vec<manifest::RollupFile>, complete: bool) -> MeterEntry {
+    fn entry_for(
+        &self,
+        meter: Arc<Meter>,
+        files: Vec<manifest::RollupFile>,
+        complete: bool,
+    ) -> MeterEntry {
         let arbiter = pick(&self.inner.arbiters, &self.inner.next_arbiter);
         let m = meter.clone();
-        let addr = MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, complete));
+        let addr =
+            MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, complete));
         MeterEntry { meter, addr }
     }
 
@@ -167,7 +179,11 @@ impl Pipeline {
         let count = events.len() as u64;
         for event in events {
             let p = partition_of(namespace, &event.subject, partitions);
-            let record = IngestedEvent { namespace: namespace.to_owned(), ingested_at: now, event };
+            let record = IngestedEvent {
+                namespace: namespace.to_owned(),
+                ingested_at: now,
+                event,
+            };
             if let Some(group) = groups.get_mut(p as usize) {
                 group.push(bytes::Bytes::from(record.encode()));
             }
@@ -177,7 +193,11 @@ impl Pipeline {
                 continue;
             }
             let end = self.inner.stream.end_offset(p as u32)?;
-            let consumed = self.inner.consumed.get(p).map_or(0, |c| c.load(Ordering::Acquire));
+            let consumed = self
+                .inner
+                .consumed
+                .get(p)
+                .map_or(0, |c| c.load(Ordering::Acquire));
             let backlog = end.saturating_sub(consumed);
             if backlog > self.inner.config.backlog_records_max {
                 return Err(Error::Overloaded { backlog });
@@ -192,7 +212,9 @@ impl Pipeline {
             match result {
                 Ok(_) => {}
                 Err(metron_connectors::Error::Overloaded { queued }) => {
-                    return Err(Error::Overloaded { backlog: queued as u64 });
+                    return Err(Error::Overloaded {
+                        backlog: queued as u64,
+                    });
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -204,7 +226,11 @@ impl Pipeline {
     // ---- meters ----
 
     pub async fn list_meters(&self, namespace: &str, include_deleted: bool) -> Result<Vec<Meter>> {
-        Ok(self.inner.catalog.list_meters(namespace, include_deleted).await?)
+        Ok(self
+            .inner
+            .catalog
+            .list_meters(namespace, include_deleted)
+            .await?)
     }
 
     pub async fn get_meter(&self, namespace: &str, id_or_slug: &str) -> Result<Meter> {
@@ -229,11 +255,18 @@ impl Pipeline {
     async fn register(&self, meter: Meter) -> Result<()> {
         let meter = Arc::new(meter);
         let entry = self.entry_for(meter.clone(), Vec::new(), false);
-        self.inner.meters.write().insert(meter.id.clone(), entry.clone());
+        self.inner
+            .meters
+            .write()
+            .insert(meter.id.clone(), entry.clone());
         let (done, held) = tokio::sync::oneshot::channel();
         self.inner
             .snapshot
-            .send(SetMeters { upsert: vec![entry.clone()], remove: Vec::new(), done })
+            .send(SetMeters {
+                upsert: vec![entry.clone()],
+                remove: Vec::new(),
+                done,
+            })
             .await
             .map_err(|_| Error::Stopped)?;
         let held = held.await.map_err(|_| Error::Stopped)?;
@@ -255,20 +288,37 @@ impl Pipeline {
         Ok(rows)
     }
 
-    pub async fn update_meter(&self, namespace: &str, id_or_slug: &str, update: MeterUpdate) -> Result<Meter> {
+    pub async fn update_meter(
+        &self,
+        namespace: &str,
+        id_or_slug: &str,
+        update: MeterUpdate,
+    ) -> Result<Meter> {
         let mut meter = self.get_meter(namespace, id_or_slug).await?;
         meter.apply_update(update, Utc::now())?;
         self.inner.catalog.update_meter(&meter).await?;
         let entry = self.inner.meters.read().get(&meter.id).cloned();
         if let Some(entry) = entry {
             let meter = Arc::new(meter.clone());
-            entry.addr.do_send(meter::Redefine { meter: meter.clone() });
-            let entry = MeterEntry { meter, addr: entry.addr };
-            self.inner.meters.write().insert(entry.meter.id.clone(), entry.clone());
+            entry.addr.do_send(meter::Redefine {
+                meter: meter.clone(),
+            });
+            let entry = MeterEntry {
+                meter,
+                addr: entry.addr,
+            };
+            self.inner
+                .meters
+                .write()
+                .insert(entry.meter.id.clone(), entry.clone());
             let (done, held) = tokio::sync::oneshot::channel();
             self.inner
                 .snapshot
-                .send(SetMeters { upsert: vec![entry], remove: Vec::new(), done })
+                .send(SetMeters {
+                    upsert: vec![entry],
+                    remove: Vec::new(),
+                    done,
+                })
                 .await
                 .map_err(|_| Error::Stopped)?;
             let _ = held.await;
@@ -284,7 +334,11 @@ impl Pipeline {
         let (done, held) = tokio::sync::oneshot::channel();
         self.inner
             .snapshot
-            .send(SetMeters { upsert: Vec::new(), remove: vec![meter.id.clone()], done })
+            .send(SetMeters {
+                upsert: Vec::new(),
+                remove: vec![meter.id.clone()],
+                done,
+            })
             .await
             .map_err(|_| Error::Stopped)?;
         let _ = held.await;
@@ -294,11 +348,31 @@ impl Pipeline {
     // ---- queries ----
 
     /// Minute rollups of a meter that a query admits: Parquet files plus live rows.
-    async fn rollup_rows(&self, meter: &Meter, query: &MeterQuery) -> Result<(Arc<Meter>, Vec<RollupRow>)> {
-        let entry = self.inner.meters.read().get(&meter.id).cloned().ok_or_else(|| Error::MeterNotFound(meter.slug.clone()))?;
-        let snapshot = entry.addr.send(meter::Read { query: Arc::new(query.clone()) }).await.map_err(|_| Error::Stopped)?;
+    async fn rollup_rows(
+        &self,
+        meter: &Meter,
+        query: &MeterQuery,
+    ) -> Result<(Arc<Meter>, Vec<RollupRow>)> {
+        let entry = self
+            .inner
+            .meters
+            .read()
+            .get(&meter.id)
+            .cloned()
+            .ok_or_else(|| Error::MeterNotFound(meter.slug.clone()))?;
+        let snapshot = entry
+            .addr
+            .send(meter::Read {
+                query: Arc::new(query.clone()),
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
         let keys: Vec<String> = snapshot.meter.group_by.keys().cloned().collect();
-        let urls: Vec<String> = snapshot.files.iter().map(|f| self.url_of(&f.path)).collect();
+        let urls: Vec<String> = snapshot
+            .files
+            .iter()
+            .map(|f| self.url_of(&f.path))
+            .collect();
         let (lo, hi) = query.minute_range_ms();
         let range = TimeRange {
             column: "minute",
@@ -307,10 +381,15 @@ impl Pipeline {
             micros: false,
         };
         let subjects = (!query.subjects.is_empty()).then(|| ("subject", query.subjects.clone()));
-        let batches = self.inner.query.scan(rollups::schema(&keys), urls, range, subjects, Vec::new()).await?;
+        let batches = self
+            .inner
+            .query
+            .scan(rollups::schema(&keys), urls, range, subjects, Vec::new())
+            .await?;
         let mut rows = snapshot.rows;
         for batch in &batches {
-            let from_file = rollups::from_batch(&keys, snapshot.meter.aggregation, batch).map_err(|e| Error::Storage(e.to_string()))?;
+            let from_file = rollups::from_batch(&keys, snapshot.meter.aggregation, batch)
+                .map_err(|e| Error::Storage(e.to_string()))?;
             rows.extend(from_file.into_iter().filter(|r| query.admits(&keys, r)));
         }
         Ok((snapshot.meter, rows))
@@ -332,18 +411,29 @@ impl Pipeline {
     }
 
     /// Distinct values of one group-by key of a meter.
-    pub async fn group_by_values(&self, meter: &Meter, key: &str, query: &MeterQuery) -> Result<Vec<String>> {
+    pub async fn group_by_values(
+        &self,
+        meter: &Meter,
+        key: &str,
+        query: &MeterQuery,
+    ) -> Result<Vec<String>> {
         let (meter, rows) = self.rollup_rows(meter, query).await?;
         let Some(index) = meter.group_by.keys().position(|k| k == key) else {
             return Ok(Vec::new());
         };
-        let set: std::collections::BTreeSet<String> =
-            rows.into_iter().filter_map(|r| r.group.get(index).cloned()).filter(|v| !v.is_empty()).collect();
+        let set: std::collections::BTreeSet<String> = rows
+            .into_iter()
+            .filter_map(|r| r.group.get(index).cloned())
+            .filter(|v| !v.is_empty())
+            .collect();
         Ok(set.into_iter().collect())
     }
 
     fn url_of(&self, path: &str) -> String {
-        self.inner.query.root().url_of(&metron_storage::objects::object_path(path))
+        self.inner
+            .query
+            .root()
+            .url_of(&metron_storage::objects::object_path(path))
     }
 
     /// Lists events, newest first, with their validation errors.
@@ -370,12 +460,21 @@ impl Pipeline {
             micros: true,
         };
         let subjects = (!filter.subjects.is_empty()).then(|| ("subject", filter.subjects.clone()));
-        let batches = self.inner.query.scan(events::schema(), urls, range, subjects, Vec::new()).await?;
+        let batches = self
+            .inner
+            .query
+            .scan(events::schema(), urls, range, subjects, Vec::new())
+            .await?;
         for batch in &batches {
             let list = events::from_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
             found.extend(list.into_iter().filter(|e| filter.admits(e)));
         }
-        found.sort_by(|a, b| b.event.time.cmp(&a.event.time).then_with(|| b.ingested_at.cmp(&a.ingested_at)));
+        found.sort_by(|a, b| {
+            b.event
+                .time
+                .cmp(&a.event.time)
+                .then_with(|| b.ingested_at.cmp(&a.ingested_at))
+        });
         found.truncate(filter.limit);
         let meters: Vec<CompiledMeter> = self
             .inner
@@ -389,14 +488,23 @@ impl Pipeline {
             .into_iter()
             .map(|event| {
                 let validation_error = validation_error(&meters, &event.event);
-                ListedEvent { event, validation_error }
+                ListedEvent {
+                    event,
+                    validation_error,
+                }
             })
             .collect())
     }
 
     /// Runs read-only SQL over the namespace's `events` table and its meters'
     /// rollup tables (`meter_<slug>`), files plus live rows.
-    pub async fn sql(&self, namespace: &str, sql: String, row_limit: usize, timeout: Duration) -> Result<SqlAnswer> {
+    pub async fn sql(
+        &self,
+        namespace: &str,
+        sql: String,
+        row_limit: usize,
+        timeout: Duration,
+    ) -> Result<SqlAnswer> {
         let mut tables = Vec::new();
         let mut live_events = Vec::new();
         let mut event_urls = Vec::new();
@@ -405,33 +513,74 @@ impl Pipeline {
             for events in &held.events {
                 live_events.extend(events.iter().filter(|e| e.namespace == namespace).cloned());
             }
-            event_urls.extend(held.files.iter().filter(|f| f.namespace == namespace).map(|f| self.url_of(&f.path)));
+            event_urls.extend(
+                held.files
+                    .iter()
+                    .filter(|f| f.namespace == namespace)
+                    .map(|f| self.url_of(&f.path)),
+            );
         }
         let live = events::to_batch(&live_events).map_err(|e| Error::Storage(e.to_string()))?;
-        tables.push(SqlTable { name: "events".into(), schema: events::schema(), urls: event_urls, live: vec![live] });
-        let entries: Vec<MeterEntry> =
-            self.inner.meters.read().values().filter(|m| m.meter.namespace == namespace).cloned().collect();
+        tables.push(SqlTable {
+            name: "events".into(),
+            schema: events::schema(),
+            urls: event_urls,
+            live: vec![live],
+        });
+        let entries: Vec<MeterEntry> = self
+            .inner
+            .meters
+            .read()
+            .values()
+            .filter(|m| m.meter.namespace == namespace)
+            .cloned()
+            .collect();
         for entry in entries {
             let all = Arc::new(MeterQuery::default());
-            let snapshot = entry.addr.send(meter::Read { query: all }).await.map_err(|_| Error::Stopped)?;
+            let snapshot = entry
+                .addr
+                .send(meter::Read { query: all })
+                .await
+                .map_err(|_| Error::Stopped)?;
             let keys: Vec<String> = snapshot.meter.group_by.keys().cloned().collect();
-            let live = rollups::to_batch(&keys, &snapshot.rows).map_err(|e| Error::Storage(e.to_string()))?;
+            let live = rollups::to_batch(&keys, &snapshot.rows)
+                .map_err(|e| Error::Storage(e.to_string()))?;
             tables.push(SqlTable {
                 name: format!("meter_{}", snapshot.meter.slug),
                 schema: rollups::schema(&keys),
-                urls: snapshot.files.iter().map(|f| self.url_of(&f.path)).collect(),
+                urls: snapshot
+                    .files
+                    .iter()
+                    .map(|f| self.url_of(&f.path))
+                    .collect(),
                 live: vec![live],
             });
         }
         Metrics::add(&self.inner.metrics.sql_queries_total, 1);
-        Ok(self.inner.query.sql(SqlRequest { tables, sql, row_limit, timeout }).await?)
+        Ok(self
+            .inner
+            .query
+            .sql(SqlRequest {
+                tables,
+                sql,
+                row_limit,
+                timeout,
+            })
+            .await?)
     }
 
     /// Takes a checkpoint now and returns its epoch once durable.
     pub async fn checkpoint(&self) -> Result<u64> {
         let (done, result) = tokio::sync::oneshot::channel();
-        self.inner.snapshot.send(CheckpointNow { done }).await.map_err(|_| Error::Stopped)?;
-        result.await.map_err(|_| Error::Stopped)?.map_err(Error::Storage)
+        self.inner
+            .snapshot
+            .send(CheckpointNow { done })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        result
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map_err(Error::Storage)
     }
 
     /// Stops the stream's writer after a final checkpoint.
@@ -447,15 +596,31 @@ impl Pipeline {
         let mut backlog = 0u64;
         for p in 0..self.inner.config.partitions {
             let end = self.inner.stream.end_offset(p).unwrap_or(0);
-            let consumed = self.inner.consumed.get(p as usize).map_or(0, |c| c.load(Ordering::Acquire));
+            let consumed = self
+                .inner
+                .consumed
+                .get(p as usize)
+                .map_or(0, |c| c.load(Ordering::Acquire));
             backlog += end.saturating_sub(consumed);
         }
         let stats = self.inner.stream.stats();
         let meters = self.inner.meters.read().len() as f64;
         self.inner.metrics.render(&[
-            ("metron_stream_backlog_records", "Records appended but not yet read by partition actors.", backlog as f64),
-            ("metron_stream_syncs", "fsyncs done by the stream writer (group commit).", stats.syncs as f64),
-            ("metron_stream_appends", "Append requests served by the stream writer.", stats.appends as f64),
+            (
+                "metron_stream_backlog_records",
+                "Records appended but not yet read by partition actors.",
+                backlog as f64,
+            ),
+            (
+                "metron_stream_syncs",
+                "fsyncs done by the stream writer (group commit).",
+                stats.syncs as f64,
+            ),
+            (
+                "metron_stream_appends",
+                "Append requests served by the stream writer.",
+                stats.appends as f64,
+            ),
             ("metron_meters", "Meters running.", meters),
         ])
     }
@@ -488,7 +653,11 @@ pub fn partition_of(namespace: &str, subject: &str, partitions: u32) -> u32 {
 }
 
 /// Folds events into minute rollups for one meter.
-pub fn fold_events<'a>(meter: &CompiledMeter, namespace: &str, events: impl Iterator<Item = &'a IngestedEvent>) -> Vec<RollupRow> {
+pub fn fold_events<'a>(
+    meter: &CompiledMeter,
+    namespace: &str,
+    events: impl Iterator<Item = &'a IngestedEvent>,
+) -> Vec<RollupRow> {
     let mut map: HashMap<(i64, String, Vec<String>), AggState> = HashMap::new();
     for e in events {
         if e.namespace != namespace || !meter.matches(&e.event) {
@@ -497,30 +666,62 @@ pub fn fold_events<'a>(meter: &CompiledMeter, namespace: &str, events: impl Iter
         let data = e.event.data.as_ref().map(|d| Value::Object(d.clone()));
         if let Extract::Sample(sample) = meter.extract_data(data.as_ref()) {
             let time_ms = e.event.time.timestamp_millis();
-            let key = (floor_minute_ms(time_ms), e.event.subject.clone(), sample.group);
+            let key = (
+                floor_minute_ms(time_ms),
+                e.event.subject.clone(),
+                sample.group,
+            );
             match map.get_mut(&key) {
                 Some(state) => state.fold(&sample.value, time_ms),
                 None => {
-                    if let Some(state) = AggState::from_sample(meter.aggregation, &sample.value, time_ms) {
+                    if let Some(state) =
+                        AggState::from_sample(meter.aggregation, &sample.value, time_ms)
+                    {
                         map.insert(key, state);
                     }
                 }
             }
         }
     }
-    map.into_iter().map(|((minute_ms, subject, group), state)| RollupRow { minute_ms, subject, group, state }).collect()
+    map.into_iter()
+        .map(|((minute_ms, subject, group), state)| RollupRow {
+            minute_ms,
+            subject,
+            group,
+            state,
+        })
+        .collect()
 }
 
 /// Rollups of a meter from raw-event Parquet files.
-async fn scan_backfill(query: &QueryService, meter: &Meter, files: &[EventFile]) -> Result<Vec<RollupRow>> {
+async fn scan_backfill(
+    query: &QueryService,
+    meter: &Meter,
+    files: &[EventFile],
+) -> Result<Vec<RollupRow>> {
     let urls: Vec<String> = files
         .iter()
         .filter(|f| f.namespace == meter.namespace)
-        .map(|f| query.root().url_of(&metron_storage::objects::object_path(&f.path)))
+        .map(|f| {
+            query
+                .root()
+                .url_of(&metron_storage::objects::object_path(&f.path))
+        })
         .collect();
-    let range = TimeRange { column: "time", lo: meter.event_from.map(|t| t.timestamp_micros()), hi: None, micros: true };
+    let range = TimeRange {
+        column: "time",
+        lo: meter.event_from.map(|t| t.timestamp_micros()),
+        hi: None,
+        micros: true,
+    };
     let batches = query
-        .scan(events::schema(), urls, range, None, vec![("type", meter.event_type.clone())])
+        .scan(
+            events::schema(),
+            urls,
+            range,
+            None,
+            vec![("type", meter.event_type.clone())],
+        )
         .await?;
     let compiled = meter.compile();
     let mut rows = Vec::new();
@@ -545,15 +746,23 @@ mod anyhow_free {
 
     pub type Result<T> = std::result::Result<T, Error>;
 
-    pub async fn start(config: PipelineConfig, query_runtime: tokio::runtime::Handle) -> Result<Pipeline> {
+    pub async fn start(
+        config: PipelineConfig,
+        query_runtime: tokio::runtime::Handle,
+    ) -> Result<Pipeline> {
         let data = &config.data_dir;
-        std::fs::create_dir_all(data).map_err(|e| Error::Storage(format!("{}: {e}", data.display())))?;
+        std::fs::create_dir_all(data)
+            .map_err(|e| Error::Storage(format!("{}: {e}", data.display())))?;
         let stream = EmbeddedLog::open(
             &data.join("stream"),
-            EmbeddedLogConfig { partitions: config.partitions, ..EmbeddedLogConfig::default() },
+            EmbeddedLogConfig {
+                partitions: config.partitions,
+                ..EmbeddedLogConfig::default()
+            },
         )?;
         let catalog = Catalog::open_sqlite(&data.join("catalog.db")).await?;
-        let root = ObjectRoot::local(data.join("objects")).map_err(|e| Error::Storage(e.to_string()))?;
+        let root =
+            ObjectRoot::local(data.join("objects")).map_err(|e| Error::Storage(e.to_string()))?;
         let query = QueryService::new(query_runtime, root);
         let manifest = manifest::load_latest(query.root(), config.partitions)
             .await
@@ -563,8 +772,16 @@ mod anyhow_free {
 
         // Meters declared in the config file join the catalog once.
         for create in &config.meters {
-            if catalog.get_meter(&config.namespace, &create.slug).await?.is_none() {
-                let meter = create.clone().into_meter(ulid::Ulid::new().to_string(), &config.namespace, Utc::now())?;
+            if catalog
+                .get_meter(&config.namespace, &create.slug)
+                .await?
+                .is_none()
+            {
+                let meter = create.clone().into_meter(
+                    ulid::Ulid::new().to_string(),
+                    &config.namespace,
+                    Utc::now(),
+                )?;
                 catalog.insert_meter(&meter).await?;
             }
         }
@@ -579,16 +796,25 @@ mod anyhow_free {
         for meter in catalog.all_meters().await? {
             let meter = Arc::new(meter);
             let (files, backfill) = if covered.contains(meter.id.as_str()) {
-                let files = manifest.rollup_files.iter().filter(|f| f.meter_id == meter.id).cloned().collect();
+                let files = manifest
+                    .rollup_files
+                    .iter()
+                    .filter(|f| f.meter_id == meter.id)
+                    .cloned()
+                    .collect();
                 (files, None)
             } else {
                 // Not covered by the checkpoint: recompute from its raw events; the
                 // replay from the checkpoint's offsets adds the rest.
-                (Vec::new(), Some(scan_backfill(&query, &meter, &manifest.event_files).await?))
+                (
+                    Vec::new(),
+                    Some(scan_backfill(&query, &meter, &manifest.event_files).await?),
+                )
             };
             let m = meter.clone();
             let arbiter = pick(&arbiters, &next_arbiter);
-            let addr = MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, true));
+            let addr =
+                MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, true));
             if let Some(rows) = backfill {
                 addr.do_send(Backfill { rows });
             }
@@ -596,7 +822,8 @@ mod anyhow_free {
         }
         let routes = SnapshotActor::routes(&meters);
 
-        let consumed: Arc<Vec<AtomicU64>> = Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
+        let consumed: Arc<Vec<AtomicU64>> =
+            Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
         let dyn_stream: Arc<dyn EventStream> = stream.clone();
         let mut partitions = Vec::new();
         for state in &manifest.partitions {
@@ -613,16 +840,32 @@ mod anyhow_free {
                     .collect(),
             };
             let dir = data.join("dedup").join(format!("p-{:05}", state.partition));
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
-            let dedup = DedupIndex::open(&dir, config.dedup.clone(), Some(&dedup_state)).map_err(|e| Error::Storage(e.to_string()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
+            let dedup = DedupIndex::open(&dir, config.dedup.clone(), Some(&dedup_state))
+                .map_err(|e| Error::Storage(e.to_string()))?;
             if let Some(c) = consumed.get(state.partition as usize) {
                 c.store(state.offset, Ordering::Release);
             }
-            let files = manifest.event_files.iter().filter(|f| f.partition == state.partition).cloned().collect();
-            let limits = ReadLimits { batch_records_max: config.batch_records_max, wait: Duration::from_millis(100) };
+            let files = manifest
+                .event_files
+                .iter()
+                .filter(|f| f.partition == state.partition)
+                .cloned()
+                .collect();
+            let limits = ReadLimits {
+                batch_records_max: config.batch_records_max,
+                wait: Duration::from_millis(100),
+            };
             let arbiter = pick(&arbiters, &next_arbiter);
-            let (partition, offset, s, r, c, mm) =
-                (state.partition, state.offset, dyn_stream.clone(), routes.clone(), consumed.clone(), metrics.clone());
+            let (partition, offset, s, r, c, mm) = (
+                state.partition,
+                state.offset,
+                dyn_stream.clone(),
+                routes.clone(),
+                consumed.clone(),
+                metrics.clone(),
+            );
             let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
                 PartitionActor::new(partition, s, dedup, r, offset, files, c, mm, limits)
             });
@@ -659,7 +902,10 @@ mod anyhow_free {
         Manifest {
             version: manifest::MANIFEST_VERSION,
             partitions: (0..partitions)
-                .map(|partition| manifest::PartitionState { partition, ..Default::default() })
+                .map(|partition| manifest::PartitionState {
+                    partition,
+                    ..Default::default()
+                })
                 .collect(),
             ..Manifest::default()
         }

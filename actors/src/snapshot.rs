@@ -52,7 +52,17 @@ impl SnapshotActor {
         metrics: Arc<Metrics>,
         interval: Duration,
     ) -> Self {
-        Self { epoch: manifest.epoch, manifest, partitions, meters, stream, query, metrics, interval, pending: None }
+        Self {
+            epoch: manifest.epoch,
+            manifest,
+            partitions,
+            meters,
+            stream,
+            query,
+            metrics,
+            interval,
+            pending: None,
+        }
     }
 
     /// The routes every partition uses for the current meters.
@@ -70,7 +80,11 @@ impl SnapshotActor {
         )
     }
 
-    fn checkpoint(&mut self, ctx: &mut Context<Self>, done: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>) {
+    fn checkpoint(
+        &mut self,
+        ctx: &mut Context<Self>,
+        done: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
+    ) {
         let epoch = self.epoch + 1;
         let pending = self.pending.take();
         let partitions = self.partitions.clone();
@@ -98,35 +112,52 @@ impl SnapshotActor {
                 Err(reason) => Err((reason, Some(pending))),
             }
         };
-        let work = async move { work.await.map_err(|(reason, pending)| (reason, pending)) };
-        ctx.wait(work.into_actor(self).map(move |result: Result<Manifest, (String, Option<Pending>)>, act, _| match result {
-            Ok(manifest) => {
-                act.epoch = manifest.epoch;
-                for entry in act.meters.values() {
-                    let files = manifest.rollup_files.iter().filter(|f| f.meter_id == entry.meter.id).cloned().collect();
-                    entry.addr.do_send(meter::Committed { epoch: manifest.epoch, files });
+        ctx.wait(work.into_actor(self).map(
+            move |result: Result<Manifest, (String, Option<Pending>)>, act, _| match result {
+                Ok(manifest) => {
+                    act.epoch = manifest.epoch;
+                    for entry in act.meters.values() {
+                        let files = manifest
+                            .rollup_files
+                            .iter()
+                            .filter(|f| f.meter_id == entry.meter.id)
+                            .cloned()
+                            .collect();
+                        entry.addr.do_send(meter::Committed {
+                            epoch: manifest.epoch,
+                            files,
+                        });
+                    }
+                    for (i, addr) in act.partitions.iter().enumerate() {
+                        let files = manifest
+                            .event_files
+                            .iter()
+                            .filter(|f| f.partition as usize == i)
+                            .cloned()
+                            .collect();
+                        addr.do_send(partition::Committed {
+                            epoch: manifest.epoch,
+                            files,
+                        });
+                    }
+                    Metrics::add(&act.metrics.checkpoints_total, 1);
+                    tracing::debug!(epoch = manifest.epoch, "Committed a checkpoint.");
+                    let epoch = manifest.epoch;
+                    act.manifest = manifest;
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(epoch));
+                    }
                 }
-                for (i, addr) in act.partitions.iter().enumerate() {
-                    let files = manifest.event_files.iter().filter(|f| f.partition as usize == i).cloned().collect();
-                    addr.do_send(partition::Committed { epoch: manifest.epoch, files });
+                Err((reason, pending)) => {
+                    Metrics::add(&act.metrics.checkpoint_failures_total, 1);
+                    tracing::error!(%reason, "A checkpoint failed; it will be retried.");
+                    act.pending = pending;
+                    if let Some(done) = done {
+                        let _ = done.send(Err(reason));
+                    }
                 }
-                Metrics::add(&act.metrics.checkpoints_total, 1);
-                tracing::debug!(epoch = manifest.epoch, "Committed a checkpoint.");
-                let epoch = manifest.epoch;
-                act.manifest = manifest;
-                if let Some(done) = done {
-                    let _ = done.send(Ok(epoch));
-                }
-            }
-            Err((reason, pending)) => {
-                Metrics::add(&act.metrics.checkpoint_failures_total, 1);
-                tracing::error!(%reason, "A checkpoint failed; it will be retried.");
-                act.pending = pending;
-                if let Some(done) = done {
-                    let _ = done.send(Err(reason));
-                }
-            }
-        }));
+            },
+        ));
     }
 }
 
@@ -134,7 +165,11 @@ type SealResult = Result<Pending, (String, Option<Pending>)>;
 
 /// Seals every partition (each pauses), then every meter (after the folds the
 /// partitions sent before sealing), then resumes the partitions.
-async fn seal(epoch: u64, partitions: &[Addr<PartitionActor>], meters: &[Addr<MeterActor>]) -> SealResult {
+async fn seal(
+    epoch: u64,
+    partitions: &[Addr<PartitionActor>],
+    meters: &[Addr<MeterActor>],
+) -> SealResult {
     let mut replies = Vec::with_capacity(partitions.len());
     let mut failure = None;
     for addr in partitions {
@@ -164,12 +199,20 @@ async fn seal(epoch: u64, partitions: &[Addr<PartitionActor>], meters: &[Addr<Me
             System::current().stop_with_code(70);
             Err((reason, None))
         }
-        None => Ok(Pending { epoch, partitions: replies, meters: sealed }),
+        None => Ok(Pending {
+            epoch,
+            partitions: replies,
+            meters: sealed,
+        }),
     }
 }
 
 /// Writes the sealed state as Parquet plus a manifest; returns the manifest.
-async fn write(query: &QueryService, base: &Manifest, pending: &Pending) -> Result<Manifest, String> {
+async fn write(
+    query: &QueryService,
+    base: &Manifest,
+    pending: &Pending,
+) -> Result<Manifest, String> {
     let epoch = pending.epoch;
     let mut manifest = Manifest {
         version: manifest::MANIFEST_VERSION,
@@ -206,7 +249,10 @@ async fn write(query: &QueryService, base: &Manifest, pending: &Pending) -> Resu
         for ((namespace, day), list) in by_day {
             let path = paths::event_file(&namespace, day, epoch, reply.partition, 0);
             let batch = events::to_batch(&list).map_err(|e| e.to_string())?;
-            let rows = query.write_parquet(path.clone(), batch).await.map_err(|e| e.to_string())?;
+            let rows = query
+                .write_parquet(path.clone(), batch)
+                .await
+                .map_err(|e| e.to_string())?;
             manifest.event_files.push(EventFile {
                 namespace,
                 partition: reply.partition,
@@ -216,7 +262,11 @@ async fn write(query: &QueryService, base: &Manifest, pending: &Pending) -> Resu
             });
         }
     }
-    let live: HashMap<&str, &meter::Sealed> = pending.meters.iter().map(|m| (m.meter.id.as_str(), m)).collect();
+    let live: HashMap<&str, &meter::Sealed> = pending
+        .meters
+        .iter()
+        .map(|m| (m.meter.id.as_str(), m))
+        .collect();
     manifest.rollup_files = base
         .rollup_files
         .iter()
@@ -233,7 +283,10 @@ async fn write(query: &QueryService, base: &Manifest, pending: &Pending) -> Resu
         let keys: Vec<String> = sealed.meter.group_by.keys().cloned().collect();
         let batch = rollups::to_batch(&keys, &sealed.rows).map_err(|e| e.to_string())?;
         let path = paths::rollup_file(&sealed.meter.namespace, &sealed.meter.id, epoch, 0);
-        let rows = query.write_parquet(path.clone(), batch).await.map_err(|e| e.to_string())?;
+        let rows = query
+            .write_parquet(path.clone(), batch)
+            .await
+            .map_err(|e| e.to_string())?;
         manifest.rollup_files.push(RollupFile {
             namespace: sealed.meter.namespace.clone(),
             meter_id: sealed.meter.id.clone(),
@@ -242,7 +295,9 @@ async fn write(query: &QueryService, base: &Manifest, pending: &Pending) -> Resu
         });
     }
     let partitions = pending.partitions.len() as u32;
-    manifest::write(query.root(), &manifest, partitions).await.map_err(|e| e.to_string())?;
+    manifest::write(query.root(), &manifest, partitions)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(manifest)
 }
 
@@ -292,7 +347,12 @@ impl Handler<SetMeters> for SnapshotActor {
         let work = async move {
             let mut held = Vec::with_capacity(partitions.len());
             for addr in &partitions {
-                if let Ok(h) = addr.send(SetRoutes { routes: routes.clone() }).await {
+                if let Ok(h) = addr
+                    .send(SetRoutes {
+                        routes: routes.clone(),
+                    })
+                    .await
+                {
                     held.push(h);
                 }
             }

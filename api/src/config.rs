@@ -25,7 +25,10 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid config: {0}")]
     Yaml(#[from] serde_yaml::Error),
     #[error("invalid config: {0}")]
@@ -37,10 +40,14 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut merged: serde_yaml::Value = serde_yaml::from_str(DEFAULTS)?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             let overrides: serde_yaml::Value = serde_yaml::from_str(&text)?;
-            if let (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(over)) = (&mut merged, overrides) {
+            if let (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(over)) =
+                (&mut merged, overrides)
+            {
                 for (k, v) in over {
                     base.insert(k, v);
                 }
@@ -51,7 +58,9 @@ impl Config {
             return Err(ConfigError::Invalid("partitions must be 1 to 1024".into()));
         }
         if config.checkpoint_interval < Duration::from_millis(50) {
-            return Err(ConfigError::Invalid("checkpointInterval must be at least 50ms".into()));
+            return Err(ConfigError::Invalid(
+                "checkpointInterval must be at least 50ms".into(),
+            ));
         }
         Ok(config)
     }
@@ -76,7 +85,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    parse_duration(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid duration {text:?} (use e.g. 250ms, 5s, 35d)")))
+    parse_duration(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} (use e.g. 250ms, 5s, 35d)"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -97,12 +110,18 @@ mod tests {
         assert_eq!(config.checkpoint_interval, Duration::from_millis(250));
         assert_eq!(config.meters.len(), 1);
         std::fs::write(&path, "partitons: 2\n").expect("write");
-        assert!(Config::load(Some(&path)).is_err(), "unknown keys are rejected");
+        assert!(
+            Config::load(Some(&path)).is_err(),
+            "unknown keys are rejected"
+        );
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("35d"), Some(Duration::from_secs(35 * 86_400)));
+        assert_eq!(
+            parse_duration("35d"),
+            Some(Duration::from_secs(35 * 86_400))
+        );
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("5y"), None);

@@ -18,7 +18,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into(), extensions: None }
+        Self {
+            status,
+            detail: detail.into(),
+            extensions: None,
+        }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -89,9 +93,13 @@ impl From<PipelineError> for ApiError {
 }
 
 /// Turns actix's own extractor errors (bad JSON, too large) into problem+json.
-pub fn json_error(error: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    error: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     let status = match &error {
-        actix_web::error::JsonPayloadError::Overflow { .. } | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+        actix_web::error::JsonPayloadError::Overflow { .. }
+        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
             StatusCode::PAYLOAD_TOO_LARGE
         }
         _ => StatusCode::BAD_REQUEST,

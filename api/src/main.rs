@@ -48,13 +48,26 @@ struct ServeArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
     }
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -91,6 +104,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .default_service(actix_web::web::to(metron_api::not_found))
         })
         .workers(args.http_workers.max(1))
+        .disable_signals()
         .shutdown_timeout(10)
         .bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
@@ -101,8 +115,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         tracing::info!(address = %bound, data_dir = %args.data_dir.display(), "Metron is listening.");
-        // actix-web stops on SIGTERM/SIGINT; then a final checkpoint makes restart instant.
-        server.run().await.context("running the HTTP server")?;
+        let server = server.run();
+        let http = server.handle();
+        let running = actix_rt::spawn(server);
+        wait_for_shutdown_signal().await?;
+        tracing::info!("Shutting down: draining HTTP, then a final checkpoint.");
+        http.stop(true).await;
+        let _ = running.await;
         match pipeline.shutdown().await {
             Ok(epoch) => tracing::info!(epoch, "Wrote the final checkpoint."),
             Err(error) => tracing::warn!(%error, "The final checkpoint failed; restart replays the stream."),

@@ -13,13 +13,16 @@ pub struct Params {
 
 impl Params {
     pub fn parse(query: &str) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(query).map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
         Ok(Self { pairs })
     }
 
     pub fn one(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a repeated key (also `key[]`, and comma-free as sent).
@@ -47,9 +50,11 @@ impl Params {
     pub fn time(&self, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
         match self.one(key) {
             None => Ok(None),
-            Some(text) => parse_time(text)
-                .map(Some)
-                .ok_or_else(|| ApiError::bad_request(format!("invalid {key}: {text:?} is not an RFC 3339 date-time"))),
+            Some(text) => parse_time(text).map(Some).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid {key}: {text:?} is not an RFC 3339 date-time"
+                ))
+            }),
         }
     }
 
@@ -58,16 +63,26 @@ impl Params {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
-            Some(other) => Err(ApiError::bad_request(format!("invalid {key}: {other:?} is not a boolean"))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid {key}: {other:?} is not a boolean"
+            ))),
         }
     }
 
-    pub fn usize_in(&self, key: &str, default: usize, min: usize, max: usize) -> Result<usize, ApiError> {
+    pub fn usize_in(
+        &self,
+        key: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ApiError> {
         match self.one(key) {
             None => Ok(default),
             Some(text) => match text.parse::<usize>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::bad_request(format!("invalid {key}: must be an integer from {min} to {max}"))),
+                _ => Err(ApiError::bad_request(format!(
+                    "invalid {key}: must be an integer from {min} to {max}"
+                ))),
             },
         }
     }
@@ -82,8 +97,16 @@ mod tests {
         let p = Params::parse("subject=a&subject=b&groupBy=model&filterGroupBy%5Bmodel%5D=gpt&from=2024-01-01T00:00:00Z")
             .expect("parse");
         assert_eq!(p.all("subject"), vec!["a", "b"]);
-        assert_eq!(p.map("filterGroupBy").get("model").map(String::as_str), Some("gpt"));
+        assert_eq!(
+            p.map("filterGroupBy").get("model").map(String::as_str),
+            Some("gpt")
+        );
         assert!(p.time("from").expect("time").is_some());
-        assert!(Params::parse("from=yesterday").expect("parse").time("from").is_err());
+        assert!(
+            Params::parse("from=yesterday")
+                .expect("parse")
+                .time("from")
+                .is_err()
+        );
     }
 }

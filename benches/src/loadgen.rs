@@ -1,1 +1,196 @@
-fn main() {}
+//! The load generator: sends HTTP batches of events to a running `metron`, then
+//! reports events/s, the server's CPU-seconds per million events and resident
+//! memory (read from /proc for `--server-pid`), and the p50/p99 of the time from an
+//! acknowledged ingest to the event being visible in a meter query.
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8888")]
+    url: String,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Events per HTTP batch.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Distinct subjects.
+    #[arg(long, default_value_t = 1000)]
+    subjects: usize,
+    /// PID of the server, for CPU time and resident memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Visibility probes (one every 200 ms).
+    #[arg(long, default_value_t = true)]
+    probe: bool,
+}
+
+fn proc_stats(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())?;
+    Some(((utime + stime) / ticks, rss_kb))
+}
+
+fn ensure_meter(agent: &ureq::Agent, url: &str) -> Result<()> {
+    let body = json!({"slug": "loadgen_tokens", "eventType": "loadgen", "aggregation": "SUM",
+        "valueProperty": "$.tokens", "groupBy": {"model": "$.model"}});
+    let status = agent
+        .post(&format!("{url}/api/v1/meters"))
+        .send_json(&body)?
+        .status()
+        .as_u16();
+    if status != 201 && status != 409 {
+        bail!("creating the meter answered {status}");
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build();
+    let agent: ureq::Agent = config.into();
+    ensure_meter(&agent, &args.url).context("creating the loadgen meter")?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_id = std::process::id();
+    let before = args.server_pid.and_then(proc_stats);
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for c in 0..args.connections {
+        let (agent, url, sent, rejected, stop) = (
+            agent.clone(),
+            args.url.clone(),
+            sent.clone(),
+            rejected.clone(),
+            stop.clone(),
+        );
+        let (batch, subjects) = (args.batch, args.subjects);
+        senders.push(std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let now = chrono::Utc::now().to_rfc3339();
+                let events: Vec<serde_json::Value> = (0..batch)
+                    .map(|i| {
+                        seq += 1;
+                        let model = ["a", "b", "c"][(seq % 3) as usize];
+                        let tokens = (seq % 100) as i64;
+                        json!({"id": format!("{run_id}-{c}-{seq}"), "source": "loadgen", "specversion": "1.0",
+                            "type": "loadgen", "subject": format!("customer-{}", (seq as usize + i) % subjects),
+                            "time": now, "data": {"tokens": tokens, "model": model}})
+                    })
+                    .collect();
+                match agent
+                    .post(&format!("{url}/api/v1/events"))
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .send_json(&events)
+                {
+                    Ok(r) if r.status().as_u16() == 204 => {
+                        sent.fetch_add(batch as u64, Ordering::Relaxed);
+                    }
+                    Ok(r) if r.status().as_u16() == 429 => {
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => {
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    // Visibility probes: a unique subject per probe, time from its 204 to a non-empty query.
+    let mut latencies = Vec::new();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let mut probe = 0u64;
+    while Instant::now() < deadline {
+        if args.probe {
+            probe += 1;
+            let subject = format!("probe-{run_id}-{probe}");
+            let ev = json!({"id": subject, "source": "loadgen-probe", "type": "loadgen", "subject": subject,
+                "data": {"tokens": 1, "model": "a"}});
+            let r = agent
+                .post(&format!("{}/api/v1/events", args.url))
+                .header("content-type", "application/cloudevents+json")
+                .send_json(&ev)?;
+            if r.status().as_u16() == 204 {
+                let acked = Instant::now();
+                let query = format!(
+                    "{}/api/v1/meters/loadgen_tokens/query?subject={subject}",
+                    args.url
+                );
+                while acked.elapsed() < Duration::from_secs(10) {
+                    let mut resp = agent.get(&query).call()?;
+                    let text = resp.body_mut().read_to_string()?;
+                    if text.contains("\"value\"") {
+                        latencies.push(acked.elapsed().as_secs_f64() * 1000.0);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        let _ = s.join();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let events = sent.load(Ordering::Relaxed);
+    let after = args.server_pid.and_then(proc_stats);
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "events acknowledged: {events} in {elapsed:.1} s = {:.0} events/s",
+        events as f64 / elapsed
+    );
+    println!(
+        "requests rejected (429 or error): {}",
+        rejected.load(Ordering::Relaxed)
+    );
+    if let (Some((cpu0, _)), Some((cpu1, rss_kb))) = (before, after) {
+        let per_million = (cpu1 - cpu0) / (events.max(1) as f64 / 1e6);
+        println!(
+            "server CPU: {:.1} s, {per_million:.1} CPU-s per million events; resident memory at end: {} MiB",
+            cpu1 - cpu0,
+            rss_kb / 1024
+        );
+    }
+    println!(
+        "ack -> visible in query: p50 {:.1} ms, p99 {:.1} ms over {} probes",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.len()
+    );
+    Ok(())
+}

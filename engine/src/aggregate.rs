@@ -65,18 +65,28 @@ pub enum SampleValue {
 pub enum AggState {
     Sum(Decimal),
     Count(u64),
-    Avg { sum: Decimal, count: u64 },
+    Avg {
+        sum: Decimal,
+        count: u64,
+    },
     Min(Decimal),
     Max(Decimal),
     UniqueCount(BTreeSet<String>),
     /// The value of the event with the latest time; ties keep the larger value so
     /// that merging is order-independent.
-    Latest { time_ms: i64, value: Decimal },
+    Latest {
+        time_ms: i64,
+        value: Decimal,
+    },
 }
 
 impl AggState {
     /// The state of one sample, or `None` when the sample does not fit the aggregation.
-    pub fn from_sample(aggregation: Aggregation, sample: &SampleValue, time_ms: i64) -> Option<Self> {
+    pub fn from_sample(
+        aggregation: Aggregation,
+        sample: &SampleValue,
+        time_ms: i64,
+    ) -> Option<Self> {
         Some(match (aggregation, sample) {
             (Aggregation::Count, _) => Self::Count(1),
             (Aggregation::Sum, SampleValue::Number(v)) => Self::Sum(*v),
@@ -84,7 +94,9 @@ impl AggState {
             (Aggregation::Min, SampleValue::Number(v)) => Self::Min(*v),
             (Aggregation::Max, SampleValue::Number(v)) => Self::Max(*v),
             (Aggregation::Latest, SampleValue::Number(v)) => Self::Latest { time_ms, value: *v },
-            (Aggregation::UniqueCount, SampleValue::Text(t)) => Self::UniqueCount(BTreeSet::from([t.clone()])),
+            (Aggregation::UniqueCount, SampleValue::Text(t)) => {
+                Self::UniqueCount(BTreeSet::from([t.clone()]))
+            }
             _ => return None,
         })
     }
@@ -100,16 +112,14 @@ impl AggState {
             }
             (Self::Min(m), SampleValue::Number(v)) => *m = (*m).min(*v),
             (Self::Max(m), SampleValue::Number(v)) => *m = (*m).max(*v),
-            (Self::UniqueCount(set), SampleValue::Text(t)) => {
-                if !set.contains(t) {
-                    set.insert(t.clone());
-                }
+            (Self::UniqueCount(set), SampleValue::Text(t)) if !set.contains(t) => {
+                set.insert(t.clone());
             }
-            (Self::Latest { time_ms: t, value }, SampleValue::Number(v)) => {
-                if time_ms > *t || (time_ms == *t && *v > *value) {
-                    *t = time_ms;
-                    *value = *v;
-                }
+            (Self::Latest { time_ms: t, value }, SampleValue::Number(v))
+                if time_ms > *t || (time_ms == *t && *v > *value) =>
+            {
+                *t = time_ms;
+                *value = *v;
             }
             _ => {}
         }
@@ -127,11 +137,15 @@ impl AggState {
             (Self::Min(a), Self::Min(b)) => *a = (*a).min(*b),
             (Self::Max(a), Self::Max(b)) => *a = (*a).max(*b),
             (Self::UniqueCount(a), Self::UniqueCount(b)) => a.extend(b.iter().cloned()),
-            (Self::Latest { time_ms, value }, Self::Latest { time_ms: t2, value: v2 }) => {
-                if *t2 > *time_ms || (*t2 == *time_ms && *v2 > *value) {
-                    *time_ms = *t2;
-                    *value = *v2;
-                }
+            (
+                Self::Latest { time_ms, value },
+                Self::Latest {
+                    time_ms: t2,
+                    value: v2,
+                },
+            ) if *t2 > *time_ms || (*t2 == *time_ms && *v2 > *value) => {
+                *time_ms = *t2;
+                *value = *v2;
             }
             _ => {}
         }
@@ -146,7 +160,9 @@ impl AggState {
                 if *count == 0 {
                     Decimal::ZERO
                 } else {
-                    sum.checked_div(Decimal::from(*count)).unwrap_or(Decimal::ZERO).normalize()
+                    sum.checked_div(Decimal::from(*count))
+                        .unwrap_or(Decimal::ZERO)
+                        .normalize()
                 }
             }
             Self::Min(v) | Self::Max(v) => *v,
@@ -179,7 +195,11 @@ impl AggState {
 
 /// Decimal addition that never panics: an overflow saturates (values near 7.9e28).
 fn saturating_add(a: Decimal, b: Decimal) -> Decimal {
-    a.checked_add(b).unwrap_or(if b.is_sign_negative() { Decimal::MIN } else { Decimal::MAX })
+    a.checked_add(b).unwrap_or(if b.is_sign_negative() {
+        Decimal::MIN
+    } else {
+        Decimal::MAX
+    })
 }
 
 #[cfg(test)]

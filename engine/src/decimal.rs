@@ -103,7 +103,8 @@ pub fn serialize_as_number<S: serde::Serializer>(
 
 /// Go's `%f`: six digits after the point, rounded half to even like strconv.
 pub fn format_fixed6(value: Decimal) -> String {
-    let rounded = value.round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven);
+    let rounded =
+        value.round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven);
     format!("{rounded:.6}")
 }
 
@@ -137,7 +138,10 @@ mod tests {
     #[test]
     fn floats_keep_their_shortest_decimal_text() {
         assert_eq!(from_f64(0.1).map(|d| d.to_string()), Ok("0.1".into()));
-        assert_eq!(from_f64(1e-7).map(|d| d.to_string()), Ok("0.0000001".into()));
+        assert_eq!(
+            from_f64(1e-7).map(|d| d.to_string()),
+            Ok("0.0000001".into())
+        );
         assert_eq!(from_f64(f64::NAN), Err(ValueError::NaN));
     }
 

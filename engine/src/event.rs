@@ -94,13 +94,17 @@ pub enum BodyError {
 
 /// Parses a request body into validated events. A batch with one invalid event is
 /// rejected whole, naming the index of the bad event.
-pub fn parse_events(body: &[u8], kind: BodyKind, now: DateTime<Utc>) -> Result<Vec<CloudEvent>, BodyError> {
+pub fn parse_events(
+    body: &[u8],
+    kind: BodyKind,
+    now: DateTime<Utc>,
+) -> Result<Vec<CloudEvent>, BodyError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
     match (kind, value) {
         (BodyKind::Single, value) => Ok(vec![parse_event(value, now).map_err(BodyError::Event)?]),
-        (BodyKind::Json, Value::Object(map)) => {
-            Ok(vec![parse_event(Value::Object(map), now).map_err(BodyError::Event)?])
-        }
+        (BodyKind::Json, Value::Object(map)) => Ok(vec![
+            parse_event(Value::Object(map), now).map_err(BodyError::Event)?,
+        ]),
         (BodyKind::Batch | BodyKind::Json, Value::Array(items)) => {
             if items.is_empty() {
                 return Err(BodyError::Empty);
@@ -108,7 +112,9 @@ pub fn parse_events(body: &[u8], kind: BodyKind, now: DateTime<Utc>) -> Result<V
             items
                 .into_iter()
                 .enumerate()
-                .map(|(index, item)| parse_event(item, now).map_err(|error| BodyError::EventAt { index, error }))
+                .map(|(index, item)| {
+                    parse_event(item, now).map_err(|error| BodyError::EventAt { index, error })
+                })
                 .collect()
         }
         (BodyKind::Batch, _) => Err(BodyError::NotAnArray),
@@ -128,7 +134,11 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<CloudEvent, Event
         None | Some(Value::Null) => "1.0".to_owned(),
         Some(Value::String(v)) if v == "1.0" => v,
         Some(Value::String(v)) => return Err(EventError::SpecVersion(v)),
-        Some(_) => return Err(EventError::NotAString { field: "specversion" }),
+        Some(_) => {
+            return Err(EventError::NotAString {
+                field: "specversion",
+            });
+        }
     };
     let event_type = required_string(&mut map, "type")?;
     let subject = required_string(&mut map, "subject")?;
@@ -140,7 +150,12 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<CloudEvent, Event
     let datacontenttype = match map.remove("datacontenttype") {
         None | Some(Value::Null) => None,
         Some(Value::String(ct)) => {
-            let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
             if essence != "application/json" {
                 return Err(EventError::ContentType(ct));
             }
@@ -177,7 +192,10 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<CloudEvent, Event
     })
 }
 
-fn required_string(map: &mut Map<String, Value>, field: &'static str) -> Result<String, EventError> {
+fn required_string(
+    map: &mut Map<String, Value>,
+    field: &'static str,
+) -> Result<String, EventError> {
     match map.remove(field) {
         None | Some(Value::Null) => Err(EventError::Missing { field }),
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
@@ -187,7 +205,9 @@ fn required_string(map: &mut Map<String, Value>, field: &'static str) -> Result<
 
 /// RFC 3339 with optional fractional seconds, normalised to UTC.
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// RFC 3339 in UTC, with as many fractional digits as needed (none for whole seconds).
@@ -200,13 +220,19 @@ pub mod rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        time: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&super::format_time(time))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
-        super::parse_time(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 time {text:?}")))
+        super::parse_time(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 time {text:?}")))
     }
 
     /// The same for an optional timestamp.
@@ -214,19 +240,24 @@ pub mod rfc3339 {
         use chrono::{DateTime, Utc};
         use serde::{Deserialize, Deserializer, Serializer};
 
-        pub fn serialize<S: Serializer>(time: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            time: &Option<DateTime<Utc>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
             match time {
                 Some(t) => serializer.serialize_str(&super::super::format_time(t)),
                 None => serializer.serialize_none(),
             }
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
             match Option::<String>::deserialize(deserializer)? {
                 None => Ok(None),
-                Some(text) => super::super::parse_time(&text)
-                    .map(Some)
-                    .ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 time {text:?}"))),
+                Some(text) => super::super::parse_time(&text).map(Some).ok_or_else(|| {
+                    serde::de::Error::custom(format!("invalid RFC 3339 time {text:?}"))
+                }),
             }
         }
     }
@@ -250,7 +281,10 @@ mod tests {
     fn a_valid_event_is_normalised_to_utc() {
         let event = parse_event(valid(), now()).expect("valid");
         assert_eq!(format_time(&event.time), "2023-12-31T22:00:00.123456Z");
-        assert_eq!(event.data.as_ref().and_then(|d| d.get("tokens")), Some(&json!(3)));
+        assert_eq!(
+            event.data.as_ref().and_then(|d| d.get("tokens")),
+            Some(&json!(3))
+        );
     }
 
     #[test]
@@ -258,13 +292,33 @@ mod tests {
         let cases: Vec<(&str, Value, EventError)> = vec![
             ("id", Value::Null, EventError::Missing { field: "id" }),
             ("id", json!(""), EventError::NotAString { field: "id" }),
-            ("source", Value::Null, EventError::Missing { field: "source" }),
+            (
+                "source",
+                Value::Null,
+                EventError::Missing { field: "source" },
+            ),
             ("type", json!(5), EventError::NotAString { field: "type" }),
-            ("subject", json!(""), EventError::NotAString { field: "subject" }),
-            ("specversion", json!("0.3"), EventError::SpecVersion("0.3".into())),
-            ("time", json!("yesterday"), EventError::Time("yesterday".into())),
+            (
+                "subject",
+                json!(""),
+                EventError::NotAString { field: "subject" },
+            ),
+            (
+                "specversion",
+                json!("0.3"),
+                EventError::SpecVersion("0.3".into()),
+            ),
+            (
+                "time",
+                json!("yesterday"),
+                EventError::Time("yesterday".into()),
+            ),
             ("data", json!("<xml/>"), EventError::Data("a string")),
-            ("datacontenttype", json!("application/xml"), EventError::ContentType("application/xml".into())),
+            (
+                "datacontenttype",
+                json!("application/xml"),
+                EventError::ContentType("application/xml".into()),
+            ),
         ];
         for (field, value, expected) in cases {
             let mut event = valid();
@@ -281,8 +335,11 @@ mod tests {
 
     #[test]
     fn missing_time_and_null_data_are_accepted() {
-        let event = parse_event(json!({"id": "1", "source": "s", "type": "t", "subject": "x", "data": null}), now())
-            .expect("valid");
+        let event = parse_event(
+            json!({"id": "1", "source": "s", "type": "t", "subject": "x", "data": null}),
+            now(),
+        )
+        .expect("valid");
         assert_eq!(event.time, now());
         assert_eq!(event.specversion, "1.0");
         assert!(event.data.is_none());
@@ -292,13 +349,28 @@ mod tests {
     fn batches_are_rejected_whole_with_the_index() {
         let body = serde_json::to_vec(&json!([valid(), {"id": "2"}])).unwrap_or_default();
         let err = parse_events(&body, BodyKind::Batch, now()).expect_err("invalid");
-        assert_eq!(err.to_string(), "invalid event at index 1: source: REQUIRED but MISSING");
+        assert_eq!(
+            err.to_string(),
+            "invalid event at index 1: source: REQUIRED but MISSING"
+        );
         let body = serde_json::to_vec(&json!([valid(), valid()])).unwrap_or_default();
-        assert_eq!(parse_events(&body, BodyKind::Json, now()).map(|v| v.len()), Ok(2));
+        assert_eq!(
+            parse_events(&body, BodyKind::Json, now()).map(|v| v.len()),
+            Ok(2)
+        );
         let body = serde_json::to_vec(&valid()).unwrap_or_default();
-        assert_eq!(parse_events(&body, BodyKind::Json, now()).map(|v| v.len()), Ok(1));
-        assert_eq!(parse_events(b"[]", BodyKind::Json, now()), Err(BodyError::Empty));
-        assert!(matches!(parse_events(b"<a/>", BodyKind::Single, now()), Err(BodyError::Json(_))));
+        assert_eq!(
+            parse_events(&body, BodyKind::Json, now()).map(|v| v.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            parse_events(b"[]", BodyKind::Json, now()),
+            Err(BodyError::Empty)
+        );
+        assert!(matches!(
+            parse_events(b"<a/>", BodyKind::Single, now()),
+            Err(BodyError::Json(_))
+        ));
     }
 
     #[test]

@@ -54,7 +54,11 @@ impl StringFilter {
             let list = || match operand {
                 Value::Array(items) => items
                     .iter()
-                    .map(|i| i.as_str().map(str::to_owned).ok_or(FilterError::Operand(op.clone(), "list of strings")))
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_owned)
+                            .ok_or(FilterError::Operand(op.clone(), "list of strings"))
+                    })
                     .collect::<Result<Vec<_>, _>>(),
                 _ => Err(FilterError::Operand(op.clone(), "list of strings")),
             };
@@ -77,13 +81,21 @@ impl StringFilter {
                 "$lte" => Self::Lte(text()?),
                 "$contains" => Self::Contains(text()?),
                 "$ncontains" => Self::NotContains(text()?),
-                "$exists" => Self::Exists(operand.as_bool().ok_or(FilterError::Operand(op.clone(), "boolean"))?),
+                "$exists" => Self::Exists(
+                    operand
+                        .as_bool()
+                        .ok_or(FilterError::Operand(op.clone(), "boolean"))?,
+                ),
                 "$and" => Self::And(nested()?),
                 "$or" => Self::Or(nested()?),
                 other => return Err(FilterError::Operator(other.to_owned())),
             });
         }
-        Ok(if parts.len() == 1 { parts.remove(0) } else { Self::And(parts) })
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Self::And(parts)
+        })
     }
 
     /// Does `value` pass? An absent value (`None`) passes only `$ne`, `$nin`,
@@ -93,7 +105,14 @@ impl StringFilter {
             (Self::Exists(want), v) => v.is_some() == *want,
             (Self::And(all), v) => all.iter().all(|f| f.matches(v)),
             (Self::Or(any), v) => any.iter().any(|f| f.matches(v)),
-            (Self::Ne(_) | Self::Nin(_) | Self::NotLike(_) | Self::NotILike(_) | Self::NotContains(_), None) => true,
+            (
+                Self::Ne(_)
+                | Self::Nin(_)
+                | Self::NotLike(_)
+                | Self::NotILike(_)
+                | Self::NotContains(_),
+                None,
+            ) => true,
             (_, None) => false,
             (Self::Eq(x), Some(v)) => v == x,
             (Self::Ne(x), Some(v)) => v != x,
@@ -115,7 +134,13 @@ impl StringFilter {
 
 /// SQL LIKE: `%` any run, `_` one character, `\` escapes.
 fn like(pattern: &str, value: &str, case_insensitive: bool) -> bool {
-    let fold = |s: &str| if case_insensitive { s.to_lowercase() } else { s.to_owned() };
+    let fold = |s: &str| {
+        if case_insensitive {
+            s.to_lowercase()
+        } else {
+            s.to_owned()
+        }
+    };
     let p: Vec<char> = fold(pattern).chars().collect();
     let v: Vec<char> = fold(value).chars().collect();
     // Iterative matcher with backtracking on the last `%`.
@@ -125,7 +150,9 @@ fn like(pattern: &str, value: &str, case_insensitive: bool) -> bool {
         if pi < p.len() && p[pi] == '\\' && pi + 1 < p.len() && p[pi + 1] == v[vi] {
             pi += 2;
             vi += 1;
-        } else if pi < p.len() && (p[pi] == '_' || (p[pi] == v[vi] && p[pi] != '%' && p[pi] != '\\')) {
+        } else if pi < p.len()
+            && (p[pi] == '_' || (p[pi] == v[vi] && p[pi] != '%' && p[pi] != '\\'))
+        {
             pi += 1;
             vi += 1;
         } else if pi < p.len() && p[pi] == '%' {
@@ -164,8 +191,16 @@ mod tests {
             (json!({"$nlike": "%o"}), Some("gpt-4o"), false),
             (json!({"$gt": "b"}), Some("c"), true),
             (json!({"$lte": "b"}), Some("c"), false),
-            (json!({"$or": [{"$eq": "x"}, {"$eq": "y"}]}), Some("y"), true),
-            (json!({"$and": [{"$like": "a%"}, {"$ne": "ab"}]}), Some("ab"), false),
+            (
+                json!({"$or": [{"$eq": "x"}, {"$eq": "y"}]}),
+                Some("y"),
+                true,
+            ),
+            (
+                json!({"$and": [{"$like": "a%"}, {"$ne": "ab"}]}),
+                Some("ab"),
+                false,
+            ),
             (json!({"$exists": false}), None, true),
             (json!({"$contains": "pt"}), Some("gpt"), true),
         ];

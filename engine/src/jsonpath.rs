@@ -51,7 +51,10 @@ impl JsonPath {
                     i = end;
                 }
                 b'[' => {
-                    let close = rest[i..].find(']').map(|p| p + i).ok_or_else(|| syntax(i))?;
+                    let close = rest[i..]
+                        .find(']')
+                        .map(|p| p + i)
+                        .ok_or_else(|| syntax(i))?;
                     let inner = rest[i + 1..close].trim();
                     let quoted = inner.len() >= 2
                         && ((inner.starts_with('\'') && inner.ends_with('\''))
@@ -134,7 +137,11 @@ pub fn go_float_text(value: f64) -> String {
     let sign = if negative { "-" } else { "" };
     if !(-4..6).contains(&exponent) {
         let (head, tail) = digits.split_at(1);
-        let fraction = if tail.is_empty() { String::new() } else { format!(".{tail}") };
+        let fraction = if tail.is_empty() {
+            String::new()
+        } else {
+            format!(".{tail}")
+        };
         let exp_sign = if exponent < 0 { '-' } else { '+' };
         return format!("{sign}{head}{fraction}e{exp_sign}{:02}", exponent.abs());
     }

@@ -25,7 +25,11 @@ pub struct Meter {
     pub metadata: BTreeMap<String, String>,
     pub aggregation: Aggregation,
     pub event_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     pub event_from: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_property: Option<String>,
@@ -35,7 +39,11 @@ pub struct Meter {
     pub created_at: DateTime<Utc>,
     #[serde(with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
@@ -77,13 +85,17 @@ pub struct MeterUpdate {
 /// Why a meter definition is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MeterError {
-    #[error("slug must be 1 to 64 characters of lowercase letters, digits and single underscores: {0:?}")]
+    #[error(
+        "slug must be 1 to 64 characters of lowercase letters, digits and single underscores: {0:?}"
+    )]
     Slug(String),
     #[error("name must be 1 to 256 characters")]
     Name,
     #[error("description must be at most 1024 characters")]
     Description,
-    #[error("invalid aggregation {0:?}: must be one of SUM, COUNT, UNIQUE_COUNT, AVG, MIN, MAX, LATEST")]
+    #[error(
+        "invalid aggregation {0:?}: must be one of SUM, COUNT, UNIQUE_COUNT, AVG, MIN, MAX, LATEST"
+    )]
     Aggregation(String),
     #[error("meter event type is required")]
     EventType,
@@ -110,7 +122,9 @@ pub fn is_key(text: &str) -> bool {
         && !text.starts_with('_')
         && !text.ends_with('_')
         && !text.contains("__")
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn is_group_key(text: &str) -> bool {
@@ -119,13 +133,19 @@ fn is_group_key(text: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn check_group_by(group_by: &BTreeMap<String, String>, value_property: Option<&str>) -> Result<(), MeterError> {
+fn check_group_by(
+    group_by: &BTreeMap<String, String>,
+    value_property: Option<&str>,
+) -> Result<(), MeterError> {
     for (key, path) in group_by {
         if !is_group_key(key) {
             return Err(MeterError::GroupByKey(key.clone()));
         }
         if JsonPath::parse(path).is_err() {
-            return Err(MeterError::GroupByPath { key: key.clone(), path: path.clone() });
+            return Err(MeterError::GroupByPath {
+                key: key.clone(),
+                path: path.clone(),
+            });
         }
         if Some(path.as_str()) == value_property {
             return Err(MeterError::GroupByIsValue(key.clone()));
@@ -137,18 +157,31 @@ fn check_group_by(group_by: &BTreeMap<String, String>, value_property: Option<&s
 impl MeterCreate {
     /// Validates the definition and builds the meter; the caller supplies the id and
     /// the time (the engine has no clock).
-    pub fn into_meter(self, id: String, namespace: &str, now: DateTime<Utc>) -> Result<Meter, MeterError> {
+    pub fn into_meter(
+        self,
+        id: String,
+        namespace: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Meter, MeterError> {
         if !is_key(&self.slug) {
             return Err(MeterError::Slug(self.slug));
         }
-        let name = self.name.filter(|n| !n.is_empty()).unwrap_or_else(|| self.slug.clone());
+        let name = self
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.slug.clone());
         if name.chars().count() > 256 {
             return Err(MeterError::Name);
         }
-        if self.description.as_ref().is_some_and(|d| d.chars().count() > 1024) {
+        if self
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 1024)
+        {
             return Err(MeterError::Description);
         }
-        let aggregation = Aggregation::parse(&self.aggregation).ok_or(MeterError::Aggregation(self.aggregation))?;
+        let aggregation = Aggregation::parse(&self.aggregation)
+            .ok_or(MeterError::Aggregation(self.aggregation))?;
         if self.event_type.trim().is_empty() {
             return Err(MeterError::EventType);
         }
@@ -186,7 +219,11 @@ impl MeterCreate {
 
 impl Meter {
     /// Applies an update. Group-by keys may be added, never removed (their history stays queryable).
-    pub fn apply_update(&mut self, update: MeterUpdate, now: DateTime<Utc>) -> Result<(), MeterError> {
+    pub fn apply_update(
+        &mut self,
+        update: MeterUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), MeterError> {
         if let Some(name) = update.name.filter(|n| !n.is_empty()) {
             if name.chars().count() > 256 {
                 return Err(MeterError::Name);
@@ -219,7 +256,10 @@ impl Meter {
             aggregation: self.aggregation,
             event_type: self.event_type.clone(),
             event_from_ms: self.event_from.map(|t| t.timestamp_millis()),
-            value: self.value_property.as_deref().and_then(|p| JsonPath::parse(p).ok()),
+            value: self
+                .value_property
+                .as_deref()
+                .and_then(|p| JsonPath::parse(p).ok()),
             value_text: self.value_property.clone().unwrap_or_default(),
             group_by: self
                 .group_by
@@ -267,7 +307,10 @@ impl CompiledMeter {
 
     /// Does the event belong to this meter?
     pub fn matches(&self, event: &CloudEvent) -> bool {
-        event.event_type == self.event_type && self.event_from_ms.is_none_or(|from| event.time.timestamp_millis() >= from)
+        event.event_type == self.event_type
+            && self
+                .event_from_ms
+                .is_none_or(|from| event.time.timestamp_millis() >= from)
     }
 
     /// Reads the event's value and group-by values, with OpenMeter's parse rules and texts.
@@ -285,12 +328,17 @@ impl CompiledMeter {
             .group_by
             .iter()
             .map(|(_, path)| match (path, data) {
-                (Some(path), Some(data)) => path.lookup(data).map(go_value_text).unwrap_or_default(),
+                (Some(path), Some(data)) => {
+                    path.lookup(data).map(go_value_text).unwrap_or_default()
+                }
                 _ => String::new(),
             })
             .collect();
         if self.aggregation == Aggregation::Count {
-            return Extract::Sample(Sample { value: SampleValue::One, group });
+            return Extract::Sample(Sample {
+                value: SampleValue::One,
+                group,
+            });
         }
         let Some(data) = data else {
             return invalid("null and missing value property");
@@ -304,18 +352,26 @@ impl CompiledMeter {
             Some(raw) => raw,
         };
         if self.aggregation == Aggregation::UniqueCount {
-            return Extract::Sample(Sample { value: SampleValue::Text(go_value_text(raw)), group });
+            return Extract::Sample(Sample {
+                value: SampleValue::Text(go_value_text(raw)),
+                group,
+            });
         }
         let number = match raw {
             Value::String(text) => parse_numeric_str(text),
             Value::Number(number) => from_json_number(number),
             Value::Bool(_) => return invalid("unsupported value property type: bool"),
             Value::Array(_) => return invalid("unsupported value property type: []interface {}"),
-            Value::Object(_) => return invalid("unsupported value property type: map[string]interface {}"),
+            Value::Object(_) => {
+                return invalid("unsupported value property type: map[string]interface {}");
+            }
             Value::Null => return invalid("value cannot be null"),
         };
         match number {
-            Ok(value) => Extract::Sample(Sample { value: SampleValue::Number(value), group }),
+            Ok(value) => Extract::Sample(Sample {
+                value: SampleValue::Number(value),
+                group,
+            }),
             Err(error @ (ValueError::NaN | ValueError::Infinity | ValueError::Unparsable(_))) => {
                 invalid(&error.to_string())
             }
@@ -347,12 +403,18 @@ mod tests {
             event_type: "request".into(),
             event_from: None,
             value_property: value.map(str::to_owned),
-            group_by: Some(BTreeMap::from([("method".into(), "$.method".into()), ("path".into(), "$.path".into())])),
+            group_by: Some(BTreeMap::from([
+                ("method".into(), "$.method".into()),
+                ("path".into(), "$.path".into()),
+            ])),
         }
     }
 
     fn meter(aggregation: &str, value: Option<&str>) -> CompiledMeter {
-        create(aggregation, value).into_meter("01J".into(), "default", now()).expect("valid meter").compile()
+        create(aggregation, value)
+            .into_meter("01J".into(), "default", now())
+            .expect("valid meter")
+            .compile()
     }
 
     fn event(data: Value) -> CloudEvent {
@@ -365,19 +427,40 @@ mod tests {
 
     #[test]
     fn meter_validation_follows_openmeter() {
-        assert_eq!(create("COUNT", Some("$.x")).into_meter("i".into(), "d", now()), Err(MeterError::ValuePropertyForbidden));
-        assert_eq!(create("SUM", None).into_meter("i".into(), "d", now()), Err(MeterError::ValuePropertyRequired("SUM")));
-        assert!(matches!(create("SUM", Some("x")).into_meter("i".into(), "d", now()), Err(MeterError::ValueProperty(_))));
-        assert!(matches!(create("TOTAL", None).into_meter("i".into(), "d", now()), Err(MeterError::Aggregation(_))));
+        assert_eq!(
+            create("COUNT", Some("$.x")).into_meter("i".into(), "d", now()),
+            Err(MeterError::ValuePropertyForbidden)
+        );
+        assert_eq!(
+            create("SUM", None).into_meter("i".into(), "d", now()),
+            Err(MeterError::ValuePropertyRequired("SUM"))
+        );
+        assert!(matches!(
+            create("SUM", Some("x")).into_meter("i".into(), "d", now()),
+            Err(MeterError::ValueProperty(_))
+        ));
+        assert!(matches!(
+            create("TOTAL", None).into_meter("i".into(), "d", now()),
+            Err(MeterError::Aggregation(_))
+        ));
         let mut bad_slug = create("COUNT", None);
         bad_slug.slug = "Bad-Slug".into();
-        assert!(matches!(bad_slug.into_meter("i".into(), "d", now()), Err(MeterError::Slug(_))));
+        assert!(matches!(
+            bad_slug.into_meter("i".into(), "d", now()),
+            Err(MeterError::Slug(_))
+        ));
         let mut same = create("SUM", Some("$.method"));
         same.group_by = Some(BTreeMap::from([("m".into(), "$.method".into())]));
-        assert_eq!(same.into_meter("i".into(), "d", now()), Err(MeterError::GroupByIsValue("m".into())));
+        assert_eq!(
+            same.into_meter("i".into(), "d", now()),
+            Err(MeterError::GroupByIsValue("m".into()))
+        );
         let mut bad_key = create("COUNT", None);
         bad_key.group_by = Some(BTreeMap::from([("1x".into(), "$.a".into())]));
-        assert!(matches!(bad_key.into_meter("i".into(), "d", now()), Err(MeterError::GroupByKey(_))));
+        assert!(matches!(
+            bad_key.into_meter("i".into(), "d", now()),
+            Err(MeterError::GroupByKey(_))
+        ));
         assert!(is_key("tokens_total") && !is_key("a__b") && !is_key("_a") && !is_key(""));
     }
 
@@ -385,23 +468,51 @@ mod tests {
     fn extraction_gives_openmeter_validation_errors() {
         let sum = meter("SUM", Some("$.duration_ms"));
         let cases = [
-            (Value::Null, Err("invalid event: null and missing value property")),
-            (json!({}), Err("invalid event: missing value property: \"$.duration_ms\"")),
-            (json!({"duration_ms": null}), Err("invalid event: value cannot be null")),
-            (json!({"duration_ms": "NaN"}), Err("invalid event: value cannot be NaN")),
-            (json!({"duration_ms": "Inf"}), Err("invalid event: value cannot be infinity")),
-            (json!({"duration_ms": "abc"}), Err("invalid event: value cannot be parsed as float64: abc")),
-            (json!({"duration_ms": true}), Err("invalid event: unsupported value property type: bool")),
+            (
+                Value::Null,
+                Err("invalid event: null and missing value property"),
+            ),
+            (
+                json!({}),
+                Err("invalid event: missing value property: \"$.duration_ms\""),
+            ),
+            (
+                json!({"duration_ms": null}),
+                Err("invalid event: value cannot be null"),
+            ),
+            (
+                json!({"duration_ms": "NaN"}),
+                Err("invalid event: value cannot be NaN"),
+            ),
+            (
+                json!({"duration_ms": "Inf"}),
+                Err("invalid event: value cannot be infinity"),
+            ),
+            (
+                json!({"duration_ms": "abc"}),
+                Err("invalid event: value cannot be parsed as float64: abc"),
+            ),
+            (
+                json!({"duration_ms": true}),
+                Err("invalid event: unsupported value property type: bool"),
+            ),
             (json!({"duration_ms": "100"}), Ok("100")),
             (json!({"duration_ms": 2.5, "method": "GET"}), Ok("2.5")),
         ];
         for (data, expected) in cases {
             let got = match sum.extract(&event(data.clone())) {
-                Extract::Sample(Sample { value: SampleValue::Number(v), .. }) => Ok(v.to_string()),
+                Extract::Sample(Sample {
+                    value: SampleValue::Number(v),
+                    ..
+                }) => Ok(v.to_string()),
                 Extract::Invalid(text) => Err(text),
                 other => Err(format!("{other:?}")),
             };
-            assert_eq!(got, expected.map(str::to_owned).map_err(str::to_owned), "data {data}");
+            assert_eq!(
+                got,
+                expected.map(str::to_owned).map_err(str::to_owned),
+                "data {data}"
+            );
         }
     }
 
@@ -409,12 +520,26 @@ mod tests {
     fn group_by_values_and_counts() {
         let count = meter("COUNT", None);
         let got = count.extract(&event(json!({"method": "GET", "path": 12})));
-        assert_eq!(got, Extract::Sample(Sample { value: SampleValue::One, group: vec!["GET".into(), "12".into()] }));
+        assert_eq!(
+            got,
+            Extract::Sample(Sample {
+                value: SampleValue::One,
+                group: vec!["GET".into(), "12".into()]
+            })
+        );
         let got = count.extract(&event(Value::Null));
-        assert_eq!(got, Extract::Sample(Sample { value: SampleValue::One, group: vec![String::new(), String::new()] }));
+        assert_eq!(
+            got,
+            Extract::Sample(Sample {
+                value: SampleValue::One,
+                group: vec![String::new(), String::new()]
+            })
+        );
         let unique = meter("UNIQUE_COUNT", Some("$.user"));
         let got = unique.extract(&event(json!({"user": 1000000})));
-        assert!(matches!(got, Extract::Sample(Sample { value: SampleValue::Text(ref t), .. }) if t == "1e+06"));
+        assert!(
+            matches!(got, Extract::Sample(Sample { value: SampleValue::Text(ref t), .. }) if t == "1e+06")
+        );
         let mut other = event(json!({}));
         other.event_type = "other".into();
         assert_eq!(count.extract(&other), Extract::Skip);

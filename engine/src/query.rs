@@ -69,7 +69,9 @@ impl MeterQuery {
     /// The minutes a query reads: those that overlap `[from, to)` (meters have
     /// minute resolution, like OpenMeter's).
     pub fn minute_range_ms(&self) -> (i64, i64) {
-        let lo = self.from.map_or(i64::MIN, |f| floor_minute_ms(f.timestamp_millis()));
+        let lo = self
+            .from
+            .map_or(i64::MIN, |f| floor_minute_ms(f.timestamp_millis()));
         let hi = self.to.map_or(i64::MAX, |t| t.timestamp_millis());
         (lo, hi)
     }
@@ -80,11 +82,14 @@ impl MeterQuery {
         if row.minute_ms < lo || row.minute_ms >= hi {
             return false;
         }
-        if !self.subjects.is_empty() && !self.subjects.iter().any(|s| *s == row.subject) {
+        if !self.subjects.is_empty() && !self.subjects.contains(&row.subject) {
             return false;
         }
         self.filters.iter().all(|(key, filter)| {
-            let value = group_keys.iter().position(|k| k == key).and_then(|i| row.group.get(i));
+            let value = group_keys
+                .iter()
+                .position(|k| k == key)
+                .and_then(|i| row.group.get(i));
             filter.matches(value.map(String::as_str))
         })
     }
@@ -98,7 +103,11 @@ impl MeterQuery {
 type GroupKey = (i64, Option<String>, Vec<String>);
 
 /// Folds minute rollups into the query's answer, ordered by window start, subject, groups.
-pub fn evaluate(group_keys: &[String], query: &MeterQuery, rows: impl IntoIterator<Item = RollupRow>) -> Vec<ResultRow> {
+pub fn evaluate(
+    group_keys: &[String],
+    query: &MeterQuery,
+    rows: impl IntoIterator<Item = RollupRow>,
+) -> Vec<ResultRow> {
     let by_subject = query.groups_by_subject();
     let picked: Vec<(String, Option<usize>)> = query
         .group_by
@@ -120,12 +129,19 @@ pub fn evaluate(group_keys: &[String], query: &MeterQuery, rows: impl IntoIterat
             Some(size) => *windows
                 .entry(row.minute_ms)
                 .or_insert_with(|| window_of(utc_from_ms(row.minute_ms), size, query.time_zone)),
-            None => Window { start: utc_from_ms(0), end: utc_from_ms(0) },
+            None => Window {
+                start: utc_from_ms(0),
+                end: utc_from_ms(0),
+            },
         };
         let subject = by_subject.then(|| row.subject.clone());
         let values = picked
             .iter()
-            .map(|(_, i)| i.and_then(|i| row.group.get(i)).cloned().unwrap_or_default())
+            .map(|(_, i)| {
+                i.and_then(|i| row.group.get(i))
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect();
         let key = (window.start.timestamp_millis(), subject, values);
         match groups.get_mut(&key) {
@@ -142,14 +158,20 @@ pub fn evaluate(group_keys: &[String], query: &MeterQuery, rows: impl IntoIterat
                 Some(_) => (window.start, window.end),
                 None => (
                     query.from.unwrap_or_else(|| utc_from_ms(min_minute)),
-                    query.to.unwrap_or_else(|| utc_from_ms(max_minute.saturating_add(MINUTE_MS))),
+                    query
+                        .to
+                        .unwrap_or_else(|| utc_from_ms(max_minute.saturating_add(MINUTE_MS))),
                 ),
             };
             ResultRow {
                 window_start: start,
                 window_end: end,
                 subject,
-                group_by: picked.iter().map(|(k, _)| k.clone()).zip(values.into_iter().map(Some)).collect(),
+                group_by: picked
+                    .iter()
+                    .map(|(k, _)| k.clone())
+                    .zip(values.into_iter().map(Some))
+                    .collect(),
                 value: state.value(),
             }
         })
@@ -167,11 +189,18 @@ mod tests {
     use crate::window::parse_zone;
 
     fn ms(text: &str) -> i64 {
-        parse_time(text).map(|t| t.timestamp_millis()).unwrap_or_default()
+        parse_time(text)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default()
     }
 
     fn row(minute: &str, subject: &str, model: &str, v: i64) -> RollupRow {
-        RollupRow { minute_ms: ms(minute), subject: subject.into(), group: vec![model.into()], state: AggState::Sum(Decimal::from(v)) }
+        RollupRow {
+            minute_ms: ms(minute),
+            subject: subject.into(),
+            group: vec![model.into()],
+            state: AggState::Sum(Decimal::from(v)),
+        }
     }
 
     fn keys() -> Vec<String> {
@@ -180,7 +209,10 @@ mod tests {
 
     #[test]
     fn total_without_window_spans_first_to_last_minute() {
-        let rows = vec![row("2024-01-01T10:00:00Z", "a", "x", 1), row("2024-01-02T10:00:00Z", "b", "y", 2)];
+        let rows = vec![
+            row("2024-01-01T10:00:00Z", "a", "x", 1),
+            row("2024-01-02T10:00:00Z", "b", "y", 2),
+        ];
         let out = evaluate(&keys(), &MeterQuery::default(), rows);
         assert_eq!(out.len(), 1);
         assert_eq!(format_time(&out[0].window_start), "2024-01-01T10:00:00Z");
@@ -206,13 +238,30 @@ mod tests {
         let out = evaluate(&keys(), &query, rows.clone());
         let got: Vec<(String, Option<String>, Option<String>, String)> = out
             .iter()
-            .map(|r| (format_time(&r.window_start), r.subject.clone(), r.group_by["model"].clone(), r.value.to_string()))
+            .map(|r| {
+                (
+                    format_time(&r.window_start),
+                    r.subject.clone(),
+                    r.group_by["model"].clone(),
+                    r.value.to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
             vec![
-                ("2024-01-01T10:00:00Z".into(), Some("a".into()), Some("x".into()), "6".into()),
-                ("2024-01-01T11:00:00Z".into(), Some("a".into()), Some("y".into()), "7".into()),
+                (
+                    "2024-01-01T10:00:00Z".into(),
+                    Some("a".into()),
+                    Some("x".into()),
+                    "6".into()
+                ),
+                (
+                    "2024-01-01T11:00:00Z".into(),
+                    Some("a".into()),
+                    Some("y".into()),
+                    "7".into()
+                ),
             ]
         );
         let filtered = MeterQuery {
@@ -229,7 +278,10 @@ mod tests {
 
     #[test]
     fn days_in_a_zone() {
-        let rows = vec![row("2025-03-09T07:59:00Z", "a", "x", 1), row("2025-03-09T08:00:00Z", "a", "x", 2)];
+        let rows = vec![
+            row("2025-03-09T07:59:00Z", "a", "x", 1),
+            row("2025-03-09T08:00:00Z", "a", "x", 2),
+        ];
         let query = MeterQuery {
             window_size: Some(WindowSize::Day),
             time_zone: parse_zone("America/Los_Angeles").unwrap_or(Tz::UTC),

@@ -4,7 +4,9 @@
 //! minutes, so a minute never straddles a window edge and any window is a union of
 //! minutes: coarser windows are computed at query time.
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +71,10 @@ pub fn window_of(time: DateTime<Utc>, size: WindowSize, tz: Tz) -> Window {
     match size {
         WindowSize::Minute => {
             let start = utc_from_ms(floor_minute_ms(time.timestamp_millis()));
-            Window { start, end: start + Duration::minutes(1) }
+            Window {
+                start,
+                end: start + Duration::minutes(1),
+            }
         }
         WindowSize::Hour => {
             // Offsets change on whole local hours, so the local minutes and seconds
@@ -79,12 +84,18 @@ pub fn window_of(time: DateTime<Utc>, size: WindowSize, tz: Tz) -> Window {
                 + Duration::seconds(i64::from(local.second()))
                 + Duration::nanoseconds(i64::from(local.nanosecond()));
             let start = time - past;
-            Window { start, end: start + Duration::hours(1) }
+            Window {
+                start,
+                end: start + Duration::hours(1),
+            }
         }
         WindowSize::Day => {
             let date = time.with_timezone(&tz).date_naive();
             let next = date.succ_opt().unwrap_or(date);
-            Window { start: local_midnight(tz, date), end: local_midnight(tz, next) }
+            Window {
+                start: local_midnight(tz, date),
+                end: local_midnight(tz, next),
+            }
         }
         WindowSize::Month => {
             let date = time.with_timezone(&tz).date_naive();
@@ -95,7 +106,10 @@ pub fn window_of(time: DateTime<Utc>, size: WindowSize, tz: Tz) -> Window {
                 NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
             }
             .unwrap_or(first);
-            Window { start: local_midnight(tz, first), end: local_midnight(tz, next) }
+            Window {
+                start: local_midnight(tz, first),
+                end: local_midnight(tz, next),
+            }
         }
     }
 }
@@ -133,17 +147,69 @@ mod tests {
     #[test]
     fn windows_in_utc_and_zones() {
         let cases = [
-            ("2024-01-01T10:17:45Z", WindowSize::Minute, "UTC", "2024-01-01T10:17:00Z", "2024-01-01T10:18:00Z"),
-            ("2024-01-01T10:17:45Z", WindowSize::Hour, "UTC", "2024-01-01T10:00:00Z", "2024-01-01T11:00:00Z"),
-            ("2024-01-01T10:17:45Z", WindowSize::Hour, "Asia/Kolkata", "2024-01-01T09:30:00Z", "2024-01-01T10:30:00Z"),
-            ("2024-01-01T10:17:45Z", WindowSize::Hour, "Asia/Kathmandu", "2024-01-01T10:15:00Z", "2024-01-01T11:15:00Z"),
-            ("2024-01-01T10:17:45Z", WindowSize::Day, "UTC", "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"),
-            ("2024-01-01T03:00:00Z", WindowSize::Day, "America/New_York", "2023-12-31T05:00:00Z", "2024-01-01T05:00:00Z"),
-            ("2024-02-29T23:59:59Z", WindowSize::Month, "UTC", "2024-02-01T00:00:00Z", "2024-03-01T00:00:00Z"),
-            ("2024-12-15T00:00:00Z", WindowSize::Month, "Europe/Berlin", "2024-11-30T23:00:00Z", "2024-12-31T23:00:00Z"),
+            (
+                "2024-01-01T10:17:45Z",
+                WindowSize::Minute,
+                "UTC",
+                "2024-01-01T10:17:00Z",
+                "2024-01-01T10:18:00Z",
+            ),
+            (
+                "2024-01-01T10:17:45Z",
+                WindowSize::Hour,
+                "UTC",
+                "2024-01-01T10:00:00Z",
+                "2024-01-01T11:00:00Z",
+            ),
+            (
+                "2024-01-01T10:17:45Z",
+                WindowSize::Hour,
+                "Asia/Kolkata",
+                "2024-01-01T09:30:00Z",
+                "2024-01-01T10:30:00Z",
+            ),
+            (
+                "2024-01-01T10:17:45Z",
+                WindowSize::Hour,
+                "Asia/Kathmandu",
+                "2024-01-01T10:15:00Z",
+                "2024-01-01T11:15:00Z",
+            ),
+            (
+                "2024-01-01T10:17:45Z",
+                WindowSize::Day,
+                "UTC",
+                "2024-01-01T00:00:00Z",
+                "2024-01-02T00:00:00Z",
+            ),
+            (
+                "2024-01-01T03:00:00Z",
+                WindowSize::Day,
+                "America/New_York",
+                "2023-12-31T05:00:00Z",
+                "2024-01-01T05:00:00Z",
+            ),
+            (
+                "2024-02-29T23:59:59Z",
+                WindowSize::Month,
+                "UTC",
+                "2024-02-01T00:00:00Z",
+                "2024-03-01T00:00:00Z",
+            ),
+            (
+                "2024-12-15T00:00:00Z",
+                WindowSize::Month,
+                "Europe/Berlin",
+                "2024-11-30T23:00:00Z",
+                "2024-12-31T23:00:00Z",
+            ),
         ];
         for (time, size, zone, start, end) in cases {
-            assert_eq!(window(time, size, zone), (start.to_owned(), end.to_owned()), "{time} {size:?} {zone}");
+            assert_eq!(
+                window(time, size, zone),
+                (start.to_owned(), end.to_owned()),
+                "{time} {size:?} {zone}"
+            );
         }
     }
 

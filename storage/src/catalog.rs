@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use metron_engine::meter::Meter;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -17,7 +19,10 @@ pub enum Error {
     #[error("catalog query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("catalog row of meter {id} is not a valid meter: {source}")]
-    Decode { id: String, source: serde_json::Error },
+    Decode {
+        id: String,
+        source: serde_json::Error,
+    },
     #[error("a meter with slug {slug:?} already exists")]
     SlugTaken { slug: String },
 }
@@ -42,7 +47,10 @@ impl Catalog {
     /// Opens (creating if needed) the SQLite catalog file and runs the migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
         let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| Error::Open { path: path.to_owned(), source })?
+            .map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -51,17 +59,22 @@ impl Catalog {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|source| Error::Open { path: path.to_owned(), source })?;
+            .map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
 
     /// Every meter of a namespace, oldest first.
     pub async fn list_meters(&self, namespace: &str, include_deleted: bool) -> Result<Vec<Meter>> {
-        let rows = sqlx::query("SELECT id, definition FROM meters WHERE namespace = $1 ORDER BY created_at, id")
-            .bind(namespace)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, definition FROM meters WHERE namespace = $1 ORDER BY created_at, id",
+        )
+        .bind(namespace)
+        .fetch_all(&self.pool)
+        .await?;
         let mut meters = Vec::with_capacity(rows.len());
         for row in rows {
             let meter = decode(row.try_get("id")?, row.try_get("definition")?)?;
@@ -74,9 +87,11 @@ impl Catalog {
 
     /// Every live meter of every namespace.
     pub async fn all_meters(&self) -> Result<Vec<Meter>> {
-        let rows = sqlx::query("SELECT id, definition FROM meters WHERE deleted_at IS NULL ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, definition FROM meters WHERE deleted_at IS NULL ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter()
             .map(|row| decode(row.try_get("id")?, row.try_get("definition")?))
             .collect()
@@ -93,7 +108,10 @@ impl Catalog {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => Ok(Some(decode(row.try_get("id")?, row.try_get("definition")?)?)),
+            Some(row) => Ok(Some(decode(
+                row.try_get("id")?,
+                row.try_get("definition")?,
+            )?)),
             None => Ok(None),
         }
     }
@@ -101,14 +119,17 @@ impl Catalog {
     /// Inserts a new meter; its slug must be free among live meters of the namespace.
     pub async fn insert_meter(&self, meter: &Meter) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let taken: Option<String> =
-            sqlx::query_scalar("SELECT id FROM meters WHERE namespace = $1 AND slug = $2 AND deleted_at IS NULL")
-                .bind(&meter.namespace)
-                .bind(&meter.slug)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let taken: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM meters WHERE namespace = $1 AND slug = $2 AND deleted_at IS NULL",
+        )
+        .bind(&meter.namespace)
+        .bind(&meter.slug)
+        .fetch_optional(&mut *tx)
+        .await?;
         if taken.is_some() {
-            return Err(Error::SlugTaken { slug: meter.slug.clone() });
+            return Err(Error::SlugTaken {
+                slug: meter.slug.clone(),
+            });
         }
         sqlx::query("INSERT INTO meters (id, namespace, slug, definition, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5, NULL)")
             .bind(&meter.id)
@@ -126,7 +147,11 @@ impl Catalog {
     pub async fn update_meter(&self, meter: &Meter) -> Result<()> {
         sqlx::query("UPDATE meters SET definition = $1, deleted_at = $2 WHERE id = $3")
             .bind(encode(meter))
-            .bind(meter.deleted_at.map(|t: DateTime<Utc>| t.timestamp_millis()))
+            .bind(
+                meter
+                    .deleted_at
+                    .map(|t: DateTime<Utc>| t.timestamp_millis()),
+            )
             .bind(&meter.id)
             .execute(&self.pool)
             .await?;
@@ -139,12 +164,16 @@ impl Catalog {
 }
 
 fn encode(meter: &Meter) -> String {
-    let stored = StoredMeter { namespace: meter.namespace.clone(), meter: meter.clone() };
+    let stored = StoredMeter {
+        namespace: meter.namespace.clone(),
+        meter: meter.clone(),
+    };
     serde_json::to_string(&stored).unwrap_or_default()
 }
 
 fn decode(id: String, definition: String) -> Result<Meter> {
-    let stored: StoredMeter = serde_json::from_str(&definition).map_err(|source| Error::Decode { id, source })?;
+    let stored: StoredMeter =
+        serde_json::from_str(&definition).map_err(|source| Error::Decode { id, source })?;
     let mut meter = stored.meter;
     meter.namespace = stored.namespace;
     Ok(meter)

@@ -5,8 +5,12 @@
 //! null), `specversion`, `datacontenttype`, `dataschema`.
 
 use chrono::DateTime;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::arrow::error::ArrowError;
 use metron_engine::event::{CloudEvent, IngestedEvent};
 use std::sync::{Arc, LazyLock};
@@ -36,24 +40,38 @@ pub fn schema() -> SchemaRef {
 pub fn to_batch(events: &[IngestedEvent]) -> Result<RecordBatch, ArrowError> {
     let mut strings: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
     let mut time = TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
-    let mut ingested = TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
+    let mut ingested =
+        TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
     let mut data = StringBuilder::new();
     let mut spec = StringBuilder::new();
     let mut ct = StringBuilder::new();
     let mut ds = StringBuilder::new();
     for e in events {
         let ev = &e.event;
-        for (builder, value) in strings.iter_mut().zip([&e.namespace, &ev.id, &ev.source, &ev.subject, &ev.event_type]) {
+        for (builder, value) in strings.iter_mut().zip([
+            &e.namespace,
+            &ev.id,
+            &ev.source,
+            &ev.subject,
+            &ev.event_type,
+        ]) {
             builder.append_value(value);
         }
         time.append_value(ev.time.timestamp_micros());
         ingested.append_value(e.ingested_at.timestamp_micros());
-        data.append_option(ev.data.as_ref().map(|d| serde_json::Value::Object(d.clone()).to_string()));
+        data.append_option(
+            ev.data
+                .as_ref()
+                .map(|d| serde_json::Value::Object(d.clone()).to_string()),
+        );
         spec.append_value(&ev.specversion);
         ct.append_option(ev.datacontenttype.as_deref());
         ds.append_option(ev.dataschema.as_deref());
     }
-    let mut columns: Vec<ArrayRef> = strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    let mut columns: Vec<ArrayRef> = strings
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
     columns.push(Arc::new(time.finish()));
     columns.push(Arc::new(ingested.finish()));
     columns.push(Arc::new(data.finish()));
@@ -64,7 +82,8 @@ pub fn to_batch(events: &[IngestedEvent]) -> Result<RecordBatch, ArrowError> {
 }
 
 pub fn from_batch(batch: &RecordBatch) -> Result<Vec<IngestedEvent>, ArrowError> {
-    let missing = |name: &str| ArrowError::SchemaError(format!("events batch has no usable column {name}"));
+    let missing =
+        |name: &str| ArrowError::SchemaError(format!("events batch has no usable column {name}"));
     let text = |name: &str| {
         batch
             .column_by_name(name)
@@ -77,10 +96,23 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<IngestedEvent>, ArrowError>
             .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
             .ok_or_else(|| missing(name))
     };
-    let (namespace, id, source, subject, kind) = (text("namespace")?, text("id")?, text("source")?, text("subject")?, text("type")?);
+    let (namespace, id, source, subject, kind) = (
+        text("namespace")?,
+        text("id")?,
+        text("source")?,
+        text("subject")?,
+        text("type")?,
+    );
     let (time, ingested) = (micros("time")?, micros("ingested_at")?);
-    let (data, spec, ct, ds) = (text("data")?, text("specversion")?, text("datacontenttype")?, text("dataschema")?);
-    let opt = |a: &datafusion::arrow::array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    let (data, spec, ct, ds) = (
+        text("data")?,
+        text("specversion")?,
+        text("datacontenttype")?,
+        text("dataschema")?,
+    );
+    let opt = |a: &datafusion::arrow::array::StringArray, i: usize| {
+        (!a.is_null(i)).then(|| a.value(i).to_owned())
+    };
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let data = match opt(data, i) {
@@ -126,8 +158,17 @@ mod tests {
         let bare = parse_event(serde_json::json!({"id": "2", "source": "s", "type": "t", "subject": "c", "time": "2024-01-01T00:00:00Z"}), now)
             .expect("event");
         let rows = vec![
-            IngestedEvent { namespace: "default".into(), ingested_at: DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or_default(), event },
-            IngestedEvent { namespace: "default".into(), ingested_at: DateTime::from_timestamp_micros(5).unwrap_or_default(), event: bare },
+            IngestedEvent {
+                namespace: "default".into(),
+                ingested_at: DateTime::from_timestamp_micros(now.timestamp_micros())
+                    .unwrap_or_default(),
+                event,
+            },
+            IngestedEvent {
+                namespace: "default".into(),
+                ingested_at: DateTime::from_timestamp_micros(5).unwrap_or_default(),
+                event: bare,
+            },
         ];
         let batch = to_batch(&rows).expect("batch");
         assert_eq!(from_batch(&batch).expect("rows"), rows);

@@ -72,14 +72,23 @@ impl Manifest {
     /// Checks the invariants a manifest must hold, before writing and after reading.
     pub fn validate(&self, partitions: u32) -> Result<(), String> {
         if self.version != MANIFEST_VERSION {
-            return Err(format!("version {} is not {MANIFEST_VERSION}", self.version));
+            return Err(format!(
+                "version {} is not {MANIFEST_VERSION}",
+                self.version
+            ));
         }
         if self.partitions.len() != partitions as usize {
-            return Err(format!("{} partitions recorded, the stream has {partitions}", self.partitions.len()));
+            return Err(format!(
+                "{} partitions recorded, the stream has {partitions}",
+                self.partitions.len()
+            ));
         }
         for (i, p) in self.partitions.iter().enumerate() {
             if p.partition as usize != i {
-                return Err(format!("partition {} recorded at position {i}", p.partition));
+                return Err(format!(
+                    "partition {} recorded at position {i}",
+                    p.partition
+                ));
             }
         }
         Ok(())
@@ -91,8 +100,14 @@ pub async fn write(root: &ObjectRoot, manifest: &Manifest, partitions: u32) -> R
     let path = paths::manifest(manifest.epoch);
     manifest
         .validate(partitions)
-        .map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
-    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Invalid { path: path.to_string(), reason: e.to_string() })?;
+        .map_err(|reason| Error::Invalid {
+            path: path.to_string(),
+            reason,
+        })?;
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Invalid {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
     root.put(&path, bytes.into()).await?;
     Ok(())
 }
@@ -110,10 +125,15 @@ pub async fn load_latest(root: &ObjectRoot, partitions: u32) -> Result<Option<Ma
         let bytes = root.get(&path).await?;
         match serde_json::from_slice::<Manifest>(&bytes) {
             Ok(m) if m.epoch == epoch => {
-                m.validate(partitions).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
+                m.validate(partitions).map_err(|reason| Error::Invalid {
+                    path: path.to_string(),
+                    reason,
+                })?;
                 return Ok(Some(m));
             }
-            Ok(_) | Err(_) => tracing::warn!(path = %path, "Skipped an unreadable checkpoint manifest."),
+            Ok(_) | Err(_) => {
+                tracing::warn!(path = %path, "Skipped an unreadable checkpoint manifest.")
+            }
         }
     }
     Ok(None)

@@ -11,11 +11,20 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("object store at {path}: {source}")]
-    Store { path: String, source: datafusion::object_store::Error },
+    Store {
+        path: String,
+        source: datafusion::object_store::Error,
+    },
     #[error("cannot create the object root {path}: {source}")]
-    Root { path: PathBuf, source: std::io::Error },
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot sync {path}: {source}")]
-    Sync { path: PathBuf, source: std::io::Error },
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -31,12 +40,24 @@ pub struct ObjectRoot {
 impl ObjectRoot {
     /// A local directory (created if missing).
     pub fn local(dir: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Root { path: dir.clone(), source })?;
-        let dir = dir.canonicalize().map_err(|source| Error::Root { path: dir.clone(), source })?;
-        let store = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|source| Error::Store { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Root {
+            path: dir.clone(),
+            source,
+        })?;
+        let dir = dir.canonicalize().map_err(|source| Error::Root {
+            path: dir.clone(),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|source| Error::Store {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let url = format!("file://{}", dir.display());
-        Ok(Self { store: Arc::new(store), url, local: Some(dir) })
+        Ok(Self {
+            store: Arc::new(store),
+            url,
+            local: Some(dir),
+        })
     }
 
     pub fn store(&self) -> Arc<dyn ObjectStore> {
@@ -54,28 +75,46 @@ impl ObjectRoot {
         self.store
             .put(path, PutPayload::from(bytes))
             .await
-            .map_err(|source| Error::Store { path: path.to_string(), source })?;
+            .map_err(|source| Error::Store {
+                path: path.to_string(),
+                source,
+            })?;
         if let Some(root) = &self.local {
             let file = root.join(path.as_ref());
             let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            sync(&file).map_err(|source| Error::Sync { path: file.clone(), source })?;
+            sync(&file).map_err(|source| Error::Sync {
+                path: file.clone(),
+                source,
+            })?;
             if let Some(parent) = file.parent() {
-                sync(parent).map_err(|source| Error::Sync { path: parent.to_owned(), source })?;
+                sync(parent).map_err(|source| Error::Sync {
+                    path: parent.to_owned(),
+                    source,
+                })?;
             }
         }
         Ok(())
     }
 
     pub async fn get(&self, path: &ObjectPath) -> Result<Bytes> {
-        let result = self.store.get(path).await.map_err(|source| Error::Store { path: path.to_string(), source })?;
-        result.bytes().await.map_err(|source| Error::Store { path: path.to_string(), source })
+        let result = self.store.get(path).await.map_err(|source| Error::Store {
+            path: path.to_string(),
+            source,
+        })?;
+        result.bytes().await.map_err(|source| Error::Store {
+            path: path.to_string(),
+            source,
+        })
     }
 
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, path: &ObjectPath) -> Result<()> {
         match self.store.delete(path).await {
             Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(Error::Store { path: path.to_string(), source }),
+            Err(source) => Err(Error::Store {
+                path: path.to_string(),
+                source,
+            }),
         }
     }
 
@@ -87,7 +126,10 @@ impl ObjectRoot {
             .map_ok(|meta| meta.location)
             .try_collect()
             .await
-            .map_err(|source| Error::Store { path: prefix.to_string(), source })
+            .map_err(|source| Error::Store {
+                path: prefix.to_string(),
+                source,
+            })
     }
 }
 

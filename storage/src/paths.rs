@@ -8,11 +8,19 @@ pub const CHECKPOINTS: &str = "checkpoints";
 
 /// A minute-rollup file of one meter, written by checkpoint `epoch`.
 pub fn rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> ObjectPath {
-    ObjectPath::from(format!("rollups/namespace={namespace}/meter={meter_id}/e{epoch:020}-{seq:05}.parquet"))
+    ObjectPath::from(format!(
+        "rollups/namespace={namespace}/meter={meter_id}/e{epoch:020}-{seq:05}.parquet"
+    ))
 }
 
 /// A raw-event file of one partition and one day (UTC), written by checkpoint `epoch`.
-pub fn event_file(namespace: &str, day: NaiveDate, epoch: u64, partition: u32, seq: u32) -> ObjectPath {
+pub fn event_file(
+    namespace: &str,
+    day: NaiveDate,
+    epoch: u64,
+    partition: u32,
+    seq: u32,
+) -> ObjectPath {
     ObjectPath::from(format!(
         "events/namespace={namespace}/day={day}/e{epoch:020}-p{partition:05}-{seq:03}.parquet"
     ))
@@ -26,7 +34,10 @@ pub fn manifest(epoch: u64) -> ObjectPath {
 /// The epoch of a manifest path, if it is one.
 pub fn manifest_epoch(path: &ObjectPath) -> Option<u64> {
     let name = path.filename()?;
-    name.strip_prefix("manifest-")?.strip_suffix(".json")?.parse().ok()
+    name.strip_prefix("manifest-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -36,9 +47,15 @@ mod tests {
     #[test]
     fn manifest_names_round_trip() {
         let path = manifest(42);
-        assert_eq!(path.as_ref(), "checkpoints/manifest-00000000000000000042.json");
+        assert_eq!(
+            path.as_ref(),
+            "checkpoints/manifest-00000000000000000042.json"
+        );
         assert_eq!(manifest_epoch(&path), Some(42));
-        assert_eq!(manifest_epoch(&ObjectPath::from("checkpoints/other.json")), None);
+        assert_eq!(
+            manifest_epoch(&ObjectPath::from("checkpoints/other.json")),
+            None
+        );
         let day = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap_or_default();
         assert_eq!(
             event_file("default", day, 3, 1, 0).as_ref(),

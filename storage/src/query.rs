@@ -87,8 +87,14 @@ impl QueryService {
         &self.root
     }
 
-    async fn run<T: Send + 'static>(&self, fut: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-        self.runtime.spawn(fut).await.map_err(|e| Error::Join(e.to_string()))?
+    async fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.runtime
+            .spawn(fut)
+            .await
+            .map_err(|e| Error::Join(e.to_string()))?
     }
 
     /// Encodes a batch as Parquet and writes it durably; returns the number of rows.
@@ -120,12 +126,20 @@ impl QueryService {
         }
         self.run(async move {
             let ctx = SessionContext::new();
-            let mut df = ctx.read_parquet(urls, ParquetReadOptions::default().schema(&schema)).await?;
+            let mut df = ctx
+                .read_parquet(urls, ParquetReadOptions::default().schema(&schema))
+                .await?;
             let ts = |v: i64| {
                 if range.micros {
-                    lit(ScalarValue::TimestampMicrosecond(Some(v), Some(Arc::from("UTC"))))
+                    lit(ScalarValue::TimestampMicrosecond(
+                        Some(v),
+                        Some(Arc::from("UTC")),
+                    ))
                 } else {
-                    lit(ScalarValue::TimestampMillisecond(Some(v), Some(Arc::from("UTC"))))
+                    lit(ScalarValue::TimestampMillisecond(
+                        Some(v),
+                        Some(Arc::from("UTC")),
+                    ))
                 }
             };
             if let Some(lo) = range.lo {
@@ -158,8 +172,14 @@ impl QueryService {
                 let view = table_view(&ctx, table).await?;
                 ctx.register_table(table.name.as_str(), view)?;
             }
-            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-            let df = ctx.sql_with_options(&request.sql, options).await.map_err(|e| Error::Sql(e.to_string()))?;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx
+                .sql_with_options(&request.sql, options)
+                .await
+                .map_err(|e| Error::Sql(e.to_string()))?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df.execute_stream().await?;
             let mut batches = Vec::new();
@@ -180,7 +200,11 @@ impl QueryService {
                     break;
                 }
             }
-            Ok(SqlAnswer { schema, batches, truncated })
+            Ok(SqlAnswer {
+                schema,
+                batches,
+                truncated,
+            })
         });
         match tokio::time::timeout(timeout, fut).await {
             Ok(answer) => answer,
@@ -189,13 +213,19 @@ impl QueryService {
     }
 }
 
-async fn table_view(ctx: &SessionContext, table: &SqlTable) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+async fn table_view(
+    ctx: &SessionContext,
+    table: &SqlTable,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     let live = MemTable::try_new(table.schema.clone(), vec![table.live.clone()])?;
     if table.urls.is_empty() {
         return Ok(Arc::new(live));
     }
     let files: DataFrame = ctx
-        .read_parquet(table.urls.clone(), ParquetReadOptions::default().schema(&table.schema))
+        .read_parquet(
+            table.urls.clone(),
+            ParquetReadOptions::default().schema(&table.schema),
+        )
         .await?;
     let live = ctx.read_table(Arc::new(live))?;
     Ok(files.union(live)?.into_view())
@@ -203,7 +233,9 @@ async fn table_view(ctx: &SessionContext, table: &SqlTable) -> Result<Arc<dyn da
 
 /// A record batch as Parquet bytes (Snappy).
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
     writer.write(batch)?;

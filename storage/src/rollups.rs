@@ -6,10 +6,13 @@
 //! (LATEST's event time) and `uniques` (UNIQUE_COUNT's distinct values).
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder,
+    Array, ArrayRef, AsArray, Decimal128Builder, Int64Builder, ListBuilder, RecordBatch,
+    StringBuilder, TimestampMillisecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Field, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMillisecondType,
+};
 use datafusion::arrow::error::ArrowError;
 use metron_engine::aggregate::{AggState, Aggregation};
 use metron_engine::query::RollupRow;
@@ -30,11 +33,23 @@ pub fn group_column(key: &str) -> String {
 pub fn schema(group_keys: &[String]) -> SchemaRef {
     let utc: Arc<str> = Arc::from("UTC");
     let mut fields = vec![
-        Field::new("minute", DataType::Timestamp(TimeUnit::Millisecond, Some(utc)), false),
+        Field::new(
+            "minute",
+            DataType::Timestamp(TimeUnit::Millisecond, Some(utc)),
+            false,
+        ),
         Field::new("subject", DataType::Utf8, false),
     ];
-    fields.extend(group_keys.iter().map(|k| Field::new(group_column(k), DataType::Utf8, true)));
-    fields.push(Field::new("value", DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE), true));
+    fields.extend(
+        group_keys
+            .iter()
+            .map(|k| Field::new(group_column(k), DataType::Utf8, true)),
+    );
+    fields.push(Field::new(
+        "value",
+        DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE),
+        true,
+    ));
     fields.push(Field::new("count", DataType::Int64, true));
     fields.push(Field::new("latest_ms", DataType::Int64, true));
     fields.push(Field::new(
@@ -59,12 +74,21 @@ pub fn i128_to_decimal(raw: i128) -> Decimal {
         .unwrap_or(if raw < 0 { Decimal::MIN } else { Decimal::MAX })
 }
 
+/// One state spread over the value, count, latest and uniques columns.
+type StateColumns<'a> = (
+    Option<Decimal>,
+    Option<u64>,
+    Option<i64>,
+    Option<&'a BTreeSet<String>>,
+);
+
 /// Rollup rows to one record batch.
 pub fn to_batch(group_keys: &[String], rows: &[RollupRow]) -> Result<RecordBatch, ArrowError> {
     let mut minute = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
     let mut subject = StringBuilder::new();
     let mut groups: Vec<StringBuilder> = group_keys.iter().map(|_| StringBuilder::new()).collect();
-    let mut value = Decimal128Builder::with_capacity(rows.len()).with_precision_and_scale(VALUE_PRECISION, VALUE_SCALE)?;
+    let mut value = Decimal128Builder::with_capacity(rows.len())
+        .with_precision_and_scale(VALUE_PRECISION, VALUE_SCALE)?;
     let mut count = Int64Builder::with_capacity(rows.len());
     let mut latest = Int64Builder::with_capacity(rows.len());
     let mut uniques = ListBuilder::new(StringBuilder::new());
@@ -74,7 +98,7 @@ pub fn to_batch(group_keys: &[String], rows: &[RollupRow]) -> Result<RecordBatch
         for (i, builder) in groups.iter_mut().enumerate() {
             builder.append_option(row.group.get(i));
         }
-        let (v, c, l, u): (Option<Decimal>, Option<u64>, Option<i64>, Option<&BTreeSet<String>>) = match &row.state {
+        let (v, c, l, u): StateColumns<'_> = match &row.state {
             AggState::Sum(s) => (Some(*s), None, None, None),
             AggState::Count(n) => (None, Some(*n), None, None),
             AggState::Avg { sum, count } => (Some(*sum), Some(*count), None, None),
@@ -106,32 +130,66 @@ pub fn to_batch(group_keys: &[String], rows: &[RollupRow]) -> Result<RecordBatch
 
 /// A record batch of the rollup schema back to rows of the meter's aggregation.
 /// Group columns missing from the batch (keys added later) read as "".
-pub fn from_batch(group_keys: &[String], aggregation: Aggregation, batch: &RecordBatch) -> Result<Vec<RollupRow>, ArrowError> {
-    let missing = |name: &str| ArrowError::SchemaError(format!("rollup batch has no column {name}"));
+pub fn from_batch(
+    group_keys: &[String],
+    aggregation: Aggregation,
+    batch: &RecordBatch,
+) -> Result<Vec<RollupRow>, ArrowError> {
+    let missing =
+        |name: &str| ArrowError::SchemaError(format!("rollup batch has no column {name}"));
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| missing(name));
     let minute = column("minute")?
         .as_primitive_opt::<TimestampMillisecondType>()
         .ok_or_else(|| missing("minute (timestamp)"))?;
-    let subject = column("subject")?.as_string_opt::<i32>().ok_or_else(|| missing("subject (utf8)"))?;
+    let subject = column("subject")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| missing("subject (utf8)"))?;
     let groups: Vec<Option<&datafusion::arrow::array::StringArray>> = group_keys
         .iter()
-        .map(|k| batch.column_by_name(&group_column(k)).and_then(|c| c.as_string_opt::<i32>()))
+        .map(|k| {
+            batch
+                .column_by_name(&group_column(k))
+                .and_then(|c| c.as_string_opt::<i32>())
+        })
         .collect();
-    let value = column("value")?.as_primitive_opt::<Decimal128Type>().ok_or_else(|| missing("value (decimal)"))?;
-    let count = column("count")?.as_primitive_opt::<Int64Type>().ok_or_else(|| missing("count (int64)"))?;
-    let latest = column("latest_ms")?.as_primitive_opt::<Int64Type>().ok_or_else(|| missing("latest_ms (int64)"))?;
-    let uniques = column("uniques")?.as_list_opt::<i32>().ok_or_else(|| missing("uniques (list)"))?;
+    let value = column("value")?
+        .as_primitive_opt::<Decimal128Type>()
+        .ok_or_else(|| missing("value (decimal)"))?;
+    let count = column("count")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| missing("count (int64)"))?;
+    let latest = column("latest_ms")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| missing("latest_ms (int64)"))?;
+    let uniques = column("uniques")?
+        .as_list_opt::<i32>()
+        .ok_or_else(|| missing("uniques (list)"))?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let v = (!value.is_null(i)).then(|| i128_to_decimal(value.value(i))).unwrap_or_default();
-        let c = if count.is_null(i) { 0 } else { u64::try_from(count.value(i)).unwrap_or(0) };
+        let v = if value.is_null(i) {
+            Decimal::ZERO
+        } else {
+            i128_to_decimal(value.value(i))
+        };
+        let c = if count.is_null(i) {
+            0
+        } else {
+            u64::try_from(count.value(i)).unwrap_or(0)
+        };
         let state = match aggregation {
             Aggregation::Sum => AggState::Sum(v),
             Aggregation::Count => AggState::Count(c),
             Aggregation::Avg => AggState::Avg { sum: v, count: c },
             Aggregation::Min => AggState::Min(v),
             Aggregation::Max => AggState::Max(v),
-            Aggregation::Latest => AggState::Latest { time_ms: if latest.is_null(i) { 0 } else { latest.value(i) }, value: v },
+            Aggregation::Latest => AggState::Latest {
+                time_ms: if latest.is_null(i) {
+                    0
+                } else {
+                    latest.value(i)
+                },
+                value: v,
+            },
             Aggregation::UniqueCount => {
                 let mut set = BTreeSet::new();
                 if !uniques.is_null(i) {
@@ -148,7 +206,11 @@ pub fn from_batch(group_keys: &[String], aggregation: Aggregation, batch: &Recor
             subject: subject.value(i).to_owned(),
             group: groups
                 .iter()
-                .map(|g| g.filter(|g| !g.is_null(i)).map(|g| g.value(i).to_owned()).unwrap_or_default())
+                .map(|g| {
+                    g.filter(|g| !g.is_null(i))
+                        .map(|g| g.value(i).to_owned())
+                        .unwrap_or_default()
+                })
                 .collect(),
             state,
         });
@@ -168,13 +230,26 @@ mod tests {
             let state = match aggregation {
                 Aggregation::Sum => AggState::Sum(Decimal::new(12345, 3)),
                 Aggregation::Count => AggState::Count(7),
-                Aggregation::Avg => AggState::Avg { sum: Decimal::new(-5, 1), count: 2 },
+                Aggregation::Avg => AggState::Avg {
+                    sum: Decimal::new(-5, 1),
+                    count: 2,
+                },
                 Aggregation::Min => AggState::Min(Decimal::new(1, 12)),
                 Aggregation::Max => AggState::Max(Decimal::from(10_i64.pow(15))),
-                Aggregation::Latest => AggState::Latest { time_ms: 99, value: Decimal::ONE },
-                Aggregation::UniqueCount => AggState::UniqueCount(BTreeSet::from(["a".into(), "b".into()])),
+                Aggregation::Latest => AggState::Latest {
+                    time_ms: 99,
+                    value: Decimal::ONE,
+                },
+                Aggregation::UniqueCount => {
+                    AggState::UniqueCount(BTreeSet::from(["a".into(), "b".into()]))
+                }
             };
-            let rows = vec![RollupRow { minute_ms: 60_000, subject: "s".into(), group: vec!["gpt".into()], state }];
+            let rows = vec![RollupRow {
+                minute_ms: 60_000,
+                subject: "s".into(),
+                group: vec!["gpt".into()],
+                state,
+            }];
             let batch = to_batch(&keys, &rows).expect("batch");
             let back = from_batch(&keys, aggregation, &batch).expect("rows");
             assert_eq!(back, rows, "{aggregation:?}");

@@ -15,22 +15,39 @@ use serde_json::{Value, json};
 /// Which body kind a Content-Type announces (parameters such as charset are ignored).
 pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, ApiError> {
     let raw = content_type.unwrap_or("");
-    let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/cloudevents+json" => Ok(BodyKind::Single),
         "application/cloudevents-batch+json" => Ok(BodyKind::Batch),
         "application/json" => Ok(BodyKind::Json),
-        _ => Err(ApiError::bad_request(format!("invalid content type: {raw}"))),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid content type: {raw}"
+        ))),
     }
 }
 
-pub async fn ingest(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn ingest(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let metrics = state.pipeline.metrics();
     Metrics::add(&metrics.ingest_requests_total, 1);
     if body.len() > INGEST_BODY_BYTES_MAX {
-        return Err(ApiError::new(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
     }
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok());
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
     let parsed = body_kind(content_type).and_then(|kind| {
         parse_events(&body, kind, Utc::now()).map_err(|e| ApiError::bad_request(e.to_string()))
     });
@@ -41,7 +58,11 @@ pub async fn ingest(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
             return Err(error);
         }
     };
-    match state.pipeline.ingest(state.pipeline.namespace(), events).await {
+    match state
+        .pipeline
+        .ingest(state.pipeline.namespace(), events)
+        .await
+    {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
         Err(error) => {
             if matches!(error, metron_actors::pipeline::Error::Overloaded { .. }) {
@@ -64,7 +85,10 @@ fn listed_json(item: &ListedEvent) -> Value {
     value
 }
 
-pub async fn list_v1(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn list_v1(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string())?;
     let now = Utc::now();
     let from = p.time("from")?;
@@ -75,7 +99,9 @@ pub async fn list_v1(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
         return Err(ApiError::bad_request("from must be before to"));
     }
     if !p.all("customerId").is_empty() {
-        return Err(ApiError::bad_request("filtering by customerId needs customers, which this server does not have yet"));
+        return Err(ApiError::bad_request(
+            "filtering by customerId needs customers, which this server does not have yet",
+        ));
     }
     let filter = EventFilter {
         namespace: state.pipeline.namespace().to_owned(),
@@ -94,40 +120,56 @@ pub async fn list_v1(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// `[lo, hi)` of a FilterTime.
+type TimeBounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The v2 filter: `{"id": FilterString, "source": ..., "subject": ..., "type": ..., "time": FilterTime, "ingestedAt": FilterTime}`.
 struct V2Filter {
     strings: Vec<(&'static str, StringFilter)>,
-    time: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
-    ingested: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    time: TimeBounds,
+    ingested: TimeBounds,
 }
 
-fn time_filter(value: &Value, name: &str) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+fn time_filter(value: &Value, name: &str) -> Result<TimeBounds, ApiError> {
     let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(format!("filter.{name} must be an object")));
+        return Err(ApiError::bad_request(format!(
+            "filter.{name} must be an object"
+        )));
     };
     let (mut lo, mut hi) = (None, None);
     for (op, v) in map {
         let t = v
             .as_str()
             .and_then(metron_engine::event::parse_time)
-            .ok_or_else(|| ApiError::bad_request(format!("filter.{name}.{op} must be an RFC 3339 date-time")))?;
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("filter.{name}.{op} must be an RFC 3339 date-time"))
+            })?;
         match op.as_str() {
             "$gte" => lo = Some(t),
             "$gt" => lo = Some(t + chrono::Duration::microseconds(1)),
             "$lt" => hi = Some(t),
             "$lte" => hi = Some(t + chrono::Duration::microseconds(1)),
-            other => return Err(ApiError::bad_request(format!("filter.{name}: unsupported operator {other}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "filter.{name}: unsupported operator {other}"
+                )));
+            }
         }
     }
     Ok((lo, hi))
 }
 
 fn parse_v2_filter(text: Option<&str>) -> Result<V2Filter, ApiError> {
-    let mut out = V2Filter { strings: Vec::new(), time: (None, None), ingested: (None, None) };
+    let mut out = V2Filter {
+        strings: Vec::new(),
+        time: (None, None),
+        ingested: (None, None),
+    };
     let Some(text) = text else {
         return Ok(out);
     };
-    let value: Value = serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
     let Value::Object(map) = value else {
         return Err(ApiError::bad_request("filter must be a JSON object"));
     };
@@ -140,19 +182,31 @@ fn parse_v2_filter(text: Option<&str>) -> Result<V2Filter, ApiError> {
                     "subject" => "subject",
                     _ => "type",
                 };
-                let f = StringFilter::parse(v).map_err(|e| ApiError::bad_request(format!("filter.{key}: {e}")))?;
+                let f = StringFilter::parse(v)
+                    .map_err(|e| ApiError::bad_request(format!("filter.{key}: {e}")))?;
                 out.strings.push((name, f));
             }
             "time" => out.time = time_filter(v, "time")?,
             "ingestedAt" => out.ingested = time_filter(v, "ingestedAt")?,
-            "customerId" => return Err(ApiError::bad_request("filter.customerId needs customers, which this server does not have yet")),
-            other => return Err(ApiError::bad_request(format!("filter: unknown field {other}"))),
+            "customerId" => {
+                return Err(ApiError::bad_request(
+                    "filter.customerId needs customers, which this server does not have yet",
+                ));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "filter: unknown field {other}"
+                )));
+            }
         }
     }
     Ok(out)
 }
 
-pub async fn list_v2(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn list_v2(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string())?;
     let limit = p.usize_in("limit", LIST_EVENTS_MAX, 1, LIST_EVENTS_MAX)?;
     let filter = parse_v2_filter(p.one("filter"))?;
@@ -188,7 +242,11 @@ pub async fn list_v2(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
     };
     let items = state.pipeline.list_events(&query).await?;
     let key = |e: &ListedEvent| {
-        (e.event.event.time.timestamp_micros(), e.event.ingested_at.timestamp_micros(), e.event.event.id.clone())
+        (
+            e.event.event.time.timestamp_micros(),
+            e.event.ingested_at.timestamp_micros(),
+            e.event.event.id.clone(),
+        )
     };
     let page: Vec<&ListedEvent> = items
         .iter()
@@ -234,9 +292,18 @@ mod tests {
 
     #[test]
     fn content_types_are_read_leniently() {
-        assert_eq!(body_kind(Some("application/cloudevents+json; charset=utf-8")).ok(), Some(BodyKind::Single));
-        assert_eq!(body_kind(Some("application/cloudevents-batch+json")).ok(), Some(BodyKind::Batch));
-        assert_eq!(body_kind(Some("Application/JSON")).ok(), Some(BodyKind::Json));
+        assert_eq!(
+            body_kind(Some("application/cloudevents+json; charset=utf-8")).ok(),
+            Some(BodyKind::Single)
+        );
+        assert_eq!(
+            body_kind(Some("application/cloudevents-batch+json")).ok(),
+            Some(BodyKind::Batch)
+        );
+        assert_eq!(
+            body_kind(Some("Application/JSON")).ok(),
+            Some(BodyKind::Json)
+        );
         assert!(body_kind(Some("text/xml")).is_err());
         assert!(body_kind(None).is_err());
     }

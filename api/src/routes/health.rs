@@ -9,7 +9,9 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready once the pipeline runs: the server only listens after it started.
 pub async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ready\n")
+    HttpResponse::Ok()
+        .content_type("text/plain")
+        .body("ready\n")
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -21,7 +21,10 @@ use std::collections::BTreeMap;
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string())?;
     let include_deleted = p.bool("includeDeleted")?.unwrap_or(false);
-    let mut meters = state.pipeline.list_meters(state.pipeline.namespace(), include_deleted).await?;
+    let mut meters = state
+        .pipeline
+        .list_meters(state.pipeline.namespace(), include_deleted)
+        .await?;
     let descending = p.one("order") == Some("DESC");
     match p.one("orderBy").unwrap_or("key") {
         "key" => meters.sort_by(|a, b| a.slug.cmp(&b.slug)),
@@ -37,28 +40,57 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     if p.one("page").is_some() || p.one("pageSize").is_some() {
         let page = p.usize_in("page", 1, 1, usize::MAX)?;
         let size = p.usize_in("pageSize", 100, 1, 1000)?;
-        meters = meters.into_iter().skip((page - 1).saturating_mul(size)).take(size).collect();
+        meters = meters
+            .into_iter()
+            .skip((page - 1).saturating_mul(size))
+            .take(size)
+            .collect();
     }
     Ok(HttpResponse::Ok().json(meters))
 }
 
-pub async fn create(state: web::Data<AppState>, body: web::Json<MeterCreate>) -> Result<HttpResponse, ApiError> {
-    let meter = state.pipeline.create_meter(state.pipeline.namespace(), body.into_inner()).await?;
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<MeterCreate>,
+) -> Result<HttpResponse, ApiError> {
+    let meter = state
+        .pipeline
+        .create_meter(state.pipeline.namespace(), body.into_inner())
+        .await?;
     Ok(HttpResponse::Created().json(meter))
 }
 
-pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let meter = state.pipeline.get_meter(state.pipeline.namespace(), &path).await?;
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let meter = state
+        .pipeline
+        .get_meter(state.pipeline.namespace(), &path)
+        .await?;
     Ok(HttpResponse::Ok().json(meter))
 }
 
-pub async fn update(state: web::Data<AppState>, path: web::Path<String>, body: web::Json<MeterUpdate>) -> Result<HttpResponse, ApiError> {
-    let meter = state.pipeline.update_meter(state.pipeline.namespace(), &path, body.into_inner()).await?;
+pub async fn update(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<MeterUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let meter = state
+        .pipeline
+        .update_meter(state.pipeline.namespace(), &path, body.into_inner())
+        .await?;
     Ok(HttpResponse::Ok().json(meter))
 }
 
-pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    state.pipeline.delete_meter(state.pipeline.namespace(), &path).await?;
+pub async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .pipeline
+        .delete_meter(state.pipeline.namespace(), &path)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -104,9 +136,11 @@ struct RawQuery {
 fn time_field(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     match text {
         None => Ok(None),
-        Some(t) => parse_time(t)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("invalid {name}: {t:?} is not an RFC 3339 date-time"))),
+        Some(t) => parse_time(t).map(Some).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid {name}: {t:?} is not an RFC 3339 date-time"
+            ))
+        }),
     }
 }
 
@@ -114,8 +148,9 @@ fn raw_from_params(p: &Params) -> Result<RawQuery, ApiError> {
     let advanced = match p.one("advancedMeterGroupByFilters") {
         None => None,
         Some(text) => Some(
-            serde_json::from_str::<BTreeMap<String, Value>>(text)
-                .map_err(|e| ApiError::bad_request(format!("invalid advancedMeterGroupByFilters: {e}")))?,
+            serde_json::from_str::<BTreeMap<String, Value>>(text).map_err(|e| {
+                ApiError::bad_request(format!("invalid advancedMeterGroupByFilters: {e}"))
+            })?,
         ),
     };
     Ok(RawQuery {
@@ -126,7 +161,11 @@ fn raw_from_params(p: &Params) -> Result<RawQuery, ApiError> {
         subjects: p.all("subject"),
         customers: p.all("filterCustomerId"),
         group_by: p.all("groupBy"),
-        simple_filters: p.map("filterGroupBy").into_iter().map(|(k, v)| (k, vec![v])).collect(),
+        simple_filters: p
+            .map("filterGroupBy")
+            .into_iter()
+            .map(|(k, v)| (k, vec![v]))
+            .collect(),
         advanced,
     })
 }
@@ -154,30 +193,43 @@ fn build_query(meter: &Meter, raw: RawQuery) -> Result<MeterQuery, ApiError> {
         return Err(ApiError::bad_request("from must be before to"));
     }
     if !raw.customers.is_empty() || raw.group_by.iter().any(|g| g == "customer_id") {
-        return Err(ApiError::bad_request("customer filters and groupBy=customer_id need customers, which this server does not have yet"));
+        return Err(ApiError::bad_request(
+            "customer filters and groupBy=customer_id need customers, which this server does not have yet",
+        ));
     }
     let window_size = match raw.window_size.as_deref() {
         None => None,
         Some(text) => Some(WindowSize::parse(text).ok_or_else(|| {
-            ApiError::bad_request(format!("invalid windowSize {text:?}: must be MINUTE, HOUR, DAY or MONTH"))
+            ApiError::bad_request(format!(
+                "invalid windowSize {text:?}: must be MINUTE, HOUR, DAY or MONTH"
+            ))
         })?),
     };
     let time_zone: Tz = match raw.time_zone.as_deref() {
         None | Some("") => Tz::UTC,
-        Some(name) => parse_zone(name).ok_or_else(|| ApiError::bad_request(format!("invalid windowTimeZone: {name:?}")))?,
+        Some(name) => parse_zone(name)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid windowTimeZone: {name:?}")))?,
     };
     for key in &raw.group_by {
         if key != "subject" && !meter.group_by.contains_key(key) {
-            return Err(ApiError::bad_request(format!("invalid group by: {key} is not a group by key of meter {}", meter.slug)));
+            return Err(ApiError::bad_request(format!(
+                "invalid group by: {key} is not a group by key of meter {}",
+                meter.slug
+            )));
         }
     }
     if !raw.simple_filters.is_empty() && raw.advanced.is_some() {
-        return Err(ApiError::bad_request("filterGroupBy and advancedMeterGroupByFilters cannot be used together"));
+        return Err(ApiError::bad_request(
+            "filterGroupBy and advancedMeterGroupByFilters cannot be used together",
+        ));
     }
     let mut filters = BTreeMap::new();
     for (key, values) in raw.simple_filters {
         if !meter.group_by.contains_key(&key) {
-            return Err(ApiError::bad_request(format!("invalid filterGroupBy: {key} is not a group by key of meter {}", meter.slug)));
+            return Err(ApiError::bad_request(format!(
+                "invalid filterGroupBy: {key} is not a group by key of meter {}",
+                meter.slug
+            )));
         }
         let filter = if values.len() == 1 {
             StringFilter::Eq(values.into_iter().next().unwrap_or_default())
@@ -193,8 +245,9 @@ fn build_query(meter: &Meter, raw: RawQuery) -> Result<MeterQuery, ApiError> {
                 meter.slug
             )));
         }
-        let filter = StringFilter::parse(&value)
-            .map_err(|e| ApiError::bad_request(format!("invalid advancedMeterGroupByFilters.{key}: {e}")))?;
+        let filter = StringFilter::parse(&value).map_err(|e| {
+            ApiError::bad_request(format!("invalid advancedMeterGroupByFilters.{key}: {e}"))
+        })?;
         filters.insert(key, filter);
     }
     let mut group_by = raw.group_by;
@@ -204,7 +257,15 @@ fn build_query(meter: &Meter, raw: RawQuery) -> Result<MeterQuery, ApiError> {
         (Some(f), Some(e)) => Some(f.max(e)),
         (f, _) => f,
     };
-    Ok(MeterQuery { from, to: raw.to, window_size, time_zone, subjects: raw.subjects, group_by, filters })
+    Ok(MeterQuery {
+        from,
+        to: raw.to,
+        window_size,
+        time_zone,
+        subjects: raw.subjects,
+        group_by,
+        filters,
+    })
 }
 
 #[derive(Serialize)]
@@ -218,16 +279,28 @@ struct RowJson<'a> {
     group_by: &'a BTreeMap<String, Option<String>>,
 }
 
-fn answer(req: &HttpRequest, meter: &Meter, query: &MeterQuery, raw_from: Option<DateTime<Utc>>, rows: &[ResultRow]) -> HttpResponse {
+fn answer(
+    req: &HttpRequest,
+    meter: &Meter,
+    query: &MeterQuery,
+    raw_from: Option<DateTime<Utc>>,
+    rows: &[ResultRow],
+) -> HttpResponse {
     let wants_csv = req
         .headers()
         .get("accept")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.split(',').any(|p| p.split(';').next().unwrap_or("").trim() == "text/csv"));
+        .is_some_and(|a| {
+            a.split(',')
+                .any(|p| p.split(';').next().unwrap_or("").trim() == "text/csv")
+        });
     if wants_csv {
         return HttpResponse::Ok()
             .content_type("text/csv")
-            .insert_header(("Content-Disposition", format!("attachment; filename={}.csv", meter.slug)))
+            .insert_header((
+                "Content-Disposition",
+                format!("attachment; filename={}.csv", meter.slug),
+            ))
             .body(csv(query, rows));
     }
     let data: Vec<RowJson<'_>> = rows
@@ -250,7 +323,10 @@ fn answer(req: &HttpRequest, meter: &Meter, query: &MeterQuery, raw_from: Option
     if let Some(w) = query.window_size {
         body.insert("windowSize".into(), Value::String(w.as_str().into()));
     }
-    body.insert("data".into(), serde_json::to_value(&data).unwrap_or(Value::Array(Vec::new())));
+    body.insert(
+        "data".into(),
+        serde_json::to_value(&data).unwrap_or(Value::Array(Vec::new())),
+    );
     HttpResponse::Ok().json(Value::Object(body))
 }
 
@@ -285,7 +361,14 @@ fn csv(query: &MeterQuery, rows: &[ResultRow]) -> String {
         }
         for k in &keys {
             out.push(',');
-            out.push_str(&csv_field(r.group_by.get(*k).cloned().flatten().as_deref().unwrap_or("")));
+            out.push_str(&csv_field(
+                r.group_by
+                    .get(*k)
+                    .cloned()
+                    .flatten()
+                    .as_deref()
+                    .unwrap_or(""),
+            ));
         }
         out.push(',');
         out.push_str(&format_fixed6(r.value));
@@ -294,8 +377,15 @@ fn csv(query: &MeterQuery, rows: &[ResultRow]) -> String {
     out
 }
 
-pub async fn query_get(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let meter = state.pipeline.get_meter(state.pipeline.namespace(), &path).await?;
+pub async fn query_get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let meter = state
+        .pipeline
+        .get_meter(state.pipeline.namespace(), &path)
+        .await?;
     let raw = raw_from_params(&Params::parse(req.query_string())?)?;
     let raw_from = raw.from;
     let query = build_query(&meter, raw)?;
@@ -309,7 +399,10 @@ pub async fn query_post(
     path: web::Path<String>,
     body: web::Json<QueryBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let meter = state.pipeline.get_meter(state.pipeline.namespace(), &path).await?;
+    let meter = state
+        .pipeline
+        .get_meter(state.pipeline.namespace(), &path)
+        .await?;
     let raw = raw_from_body(body.into_inner())?;
     let raw_from = raw.from;
     let query = build_query(&meter, raw)?;
@@ -317,10 +410,21 @@ pub async fn query_post(
     Ok(answer(&req, &meter, &query, raw_from, &rows))
 }
 
-pub async fn subjects(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let meter = state.pipeline.get_meter(state.pipeline.namespace(), &path).await?;
+pub async fn subjects(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let meter = state
+        .pipeline
+        .get_meter(state.pipeline.namespace(), &path)
+        .await?;
     let p = Params::parse(req.query_string())?;
-    let query = MeterQuery { from: p.time("from")?, to: p.time("to")?, ..MeterQuery::default() };
+    let query = MeterQuery {
+        from: p.time("from")?,
+        to: p.time("to")?,
+        ..MeterQuery::default()
+    };
     let list = state.pipeline.meter_subjects(&meter, &query).await?;
     Ok(HttpResponse::Ok().json(list))
 }
@@ -331,13 +435,25 @@ pub async fn group_by_values(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (meter_ref, key) = path.into_inner();
-    let meter = state.pipeline.get_meter(state.pipeline.namespace(), &meter_ref).await?;
+    let meter = state
+        .pipeline
+        .get_meter(state.pipeline.namespace(), &meter_ref)
+        .await?;
     if !meter.group_by.contains_key(&key) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{key} is not a group by key of meter {}", meter.slug)));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{key} is not a group by key of meter {}", meter.slug),
+        ));
     }
     let p = Params::parse(req.query_string())?;
-    let from = p.time("from")?.unwrap_or_else(|| Utc::now() - chrono::Duration::hours(24));
-    let query = MeterQuery { from: Some(from), to: p.time("to")?, ..MeterQuery::default() };
+    let from = p
+        .time("from")?
+        .unwrap_or_else(|| Utc::now() - chrono::Duration::hours(24));
+    let query = MeterQuery {
+        from: Some(from),
+        to: p.time("to")?,
+        ..MeterQuery::default()
+    };
     let mut values = state.pipeline.group_by_values(&meter, &key, &query).await?;
     if let Some(search) = p.one("search") {
         let needle = search.to_lowercase();

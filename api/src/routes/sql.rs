@@ -25,26 +25,50 @@ pub struct SqlBody {
     timeout_ms: Option<u64>,
 }
 
-pub async fn run(state: web::Data<AppState>, req: HttpRequest, body: web::Json<SqlBody>) -> Result<HttpResponse, ApiError> {
+pub async fn run(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<SqlBody>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let limit = body.limit.unwrap_or(SQL_ROWS_DEFAULT);
     if limit == 0 || limit > SQL_ROWS_MAX {
-        return Err(ApiError::bad_request(format!("limit must be from 1 to {SQL_ROWS_MAX}")));
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {SQL_ROWS_MAX}"
+        )));
     }
-    let timeout = Duration::from_millis(body.timeout_ms.unwrap_or(SQL_TIMEOUT_MS_DEFAULT).min(SQL_TIMEOUT_MS_MAX));
-    let answer = state.pipeline.sql(state.pipeline.namespace(), body.sql, limit, timeout).await?;
+    let timeout = Duration::from_millis(
+        body.timeout_ms
+            .unwrap_or(SQL_TIMEOUT_MS_DEFAULT)
+            .min(SQL_TIMEOUT_MS_MAX),
+    );
+    let answer = state
+        .pipeline
+        .sql(state.pipeline.namespace(), body.sql, limit, timeout)
+        .await?;
     let wants_csv = req
         .headers()
         .get("accept")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.split(',').any(|p| p.split(';').next().unwrap_or("").trim() == "text/csv"));
+        .is_some_and(|a| {
+            a.split(',')
+                .any(|p| p.split(';').next().unwrap_or("").trim() == "text/csv")
+        });
     if wants_csv {
-        let text = to_csv(&answer).map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let text = to_csv(&answer)
+            .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
         return Ok(HttpResponse::Ok().content_type("text/csv").body(text));
     }
-    let rows = to_rows(&answer).map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let columns: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
-    Ok(HttpResponse::Ok().json(json_value!({ "columns": columns, "rows": rows, "truncated": answer.truncated })))
+    let rows = to_rows(&answer)
+        .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let columns: Vec<&str> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(json_value!({ "columns": columns, "rows": rows, "truncated": answer.truncated })))
 }
 
 fn to_rows(answer: &SqlAnswer) -> Result<Vec<Value>, String> {
@@ -56,12 +80,22 @@ fn to_rows(answer: &SqlAnswer) -> Result<Vec<Value>, String> {
         }
         writer.finish().map_err(|e| e.to_string())?;
     }
-    let objects: Vec<serde_json::Map<String, Value>> =
-        if buffer.is_empty() { Vec::new() } else { serde_json::from_slice(&buffer).map_err(|e| e.to_string())? };
+    let objects: Vec<serde_json::Map<String, Value>> = if buffer.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&buffer).map_err(|e| e.to_string())?
+    };
     Ok(objects
         .into_iter()
         .map(|mut o| {
-            Value::Array(answer.schema.fields().iter().map(|f| o.remove(f.name()).unwrap_or(Value::Null)).collect())
+            Value::Array(
+                answer
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| o.remove(f.name()).unwrap_or(Value::Null))
+                    .collect(),
+            )
         })
         .collect())
 }
@@ -69,9 +103,16 @@ fn to_rows(answer: &SqlAnswer) -> Result<Vec<Value>, String> {
 fn to_csv(answer: &SqlAnswer) -> Result<String, String> {
     let mut buffer = Vec::new();
     {
-        let mut writer = csv::WriterBuilder::new().with_header(true).build(&mut buffer);
+        let mut writer = csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut buffer);
         if answer.batches.is_empty() {
-            let names: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let names: Vec<&str> = answer
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             return Ok(format!("{}\n", names.join(",")));
         }
         for batch in &answer.batches {

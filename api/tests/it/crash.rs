@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -27,6 +28,28 @@ meters:
 partitions: 4
 checkpointInterval: 200ms
 "#;
+
+/// A temporary directory that is kept (and named) when the test fails.
+struct KeepOnPanic(Option<tempfile::TempDir>);
+
+impl KeepOnPanic {
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("directory").path()
+    }
+}
+
+impl Drop for KeepOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!(
+                "kept the crash test's data directory in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
 
 /// One batch as sent: its events and their ids.
 struct Batch {
@@ -114,8 +137,8 @@ fn sql_count(server: &TestServer, sql: &str) -> Result<u64, String> {
 }
 
 /// Waits until the COUNT and SUM meters and SQL all say exactly `expected`.
-fn wait_exact(server: &TestServer, expected: u64, when: &str) {
-    eventually(VISIBLE, || {
+fn wait_exact(server: &TestServer, expected: u64) -> Result<(), String> {
+    try_eventually(VISIBLE, || {
         let c = count(server, "crash_count")?;
         let s = count(server, "crash_sum")?;
         let q = sql_count(server, "SELECT count(*) FROM events")?;
@@ -123,10 +146,95 @@ fn wait_exact(server: &TestServer, expected: u64, when: &str) {
             Ok(())
         } else {
             Err(format!(
-                "{when}: want {expected} events; COUNT meter {c}, SUM meter {s}, SQL {q}"
+                "want {expected} events; COUNT meter {c}, SUM meter {s}, SQL {q}"
             ))
         }
-    });
+    })
+}
+
+fn id_number(id: &str) -> u64 {
+    id.strip_prefix("crash-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a crash test id: {id}"))
+}
+
+/// How many of `ids` the SQL view has.
+fn stored_count(server: &TestServer, ids: &[String]) -> u64 {
+    let list = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    sql_count(
+        server,
+        &format!("SELECT count(*) FROM events WHERE id IN ({list})"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Ranges `a-b` of a sorted list of numbers.
+fn ranges(numbers: impl IntoIterator<Item = u64>) -> String {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for n in numbers {
+        match out.last_mut() {
+            Some((_, hi)) if *hi + 1 == n => *hi = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out.iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What is stored compared with what was acknowledged: for the failure message.
+fn diagnose(server: &TestServer, acked: &BTreeSet<u64>, batches: &[Batch]) -> String {
+    let resp = server
+        .post("/api/v1/sql")
+        .json(&json!({ "sql": "SELECT id FROM events", "limit": 10_000_000 }))
+        .send();
+    let Ok(body) = resp.try_json() else {
+        return format!("(no SQL answer: {resp})");
+    };
+    let stored: BTreeSet<u64> = body["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r[0].as_str())
+        .map(id_number)
+        .collect();
+    let lost = acked.difference(&stored).copied();
+    let cut: BTreeSet<u64> = batches
+        .iter()
+        .flat_map(|b| b.ids.iter().map(|id| id_number(id)))
+        .collect();
+    let unknown = stored
+        .iter()
+        .filter(|n| !acked.contains(n) && !cut.contains(n))
+        .copied();
+    let mut out = format!(
+        "stored {} distinct ids, {} acknowledged\nacknowledged but not stored: [{}]\nstored but never sent or acknowledged: [{}]",
+        stored.len(),
+        acked.len(),
+        ranges(lost),
+        ranges(unknown)
+    );
+    for b in batches {
+        let ids: Vec<u64> = b.ids.iter().map(|id| id_number(id)).collect();
+        let have: Vec<u64> = ids.iter().copied().filter(|n| stored.contains(n)).collect();
+        out.push_str(&format!(
+            "\ncut batch [{}]: stored [{}]",
+            ranges(ids.iter().copied()),
+            ranges(have)
+        ));
+    }
+    out
 }
 
 #[test]
@@ -148,11 +256,13 @@ fn sigkill_during_ingest_loses_no_acknowledged_event() {
     eprintln!("crash test: seed {seed}, {rounds} rounds (replay with METRON_CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let data = tempfile::Builder::new()
-        .prefix("metron-crash-")
-        .tempdir()
-        .expect("temp data dir");
-    let mut acked: u64 = 0;
+    let data = KeepOnPanic(Some(
+        tempfile::Builder::new()
+            .prefix("metron-crash-")
+            .tempdir()
+            .expect("temp data dir"),
+    ));
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
     let mut unacked: Vec<Batch> = Vec::new();
     let mut next_id: u64 = 0;
 
@@ -165,43 +275,45 @@ fn sigkill_during_ingest_loses_no_acknowledged_event() {
         let when = format!("seed {seed} round {round}");
 
         // Everything acknowledged before the kill is there; each cut batch wholly or not at all.
-        let pending: u64 = unacked.iter().map(|b| b.ids.len() as u64).sum();
-        eventually(VISIBLE, || {
+        let pending: usize = unacked.iter().map(|b| b.ids.len()).sum();
+        let (lo, hi) = (acked.len() as f64, (acked.len() + pending) as f64);
+        let after_restart = try_eventually(VISIBLE, || {
             let c = count(&server, "crash_count")?;
-            if c >= acked as f64 && c <= (acked + pending) as f64 {
+            if c >= lo && c <= hi {
                 Ok(())
             } else {
-                Err(format!(
-                    "{when}: COUNT {c} outside [{acked}, {}] after restart",
-                    acked + pending
-                ))
+                Err(format!("COUNT {c} outside [{lo}, {hi}] after restart"))
             }
         });
-        for batch in &unacked {
-            let list = batch
-                .ids
-                .iter()
-                .map(|id| format!("'{id}'"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let n = sql_count(
-                &server,
-                &format!("SELECT count(*) FROM events WHERE id IN ({list})"),
-            )
-            .unwrap_or_else(|e| panic!("{when}: {e}"));
-            assert!(
-                n == 0 || n == batch.ids.len() as u64,
-                "{when}: a batch cut by the kill is partly stored: {n} of {} events",
-                batch.ids.len()
+        let partial = unacked
+            .iter()
+            .filter_map(|batch| {
+                let n = stored_count(&server, &batch.ids);
+                (n != 0 && n != batch.ids.len() as u64)
+                    .then(|| format!("{} of {} events", n, batch.ids.len()))
+            })
+            .collect::<Vec<_>>();
+        if after_restart.is_err() || !partial.is_empty() {
+            panic!(
+                "{when}: {}; cut batches partly stored: {partial:?}\n{}",
+                after_restart.err().unwrap_or_default(),
+                diagnose(&server, &acked, &unacked)
             );
         }
 
         // Resend what was not acknowledged; dedup must make the count exact.
-        for batch in unacked.drain(..) {
+        let resent: Vec<Batch> = std::mem::take(&mut unacked);
+        for batch in &resent {
             server.ingest_batch(&batch.events).expect_status(204);
-            acked += batch.ids.len() as u64;
+            acked.extend(batch.ids.iter().map(|id| id_number(id)));
         }
-        wait_exact(&server, acked, &when);
+        if let Err(e) = wait_exact(&server, acked.len() as u64) {
+            panic!(
+                "{when}, after resending {} cut batches: {e}\n{}",
+                resent.len(),
+                diagnose(&server, &acked, &resent)
+            );
+        }
         if round == rounds {
             break;
         }
@@ -225,13 +337,20 @@ fn sigkill_during_ingest_loses_no_acknowledged_event() {
             sent.odd_statuses
         );
         next_id = sent.next_id;
-        acked += sent.acked.iter().map(|b| b.ids.len() as u64).sum::<u64>();
+        for batch in &sent.acked {
+            acked.extend(batch.ids.iter().map(|id| id_number(id)));
+        }
         unacked = sent.unacked;
         println!(
-            "{when}: killed after {delay} ms; {} batches acknowledged, {} cut; {acked} events acknowledged so far",
+            "{when}: killed after {delay} ms; {} batches acknowledged, {} cut; {} events acknowledged so far",
             sent.acked.len(),
-            unacked.len()
+            unacked.len(),
+            acked.len()
         );
     }
-    assert_eq!(acked, next_id, "every id sent was finally acknowledged");
+    assert_eq!(
+        acked.len() as u64,
+        next_id,
+        "every id sent was finally acknowledged"
+    );
 }
