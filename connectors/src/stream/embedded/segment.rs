@@ -5,7 +5,7 @@
 //! offset, zero-padded to 20 digits, `.seg`). It holds frames back to back:
 //!
 //! ```text
-//! u32 LE payload length | u32 LE crc32 of the payload | payload bytes
+//! u32 LE payload length | u32 LE crc32 of (length, payload) | payload bytes
 //! ```
 
 use std::fs::File;
@@ -54,10 +54,19 @@ pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 
 /// Appends one frame for `payload` to `buf`. The caller has checked that the
 /// payload length fits in a u32.
+/// crc32 of the length and the payload: covering the length means a zero-filled
+/// tail (len 0, crc 0) never reads as a valid empty record.
+pub(super) fn frame_crc(len: u32, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
 pub(super) fn put_frame(buf: &mut BytesMut, len: u32, payload: &[u8]) {
     buf.reserve(FRAME_HEADER + payload.len());
     buf.put_u32_le(len);
-    buf.put_u32_le(crc32fast::hash(payload));
+    buf.put_u32_le(frame_crc(len, payload));
     buf.put_slice(payload);
 }
 
@@ -238,7 +247,7 @@ impl<'a> FrameReader<'a> {
             });
         }
         let payload = self.buf.slice(self.cur + FRAME_HEADER..self.cur + total);
-        if crc32fast::hash(&payload) != crc {
+        if frame_crc(len, &payload) != crc {
             return Ok(Next::Damaged {
                 position,
                 damage: Damage::CrcMismatch,

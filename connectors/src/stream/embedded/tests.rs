@@ -220,6 +220,21 @@ fn torn_tail_of_garbage_is_truncated() {
 }
 
 #[test]
+fn zero_filled_tail_is_truncated() {
+    // Proves: a tail of zeros (a file extended but never written, as some file
+    // systems leave after a crash) is not read as empty records: the crc covers
+    // the length, so a zero header never validates.
+    torn_tail_case(
+        |path| {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            f.write_all(&[0u8; 64]).unwrap();
+        },
+        10,
+    );
+}
+
+#[test]
 fn torn_tail_shorter_than_a_header_is_truncated() {
     // Proves: a few stray bytes, too short for a frame header, are cut off.
     torn_tail_case(
