@@ -769,6 +769,7 @@ mod anyhow_free {
             .map_err(|e| Error::Storage(e.to_string()))?
             .unwrap_or_else(|| empty_manifest(config.partitions));
         tracing::info!(epoch = manifest.epoch, "Loaded the newest checkpoint.");
+        collect_garbage(query.root(), &manifest).await?;
 
         // Meters declared in the config file join the catalog once.
         for create in &config.meters {
@@ -896,6 +897,40 @@ mod anyhow_free {
                 next_arbiter,
             }),
         })
+    }
+
+    /// Deletes Parquet files the loaded checkpoint does not name: written by a
+    /// checkpoint that never committed, or superseded by compaction. Nothing reads
+    /// them yet, so this is safe at startup.
+    async fn collect_garbage(root: &ObjectRoot, manifest: &Manifest) -> Result<()> {
+        let named: HashSet<&str> = manifest
+            .rollup_files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(manifest.event_files.iter().map(|f| f.path.as_str()))
+            .collect();
+        let mut deleted = 0usize;
+        for prefix in [
+            metron_storage::paths::ROLLUPS,
+            metron_storage::paths::EVENTS,
+        ] {
+            let listed = root
+                .list(prefix)
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            for path in listed {
+                if !named.contains(path.as_ref()) {
+                    root.delete(&path)
+                        .await
+                        .map_err(|e| Error::Storage(e.to_string()))?;
+                    deleted += 1;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "Deleted Parquet files no checkpoint names.");
+        }
+        Ok(())
     }
 
     fn empty_manifest(partitions: u32) -> Manifest {

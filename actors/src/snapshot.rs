@@ -7,14 +7,18 @@ use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes};
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::EventStream;
+use metron_engine::aggregate::AggState;
 use metron_engine::event::IngestedEvent;
 use metron_engine::meter::Meter;
+use metron_engine::query::RollupRow;
 use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState, RollupFile};
 use metron_storage::query::QueryService;
-use metron_storage::{events, paths, rollups};
+use metron_storage::query::TimeRange;
+use metron_storage::{events, objects, paths, rollups};
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A meter the pipeline runs.
 #[derive(Clone)]
@@ -40,7 +44,23 @@ pub struct SnapshotActor {
     metrics: Arc<Metrics>,
     interval: Duration,
     pending: Option<Pending>,
+    garbage: Vec<Garbage>,
+    running: bool,
+    again: bool,
+    waiting: Vec<Done>,
 }
+
+type Done = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
+/// A file a committed checkpoint no longer names.
+struct Garbage {
+    epoch: u64,
+    at: Instant,
+    path: String,
+}
+
+/// How long a superseded file stays readable (longer than any query may run).
+pub const GARBAGE_GRACE: Duration = Duration::from_secs(120);
 
 impl SnapshotActor {
     pub fn new(
@@ -62,6 +82,10 @@ impl SnapshotActor {
             metrics,
             interval,
             pending: None,
+            garbage: Vec::new(),
+            running: false,
+            again: false,
+            waiting: Vec::new(),
         }
     }
 
@@ -80,11 +104,18 @@ impl SnapshotActor {
         )
     }
 
-    fn checkpoint(
-        &mut self,
-        ctx: &mut Context<Self>,
-        done: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
-    ) {
+    fn checkpoint(&mut self, ctx: &mut Context<Self>, done: Option<Done>) {
+        // One checkpoint at a time: a tick or request during one is served by the next.
+        if self.running {
+            self.waiting.extend(done);
+            self.again = true;
+            return;
+        }
+        self.running = true;
+        let done: Vec<Done> = done
+            .into_iter()
+            .chain(std::mem::take(&mut self.waiting))
+            .collect();
         let epoch = self.epoch + 1;
         let pending = self.pending.take();
         let partitions = self.partitions.clone();
@@ -92,13 +123,25 @@ impl SnapshotActor {
         let base = self.manifest.clone();
         let query = self.query.clone();
         let stream = self.stream.clone();
+        // Files superseded by compaction are deleted once no query can still hold
+        // them: two checkpoints later and at least a query timeout after.
+        let now = Instant::now();
+        let (due, kept): (Vec<Garbage>, Vec<Garbage>) = std::mem::take(&mut self.garbage)
+            .into_iter()
+            .partition(|g| g.epoch + 2 <= self.epoch && now.duration_since(g.at) >= GARBAGE_GRACE);
+        self.garbage = kept;
         let work = async move {
+            for g in due {
+                if let Err(error) = query.root().delete(&objects::object_path(&g.path)).await {
+                    tracing::warn!(path = %g.path, %error, "Could not delete a compacted file.");
+                }
+            }
             let pending = match pending {
                 Some(p) => p,
                 None => seal(epoch, &partitions, &meters).await?,
             };
             match write(&query, &base, &pending).await {
-                Ok(manifest) => {
+                Ok((manifest, superseded)) => {
                     for p in &manifest.partitions {
                         if let Err(error) = stream.commit(p.partition, p.offset).await {
                             tracing::warn!(partition = p.partition, %error, "Could not trim the stream after a checkpoint.");
@@ -107,54 +150,67 @@ impl SnapshotActor {
                     if let Err(error) = manifest::prune(query.root(), manifest.epoch, 3).await {
                         tracing::warn!(%error, "Could not prune old checkpoint manifests.");
                     }
-                    Ok(manifest)
+                    Ok((manifest, superseded))
                 }
                 Err(reason) => Err((reason, Some(pending))),
             }
         };
         ctx.wait(work.into_actor(self).map(
-            move |result: Result<Manifest, (String, Option<Pending>)>, act, _| match result {
-                Ok(manifest) => {
-                    act.epoch = manifest.epoch;
-                    for entry in act.meters.values() {
-                        let files = manifest
-                            .rollup_files
-                            .iter()
-                            .filter(|f| f.meter_id == entry.meter.id)
-                            .cloned()
-                            .collect();
-                        entry.addr.do_send(meter::Committed {
-                            epoch: manifest.epoch,
-                            files,
-                        });
+            move |result: Result<(Manifest, Vec<String>), (String, Option<Pending>)>, act, ctx| {
+                act.running = false;
+                match result {
+                    Ok((manifest, superseded)) => {
+                        act.epoch = manifest.epoch;
+                        let at = Instant::now();
+                        act.garbage
+                            .extend(superseded.into_iter().map(|path| Garbage {
+                                epoch: manifest.epoch,
+                                at,
+                                path,
+                            }));
+                        for entry in act.meters.values() {
+                            let files = manifest
+                                .rollup_files
+                                .iter()
+                                .filter(|f| f.meter_id == entry.meter.id)
+                                .cloned()
+                                .collect();
+                            entry.addr.do_send(meter::Committed {
+                                epoch: manifest.epoch,
+                                files,
+                            });
+                        }
+                        for (i, addr) in act.partitions.iter().enumerate() {
+                            let files = manifest
+                                .event_files
+                                .iter()
+                                .filter(|f| f.partition as usize == i)
+                                .cloned()
+                                .collect();
+                            addr.do_send(partition::Committed {
+                                epoch: manifest.epoch,
+                                files,
+                            });
+                        }
+                        Metrics::add(&act.metrics.checkpoints_total, 1);
+                        tracing::debug!(epoch = manifest.epoch, "Committed a checkpoint.");
+                        let epoch = manifest.epoch;
+                        act.manifest = manifest;
+                        for d in done {
+                            let _ = d.send(Ok(epoch));
+                        }
                     }
-                    for (i, addr) in act.partitions.iter().enumerate() {
-                        let files = manifest
-                            .event_files
-                            .iter()
-                            .filter(|f| f.partition as usize == i)
-                            .cloned()
-                            .collect();
-                        addr.do_send(partition::Committed {
-                            epoch: manifest.epoch,
-                            files,
-                        });
-                    }
-                    Metrics::add(&act.metrics.checkpoints_total, 1);
-                    tracing::debug!(epoch = manifest.epoch, "Committed a checkpoint.");
-                    let epoch = manifest.epoch;
-                    act.manifest = manifest;
-                    if let Some(done) = done {
-                        let _ = done.send(Ok(epoch));
+                    Err((reason, pending)) => {
+                        Metrics::add(&act.metrics.checkpoint_failures_total, 1);
+                        tracing::error!(%reason, "A checkpoint failed; it will be retried.");
+                        act.pending = pending;
+                        for d in done {
+                            let _ = d.send(Err(reason.clone()));
+                        }
                     }
                 }
-                Err((reason, pending)) => {
-                    Metrics::add(&act.metrics.checkpoint_failures_total, 1);
-                    tracing::error!(%reason, "A checkpoint failed; it will be retried.");
-                    act.pending = pending;
-                    if let Some(done) = done {
-                        let _ = done.send(Err(reason));
-                    }
+                if std::mem::take(&mut act.again) {
+                    act.checkpoint(ctx, None);
                 }
             },
         ));
@@ -212,7 +268,7 @@ async fn write(
     query: &QueryService,
     base: &Manifest,
     pending: &Pending,
-) -> Result<Manifest, String> {
+) -> Result<(Manifest, Vec<String>), String> {
     let epoch = pending.epoch;
     let mut manifest = Manifest {
         version: manifest::MANIFEST_VERSION,
@@ -294,11 +350,13 @@ async fn write(
             rows,
         });
     }
+    let mut superseded = compact_rollups(query, &mut manifest, &live).await?;
+    superseded.extend(compact_events(query, &mut manifest).await?);
     let partitions = pending.partitions.len() as u32;
     manifest::write(query.root(), &manifest, partitions)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(manifest)
+    Ok((manifest, superseded))
 }
 
 impl Actor for SnapshotActor {
@@ -361,4 +419,165 @@ impl Handler<SetMeters> for SnapshotActor {
         // Waits so that no checkpoint seals between the route change and the answer.
         ctx.wait(work.into_actor(self));
     }
+}
+
+/// Files of one size tier are merged once there are this many.
+pub const COMPACT_FILES_MIN: usize = 8;
+
+/// The size tier of a file: files within a factor of 8 in rows share a tier, so a
+/// merged file moves up and large files are rewritten rarely.
+fn tier(rows: u64) -> u32 {
+    rows.max(1).ilog(8)
+}
+
+/// Merges each meter's small rollup files tier by tier; returns the superseded paths.
+async fn compact_rollups(
+    query: &QueryService,
+    manifest: &mut Manifest,
+    live: &HashMap<&str, &meter::Sealed>,
+) -> Result<Vec<String>, String> {
+    let mut superseded = Vec::new();
+    let mut groups: BTreeMap<(String, u32), Vec<RollupFile>> = BTreeMap::new();
+    for f in &manifest.rollup_files {
+        groups
+            .entry((f.meter_id.clone(), tier(f.rows)))
+            .or_default()
+            .push(f.clone());
+    }
+    let mut seq = 1u32;
+    for ((meter_id, _), files) in groups {
+        let Some(sealed) = live.get(meter_id.as_str()) else {
+            continue;
+        };
+        if files.len() < COMPACT_FILES_MIN {
+            continue;
+        }
+        let meter = &sealed.meter;
+        let keys: Vec<String> = meter.group_by.keys().cloned().collect();
+        let urls = files
+            .iter()
+            .map(|f| query.root().url_of(&objects::object_path(&f.path)))
+            .collect();
+        let range = TimeRange {
+            column: "minute",
+            lo: None,
+            hi: None,
+            micros: false,
+        };
+        let batches = query
+            .scan(rollups::schema(&keys), urls, range, None, Vec::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut merged: HashMap<meter::RollupKey, AggState> = HashMap::new();
+        for batch in &batches {
+            for row in
+                rollups::from_batch(&keys, meter.aggregation, batch).map_err(|e| e.to_string())?
+            {
+                match merged.get_mut(&(row.minute_ms, row.subject.clone(), row.group.clone())) {
+                    Some(state) => state.merge(&row.state),
+                    None => {
+                        merged.insert((row.minute_ms, row.subject, row.group), row.state);
+                    }
+                }
+            }
+        }
+        let rows: Vec<RollupRow> = merged
+            .into_iter()
+            .map(|((minute_ms, subject, group), state)| RollupRow {
+                minute_ms,
+                subject,
+                group,
+                state,
+            })
+            .collect();
+        let batch = rollups::to_batch(&keys, &rows).map_err(|e| e.to_string())?;
+        let path = paths::rollup_file(&meter.namespace, &meter.id, manifest.epoch, seq);
+        seq += 1;
+        let written = query
+            .write_parquet(path.clone(), batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        let gone: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        manifest
+            .rollup_files
+            .retain(|f| !gone.contains(f.path.as_str()));
+        manifest.rollup_files.push(RollupFile {
+            namespace: meter.namespace.clone(),
+            meter_id: meter.id.clone(),
+            path: path.to_string(),
+            rows: written,
+        });
+        superseded.extend(files.into_iter().map(|f| f.path));
+    }
+    Ok(superseded)
+}
+
+/// Merges each (namespace, partition, day)'s small event files tier by tier.
+async fn compact_events(
+    query: &QueryService,
+    manifest: &mut Manifest,
+) -> Result<Vec<String>, String> {
+    let mut superseded = Vec::new();
+    let mut groups: BTreeMap<(String, u32, String, u32), Vec<EventFile>> = BTreeMap::new();
+    for f in &manifest.event_files {
+        groups
+            .entry((
+                f.namespace.clone(),
+                f.partition,
+                f.day.clone(),
+                tier(f.rows),
+            ))
+            .or_default()
+            .push(f.clone());
+    }
+    let mut seq = 1u32;
+    for ((namespace, partition, day, _), files) in groups {
+        if files.len() < COMPACT_FILES_MIN {
+            continue;
+        }
+        let Ok(date) = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
+            continue;
+        };
+        let urls = files
+            .iter()
+            .map(|f| query.root().url_of(&objects::object_path(&f.path)))
+            .collect();
+        let range = TimeRange {
+            column: "time",
+            lo: None,
+            hi: None,
+            micros: true,
+        };
+        let batches = query
+            .scan(events::schema(), urls, range, None, Vec::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let batch = datafusion_concat(&batches)?;
+        let path = paths::event_file(&namespace, date, manifest.epoch, partition, seq);
+        seq += 1;
+        let written = query
+            .write_parquet(path.clone(), batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        let gone: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        manifest
+            .event_files
+            .retain(|f| !gone.contains(f.path.as_str()));
+        manifest.event_files.push(EventFile {
+            namespace,
+            partition,
+            day,
+            path: path.to_string(),
+            rows: written,
+        });
+        superseded.extend(files.into_iter().map(|f| f.path));
+    }
+    Ok(superseded)
+}
+
+fn datafusion_concat(
+    batches: &[metron_storage::arrow::array::RecordBatch],
+) -> Result<metron_storage::arrow::array::RecordBatch, String> {
+    metron_storage::arrow::compute::concat_batches(&events::schema(), batches)
+        .map_err(|e| e.to_string())
 }

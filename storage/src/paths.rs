@@ -5,6 +5,10 @@ use datafusion::object_store::path::Path as ObjectPath;
 
 /// Prefix of the checkpoint manifests.
 pub const CHECKPOINTS: &str = "checkpoints";
+/// Prefix of the minute-rollup files.
+pub const ROLLUPS: &str = "rollups";
+/// Prefix of the raw-event files.
+pub const EVENTS: &str = "events";
 
 /// A minute-rollup file of one meter, written by checkpoint `epoch`.
 pub fn rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> ObjectPath {
@@ -22,7 +26,7 @@ pub fn event_file(
     seq: u32,
 ) -> ObjectPath {
     ObjectPath::from(format!(
-        "events/namespace={namespace}/day={day}/e{epoch:020}-p{partition:05}-{seq:03}.parquet"
+        "{EVENTS}/namespace={namespace}/day={day}/e{epoch:020}-p{partition:05}-{seq:03}.parquet"
     ))
 }
 

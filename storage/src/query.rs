@@ -242,3 +242,6 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
     writer.close()?;
     Ok(Bytes::from(buffer))
 }
+
+#[cfg(test)]
+mod tests;

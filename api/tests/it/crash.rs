@@ -254,7 +254,6 @@ fn sigkill_during_ingest_loses_no_acknowledged_event() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     println!("crash test: seed {seed}, {rounds} rounds (replay with METRON_CRASH_SEED={seed})");
-    eprintln!("crash test: seed {seed}, {rounds} rounds (replay with METRON_CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
 
     let data = KeepOnPanic(Some(

@@ -332,3 +332,65 @@ fn health_ready_and_metrics() {
     let metrics = server.get("/metrics").send().expect_status(200);
     assert!(!metrics.body.is_empty(), "{metrics}");
 }
+
+#[test]
+fn meters_created_between_ingests_and_checkpoints_all_backfill() {
+    // Meters created at many moments (right after acknowledged batches, across frequent
+    // checkpoints) all count every event of their type: those ingested before the meter existed
+    // (backfill) and those after. Checked again after a restart.
+    let config = "checkpointInterval: 100ms\nmeters:\n  - slug: seen\n    eventType: race\n    aggregation: COUNT\n";
+    let mut server = TestServer::start_with_config(config);
+    let t0 = Utc::now() - Duration::days(2);
+    let mut total = 0usize;
+    let mut meters = Vec::new();
+    for round in 0..24 {
+        let events: Vec<Value> = (0..25)
+            .map(|i| {
+                cloud_event(
+                    &format!("race-{round}-{i}"),
+                    "race",
+                    "race",
+                    "s",
+                    t0 + Duration::seconds((round * 25 + i) as i64 * 17),
+                    json!({ "v": 1 }),
+                )
+            })
+            .collect();
+        server.ingest_batch(&events).expect_status(204);
+        total += events.len();
+        if round % 2 == 1 {
+            // Some meters right after the 204, others once the events are visible.
+            wait_for_total(&server, "seen", total as f64);
+        }
+        let slug = format!("race_{round}");
+        let aggregation = if round % 3 == 0 { "COUNT" } else { "SUM" };
+        let mut body = json!({ "slug": slug, "eventType": "race", "aggregation": aggregation });
+        if aggregation == "SUM" {
+            body["valueProperty"] = json!("$.v");
+        }
+        server.create_meter(&body);
+        meters.push(slug);
+    }
+    let check = |server: &TestServer, when: &str| {
+        let mut wrong = Vec::new();
+        for slug in &meters {
+            let got = try_eventually(VISIBLE, || {
+                let got = parse_query(&server.query(slug, &[]))?;
+                match got.data.as_slice() {
+                    [row] if row.value == total as f64 => Ok(()),
+                    _ => Err(format!("{slug}: {:?}", got.data.first().map(|r| r.value))),
+                }
+            });
+            if let Err(e) = got {
+                wrong.push(e);
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{when}: meters not counting all {total} events: {wrong:?}"
+        );
+    };
+    check(&server, "before restart");
+    server.restart();
+    check(&server, "after restart");
+}

@@ -176,7 +176,7 @@ impl TestServer {
             .context("opening server.log")?;
         writeln!(log, "===== metron start #{} =====", self.starts)?;
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_metron"));
+        let mut cmd = Command::new(metron_binary());
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -401,6 +401,14 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// The binary under test: `$METRON_BIN` if set (e.g. a release build), else the one cargo built
+/// for this test run.
+fn metron_binary() -> PathBuf {
+    std::env::var_os("METRON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_metron")))
 }
 
 fn read_port_file(path: &Path) -> Option<String> {

@@ -1,0 +1,78 @@
+use super::*;
+use crate::events;
+use crate::paths;
+use metron_engine::event::{IngestedEvent, parse_event};
+
+fn event(id: usize) -> IngestedEvent {
+    let e = parse_event(
+        serde_json::json!({"id": id.to_string(), "source": "s", "type": "t", "subject": "c", "time": "2024-01-01T00:00:00Z"}),
+        chrono::Utc::now(),
+    )
+    .expect("event");
+    IngestedEvent {
+        namespace: "default".into(),
+        ingested_at: chrono::Utc::now(),
+        event: e,
+    }
+}
+
+// A scan over many files returns the rows of every file, and SQL sees files plus live rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_read_every_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = ObjectRoot::local(dir.path().to_owned()).expect("root");
+    let service = QueryService::new(tokio::runtime::Handle::current(), root.clone());
+    let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default();
+    let mut urls = Vec::new();
+    for file in 0..10u64 {
+        let rows: Vec<IngestedEvent> = (0..3).map(|i| event(file as usize * 10 + i)).collect();
+        let path = paths::event_file("default", day, file + 1, (file % 2) as u32, 0);
+        service
+            .write_parquet(path.clone(), events::to_batch(&rows).expect("batch"))
+            .await
+            .expect("write");
+        urls.push(root.url_of(&path));
+    }
+    let range = TimeRange {
+        column: "time",
+        lo: None,
+        hi: None,
+        micros: true,
+    };
+    let batches = service
+        .scan(events::schema(), urls.clone(), range, None, Vec::new())
+        .await
+        .expect("scan");
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 30);
+    let live = events::to_batch(&[event(999)]).expect("batch");
+    let answer = service
+        .sql(SqlRequest {
+            tables: vec![SqlTable {
+                name: "events".into(),
+                schema: events::schema(),
+                urls,
+                live: vec![live],
+            }],
+            sql: "SELECT count(*) AS n FROM events".into(),
+            row_limit: 10,
+            timeout: Duration::from_secs(30),
+        })
+        .await
+        .expect("sql");
+    let n = answer.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .map(|a| a.value(0));
+    assert_eq!(n, Some(31));
+    let denied = service
+        .sql(SqlRequest {
+            tables: Vec::new(),
+            sql: "COPY (SELECT 1) TO '/tmp/x.csv'".into(),
+            row_limit: 10,
+            timeout: Duration::from_secs(30),
+        })
+        .await;
+    assert!(matches!(denied, Err(Error::Sql(_))), "COPY is rejected");
+}
