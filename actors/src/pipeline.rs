@@ -392,7 +392,86 @@ impl Pipeline {
                 .map_err(|e| Error::Storage(e.to_string()))?;
             rows.extend(from_file.into_iter().filter(|r| query.admits(&keys, r)));
         }
+        // A `from` or `to` inside a minute: that minute comes from the raw events,
+        // so the answer is exact to the microsecond, as OpenMeter's.
+        let edges = edge_ranges(query);
+        if !edges.is_empty() {
+            let partial: HashSet<i64> = edges
+                .iter()
+                .map(|(lo, _)| floor_minute_ms(lo / 1000))
+                .collect();
+            rows.retain(|r| !partial.contains(&r.minute_ms));
+            let compiled = snapshot.meter.compile();
+            for (lo, hi) in edges {
+                let events = self.raw_events(&snapshot.meter, query, lo, hi).await?;
+                rows.extend(
+                    fold_events(&compiled, &snapshot.meter.namespace, events.iter())
+                        .into_iter()
+                        .filter(|r| query.admits(&keys, r)),
+                );
+            }
+        }
         Ok((snapshot.meter, rows))
+    }
+
+    /// The meter's raw events with time in `[lo, hi)` (microseconds): Parquet plus memory.
+    async fn raw_events(
+        &self,
+        meter: &Meter,
+        query: &MeterQuery,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<IngestedEvent>> {
+        let (from, to) = (
+            DateTime::from_timestamp_micros(lo),
+            DateTime::from_timestamp_micros(hi),
+        );
+        let filter = EventFilter {
+            namespace: meter.namespace.clone(),
+            from,
+            to,
+            subjects: query.subjects.clone(),
+            types: vec![meter.event_type.clone()],
+            limit: usize::MAX,
+            ..EventFilter::default()
+        };
+        let mut found = Vec::new();
+        let mut urls = Vec::new();
+        for addr in &self.inner.partitions {
+            let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
+            for events in &held.events {
+                found.extend(events.iter().filter(|e| filter.admits(e)).cloned());
+            }
+            urls.extend(
+                held.files
+                    .iter()
+                    .filter(|f| f.namespace == meter.namespace && day_overlaps(&f.day, from, to))
+                    .map(|f| self.url_of(&f.path)),
+            );
+        }
+        let range = TimeRange {
+            column: "time",
+            lo: Some(lo),
+            hi: Some(hi),
+            micros: true,
+        };
+        let subjects = (!query.subjects.is_empty()).then(|| ("subject", query.subjects.clone()));
+        let batches = self
+            .inner
+            .query
+            .scan(
+                events::schema(),
+                urls,
+                range,
+                subjects,
+                vec![("type", meter.event_type.clone())],
+            )
+            .await?;
+        for batch in &batches {
+            let list = events::from_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
+            found.extend(list.into_iter().filter(|e| filter.admits(e)));
+        }
+        Ok(found)
     }
 
     /// Answers a meter query.
@@ -624,6 +703,31 @@ impl Pipeline {
             ("metron_meters", "Meters running.", meters),
         ])
     }
+}
+
+/// The partial minutes of a query, as `[lo, hi)` in microseconds: the minute of a
+/// `from` or `to` that is not on a minute edge.
+fn edge_ranges(query: &MeterQuery) -> Vec<(i64, i64)> {
+    const MINUTE_US: i64 = 60_000_000;
+    let from = query.from.map(|t| t.timestamp_micros());
+    let to = query.to.map(|t| t.timestamp_micros());
+    let floor = |us: i64| us.div_euclid(MINUTE_US) * MINUTE_US;
+    let mut edges = Vec::new();
+    if let Some(f) = from
+        && f % MINUTE_US != 0
+    {
+        let end = floor(f) + MINUTE_US;
+        edges.push((f, to.map_or(end, |t| t.min(end))));
+    }
+    if let Some(t) = to
+        && t % MINUTE_US != 0
+    {
+        let start = floor(t);
+        if edges.first().is_none_or(|(lo, _)| floor(*lo) != start) {
+            edges.push((from.map_or(start, |f| f.max(start)), t));
+        }
+    }
+    edges
 }
 
 fn day_overlaps(day: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> bool {

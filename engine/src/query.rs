@@ -117,21 +117,19 @@ pub fn evaluate(
         .collect();
     let mut windows: HashMap<i64, Window> = HashMap::new();
     let mut groups: HashMap<GroupKey, (Window, AggState)> = HashMap::new();
-    let mut min_minute = i64::MAX;
-    let mut max_minute = i64::MIN;
     for row in rows {
         if !query.admits(group_keys, &row) {
             continue;
         }
-        min_minute = min_minute.min(row.minute_ms);
-        max_minute = max_minute.max(row.minute_ms);
         let window = match query.window_size {
             Some(size) => *windows
                 .entry(row.minute_ms)
                 .or_insert_with(|| window_of(utc_from_ms(row.minute_ms), size, query.time_zone)),
+            // Without a window size each group spans its own first to last minute,
+            // as OpenMeter's min(time)/max(time) per group.
             None => Window {
-                start: utc_from_ms(0),
-                end: utc_from_ms(0),
+                start: utc_from_ms(row.minute_ms),
+                end: utc_from_ms(row.minute_ms.saturating_add(MINUTE_MS)),
             },
         };
         let subject = by_subject.then(|| row.subject.clone());
@@ -143,9 +141,17 @@ pub fn evaluate(
                     .unwrap_or_default()
             })
             .collect();
-        let key = (window.start.timestamp_millis(), subject, values);
+        let bucket = match query.window_size {
+            Some(_) => window.start.timestamp_millis(),
+            None => 0,
+        };
+        let key = (bucket, subject, values);
         match groups.get_mut(&key) {
-            Some((_, state)) => state.merge(&row.state),
+            Some((span, state)) => {
+                state.merge(&row.state);
+                span.start = span.start.min(window.start);
+                span.end = span.end.max(window.end);
+            }
             None => {
                 groups.insert(key, (window, row.state));
             }
@@ -157,10 +163,8 @@ pub fn evaluate(
             let (start, end) = match query.window_size {
                 Some(_) => (window.start, window.end),
                 None => (
-                    query.from.unwrap_or_else(|| utc_from_ms(min_minute)),
-                    query
-                        .to
-                        .unwrap_or_else(|| utc_from_ms(max_minute.saturating_add(MINUTE_MS))),
+                    query.from.unwrap_or(window.start),
+                    query.to.unwrap_or(window.end),
                 ),
             };
             ResultRow {

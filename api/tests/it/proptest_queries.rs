@@ -380,9 +380,15 @@ fn reference(meter: &MeterSpec, events: &[Ev], q: &Query) -> QueryResult {
             max_t: e.time,
             values: Vec::new(),
         });
-        acc.min_t = acc.min_t.min(e.time);
-        acc.max_t = acc.max_t.max(e.time);
+        // Metron's rule: a total's window spans the events that carry a value
+        // (events with a validationError count for nothing, not even the span).
         if let Some(v) = meter_value(meter, e) {
+            if acc.values.is_empty() {
+                acc.min_t = e.time;
+                acc.max_t = e.time;
+            }
+            acc.min_t = acc.min_t.min(e.time);
+            acc.max_t = acc.max_t.max(e.time);
             acc.values.push((e.time, v));
         }
     }
