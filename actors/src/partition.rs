@@ -15,7 +15,7 @@ use metron_storage::manifest::EventFile;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Where a partition sends a meter's samples.
@@ -32,6 +32,9 @@ pub struct Route {
 pub struct ReadLimits {
     pub batch_records_max: usize,
     pub wait: Duration,
+    /// Above this many events held since the last seal, the partition asks for a
+    /// checkpoint early: memory is bounded by events, not only by time.
+    pub pending_events_max: usize,
 }
 
 pub struct PartitionActor {
@@ -51,6 +54,7 @@ pub struct PartitionActor {
     files: Vec<EventFile>,
     paused: bool,
     polling: bool,
+    checkpoint_wanted: Arc<AtomicBool>,
 }
 
 impl PartitionActor {
@@ -65,8 +69,10 @@ impl PartitionActor {
         consumed: Arc<Vec<AtomicU64>>,
         metrics: Arc<Metrics>,
         limits: ReadLimits,
+        checkpoint_wanted: Arc<AtomicBool>,
     ) -> Self {
         Self {
+            checkpoint_wanted,
             partition,
             stream,
             dedup,
@@ -208,6 +214,9 @@ impl PartitionActor {
             route.addr.do_send(Fold { rows });
         }
         self.pending.extend(kept);
+        if self.pending.len() >= self.limits.pending_events_max {
+            self.checkpoint_wanted.store(true, Ordering::Release);
+        }
         self.next_offset = next_offset;
         if let Some(consumed) = self.consumed.get(self.partition as usize) {
             consumed.store(next_offset, Ordering::Release);

@@ -37,6 +37,8 @@ pub struct PipelineConfig {
     pub batch_records_max: usize,
     /// Ingest answers 429 when a partition's unread backlog exceeds this many records.
     pub backlog_records_max: u64,
+    /// A partition holding this many events since the last checkpoint asks for the next one early.
+    pub pending_events_max: usize,
     /// Meters declared in the config file (created in the catalog if missing).
     pub meters: Vec<MeterCreate>,
     pub namespace: String,
@@ -931,6 +933,7 @@ mod anyhow_free {
             Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
         let dyn_stream: Arc<dyn EventStream> = stream.clone();
         let mut partitions = Vec::new();
+        let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for state in &manifest.partitions {
             let dedup_state = DedupState {
                 runs: state
@@ -961,8 +964,10 @@ mod anyhow_free {
             let limits = ReadLimits {
                 batch_records_max: config.batch_records_max,
                 wait: Duration::from_millis(100),
+                pending_events_max: config.pending_events_max,
             };
             let arbiter = pick(&arbiters, &next_arbiter);
+            let w = wanted.clone();
             let (partition, offset, s, r, c, mm) = (
                 state.partition,
                 state.offset,
@@ -972,7 +977,7 @@ mod anyhow_free {
                 metrics.clone(),
             );
             let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
-                PartitionActor::new(partition, s, dedup, r, offset, files, c, mm, limits)
+                PartitionActor::new(partition, s, dedup, r, offset, files, c, mm, limits, w)
             });
             partitions.push(addr);
         }
@@ -984,6 +989,7 @@ mod anyhow_free {
             query.clone(),
             metrics.clone(),
             config.checkpoint_interval,
+            wanted,
         )
         .start();
         Ok(Pipeline {

@@ -48,6 +48,8 @@ pub struct SnapshotActor {
     running: bool,
     again: bool,
     waiting: Vec<Done>,
+    wanted: Arc<std::sync::atomic::AtomicBool>,
+    last_started: Instant,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<u64, String>>;
@@ -71,6 +73,7 @@ impl SnapshotActor {
         query: QueryService,
         metrics: Arc<Metrics>,
         interval: Duration,
+        wanted: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         Self {
             epoch: manifest.epoch,
@@ -86,6 +89,8 @@ impl SnapshotActor {
             running: false,
             again: false,
             waiting: Vec::new(),
+            wanted,
+            last_started: Instant::now(),
         }
     }
 
@@ -363,7 +368,15 @@ impl Actor for SnapshotActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.interval, |act, ctx| act.checkpoint(ctx, None));
+        // Checkpoints every `interval`, or sooner when a partition holds too many events.
+        let tick = self.interval.min(Duration::from_millis(100));
+        ctx.run_interval(tick, |act, ctx| {
+            let wanted = act.wanted.swap(false, std::sync::atomic::Ordering::AcqRel);
+            if wanted || act.last_started.elapsed() >= act.interval {
+                act.last_started = Instant::now();
+                act.checkpoint(ctx, None);
+            }
+        });
     }
 }
 
@@ -421,13 +434,32 @@ impl Handler<SetMeters> for SnapshotActor {
     }
 }
 
-/// Files of one size tier are merged once there are this many.
+/// Small files of one group are merged once there are this many.
 pub const COMPACT_FILES_MIN: usize = 8;
+/// A merge reads at most this many rows (its memory bound); files of at least
+/// half of it count as large and are never merged again.
+pub const COMPACT_ROWS_MAX: u64 = 1_000_000;
 
-/// The size tier of a file: files within a factor of 8 in rows share a tier, so a
-/// merged file moves up and large files are rewritten rarely.
-fn tier(rows: u64) -> u32 {
-    rows.max(1).ilog(8)
+/// The files to merge in one group, if it has enough small ones: the smallest
+/// first, as many as fit within [`COMPACT_ROWS_MAX`] rows.
+fn pick_merge<F>(files: Vec<F>, rows: impl Fn(&F) -> u64) -> Option<Vec<F>> {
+    let mut small: Vec<F> = files
+        .into_iter()
+        .filter(|f| rows(f) < COMPACT_ROWS_MAX / 2)
+        .collect();
+    if small.len() < COMPACT_FILES_MIN {
+        return None;
+    }
+    small.sort_by_key(|f| rows(f));
+    let mut total = 0u64;
+    let picked: Vec<F> = small
+        .into_iter()
+        .take_while(|f| {
+            total += rows(f);
+            total <= COMPACT_ROWS_MAX
+        })
+        .collect();
+    (picked.len() >= 2).then_some(picked)
 }
 
 /// Merges each meter's small rollup files tier by tier; returns the superseded paths.
@@ -437,21 +469,21 @@ async fn compact_rollups(
     live: &HashMap<&str, &meter::Sealed>,
 ) -> Result<Vec<String>, String> {
     let mut superseded = Vec::new();
-    let mut groups: BTreeMap<(String, u32), Vec<RollupFile>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<RollupFile>> = BTreeMap::new();
     for f in &manifest.rollup_files {
         groups
-            .entry((f.meter_id.clone(), tier(f.rows)))
+            .entry(f.meter_id.clone())
             .or_default()
             .push(f.clone());
     }
     let mut seq = 1u32;
-    for ((meter_id, _), files) in groups {
+    for (meter_id, files) in groups {
         let Some(sealed) = live.get(meter_id.as_str()) else {
             continue;
         };
-        if files.len() < COMPACT_FILES_MIN {
+        let Some(files) = pick_merge(files, |f| f.rows) else {
             continue;
-        }
+        };
         let meter = &sealed.meter;
         let keys: Vec<String> = meter.group_by.keys().cloned().collect();
         let urls = files
@@ -518,23 +550,18 @@ async fn compact_events(
     manifest: &mut Manifest,
 ) -> Result<Vec<String>, String> {
     let mut superseded = Vec::new();
-    let mut groups: BTreeMap<(String, u32, String, u32), Vec<EventFile>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, u32, String), Vec<EventFile>> = BTreeMap::new();
     for f in &manifest.event_files {
         groups
-            .entry((
-                f.namespace.clone(),
-                f.partition,
-                f.day.clone(),
-                tier(f.rows),
-            ))
+            .entry((f.namespace.clone(), f.partition, f.day.clone()))
             .or_default()
             .push(f.clone());
     }
     let mut seq = 1u32;
-    for ((namespace, partition, day, _), files) in groups {
-        if files.len() < COMPACT_FILES_MIN {
+    for ((namespace, partition, day), files) in groups {
+        let Some(files) = pick_merge(files, |f| f.rows) else {
             continue;
-        }
+        };
         let Ok(date) = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
             continue;
         };
@@ -580,4 +607,27 @@ fn datafusion_concat(
 ) -> Result<metron_storage::arrow::array::RecordBatch, String> {
     metron_storage::arrow::compute::concat_batches(&events::schema(), batches)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Merges start at COMPACT_FILES_MIN small files, take the smallest first and
+    // never read more than COMPACT_ROWS_MAX rows; large files are left alone.
+    #[test]
+    fn merges_are_bounded() {
+        assert_eq!(pick_merge(vec![1u64; COMPACT_FILES_MIN - 1], |r| *r), None);
+        assert_eq!(
+            pick_merge(vec![5u64; COMPACT_FILES_MIN], |r| *r).map(|v| v.len()),
+            Some(COMPACT_FILES_MIN)
+        );
+        let mut files = vec![COMPACT_ROWS_MAX / 2 - 1; 8];
+        files.push(COMPACT_ROWS_MAX * 10);
+        files.push(3);
+        let picked = pick_merge(files, |r| *r).unwrap_or_default();
+        assert_eq!(picked[0], 3, "smallest first");
+        assert!(picked.iter().sum::<u64>() <= COMPACT_ROWS_MAX);
+        assert!(!picked.contains(&(COMPACT_ROWS_MAX * 10)));
+    }
 }

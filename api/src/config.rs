@@ -19,6 +19,7 @@ pub struct Config {
     pub dedup_memory_bytes: usize,
     pub batch_records_max: usize,
     pub backlog_records_max: u64,
+    pub pending_events_max: usize,
     pub meters: Vec<MeterCreate>,
 }
 

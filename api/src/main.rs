@@ -89,6 +89,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         batch_records_max: config.batch_records_max,
         backlog_records_max: config.backlog_records_max,
+        pending_events_max: config.pending_events_max,
         meters: config.meters.clone(),
         namespace: config.namespace.clone(),
     };
