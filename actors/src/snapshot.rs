@@ -65,6 +65,8 @@ struct Garbage {
 pub const GARBAGE_GRACE: Duration = Duration::from_secs(120);
 
 impl SnapshotActor {
+    // Each argument is a separate piece of wiring made once at startup.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         manifest: Manifest,
         partitions: Vec<Addr<PartitionActor>>,
