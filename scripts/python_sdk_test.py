@@ -8,7 +8,7 @@ Creates (once) a virtualenv at $METRON_VENV or ${XDG_CACHE_HOME:-~/.cache}/metro
 port with a temporary data directory and a config that declares one meter, then drives it with
 the SDK: ingest one event, ingest a batch, list and get meters, list events, and query the
 meter by DAY with `subject` and `group_by` (polling up to 30 s for the values to appear).
-Prints "python sdk: N passed, M failed" and exits non-zero if anything failed.
+Prints "python_sdk: N passed, M failed" and exits non-zero if anything failed.
 """
 
 import datetime as dt
@@ -254,7 +254,7 @@ def main() -> int:
         server = Server(binary)
     except RuntimeError as error:
         print(f"python sdk: the server did not start: {error}", file=sys.stderr)
-        print("python sdk: 0 passed, 1 failed")
+        print("python_sdk: 0 passed, 1 failed")
         return 1
     try:
         passed, failed = run_checks(server)
@@ -262,7 +262,7 @@ def main() -> int:
         server.stop()
     if failed:
         print(f"----- metron log tail -----\n{server.log_tail()}")
-    print(f"python sdk: {passed} passed, {failed} failed")
+    print(f"python_sdk: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
 
