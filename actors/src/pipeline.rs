@@ -424,20 +424,22 @@ impl Pipeline {
         lo: i64,
         hi: i64,
     ) -> Result<Vec<IngestedEvent>> {
-        let (from, to) = (
-            DateTime::from_timestamp_micros(lo),
-            DateTime::from_timestamp_micros(hi),
-        );
         let filter = EventFilter {
             namespace: meter.namespace.clone(),
-            from,
-            to,
+            from: DateTime::from_timestamp_micros(lo),
+            to: DateTime::from_timestamp_micros(hi),
             subjects: query.subjects.clone(),
             types: vec![meter.event_type.clone()],
             limit: usize::MAX,
             ..EventFilter::default()
         };
-        let mut found = Vec::new();
+        self.find_events(&filter).await
+    }
+
+    /// Every event the filter admits, unordered: the partitions' in-memory events
+    /// plus their committed Parquet files (pruned by day, time, subject and type).
+    async fn find_events(&self, filter: &EventFilter) -> Result<Vec<IngestedEvent>> {
+        let mut found: Vec<IngestedEvent> = Vec::new();
         let mut urls = Vec::new();
         for addr in &self.inner.partitions {
             let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
@@ -447,27 +449,26 @@ impl Pipeline {
             urls.extend(
                 held.files
                     .iter()
-                    .filter(|f| f.namespace == meter.namespace && day_overlaps(&f.day, from, to))
+                    .filter(|f| f.namespace == filter.namespace)
+                    .filter(|f| day_overlaps(&f.day, filter.from, filter.to))
                     .map(|f| self.url_of(&f.path)),
             );
         }
         let range = TimeRange {
             column: "time",
-            lo: Some(lo),
-            hi: Some(hi),
+            lo: filter.from.map(|t| t.timestamp_micros()),
+            hi: filter.to.map(|t| t.timestamp_micros()),
             micros: true,
         };
-        let subjects = (!query.subjects.is_empty()).then(|| ("subject", query.subjects.clone()));
+        let subjects = (!filter.subjects.is_empty()).then(|| ("subject", filter.subjects.clone()));
+        let equals = match filter.types.as_slice() {
+            [one] => vec![("type", one.clone())],
+            _ => Vec::new(),
+        };
         let batches = self
             .inner
             .query
-            .scan(
-                events::schema(),
-                urls,
-                range,
-                subjects,
-                vec![("type", meter.event_type.clone())],
-            )
+            .scan(events::schema(), urls, range, subjects, equals)
             .await?;
         for batch in &batches {
             let list = events::from_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
@@ -519,37 +520,7 @@ impl Pipeline {
 
     /// Lists events, newest first, with their validation errors.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<ListedEvent>> {
-        let mut found: Vec<IngestedEvent> = Vec::new();
-        let mut urls = Vec::new();
-        for addr in &self.inner.partitions {
-            let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
-            for events in &held.events {
-                found.extend(events.iter().filter(|e| filter.admits(e)).cloned());
-            }
-            urls.extend(
-                held.files
-                    .iter()
-                    .filter(|f| f.namespace == filter.namespace)
-                    .filter(|f| day_overlaps(&f.day, filter.from, filter.to))
-                    .map(|f| self.url_of(&f.path)),
-            );
-        }
-        let range = TimeRange {
-            column: "time",
-            lo: filter.from.map(|t| t.timestamp_micros()),
-            hi: filter.to.map(|t| t.timestamp_micros()),
-            micros: true,
-        };
-        let subjects = (!filter.subjects.is_empty()).then(|| ("subject", filter.subjects.clone()));
-        let batches = self
-            .inner
-            .query
-            .scan(events::schema(), urls, range, subjects, Vec::new())
-            .await?;
-        for batch in &batches {
-            let list = events::from_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
-            found.extend(list.into_iter().filter(|e| filter.admits(e)));
-        }
+        let mut found = self.find_events(filter).await?;
         found.sort_by(|a, b| {
             b.event
                 .time

@@ -88,6 +88,17 @@ impl Params {
     }
 }
 
+/// Does the `Accept` header ask for `text/csv`?
+pub fn wants_csv(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .any(|p| p.split(';').next().unwrap_or("").trim() == "text/csv")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

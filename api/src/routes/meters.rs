@@ -286,15 +286,7 @@ fn answer(
     raw_from: Option<DateTime<Utc>>,
     rows: &[ResultRow],
 ) -> HttpResponse {
-    let wants_csv = req
-        .headers()
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .any(|p| p.split(';').next().unwrap_or("").trim() == "text/csv")
-        });
-    if wants_csv {
+    if crate::params::wants_csv(req.headers()) {
         return HttpResponse::Ok()
             .content_type("text/csv")
             .insert_header((
@@ -382,15 +374,8 @@ pub async fn query_get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let meter = state
-        .pipeline
-        .get_meter(state.pipeline.namespace(), &path)
-        .await?;
     let raw = raw_from_params(&Params::parse(req.query_string())?)?;
-    let raw_from = raw.from;
-    let query = build_query(&meter, raw)?;
-    let rows = state.pipeline.query_meter(&meter, &query).await?;
-    Ok(answer(&req, &meter, &query, raw_from, &rows))
+    run_query(&state, &req, &path, raw).await
 }
 
 pub async fn query_post(
@@ -399,15 +384,25 @@ pub async fn query_post(
     path: web::Path<String>,
     body: web::Json<QueryBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let raw = raw_from_body(body.into_inner())?;
+    run_query(&state, &req, &path, raw).await
+}
+
+/// Validates a query (GET or POST form) against its meter and answers it.
+async fn run_query(
+    state: &AppState,
+    req: &HttpRequest,
+    meter_ref: &str,
+    raw: RawQuery,
+) -> Result<HttpResponse, ApiError> {
     let meter = state
         .pipeline
-        .get_meter(state.pipeline.namespace(), &path)
+        .get_meter(state.pipeline.namespace(), meter_ref)
         .await?;
-    let raw = raw_from_body(body.into_inner())?;
     let raw_from = raw.from;
     let query = build_query(&meter, raw)?;
     let rows = state.pipeline.query_meter(&meter, &query).await?;
-    Ok(answer(&req, &meter, &query, raw_from, &rows))
+    Ok(answer(req, &meter, &query, raw_from, &rows))
 }
 
 pub async fn subjects(

@@ -46,15 +46,7 @@ pub async fn run(
         .pipeline
         .sql(state.pipeline.namespace(), body.sql, limit, timeout)
         .await?;
-    let wants_csv = req
-        .headers()
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .any(|p| p.split(';').next().unwrap_or("").trim() == "text/csv")
-        });
-    if wants_csv {
+    if crate::params::wants_csv(req.headers()) {
         let text = to_csv(&answer)
             .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
         return Ok(HttpResponse::Ok().content_type("text/csv").body(text));
