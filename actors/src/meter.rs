@@ -1,7 +1,7 @@
 //! `MeterActor`: one meter's minute aggregates that no checkpoint has written yet.
 
 use actix::prelude::*;
-use metron_engine::aggregate::AggState;
+use metron_engine::aggregate::{AggState, Aggregation, SampleValue};
 use metron_engine::meter::Meter;
 use metron_engine::query::{MeterQuery, RollupRow};
 use metron_storage::manifest::RollupFile;
@@ -10,6 +10,88 @@ use std::sync::Arc;
 
 /// (minute, subject, group-by values)
 pub type RollupKey = (i64, String, Vec<String>);
+
+/// Minute states by key: what a partition batch, a meter actor and a compaction
+/// accumulate. Folding a sample and merging a state are the only two ways in.
+#[derive(Debug, Default)]
+pub struct Rollups {
+    states: HashMap<RollupKey, AggState>,
+}
+
+impl Rollups {
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Folds one event's sample into its minute.
+    pub fn fold(
+        &mut self,
+        key: RollupKey,
+        aggregation: Aggregation,
+        sample: &SampleValue,
+        time_ms: i64,
+    ) {
+        match self.states.get_mut(&key) {
+            Some(state) => state.fold(sample, time_ms),
+            None => {
+                if let Some(state) = AggState::from_sample(aggregation, sample, time_ms) {
+                    self.states.insert(key, state);
+                }
+            }
+        }
+    }
+
+    /// Merges a row's state into its key.
+    pub fn merge(&mut self, row: RollupRow) {
+        let key = (row.minute_ms, row.subject, row.group);
+        match self.states.get_mut(&key) {
+            Some(state) => state.merge(&row.state),
+            None => {
+                self.states.insert(key, row.state);
+            }
+        }
+    }
+
+    /// Every state as a row, leaving this empty.
+    pub fn drain_rows(&mut self) -> Vec<RollupRow> {
+        self.states
+            .drain()
+            .map(|((minute_ms, subject, group), state)| RollupRow {
+                minute_ms,
+                subject,
+                group,
+                state,
+            })
+            .collect()
+    }
+
+    /// Copies of the rows a predicate admits.
+    pub fn rows_where(&self, admit: impl Fn(&RollupRow) -> bool) -> Vec<RollupRow> {
+        self.states
+            .iter()
+            .map(|((minute_ms, subject, group), state)| RollupRow {
+                minute_ms: *minute_ms,
+                subject: subject.clone(),
+                group: group.clone(),
+                state: state.clone(),
+            })
+            .filter(|r| admit(r))
+            .collect()
+    }
+
+    /// Re-keys every state's group values.
+    pub fn regroup(&mut self, remap: impl Fn(&[String]) -> Vec<String>) {
+        self.states = self
+            .states
+            .drain()
+            .map(|((m, s, g), st)| ((m, s, remap(&g)), st))
+            .collect();
+    }
+}
 
 /// Pre-aggregated rows of one partition batch for one meter.
 #[derive(Message)]
@@ -71,7 +153,7 @@ pub struct Snapshot {
 pub struct MeterActor {
     meter: Arc<Meter>,
     group_keys: Vec<String>,
-    live: HashMap<RollupKey, AggState>,
+    live: Rollups,
     sealed: Vec<(u64, Arc<Vec<RollupRow>>)>,
     files: Vec<RollupFile>,
     complete: bool,
@@ -84,7 +166,7 @@ impl MeterActor {
         Self {
             meter,
             group_keys,
-            live: HashMap::new(),
+            live: Rollups::default(),
             sealed: Vec::new(),
             files,
             complete,
@@ -93,13 +175,7 @@ impl MeterActor {
 
     fn merge(&mut self, rows: Vec<RollupRow>) {
         for row in rows {
-            let key = (row.minute_ms, row.subject, row.group);
-            match self.live.get_mut(&key) {
-                Some(state) => state.merge(&row.state),
-                None => {
-                    self.live.insert(key, row.state);
-                }
-            }
+            self.live.merge(row);
         }
     }
 }
@@ -126,17 +202,7 @@ impl Handler<Backfill> for MeterActor {
 impl Handler<Seal> for MeterActor {
     type Result = MessageResult<Seal>;
     fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
-        let rows: Vec<RollupRow> = self
-            .live
-            .drain()
-            .map(|((minute_ms, subject, group), state)| RollupRow {
-                minute_ms,
-                subject,
-                group,
-                state,
-            })
-            .collect();
-        let rows = Arc::new(rows);
+        let rows = Arc::new(self.live.drain_rows());
         if !rows.is_empty() {
             self.sealed.push((msg.epoch, rows.clone()));
         }
@@ -173,11 +239,7 @@ impl Handler<Redefine> for MeterActor {
                     .map(|p| p.and_then(|i| group.get(i).cloned()).unwrap_or_default())
                     .collect()
             };
-            self.live = self
-                .live
-                .drain()
-                .map(|((m, s, g), st)| ((m, s, remap(&g)), st))
-                .collect();
+            self.live.regroup(remap);
             self.sealed = self
                 .sealed
                 .iter()
@@ -202,17 +264,7 @@ impl Handler<Read> for MeterActor {
     type Result = MessageResult<Read>;
     fn handle(&mut self, msg: Read, _: &mut Context<Self>) -> Self::Result {
         let keys = &self.group_keys;
-        let mut rows: Vec<RollupRow> = self
-            .live
-            .iter()
-            .map(|((minute_ms, subject, group), state)| RollupRow {
-                minute_ms: *minute_ms,
-                subject: subject.clone(),
-                group: group.clone(),
-                state: state.clone(),
-            })
-            .filter(|r| msg.query.admits(keys, r))
-            .collect();
+        let mut rows = self.live.rows_where(|r| msg.query.admits(keys, r));
         for (_, sealed) in &self.sealed {
             rows.extend(sealed.iter().filter(|r| msg.query.admits(keys, r)).cloned());
         }

@@ -1,19 +1,16 @@
 //! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
 
-use crate::meter::{Fold, MeterActor, RollupKey};
+use crate::meter::{Fold, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::{EventStream, PartitionId, Record};
-use metron_engine::aggregate::AggState;
 use metron_engine::event::IngestedEvent;
 use metron_engine::meter::{CompiledMeter, Extract};
-use metron_engine::query::RollupRow;
 use metron_engine::window::floor_minute_ms;
 use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
 use metron_storage::manifest::EventFile;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -150,7 +147,7 @@ impl PartitionActor {
             .insert_batch(&keys, Utc::now().timestamp_millis())
             .map_err(|e| e.to_string())?;
         Metrics::add(&self.metrics.events_processed_total, events.len() as u64);
-        let mut folds: Vec<HashMap<RollupKey, AggState>> = vec![HashMap::new(); self.routes.len()];
+        let mut folds: Vec<Rollups> = self.routes.iter().map(|_| Rollups::default()).collect();
         let mut invalid = 0u64;
         let mut kept = Vec::with_capacity(events.len());
         for (mut event, is_new) in events.into_iter().zip(fresh) {
@@ -170,18 +167,7 @@ impl PartitionActor {
                             event.event.subject.clone(),
                             sample.group,
                         );
-                        match fold.get_mut(&key) {
-                            Some(state) => state.fold(&sample.value, time_ms),
-                            None => {
-                                if let Some(state) = AggState::from_sample(
-                                    route.compiled.aggregation,
-                                    &sample.value,
-                                    time_ms,
-                                ) {
-                                    fold.insert(key, state);
-                                }
-                            }
-                        }
+                        fold.fold(key, route.compiled.aggregation, &sample.value, time_ms);
                     }
                     Extract::Invalid(_) => invalid += 1,
                     Extract::Skip => {}
@@ -198,20 +184,12 @@ impl PartitionActor {
             (records.len() - kept.len()) as u64,
         );
         Metrics::add(&self.metrics.events_invalid_total, invalid);
-        for (route, fold) in self.routes.iter().zip(folds) {
-            if fold.is_empty() {
-                continue;
+        for (route, mut fold) in self.routes.iter().zip(folds) {
+            if !fold.is_empty() {
+                route.addr.do_send(Fold {
+                    rows: fold.drain_rows(),
+                });
             }
-            let rows = fold
-                .into_iter()
-                .map(|((minute_ms, subject, group), state)| RollupRow {
-                    minute_ms,
-                    subject,
-                    group,
-                    state,
-                })
-                .collect();
-            route.addr.do_send(Fold { rows });
         }
         self.pending.extend(kept);
         if self.pending.len() >= self.limits.pending_events_max {

@@ -1,13 +1,12 @@
 //! The pipeline: starts the actors from the newest checkpoint and is the API's handle.
 
-use crate::meter::{self, Backfill, MeterActor};
+use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits};
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use metron_connectors::{EmbeddedLog, EmbeddedLogConfig, EventStream};
-use metron_engine::aggregate::AggState;
 use metron_engine::event::{CloudEvent, IngestedEvent};
 use metron_engine::meter::{CompiledMeter, Extract, Meter, MeterCreate, MeterUpdate};
 use metron_engine::query::{MeterQuery, ResultRow, RollupRow, evaluate};
@@ -19,7 +18,7 @@ use metron_storage::objects::ObjectRoot;
 use metron_storage::query::{QueryService, SqlAnswer, SqlRequest, SqlTable, TimeRange};
 use metron_storage::{events, rollups};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -735,7 +734,7 @@ pub fn fold_events<'a>(
     namespace: &str,
     events: impl Iterator<Item = &'a IngestedEvent>,
 ) -> Vec<RollupRow> {
-    let mut map: HashMap<(i64, String, Vec<String>), AggState> = HashMap::new();
+    let mut map = Rollups::default();
     for e in events {
         if e.namespace != namespace || !meter.matches(&e.event) {
             continue;
@@ -748,26 +747,10 @@ pub fn fold_events<'a>(
                 e.event.subject.clone(),
                 sample.group,
             );
-            match map.get_mut(&key) {
-                Some(state) => state.fold(&sample.value, time_ms),
-                None => {
-                    if let Some(state) =
-                        AggState::from_sample(meter.aggregation, &sample.value, time_ms)
-                    {
-                        map.insert(key, state);
-                    }
-                }
-            }
+            map.fold(key, meter.aggregation, &sample.value, time_ms);
         }
     }
-    map.into_iter()
-        .map(|((minute_ms, subject, group), state)| RollupRow {
-            minute_ms,
-            subject,
-            group,
-            state,
-        })
-        .collect()
+    map.drain_rows()
 }
 
 /// Rollups of a meter from raw-event Parquet files.

@@ -7,10 +7,8 @@ use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes};
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::EventStream;
-use metron_engine::aggregate::AggState;
 use metron_engine::event::IngestedEvent;
 use metron_engine::meter::Meter;
-use metron_engine::query::RollupRow;
 use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState, RollupFile};
 use metron_storage::query::QueryService;
 use metron_storage::query::TimeRange;
@@ -502,28 +500,15 @@ async fn compact_rollups(
             .scan(rollups::schema(&keys), urls, range, None, Vec::new())
             .await
             .map_err(|e| e.to_string())?;
-        let mut merged: HashMap<meter::RollupKey, AggState> = HashMap::new();
+        let mut merged = meter::Rollups::default();
         for batch in &batches {
             for row in
                 rollups::from_batch(&keys, meter.aggregation, batch).map_err(|e| e.to_string())?
             {
-                match merged.get_mut(&(row.minute_ms, row.subject.clone(), row.group.clone())) {
-                    Some(state) => state.merge(&row.state),
-                    None => {
-                        merged.insert((row.minute_ms, row.subject, row.group), row.state);
-                    }
-                }
+                merged.merge(row);
             }
         }
-        let rows: Vec<RollupRow> = merged
-            .into_iter()
-            .map(|((minute_ms, subject, group), state)| RollupRow {
-                minute_ms,
-                subject,
-                group,
-                state,
-            })
-            .collect();
+        let rows = merged.drain_rows();
         let batch = rollups::to_batch(&keys, &rows).map_err(|e| e.to_string())?;
         let path = paths::rollup_file(&meter.namespace, &meter.id, manifest.epoch, seq);
         seq += 1;
