@@ -10,7 +10,6 @@ use metron_engine::meter::{CompiledMeter, Extract};
 use metron_engine::window::floor_minute_ms;
 use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
 use metron_storage::manifest::EventFile;
-use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -150,17 +149,17 @@ impl PartitionActor {
         let mut folds: Vec<Rollups> = self.routes.iter().map(|_| Rollups::default()).collect();
         let mut invalid = 0u64;
         let mut kept = Vec::with_capacity(events.len());
-        for (mut event, is_new) in events.into_iter().zip(fresh) {
+        for (event, is_new) in events.into_iter().zip(fresh) {
             if !is_new {
                 continue;
             }
-            let data = event.event.data.take().map(Value::Object);
+            let data = event.event.data.as_ref();
             let time_ms = event.event.time.timestamp_millis();
             for (route, fold) in self.routes.iter().zip(folds.iter_mut()) {
                 if route.namespace != event.namespace || !route.compiled.matches(&event.event) {
                     continue;
                 }
-                match route.compiled.extract_data(data.as_ref()) {
+                match route.compiled.extract_data(data) {
                     Extract::Sample(sample) => {
                         let key = (
                             floor_minute_ms(time_ms),
@@ -173,10 +172,7 @@ impl PartitionActor {
                     Extract::Skip => {}
                 }
             }
-            event.event.data = match data {
-                Some(Value::Object(map)) => Some(map),
-                _ => None,
-            };
+
             kept.push(event);
         }
         Metrics::add(

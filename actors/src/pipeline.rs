@@ -17,7 +17,6 @@ use metron_storage::manifest::{self, EventFile, Manifest};
 use metron_storage::objects::ObjectRoot;
 use metron_storage::query::{QueryService, SqlAnswer, SqlRequest, SqlTable, TimeRange};
 use metron_storage::{events, rollups};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -739,8 +738,7 @@ pub fn fold_events<'a>(
         if e.namespace != namespace || !meter.matches(&e.event) {
             continue;
         }
-        let data = e.event.data.as_ref().map(|d| Value::Object(d.clone()));
-        if let Extract::Sample(sample) = meter.extract_data(data.as_ref()) {
+        if let Extract::Sample(sample) = meter.extract_data(e.event.data.as_ref()) {
             let time_ms = e.event.time.timestamp_millis();
             let key = (
                 floor_minute_ms(time_ms),

@@ -462,7 +462,7 @@ fn pick_merge<F>(files: Vec<F>, rows: impl Fn(&F) -> u64) -> Option<Vec<F>> {
     (picked.len() >= 2).then_some(picked)
 }
 
-/// Merges each meter's small rollup files tier by tier; returns the superseded paths.
+/// Merges each meter's small rollup files; returns the superseded paths.
 async fn compact_rollups(
     query: &QueryService,
     manifest: &mut Manifest,
@@ -486,20 +486,12 @@ async fn compact_rollups(
         };
         let meter = &sealed.meter;
         let keys: Vec<String> = meter.group_by.keys().cloned().collect();
-        let urls = files
-            .iter()
-            .map(|f| query.root().url_of(&objects::object_path(&f.path)))
-            .collect();
-        let range = TimeRange {
-            column: "minute",
-            lo: None,
-            hi: None,
-            micros: false,
-        };
-        let batches = query
-            .scan(rollups::schema(&keys), urls, range, None, Vec::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let batches = read_all(
+            query,
+            rollups::schema(&keys),
+            files.iter().map(|f| f.path.as_str()),
+        )
+        .await?;
         let mut merged = meter::Rollups::default();
         for batch in &batches {
             for row in
@@ -516,22 +508,23 @@ async fn compact_rollups(
             .write_parquet(path.clone(), batch)
             .await
             .map_err(|e| e.to_string())?;
-        let gone: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        manifest
-            .rollup_files
-            .retain(|f| !gone.contains(f.path.as_str()));
-        manifest.rollup_files.push(RollupFile {
-            namespace: meter.namespace.clone(),
-            meter_id: meter.id.clone(),
-            path: path.to_string(),
-            rows: written,
-        });
+        replace_files(
+            &mut manifest.rollup_files,
+            &files,
+            |f| &f.path,
+            RollupFile {
+                namespace: meter.namespace.clone(),
+                meter_id: meter.id.clone(),
+                path: path.to_string(),
+                rows: written,
+            },
+        );
         superseded.extend(files.into_iter().map(|f| f.path));
     }
     Ok(superseded)
 }
 
-/// Merges each (namespace, partition, day)'s small event files tier by tier.
+/// Merges each (namespace, partition, day)'s small event files; returns the superseded paths.
 async fn compact_events(
     query: &QueryService,
     manifest: &mut Manifest,
@@ -552,20 +545,12 @@ async fn compact_events(
         let Ok(date) = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
             continue;
         };
-        let urls = files
-            .iter()
-            .map(|f| query.root().url_of(&objects::object_path(&f.path)))
-            .collect();
-        let range = TimeRange {
-            column: "time",
-            lo: None,
-            hi: None,
-            micros: true,
-        };
-        let batches = query
-            .scan(events::schema(), urls, range, None, Vec::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let batches = read_all(
+            query,
+            events::schema(),
+            files.iter().map(|f| f.path.as_str()),
+        )
+        .await?;
         let batch = datafusion_concat(&batches)?;
         let path = paths::event_file(&namespace, date, manifest.epoch, partition, seq);
         seq += 1;
@@ -573,20 +558,49 @@ async fn compact_events(
             .write_parquet(path.clone(), batch)
             .await
             .map_err(|e| e.to_string())?;
-        let gone: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        manifest
-            .event_files
-            .retain(|f| !gone.contains(f.path.as_str()));
-        manifest.event_files.push(EventFile {
-            namespace,
-            partition,
-            day,
-            path: path.to_string(),
-            rows: written,
-        });
+        replace_files(
+            &mut manifest.event_files,
+            &files,
+            |f| &f.path,
+            EventFile {
+                namespace,
+                partition,
+                day,
+                path: path.to_string(),
+                rows: written,
+            },
+        );
         superseded.extend(files.into_iter().map(|f| f.path));
     }
     Ok(superseded)
+}
+
+/// Every row of these files (of one schema).
+async fn read_all<'a>(
+    query: &QueryService,
+    schema: metron_storage::arrow::datatypes::SchemaRef,
+    paths: impl Iterator<Item = &'a str>,
+) -> Result<Vec<metron_storage::arrow::array::RecordBatch>, String> {
+    let urls = paths
+        .map(|p| query.root().url_of(&objects::object_path(p)))
+        .collect();
+    let everything = TimeRange {
+        column: "",
+        lo: None,
+        hi: None,
+        micros: false,
+    };
+    query
+        .scan(schema, urls, everything, None, Vec::new())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Swaps merged files for their merge in a manifest list.
+fn replace_files<F>(list: &mut Vec<F>, merged: &[F], path: impl Fn(&F) -> &String, merge: F) {
+    let gone: HashSet<&str> = merged.iter().map(|f| path(f).as_str()).collect();
+    list.retain(|f| !gone.contains(path(f).as_str()));
+    list.push(merge);
 }
 
 fn datafusion_concat(

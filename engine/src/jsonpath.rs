@@ -1,7 +1,7 @@
 //! The JSONPath subset meters use (`$.a.b`, `$['a b']`, `$.list[0]`), and Go's `%v`
 //! text of a JSON value, which OpenMeter uses for group-by and UNIQUE_COUNT values.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One step of a parsed path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +75,25 @@ impl JsonPath {
 
     /// The value at this path, or `None` when a step is missing.
     pub fn lookup<'v>(&self, root: &'v Value) -> Option<&'v Value> {
+        self.walk(root, &self.steps)
+    }
+
+    /// The value at this path inside an event's data object, without building a
+    /// `Value` around it (the hot path reads events' data maps as they are).
+    pub fn lookup_in<'v>(&self, data: &'v Map<String, Value>) -> Found<'v> {
+        match self.steps.split_first() {
+            None => Found::Root,
+            Some((Step::Field(name), rest)) => match data.get(name) {
+                Some(value) => self.walk(value, rest).map_or(Found::Missing, Found::Value),
+                None => Found::Missing,
+            },
+            Some((Step::Index(_), _)) => Found::Missing,
+        }
+    }
+
+    fn walk<'v>(&self, root: &'v Value, steps: &[Step]) -> Option<&'v Value> {
         let mut current = root;
-        for step in &self.steps {
+        for step in steps {
             current = match (step, current) {
                 (Step::Field(name), Value::Object(map)) => map.get(name)?,
                 (Step::Index(index), Value::Array(list)) => list.get(*index)?,
@@ -85,6 +102,15 @@ impl JsonPath {
         }
         Some(current)
     }
+}
+
+/// What a path finds in a data object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Found<'v> {
+    /// The path is `$`: the data object itself.
+    Root,
+    Value(&'v Value),
+    Missing,
 }
 
 /// Go's `fmt.Sprintf("%v", v)` of a value decoded by `encoding/json`.
@@ -177,6 +203,28 @@ mod tests {
             let parsed = JsonPath::parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert_eq!(parsed.lookup(&doc).cloned(), expected, "path {path}");
         }
+    }
+
+    #[test]
+    fn lookups_in_a_data_object_match_lookups_in_its_value() {
+        let doc = json!({"a": {"b c": [10, {"d": "x"}]}, "n": 1});
+        let map = doc.as_object().cloned().unwrap_or_default();
+        for path in [
+            "$.n",
+            "$.a['b c'][0]",
+            "$.a[\"b c\"][1].d",
+            "$.missing",
+            "$.n.deeper",
+            "$[0]",
+        ] {
+            let parsed = JsonPath::parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let expected = parsed.lookup(&doc).map_or(Found::Missing, Found::Value);
+            assert_eq!(parsed.lookup_in(&map), expected, "path {path}");
+        }
+        assert_eq!(
+            JsonPath::parse("$").map(|p| p.lookup_in(&map)),
+            Ok(Found::Root)
+        );
     }
 
     #[test]

@@ -3,10 +3,10 @@
 use crate::aggregate::{Aggregation, SampleValue};
 use crate::decimal::{ValueError, from_json_number, parse_numeric_str};
 use crate::event::{CloudEvent, rfc3339};
-use crate::jsonpath::{JsonPath, go_value_text};
+use crate::jsonpath::{Found, JsonPath, go_value_text};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// A meter: which events count (`eventType`, `eventFrom`), what value each carries
@@ -318,19 +318,20 @@ impl CompiledMeter {
         if !self.matches(event) {
             return Extract::Skip;
         }
-        let data = event.data.as_ref().map(|m| Value::Object(m.clone()));
-        self.extract_data(data.as_ref())
+        self.extract_data(event.data.as_ref())
     }
 
     /// [`Self::extract`] on the data alone (the event is known to match).
-    pub fn extract_data(&self, data: Option<&Value>) -> Extract {
+    pub fn extract_data(&self, data: Option<&Map<String, Value>>) -> Extract {
         let group = self
             .group_by
             .iter()
             .map(|(_, path)| match (path, data) {
-                (Some(path), Some(data)) => {
-                    path.lookup(data).map(go_value_text).unwrap_or_default()
-                }
+                (Some(path), Some(data)) => match path.lookup_in(data) {
+                    Found::Value(value) => go_value_text(value),
+                    Found::Root => go_value_text(&Value::Object(data.clone())),
+                    Found::Missing => String::new(),
+                },
                 _ => String::new(),
             })
             .collect();
@@ -346,10 +347,17 @@ impl CompiledMeter {
         let Some(path) = &self.value else {
             return invalid("non count meter value property is missing");
         };
-        let raw = match path.lookup(data) {
-            None => return invalid(&format!("missing value property: {:?}", self.value_text)),
-            Some(Value::Null) => return invalid("value cannot be null"),
-            Some(raw) => raw,
+        let root;
+        let raw = match path.lookup_in(data) {
+            Found::Missing => {
+                return invalid(&format!("missing value property: {:?}", self.value_text));
+            }
+            Found::Value(Value::Null) => return invalid("value cannot be null"),
+            Found::Value(raw) => raw,
+            Found::Root => {
+                root = Value::Object(data.clone());
+                &root
+            }
         };
         if self.aggregation == Aggregation::UniqueCount {
             return Extract::Sample(Sample {
