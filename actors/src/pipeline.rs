@@ -167,6 +167,11 @@ impl Pipeline {
         &self.inner.metrics
     }
 
+    /// The catalog (customers, features, entitlements, notifications live there too).
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
     pub fn namespace(&self) -> &str {
         &self.inner.config.namespace
     }

@@ -32,7 +32,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The catalog's handle: a connection pool.
 #[derive(Clone, Debug)]
 pub struct Catalog {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// Meter definitions as stored: the JSON of [`Meter`] with its namespace.
