@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod dedup;
+pub mod entitlements;
 pub mod events;
 pub mod manifest;
 pub mod objects;
