@@ -9,6 +9,7 @@
 //! a manifest, and tells everyone what was committed. [`pipeline::Pipeline`] is the
 //! API's handle on all of it: ingest, meter queries, event listing, SQL, meters.
 
+pub mod customer;
 pub mod meter;
 pub mod metrics;
 pub mod partition;

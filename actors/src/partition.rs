@@ -1,5 +1,6 @@
 //! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
 
+use crate::customer::{Subscription, Usage, UsageSample};
 use crate::meter::{Fold, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -10,6 +11,7 @@ use metron_engine::meter::{CompiledMeter, Extract};
 use metron_engine::window::floor_minute_ms;
 use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
 use metron_storage::manifest::EventFile;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -51,6 +53,9 @@ pub struct PartitionActor {
     paused: bool,
     polling: bool,
     checkpoint_wanted: Arc<AtomicBool>,
+    /// Customers with live balances, by namespace and subject: their usage is sent
+    /// to their `CustomerActor`, one message per customer per batch.
+    subscriptions: HashMap<String, HashMap<String, Arc<Subscription>>>,
 }
 
 impl PartitionActor {
@@ -82,6 +87,7 @@ impl PartitionActor {
             files,
             paused: false,
             polling: false,
+            subscriptions: HashMap::new(),
         }
     }
 
@@ -149,6 +155,8 @@ impl PartitionActor {
         let mut folds: Vec<Rollups> = self.routes.iter().map(|_| Rollups::default()).collect();
         let mut invalid = 0u64;
         let mut kept = Vec::with_capacity(events.len());
+        let mut usage: HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)> =
+            HashMap::new();
         for (event, is_new) in events.into_iter().zip(fresh) {
             if !is_new {
                 continue;
@@ -173,6 +181,9 @@ impl PartitionActor {
                 }
             }
 
+            if !self.subscriptions.is_empty() {
+                route_usage(&self.subscriptions, &event, &mut usage);
+            }
             kept.push(event);
         }
         Metrics::add(
@@ -186,6 +197,12 @@ impl PartitionActor {
                     rows: fold.drain_rows(),
                 });
             }
+        }
+        for (_, (subscription, samples)) in usage {
+            subscription.addr.do_send(Usage {
+                generation: subscription.generation,
+                samples,
+            });
         }
         self.pending.extend(kept);
         if self.pending.len() >= self.limits.pending_events_max {
@@ -241,6 +258,95 @@ pub struct Committed {
 #[rtype(result = "Held")]
 pub struct SetRoutes {
     pub routes: Arc<Vec<Route>>,
+}
+
+/// The usage one event brings to its customer's entitlements, if the customer is subscribed.
+fn route_usage(
+    subscriptions: &HashMap<String, HashMap<String, Arc<Subscription>>>,
+    event: &IngestedEvent,
+    usage: &mut HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)>,
+) {
+    let Some(subscription) = subscriptions
+        .get(&event.namespace)
+        .and_then(|by_subject| by_subject.get(&event.event.subject))
+    else {
+        return;
+    };
+    for sample in subscription.samples(&event.event) {
+        usage
+            .entry(Arc::as_ptr(subscription))
+            .or_insert_with(|| (subscription.clone(), Vec::new()))
+            .1
+            .push(sample);
+    }
+}
+
+/// Starts sending a customer's usage to its actor, atomically with a read of the
+/// customer's events held so far: every event is either in the answer or in a later
+/// [`Usage`] message, never both.
+#[derive(Message)]
+#[rtype(result = "Held")]
+pub struct Subscribe {
+    pub subscription: Arc<Subscription>,
+}
+
+/// Stops sending a customer's usage (only if the subscription is still this customer's).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub namespace: String,
+    pub customer_id: String,
+    pub subjects: Vec<String>,
+}
+
+impl Handler<Subscribe> for PartitionActor {
+    type Result = MessageResult<Subscribe>;
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let sub = msg.subscription;
+        let by_subject = self.subscriptions.entry(sub.namespace.clone()).or_default();
+        for subject in &sub.subjects {
+            by_subject.insert(subject.clone(), sub.clone());
+        }
+        let admits = |e: &IngestedEvent| {
+            e.namespace == sub.namespace && sub.subjects.iter().any(|s| *s == e.event.subject)
+        };
+        let mut events: Vec<Arc<Vec<IngestedEvent>>> = self
+            .sealed
+            .iter()
+            .map(|(_, list)| Arc::new(list.iter().filter(|e| admits(e)).cloned().collect()))
+            .collect();
+        events.push(Arc::new(
+            self.pending.iter().filter(|e| admits(e)).cloned().collect(),
+        ));
+        MessageResult(Held {
+            files: self
+                .files
+                .iter()
+                .filter(|f| f.namespace == sub.namespace)
+                .cloned()
+                .collect(),
+            events,
+        })
+    }
+}
+
+impl Handler<Unsubscribe> for PartitionActor {
+    type Result = ();
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
+        if let Some(by_subject) = self.subscriptions.get_mut(&msg.namespace) {
+            for subject in &msg.subjects {
+                if by_subject
+                    .get(subject)
+                    .is_some_and(|s| s.customer_id == msg.customer_id)
+                {
+                    by_subject.remove(subject);
+                }
+            }
+            if by_subject.is_empty() {
+                self.subscriptions.remove(&msg.namespace);
+            }
+        }
+    }
 }
 
 /// The events a partition holds: committed files and in-memory events.

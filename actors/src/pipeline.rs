@@ -2,7 +2,8 @@
 
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
-use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits};
+use crate::customer::Subscription;
+use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits, Subscribe, Unsubscribe};
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use metron_storage::manifest::{self, EventFile, Manifest};
 use metron_storage::objects::ObjectRoot;
 use metron_storage::query::{QueryService, SqlAnswer, SqlRequest, SqlTable, TimeRange};
 use metron_storage::{events, rollups};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,6 +166,88 @@ impl Pipeline {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// An arbiter for a new actor (round robin over the cores).
+    pub fn arbiter(&self) -> ArbiterHandle {
+        pick(&self.inner.arbiters, &self.inner.next_arbiter)
+    }
+
+    /// Subscribes a customer at the partitions of its subjects and returns its events
+    /// (of these types, from `from`) that were processed before the subscription took
+    /// effect at each partition; every later event comes as a `Usage` message.
+    pub async fn subscribe(
+        &self,
+        subscription: Arc<Subscription>,
+        types: Vec<String>,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Vec<IngestedEvent>> {
+        let mut held = Vec::new();
+        for p in self.partitions_of(&subscription.namespace, &subscription.subjects) {
+            if let Some(addr) = self.inner.partitions.get(p) {
+                held.push(
+                    addr.send(Subscribe {
+                        subscription: subscription.clone(),
+                    })
+                    .await
+                    .map_err(|_| Error::Stopped)?,
+                );
+            }
+        }
+        let filter = EventFilter {
+            namespace: subscription.namespace.clone(),
+            from,
+            subjects: subscription.subjects.clone(),
+            types,
+            limit: usize::MAX,
+            ..EventFilter::default()
+        };
+        self.events_in(held, &filter).await
+    }
+
+    /// Stops a customer's usage messages.
+    pub fn unsubscribe(&self, namespace: &str, customer_id: &str, subjects: Vec<String>) {
+        for p in self.partitions_of(namespace, &subjects) {
+            if let Some(addr) = self.inner.partitions.get(p) {
+                addr.do_send(Unsubscribe {
+                    namespace: namespace.to_owned(),
+                    customer_id: customer_id.to_owned(),
+                    subjects: subjects.clone(),
+                });
+            }
+        }
+    }
+
+    /// A customer's events of some types in `[from, to)`: Parquet plus memory.
+    pub async fn customer_events(
+        &self,
+        namespace: &str,
+        subjects: Vec<String>,
+        types: Vec<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<IngestedEvent>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = EventFilter {
+            namespace: namespace.to_owned(),
+            from,
+            to,
+            subjects,
+            types,
+            limit: usize::MAX,
+            ..EventFilter::default()
+        };
+        self.find_events(&filter).await
+    }
+
+    fn partitions_of(&self, namespace: &str, subjects: &[String]) -> BTreeSet<usize> {
+        let n = self.inner.partitions.len() as u32;
+        subjects
+            .iter()
+            .map(|s| partition_of(namespace, s, n) as usize)
+            .collect()
     }
 
     /// The catalog (customers, features, entitlements, notifications live there too).
@@ -442,10 +525,18 @@ impl Pipeline {
     /// Every event the filter admits, unordered: the partitions' in-memory events
     /// plus their committed Parquet files (pruned by day, time, subject and type).
     async fn find_events(&self, filter: &EventFilter) -> Result<Vec<IngestedEvent>> {
+        let mut held = Vec::with_capacity(self.inner.partitions.len());
+        for addr in &self.inner.partitions {
+            held.push(addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?);
+        }
+        self.events_in(held, filter).await
+    }
+
+    /// The events of some partitions' holdings that a filter admits.
+    async fn events_in(&self, held: Vec<Held>, filter: &EventFilter) -> Result<Vec<IngestedEvent>> {
         let mut found: Vec<IngestedEvent> = Vec::new();
         let mut urls = Vec::new();
-        for addr in &self.inner.partitions {
-            let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
+        for held in held {
             for events in &held.events {
                 found.extend(events.iter().filter(|e| filter.admits(e)).cloned());
             }

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use metron_actors::customer::{Entitlements, EntitlementsConfig};
 use metron_actors::{Pipeline, PipelineConfig};
 use metron_api::config::Config;
 use metron_api::state::AppState;
@@ -97,7 +98,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let system = actix::System::new();
     let result = system.block_on(async move {
         let pipeline = Pipeline::start(pipeline_config, handle).await.context("starting the pipeline")?;
-        let state = actix_web::web::Data::new(AppState { pipeline: pipeline.clone() });
+        let entitlements = Entitlements::new(pipeline.clone(), EntitlementsConfig::default());
+        let state = actix_web::web::Data::new(AppState {
+            pipeline: pipeline.clone(),
+            entitlements,
+        });
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(state.clone())

@@ -1,5 +1,6 @@
 //! The HTTP routes, path for path as OpenMeter's v1 API.
 
+pub mod entitlements;
 pub mod events;
 pub mod health;
 pub mod meters;

@@ -1,0 +1,93 @@
+//! Live balances: one [`CustomerActor`] per active customer.
+//!
+//! A customer is activated on demand (an access check, a value read, an entitlement
+//! change). Activation loads the customer's entitlements, grants and resets from the
+//! catalog, subscribes the customer at every partition that owns one of its subjects
+//! (atomically with a read of the events that partition holds), and folds the
+//! customer's past events into one minute series per metered entitlement. From then
+//! on the partitions send the customer's usage, one [`Usage`] message per batch, and
+//! each [`Ledger`] answers `value` from memory: the credit engine runs from the state
+//! at the current usage period's start over the series, and its answer is cached
+//! until usage or time moves. An idle actor stops (passivation); its state is the
+//! catalog plus the events, so the next activation rebuilds it exactly.
+
+mod actor;
+mod ledger;
+mod service;
+pub mod views;
+
+pub use actor::{Access, CustomerActor, GetAccess, GetValue, Reload, ValueAnswer};
+pub use ledger::{Inputs, Ledger, LedgerError, SeriesUsage, ValueAt, fold_sample};
+pub use service::{
+    Entitlements, EntitlementsConfig, Entry, Error as EntitlementsError, Loaded, engine_grant,
+    engine_inputs, expiration_unit, recurrence, subject_key,
+};
+
+use actix::prelude::*;
+use metron_engine::aggregate::SampleValue;
+use metron_engine::event::CloudEvent;
+use metron_engine::filter::StringFilter;
+use metron_engine::meter::{CompiledMeter, Extract};
+
+/// Usage of one customer from one partition batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Usage {
+    /// The subscription generation the samples were routed with: samples of an older
+    /// generation were already read at the newer subscription's activation.
+    pub generation: u64,
+    pub samples: Vec<UsageSample>,
+}
+
+/// One event's contribution to one metered entitlement.
+#[derive(Debug, Clone)]
+pub struct UsageSample {
+    pub ledger: u32,
+    pub time_ms: i64,
+    pub value: SampleValue,
+}
+
+/// Which events count for one metered entitlement: its feature's meter and group-by filters.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub ledger: u32,
+    pub compiled: CompiledMeter,
+    /// (index into the meter's group-by values, filter)
+    pub filters: Vec<(Option<usize>, StringFilter)>,
+}
+
+impl Matcher {
+    /// The sample this event brings to the entitlement, if any.
+    pub fn sample(&self, event: &CloudEvent) -> Option<UsageSample> {
+        if !self.compiled.matches(event) {
+            return None;
+        }
+        let Extract::Sample(sample) = self.compiled.extract_data(event.data.as_ref()) else {
+            return None;
+        };
+        let admitted = self.filters.iter().all(|(index, filter)| {
+            filter.matches(index.and_then(|i| sample.group.get(i)).map(String::as_str))
+        });
+        admitted.then(|| UsageSample {
+            ledger: self.ledger,
+            time_ms: event.time.timestamp_millis(),
+            value: sample.value,
+        })
+    }
+}
+
+/// A customer's subscription at the partitions.
+pub struct Subscription {
+    pub namespace: String,
+    pub customer_id: String,
+    pub generation: u64,
+    pub subjects: Vec<String>,
+    pub matchers: Vec<Matcher>,
+    pub addr: Recipient<Usage>,
+}
+
+impl Subscription {
+    pub fn samples<'a>(&'a self, event: &'a CloudEvent) -> impl Iterator<Item = UsageSample> + 'a {
+        self.matchers.iter().filter_map(move |m| m.sample(event))
+    }
+}

@@ -1,0 +1,647 @@
+//! `Entitlements`: the API's handle on customer actors — activation, passivation,
+//! loading a customer's entitlements, and exact computations from the events for
+//! times before an actor's live series (a past `?time=`, history).
+
+use super::actor::{Access, CustomerActor, GetAccess, GetValue, Reload, ValueAnswer};
+use super::ledger::{Inputs, Ledger, SeriesUsage, ValueAt, fold_sample};
+use super::views::{self, Flavor, Owner};
+use super::{Matcher, Subscription, Usage};
+use crate::notification::{BalanceObservation, Notifier, ResetObservation};
+use crate::pipeline::{self, Pipeline};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use metron_engine::aggregate::{AggState, Aggregation};
+use metron_engine::credit::{
+    self, Entitlement, ExpirationUnit, Grant, Interval, Outcome, Recurrence, Reset, UsageKind,
+    ceil_minute,
+};
+use metron_engine::event::IngestedEvent;
+use metron_engine::meter::Meter;
+use metron_storage::catalog;
+use metron_storage::customers::Customer;
+use metron_storage::entitlements::{
+    EntitlementKind, EntitlementRecord, GrantRecord, PeriodRecord, ResetRecord,
+};
+use metron_storage::features::Feature;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("customer {0} not found")]
+    CustomerNotFound(String),
+    #[error("feature {0} not found")]
+    FeatureNotFound(String),
+    #[error("feature {feature} has no usable meter: {reason}")]
+    Meter { feature: String, reason: String },
+    #[error("entitlement {id} is invalid: {reason}")]
+    Invalid { id: String, reason: String },
+    #[error(transparent)]
+    Catalog(#[from] catalog::Error),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::Error),
+    #[error("customer actor: {0}")]
+    Actor(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct EntitlementsConfig {
+    /// A customer actor with no reads for this long stops (its state is rebuilt on demand).
+    pub idle_after: Duration,
+}
+
+impl Default for EntitlementsConfig {
+    fn default() -> Self {
+        Self {
+            idle_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One entitlement of a loaded customer.
+pub struct Entry {
+    pub record: Arc<EntitlementRecord>,
+    pub feature: Arc<Feature>,
+    pub ledger: Option<Ledger>,
+}
+
+/// A customer as its actor holds it.
+pub struct Loaded {
+    pub customer: Arc<Customer>,
+    pub subjects: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+impl Loaded {
+    /// An entitlement by id, else by feature key (the one active at `at`, else the newest).
+    pub fn find(&self, id_or_feature_key: &str, at: DateTime<Utc>) -> Option<usize> {
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|e| e.record.id == id_or_feature_key)
+        {
+            return Some(i);
+        }
+        let of_feature = || {
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.record.feature_key == id_or_feature_key)
+        };
+        of_feature()
+            .find(|(_, e)| e.record.active_at(at))
+            .or_else(|| of_feature().last())
+            .map(|(i, _)| i)
+    }
+}
+
+#[derive(Clone)]
+pub struct Entitlements {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pipeline: Pipeline,
+    config: EntitlementsConfig,
+    actors: parking_lot::Mutex<HashMap<(String, String), Addr<CustomerActor>>>,
+}
+
+impl Entitlements {
+    pub fn new(pipeline: Pipeline, config: EntitlementsConfig) -> Self {
+        let this = Self {
+            inner: Arc::new(Inner {
+                pipeline,
+                config,
+                actors: parking_lot::Mutex::new(HashMap::new()),
+            }),
+        };
+        // A customer's subjects changed: every live customer reloads its subscription.
+        let weak = Arc::downgrade(&this.inner);
+        this.inner.pipeline.attribution().on_change(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                for addr in inner.actors.lock().values() {
+                    addr.do_send(Reload);
+                }
+            }
+        }));
+        this
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    pub fn idle_after(&self) -> Duration {
+        self.inner.config.idle_after
+    }
+
+    /// Active customer actors.
+    pub fn active_customers(&self) -> usize {
+        self.inner.actors.lock().len()
+    }
+
+    /// The customer's actor, started on demand.
+    fn actor(&self, namespace: &str, customer_id: &str) -> Addr<CustomerActor> {
+        let key = (namespace.to_owned(), customer_id.to_owned());
+        let mut actors = self.inner.actors.lock();
+        if let Some(addr) = actors.get(&key)
+            && addr.connected()
+        {
+            return addr.clone();
+        }
+        let arbiter = self.inner.pipeline.arbiter();
+        let (service, ns, id) = (self.clone(), key.0.clone(), key.1.clone());
+        let addr =
+            CustomerActor::start_in_arbiter(&arbiter, move |_| CustomerActor::new(service, ns, id));
+        actors.insert(key, addr.clone());
+        addr
+    }
+
+    /// An actor stopped after being idle: forget it and stop its usage.
+    pub(super) fn passivated(
+        &self,
+        namespace: &str,
+        customer_id: &str,
+        subjects: Vec<String>,
+        addr: &Addr<CustomerActor>,
+    ) {
+        let key = (namespace.to_owned(), customer_id.to_owned());
+        let mut actors = self.inner.actors.lock();
+        if actors.get(&key).is_some_and(|a| a == addr) {
+            actors.remove(&key);
+            self.inner
+                .pipeline
+                .unsubscribe(namespace, customer_id, subjects);
+        }
+    }
+
+    /// Reloads a customer after a change to its entitlements, grants or resets.
+    pub async fn reload(&self, namespace: &str, customer_id: &str) -> Result<()> {
+        self.actor(namespace, customer_id)
+            .send(Reload)
+            .await
+            .map_err(|e| Error::Actor(e.to_string()))?
+            .map_err(Error::Actor)
+    }
+
+    /// One entitlement's value at `at` (by id or feature key); `None` when the customer
+    /// has no such entitlement.
+    pub async fn value(
+        &self,
+        namespace: &str,
+        customer_id: &str,
+        entitlement: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<ValueAnswer>> {
+        let answer = self
+            .actor(namespace, customer_id)
+            .send(GetValue {
+                entitlement: entitlement.to_owned(),
+                at,
+            })
+            .await
+            .map_err(|e| Error::Actor(e.to_string()))?
+            .map_err(Error::Actor)?;
+        match answer {
+            Some(ValueAnswer::Past(record)) => Ok(Some(self.past_value(record, at).await?)),
+            other => Ok(other),
+        }
+    }
+
+    /// Every active entitlement's value, by feature key.
+    pub async fn access(
+        &self,
+        namespace: &str,
+        customer_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Access> {
+        let mut access = self
+            .actor(namespace, customer_id)
+            .send(GetAccess { at })
+            .await
+            .map_err(|e| Error::Actor(e.to_string()))?
+            .map_err(Error::Actor)?;
+        for answer in access.values_mut() {
+            if let ValueAnswer::Past(record) = answer {
+                *answer = self.past_value(record.clone(), at).await?;
+            }
+        }
+        Ok(access)
+    }
+
+    /// A value before the actor's live series: computed from the events.
+    async fn past_value(
+        &self,
+        record: Arc<EntitlementRecord>,
+        at: DateTime<Utc>,
+    ) -> Result<ValueAnswer> {
+        let until = ceil_minute(at);
+        let (outcome, inputs) = self.compute(&record, until, &[]).await?;
+        let value = outcome.value(&inputs.grants);
+        let period = credit::period_at(&inputs.entitlement, &inputs.resets, until)
+            .unwrap_or((until, until));
+        Ok(ValueAnswer::Metered {
+            has_access: record.is_soft_limit || value.balance > rust_decimal::Decimal::ZERO,
+            record,
+            value: ValueAt {
+                until,
+                value,
+                period,
+            },
+        })
+    }
+
+    /// Runs the credit engine for one metered entitlement over its events, from
+    /// `measureUsageFrom` to `until`, with extra cuts (window edges of a history).
+    pub async fn compute(
+        &self,
+        record: &EntitlementRecord,
+        until: DateTime<Utc>,
+        extra_cuts: &[DateTime<Utc>],
+    ) -> Result<(Outcome, Inputs)> {
+        let customer = self
+            .inner
+            .pipeline
+            .catalog()
+            .get_customer_by_id(&record.namespace, &record.customer_id)
+            .await?
+            .ok_or_else(|| Error::CustomerNotFound(record.customer_id.clone()))?;
+        let feature = self.feature(record).await?;
+        let (inputs, meter) = self.inputs(record, &feature).await?;
+        let matcher = matcher(0, &meter, &feature);
+        let from = inputs.entitlement.measure_usage_from;
+        let events = self
+            .inner
+            .pipeline
+            .customer_events(
+                &record.namespace,
+                customer.subjects(),
+                vec![meter.event_type.clone()],
+                Some(from),
+                Some(until),
+            )
+            .await?;
+        let mut series = BTreeMap::new();
+        fold_events(&events, std::slice::from_ref(&matcher), |_, sample| {
+            if sample.time_ms >= from.timestamp_millis() {
+                fold_sample(&mut series, meter.aggregation, sample.time_ms, &sample.value);
+            }
+        });
+        let mut usage = SeriesUsage { series: &series };
+        let outcome = credit::run(
+            &inputs.entitlement,
+            &inputs.grants,
+            &inputs.resets,
+            None,
+            until,
+            extra_cuts,
+            &mut usage,
+        )
+        .map_err(|e| Error::Invalid {
+            id: record.id.clone(),
+            reason: format!("{e:?}"),
+        })?;
+        Ok((outcome, inputs))
+    }
+
+    async fn feature(&self, record: &EntitlementRecord) -> Result<Arc<Feature>> {
+        self.inner
+            .pipeline
+            .catalog()
+            .get_feature(&record.namespace, &record.feature_id)
+            .await?
+            .map(Arc::new)
+            .ok_or_else(|| Error::FeatureNotFound(record.feature_id.clone()))
+    }
+
+    /// The engine inputs of a metered entitlement, and its feature's meter.
+    pub async fn inputs(
+        &self,
+        record: &EntitlementRecord,
+        feature: &Feature,
+    ) -> Result<(Inputs, Arc<Meter>)> {
+        let slug = feature.meter_slug.clone().ok_or_else(|| Error::Meter {
+            feature: feature.key.clone(),
+            reason: "no meterSlug".into(),
+        })?;
+        let meter = self
+            .inner
+            .pipeline
+            .get_meter(&record.namespace, &slug)
+            .await
+            .map_err(|e| Error::Meter {
+                feature: feature.key.clone(),
+                reason: e.to_string(),
+            })?;
+        let catalog = self.inner.pipeline.catalog();
+        let grants = catalog.entitlement_grants(&record.id).await?;
+        let resets = catalog.entitlement_resets(&record.id).await?;
+        let inputs = engine_inputs(record, meter.aggregation, &grants, &resets)?;
+        Ok((inputs, Arc::new(meter)))
+    }
+
+    /// Loads a customer for its actor: entitlements, ledgers rebuilt from the events,
+    /// and the subscription at the partitions (taken atomically with the event read).
+    pub(super) async fn load(
+        &self,
+        namespace: &str,
+        customer_id: &str,
+        generation: u64,
+        recipient: Recipient<Usage>,
+    ) -> Result<Loaded> {
+        let catalog = self.inner.pipeline.catalog();
+        let customer = catalog
+            .get_customer_by_id(namespace, customer_id)
+            .await?
+            .filter(|c| c.deleted_at.is_none())
+            .ok_or_else(|| Error::CustomerNotFound(customer_id.to_owned()))?;
+        let subjects = customer.subjects();
+        let records = catalog
+            .customer_entitlements(namespace, customer_id, false)
+            .await?;
+        let mut entries = Vec::with_capacity(records.len());
+        let mut matchers = Vec::new();
+        let mut metered: Vec<(usize, Inputs, Aggregation)> = Vec::new();
+        let mut types = Vec::new();
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for record in records {
+            let feature = self.feature(&record).await?;
+            if record.kind == EntitlementKind::Metered {
+                let (inputs, meter) = self.inputs(&record, &feature).await?;
+                let index = entries.len();
+                matchers.push(matcher(index as u32, &meter, &feature));
+                types.push(meter.event_type.clone());
+                let from = inputs.entitlement.measure_usage_from;
+                earliest = Some(earliest.map_or(from, |e: DateTime<Utc>| e.min(from)));
+                metered.push((index, inputs, meter.aggregation));
+            }
+            entries.push(Entry {
+                record: Arc::new(record),
+                feature,
+                ledger: None,
+            });
+        }
+        let mut series: Vec<BTreeMap<i64, AggState>> = vec![BTreeMap::new(); entries.len()];
+        if !matchers.is_empty() && !subjects.is_empty() {
+            types.sort();
+            types.dedup();
+            let subscription = Arc::new(Subscription {
+                namespace: namespace.to_owned(),
+                customer_id: customer_id.to_owned(),
+                generation,
+                subjects: subjects.clone(),
+                matchers: matchers.clone(),
+                addr: recipient,
+            });
+            let events = self
+                .inner
+                .pipeline
+                .subscribe(subscription, types, earliest)
+                .await?;
+            let aggregations: HashMap<usize, Aggregation> =
+                metered.iter().map(|(i, _, a)| (*i, *a)).collect();
+            fold_events(&events, &matchers, |index, sample| {
+                if let (Some(s), Some(a)) = (series.get_mut(index), aggregations.get(&index)) {
+                    fold_sample(s, *a, sample.time_ms, &sample.value);
+                }
+            });
+        }
+        for (index, inputs, aggregation) in metered {
+            let from_ms = inputs.entitlement.measure_usage_from.timestamp_millis();
+            let mut s = std::mem::take(&mut series[index]);
+            s = s.split_off(&metron_engine::window::floor_minute_ms(from_ms));
+            if let Some(entry) = entries.get_mut(index) {
+                entry.ledger = Some(Ledger::new(inputs, aggregation, s));
+            }
+        }
+        Ok(Loaded {
+            customer: Arc::new(customer),
+            subjects,
+            entries,
+        })
+    }
+
+    /// A manual reset happened: tell the notifier (`entitlements.reset` rules).
+    pub async fn reset_observed(
+        &self,
+        customer: &Customer,
+        record: &EntitlementRecord,
+        at: DateTime<Utc>,
+    ) {
+        let subject_key = subject_key(customer, &customer.subjects());
+        let answer = self
+            .value(&record.namespace, &customer.id, &record.id, Utc::now())
+            .await;
+        let (value, period) = match answer {
+            Ok(Some(ValueAnswer::Metered {
+                has_access, value, ..
+            })) => (
+                views::metered_value_view(has_access, &value.value, Flavor::V1),
+                Some(value.period),
+            ),
+            _ => (serde_json::json!({"hasAccess": false}), None),
+        };
+        let owner = Owner {
+            customer_id: &customer.id,
+            customer_key: customer.key.as_deref(),
+            subject_key: &subject_key,
+        };
+        let feature = match self.feature(record).await {
+            Ok(f) => serde_json::to_value(f.as_ref()).unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        self.inner.pipeline.notifier().reset_observed(ResetObservation {
+            namespace: record.namespace.clone(),
+            entitlement_id: record.id.clone(),
+            feature_id: record.feature_id.clone(),
+            feature_key: record.feature_key.clone(),
+            subject_key: subject_key.clone(),
+            customer_id: Some(customer.id.clone()),
+            reset_at: at,
+            entitlement: views::entitlement_view(record, &owner, period, Flavor::V1),
+            feature,
+            subject: serde_json::json!({"key": subject_key}),
+            customer: serde_json::to_value(customer).ok(),
+            value,
+        });
+    }
+
+    /// Balances moved: tell the notifier (it decides whether a threshold was crossed).
+    pub(super) fn observe(&self, loaded: &mut Loaded, touched: &[usize]) {
+        let notifier: &Notifier = self.inner.pipeline.notifier();
+        let now = Utc::now();
+        let customer = loaded.customer.clone();
+        let subject_key = subject_key(&customer, &loaded.subjects);
+        for &index in touched {
+            let Some(entry) = loaded.entries.get_mut(index) else {
+                continue;
+            };
+            let Some(ledger) = entry.ledger.as_mut() else {
+                continue;
+            };
+            if !entry.record.active_at(now) {
+                continue;
+            }
+            let Ok(at) = ledger.value_at(now) else {
+                continue;
+            };
+            let has_access =
+                entry.record.is_soft_limit || at.value.balance > rust_decimal::Decimal::ZERO;
+            let owner = Owner {
+                customer_id: &customer.id,
+                customer_key: customer.key.as_deref(),
+                subject_key: &subject_key,
+            };
+            notifier.balance_observed(BalanceObservation {
+                namespace: entry.record.namespace.clone(),
+                entitlement_id: entry.record.id.clone(),
+                feature_id: entry.record.feature_id.clone(),
+                feature_key: entry.record.feature_key.clone(),
+                subject_key: subject_key.clone(),
+                customer_id: Some(customer.id.clone()),
+                period_from: at.period.0,
+                measure_usage_from: ledger.inputs.entitlement.measure_usage_from,
+                usage: at.value.usage,
+                balance: at.value.balance,
+                total_available_grant_amount: at.value.total_available_grant_amount,
+                overage: at.value.overage,
+                entitlement: views::entitlement_view(
+                    &entry.record,
+                    &owner,
+                    Some(at.period),
+                    Flavor::V1,
+                ),
+                feature: serde_json::to_value(entry.feature.as_ref()).unwrap_or_default(),
+                subject: serde_json::json!({"key": subject_key}),
+                customer: serde_json::to_value(customer.as_ref()).ok(),
+                value: views::metered_value_view(has_access, &at.value, Flavor::V1),
+            });
+        }
+    }
+}
+
+/// The subject key a customer's v1 read models show: its first subject key, else its key.
+pub fn subject_key(customer: &Customer, subjects: &[String]) -> String {
+    customer
+        .usage_attribution
+        .subject_keys
+        .first()
+        .or(customer.key.as_ref())
+        .or(subjects.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn matcher(ledger: u32, meter: &Meter, feature: &Feature) -> Matcher {
+    let compiled = meter.compile();
+    let keys: Vec<String> = compiled.group_keys().map(str::to_owned).collect();
+    let filters = feature
+        .group_filters()
+        .into_iter()
+        .map(|(key, filter)| (keys.iter().position(|k| *k == key), filter))
+        .collect();
+    Matcher {
+        ledger,
+        compiled,
+        filters,
+    }
+}
+
+fn fold_events(
+    events: &[IngestedEvent],
+    matchers: &[Matcher],
+    mut each: impl FnMut(usize, &super::UsageSample),
+) {
+    for event in events {
+        for matcher in matchers {
+            if let Some(sample) = matcher.sample(&event.event) {
+                each(matcher.ledger as usize, &sample);
+            }
+        }
+    }
+}
+
+/// A recurring period from its record.
+pub fn recurrence(period: &PeriodRecord) -> Result<Recurrence, String> {
+    Ok(Recurrence {
+        interval: Interval::parse(&period.interval).map_err(|e| format!("{e:?}"))?,
+        anchor: period.anchor,
+    })
+}
+
+/// A grant's expiration unit from its record text.
+pub fn expiration_unit(text: &str) -> Option<ExpirationUnit> {
+    Some(match text {
+        "HOUR" => ExpirationUnit::Hour,
+        "DAY" => ExpirationUnit::Day,
+        "WEEK" => ExpirationUnit::Week,
+        "MONTH" => ExpirationUnit::Month,
+        "YEAR" => ExpirationUnit::Year,
+        _ => return None,
+    })
+}
+
+/// The credit engine's view of a grant record.
+pub fn engine_grant(grant: &GrantRecord) -> Result<Grant, String> {
+    Ok(Grant {
+        id: grant.id.clone(),
+        amount: grant.amount,
+        priority: grant.priority,
+        effective_at: grant.effective_at,
+        expires_at: grant.expires_at,
+        voided_at: grant.voided_at,
+        deleted_at: grant.deleted_at,
+        created_at: grant.created_at,
+        max_rollover: grant.max_rollover_amount,
+        min_rollover: grant.min_rollover_amount,
+        recurrence: grant.recurrence.as_ref().map(recurrence).transpose()?,
+    })
+}
+
+/// The credit engine's inputs for a metered entitlement record.
+pub fn engine_inputs(
+    record: &EntitlementRecord,
+    aggregation: Aggregation,
+    grants: &[GrantRecord],
+    resets: &[ResetRecord],
+) -> Result<Inputs> {
+    let invalid = |reason: String| Error::Invalid {
+        id: record.id.clone(),
+        reason,
+    };
+    let period = record
+        .usage_period
+        .as_ref()
+        .ok_or_else(|| invalid("no usage period".into()))?;
+    let entitlement = Entitlement {
+        measure_usage_from: record.measure_usage_from.unwrap_or(record.created_at),
+        usage_period: recurrence(period).map_err(invalid)?,
+        preserve_overage_at_reset: record.preserve_overage_at_reset,
+        kind: if aggregation == Aggregation::Latest {
+            UsageKind::Latest
+        } else {
+            UsageKind::Additive
+        },
+    };
+    let grants = grants
+        .iter()
+        .map(engine_grant)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let resets = resets
+        .iter()
+        .map(|r| Reset {
+            at: r.at,
+            preserve_overage: r.preserve_overage,
+            retain_anchor: r.retain_anchor,
+        })
+        .collect();
+    Ok(Inputs {
+        entitlement,
+        grants,
+        resets,
+    })
+}
