@@ -237,6 +237,12 @@ pub fn run<U: UsageSource>(
         }
         burner.apply_events(cut);
     }
+    // `until` itself is no edge: burn up to it without applying any event there (a LATEST
+    // restart at `until` would hide the phase's usage).
+    if burner.at < until {
+        let phase_usage = usage.usage(burner.at, until).map_err(RunError::Usage)?;
+        segments.push(burner.burn_phase(until, phase_usage, reset_at_start));
+    }
     Ok(Outcome {
         state: burner.into_state(),
         segments,
