@@ -11,8 +11,8 @@ use std::convert::Infallible;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use metron_engine::credit::{
-    Entitlement, Grant, Interval, Outcome, Recurrence, Reset, State, UsageKind, UsageSource,
-    Value, boundaries, run,
+    Entitlement, Grant, Interval, Outcome, Recurrence, Reset, State, UsageKind, UsageSource, Value,
+    boundaries, run,
 };
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -21,7 +21,9 @@ use rust_decimal::Decimal;
 const HORIZON: i64 = 300;
 
 fn base() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn at(minute: i64) -> DateTime<Utc> {
@@ -72,13 +74,21 @@ fn halves(n: i64) -> Decimal {
 
 fn grant_case(measure_from: i64) -> impl Strategy<Value = GrantCase> {
     (
-        (1i64..40, 0u8..3, -30i64..HORIZON, prop::option::of(1i64..200)),
+        (
+            1i64..40,
+            0u8..3,
+            -30i64..HORIZON,
+            prop::option::of(1i64..200),
+        ),
         (
             prop::option::weighted(0.2, 0i64..150),
             0i64..5,
             0i64..=100,
             0i64..=100,
-            prop::option::weighted(0.4, (prop::sample::select(vec![15i64, 30, 45, 60]), -60i64..60)),
+            prop::option::weighted(
+                0.4,
+                (prop::sample::select(vec![15i64, 30, 45, 60]), -60i64..60),
+            ),
         ),
     )
         .prop_map(
@@ -103,7 +113,12 @@ fn grant_case(measure_from: i64) -> impl Strategy<Value = GrantCase> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (0i64..30, prop::sample::select(vec![60i64, 90, 120]), 0i64..120, any::<bool>())
+    (
+        0i64..30,
+        prop::sample::select(vec![60i64, 90, 120]),
+        0i64..120,
+        any::<bool>(),
+    )
         .prop_flat_map(|(measure_from, period_minutes, period_anchor, preserve)| {
             (
                 prop::collection::vec(grant_case(measure_from), 0..5),
@@ -310,7 +325,12 @@ impl<'a> Reference<'a> {
     fn value(&self, m: i64) -> Value {
         let grant_balances: Vec<(String, Decimal)> = (0..self.case.grants.len())
             .filter(|i| self.case.grants[*i].active(m))
-            .map(|i| (format!("01G{i}"), self.balances.get(&i).copied().unwrap_or_default()))
+            .map(|i| {
+                (
+                    format!("01G{i}"),
+                    self.balances.get(&i).copied().unwrap_or_default(),
+                )
+            })
             .collect();
         let balance = grant_balances.iter().map(|(_, b)| *b).sum::<Decimal>();
         Value {
@@ -343,6 +363,9 @@ impl<'a> Reference<'a> {
             let m = start + offset as i64;
             if m > start {
                 sim.events(m);
+                let carried = sim.overage;
+                let burnt = sim.burn(m, carried);
+                sim.grant_usage += burnt;
             }
             values.insert(m, sim.value(m));
             let used = Decimal::from(*minute_usage);

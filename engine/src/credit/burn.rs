@@ -152,9 +152,7 @@ pub fn period_at(
 pub fn validate(ent: &Entitlement, grants: &[Grant], resets: &[Reset]) -> Result<(), CreditError> {
     let period = ent.usage_period.interval;
     if period.duration().is_zero() {
-        return Err(CreditError::ZeroInterval {
-            text: period.iso(),
-        });
+        return Err(CreditError::ZeroInterval { text: period.iso() });
     }
     if !period.at_least_one_hour() {
         return Err(CreditError::UsagePeriodTooShort { text: period.iso() });
@@ -167,12 +165,12 @@ pub fn validate(ent: &Entitlement, grants: &[Grant], resets: &[Reset]) -> Result
         if grant.max_rollover < Decimal::ZERO || grant.min_rollover < Decimal::ZERO {
             return Err(CreditError::NegativeRollover { grant_id: id() });
         }
-        if let Some(recurrence) = &grant.recurrence {
-            if recurrence.interval.duration().is_zero() {
-                return Err(CreditError::ZeroInterval {
-                    text: recurrence.interval.iso(),
-                });
-            }
+        if let Some(recurrence) = &grant.recurrence
+            && recurrence.interval.duration().is_zero()
+        {
+            return Err(CreditError::ZeroInterval {
+                text: recurrence.interval.iso(),
+            });
         }
     }
     let mut times: Vec<DateTime<Utc>> = resets.iter().map(|r| truncate_minute(r.at)).collect();
@@ -182,10 +180,10 @@ pub fn validate(ent: &Entitlement, grants: &[Grant], resets: &[Reset]) -> Result
             return Err(CreditError::DuplicateReset { at: pair[0] });
         }
     }
-    if let Some(first) = times.first() {
-        if *first <= ent.measure_usage_from {
-            return Err(CreditError::ResetNotAfterStart { at: *first });
-        }
+    if let Some(first) = times.first()
+        && *first <= ent.measure_usage_from
+    {
+        return Err(CreditError::ResetNotAfterStart { at: *first });
     }
     Ok(())
 }
@@ -226,8 +224,13 @@ pub fn run<U: UsageSource>(
     let mut segments = Vec::with_capacity(cuts.len());
     // A resumed run starts where the previous one stopped; that instant may have been a reset.
     let mut reset_at_start = resumed
-        && reset_times(ent, resets, burner.at - chrono::Duration::minutes(1), burner.at)?
-            .contains(&burner.at);
+        && reset_times(
+            ent,
+            resets,
+            burner.at - chrono::Duration::minutes(1),
+            burner.at,
+        )?
+        .contains(&burner.at);
     for cut in cuts {
         let phase_usage = usage.usage(burner.at, cut).map_err(RunError::Usage)?;
         segments.push(burner.burn_phase(cut, phase_usage, reset_at_start));
@@ -236,6 +239,7 @@ pub fn run<U: UsageSource>(
             burner.reset(cut);
         }
         burner.apply_events(cut);
+        burner.settle();
     }
     // `until` itself is no edge: burn up to it without applying any event there (a LATEST
     // restart at `until` would hide the phase's usage).
@@ -308,7 +312,11 @@ impl<'a> Burner<'a> {
 
     /// Grants active at the current instant, in burn order.
     fn active_in_order(&self) -> Vec<&'a Grant> {
-        let mut active: Vec<&Grant> = self.grants.iter().filter(|g| g.active_at(self.at)).collect();
+        let mut active: Vec<&Grant> = self
+            .grants
+            .iter()
+            .filter(|g| g.active_at(self.at))
+            .collect();
         active.sort_by(|a, b| a.burn_order(b));
         active
     }
@@ -382,21 +390,26 @@ impl<'a> Burner<'a> {
         for grant in self.grants {
             if grant.active_at(at) {
                 let before = self.balances.get(&grant.id).copied().unwrap_or_default();
-                self.balances.insert(grant.id.clone(), grant.rollover(before));
+                self.balances
+                    .insert(grant.id.clone(), grant.rollover(before));
             } else if let Some(balance) = self.balances.get_mut(&grant.id) {
                 *balance = Decimal::ZERO;
             }
         }
-        let carried = if preserve { self.overage } else { Decimal::ZERO };
+        let carried = if preserve {
+            self.overage
+        } else {
+            Decimal::ZERO
+        };
         let (taken, overage) = self.burn(carried);
         self.overage = overage;
         self.usage_in_period = Decimal::ZERO;
         self.grant_usage_in_period = taken.iter().map(|(_, u)| *u).sum();
         self.period_start = at;
-        if let Some(reset) = manual {
-            if !reset.retain_anchor {
-                self.period_anchor = at;
-            }
+        if let Some(reset) = manual
+            && !reset.retain_anchor
+        {
+            self.period_anchor = at;
         }
     }
 
@@ -411,14 +424,25 @@ impl<'a> Burner<'a> {
                 continue;
             }
             let starts = truncate_minute(grant.effective_at) == at;
-            let recurs = grant.recurrence.as_ref().is_some_and(|r| {
-                r.period_containing(at).is_some_and(|(from, _)| from == at)
-            });
+            let recurs = grant
+                .recurrence
+                .as_ref()
+                .is_some_and(|r| r.period_containing(at).is_some_and(|(from, _)| from == at));
             if starts || recurs || self.ent.kind == UsageKind::Latest {
                 self.balances.insert(grant.id.clone(), grant.amount);
             } else {
                 self.balances.entry(grant.id.clone()).or_default();
             }
+        }
+    }
+
+    /// Burns the carried overage through the balances of the instant, as OpenMeter's
+    /// zero-length phase at a recurrence or reset does: an edge's refill pays overage at once.
+    fn settle(&mut self) {
+        if self.overage > Decimal::ZERO {
+            let (taken, overage) = self.burn(self.overage);
+            self.overage = overage;
+            self.grant_usage_in_period += taken.iter().map(|(_, u)| *u).sum::<Decimal>();
         }
     }
 

@@ -17,6 +17,9 @@
 //!    a grant recurring at the instant is refilled to `amount` (rollover ignored); with
 //!    [`UsageKind::Latest`] every active grant restarts at `amount` each phase.
 //!
+//! 3. the carried overage is burnt at once through the balances of the instant (OpenMeter's
+//!    zero-length terminal phase), so a refill at an edge pays outstanding overage.
+//!
 //! Each phase `[f, t)` then burns `usage(f, t) + overage` through the grants active at
 //! `f` in burn order (priority asc, expiry asc with no expiry last, creation, id); each
 //! takes `min(balance, remaining)`, the rest is the new overage. Burning is greedy, so

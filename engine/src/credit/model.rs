@@ -162,11 +162,7 @@ impl Outcome {
         let grant_balances: Vec<(String, Decimal)> = state
             .balances
             .iter()
-            .filter(|(id, _)| {
-                grants
-                    .iter()
-                    .any(|g| &g.id == id && g.active_at(state.at))
-            })
+            .filter(|(id, _)| grants.iter().any(|g| &g.id == id && g.active_at(state.at)))
             .cloned()
             .collect();
         let balance = grant_balances.iter().map(|(_, b)| *b).sum::<Decimal>();

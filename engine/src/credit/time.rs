@@ -96,7 +96,11 @@ impl IsoDuration {
                     _ => return Err(bad()),
                 }
             }
-            if digits.is_empty() { Ok(()) } else { Err(bad()) }
+            if digits.is_empty() {
+                Ok(())
+            } else {
+                Err(bad())
+            }
         };
         parse_part(date, &['Y', 'M', 'W', 'D'])?;
         if let Some(time) = time {
@@ -284,7 +288,11 @@ impl Recurrence {
     }
 
     /// Every boundary in `(from, to]`, ascending.
-    pub fn boundaries_in(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<Vec<DateTime<Utc>>> {
+    pub fn boundaries_in(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<Vec<DateTime<Utc>>> {
         let mut out = Vec::new();
         if to <= from {
             return Some(out);
@@ -321,8 +329,8 @@ pub fn expires_at(
 
 /// The minute `t` falls in.
 pub fn truncate_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    let extra = Duration::seconds(i64::from(t.second()))
-        + Duration::nanoseconds(i64::from(t.nanosecond()));
+    let extra =
+        Duration::seconds(i64::from(t.second())) + Duration::nanoseconds(i64::from(t.nanosecond()));
     t - extra
 }
 
@@ -370,7 +378,9 @@ fn add_months_clamped(t: DateTime<Utc>, months: i64) -> Option<DateTime<Utc>> {
     } else {
         (year, month + 1)
     };
-    let last_day = NaiveDate::from_ymd_opt(next_year, next_month, 1)?.pred_opt()?.day();
+    let last_day = NaiveDate::from_ymd_opt(next_year, next_month, 1)?
+        .pred_opt()?
+        .day();
     let date = NaiveDate::from_ymd_opt(year, month, t.day().min(last_day))?;
     Some(with_date(t, date))
 }
