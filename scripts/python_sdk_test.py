@@ -7,7 +7,10 @@ Creates (once) a virtualenv at $METRON_VENV or ${XDG_CACHE_HOME:-~/.cache}/metro
 `openmeter==1.0.0b236` from PyPI, re-runs itself inside it, starts the binary on a loopback
 port with a temporary data directory and a config that declares one meter, then drives it with
 the SDK: ingest one event, ingest a batch, list and get meters, list events, and query the
-meter by DAY with `subject` and `group_by` (polling up to 30 s for the values to appear).
+meter by DAY with `subject` and `group_by` (polling up to 30 s for the values to appear). Then
+the entitlement flow of openmeter-semantics.md §8.1: create a feature on the meter, a customer
+with a usage attribution, a metered MONTH entitlement (v2), a grant of 1000, ingest 3 events of
+tokens and poll the entitlement value until its usage reflects them.
 Prints "python_sdk: N passed, M failed" and exits non-zero if anything failed.
 """
 
@@ -229,6 +232,67 @@ def run_checks(server: Server) -> tuple[int, int]:
             assert all(e.event.subject == "customer-1" for e in events)
         eventually(listed, "events.list subject=customer-1")
 
+    # ----- entitlements (openmeter-semantics.md §8.1), on a customer of its own -----
+    from openmeter.models import (CustomerCreate, CustomerUsageAttribution,
+                                  EntitlementGrantCreateInputV2, EntitlementMeteredV2CreateInputs,
+                                  ExpirationPeriod, FeatureCreateInputs, RecurringPeriodCreateInput)
+
+    ent_customer, ent_feature = "customer-ent", "ai_tokens"
+    ent_tokens = [10, 20, 30]
+    ent_state = {}
+
+    def create_feature():
+        feature = client.features.create(FeatureCreateInputs(
+            key=ent_feature, name="AI Tokens", meter_slug="tokens_total"))
+        assert feature.key == ent_feature, feature.key
+        assert feature.meter_slug == "tokens_total", feature.meter_slug
+        assert feature.id, "feature has an id"
+
+    def create_customer():
+        customer = client.customers.create(CustomerCreate(
+            name="ACME", key=ent_customer,
+            usage_attribution=CustomerUsageAttribution(subject_keys=[ent_customer])))
+        assert customer.key == ent_customer, customer.key
+        assert list(customer.usage_attribution.subject_keys) == [ent_customer], customer.usage_attribution
+        assert customer.id, "customer has an id"
+        ent_state["customer_id"] = customer.id
+
+    def create_entitlement():
+        entitlement = client.customer_entitlements_v2.post(ent_customer, EntitlementMeteredV2CreateInputs(
+            type="metered", feature_key=ent_feature, usage_period=RecurringPeriodCreateInput(interval="MONTH")))
+        assert entitlement.type == "metered", entitlement.type
+        assert entitlement.feature_key == ent_feature, entitlement.feature_key
+        assert entitlement.customer_id == ent_state.get("customer_id"), entitlement.customer_id
+        assert entitlement.usage_period.interval == "MONTH", entitlement.usage_period
+
+    def create_grant():
+        grant = client.customer_entitlement_v2.create_customer_entitlement_grant(
+            ent_customer, ent_feature,
+            EntitlementGrantCreateInputV2(amount=1000, priority=1, effective_at=now,
+                                          expiration=ExpirationPeriod(duration="YEAR", count=1)))
+        assert grant.amount == 1000, grant.amount
+        assert grant.priority == 1, grant.priority
+        assert grant.id, "grant has an id"
+
+    def ingest_usage():
+        # After the entitlement exists (it measures usage from its creation minute).
+        at = dt.datetime.now(dt.timezone.utc)
+        batch = [Event(id=str(uuid.uuid4()), source="python-sdk-test", specversion="1.0", type="prompt",
+                       subject=ent_customer, time=at, data={"tokens": tokens, "model": "gpt-4o"})
+                 for tokens in ent_tokens]
+        assert client.events.ingest_events(batch) is None
+
+    def entitlement_value():
+        used = sum(ent_tokens)
+
+        def value():
+            val = client.customer_entitlement_v2.get_customer_entitlement_value(ent_customer, ent_feature)
+            assert val.usage == used, f"usage {val.usage!r}, want {used}"
+            assert val.has_access is True, f"has_access {val.has_access!r}"
+            assert val.balance == 1000 - used, f"balance {val.balance!r}, want {1000 - used}"
+            assert val.overage == 0, f"overage {val.overage!r}"
+        eventually(value, "customer_entitlement_v2.get_customer_entitlement_value")
+
     check("events.ingest_event", ingest_event)
     check("events.ingest_events", ingest_events)
     check("meters.list", list_meters)
@@ -237,6 +301,12 @@ def run_checks(server: Server) -> tuple[int, int]:
     check("meters.query_json (total)", query_total)
     check("meters.query_csv (subject)", query_csv)
     check("events.list (subject)", list_events)
+    check("features.create", create_feature)
+    check("customers.create (usage_attribution)", create_customer)
+    check("customer_entitlements_v2.post (metered, MONTH)", create_entitlement)
+    check("customer_entitlement_v2.create_customer_entitlement_grant (1000)", create_grant)
+    check("events.ingest_events (3 token events for the customer)", ingest_usage)
+    check("customer_entitlement_v2.get_customer_entitlement_value", entitlement_value)
     return passed, failed
 
 

@@ -186,3 +186,265 @@ pub fn assert_problem(resp: &Resp, status: u16) -> String {
     assert!(!detail.is_empty(), "problem detail: {resp}");
     detail
 }
+
+// ----- entitlements and credit (ports of OpenMeter's entitlement e2e tests) -----
+
+/// The meters of OpenMeter's `e2e/config.yaml` that the entitlement and credit scenarios use
+/// (same slugs, event types, aggregations, JSONPaths and group-bys).
+pub const CREDIT_CONFIG: &str = r#"
+meters:
+  - slug: credit_test_meter
+    description: Meter for testing credit
+    eventType: credit_event
+    aggregation: COUNT
+    groupBy:
+      model: $.model
+  - slug: entitlement_uc_meter
+    description: Meter for testing entitlements with unique count
+    eventType: credit_event_uc
+    valueProperty: $.value
+    aggregation: UNIQUE_COUNT
+  - slug: entitlement_v2_meter
+    description: Meter for testing entitlements with unique count
+    eventType: entitlement_v2
+    valueProperty: $.value
+    aggregation: UNIQUE_COUNT
+  - slug: entitlement_parity_meter
+    description: Meter for testing entitlements parity
+    eventType: entitlement_parity
+    valueProperty: $.value
+    aggregation: UNIQUE_COUNT
+  - slug: multi_subject_meter
+    description: Meter for testing multi subject
+    eventType: multi_subject
+    aggregation: COUNT
+"#;
+
+/// The usage-period and recurrence anchor most of OpenMeter's entitlement tests use.
+pub const ANCHOR_2024: &str = "2024-01-01T00:00:00Z";
+
+/// `t` truncated to the minute (Go's `time.Truncate(time.Minute)`).
+pub fn minute_floor(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    t.duration_trunc(chrono::TimeDelta::minutes(1)).unwrap_or(t)
+}
+
+/// JSON equality as the Go tests see decoded structs: numbers compare numerically (`99` equals
+/// `99.0`), two strings that both parse as RFC 3339 compare as instants, and an object member
+/// whose value is `null` counts as absent.
+pub fn json_eq(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::String(a), Value::String(b)) => {
+            a == b
+                || matches!(
+                    (DateTime::parse_from_rfc3339(a), DateTime::parse_from_rfc3339(b)),
+                    (Ok(x), Ok(y)) if x == y
+                )
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_eq(x, y))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            let present = |m: &serde_json::Map<String, Value>| {
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, _)| k.clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            present(a) == present(b)
+                && b.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .all(|(k, v)| a.get(k).is_some_and(|g| json_eq(g, v)))
+        }
+        _ => got == want,
+    }
+}
+
+/// Panics (showing both) unless [`json_eq`] holds.
+#[track_caller]
+pub fn assert_json_eq(got: &Value, want: &Value) {
+    assert!(
+        json_eq(got, want),
+        "JSON differs\n  got:      {got}\n  expected: {want}"
+    );
+}
+
+/// `value[field]` as a number; panics (showing the value) when it is absent or not a number.
+#[track_caller]
+pub fn num(value: &Value, field: &str) -> f64 {
+    value[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} is not a number in {value}"))
+}
+
+/// `value[field]` as a string; panics (showing the value) when it is absent or not a string.
+#[track_caller]
+pub fn text(value: &Value, field: &str) -> String {
+    value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not a string in {value}"))
+        .to_owned()
+}
+
+/// `value[field]` as an RFC 3339 instant; panics (showing the value) otherwise.
+#[track_caller]
+pub fn instant(value: &Value, field: &str) -> DateTime<Utc> {
+    let s = text(value, field);
+    DateTime::parse_from_rfc3339(&s)
+        .unwrap_or_else(|e| panic!("{field} = {s:?} is not RFC 3339 ({e}) in {value}"))
+        .with_timezone(&Utc)
+}
+
+/// A copy of the object `value` without the members `keys`.
+pub fn without(value: &Value, keys: &[&str]) -> Value {
+    let mut copy = value.clone();
+    if let Some(map) = copy.as_object_mut() {
+        for key in keys {
+            map.remove(*key);
+        }
+    }
+    copy
+}
+
+/// Port of the Go e2e helper `CreateCustomerWithSubject`: a customer with `key` whose usage
+/// attribution is the one subject `subject_key`, then the subject itself (upsert). Returns the
+/// created customer.
+#[track_caller]
+pub fn create_customer_with_subject(
+    server: &TestServer,
+    customer_key: &str,
+    subject_key: &str,
+) -> Value {
+    let customer = server
+        .post("/api/v1/customers")
+        .json(&json!({
+            "name": format!("Test Customer {customer_key}"),
+            "currency": "USD",
+            "key": customer_key,
+            "primaryEmail": format!("test-{customer_key}@test.com"),
+            "usageAttribution": { "subjectKeys": [subject_key] },
+        }))
+        .send()
+        .expect_status(201)
+        .json();
+    assert_eq!(
+        customer["usageAttribution"]["subjectKeys"],
+        json!([subject_key]),
+        "customer {customer}"
+    );
+    upsert_subject(server, subject_key);
+    customer
+}
+
+/// `POST /api/v1/subjects` with one `SubjectUpsert`; panics unless 200.
+#[track_caller]
+pub fn upsert_subject(server: &TestServer, subject_key: &str) {
+    server
+        .post("/api/v1/subjects")
+        .json(&json!([{ "key": subject_key }]))
+        .send()
+        .expect_status(200);
+}
+
+/// `POST /api/v1/features`; panics unless 201. Returns the feature.
+#[track_caller]
+pub fn create_feature(server: &TestServer, body: &Value) -> Value {
+    server
+        .post("/api/v1/features")
+        .json(body)
+        .send()
+        .expect_status(201)
+        .json()
+}
+
+/// An `EntitlementMeteredCreateInputs` body for the feature id with the given usage period.
+pub fn metered_entitlement(feature_id: &str, anchor: &str, interval: &str) -> Value {
+    json!({
+        "type": "metered",
+        "featureId": feature_id,
+        "usagePeriod": { "anchor": anchor, "interval": interval },
+    })
+}
+
+/// `POST /api/v1/subjects/{subject}/entitlements`; panics unless 201. Returns the entitlement.
+#[track_caller]
+pub fn create_subject_entitlement(server: &TestServer, subject: &str, body: &Value) -> Value {
+    server
+        .post(&format!("/api/v1/subjects/{subject}/entitlements"))
+        .json(body)
+        .send()
+        .expect_status(201)
+        .json()
+}
+
+/// `POST /api/v2/customers/{customer}/entitlements`; panics unless 201. Returns the entitlement.
+#[track_caller]
+pub fn create_customer_entitlement(server: &TestServer, customer: &str, body: &Value) -> Value {
+    server
+        .post(&format!("/api/v2/customers/{customer}/entitlements"))
+        .json(body)
+        .send()
+        .expect_status(201)
+        .json()
+}
+
+/// `POST /api/v1/subjects/{subject}/entitlements/{entitlement}/grants`; panics unless 201.
+#[track_caller]
+pub fn create_subject_grant(
+    server: &TestServer,
+    subject: &str,
+    entitlement: &str,
+    body: &Value,
+) -> Value {
+    server
+        .post(&format!(
+            "/api/v1/subjects/{subject}/entitlements/{entitlement}/grants"
+        ))
+        .json(body)
+        .send()
+        .expect_status(201)
+        .json()
+}
+
+/// `GET /api/v1/subjects/{subject}/entitlements/{entitlement}/value[?time=]`; panics unless 200.
+#[track_caller]
+pub fn subject_value(
+    server: &TestServer,
+    subject: &str,
+    entitlement: &str,
+    time: Option<DateTime<Utc>>,
+) -> Value {
+    let mut req = server.get(&format!(
+        "/api/v1/subjects/{subject}/entitlements/{entitlement}/value"
+    ));
+    if let Some(t) = time {
+        req = req.query("time", rfc3339(t));
+    }
+    req.send().expect_status(200).json()
+}
+
+/// `GET /api/v2/customers/{customer}/entitlements/{entitlement}/value[?time=]`; panics unless 200.
+#[track_caller]
+pub fn customer_value(
+    server: &TestServer,
+    customer: &str,
+    entitlement: &str,
+    time: Option<DateTime<Utc>>,
+) -> Value {
+    let mut req = server.get(&format!(
+        "/api/v2/customers/{customer}/entitlements/{entitlement}/value"
+    ));
+    if let Some(t) = time {
+        req = req.query("time", rfc3339(t));
+    }
+    req.send().expect_status(200).json()
+}
+
+/// Ingests `events` as one batch (204) and waits until the meter's total over all time (no
+/// window, no grouping) is one row of value `expected`.
+#[track_caller]
+pub fn ingest_and_wait(server: &TestServer, events: &[Value], slug: &str, expected: f64) {
+    server.ingest_batch(events).expect_status(204);
+    wait_for_total(server, slug, expected);
+}

@@ -1,9 +1,12 @@
 //! End-to-end tests of the `metron` binary: every test starts the real server (see
 //! [`server::TestServer`]) on a loopback port with its own data directory and talks OpenMeter's
 //! v1 HTTP API to it. The scenarios of OpenMeter's Go e2e suite (`e2e/e2e_test.go`) are ported
-//! in `ingest` and `query`; `crash` and `proptest_queries` are seeded and print their seeds.
+//! in `ingest` and `query`, its credit and entitlement scenarios in `credit` and
+//! `entitlements`; `crash` and `proptest_queries` are seeded and print their seeds.
 
 mod crash;
+mod credit;
+mod entitlements;
 mod helpers;
 mod ingest;
 mod meters;
