@@ -8,8 +8,10 @@
 //! actors hold. Every object name comes from [`paths`].
 
 pub mod catalog;
+pub mod customers;
 pub mod dedup;
 pub mod events;
+pub mod features;
 pub mod manifest;
 pub mod objects;
 pub mod paths;
