@@ -1,6 +1,9 @@
 //! The HTTP routes, path for path as OpenMeter's v1 API.
 
+pub mod customers;
 pub mod events;
+pub mod features;
 pub mod health;
 pub mod meters;
 pub mod sql;
+pub mod subjects;
