@@ -158,7 +158,9 @@ mod tests {
         assert_eq!(attribution.version(), 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(
-            attribution.customer_of("default", "s1").map(|c| c.id.clone()),
+            attribution
+                .customer_of("default", "s1")
+                .map(|c| c.id.clone()),
             Some(customer.id.clone())
         );
         assert!(attribution.customer_of("other", "s1").is_none());

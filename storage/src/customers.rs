@@ -255,13 +255,12 @@ impl Catalog {
 
     /// A customer by id, deleted ones included.
     pub async fn get_customer_by_id(&self, namespace: &str, id: &str) -> Result<Option<Customer>> {
-        let row = sqlx::query(
-            "SELECT id, definition FROM customers WHERE namespace = $1 AND id = $2",
-        )
-        .bind(namespace)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT id, definition FROM customers WHERE namespace = $1 AND id = $2")
+                .bind(namespace)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| decode_customer(r.try_get("id")?, r.try_get("definition")?))
             .transpose()
     }
@@ -307,9 +306,9 @@ impl Catalog {
             CustomerOrder::Id => all.sort_by(|a, b| a.id.cmp(&b.id)),
             CustomerOrder::Key => all.sort_by(|a, b| (&a.key, &a.id).cmp(&(&b.key, &b.id))),
             CustomerOrder::Name => all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id))),
-            CustomerOrder::PrimaryEmail => all.sort_by(|a, b| {
-                (&a.primary_email, &a.id).cmp(&(&b.primary_email, &b.id))
-            }),
+            CustomerOrder::PrimaryEmail => {
+                all.sort_by(|a, b| (&a.primary_email, &a.id).cmp(&(&b.primary_email, &b.id)))
+            }
             CustomerOrder::CreatedAt => {
                 all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
             }
@@ -320,7 +319,12 @@ impl Catalog {
         let total_count = all.len();
         let items = all
             .into_iter()
-            .skip(filter.page.saturating_sub(1).saturating_mul(filter.page_size))
+            .skip(
+                filter
+                    .page
+                    .saturating_sub(1)
+                    .saturating_mul(filter.page_size),
+            )
             .take(filter.page_size)
             .collect();
         Ok(CustomerPage { total_count, items })
@@ -581,7 +585,9 @@ impl Catalog {
         upserts: Vec<SubjectUpsert>,
     ) -> Result<Vec<Subject>, CustomerError> {
         if upserts.iter().any(|u| u.key.is_empty()) {
-            return Err(CustomerError::Invalid("subject key must not be empty".into()));
+            return Err(CustomerError::Invalid(
+                "subject key must not be empty".into(),
+            ));
         }
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;

@@ -80,9 +80,12 @@ pub struct FeatureCreate {
 pub fn is_key(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= FEATURE_KEY_LEN_MAX
-        && text
-            .split('_')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && text.split('_').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 impl FeatureCreate {
@@ -161,13 +164,12 @@ impl Catalog {
     /// A feature by id (archived included) or by key among live features.
     pub async fn get_feature(&self, namespace: &str, id_or_key: &str) -> Result<Option<Feature>> {
         if is_ulid(id_or_key) {
-            let row = sqlx::query(
-                "SELECT id, definition FROM features WHERE namespace = $1 AND id = $2",
-            )
-            .bind(namespace)
-            .bind(id_or_key)
-            .fetch_optional(&self.pool)
-            .await?;
+            let row =
+                sqlx::query("SELECT id, definition FROM features WHERE namespace = $1 AND id = $2")
+                    .bind(namespace)
+                    .bind(id_or_key)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if let Some(r) = row {
                 return decode_feature(r.try_get("id")?, r.try_get("definition")?).map(Some);
             }

@@ -4,6 +4,7 @@
 //! in `ingest` and `query`; `crash` and `proptest_queries` are seeded and print their seeds.
 
 mod crash;
+mod customers;
 mod helpers;
 mod ingest;
 mod meters;

@@ -24,20 +24,28 @@ async fn attribution_is_exclusive_and_freed_by_delete() {
         .expect("create");
     assert_eq!(a.subjects(), vec!["acme", "s1", "s2"]);
     assert!(matches!(
-        catalog.create_customer("default", input("B", Some("acme"), &[])).await,
+        catalog
+            .create_customer("default", input("B", Some("acme"), &[]))
+            .await,
         Err(CustomerError::KeyTaken { .. })
     ));
     assert!(matches!(
-        catalog.create_customer("default", input("B", None, &["s2"])).await,
+        catalog
+            .create_customer("default", input("B", None, &["s2"]))
+            .await,
         Err(CustomerError::SubjectTaken { .. })
     ));
     // Another customer's key is an attribution value too.
     assert!(matches!(
-        catalog.create_customer("default", input("B", None, &["acme"])).await,
+        catalog
+            .create_customer("default", input("B", None, &["acme"]))
+            .await,
         Err(CustomerError::SubjectTaken { .. })
     ));
     assert!(matches!(
-        catalog.create_customer("default", input("B", None, &[])).await,
+        catalog
+            .create_customer("default", input("B", None, &[]))
+            .await,
         Err(CustomerError::Invalid(_))
     ));
     // Other namespaces are independent.
@@ -45,9 +53,21 @@ async fn attribution_is_exclusive_and_freed_by_delete() {
         .create_customer("other", input("A2", Some("acme"), &["s1"]))
         .await
         .expect("other namespace");
-    catalog.delete_customer("default", "acme").await.expect("delete");
-    assert!(catalog.get_customer("default", &a.id).await.expect("get").is_none());
-    let deleted = catalog.get_customer_by_id("default", &a.id).await.expect("get");
+    catalog
+        .delete_customer("default", "acme")
+        .await
+        .expect("delete");
+    assert!(
+        catalog
+            .get_customer("default", &a.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let deleted = catalog
+        .get_customer_by_id("default", &a.id)
+        .await
+        .expect("get");
     assert!(deleted.is_some_and(|c| c.deleted_at.is_some()));
     let b = catalog
         .create_customer("default", input("B", Some("acme"), &["s2"]))
@@ -57,7 +77,10 @@ async fn attribution_is_exclusive_and_freed_by_delete() {
     let catalog = Catalog::open_sqlite(&path).await.expect("reopen");
     let by_key = catalog.get_customer("default", "acme").await.expect("get");
     assert_eq!(by_key.map(|c| c.id), Some(b.id.clone()));
-    let owner = catalog.customer_by_subject("default", "s2").await.expect("by subject");
+    let owner = catalog
+        .customer_by_subject("default", "s2")
+        .await
+        .expect("by subject");
     assert_eq!(owner.map(|c| c.id), Some(b.id));
     assert_eq!(catalog.all_customers().await.expect("all").len(), 2);
 }
@@ -66,7 +89,9 @@ async fn attribution_is_exclusive_and_freed_by_delete() {
 #[tokio::test]
 async fn listing_filters_orders_and_pages() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open_sqlite(&dir.path().join("c.db")).await.expect("open");
+    let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
+        .await
+        .expect("open");
     for (name, key) in [("Charlie", "c"), ("alpha", "a"), ("Bravo", "b")] {
         catalog
             .create_customer("default", input(name, Some(key), &[&format!("sub-{key}")]))
