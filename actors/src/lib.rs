@@ -8,7 +8,9 @@
 //! pauses it) and then every meter, resumes the partitions, writes Parquet files and
 //! a manifest, and tells everyone what was committed. [`pipeline::Pipeline`] is the
 //! API's handle on all of it: ingest, meter queries, event listing, SQL, meters.
+//! [`attribution::Attribution`] maps subjects to the customers their usage belongs to.
 
+pub mod attribution;
 pub mod customer;
 pub mod meter;
 pub mod metrics;

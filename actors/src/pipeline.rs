@@ -1,5 +1,6 @@
 //! The pipeline: starts the actors from the newest checkpoint and is the API's handle.
 
+use crate::attribution::Attribution;
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::customer::Subscription;
@@ -92,6 +93,9 @@ pub struct EventFilter {
     pub ids: Vec<String>,
     pub sources: Vec<String>,
     pub types: Vec<String>,
+    /// Only events of these subjects: the attribution of the customers asked for
+    /// (empty: no customer filter; ANDed with `subjects`).
+    pub customer_subjects: Vec<String>,
     pub limit: usize,
 }
 
@@ -104,6 +108,7 @@ impl EventFilter {
             && self.ingested_from.is_none_or(|f| e.ingested_at >= f)
             && self.ingested_to.is_none_or(|t| e.ingested_at < t)
             && (self.subjects.is_empty() || self.subjects.contains(&ev.subject))
+            && (self.customer_subjects.is_empty() || self.customer_subjects.contains(&ev.subject))
             && self
                 .id_contains
                 .as_ref()
@@ -119,6 +124,8 @@ impl EventFilter {
 pub struct ListedEvent {
     pub event: IngestedEvent,
     pub validation_error: Option<String>,
+    /// The live customer the event's subject is attributed to.
+    pub customer_id: Option<String>,
 }
 
 /// The API's handle on the running pipeline.
@@ -137,6 +144,7 @@ struct Inner {
     partitions: Vec<Addr<PartitionActor>>,
     snapshot: Addr<SnapshotActor>,
     meters: parking_lot::RwLock<BTreeMap<String, MeterEntry>>,
+    attribution: Attribution,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicU64,
 }
@@ -253,6 +261,11 @@ impl Pipeline {
     /// The catalog (customers, features, entitlements, notifications live there too).
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// The subject → customer index; reload it after every customer change.
+    pub fn attribution(&self) -> &Attribution {
+        &self.inner.attribution
     }
 
     pub fn namespace(&self) -> &str {
@@ -468,7 +481,8 @@ impl Pipeline {
             hi: (hi != i64::MAX).then_some(hi),
             micros: false,
         };
-        let subjects = (!query.subjects.is_empty()).then(|| ("subject", query.subjects.clone()));
+        let scanned = query.subjects_to_scan();
+        let subjects = (!scanned.is_empty()).then_some(("subject", scanned));
         let batches = self
             .inner
             .query
@@ -554,7 +568,12 @@ impl Pipeline {
             hi: filter.to.map(|t| t.timestamp_micros()),
             micros: true,
         };
-        let subjects = (!filter.subjects.is_empty()).then(|| ("subject", filter.subjects.clone()));
+        let scanned = if filter.subjects.is_empty() {
+            &filter.customer_subjects
+        } else {
+            &filter.subjects
+        };
+        let subjects = (!scanned.is_empty()).then(|| ("subject", scanned.clone()));
         let equals = match filter.types.as_slice() {
             [one] => vec![("type", one.clone())],
             _ => Vec::new(),
@@ -634,9 +653,15 @@ impl Pipeline {
             .into_iter()
             .map(|event| {
                 let validation_error = validation_error(&meters, &event.event);
+                let customer_id = self
+                    .inner
+                    .attribution
+                    .customer_of(&filter.namespace, &event.event.subject)
+                    .map(|c| c.id.clone());
                 ListedEvent {
                     event,
                     validation_error,
+                    customer_id,
                 }
             })
             .collect())
@@ -915,6 +940,7 @@ mod anyhow_free {
             },
         )?;
         let catalog = Catalog::open_sqlite(&data.join("catalog.db")).await?;
+        let attribution = Attribution::load(&catalog).await?;
         let root =
             ObjectRoot::local(data.join("objects")).map_err(|e| Error::Storage(e.to_string()))?;
         let query = QueryService::new(query_runtime, root);
@@ -1051,6 +1077,7 @@ mod anyhow_free {
                 partitions,
                 snapshot,
                 meters: parking_lot::RwLock::new(meters),
+                attribution,
                 arbiters,
                 next_arbiter,
             }),

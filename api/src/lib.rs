@@ -50,6 +50,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::get().to(meters::group_by_values),
     )
     .route("/api/v1/sql", web::post().to(sql::run))
+    .configure(routes::customers::configure)
+    .configure(routes::subjects::configure)
+    .configure(routes::features::configure)
     .configure(routes::entitlements::configure);
 }
 

@@ -38,6 +38,10 @@ pub struct MeterQuery {
     pub group_by: Vec<String>,
     /// Filters on group-by values, by key.
     pub filters: BTreeMap<String, StringFilter>,
+    /// Customer filter (OpenMeter's `filterCustomerId`): subject → customer id of the
+    /// customers asked for. When not empty, only these subjects count and each row of
+    /// the answer carries its customer id (`groupBy=customer_id`).
+    pub customers: BTreeMap<String, String>,
 }
 
 impl Default for MeterQuery {
@@ -50,6 +54,7 @@ impl Default for MeterQuery {
             subjects: Vec::new(),
             group_by: Vec::new(),
             filters: BTreeMap::new(),
+            customers: BTreeMap::new(),
         }
     }
 }
@@ -60,7 +65,9 @@ pub struct ResultRow {
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
     pub subject: Option<String>,
-    /// Every requested group-by key (not `subject`) with its value.
+    /// The customer of the row's subjects, when the query filters by customer.
+    pub customer_id: Option<String>,
+    /// Every requested group-by key (not `subject`, not `customer_id`) with its value.
     pub group_by: BTreeMap<String, Option<String>>,
     pub value: Decimal,
 }
@@ -85,6 +92,9 @@ impl MeterQuery {
         if !self.subjects.is_empty() && !self.subjects.contains(&row.subject) {
             return false;
         }
+        if !self.customers.is_empty() && !self.customers.contains_key(&row.subject) {
+            return false;
+        }
         self.filters.iter().all(|(key, filter)| {
             let value = group_keys
                 .iter()
@@ -98,9 +108,26 @@ impl MeterQuery {
     pub fn groups_by_subject(&self) -> bool {
         !self.subjects.is_empty() || self.group_by.iter().any(|g| g == "subject")
     }
+
+    /// Whether the answer carries customer ids: asked for, or implied by a customer filter.
+    pub fn groups_by_customer(&self) -> bool {
+        !self.customers.is_empty() || self.group_by.iter().any(|g| g == CUSTOMER_ID)
+    }
+
+    /// Subjects a scan may be pruned to: the subject filter, else the customers' subjects.
+    pub fn subjects_to_scan(&self) -> Vec<String> {
+        if self.subjects.is_empty() {
+            self.customers.keys().cloned().collect()
+        } else {
+            self.subjects.clone()
+        }
+    }
 }
 
-type GroupKey = (i64, Option<String>, Vec<String>);
+/// The group-by name of a row's customer.
+pub const CUSTOMER_ID: &str = "customer_id";
+
+type GroupKey = (i64, Option<String>, Option<String>, Vec<String>);
 
 /// Folds minute rollups into the query's answer, ordered by window start, subject, groups.
 pub fn evaluate(
@@ -109,10 +136,11 @@ pub fn evaluate(
     rows: impl IntoIterator<Item = RollupRow>,
 ) -> Vec<ResultRow> {
     let by_subject = query.groups_by_subject();
+    let by_customer = query.groups_by_customer();
     let picked: Vec<(String, Option<usize>)> = query
         .group_by
         .iter()
-        .filter(|g| *g != "subject")
+        .filter(|g| *g != "subject" && *g != CUSTOMER_ID)
         .map(|g| (g.clone(), group_keys.iter().position(|k| k == g)))
         .collect();
     let mut windows: HashMap<i64, Window> = HashMap::new();
@@ -145,7 +173,10 @@ pub fn evaluate(
             Some(_) => window.start.timestamp_millis(),
             None => 0,
         };
-        let key = (bucket, subject, values);
+        let customer = by_customer
+            .then(|| query.customers.get(&row.subject).cloned())
+            .flatten();
+        let key = (bucket, subject, customer, values);
         match groups.get_mut(&key) {
             Some((span, state)) => {
                 state.merge(&row.state);
@@ -159,7 +190,7 @@ pub fn evaluate(
     }
     let mut out: Vec<ResultRow> = groups
         .into_iter()
-        .map(|((_, subject, values), (window, state))| {
+        .map(|((_, subject, customer_id, values), (window, state))| {
             let (start, end) = match query.window_size {
                 Some(_) => (window.start, window.end),
                 None => (
@@ -171,6 +202,7 @@ pub fn evaluate(
                 window_start: start,
                 window_end: end,
                 subject,
+                customer_id,
                 group_by: picked
                     .iter()
                     .map(|(k, _)| k.clone())
@@ -181,7 +213,12 @@ pub fn evaluate(
         })
         .collect();
     out.sort_by(|a, b| {
-        (a.window_start, &a.subject, &a.group_by).cmp(&(b.window_start, &b.subject, &b.group_by))
+        (a.window_start, &a.customer_id, &a.subject, &a.group_by).cmp(&(
+            b.window_start,
+            &b.customer_id,
+            &b.subject,
+            &b.group_by,
+        ))
     });
     out
 }
@@ -278,6 +315,45 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].value, Decimal::from(6));
         assert_eq!(format_time(&out[0].window_start), "2024-01-01T10:00:30Z");
+    }
+
+    // A customer filter keeps only its customers' subjects and merges them per customer.
+    #[test]
+    fn customers_filter_and_group() {
+        let rows = vec![
+            row("2024-01-01T10:00:00Z", "a1", "x", 1),
+            row("2024-01-01T10:05:00Z", "a2", "x", 2),
+            row("2024-01-01T10:06:00Z", "b1", "x", 4),
+            row("2024-01-01T10:07:00Z", "stranger", "x", 100),
+        ];
+        let query = MeterQuery {
+            customers: BTreeMap::from([
+                ("a1".to_owned(), "A".to_owned()),
+                ("a2".to_owned(), "A".to_owned()),
+                ("b1".to_owned(), "B".to_owned()),
+            ]),
+            group_by: vec![CUSTOMER_ID.into()],
+            ..MeterQuery::default()
+        };
+        let out = evaluate(&keys(), &query, rows);
+        let got: Vec<(Option<String>, Option<String>, String, usize)> = out
+            .iter()
+            .map(|r| {
+                (
+                    r.customer_id.clone(),
+                    r.subject.clone(),
+                    r.value.to_string(),
+                    r.group_by.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("A".into()), None, "3".into(), 0),
+                (Some("B".into()), None, "4".into(), 0),
+            ]
+        );
     }
 
     #[test]

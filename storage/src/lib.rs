@@ -8,9 +8,11 @@
 //! actors hold. Every object name comes from [`paths`].
 
 pub mod catalog;
+pub mod customers;
 pub mod dedup;
 pub mod entitlements;
 pub mod events;
+pub mod features;
 pub mod manifest;
 pub mod objects;
 pub mod paths;

@@ -79,10 +79,41 @@ fn listed_json(item: &ListedEvent) -> Value {
         "ingestedAt": format_time(&item.event.ingested_at),
         "storedAt": format_time(&item.event.ingested_at),
     });
+    if let (Some(id), Some(map)) = (&item.customer_id, value.as_object_mut()) {
+        map.insert("customerId".into(), Value::String(id.clone()));
+    }
     if let (Some(error), Some(map)) = (&item.validation_error, value.as_object_mut()) {
         map.insert("validationError".into(), Value::String(error.clone()));
     }
     value
+}
+
+/// The attribution (key and subject keys) of the live customers asked for; an
+/// unknown id is a 400, as OpenMeter's event listing answers.
+async fn customer_subjects(state: &AppState, ids: &[String]) -> Result<Vec<String>, ApiError> {
+    let namespace = state.pipeline.namespace();
+    let mut subjects = Vec::new();
+    let mut missing = Vec::new();
+    for id in ids {
+        let customer = state
+            .pipeline
+            .catalog()
+            .get_customer_by_id(namespace, id)
+            .await
+            .map_err(crate::routes::customers::catalog_error)?
+            .filter(|c| c.deleted_at.is_none());
+        match customer {
+            Some(c) => subjects.extend(c.subjects()),
+            None => missing.push(id.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "customers not found in namespace {namespace}: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(subjects)
 }
 
 pub async fn list_v1(
@@ -98,11 +129,7 @@ pub async fn list_v1(
     {
         return Err(ApiError::bad_request("from must be before to"));
     }
-    if !p.all("customerId").is_empty() {
-        return Err(ApiError::bad_request(
-            "filtering by customerId needs customers, which this server does not have yet",
-        ));
-    }
+    let customer_subjects = customer_subjects(&state, &p.all("customerId")).await?;
     let filter = EventFilter {
         namespace: state.pipeline.namespace().to_owned(),
         from,
@@ -111,6 +138,7 @@ pub async fn list_v1(
         ingested_to: p.time("ingestedAtTo")?,
         subjects: p.all("subject"),
         id_contains: p.one("id").map(str::to_owned),
+        customer_subjects,
         limit: p.usize_in("limit", LIST_EVENTS_MAX, 1, LIST_EVENTS_MAX)?,
         ..EventFilter::default()
     };
@@ -126,6 +154,8 @@ type TimeBounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 /// The v2 filter: `{"id": FilterString, "source": ..., "subject": ..., "type": ..., "time": FilterTime, "ingestedAt": FilterTime}`.
 struct V2Filter {
     strings: Vec<(&'static str, StringFilter)>,
+    /// `customerId` (FilterIDExact: `$in`).
+    customers: Vec<String>,
     time: TimeBounds,
     ingested: TimeBounds,
 }
@@ -162,6 +192,7 @@ fn time_filter(value: &Value, name: &str) -> Result<TimeBounds, ApiError> {
 fn parse_v2_filter(text: Option<&str>) -> Result<V2Filter, ApiError> {
     let mut out = V2Filter {
         strings: Vec::new(),
+        customers: Vec::new(),
         time: (None, None),
         ingested: (None, None),
     };
@@ -189,9 +220,21 @@ fn parse_v2_filter(text: Option<&str>) -> Result<V2Filter, ApiError> {
             "time" => out.time = time_filter(v, "time")?,
             "ingestedAt" => out.ingested = time_filter(v, "ingestedAt")?,
             "customerId" => {
-                return Err(ApiError::bad_request(
-                    "filter.customerId needs customers, which this server does not have yet",
-                ));
+                let ids = v
+                    .get("$in")
+                    .and_then(Value::as_array)
+                    .filter(|_| v.as_object().is_some_and(|m| m.len() == 1))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("filter.customerId must be {\"$in\": [ids]}")
+                    })?;
+                out.customers = ids
+                    .iter()
+                    .map(|i| {
+                        i.as_str().map(str::to_owned).ok_or_else(|| {
+                            ApiError::bad_request("filter.customerId.$in must list strings")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             other => {
                 return Err(ApiError::bad_request(format!(
@@ -231,12 +274,14 @@ pub async fn list_v2(
         to = Some(to.map_or(c, |x| x.min(c)));
     }
     let fetch = limit + 1 + 1000;
+    let customer_subjects = customer_subjects(&state, &filter.customers).await?;
     let query = EventFilter {
         namespace: state.pipeline.namespace().to_owned(),
         from: filter.time.0,
         to,
         ingested_from: filter.ingested.0,
         ingested_to: filter.ingested.1,
+        customer_subjects,
         limit: fetch,
         ..EventFilter::default()
     };

@@ -11,7 +11,7 @@ use metron_engine::decimal::{format_fixed6, serialize_as_number};
 use metron_engine::event::{format_time, parse_time};
 use metron_engine::filter::StringFilter;
 use metron_engine::meter::{Meter, MeterCreate, MeterUpdate};
-use metron_engine::query::{MeterQuery, ResultRow};
+use metron_engine::query::{CUSTOMER_ID, MeterQuery, ResultRow};
 use metron_engine::window::{WindowSize, parse_zone};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -185,16 +185,53 @@ fn raw_from_body(body: QueryBody) -> Result<RawQuery, ApiError> {
     })
 }
 
-/// Validates a query against its meter, with OpenMeter's rules.
-fn build_query(meter: &Meter, raw: RawQuery) -> Result<MeterQuery, ApiError> {
+/// Most customers one query may filter by (OpenMeter's `filterCustomerId` maxItems).
+const FILTER_CUSTOMERS_MAX: usize = 100;
+
+/// Resolves `filterCustomerId` to subject → customer id over the live customers'
+/// attribution; an unknown id is a 404, as OpenMeter's `getFilterCustomer`.
+async fn resolve_customers(
+    state: &AppState,
+    ids: &[String],
+) -> Result<BTreeMap<String, String>, ApiError> {
+    if ids.len() > FILTER_CUSTOMERS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "filterCustomerId: at most {FILTER_CUSTOMERS_MAX} customers"
+        )));
+    }
+    let namespace = state.pipeline.namespace();
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let customer = state
+            .pipeline
+            .catalog()
+            .get_customer_by_id(namespace, id)
+            .await
+            .map_err(crate::routes::customers::catalog_error)?
+            .filter(|c| c.deleted_at.is_none())
+            .ok_or_else(|| ApiError::not_found(format!("customer with id {id} not found")))?;
+        for subject in customer.subjects() {
+            out.insert(subject, customer.id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Validates a query against its meter, with OpenMeter's rules; `customers` is the
+/// resolved `filterCustomerId` (subject → customer id).
+fn build_query(
+    meter: &Meter,
+    raw: RawQuery,
+    customers: BTreeMap<String, String>,
+) -> Result<MeterQuery, ApiError> {
     if let (Some(f), Some(t)) = (raw.from, raw.to)
         && f >= t
     {
         return Err(ApiError::bad_request("from must be before to"));
     }
-    if !raw.customers.is_empty() || raw.group_by.iter().any(|g| g == "customer_id") {
+    if customers.is_empty() && raw.group_by.iter().any(|g| g == CUSTOMER_ID) {
         return Err(ApiError::bad_request(
-            "customer filters and groupBy=customer_id need customers, which this server does not have yet",
+            "customer filter is required with customer_id group by",
         ));
     }
     let window_size = match raw.window_size.as_deref() {
@@ -211,7 +248,7 @@ fn build_query(meter: &Meter, raw: RawQuery) -> Result<MeterQuery, ApiError> {
             .ok_or_else(|| ApiError::bad_request(format!("invalid windowTimeZone: {name:?}")))?,
     };
     for key in &raw.group_by {
-        if key != "subject" && !meter.group_by.contains_key(key) {
+        if key != "subject" && key != CUSTOMER_ID && !meter.group_by.contains_key(key) {
             return Err(ApiError::bad_request(format!(
                 "invalid group by: {key} is not a group by key of meter {}",
                 meter.slug
@@ -252,6 +289,9 @@ fn build_query(meter: &Meter, raw: RawQuery) -> Result<MeterQuery, ApiError> {
     }
     let mut group_by = raw.group_by;
     group_by.dedup();
+    if !customers.is_empty() && !group_by.iter().any(|g| g == CUSTOMER_ID) {
+        group_by.push(CUSTOMER_ID.to_owned());
+    }
     // Events before the meter's eventFrom never count.
     let from = match (raw.from, meter.event_from) {
         (Some(f), Some(e)) => Some(f.max(e)),
@@ -265,6 +305,7 @@ fn build_query(meter: &Meter, raw: RawQuery) -> Result<MeterQuery, ApiError> {
         subjects: raw.subjects,
         group_by,
         filters,
+        customers,
     })
 }
 
@@ -276,6 +317,8 @@ struct RowJson<'a> {
     window_start: String,
     window_end: String,
     subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_id: Option<&'a str>,
     group_by: &'a BTreeMap<String, Option<String>>,
 }
 
@@ -302,6 +345,7 @@ fn answer(
             window_start: format_time(&r.window_start),
             window_end: format_time(&r.window_end),
             subject: r.subject.as_deref(),
+            customer_id: r.customer_id.as_deref(),
             group_by: &r.group_by,
         })
         .collect();
@@ -333,10 +377,18 @@ fn csv_field(text: &str) -> String {
 /// OpenMeter's CSV: `window_start,window_end[,subject][,<group keys>],value`, values as `%f`.
 fn csv(query: &MeterQuery, rows: &[ResultRow]) -> String {
     let by_subject = query.groups_by_subject();
-    let keys: Vec<&String> = query.group_by.iter().filter(|g| *g != "subject").collect();
+    let by_customer = query.groups_by_customer();
+    let keys: Vec<&String> = query
+        .group_by
+        .iter()
+        .filter(|g| *g != "subject" && *g != CUSTOMER_ID)
+        .collect();
     let mut out = String::from("window_start,window_end");
     if by_subject {
         out.push_str(",subject");
+    }
+    if by_customer {
+        out.push_str(",customer_id");
     }
     for k in &keys {
         out.push(',');
@@ -350,6 +402,10 @@ fn csv(query: &MeterQuery, rows: &[ResultRow]) -> String {
         if by_subject {
             out.push(',');
             out.push_str(&csv_field(r.subject.as_deref().unwrap_or("")));
+        }
+        if by_customer {
+            out.push(',');
+            out.push_str(&csv_field(r.customer_id.as_deref().unwrap_or("")));
         }
         for k in &keys {
             out.push(',');
@@ -400,7 +456,8 @@ async fn run_query(
         .get_meter(state.pipeline.namespace(), meter_ref)
         .await?;
     let raw_from = raw.from;
-    let query = build_query(&meter, raw)?;
+    let customers = resolve_customers(state, &raw.customers).await?;
+    let query = build_query(&meter, raw, customers)?;
     let rows = state.pipeline.query_meter(&meter, &query).await?;
     Ok(answer(req, &meter, &query, raw_from, &rows))
 }

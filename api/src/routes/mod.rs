@@ -1,7 +1,10 @@
 //! The HTTP routes, path for path as OpenMeter's v1 API.
 
+pub mod customers;
 pub mod entitlements;
 pub mod events;
+pub mod features;
 pub mod health;
 pub mod meters;
 pub mod sql;
+pub mod subjects;

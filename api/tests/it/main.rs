@@ -6,6 +6,7 @@
 
 mod crash;
 mod credit;
+mod customers;
 mod entitlements;
 mod helpers;
 mod ingest;

@@ -1,0 +1,179 @@
+//! The usage-attribution index: which live customer a subject's usage belongs to
+//! (its key or one of its subject keys), per namespace.
+//!
+//! Read on every event listing and meter query, so reads take a shared lock and
+//! clone nothing but `Arc`s. The index is rebuilt from the catalog after every
+//! customer create, replace and delete ([`Attribution::reload`]); reloads are
+//! serialised, so an older catalog read never overwrites a newer one.
+
+use metron_storage::catalog::{self, Catalog};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A customer as attribution names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerRef {
+    pub id: String,
+    pub key: Option<String>,
+}
+
+type Listener = Box<dyn Fn() + Send + Sync>;
+
+/// The subject → customer index, shared and cheap to read.
+#[derive(Clone)]
+pub struct Attribution {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    index: parking_lot::RwLock<Index>,
+    version: AtomicU64,
+    reloading: tokio::sync::Mutex<()>,
+    listeners: parking_lot::Mutex<Vec<Arc<Listener>>>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// (namespace, subject) → customer.
+    by_subject: HashMap<(String, String), Arc<CustomerRef>>,
+    /// (namespace, customer id) → its subjects (key first, then subject keys).
+    subjects: HashMap<(String, String), Vec<String>>,
+}
+
+impl Index {
+    fn build(customers: Vec<(String, metron_storage::customers::Customer)>) -> Self {
+        let mut index = Self::default();
+        for (namespace, customer) in customers {
+            let subjects = customer.subjects();
+            let reference = Arc::new(CustomerRef {
+                id: customer.id.clone(),
+                key: customer.key.clone(),
+            });
+            for subject in &subjects {
+                index
+                    .by_subject
+                    .insert((namespace.clone(), subject.clone()), reference.clone());
+            }
+            index.subjects.insert((namespace, customer.id), subjects);
+        }
+        index
+    }
+}
+
+impl Attribution {
+    /// Builds the index from the catalog's live customers.
+    pub async fn load(catalog: &Catalog) -> Result<Attribution, catalog::Error> {
+        let index = Index::build(catalog.all_customers().await?);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                index: parking_lot::RwLock::new(index),
+                version: AtomicU64::new(0),
+                reloading: tokio::sync::Mutex::new(()),
+                listeners: parking_lot::Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Rebuilds the index from the catalog, bumps the version and runs the listeners.
+    pub async fn reload(&self, catalog: &Catalog) -> Result<(), catalog::Error> {
+        let _serial = self.shared.reloading.lock().await;
+        let index = Index::build(catalog.all_customers().await?);
+        *self.shared.index.write() = index;
+        self.shared.version.fetch_add(1, Ordering::AcqRel);
+        let listeners: Vec<Arc<Listener>> = self.shared.listeners.lock().clone();
+        for listener in listeners {
+            listener();
+        }
+        Ok(())
+    }
+
+    /// The live customer whose usage a subject's events are.
+    pub fn customer_of(&self, namespace: &str, subject: &str) -> Option<Arc<CustomerRef>> {
+        self.shared
+            .index
+            .read()
+            .by_subject
+            .get(&(namespace.to_owned(), subject.to_owned()))
+            .cloned()
+    }
+
+    /// A live customer's subjects (key first, then subject keys); empty when unknown.
+    pub fn subjects_of(&self, namespace: &str, customer_id: &str) -> Vec<String> {
+        self.shared
+            .index
+            .read()
+            .subjects
+            .get(&(namespace.to_owned(), customer_id.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Bumped by every reload.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Acquire)
+    }
+
+    /// Registers a callback run after each reload (outside the index lock).
+    pub fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.shared.listeners.lock().push(Arc::new(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metron_storage::customers::{CustomerInput, UsageAttribution};
+    use std::sync::atomic::AtomicUsize;
+
+    // The index follows the catalog through reloads and tells its listeners.
+    #[tokio::test]
+    async fn reload_follows_the_catalog() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .expect("open");
+        let attribution = Attribution::load(&catalog).await.expect("load");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        attribution.on_change(Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        let customer = catalog
+            .create_customer(
+                "default",
+                CustomerInput {
+                    name: "A".into(),
+                    key: Some("acme".into()),
+                    usage_attribution: Some(UsageAttribution {
+                        subject_keys: vec!["s1".into()],
+                    }),
+                    ..CustomerInput::default()
+                },
+            )
+            .await
+            .expect("create");
+        assert!(attribution.customer_of("default", "s1").is_none());
+        attribution.reload(&catalog).await.expect("reload");
+        assert_eq!(attribution.version(), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            attribution
+                .customer_of("default", "s1")
+                .map(|c| c.id.clone()),
+            Some(customer.id.clone())
+        );
+        assert!(attribution.customer_of("other", "s1").is_none());
+        assert_eq!(
+            attribution.subjects_of("default", &customer.id),
+            vec!["acme", "s1"]
+        );
+        catalog
+            .delete_customer("default", "acme")
+            .await
+            .expect("delete");
+        attribution.reload(&catalog).await.expect("reload");
+        assert!(attribution.customer_of("default", "acme").is_none());
+        assert!(attribution.subjects_of("default", &customer.id).is_empty());
+    }
+}
