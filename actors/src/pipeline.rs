@@ -1,9 +1,9 @@
 //! The pipeline: starts the actors from the newest checkpoint and is the API's handle.
 
 use crate::attribution::Attribution;
+use crate::customer::Subscription;
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
-use crate::customer::Subscription;
 use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits, Subscribe, Unsubscribe};
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
@@ -174,6 +174,10 @@ impl Pipeline {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    pub fn notifier(&self) -> &crate::notification::Notifier {
+        &crate::notification::NOTIFIER
     }
 
     /// An arbiter for a new actor (round robin over the cores).

@@ -73,7 +73,10 @@ pub struct EntitlementRecord {
     /// Static: the JSON text of the config object.
     #[serde(default)]
     pub config: Option<String>,
-    pub active_from: DateTime<Utc>,
+    /// Set only when something (a subscription) schedules the entitlement; the read
+    /// model shows `createdAt` otherwise, and the entitlement is active from any time.
+    #[serde(default)]
+    pub active_from: Option<DateTime<Utc>>,
     #[serde(default)]
     pub active_to: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -85,7 +88,7 @@ pub struct EntitlementRecord {
 impl EntitlementRecord {
     /// Active at `t`: inside `[activeFrom, activeTo)` and not deleted by then.
     pub fn active_at(&self, t: DateTime<Utc>) -> bool {
-        t >= self.active_from
+        self.active_from.is_none_or(|from| t >= from)
             && self.active_to.is_none_or(|to| t < to)
             && self.deleted_at.is_none_or(|d| t < d)
     }
@@ -144,7 +147,9 @@ pub struct ResetRecord {
 pub enum Insert {
     Created,
     /// The customer already has an active entitlement for the feature.
-    Conflict { existing_id: String },
+    Conflict {
+        existing_id: String,
+    },
 }
 
 impl Catalog {
@@ -177,7 +182,8 @@ impl Catalog {
         .await?;
         for row in rows {
             let other: EntitlementRecord = decode(row.try_get("id")?, row.try_get("definition")?)?;
-            if other.active_to.is_none_or(|to| to > entitlement.active_from) {
+            let starts = entitlement.active_from.unwrap_or(entitlement.created_at);
+            if other.active_to.is_none_or(|to| to > starts) {
                 return Ok(Insert::Conflict {
                     existing_id: other.id,
                 });
@@ -219,13 +225,12 @@ impl Catalog {
         namespace: &str,
         id: &str,
     ) -> Result<Option<EntitlementRecord>> {
-        let row = sqlx::query(
-            "SELECT id, definition FROM entitlements WHERE namespace = $1 AND id = $2",
-        )
-        .bind(namespace)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT id, definition FROM entitlements WHERE namespace = $1 AND id = $2")
+                .bind(namespace)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|row| decode(row.try_get("id")?, row.try_get("definition")?))
             .transpose()
     }
@@ -419,7 +424,7 @@ mod tests {
                 anchor: now,
             }),
             config: None,
-            active_from: now,
+            active_from: None,
             active_to: None,
             created_at: now,
             updated_at: now,
@@ -474,9 +479,20 @@ mod tests {
                 .await?,
             Insert::Created
         ));
-        let live = catalog.customer_entitlements("default", "c1", false).await?;
-        assert_eq!(live.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e3"]);
-        assert_eq!(catalog.customer_entitlements("default", "c1", true).await?.len(), 2);
+        let live = catalog
+            .customer_entitlements("default", "c1", false)
+            .await?;
+        assert_eq!(
+            live.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["e3"]
+        );
+        assert_eq!(
+            catalog
+                .customer_entitlements("default", "c1", true)
+                .await?
+                .len(),
+            2
+        );
         assert_eq!(catalog.entitlement_grants("e1").await?, vec![grant.clone()]);
         let mut voided = grant.clone();
         voided.voided_at = Some(now);
@@ -492,7 +508,10 @@ mod tests {
         };
         catalog.insert_reset("default", &reset).await?;
         assert_eq!(catalog.entitlement_resets("e3").await?, vec![reset]);
-        assert_eq!(catalog.entitled_customers("default").await?, vec!["c1".to_string()]);
+        assert_eq!(
+            catalog.entitled_customers("default").await?,
+            vec!["c1".to_string()]
+        );
         Ok(())
     }
 }

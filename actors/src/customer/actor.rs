@@ -1,6 +1,6 @@
 //! `CustomerActor`: one customer's entitlements and live balances.
 
-use super::ledger::{Ledger, LedgerError, ValueAt};
+use super::ledger::{LedgerError, ValueAt};
 use super::service::{Entitlements, Loaded};
 use super::{Usage, UsageSample};
 use actix::prelude::*;
@@ -114,7 +114,8 @@ impl CustomerActor {
         };
         match ledger.value_at(at) {
             Ok(value) => Ok(ValueAnswer::Metered {
-                has_access: record.is_soft_limit || value.value.balance > rust_decimal::Decimal::ZERO,
+                has_access: record.is_soft_limit
+                    || value.value.balance > rust_decimal::Decimal::ZERO,
                 record,
                 value,
             }),
@@ -131,7 +132,11 @@ impl CustomerActor {
         let mut stale = false;
         for sample in samples {
             let index = sample.ledger as usize;
-            let Some(ledger) = loaded.entries.get_mut(index).and_then(|e| e.ledger.as_mut()) else {
+            let Some(ledger) = loaded
+                .entries
+                .get_mut(index)
+                .and_then(|e| e.ledger.as_mut())
+            else {
                 continue;
             };
             match ledger.add(sample.time_ms, &sample.value) {
@@ -161,11 +166,15 @@ impl Actor for CustomerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.load(ctx, None);
         let idle = self.service.idle_after();
-        ctx.run_interval(idle.min(Duration::from_secs(60)).max(Duration::from_millis(100)), move |act, ctx| {
-            if act.last_used.elapsed() >= idle {
-                ctx.stop();
-            }
-        });
+        ctx.run_interval(
+            idle.min(Duration::from_secs(60))
+                .max(Duration::from_millis(100)),
+            move |act, ctx| {
+                if act.last_used.elapsed() >= idle {
+                    ctx.stop();
+                }
+            },
+        );
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {

@@ -101,11 +101,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// A ledger over every sample since `measure_usage_from`.
-    pub fn new(
-        inputs: Inputs,
-        aggregation: Aggregation,
-        series: BTreeMap<i64, AggState>,
-    ) -> Self {
+    pub fn new(inputs: Inputs, aggregation: Aggregation, series: BTreeMap<i64, AggState>) -> Self {
         let series_from = inputs.entitlement.measure_usage_from;
         Self {
             inputs,
@@ -254,7 +250,10 @@ mod tests {
         assert_eq!(v.value.usage, Decimal::from(21));
         // A sub-minute time includes its minute: the event at 10:00:30 counts at 10:00:10.
         let early = l.value_at(at("2026-01-01T10:00:10Z"))?;
-        assert_eq!(early.value.usage, Decimal::from_str("10.5").unwrap_or_default());
+        assert_eq!(
+            early.value.usage,
+            Decimal::from_str("10.5").unwrap_or_default()
+        );
         // Next day: a new period, the grant (no rollover) is gone; the series moved on.
         let next = l.value_at(at("2026-01-02T01:00:00Z"))?;
         assert_eq!(next.value.usage, Decimal::ZERO);

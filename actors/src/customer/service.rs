@@ -120,13 +120,16 @@ impl Entitlements {
         };
         // A customer's subjects changed: every live customer reloads its subscription.
         let weak = Arc::downgrade(&this.inner);
-        this.inner.pipeline.attribution().on_change(Box::new(move || {
-            if let Some(inner) = weak.upgrade() {
-                for addr in inner.actors.lock().values() {
-                    addr.do_send(Reload);
+        this.inner
+            .pipeline
+            .attribution()
+            .on_change(Box::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    for addr in inner.actors.lock().values() {
+                        addr.do_send(Reload);
+                    }
                 }
-            }
-        }));
+            }));
         this
     }
 
@@ -241,8 +244,8 @@ impl Entitlements {
         let until = ceil_minute(at);
         let (outcome, inputs) = self.compute(&record, until, &[]).await?;
         let value = outcome.value(&inputs.grants);
-        let period = credit::period_at(&inputs.entitlement, &inputs.resets, until)
-            .unwrap_or((until, until));
+        let period =
+            credit::period_at(&inputs.entitlement, &inputs.resets, until).unwrap_or((until, until));
         Ok(ValueAnswer::Metered {
             has_access: record.is_soft_limit || value.balance > rust_decimal::Decimal::ZERO,
             record,
@@ -287,7 +290,12 @@ impl Entitlements {
         let mut series = BTreeMap::new();
         fold_events(&events, std::slice::from_ref(&matcher), |_, sample| {
             if sample.time_ms >= from.timestamp_millis() {
-                fold_sample(&mut series, meter.aggregation, sample.time_ms, &sample.value);
+                fold_sample(
+                    &mut series,
+                    meter.aggregation,
+                    sample.time_ms,
+                    &sample.value,
+                );
             }
         });
         let mut usage = SeriesUsage { series: &series };
@@ -453,20 +461,23 @@ impl Entitlements {
             Ok(f) => serde_json::to_value(f.as_ref()).unwrap_or_default(),
             Err(_) => serde_json::Value::Null,
         };
-        self.inner.pipeline.notifier().reset_observed(ResetObservation {
-            namespace: record.namespace.clone(),
-            entitlement_id: record.id.clone(),
-            feature_id: record.feature_id.clone(),
-            feature_key: record.feature_key.clone(),
-            subject_key: subject_key.clone(),
-            customer_id: Some(customer.id.clone()),
-            reset_at: at,
-            entitlement: views::entitlement_view(record, &owner, period, Flavor::V1),
-            feature,
-            subject: serde_json::json!({"key": subject_key}),
-            customer: serde_json::to_value(customer).ok(),
-            value,
-        });
+        self.inner
+            .pipeline
+            .notifier()
+            .reset_observed(ResetObservation {
+                namespace: record.namespace.clone(),
+                entitlement_id: record.id.clone(),
+                feature_id: record.feature_id.clone(),
+                feature_key: record.feature_key.clone(),
+                subject_key: subject_key.clone(),
+                customer_id: Some(customer.id.clone()),
+                reset_at: at,
+                entitlement: views::entitlement_view(record, &owner, period, Flavor::V1),
+                feature,
+                subject: serde_json::json!({"key": subject_key}),
+                customer: serde_json::to_value(customer).ok(),
+                value,
+            });
     }
 
     /// Balances moved: tell the notifier (it decides whether a threshold was crossed).

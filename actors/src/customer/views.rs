@@ -70,7 +70,10 @@ pub fn entitlement_view(
     if let Some(annotations) = &record.annotations {
         v.insert("annotations".into(), Value::Object(annotations.clone()));
     }
-    v.insert("activeFrom".into(), time(record.active_from));
+    v.insert(
+        "activeFrom".into(),
+        time(record.active_from.unwrap_or(record.created_at)),
+    );
     if let Some(to) = record.active_to {
         v.insert("activeTo".into(), time(to));
     }
@@ -128,7 +131,11 @@ pub fn entitlement_view(
 
 /// A grant's read model. v1 grants always carry an expiration (v2 grants without one
 /// are listed by v1 with OpenMeter's placeholder).
-pub fn grant_view(grant: &GrantRecord, next_recurrence: Option<DateTime<Utc>>, flavor: Flavor) -> Value {
+pub fn grant_view(
+    grant: &GrantRecord,
+    next_recurrence: Option<DateTime<Utc>>,
+    flavor: Flavor,
+) -> Value {
     let mut v = Map::new();
     v.insert("id".into(), json!(grant.id));
     v.insert("entitlementId".into(), json!(grant.entitlement_id));

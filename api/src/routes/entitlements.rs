@@ -55,32 +55,101 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     const V1: &str = "/api/v1/subjects/{owner}/entitlements";
     cfg.route(V2, web::post().to(|s, r, b| create(s, r, b, V2_CUSTOMER)))
         .route(V2, web::get().to(|s, r| list_owned(s, r, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}"), web::get().to(|s, r| get_owned(s, r, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}"), web::delete().to(|s, r| delete(s, r, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}/override"), web::put().to(|s, r, b| override_(s, r, b, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}/grants"), web::get().to(|s, r| list_grants_owned(s, r, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}/grants"), web::post().to(|s, r, b| create_grant(s, r, b, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}/value"), web::get().to(|s, r| value(s, r, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}/history"), web::get().to(|s, r| history(s, r, V2_CUSTOMER)))
-        .route(&format!("{V2}/{{ent}}/reset"), web::post().to(|s, r, b| reset(s, r, b, V2_CUSTOMER)))
+        .route(
+            &format!("{V2}/{{ent}}"),
+            web::get().to(|s, r| get_owned(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            &format!("{V2}/{{ent}}"),
+            web::delete().to(|s, r| delete(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            &format!("{V2}/{{ent}}/override"),
+            web::put().to(|s, r, b| override_(s, r, b, V2_CUSTOMER)),
+        )
+        .route(
+            &format!("{V2}/{{ent}}/grants"),
+            web::get().to(|s, r| list_grants_owned(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            &format!("{V2}/{{ent}}/grants"),
+            web::post().to(|s, r, b| create_grant(s, r, b, V2_CUSTOMER)),
+        )
+        .route(
+            &format!("{V2}/{{ent}}/value"),
+            web::get().to(|s, r| value(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            &format!("{V2}/{{ent}}/history"),
+            web::get().to(|s, r| history(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            &format!("{V2}/{{ent}}/reset"),
+            web::post().to(|s, r, b| reset(s, r, b, V2_CUSTOMER)),
+        )
         .route(V1, web::post().to(|s, r, b| create(s, r, b, V1_SUBJECT)))
         .route(V1, web::get().to(|s, r| list_owned(s, r, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}"), web::get().to(|s, r| get_owned(s, r, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}"), web::delete().to(|s, r| delete(s, r, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}/override"), web::put().to(|s, r, b| override_(s, r, b, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}/grants"), web::get().to(|s, r| list_grants_owned(s, r, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}/grants"), web::post().to(|s, r, b| create_grant(s, r, b, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}/value"), web::get().to(|s, r| value(s, r, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}/history"), web::get().to(|s, r| history(s, r, V1_SUBJECT)))
-        .route(&format!("{V1}/{{ent}}/reset"), web::post().to(|s, r, b| reset(s, r, b, V1_SUBJECT)))
+        .route(
+            &format!("{V1}/{{ent}}"),
+            web::get().to(|s, r| get_owned(s, r, V1_SUBJECT)),
+        )
+        .route(
+            &format!("{V1}/{{ent}}"),
+            web::delete().to(|s, r| delete(s, r, V1_SUBJECT)),
+        )
+        .route(
+            &format!("{V1}/{{ent}}/override"),
+            web::put().to(|s, r, b| override_(s, r, b, V1_SUBJECT)),
+        )
+        .route(
+            &format!("{V1}/{{ent}}/grants"),
+            web::get().to(|s, r| list_grants_owned(s, r, V1_SUBJECT)),
+        )
+        .route(
+            &format!("{V1}/{{ent}}/grants"),
+            web::post().to(|s, r, b| create_grant(s, r, b, V1_SUBJECT)),
+        )
+        .route(
+            &format!("{V1}/{{ent}}/value"),
+            web::get().to(|s, r| value(s, r, V1_SUBJECT)),
+        )
+        .route(
+            &format!("{V1}/{{ent}}/history"),
+            web::get().to(|s, r| history(s, r, V1_SUBJECT)),
+        )
+        .route(
+            &format!("{V1}/{{ent}}/reset"),
+            web::post().to(|s, r, b| reset(s, r, b, V1_SUBJECT)),
+        )
         .route("/api/v1/customers/{owner}/access", web::get().to(access))
-        .route("/api/v1/customers/{owner}/entitlements/{ent}/value", web::get().to(|s, r| value(s, r, CUSTOMER_V1)))
-        .route("/api/v2/entitlements", web::get().to(|s, r| list_all(s, r, V2_CUSTOMER)))
-        .route("/api/v2/entitlements/{id}", web::get().to(|s, r| get_by_id(s, r, V2_CUSTOMER)))
-        .route("/api/v1/entitlements", web::get().to(|s, r| list_all(s, r, V1_SUBJECT)))
-        .route("/api/v1/entitlements/{id}", web::get().to(|s, r| get_by_id(s, r, V1_SUBJECT)))
-        .route("/api/v2/grants", web::get().to(|s, r| list_all_grants(s, r, V2_CUSTOMER)))
-        .route("/api/v1/grants", web::get().to(|s, r| list_all_grants(s, r, V1_SUBJECT)))
+        .route(
+            "/api/v1/customers/{owner}/entitlements/{ent}/value",
+            web::get().to(|s, r| value(s, r, CUSTOMER_V1)),
+        )
+        .route(
+            "/api/v2/entitlements",
+            web::get().to(|s, r| list_all(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            "/api/v2/entitlements/{id}",
+            web::get().to(|s, r| get_by_id(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            "/api/v1/entitlements",
+            web::get().to(|s, r| list_all(s, r, V1_SUBJECT)),
+        )
+        .route(
+            "/api/v1/entitlements/{id}",
+            web::get().to(|s, r| get_by_id(s, r, V1_SUBJECT)),
+        )
+        .route(
+            "/api/v2/grants",
+            web::get().to(|s, r| list_all_grants(s, r, V2_CUSTOMER)),
+        )
+        .route(
+            "/api/v1/grants",
+            web::get().to(|s, r| list_all_grants(s, r, V1_SUBJECT)),
+        )
         .route("/api/v1/grants/{grant}", web::delete().to(void_grant));
 }
 
@@ -128,15 +197,13 @@ async fn owner(state: &AppState, req: &HttpRequest, api: Api) -> Result<Customer
     } else {
         catalog.get_customer(&ns, name).await?
     };
-    found
-        .filter(|c| c.deleted_at.is_none())
-        .ok_or_else(|| {
-            if api.by_subject {
-                ApiError::not_found(format!("no customer has subject {name}"))
-            } else {
-                ApiError::not_found(format!("customer {name} not found"))
-            }
-        })
+    found.filter(|c| c.deleted_at.is_none()).ok_or_else(|| {
+        if api.by_subject {
+            ApiError::not_found(format!("no customer has subject {name}"))
+        } else {
+            ApiError::not_found(format!("customer {name} not found"))
+        }
+    })
 }
 
 fn owner_of(customer: &Customer) -> (String, Option<String>, String) {
@@ -160,7 +227,11 @@ async fn current_period(
     if record.kind != EntitlementKind::Metered {
         return Ok(usage_period.period_containing(now));
     }
-    let resets = state.pipeline.catalog().entitlement_resets(&record.id).await?;
+    let resets = state
+        .pipeline
+        .catalog()
+        .entitlement_resets(&record.id)
+        .await?;
     let entitlement = credit::Entitlement {
         measure_usage_from: record.measure_usage_from.unwrap_or(record.created_at),
         usage_period,
@@ -271,7 +342,9 @@ fn priority_field(body: &Value, name: &str, default: u8) -> Result<u8, ApiError>
         Some(v) => v
             .as_u64()
             .and_then(|n| u8::try_from(n).ok())
-            .ok_or_else(|| ApiError::bad_request(format!("{name} must be an integer from 0 to 255"))),
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{name} must be an integer from 0 to 255"))
+            }),
     }
 }
 
@@ -334,7 +407,9 @@ fn build_grant(
     now: DateTime<Utc>,
 ) -> Result<GrantRecord, ApiError> {
     if entitlement.kind != EntitlementKind::Metered {
-        return Err(ApiError::bad_request("grants can only be created for metered entitlements"));
+        return Err(ApiError::bad_request(
+            "grants can only be created for metered entitlements",
+        ));
     }
     let amount = decimal_field(body, "amount")?
         .ok_or_else(|| ApiError::bad_request("amount is required"))?;
@@ -361,7 +436,9 @@ fn build_grant(
             let e: ExpirationIn = serde_json::from_value(v.clone())
                 .map_err(|e| ApiError::bad_request(format!("expiration: {e}")))?;
             if !(1..=1000).contains(&e.count) {
-                return Err(ApiError::bad_request("expiration.count must be from 1 to 1000"));
+                return Err(ApiError::bad_request(
+                    "expiration.count must be from 1 to 1000",
+                ));
             }
             if expiration_unit(&e.duration).is_none() {
                 return Err(ApiError::bad_request(format!(
@@ -386,7 +463,11 @@ fn build_grant(
         }
         None => None,
     };
-    let max_default = if flavor == Flavor::V1 { Decimal::ZERO } else { amount };
+    let max_default = if flavor == Flavor::V1 {
+        Decimal::ZERO
+    } else {
+        amount
+    };
     let max_rollover_amount = decimal_field(body, "maxRolloverAmount")?.unwrap_or(max_default);
     let min_rollover_amount = decimal_field(body, "minRolloverAmount")?.unwrap_or(Decimal::ZERO);
     if max_rollover_amount < Decimal::ZERO || min_rollover_amount < Decimal::ZERO {
@@ -433,7 +514,11 @@ async fn build_entitlement(
         Some("metered") => EntitlementKind::Metered,
         Some("boolean") => EntitlementKind::Boolean,
         Some("static") => EntitlementKind::Static,
-        Some(other) => return Err(ApiError::bad_request(format!("invalid entitlement type {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid entitlement type {other:?}"
+            )));
+        }
         None => return Err(ApiError::bad_request("type is required")),
     };
     let feature_ref = str_field(body, "featureId")?
@@ -451,7 +536,9 @@ async fn build_entitlement(
     if let Some((_, r)) = &usage_period
         && !r.interval.at_least_one_hour()
     {
-        return Err(ApiError::bad_request("usagePeriod.interval must be at least 1 hour"));
+        return Err(ApiError::bad_request(
+            "usagePeriod.interval must be at least 1 hour",
+        ));
     }
     let mut record = EntitlementRecord {
         id: ulid::Ulid::new().to_string(),
@@ -468,7 +555,7 @@ async fn build_entitlement(
         measure_usage_from: None,
         usage_period: usage_period.as_ref().map(|(p, _)| p.clone()),
         config: None,
-        active_from: now,
+        active_from: None,
         active_to: None,
         created_at: now,
         updated_at: now,
@@ -478,8 +565,9 @@ async fn build_entitlement(
     match kind {
         EntitlementKind::Boolean => {}
         EntitlementKind::Static => {
-            let config = str_field(body, "config")?
-                .ok_or_else(|| ApiError::bad_request("config is required for static entitlements"))?;
+            let config = str_field(body, "config")?.ok_or_else(|| {
+                ApiError::bad_request("config is required for static entitlements")
+            })?;
             match serde_json::from_str::<Value>(config) {
                 Ok(Value::Object(_)) => record.config = Some(config.to_owned()),
                 _ => {
@@ -491,7 +579,9 @@ async fn build_entitlement(
         }
         EntitlementKind::Metered => {
             let Some((_, usage_period)) = &usage_period else {
-                return Err(ApiError::bad_request("usagePeriod is required for metered entitlements"));
+                return Err(ApiError::bad_request(
+                    "usagePeriod is required for metered entitlements",
+                ));
             };
             let slug = feature.meter_slug.clone().ok_or_else(|| {
                 ApiError::bad_request(format!("feature {} has no meter", feature.key))
@@ -501,7 +591,10 @@ async fn build_entitlement(
             })?;
             if !matches!(
                 meter.aggregation,
-                Aggregation::Sum | Aggregation::Count | Aggregation::UniqueCount | Aggregation::Latest
+                Aggregation::Sum
+                    | Aggregation::Count
+                    | Aggregation::UniqueCount
+                    | Aggregation::Latest
             ) {
                 return Err(ApiError::bad_request(format!(
                     "meter {slug} aggregates with {}: metered entitlements need SUM, COUNT, UNIQUE_COUNT or LATEST",
@@ -523,11 +616,16 @@ async fn build_entitlement(
                 bool_field(body, "preserveOverageAtReset")?.unwrap_or(false);
             let issue = match field(body, "issue") {
                 Some(issue) if flavor == Flavor::V2 => decimal_field(issue, "amount")?
-                    .map(|amount| Ok::<_, ApiError>((amount, priority_field(issue, "priority", 1)?)))
+                    .map(|amount| {
+                        Ok::<_, ApiError>((amount, priority_field(issue, "priority", 1)?))
+                    })
                     .transpose()?,
                 _ => decimal_field(body, "issueAfterReset")?
                     .map(|amount| {
-                        Ok::<_, ApiError>((amount, priority_field(body, "issueAfterResetPriority", 1)?))
+                        Ok::<_, ApiError>((
+                            amount,
+                            priority_field(body, "issueAfterResetPriority", 1)?,
+                        ))
                     })
                     .transpose()?,
             };
@@ -615,7 +713,8 @@ async fn create(
     api: Api,
 ) -> Result<HttpResponse, ApiError> {
     let customer = owner(&state, &req, api).await?;
-    let (record, grants) = build_entitlement(&state, &customer, &body, api.flavor, Utc::now()).await?;
+    let (record, grants) =
+        build_entitlement(&state, &customer, &body, api.flavor, Utc::now()).await?;
     insert(&state, &customer, &record, &grants, None, api.flavor).await
 }
 
@@ -702,6 +801,7 @@ struct Paging {
     offset: usize,
     limit: usize,
     page: usize,
+    size: usize,
     explicit: bool,
 }
 
@@ -714,16 +814,19 @@ impl Paging {
                 offset: (page - 1).saturating_mul(size),
                 limit: size,
                 page,
+                size,
                 explicit: true,
             });
         }
         if p.one("limit").is_some() || p.one("offset").is_some() {
             let limit = p.usize_in("limit", 1000, 1, 1000)?;
             let offset = p.usize_in("offset", 0, 0, usize::MAX)?;
+            // OpenMeter answers limit/offset with zeroed page fields.
             return Ok(Self {
                 offset,
                 limit,
-                page: offset / limit + 1,
+                page: 0,
+                size: 0,
                 explicit: true,
             });
         }
@@ -731,6 +834,7 @@ impl Paging {
             offset: 0,
             limit: 100,
             page: 1,
+            size: 100,
             explicit: false,
         })
     }
@@ -741,8 +845,12 @@ impl Paging {
             return Value::Array(items);
         }
         let total = items.len();
-        let page: Vec<Value> = items.into_iter().skip(self.offset).take(self.limit).collect();
-        json!({"totalCount": total, "page": self.page, "pageSize": self.limit, "items": page})
+        let page: Vec<Value> = items
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .collect();
+        json!({"totalCount": total, "page": self.page, "pageSize": self.size, "items": page})
     }
 }
 
@@ -757,10 +865,20 @@ async fn list_all(
     let mut records = catalog.all_entitlements(&ns, false).await?;
     let features = p.all("feature");
     let types = p.all("entitlementType");
+    if let Some(bad) = types
+        .iter()
+        .find(|t| !["metered", "boolean", "static"].contains(&t.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid entitlementType {bad:?}"
+        )));
+    }
     let exclude_inactive = p.bool("excludeInactive")?.unwrap_or(false);
     let now = Utc::now();
     records.retain(|e| {
-        (features.is_empty() || features.contains(&e.feature_key) || features.contains(&e.feature_id))
+        (features.is_empty()
+            || features.contains(&e.feature_key)
+            || features.contains(&e.feature_id))
             && (types.is_empty() || types.iter().any(|t| t == e.kind.as_str()))
             && (!exclude_inactive || e.active_at(now))
     });
@@ -778,7 +896,10 @@ async fn list_all(
         } else {
             (customer_ids.is_empty() || customer_ids.contains(&customer.id))
                 && (customer_keys.is_empty()
-                    || customer.key.as_ref().is_some_and(|k| customer_keys.contains(k)))
+                    || customer
+                        .key
+                        .as_ref()
+                        .is_some_and(|k| customer_keys.contains(k)))
         };
         if admitted {
             items.push(render(&state, record, customer, api.flavor).await?);
@@ -836,7 +957,9 @@ async fn create_grant(
 ) -> Result<HttpResponse, ApiError> {
     let customer = owner(&state, &req, api).await?;
     let record = find_entitlement(&state, &customer, path_part(&req, "ent")?, false).await?;
-    let period_start = current_period(&state, &record, Utc::now()).await?.map(|p| p.0);
+    let period_start = current_period(&state, &record, Utc::now())
+        .await?
+        .map(|p| p.0);
     let grant = build_grant(&body, &record, period_start, api.flavor, Utc::now())?;
     state.pipeline.catalog().insert_grant(&grant).await?;
     state
@@ -880,7 +1003,11 @@ async fn list_grants_owned(
     let customer = owner(&state, &req, api).await?;
     let record = find_entitlement(&state, &customer, path_part(&req, "ent")?, true).await?;
     let include_deleted = p.bool("includeDeleted")?.unwrap_or(false);
-    let mut grants = state.pipeline.catalog().entitlement_grants(&record.id).await?;
+    let mut grants = state
+        .pipeline
+        .catalog()
+        .entitlement_grants(&record.id)
+        .await?;
     grants.retain(|g| include_deleted || g.deleted_at.is_none());
     order_grants(&mut grants, &p)?;
     let items = grants.iter().map(|g| grant_json(g, api.flavor)).collect();
@@ -903,10 +1030,17 @@ async fn list_all_grants(
         .into_iter()
         .map(|e| (e.id.clone(), e))
         .collect();
-    let customers =
-        customers_by_id(&state, entitlements.values().map(|e| e.customer_id.as_str())).await?;
+    let customers = customers_by_id(
+        &state,
+        entitlements.values().map(|e| e.customer_id.as_str()),
+    )
+    .await?;
     let features = p.all("feature");
-    let owners = if api.by_subject { p.all("subject") } else { p.all("customer") };
+    let owners = if api.by_subject {
+        p.all("subject")
+    } else {
+        p.all("customer")
+    };
     let mut grants = catalog.all_grants(&ns).await?;
     grants.retain(|g| {
         let Some(e) = entitlements.get(&g.entitlement_id) else {
@@ -921,7 +1055,9 @@ async fn list_all_grants(
                 }
             });
         (include_deleted || g.deleted_at.is_none())
-            && (features.is_empty() || features.contains(&e.feature_key) || features.contains(&e.feature_id))
+            && (features.is_empty()
+                || features.contains(&e.feature_key)
+                || features.contains(&e.feature_id))
             && owner_ok
     });
     order_grants(&mut grants, &p)?;
@@ -943,7 +1079,9 @@ async fn void_grant(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("grant {id} not found")))?;
     if grant.voided_at.is_some() {
-        return Err(ApiError::bad_request(format!("grant {id} is already voided")));
+        return Err(ApiError::bad_request(format!(
+            "grant {id} is already voided"
+        )));
     }
     let now = Utc::now();
     let at = p.time("at")?.unwrap_or(now);
@@ -1025,12 +1163,16 @@ async fn reset(
     let customer = owner(&state, &req, api).await?;
     let record = find_entitlement(&state, &customer, path_part(&req, "ent")?, false).await?;
     if record.kind != EntitlementKind::Metered {
-        return Err(ApiError::bad_request("only metered entitlements can be reset"));
+        return Err(ApiError::bad_request(
+            "only metered entitlements can be reset",
+        ));
     }
     let now = Utc::now();
     let at = truncate_minute(time_field(&body, "effectiveAt")?.unwrap_or(now));
     if at > now {
-        return Err(ApiError::bad_request("reset effectiveAt cannot be in the future"));
+        return Err(ApiError::bad_request(
+            "reset effectiveAt cannot be in the future",
+        ));
     }
     if let Some((start, _)) = current_period(&state, &record, now).await?
         && at <= start
@@ -1055,7 +1197,10 @@ async fn reset(
         .entitlements
         .reload(&record.namespace, &customer.id)
         .await?;
-    state.entitlements.reset_observed(&customer, &record, at).await;
+    state
+        .entitlements
+        .reset_observed(&customer, &record, at)
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -1068,7 +1213,9 @@ async fn history(
     let customer = owner(&state, &req, api).await?;
     let record = find_entitlement(&state, &customer, path_part(&req, "ent")?, true).await?;
     if record.kind != EntitlementKind::Metered {
-        return Err(ApiError::bad_request("history is only kept for metered entitlements"));
+        return Err(ApiError::bad_request(
+            "history is only kept for metered entitlements",
+        ));
     }
     let size = match p.one("windowSize") {
         Some(text) => WindowSize::parse(text)
@@ -1109,7 +1256,9 @@ async fn history(
         }
         edge = next;
         if cuts.len() > 100_000 {
-            return Err(ApiError::bad_request("too many windows: use a larger windowSize"));
+            return Err(ApiError::bad_request(
+                "too many windows: use a larger windowSize",
+            ));
         }
     }
     cuts.push(truncate_minute(from).max(measure_from));
@@ -1122,11 +1271,17 @@ async fn history(
         .await?;
     let mut windows: BTreeMap<DateTime<Utc>, (DateTime<Utc>, Decimal, Decimal)> = BTreeMap::new();
     // Windows that saw usage, as OpenMeter lists them.
-    for segment in windowed.segments.iter().filter(|s| s.to > from && s.from < to) {
+    for segment in windowed
+        .segments
+        .iter()
+        .filter(|s| s.to > from && s.from < to)
+    {
         let window = window_of(segment.from, size, tz);
-        let entry = windows
-            .entry(window.start.max(from))
-            .or_insert((window.end.min(to), Decimal::ZERO, segment.balance_at_start));
+        let entry = windows.entry(window.start.max(from)).or_insert((
+            window.end.min(to),
+            Decimal::ZERO,
+            segment.balance_at_start,
+        ));
         entry.1 += segment.usage;
     }
     let windowed_history: Vec<Value> = windows
@@ -1141,7 +1296,9 @@ async fn history(
         })
         .collect();
     let balances = |list: &[(String, Decimal)]| -> Map<String, Value> {
-        list.iter().map(|(id, b)| (id.clone(), views::num(*b))).collect()
+        list.iter()
+            .map(|(id, b)| (id.clone(), views::num(*b)))
+            .collect()
     };
     let burndown_history: Vec<Value> = burndown
         .segments
