@@ -14,7 +14,6 @@ pub mod attribution;
 pub mod customer;
 pub mod meter;
 pub mod metrics;
-pub mod notification;
 pub mod partition;
 pub mod pipeline;
 pub mod snapshot;

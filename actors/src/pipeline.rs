@@ -176,10 +176,6 @@ impl Pipeline {
         &self.inner.metrics
     }
 
-    pub fn notifier(&self) -> &crate::notification::Notifier {
-        &crate::notification::NOTIFIER
-    }
-
     /// An arbiter for a new actor (round robin over the cores).
     pub fn arbiter(&self) -> ArbiterHandle {
         pick(&self.inner.arbiters, &self.inner.next_arbiter)
