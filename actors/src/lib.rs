@@ -8,11 +8,15 @@
 //! pauses it) and then every meter, resumes the partitions, writes Parquet files and
 //! a manifest, and tells everyone what was committed. [`pipeline::Pipeline`] is the
 //! API's handle on all of it: ingest, meter queries, event listing, SQL, meters.
+//! The [`notification::Notifier`] evaluates notification rules against balance changes and
+//! delivers signed webhooks with retries.
 
 pub mod meter;
 pub mod metrics;
+pub mod notification;
 pub mod partition;
 pub mod pipeline;
 pub mod snapshot;
 
+pub use notification::{BalanceObservation, Notifier, NotifierConfig, ResetObservation};
 pub use pipeline::{Pipeline, PipelineConfig};

@@ -2,6 +2,7 @@
 
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
+use crate::notification::Notifier;
 use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits};
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
@@ -40,6 +41,8 @@ pub struct PipelineConfig {
     /// Meters declared in the config file (created in the catalog if missing).
     pub meters: Vec<MeterCreate>,
     pub namespace: String,
+    /// Webhook delivery retries.
+    pub notifications: crate::notification::NotifierConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +141,7 @@ struct Inner {
     meters: parking_lot::RwLock<BTreeMap<String, MeterEntry>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicU64,
+    notifier: Notifier,
 }
 
 impl Pipeline {
@@ -170,6 +174,11 @@ impl Pipeline {
     /// The catalog (customers, features, entitlements, notifications live there too).
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// Notification rules, events and webhook deliveries.
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
     }
 
     pub fn namespace(&self) -> &str {
@@ -885,6 +894,13 @@ mod anyhow_free {
             meters.insert(meter.id.clone(), MeterEntry { meter, addr });
         }
         let routes = SnapshotActor::routes(&meters);
+        let notifier = Notifier::start(
+            catalog.clone(),
+            config.notifications.clone(),
+            &pick(&arbiters, &next_arbiter),
+        )
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?;
 
         let consumed: Arc<Vec<AtomicU64>> =
             Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
@@ -962,6 +978,7 @@ mod anyhow_free {
                 meters: parking_lot::RwLock::new(meters),
                 arbiters,
                 next_arbiter,
+                notifier,
             }),
         })
     }

@@ -190,6 +190,9 @@ pub struct Delivery {
     pub next_attempt: Option<DateTime<Utc>>,
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// Failed attempts since the delivery began or was last re-sent: picks the next retry delay.
+    #[serde(default)]
+    pub failures: u32,
 }
 
 /// A notification event: the webhook payload and where it goes.
@@ -654,6 +657,7 @@ mod tests {
                 updated_at: t,
                 next_attempt: Some(t),
                 attempts: Vec::new(),
+                failures: 0,
             }],
         };
         catalog
