@@ -49,7 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/v1/meters/{meter}/group-by/{key}/values",
         web::get().to(meters::group_by_values),
     )
-    .route("/api/v1/sql", web::post().to(sql::run));
+    .route("/api/v1/sql", web::post().to(sql::run))
+    .configure(routes::notifications::configure);
 }
 
 /// Any other path: a problem+json 404.

@@ -3,4 +3,5 @@
 pub mod events;
 pub mod health;
 pub mod meters;
+pub mod notifications;
 pub mod sql;
