@@ -7,6 +7,7 @@ mod crash;
 mod helpers;
 mod ingest;
 mod meters;
+mod notifications;
 mod proptest_queries;
 mod query;
 mod restart;
