@@ -8,8 +8,11 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Instant;
 
+/// A received request: headers (names lowercased) and body.
+type Request = (Vec<(String, String)>, String);
+
 /// Answers every request 200 and hands back (headers lowercased, body).
-fn receiver() -> (String, mpsc::Receiver<(Vec<(String, String)>, String)>) {
+fn receiver() -> (String, mpsc::Receiver<Request>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let (tx, rx) = mpsc::channel();

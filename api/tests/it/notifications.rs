@@ -13,12 +13,15 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A received request: headers (names lowercased) and body.
+type Request = (Vec<(String, String)>, String);
+
 /// A webhook receiver answering scripted statuses (then 200) and keeping what it got.
 struct Receiver {
     url: String,
     statuses: Arc<Mutex<VecDeque<u16>>>,
     /// (headers lowercased, body) of every request.
-    got: Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>,
+    got: Arc<Mutex<Vec<Request>>>,
 }
 
 impl Receiver {
@@ -26,7 +29,7 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let statuses: Arc<Mutex<VecDeque<u16>>> = Arc::default();
-        let got: Arc<Mutex<Vec<(Vec<(String, String)>, String)>>> = Arc::default();
+        let got: Arc<Mutex<Vec<Request>>> = Arc::default();
         let (s, g) = (statuses.clone(), got.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -73,7 +76,7 @@ impl Receiver {
         self.statuses.lock().expect("lock").extend(statuses);
     }
 
-    fn requests(&self) -> Vec<(Vec<(String, String)>, String)> {
+    fn requests(&self) -> Vec<Request> {
         self.got.lock().expect("lock").clone()
     }
 }
