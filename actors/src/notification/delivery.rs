@@ -52,26 +52,26 @@ impl Actor for DeliveryActor {
 impl Handler<Create> for DeliveryActor {
     type Result = ();
 
+    /// Events are stored one at a time, in the order they fired (`ctx.wait` holds the
+    /// mailbox), so the last threshold persisted for a key is the last one fired.
     fn handle(&mut self, msg: Create, ctx: &mut Context<Self>) {
         let catalog = self.catalog.clone();
-        let addr = ctx.address();
-        actix::spawn(async move {
-            let namespace = msg.namespace;
-            let result = async {
-                if let Some((key, threshold)) = &msg.fired {
-                    catalog
-                        .set_fired_threshold(&namespace, key, threshold, msg.event.created_at)
-                        .await?;
-                }
-                let event = with_deliveries(&catalog, &namespace, msg.event).await?;
-                catalog.insert_event(&namespace, &event).await?;
-                Ok::<_, super::Error>(event)
+        let namespace = msg.namespace.clone();
+        let store = async move {
+            if let Some((key, threshold)) = &msg.fired {
+                catalog
+                    .set_fired_threshold(&msg.namespace, key, threshold, msg.event.created_at)
+                    .await?;
             }
-            .await;
-            match result {
+            let event = with_deliveries(&catalog, &msg.namespace, msg.event).await?;
+            catalog.insert_event(&msg.namespace, &event).await?;
+            Ok::<_, super::Error>(event)
+        };
+        ctx.wait(actix::fut::wrap_future::<_, Self>(store).map(
+            move |result, _actor, ctx| match result {
                 Ok(event) => {
                     for d in &event.deliveries {
-                        addr.do_send(Enqueue {
+                        ctx.notify(Enqueue {
                             namespace: namespace.clone(),
                             event_id: event.id.clone(),
                             channel_id: d.channel_id.clone(),
@@ -82,8 +82,8 @@ impl Handler<Create> for DeliveryActor {
                 Err(error) => {
                     tracing::warn!(%error, %namespace, "Could not store a notification event; it is dropped.");
                 }
-            }
-        });
+            },
+        ));
     }
 }
 

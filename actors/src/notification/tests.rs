@@ -106,7 +106,11 @@ async fn delivered_thresholds(notifier: &Notifier, count: usize) -> Vec<Value> {
         }
         assert!(
             Instant::now() < deadline,
-            "expected {count} delivered events, have {events:?}"
+            "expected {count} delivered events, have {:?}",
+            events
+                .iter()
+                .map(|e| (e.payload["data"]["threshold"].clone(), e.deliveries.clone()))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
