@@ -9,13 +9,17 @@
 //! a manifest, and tells everyone what was committed. [`pipeline::Pipeline`] is the
 //! API's handle on all of it: ingest, meter queries, event listing, SQL, meters.
 //! [`attribution::Attribution`] maps subjects to the customers their usage belongs to.
+//! The [`notification::Notifier`] evaluates notification rules against balance changes and
+//! delivers signed webhooks with retries.
 
 pub mod attribution;
 pub mod customer;
 pub mod meter;
 pub mod metrics;
+pub mod notification;
 pub mod partition;
 pub mod pipeline;
 pub mod snapshot;
 
+pub use notification::{BalanceObservation, Notifier, NotifierConfig, ResetObservation};
 pub use pipeline::{Pipeline, PipelineConfig};

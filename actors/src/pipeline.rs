@@ -4,6 +4,7 @@ use crate::attribution::Attribution;
 use crate::customer::Subscription;
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
+use crate::notification::Notifier;
 use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits, Subscribe, Unsubscribe};
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
@@ -42,6 +43,8 @@ pub struct PipelineConfig {
     /// Meters declared in the config file (created in the catalog if missing).
     pub meters: Vec<MeterCreate>,
     pub namespace: String,
+    /// Webhook delivery retries.
+    pub notifications: crate::notification::NotifierConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,7 @@ struct Inner {
     attribution: Attribution,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicU64,
+    notifier: Notifier,
 }
 
 impl Pipeline {
@@ -266,6 +270,11 @@ impl Pipeline {
     /// The subject → customer index; reload it after every customer change.
     pub fn attribution(&self) -> &Attribution {
         &self.inner.attribution
+    }
+
+    /// Notification rules, events and webhook deliveries.
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
     }
 
     pub fn namespace(&self) -> &str {
@@ -1002,6 +1011,13 @@ mod anyhow_free {
             meters.insert(meter.id.clone(), MeterEntry { meter, addr });
         }
         let routes = SnapshotActor::routes(&meters);
+        let notifier = Notifier::start(
+            catalog.clone(),
+            config.notifications.clone(),
+            &pick(&arbiters, &next_arbiter),
+        )
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?;
 
         let consumed: Arc<Vec<AtomicU64>> =
             Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
@@ -1080,6 +1096,7 @@ mod anyhow_free {
                 attribution,
                 arbiters,
                 next_arbiter,
+                notifier,
             }),
         })
     }

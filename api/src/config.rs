@@ -21,6 +21,35 @@ pub struct Config {
     pub backlog_records_max: u64,
     pub pending_events_max: usize,
     pub meters: Vec<MeterCreate>,
+    pub notifications: NotificationsConfig,
+}
+
+/// Webhook delivery: the delay before each retry (Svix's schedule by default) and the
+/// timeout of one attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationsConfig {
+    #[serde(default = "svix_schedule", deserialize_with = "human_durations")]
+    pub retry_schedule: Vec<Duration>,
+    #[serde(default = "request_timeout", deserialize_with = "human_duration")]
+    pub request_timeout: Duration,
+}
+
+fn svix_schedule() -> Vec<Duration> {
+    metron_actors::NotifierConfig::default().retry_schedule
+}
+
+fn request_timeout() -> Duration {
+    metron_actors::NotifierConfig::default().request_timeout
+}
+
+impl From<&NotificationsConfig> for metron_actors::NotifierConfig {
+    fn from(c: &NotificationsConfig) -> Self {
+        Self {
+            retry_schedule: c.retry_schedule.clone(),
+            request_timeout: c.request_timeout,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +122,19 @@ fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D:
     })
 }
 
+fn human_durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            parse_duration(text).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?} (use e.g. 250ms, 5s, 35d)"
+                ))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +152,20 @@ mod tests {
         assert_eq!(config.partitions, 2);
         assert_eq!(config.checkpoint_interval, Duration::from_millis(250));
         assert_eq!(config.meters.len(), 1);
+        assert_eq!(
+            config.notifications.retry_schedule.first(),
+            Some(&Duration::from_secs(5))
+        );
+        std::fs::write(&path, "notifications:\n  retrySchedule: [100ms, 1s]\n").expect("write");
+        let config = Config::load(Some(&path)).expect("file");
+        assert_eq!(
+            config.notifications.retry_schedule,
+            vec![Duration::from_millis(100), Duration::from_secs(1)]
+        );
+        assert_eq!(
+            config.notifications.request_timeout,
+            Duration::from_secs(30)
+        );
         std::fs::write(&path, "partitons: 2\n").expect("write");
         assert!(
             Config::load(Some(&path)).is_err(),

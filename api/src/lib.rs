@@ -53,7 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::customers::configure)
     .configure(routes::subjects::configure)
     .configure(routes::features::configure)
-    .configure(routes::entitlements::configure);
+    .configure(routes::entitlements::configure)
+    .configure(routes::notifications::configure);
 }
 
 /// Any other path: a problem+json 404.

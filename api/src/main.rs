@@ -93,6 +93,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pending_events_max: config.pending_events_max,
         meters: config.meters.clone(),
         namespace: config.namespace.clone(),
+        notifications: (&config.notifications).into(),
     };
     let handle = query_runtime.handle().clone();
     let system = actix::System::new();

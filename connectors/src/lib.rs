@@ -10,10 +10,13 @@
 //! directory with group commit (one fsync shared by every append waiting at the
 //! same time).
 //!
+//! [`webhook`] sends one signed webhook delivery (Standard Webhooks / Svix signing).
+//!
 //! The crate knows nothing about what the payloads mean: it stores and returns
 //! bytes.
 
 pub mod stream;
+pub mod webhook;
 
 pub use stream::{
     AppendAck, EmbeddedLog, EmbeddedLogConfig, Error, EventStream, Offset, PartitionId, Record,

@@ -1,6 +1,7 @@
 //! Metron's state at rest.
 //!
-//! The [`catalog`] (sqlx; SQLite by default) holds meter definitions. Checkpoints
+//! The [`catalog`] (sqlx; SQLite by default) holds meter definitions, and
+//! [`notifications`] the notification channels, rules, events and delivery status. Checkpoints
 //! write minute rollups ([`rollups`]) and raw events ([`events`]) as Parquet through
 //! the [`objects`] root (a local directory by default), then a [`manifest`] that
 //! names the files and records each partition's offset and dedup runs ([`dedup`]).
@@ -14,6 +15,7 @@ pub mod entitlements;
 pub mod events;
 pub mod features;
 pub mod manifest;
+pub mod notifications;
 pub mod objects;
 pub mod paths;
 pub mod query;

@@ -6,5 +6,6 @@ pub mod events;
 pub mod features;
 pub mod health;
 pub mod meters;
+pub mod notifications;
 pub mod sql;
 pub mod subjects;

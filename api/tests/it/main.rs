@@ -11,6 +11,7 @@ mod entitlements;
 mod helpers;
 mod ingest;
 mod meters;
+mod notifications;
 mod proptest_queries;
 mod query;
 mod restart;
