@@ -1,6 +1,6 @@
 //! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
 
-use crate::customer::{Subscription, Usage, UsageSample};
+use crate::customer::{Activation, Subscription, Usage, UsageSample};
 use crate::meter::{Fold, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -56,6 +56,7 @@ pub struct PartitionActor {
     /// Customers with live balances, by namespace and subject: their usage is sent
     /// to their `CustomerActor`, one message per customer per batch.
     subscriptions: HashMap<String, HashMap<String, Arc<Subscription>>>,
+    activation: Activation,
 }
 
 impl PartitionActor {
@@ -71,6 +72,7 @@ impl PartitionActor {
         metrics: Arc<Metrics>,
         limits: ReadLimits,
         checkpoint_wanted: Arc<AtomicBool>,
+        activation: Activation,
     ) -> Self {
         Self {
             checkpoint_wanted,
@@ -88,6 +90,7 @@ impl PartitionActor {
             paused: false,
             polling: false,
             subscriptions: HashMap::new(),
+            activation,
         }
     }
 
@@ -157,6 +160,7 @@ impl PartitionActor {
         let mut kept = Vec::with_capacity(events.len());
         let mut usage: HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)> =
             HashMap::new();
+        let mut activate: std::collections::BTreeSet<(String, String)> = Default::default();
         for (event, is_new) in events.into_iter().zip(fresh) {
             if !is_new {
                 continue;
@@ -181,8 +185,12 @@ impl PartitionActor {
                 }
             }
 
-            if !self.subscriptions.is_empty() {
-                route_usage(&self.subscriptions, &event, &mut usage);
+            if !route_usage(&self.subscriptions, &event, &mut usage)
+                && let Some(customer) = self
+                    .activation
+                    .customer_of(&event.namespace, &event.event.subject)
+            {
+                activate.insert((event.namespace.clone(), customer));
             }
             kept.push(event);
         }
@@ -199,10 +207,26 @@ impl PartitionActor {
             }
         }
         for (_, (subscription, samples)) in usage {
-            subscription.addr.do_send(Usage {
+            let message = Usage {
                 generation: subscription.generation,
                 samples,
-            });
+            };
+            match subscription.addr.try_send(message) {
+                Ok(()) => {}
+                Err(SendError::Full(message)) => subscription.addr.do_send(message),
+                Err(SendError::Closed(_)) => {
+                    // The actor stopped (passivated): its next activation reads these
+                    // events from the partition, so ask for it now.
+                    self.drop_subscription(&subscription);
+                    activate.insert((
+                        subscription.namespace.clone(),
+                        subscription.customer_id.clone(),
+                    ));
+                }
+            }
+        }
+        for (namespace, customer) in activate {
+            self.activation.request(&namespace, &customer);
         }
         self.pending.extend(kept);
         if self.pending.len() >= self.limits.pending_events_max {
@@ -260,17 +284,18 @@ pub struct SetRoutes {
     pub routes: Arc<Vec<Route>>,
 }
 
-/// The usage one event brings to its customer's entitlements, if the customer is subscribed.
+/// The usage one event brings to its customer's entitlements, if the customer is
+/// subscribed (false when not).
 fn route_usage(
     subscriptions: &HashMap<String, HashMap<String, Arc<Subscription>>>,
     event: &IngestedEvent,
     usage: &mut HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)>,
-) {
+) -> bool {
     let Some(subscription) = subscriptions
         .get(&event.namespace)
         .and_then(|by_subject| by_subject.get(&event.event.subject))
     else {
-        return;
+        return false;
     };
     for sample in subscription.samples(&event.event) {
         usage
@@ -279,6 +304,7 @@ fn route_usage(
             .1
             .push(sample);
     }
+    true
 }
 
 /// Starts sending a customer's usage to its actor, atomically with a read of the
@@ -308,7 +334,7 @@ impl Handler<Subscribe> for PartitionActor {
             by_subject.insert(subject.clone(), sub.clone());
         }
         let admits = |e: &IngestedEvent| {
-            e.namespace == sub.namespace && sub.subjects.iter().any(|s| *s == e.event.subject)
+            e.namespace == sub.namespace && sub.subjects.contains(&e.event.subject)
         };
         let mut events: Vec<Arc<Vec<IngestedEvent>>> = self
             .sealed
@@ -327,6 +353,25 @@ impl Handler<Subscribe> for PartitionActor {
                 .collect(),
             events,
         })
+    }
+}
+
+impl PartitionActor {
+    /// Forgets a subscription's subjects (those still pointing at it).
+    fn drop_subscription(&mut self, subscription: &Arc<Subscription>) {
+        if let Some(by_subject) = self.subscriptions.get_mut(&subscription.namespace) {
+            for subject in &subscription.subjects {
+                if by_subject
+                    .get(subject)
+                    .is_some_and(|s| Arc::ptr_eq(s, subscription))
+                {
+                    by_subject.remove(subject);
+                }
+            }
+            if by_subject.is_empty() {
+                self.subscriptions.remove(&subscription.namespace);
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The pipeline: starts the actors from the newest checkpoint and is the API's handle.
 
 use crate::attribution::Attribution;
-use crate::customer::Subscription;
+use crate::customer::{Activation, Subscription};
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::notification::Notifier;
@@ -148,6 +148,7 @@ struct Inner {
     snapshot: Addr<SnapshotActor>,
     meters: parking_lot::RwLock<BTreeMap<String, MeterEntry>>,
     attribution: Attribution,
+    activation: Activation,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicU64,
     notifier: Notifier,
@@ -270,6 +271,11 @@ impl Pipeline {
     /// The subject → customer index; reload it after every customer change.
     pub fn attribution(&self) -> &Attribution {
         &self.inner.attribution
+    }
+
+    /// How partitions ask for customer actors on demand.
+    pub fn activation(&self) -> &Activation {
+        &self.inner.activation
     }
 
     /// Notification rules, events and webhook deliveries.
@@ -950,6 +956,7 @@ mod anyhow_free {
         )?;
         let catalog = Catalog::open_sqlite(&data.join("catalog.db")).await?;
         let attribution = Attribution::load(&catalog).await?;
+        let activation = Activation::new(attribution.clone());
         let root =
             ObjectRoot::local(data.join("objects")).map_err(|e| Error::Storage(e.to_string()))?;
         let query = QueryService::new(query_runtime, root);
@@ -1058,6 +1065,7 @@ mod anyhow_free {
             };
             let arbiter = pick(&arbiters, &next_arbiter);
             let w = wanted.clone();
+            let act = activation.clone();
             let (partition, offset, s, r, c, mm) = (
                 state.partition,
                 state.offset,
@@ -1067,7 +1075,7 @@ mod anyhow_free {
                 metrics.clone(),
             );
             let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
-                PartitionActor::new(partition, s, dedup, r, offset, files, c, mm, limits, w)
+                PartitionActor::new(partition, s, dedup, r, offset, files, c, mm, limits, w, act)
             });
             partitions.push(addr);
         }
@@ -1094,6 +1102,7 @@ mod anyhow_free {
                 snapshot,
                 meters: parking_lot::RwLock::new(meters),
                 attribution,
+                activation,
                 arbiters,
                 next_arbiter,
                 notifier,

@@ -99,7 +99,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let system = actix::System::new();
     let result = system.block_on(async move {
         let pipeline = Pipeline::start(pipeline_config, handle).await.context("starting the pipeline")?;
-        let entitlements = Entitlements::new(pipeline.clone(), EntitlementsConfig::default());
+        let entitlements = Entitlements::start(pipeline.clone(), EntitlementsConfig::default())
+            .await
+            .context("starting the entitlement service")?;
         let state = actix_web::web::Data::new(AppState {
             pipeline: pipeline.clone(),
             entitlements,

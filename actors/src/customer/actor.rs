@@ -91,8 +91,22 @@ impl CustomerActor {
         };
         ctx.wait(load.into_actor(self).map(move |result, act, _| {
             act.state = result.map_err(|e| e.to_string());
-            if let Err(error) = &act.state {
-                tracing::warn!(customer = %act.customer_id, %error, "Could not load a customer's entitlements.");
+            match &mut act.state {
+                Err(error) => {
+                    tracing::warn!(customer = %act.customer_id, %error, "Could not load a customer's entitlements.");
+                }
+                // The events read at activation moved the balances too: the notifier
+                // decides (it remembers what it already sent).
+                Ok(loaded) => {
+                    let metered: Vec<usize> = loaded
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.ledger.is_some())
+                        .map(|(i, _)| i)
+                        .collect();
+                    act.service.observe(loaded, &metered);
+                }
             }
             if let Some(done) = done {
                 let _ = done.send(act.state.as_ref().map(|_| ()).map_err(Clone::clone));
@@ -190,6 +204,9 @@ impl Actor for CustomerActor {
 impl Handler<Usage> for CustomerActor {
     type Result = ();
     fn handle(&mut self, msg: Usage, ctx: &mut Context<Self>) {
+        // Usage keeps the actor alive: passivating a customer in use would only make
+        // the next batch rebuild it.
+        self.last_used = Instant::now();
         if msg.generation == self.generation {
             self.apply(msg.samples, ctx);
         }

@@ -23,11 +23,13 @@ pub use service::{
     engine_inputs, expiration_unit, recurrence, subject_key,
 };
 
+use crate::attribution::Attribution;
 use actix::prelude::*;
 use metron_engine::aggregate::SampleValue;
 use metron_engine::event::CloudEvent;
 use metron_engine::filter::StringFilter;
 use metron_engine::meter::{CompiledMeter, Extract};
+use std::sync::Arc;
 
 /// Usage of one customer from one partition batch.
 #[derive(Message)]
@@ -89,5 +91,47 @@ pub struct Subscription {
 impl Subscription {
     pub fn samples<'a>(&'a self, event: &'a CloudEvent) -> impl Iterator<Item = UsageSample> + 'a {
         self.matchers.iter().filter_map(move |m| m.sample(event))
+    }
+}
+
+/// What a partition calls when usage arrives for a customer that has no live actor.
+pub type ActivateHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// How partitions activate customers on demand: usage of a subject that belongs to a
+/// customer without a subscription asks for that customer's actor (the entitlement
+/// service decides whether the customer has anything to track).
+#[derive(Clone)]
+pub struct Activation {
+    attribution: Attribution,
+    hook: Arc<parking_lot::RwLock<Option<ActivateHook>>>,
+}
+
+impl Activation {
+    pub fn new(attribution: Attribution) -> Self {
+        Self {
+            attribution,
+            hook: Arc::default(),
+        }
+    }
+
+    /// Installs the hook (the entitlement service, once it runs).
+    pub fn arm(&self, hook: ActivateHook) {
+        *self.hook.write() = Some(hook);
+    }
+
+    /// The customer an event's subject belongs to, when activation is armed.
+    pub fn customer_of(&self, namespace: &str, subject: &str) -> Option<String> {
+        if self.hook.read().is_none() {
+            return None;
+        }
+        self.attribution
+            .customer_of(namespace, subject)
+            .map(|c| c.id.clone())
+    }
+
+    pub fn request(&self, namespace: &str, customer_id: &str) {
+        if let Some(hook) = self.hook.read().clone() {
+            hook(namespace, customer_id);
+        }
     }
 }

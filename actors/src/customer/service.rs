@@ -23,7 +23,7 @@ use metron_storage::entitlements::{
     EntitlementKind, EntitlementRecord, GrantRecord, PeriodRecord, ResetRecord,
 };
 use metron_storage::features::Feature;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ impl Loaded {
         };
         of_feature()
             .find(|(_, e)| e.record.active_at(at))
-            .or_else(|| of_feature().last())
+            .or_else(|| of_feature().next_back())
             .map(|(i, _)| i)
     }
 }
@@ -107,15 +107,41 @@ struct Inner {
     pipeline: Pipeline,
     config: EntitlementsConfig,
     actors: parking_lot::Mutex<HashMap<(String, String), Addr<CustomerActor>>>,
+    /// Customers with live entitlements: usage for them activates their actor.
+    entitled: parking_lot::RwLock<HashSet<(String, String)>>,
 }
 
 impl Entitlements {
-    pub fn new(pipeline: Pipeline, config: EntitlementsConfig) -> Self {
+    /// Starts the service: customers with entitlements become activatable by usage.
+    pub async fn start(pipeline: Pipeline, config: EntitlementsConfig) -> Result<Self> {
+        let namespace = pipeline.namespace().to_owned();
+        let entitled = pipeline.catalog().entitled_customers(&namespace).await?;
+        let this = Self::new(pipeline, config);
+        this.inner
+            .entitled
+            .write()
+            .extend(entitled.into_iter().map(|id| (namespace.clone(), id)));
+        let weak = Arc::downgrade(&this.inner);
+        this.inner.pipeline.activation().arm(Arc::new(
+            move |namespace: &str, customer_id: &str| {
+                if let Some(inner) = weak.upgrade() {
+                    let key = (namespace.to_owned(), customer_id.to_owned());
+                    if inner.entitled.read().contains(&key) {
+                        Entitlements { inner }.actor(namespace, customer_id);
+                    }
+                }
+            },
+        ));
+        Ok(this)
+    }
+
+    fn new(pipeline: Pipeline, config: EntitlementsConfig) -> Self {
         let this = Self {
             inner: Arc::new(Inner {
                 pipeline,
                 config,
                 actors: parking_lot::Mutex::new(HashMap::new()),
+                entitled: parking_lot::RwLock::new(HashSet::new()),
             }),
         };
         // A customer's subjects changed: every live customer reloads its subscription.
@@ -424,6 +450,12 @@ impl Entitlements {
             if let Some(entry) = entries.get_mut(index) {
                 entry.ledger = Some(Ledger::new(inputs, aggregation, s));
             }
+        }
+        let key = (namespace.to_owned(), customer_id.to_owned());
+        if entries.is_empty() {
+            self.inner.entitled.write().remove(&key);
+        } else {
+            self.inner.entitled.write().insert(key);
         }
         Ok(Loaded {
             customer: Arc::new(customer),

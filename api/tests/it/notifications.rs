@@ -301,3 +301,139 @@ fn channels_rules_and_signed_deliveries_with_retries_and_resend() {
         .send();
     assert_eq!(gone.status, 404, "{gone}");
 }
+
+/// The thresholds of the webhooks received so far, as `(type, value)`, after checking
+/// each signature; panics on a payload that is not a balance-threshold event.
+fn thresholds_seen(receiver: &Receiver, secret: &str) -> Vec<(String, f64)> {
+    receiver
+        .requests()
+        .iter()
+        .map(|(headers, body)| {
+            let payload = verify(secret, headers, body);
+            assert_eq!(
+                payload["type"], "entitlements.balance.threshold",
+                "{payload}"
+            );
+            let t = &payload["data"]["threshold"];
+            (
+                t["type"].as_str().unwrap_or_default().to_owned(),
+                t["value"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn balance_thresholds_fire_once_each_from_live_balances_across_a_restart() {
+    // Real usage moves a real balance: grant 100 on a SUM meter, a rule with usage
+    // thresholds 50 and 80 and a balance threshold 5. Each threshold is delivered (signed)
+    // once, in order, however many events push past it, and a restart neither loses the
+    // fired state nor the live balance.
+    let mut server = TestServer::start_with_config(
+        "notifications:\n  retrySchedule: [100ms, 100ms]\nmeters:\n  - slug: api_tokens\n    eventType: tokens\n    valueProperty: $.tokens\n    aggregation: SUM\n",
+    );
+    let receiver = Receiver::start();
+    server
+        .post("/api/v1/customers")
+        .json(
+            &json!({"name": "Acme", "key": "acme", "usageAttribution": {"subjectKeys": ["acme"]}}),
+        )
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v1/features")
+        .json(&json!({"key": "tokens", "name": "Tokens", "meterSlug": "api_tokens"}))
+        .send()
+        .expect_status(201);
+    let now = chrono::Utc::now();
+    server
+        .post("/api/v2/customers/acme/entitlements")
+        .json(
+            &json!({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "MONTH"},
+            "grants": [{"amount": 100, "effectiveAt": now.to_rfc3339(), "priority": 1}]}),
+        )
+        .send()
+        .expect_status(201);
+    let channel = server
+        .post("/api/v1/notification/channels")
+        .json(&json!({"type": "WEBHOOK", "name": "hook", "url": receiver.url, "customHeaders": {"X-Tenant": "acme"}}))
+        .send()
+        .expect_status(201)
+        .json();
+    let secret = channel["signingSecret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    server
+        .post("/api/v1/notification/rules")
+        .json(&json!({"type": "entitlements.balance.threshold", "name": "limits",
+            "channels": [channel["id"]], "features": ["tokens"],
+            "thresholds": [{"value": 50, "type": "usage_value"}, {"value": 80, "type": "usage_value"},
+                           {"value": 5, "type": "balance_value"}]}))
+        .send()
+        .expect_status(201);
+
+    let send = |server: &TestServer, tokens: u32| {
+        let event = json!({"specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(), "source": "test",
+            "type": "tokens", "subject": "acme", "time": chrono::Utc::now().to_rfc3339(),
+            "data": {"tokens": tokens}});
+        server.ingest_one(&event).expect_status(204);
+    };
+    let usage_is = |server: &TestServer, want: f64| {
+        eventually(DEADLINE, || {
+            let v = server
+                .get("/api/v2/customers/acme/entitlements/tokens/value")
+                .send()
+                .json();
+            if v["usage"].as_f64() == Some(want) {
+                Ok(v)
+            } else {
+                Err(format!("waiting for usage {want}: {v}"))
+            }
+        })
+    };
+    let seen_are = |want: &[(&str, f64)]| {
+        let want: Vec<(String, f64)> = want.iter().map(|(t, v)| ((*t).to_owned(), *v)).collect();
+        eventually(DEADLINE, || {
+            let seen = thresholds_seen(&receiver, &secret);
+            if seen == want {
+                Ok(())
+            } else {
+                Err(format!("thresholds seen {seen:?}, want {want:?}"))
+            }
+        });
+    };
+
+    send(&server, 30);
+    usage_is(&server, 30.0);
+    send(&server, 30);
+    usage_is(&server, 60.0);
+    seen_are(&[("usage_value", 50.0)]);
+    send(&server, 10);
+    usage_is(&server, 70.0);
+    send(&server, 15);
+    usage_is(&server, 85.0);
+    seen_are(&[("usage_value", 50.0), ("usage_value", 80.0)]);
+
+    // A restart keeps the balance and what was fired. Usage alone (no read) activates
+    // the customer again: crossing the balance threshold sends it once, and nothing is
+    // sent again for 50 and 80.
+    server.restart();
+    send(&server, 5);
+    send(&server, 6);
+    seen_are(&[
+        ("usage_value", 50.0),
+        ("usage_value", 80.0),
+        ("balance_value", 5.0),
+    ]);
+    let v = usage_is(&server, 96.0);
+    assert_eq!(v["balance"].as_f64(), Some(4.0), "{v}");
+    send(&server, 1);
+    usage_is(&server, 97.0);
+    std::thread::sleep(Duration::from_millis(300));
+    seen_are(&[
+        ("usage_value", 50.0),
+        ("usage_value", 80.0),
+        ("balance_value", 5.0),
+    ]);
+}
