@@ -260,10 +260,14 @@ def run_checks(server: Server) -> tuple[int, int]:
     def create_entitlement():
         entitlement = client.customer_entitlements_v2.post(ent_customer, EntitlementMeteredV2CreateInputs(
             type="metered", feature_key=ent_feature, usage_period=RecurringPeriodCreateInput(interval="MONTH")))
-        assert entitlement.type == "metered", entitlement.type
-        assert entitlement.feature_key == ent_feature, entitlement.feature_key
-        assert entitlement.customer_id == ent_state.get("customer_id"), entitlement.customer_id
-        assert entitlement.usage_period.interval == "MONTH", entitlement.usage_period
+        # The SDK types this answer as a union (`_unions.EntitlementV2`) that its
+        # deserializer leaves as the parsed JSON object; read it as such.
+        if not isinstance(entitlement, dict):
+            entitlement = entitlement.as_dict()
+        assert entitlement["type"] == "metered", entitlement
+        assert entitlement["featureKey"] == ent_feature, entitlement
+        assert entitlement["customerId"] == ent_state.get("customer_id"), entitlement
+        assert entitlement["usagePeriod"]["interval"] == "MONTH", entitlement
 
     def create_grant():
         grant = client.customer_entitlement_v2.create_customer_entitlement_grant(
