@@ -263,7 +263,52 @@ impl From<RuleBody> for RuleInput {
     }
 }
 
-fn render_rule(r: &Rule) -> Value {
+/// Features by id and by key, to show a rule's features as `{id, key}`.
+struct FeatureNames(BTreeMap<String, (String, String)>);
+
+impl FeatureNames {
+    async fn load(state: &AppState) -> Result<Self, ApiError> {
+        let pipeline = &state.pipeline;
+        let features = pipeline
+            .catalog()
+            .all_features(pipeline.namespace())
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    e.to_string(),
+                )
+            })?;
+        let mut names = BTreeMap::new();
+        for f in features {
+            let pair = (f.id.clone(), f.key.clone());
+            names.insert(f.id.clone(), pair.clone());
+            if f.archived_at.is_none() {
+                names.insert(f.key.clone(), pair);
+            }
+        }
+        Ok(Self(names))
+    }
+
+    fn view(&self, reference: &str) -> Value {
+        match self.0.get(reference) {
+            Some((id, key)) => json!({"id": id, "key": key}),
+            None => json!({"id": reference, "key": reference}),
+        }
+    }
+
+    /// A rule may only name features that exist.
+    fn check(&self, features: &[String]) -> Result<(), ApiError> {
+        match features.iter().find(|f| !self.0.contains_key(*f)) {
+            Some(unknown) => Err(ApiError::bad_request(format!(
+                "feature {unknown} not found"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn render_rule(r: &Rule, names: &FeatureNames) -> Value {
     let mut map = Map::new();
     map.insert("createdAt".into(), json!(time(r.created_at)));
     map.insert("updatedAt".into(), json!(time(r.updated_at)));
@@ -287,12 +332,7 @@ fn render_rule(r: &Rule) -> Value {
         map.insert("thresholds".into(), json!(r.thresholds));
     }
     if !r.features.is_empty() {
-        // The rule keeps the ids or keys it was given; both fields carry that reference.
-        let features: Vec<Value> = r
-            .features
-            .iter()
-            .map(|f| json!({"id": f, "key": f}))
-            .collect();
+        let features: Vec<Value> = r.features.iter().map(|f| names.view(f)).collect();
         map.insert("features".into(), Value::Array(features));
     }
     Value::Object(map)
@@ -327,16 +367,19 @@ async fn list_rules(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     if descending(&p)? {
         rules.reverse();
     }
-    Ok(HttpResponse::Ok().json(paginate(&p, rules, render_rule)?))
+    let names = FeatureNames::load(&state).await?;
+    Ok(HttpResponse::Ok().json(paginate(&p, rules, |r| render_rule(r, &names))?))
 }
 
 async fn create_rule(state: web::Data<AppState>, body: web::Json<RuleBody>) -> Reply {
     let pipeline = &state.pipeline;
+    let names = FeatureNames::load(&state).await?;
+    names.check(&body.features)?;
     let rule = pipeline
         .notifier()
         .create_rule(pipeline.namespace(), body.into_inner().into())
         .await?;
-    Ok(HttpResponse::Created().json(render_rule(&rule)))
+    Ok(HttpResponse::Created().json(render_rule(&rule, &names)))
 }
 
 async fn get_rule(state: web::Data<AppState>, id: web::Path<String>) -> Reply {
@@ -345,7 +388,8 @@ async fn get_rule(state: web::Data<AppState>, id: web::Path<String>) -> Reply {
         .notifier()
         .get_rule(pipeline.namespace(), &id)
         .await?;
-    Ok(HttpResponse::Ok().json(render_rule(&rule)))
+    let names = FeatureNames::load(&state).await?;
+    Ok(HttpResponse::Ok().json(render_rule(&rule, &names)))
 }
 
 async fn update_rule(
@@ -354,11 +398,13 @@ async fn update_rule(
     body: web::Json<RuleBody>,
 ) -> Reply {
     let pipeline = &state.pipeline;
+    let names = FeatureNames::load(&state).await?;
+    names.check(&body.features)?;
     let rule = pipeline
         .notifier()
         .update_rule(pipeline.namespace(), &id, body.into_inner().into())
         .await?;
-    Ok(HttpResponse::Ok().json(render_rule(&rule)))
+    Ok(HttpResponse::Ok().json(render_rule(&rule, &names)))
 }
 
 async fn delete_rule(state: web::Data<AppState>, id: web::Path<String>) -> Reply {
@@ -407,15 +453,16 @@ async fn render_event(state: &AppState, event: Event) -> Result<Value, ApiError>
         .get_rule(pipeline.namespace(), &event.rule_id)
         .await
         .map_err(NotifyError::from)?;
-    Ok(render_event_with(&event, rule.as_ref()))
+    let names = FeatureNames::load(state).await?;
+    Ok(render_event_with(&event, rule.as_ref(), &names))
 }
 
-fn render_event_with(event: &Event, rule: Option<&Rule>) -> Value {
+fn render_event_with(event: &Event, rule: Option<&Rule>, names: &FeatureNames) -> Value {
     json!({
         "id": event.id,
         "type": event.event_type.as_str(),
         "createdAt": time(event.created_at),
-        "rule": rule.map_or_else(|| json!({"id": event.rule_id}), render_rule),
+        "rule": rule.map_or_else(|| json!({"id": event.rule_id}), |r| render_rule(r, names)),
         "deliveryStatus": event.deliveries.iter().map(render_delivery).collect::<Vec<_>>(),
         "payload": event.payload,
         "annotations": event.annotations,
@@ -451,7 +498,10 @@ async fn list_events(state: web::Data<AppState>, req: HttpRequest) -> Reply {
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
-    let page = paginate(&p, events, |e| render_event_with(e, rules.get(&e.rule_id)))?;
+    let names = FeatureNames::load(&state).await?;
+    let page = paginate(&p, events, |e| {
+        render_event_with(e, rules.get(&e.rule_id), &names)
+    })?;
     Ok(HttpResponse::Ok().json(page))
 }
 

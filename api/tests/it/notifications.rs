@@ -167,7 +167,17 @@ fn channels_rules_and_signed_deliveries_with_retries_and_resend() {
         .json();
     assert_eq!(list["totalCount"], 1, "{list}");
 
-    // Rules.
+    // Rules (their features must exist).
+    server
+        .post("/api/v1/features")
+        .json(&json!({"key": "tokens", "name": "Tokens"}))
+        .send()
+        .expect_status(201);
+    let unknown_feature = server
+        .post("/api/v1/notification/rules")
+        .json(&json!({"type": "entitlements.balance.threshold", "name": "r", "channels": [channel_id], "thresholds": [{"value": 80, "type": "usage_percentage"}], "features": ["nope"]}))
+        .send();
+    assert_eq!(unknown_feature.status, 400, "{unknown_feature}");
     let unknown = server
         .post("/api/v1/notification/rules")
         .json(&json!({"type": "entitlements.balance.threshold", "name": "r", "channels": ["01ARZ3NDEKTSV4RRFFQ69G5FAV"], "thresholds": [{"value": 80, "type": "usage_percentage"}]}))
@@ -180,6 +190,11 @@ fn channels_rules_and_signed_deliveries_with_retries_and_resend() {
         .expect_status(201)
         .json();
     let rule_id = rule["id"].as_str().expect("id").to_owned();
+    assert_eq!(rule["features"][0]["key"], "tokens", "{rule}");
+    assert_ne!(
+        rule["features"][0]["id"], "tokens",
+        "the feature's real id: {rule}"
+    );
     assert_eq!(
         rule["channels"],
         json!([{"id": channel_id, "type": "WEBHOOK"}])
