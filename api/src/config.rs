@@ -22,6 +22,23 @@ pub struct Config {
     pub pending_events_max: usize,
     pub meters: Vec<MeterCreate>,
     pub notifications: NotificationsConfig,
+    pub entitlements: EntitlementsSection,
+}
+
+/// Customer actors: how long one stays in memory without reads or usage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntitlementsSection {
+    #[serde(deserialize_with = "human_duration")]
+    pub idle_after: Duration,
+}
+
+impl From<&EntitlementsSection> for metron_actors::customer::EntitlementsConfig {
+    fn from(c: &EntitlementsSection) -> Self {
+        Self {
+            idle_after: c.idle_after,
+        }
+    }
 }
 
 /// Webhook delivery: the delay before each retry (Svix's schedule by default) and the

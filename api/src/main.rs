@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use metron_actors::customer::{Entitlements, EntitlementsConfig};
+use metron_actors::customer::Entitlements;
 use metron_actors::{Pipeline, PipelineConfig};
 use metron_api::config::Config;
 use metron_api::state::AppState;
@@ -99,7 +99,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let system = actix::System::new();
     let result = system.block_on(async move {
         let pipeline = Pipeline::start(pipeline_config, handle).await.context("starting the pipeline")?;
-        let entitlements = Entitlements::start(pipeline.clone(), EntitlementsConfig::default())
+        let entitlements = Entitlements::start(pipeline.clone(), (&config.entitlements).into())
             .await
             .context("starting the entitlement service")?;
         let state = actix_web::web::Data::new(AppState {

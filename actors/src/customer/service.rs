@@ -25,6 +25,7 @@ use metron_storage::entitlements::{
 use metron_storage::features::Feature;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,8 @@ struct Inner {
     actors: parking_lot::Mutex<HashMap<(String, String), Addr<CustomerActor>>>,
     /// Customers with live entitlements: usage for them activates their actor.
     entitled: parking_lot::RwLock<HashSet<(String, String)>>,
+    activations: AtomicU64,
+    value_reads: AtomicU64,
 }
 
 impl Entitlements {
@@ -142,6 +145,8 @@ impl Entitlements {
                 config,
                 actors: parking_lot::Mutex::new(HashMap::new()),
                 entitled: parking_lot::RwLock::new(HashSet::new()),
+                activations: AtomicU64::new(0),
+                value_reads: AtomicU64::new(0),
             }),
         };
         // A customer's subjects changed: every live customer reloads its subscription.
@@ -172,6 +177,24 @@ impl Entitlements {
         self.inner.actors.lock().len()
     }
 
+    /// Prometheus text of the customer actors.
+    pub fn metrics_text(&self) -> String {
+        format!(
+            "# HELP metron_customer_actors Customer actors in memory (live balances).\n\
+             # TYPE metron_customer_actors gauge\n\
+             metron_customer_actors {}\n\
+             # HELP metron_customer_activations_total Customer actors started (on a read, an entitlement change or usage).\n\
+             # TYPE metron_customer_activations_total counter\n\
+             metron_customer_activations_total {}\n\
+             # HELP metron_entitlement_value_reads_total Entitlement values answered.\n\
+             # TYPE metron_entitlement_value_reads_total counter\n\
+             metron_entitlement_value_reads_total {}\n",
+            self.active_customers(),
+            self.inner.activations.load(Ordering::Relaxed),
+            self.inner.value_reads.load(Ordering::Relaxed),
+        )
+    }
+
     /// The customer's actor, started on demand.
     fn actor(&self, namespace: &str, customer_id: &str) -> Addr<CustomerActor> {
         let key = (namespace.to_owned(), customer_id.to_owned());
@@ -181,6 +204,7 @@ impl Entitlements {
         {
             return addr.clone();
         }
+        self.inner.activations.fetch_add(1, Ordering::Relaxed);
         let arbiter = self.inner.pipeline.arbiter();
         let (service, ns, id) = (self.clone(), key.0.clone(), key.1.clone());
         let addr =
@@ -225,6 +249,7 @@ impl Entitlements {
         entitlement: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<ValueAnswer>> {
+        self.inner.value_reads.fetch_add(1, Ordering::Relaxed);
         let answer = self
             .actor(namespace, customer_id)
             .send(GetValue {

@@ -17,5 +17,5 @@ pub async fn readyz() -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.pipeline.metrics_text())
+        .body(state.pipeline.metrics_text() + &state.entitlements.metrics_text())
 }

@@ -907,3 +907,93 @@ fn multi_subject_customer() {
     assert_eq!(num(&value, "balance"), sum, "{value}");
     assert_eq!(num(&value, "balance"), 98.0, "{value}");
 }
+
+/// `metron_customer_actors` from `/metrics`.
+fn customer_actors(server: &TestServer) -> Option<u64> {
+    let text = server.get("/metrics").send().body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("metron_customer_actors "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn idle_customers_passivate_and_come_back_exact() {
+    // A customer actor stops after `idleAfter` without reads or usage; the next read
+    // rebuilds the same balance from the catalog and the events, usage alone brings it
+    // back too, and a restart answers the same.
+    let mut server = TestServer::start_with_config(
+        "entitlements:\n  idleAfter: 300ms\nmeters:\n  - slug: calls\n    eventType: call\n    aggregation: COUNT\n",
+    );
+    server
+        .post("/api/v1/customers")
+        .json(&json!({"name": "Idle", "key": "idle", "usageAttribution": {"subjectKeys": ["idle-a", "idle-b"]}}))
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v1/features")
+        .json(&json!({"key": "calls", "name": "Calls", "meterSlug": "calls"}))
+        .send()
+        .expect_status(201);
+    let t0 = minute_floor(Utc::now()) - Duration::minutes(5);
+    let body = json!({"type": "metered", "featureKey": "calls",
+        "usagePeriod": {"interval": "MONTH", "anchor": rfc3339(t0)}, "measureUsageFrom": rfc3339(t0),
+        "grants": [{"amount": 10, "effectiveAt": rfc3339(t0)}]});
+    server
+        .post("/api/v2/customers/idle/entitlements")
+        .json(&body)
+        .send()
+        .expect_status(201);
+    let call = |subject: &str, at: DateTime<Utc>| {
+        json!({"specversion": "1.0", "id": new_id(), "source": "t", "type": "call",
+            "subject": subject, "time": rfc3339(at)})
+    };
+    server
+        .ingest_batch(&[
+            call("idle-a", t0 + Duration::minutes(1)),
+            call("idle-b", t0 + Duration::minutes(2)),
+        ])
+        .expect_status(204);
+    let value = |server: &TestServer, time: Option<DateTime<Utc>>| {
+        let mut req = server.get("/api/v2/customers/idle/entitlements/calls/value");
+        if let Some(t) = time {
+            req = req.query("time", rfc3339(t));
+        }
+        req.send().expect_status(200).json()
+    };
+    let wait_usage = |server: &TestServer, usage: f64| {
+        eventually(VISIBLE, || {
+            let v = value(server, None);
+            if v["usage"].as_f64() == Some(usage) {
+                Ok(v)
+            } else {
+                Err(format!("{v}"))
+            }
+        })
+    };
+    let first = wait_usage(&server, 2.0);
+    assert_eq!(first["balance"].as_f64(), Some(8.0), "{first}");
+    eventually(VISIBLE, || match customer_actors(&server) {
+        Some(0) => Ok(()),
+        other => Err(format!("customer actors: {other:?}")),
+    });
+    assert_json_eq(&value(&server, None), &first);
+    let past = value(
+        &server,
+        Some(t0 + Duration::minutes(1) + Duration::seconds(30)),
+    );
+    assert_eq!(past["usage"].as_f64(), Some(1.0), "{past}");
+
+    // Passivate again, then usage alone: the balance moves without a read first.
+    eventually(VISIBLE, || match customer_actors(&server) {
+        Some(0) => Ok(()),
+        other => Err(format!("customer actors: {other:?}")),
+    });
+    server
+        .ingest_batch(&[call("idle-b", Utc::now())])
+        .expect_status(204);
+    let third = wait_usage(&server, 3.0);
+    assert_eq!(third["balance"].as_f64(), Some(7.0), "{third}");
+
+    server.restart();
+    assert_json_eq(&value(&server, None), &third);
+}
