@@ -31,3 +31,20 @@ echo "events per subject (SQL):"
 curl -sf -X POST "$url/api/v1/sql" -H 'content-type: application/json' \
     -d '{"sql": "SELECT subject, count(*) AS events FROM events GROUP BY subject ORDER BY subject"}'
 echo
+
+echo "a usage limit: customer-1 gets 1000 tokens a month"
+curl -sf -X POST "$url/api/v1/customers" -H 'content-type: application/json' \
+    -d '{"name": "ACME", "key": "customer-1", "usageAttribution": {"subjectKeys": ["customer-1"]}}' > /dev/null
+curl -sf -X POST "$url/api/v1/features" -H 'content-type: application/json' \
+    -d '{"key": "ai_tokens", "name": "AI tokens", "meterSlug": "tokens_total"}' > /dev/null
+curl -sf -X POST "$url/api/v2/customers/customer-1/entitlements" -H 'content-type: application/json' \
+    -d '{"type": "metered", "featureKey": "ai_tokens", "usagePeriod": {"interval": "MONTH"}, "issue": {"amount": 1000}}' > /dev/null
+now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+curl -sf -X POST "$url/api/v1/events" -H 'content-type: application/cloudevents+json' \
+    -d "{\"id\": \"q4\", \"source\": \"quickstart\", \"type\": \"prompt\", \"subject\": \"customer-1\", \"time\": \"$now\", \"data\": {\"tokens\": 250, \"model\": \"gpt-4o\", \"type\": \"input\"}}"
+for _ in $(seq 1 50); do
+    value="$(curl -sf "$url/api/v2/customers/customer-1/entitlements/ai_tokens/value")"
+    case "$value" in *'"usage":250'*) break ;; esac
+    sleep 0.1
+done
+echo "$value"
