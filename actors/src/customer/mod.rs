@@ -49,10 +49,17 @@ pub struct UsageSample {
     pub value: SampleValue,
 }
 
-/// Which events count for one metered entitlement: its feature's meter and group-by filters.
+/// Which events count for one metered entitlement: its feature's meter and group-by
+/// filters (shared by every customer entitled to the feature).
 #[derive(Debug, Clone)]
 pub struct Matcher {
     pub ledger: u32,
+    pub shape: Arc<MatchShape>,
+}
+
+/// A feature's meter, compiled, and its group-by filters.
+#[derive(Debug)]
+pub struct MatchShape {
     pub compiled: CompiledMeter,
     /// (index into the meter's group-by values, filter)
     pub filters: Vec<(Option<usize>, StringFilter)>,
@@ -61,13 +68,14 @@ pub struct Matcher {
 impl Matcher {
     /// The sample this event brings to the entitlement, if any.
     pub fn sample(&self, event: &CloudEvent) -> Option<UsageSample> {
-        if !self.compiled.matches(event) {
+        let shape = &self.shape;
+        if !shape.compiled.matches(event) {
             return None;
         }
-        let Extract::Sample(sample) = self.compiled.extract_data(event.data.as_ref()) else {
+        let Extract::Sample(sample) = shape.compiled.extract_data(event.data.as_ref()) else {
             return None;
         };
-        let admitted = self.filters.iter().all(|(index, filter)| {
+        let admitted = shape.filters.iter().all(|(index, filter)| {
             filter.matches(index.and_then(|i| sample.group.get(i)).map(String::as_str))
         });
         admitted.then(|| UsageSample {

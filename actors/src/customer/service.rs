@@ -5,7 +5,7 @@
 use super::actor::{Access, CustomerActor, GetAccess, GetValue, Reload, ValueAnswer};
 use super::ledger::{Inputs, Ledger, SeriesUsage, ValueAt, fold_sample};
 use super::views::{self, Flavor, Owner};
-use super::{Matcher, Subscription, Usage};
+use super::{MatchShape, Matcher, Subscription, Usage};
 use crate::notification::{BalanceObservation, Notifier, ResetObservation};
 use crate::pipeline::{self, Pipeline};
 use actix::prelude::*;
@@ -112,6 +112,16 @@ struct Inner {
     entitled: parking_lot::RwLock<HashSet<(String, String)>>,
     activations: AtomicU64,
     value_reads: AtomicU64,
+    /// Features and match shapes shared by every loaded customer (one copy per feature
+    /// version, not one per customer).
+    shared: parking_lot::Mutex<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    features: HashMap<String, Arc<Feature>>,
+    /// By feature id: (feature updatedAt, meter id, meter updatedAt, shape).
+    shapes: HashMap<String, (DateTime<Utc>, String, DateTime<Utc>, Arc<MatchShape>)>,
 }
 
 impl Entitlements {
@@ -147,6 +157,7 @@ impl Entitlements {
                 entitled: parking_lot::RwLock::new(HashSet::new()),
                 activations: AtomicU64::new(0),
                 value_reads: AtomicU64::new(0),
+                shared: parking_lot::Mutex::new(Shared::default()),
             }),
         };
         // A customer's subjects changed: every live customer reloads its subscription.
@@ -325,7 +336,10 @@ impl Entitlements {
             .ok_or_else(|| Error::CustomerNotFound(record.customer_id.clone()))?;
         let feature = self.feature(record).await?;
         let (inputs, meter) = self.inputs(record, &feature).await?;
-        let matcher = matcher(0, &meter, &feature);
+        let matcher = Matcher {
+            ledger: 0,
+            shape: self.shape(&meter, &feature),
+        };
         let from = inputs.entitlement.measure_usage_from;
         let events = self
             .inner
@@ -367,13 +381,46 @@ impl Entitlements {
     }
 
     async fn feature(&self, record: &EntitlementRecord) -> Result<Arc<Feature>> {
-        self.inner
+        let feature = self
+            .inner
             .pipeline
             .catalog()
             .get_feature(&record.namespace, &record.feature_id)
             .await?
-            .map(Arc::new)
-            .ok_or_else(|| Error::FeatureNotFound(record.feature_id.clone()))
+            .ok_or_else(|| Error::FeatureNotFound(record.feature_id.clone()))?;
+        let mut shared = self.inner.shared.lock();
+        if let Some(known) = shared.features.get(&feature.id)
+            && known.updated_at == feature.updated_at
+            && known.archived_at == feature.archived_at
+        {
+            return Ok(known.clone());
+        }
+        let feature = Arc::new(feature);
+        shared.features.insert(feature.id.clone(), feature.clone());
+        Ok(feature)
+    }
+
+    /// The feature's match shape, shared while neither the feature nor its meter changes.
+    fn shape(&self, meter: &Meter, feature: &Feature) -> Arc<MatchShape> {
+        let mut shared = self.inner.shared.lock();
+        if let Some((f_at, m_id, m_at, shape)) = shared.shapes.get(&feature.id)
+            && *f_at == feature.updated_at
+            && *m_id == meter.id
+            && *m_at == meter.updated_at
+        {
+            return shape.clone();
+        }
+        let shape = Arc::new(match_shape(meter, feature));
+        shared.shapes.insert(
+            feature.id.clone(),
+            (
+                feature.updated_at,
+                meter.id.clone(),
+                meter.updated_at,
+                shape.clone(),
+            ),
+        );
+        shape
     }
 
     /// The engine inputs of a metered entitlement, and its feature's meter.
@@ -431,7 +478,10 @@ impl Entitlements {
             if record.kind == EntitlementKind::Metered {
                 let (inputs, meter) = self.inputs(&record, &feature).await?;
                 let index = entries.len();
-                matchers.push(matcher(index as u32, &meter, &feature));
+                matchers.push(Matcher {
+                    ledger: index as u32,
+                    shape: self.shape(&meter, &feature),
+                });
                 types.push(meter.event_type.clone());
                 let from = inputs.entitlement.measure_usage_from;
                 earliest = Some(earliest.map_or(from, |e: DateTime<Utc>| e.min(from)));
@@ -603,7 +653,7 @@ pub fn subject_key(customer: &Customer, subjects: &[String]) -> String {
         .unwrap_or_default()
 }
 
-fn matcher(ledger: u32, meter: &Meter, feature: &Feature) -> Matcher {
+fn match_shape(meter: &Meter, feature: &Feature) -> MatchShape {
     let compiled = meter.compile();
     let keys: Vec<String> = compiled.group_keys().map(str::to_owned).collect();
     let filters = feature
@@ -611,11 +661,7 @@ fn matcher(ledger: u32, meter: &Meter, feature: &Feature) -> Matcher {
         .into_iter()
         .map(|(key, filter)| (keys.iter().position(|k| *k == key), filter))
         .collect();
-    Matcher {
-        ledger,
-        compiled,
-        filters,
-    }
+    MatchShape { compiled, filters }
 }
 
 fn fold_events(
