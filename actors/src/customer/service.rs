@@ -120,8 +120,16 @@ struct Inner {
 #[derive(Default)]
 struct Shared {
     features: HashMap<String, Arc<Feature>>,
-    /// By feature id: (feature updatedAt, meter id, meter updatedAt, shape).
-    shapes: HashMap<String, (DateTime<Utc>, String, DateTime<Utc>, Arc<MatchShape>)>,
+    /// By feature id.
+    shapes: HashMap<String, SharedShape>,
+}
+
+/// A shape and the versions it was compiled from.
+struct SharedShape {
+    feature_updated_at: DateTime<Utc>,
+    meter_id: String,
+    meter_updated_at: DateTime<Utc>,
+    shape: Arc<MatchShape>,
 }
 
 impl Entitlements {
@@ -403,22 +411,22 @@ impl Entitlements {
     /// The feature's match shape, shared while neither the feature nor its meter changes.
     fn shape(&self, meter: &Meter, feature: &Feature) -> Arc<MatchShape> {
         let mut shared = self.inner.shared.lock();
-        if let Some((f_at, m_id, m_at, shape)) = shared.shapes.get(&feature.id)
-            && *f_at == feature.updated_at
-            && *m_id == meter.id
-            && *m_at == meter.updated_at
+        if let Some(known) = shared.shapes.get(&feature.id)
+            && known.feature_updated_at == feature.updated_at
+            && known.meter_id == meter.id
+            && known.meter_updated_at == meter.updated_at
         {
-            return shape.clone();
+            return known.shape.clone();
         }
         let shape = Arc::new(match_shape(meter, feature));
         shared.shapes.insert(
             feature.id.clone(),
-            (
-                feature.updated_at,
-                meter.id.clone(),
-                meter.updated_at,
-                shape.clone(),
-            ),
+            SharedShape {
+                feature_updated_at: feature.updated_at,
+                meter_id: meter.id.clone(),
+                meter_updated_at: meter.updated_at,
+                shape: shape.clone(),
+            },
         );
         shape
     }

@@ -49,106 +49,61 @@ const CUSTOMER_V1: Api = Api {
     flavor: Flavor::V1,
 };
 
-/// Registers every entitlement route.
+/// Registers every entitlement route: the owned routes once per API (v2 by customer,
+/// v1 by subject), then the customer access routes and the admin lists.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    const V2: &str = "/api/v2/customers/{owner}/entitlements";
-    const V1: &str = "/api/v1/subjects/{owner}/entitlements";
-    cfg.route(V2, web::post().to(|s, r, b| create(s, r, b, V2_CUSTOMER)))
-        .route(V2, web::get().to(|s, r| list_owned(s, r, V2_CUSTOMER)))
-        .route(
-            &format!("{V2}/{{ent}}"),
-            web::get().to(|s, r| get_owned(s, r, V2_CUSTOMER)),
+    for (base, api) in [
+        ("/api/v2/customers/{owner}/entitlements", V2_CUSTOMER),
+        ("/api/v1/subjects/{owner}/entitlements", V1_SUBJECT),
+    ] {
+        let one = format!("{base}/{{ent}}");
+        cfg.route(base, web::post().to(move |s, r, b| create(s, r, b, api)))
+            .route(base, web::get().to(move |s, r| list_owned(s, r, api)))
+            .route(&one, web::get().to(move |s, r| get_owned(s, r, api)))
+            .route(&one, web::delete().to(move |s, r| delete(s, r, api)))
+            .route(
+                &format!("{one}/override"),
+                web::put().to(move |s, r, b| override_(s, r, b, api)),
+            )
+            .route(
+                &format!("{one}/grants"),
+                web::get().to(move |s, r| list_grants_owned(s, r, api)),
+            )
+            .route(
+                &format!("{one}/grants"),
+                web::post().to(move |s, r, b| create_grant(s, r, b, api)),
+            )
+            .route(
+                &format!("{one}/value"),
+                web::get().to(move |s, r| value(s, r, api)),
+            )
+            .route(
+                &format!("{one}/history"),
+                web::get().to(move |s, r| history(s, r, api)),
+            )
+            .route(
+                &format!("{one}/reset"),
+                web::post().to(move |s, r, b| reset(s, r, b, api)),
+            );
+    }
+    for (prefix, api) in [("/api/v2", V2_CUSTOMER), ("/api/v1", V1_SUBJECT)] {
+        cfg.route(
+            &format!("{prefix}/entitlements"),
+            web::get().to(move |s, r| list_all(s, r, api)),
         )
         .route(
-            &format!("{V2}/{{ent}}"),
-            web::delete().to(|s, r| delete(s, r, V2_CUSTOMER)),
+            &format!("{prefix}/entitlements/{{id}}"),
+            web::get().to(move |s, r| get_by_id(s, r, api)),
         )
         .route(
-            &format!("{V2}/{{ent}}/override"),
-            web::put().to(|s, r, b| override_(s, r, b, V2_CUSTOMER)),
-        )
-        .route(
-            &format!("{V2}/{{ent}}/grants"),
-            web::get().to(|s, r| list_grants_owned(s, r, V2_CUSTOMER)),
-        )
-        .route(
-            &format!("{V2}/{{ent}}/grants"),
-            web::post().to(|s, r, b| create_grant(s, r, b, V2_CUSTOMER)),
-        )
-        .route(
-            &format!("{V2}/{{ent}}/value"),
-            web::get().to(|s, r| value(s, r, V2_CUSTOMER)),
-        )
-        .route(
-            &format!("{V2}/{{ent}}/history"),
-            web::get().to(|s, r| history(s, r, V2_CUSTOMER)),
-        )
-        .route(
-            &format!("{V2}/{{ent}}/reset"),
-            web::post().to(|s, r, b| reset(s, r, b, V2_CUSTOMER)),
-        )
-        .route(V1, web::post().to(|s, r, b| create(s, r, b, V1_SUBJECT)))
-        .route(V1, web::get().to(|s, r| list_owned(s, r, V1_SUBJECT)))
-        .route(
-            &format!("{V1}/{{ent}}"),
-            web::get().to(|s, r| get_owned(s, r, V1_SUBJECT)),
-        )
-        .route(
-            &format!("{V1}/{{ent}}"),
-            web::delete().to(|s, r| delete(s, r, V1_SUBJECT)),
-        )
-        .route(
-            &format!("{V1}/{{ent}}/override"),
-            web::put().to(|s, r, b| override_(s, r, b, V1_SUBJECT)),
-        )
-        .route(
-            &format!("{V1}/{{ent}}/grants"),
-            web::get().to(|s, r| list_grants_owned(s, r, V1_SUBJECT)),
-        )
-        .route(
-            &format!("{V1}/{{ent}}/grants"),
-            web::post().to(|s, r, b| create_grant(s, r, b, V1_SUBJECT)),
-        )
-        .route(
-            &format!("{V1}/{{ent}}/value"),
-            web::get().to(|s, r| value(s, r, V1_SUBJECT)),
-        )
-        .route(
-            &format!("{V1}/{{ent}}/history"),
-            web::get().to(|s, r| history(s, r, V1_SUBJECT)),
-        )
-        .route(
-            &format!("{V1}/{{ent}}/reset"),
-            web::post().to(|s, r, b| reset(s, r, b, V1_SUBJECT)),
-        )
-        .route("/api/v1/customers/{owner}/access", web::get().to(access))
+            &format!("{prefix}/grants"),
+            web::get().to(move |s, r| list_all_grants(s, r, api)),
+        );
+    }
+    cfg.route("/api/v1/customers/{owner}/access", web::get().to(access))
         .route(
             "/api/v1/customers/{owner}/entitlements/{ent}/value",
             web::get().to(|s, r| value(s, r, CUSTOMER_V1)),
-        )
-        .route(
-            "/api/v2/entitlements",
-            web::get().to(|s, r| list_all(s, r, V2_CUSTOMER)),
-        )
-        .route(
-            "/api/v2/entitlements/{id}",
-            web::get().to(|s, r| get_by_id(s, r, V2_CUSTOMER)),
-        )
-        .route(
-            "/api/v1/entitlements",
-            web::get().to(|s, r| list_all(s, r, V1_SUBJECT)),
-        )
-        .route(
-            "/api/v1/entitlements/{id}",
-            web::get().to(|s, r| get_by_id(s, r, V1_SUBJECT)),
-        )
-        .route(
-            "/api/v2/grants",
-            web::get().to(|s, r| list_all_grants(s, r, V2_CUSTOMER)),
-        )
-        .route(
-            "/api/v1/grants",
-            web::get().to(|s, r| list_all_grants(s, r, V1_SUBJECT)),
         )
         .route("/api/v1/grants/{grant}", web::delete().to(void_grant));
 }
