@@ -18,7 +18,8 @@ pub struct CustomerRef {
     pub key: Option<String>,
 }
 
-type Listener = Box<dyn Fn() + Send + Sync>;
+/// Told what changed: one customer (namespace, id), or `None` after a full reload.
+type Listener = Box<dyn Fn(Option<(&str, &str)>) + Send + Sync>;
 
 /// The subject → customer index, shared and cheap to read.
 #[derive(Clone)]
@@ -83,7 +84,57 @@ impl Attribution {
         self.shared.version.fetch_add(1, Ordering::AcqRel);
         let listeners: Vec<Arc<Listener>> = self.shared.listeners.lock().clone();
         for listener in listeners {
-            listener();
+            listener(None);
+        }
+        Ok(())
+    }
+
+    /// Re-reads one customer after it was created, replaced or deleted: O(its subjects),
+    /// not a reload of every customer.
+    pub async fn update(
+        &self,
+        catalog: &Catalog,
+        namespace: &str,
+        customer_id: &str,
+    ) -> Result<(), catalog::Error> {
+        let _serial = self.shared.reloading.lock().await;
+        let customer = catalog
+            .get_customer_by_id(namespace, customer_id)
+            .await?
+            .filter(|c| c.deleted_at.is_none());
+        {
+            let mut index = self.shared.index.write();
+            let key = (namespace.to_owned(), customer_id.to_owned());
+            if let Some(old) = index.subjects.remove(&key) {
+                for subject in old {
+                    let entry = (namespace.to_owned(), subject);
+                    if index
+                        .by_subject
+                        .get(&entry)
+                        .is_some_and(|c| c.id == customer_id)
+                    {
+                        index.by_subject.remove(&entry);
+                    }
+                }
+            }
+            if let Some(customer) = customer {
+                let subjects = customer.subjects();
+                let reference = Arc::new(CustomerRef {
+                    id: customer.id.clone(),
+                    key: customer.key.clone(),
+                });
+                for subject in &subjects {
+                    index
+                        .by_subject
+                        .insert((namespace.to_owned(), subject.clone()), reference.clone());
+                }
+                index.subjects.insert(key, subjects);
+            }
+        }
+        self.shared.version.fetch_add(1, Ordering::AcqRel);
+        let listeners: Vec<Arc<Listener>> = self.shared.listeners.lock().clone();
+        for listener in listeners {
+            listener(Some((namespace, customer_id)));
         }
         Ok(())
     }
@@ -115,7 +166,7 @@ impl Attribution {
     }
 
     /// Registers a callback run after each reload (outside the index lock).
-    pub fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+    pub fn on_change(&self, f: Listener) {
         self.shared.listeners.lock().push(Arc::new(f));
     }
 }
@@ -136,7 +187,7 @@ mod tests {
         let attribution = Attribution::load(&catalog).await.expect("load");
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = calls.clone();
-        attribution.on_change(Box::new(move || {
+        attribution.on_change(Box::new(move |_| {
             seen.fetch_add(1, Ordering::SeqCst);
         }));
         let customer = catalog
@@ -175,5 +226,65 @@ mod tests {
         attribution.reload(&catalog).await.expect("reload");
         assert!(attribution.customer_of("default", "acme").is_none());
         assert!(attribution.subjects_of("default", &customer.id).is_empty());
+    }
+
+    #[tokio::test]
+    async fn update_follows_one_customer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .expect("open");
+        let attribution = Attribution::load(&catalog).await.expect("load");
+        let told = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let seen = told.clone();
+        attribution.on_change(Box::new(move |changed| {
+            seen.lock()
+                .push(changed.map_or("all".into(), |(_, id)| id.to_owned()));
+        }));
+        let input = |subjects: &[&str]| CustomerInput {
+            name: "A".into(),
+            key: Some("acme".into()),
+            usage_attribution: Some(UsageAttribution {
+                subject_keys: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            }),
+            ..CustomerInput::default()
+        };
+        let customer = catalog
+            .create_customer("default", input(&["s1", "s2"]))
+            .await
+            .expect("create");
+        attribution
+            .update(&catalog, "default", &customer.id)
+            .await
+            .expect("update");
+        let owner = |s: &str| attribution.customer_of("default", s).map(|c| c.id.clone());
+        assert_eq!(owner("s2"), Some(customer.id.clone()));
+        assert_eq!(owner("acme"), Some(customer.id.clone()));
+        catalog
+            .replace_customer("default", &customer.id, input(&["s3"]))
+            .await
+            .expect("replace");
+        attribution
+            .update(&catalog, "default", &customer.id)
+            .await
+            .expect("update");
+        assert_eq!(
+            owner("s2"),
+            None,
+            "a subject that left the customer is free"
+        );
+        assert_eq!(owner("s3"), Some(customer.id.clone()));
+        catalog
+            .delete_customer("default", &customer.id)
+            .await
+            .expect("delete");
+        attribution
+            .update(&catalog, "default", &customer.id)
+            .await
+            .expect("update");
+        assert_eq!(owner("s3"), None);
+        assert!(attribution.subjects_of("default", &customer.id).is_empty());
+        assert_eq!(told.lock().len(), 3);
+        assert_eq!(attribution.version(), 3);
     }
 }

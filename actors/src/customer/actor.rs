@@ -120,6 +120,12 @@ impl CustomerActor {
             return Err("no such entitlement".into());
         };
         let record = entry.record.clone();
+        if let Some(reason) = &entry.broken {
+            return Err(format!(
+                "entitlement {} cannot be evaluated: {reason}",
+                record.id
+            ));
+        }
         if !record.active_at(at) {
             return Ok(ValueAnswer::Inactive(record));
         }
@@ -239,7 +245,14 @@ impl Handler<GetAccess> for CustomerActor {
             .collect();
         let mut access = Access::new();
         for (key, index) in indexes {
-            let answer = self.answer(index, msg.at)?;
+            let answer = match self.answer(index, msg.at) {
+                Ok(answer) => answer,
+                Err(error) => {
+                    // A broken entitlement leaves the others' access answered.
+                    tracing::warn!(customer = %self.customer_id, %error, "Left an entitlement out of access.");
+                    continue;
+                }
+            };
             // Of two entitlements of one feature (an override), the active one wins.
             let replace = match access.get(&key) {
                 None => true,

@@ -65,8 +65,10 @@ impl Default for EntitlementsConfig {
 /// One entitlement of a loaded customer.
 pub struct Entry {
     pub record: Arc<EntitlementRecord>,
-    pub feature: Arc<Feature>,
+    pub feature: Option<Arc<Feature>>,
     pub ledger: Option<Ledger>,
+    /// Why this entitlement cannot be evaluated, if it cannot.
+    pub broken: Option<String>,
 }
 
 /// A customer as its actor holds it.
@@ -168,15 +170,22 @@ impl Entitlements {
                 shared: parking_lot::Mutex::new(Shared::default()),
             }),
         };
-        // A customer's subjects changed: every live customer reloads its subscription.
+        // A customer's subjects changed: its actor (if live) reloads its subscription;
+        // after a full reload every live actor does.
         let weak = Arc::downgrade(&this.inner);
         this.inner
             .pipeline
             .attribution()
-            .on_change(Box::new(move || {
+            .on_change(Box::new(move |changed| {
                 if let Some(inner) = weak.upgrade() {
-                    for addr in inner.actors.lock().values() {
-                        addr.do_send(Reload);
+                    let actors = inner.actors.lock();
+                    match changed {
+                        Some((namespace, id)) => {
+                            if let Some(addr) = actors.get(&(namespace.to_owned(), id.to_owned())) {
+                                addr.do_send(Reload);
+                            }
+                        }
+                        None => actors.values().for_each(|addr| addr.do_send(Reload)),
                     }
                 }
             }));
@@ -482,23 +491,40 @@ impl Entitlements {
         let mut types = Vec::new();
         let mut earliest: Option<DateTime<Utc>> = None;
         for record in records {
-            let feature = self.feature(&record).await?;
-            if record.kind == EntitlementKind::Metered {
-                let (inputs, meter) = self.inputs(&record, &feature).await?;
-                let index = entries.len();
-                matchers.push(Matcher {
-                    ledger: index as u32,
-                    shape: self.shape(&meter, &feature),
-                });
-                types.push(meter.event_type.clone());
-                let from = inputs.entitlement.measure_usage_from;
-                earliest = Some(earliest.map_or(from, |e: DateTime<Utc>| e.min(from)));
-                metered.push((index, inputs, meter.aggregation));
+            // One broken entitlement (its meter deleted, say) answers an error of its
+            // own; the customer's other entitlements keep working.
+            let mut broken = None;
+            let feature = match self.feature(&record).await {
+                Ok(feature) => Some(feature),
+                Err(error) => {
+                    broken = Some(error.to_string());
+                    None
+                }
+            };
+            if let (Some(feature), EntitlementKind::Metered) = (&feature, record.kind) {
+                match self.inputs(&record, feature).await {
+                    Ok((inputs, meter)) => {
+                        let index = entries.len();
+                        matchers.push(Matcher {
+                            ledger: index as u32,
+                            shape: self.shape(&meter, feature),
+                        });
+                        types.push(meter.event_type.clone());
+                        let from = inputs.entitlement.measure_usage_from;
+                        earliest = Some(earliest.map_or(from, |e: DateTime<Utc>| e.min(from)));
+                        metered.push((index, inputs, meter.aggregation));
+                    }
+                    Err(error) => broken = Some(error.to_string()),
+                }
+            }
+            if let Some(reason) = &broken {
+                tracing::warn!(entitlement = %record.id, %reason, "An entitlement cannot be evaluated.");
             }
             entries.push(Entry {
                 record: Arc::new(record),
                 feature,
                 ledger: None,
+                broken,
             });
         }
         let mut series: Vec<BTreeMap<i64, AggState>> = vec![BTreeMap::new(); entries.len()];
@@ -640,7 +666,7 @@ impl Entitlements {
                     Some(at.period),
                     Flavor::V1,
                 ),
-                feature: serde_json::to_value(entry.feature.as_ref()).unwrap_or_default(),
+                feature: serde_json::to_value(entry.feature.as_deref()).unwrap_or_default(),
                 subject: serde_json::json!({"key": subject_key}),
                 customer: serde_json::to_value(customer.as_ref()).ok(),
                 value: views::metered_value_view(has_access, &at.value, Flavor::V1),

@@ -44,11 +44,12 @@ pub(crate) fn feature_error(error: FeatureError) -> ApiError {
     ApiError::new(status, error.to_string())
 }
 
-async fn reload(state: &AppState) -> Result<(), ApiError> {
+/// Updates the usage-attribution index for one customer (and its live actor).
+async fn reattribute(state: &AppState, customer_id: &str) -> Result<(), ApiError> {
     let pipeline = &state.pipeline;
     pipeline
         .attribution()
-        .reload(pipeline.catalog())
+        .update(pipeline.catalog(), pipeline.namespace(), customer_id)
         .await
         .map_err(catalog_error)
 }
@@ -108,7 +109,7 @@ pub async fn create(
         .create_customer(state.pipeline.namespace(), body.into_inner())
         .await
         .map_err(customer_error)?;
-    reload(&state).await?;
+    reattribute(&state, &customer.id).await?;
     Ok(HttpResponse::Created().json(customer))
 }
 
@@ -137,7 +138,7 @@ pub async fn replace(
         .replace_customer(state.pipeline.namespace(), &path, body.into_inner())
         .await
         .map_err(customer_error)?;
-    reload(&state).await?;
+    reattribute(&state, &customer.id).await?;
     Ok(HttpResponse::Ok().json(customer))
 }
 
@@ -145,12 +146,12 @@ pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
+    let customer = state
         .pipeline
         .catalog()
         .delete_customer(state.pipeline.namespace(), &path)
         .await
         .map_err(customer_error)?;
-    reload(&state).await?;
+    reattribute(&state, &customer.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,7 +11,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use metron_actors::customer::views::{self, Flavor, Owner};
 use metron_actors::customer::{
-    EntitlementsError, ValueAnswer, engine_grant, expiration_unit, recurrence, subject_key,
+    EntitlementsError, ValueAnswer, engine_grant, engine_inputs, expiration_unit, recurrence,
+    subject_key,
 };
 use metron_engine::aggregate::Aggregation;
 use metron_engine::credit::{self, Interval, Recurrence, ceil_minute, truncate_minute};
@@ -248,6 +249,29 @@ async fn find_entitlement(
         .or(of_feature.last())
         .map(|e| (*e).clone())
         .ok_or_else(|| ApiError::not_found(format!("entitlement {id_or_key} not found")))
+}
+
+/// Refuses a change the credit engine would reject (duplicate or too early resets, bad
+/// amounts or intervals): checked before anything is written, so a customer never
+/// holds an entitlement its actor cannot run.
+async fn check_engine(
+    state: &AppState,
+    record: &EntitlementRecord,
+    new_grants: &[GrantRecord],
+    new_reset: Option<&ResetRecord>,
+) -> Result<(), ApiError> {
+    if record.kind != EntitlementKind::Metered {
+        return Ok(());
+    }
+    let catalog = state.pipeline.catalog();
+    let mut grants = catalog.entitlement_grants(&record.id).await?;
+    grants.extend(new_grants.iter().cloned());
+    let mut resets = catalog.entitlement_resets(&record.id).await?;
+    resets.extend(new_reset.cloned());
+    let inputs = engine_inputs(record, Aggregation::Sum, &grants, &resets)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    credit::validate(&inputs.entitlement, &inputs.grants, &inputs.resets)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 // ---- JSON inputs ----
@@ -635,6 +659,7 @@ async fn insert(
     replaces: Option<&EntitlementRecord>,
     flavor: Flavor,
 ) -> Result<HttpResponse, ApiError> {
+    check_engine(state, record, grants, None).await?;
     match state
         .pipeline
         .catalog()
@@ -916,6 +941,7 @@ async fn create_grant(
         .await?
         .map(|p| p.0);
     let grant = build_grant(&body, &record, period_start, api.flavor, Utc::now())?;
+    check_engine(&state, &record, std::slice::from_ref(&grant), None).await?;
     state.pipeline.catalog().insert_grant(&grant).await?;
     state
         .entitlements
@@ -1146,6 +1172,7 @@ async fn reset(
             .unwrap_or(record.preserve_overage_at_reset),
         created_at: now,
     };
+    check_engine(&state, &record, &[], Some(&reset)).await?;
     let catalog = state.pipeline.catalog();
     catalog.insert_reset(&record.namespace, &reset).await?;
     state

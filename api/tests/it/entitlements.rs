@@ -997,3 +997,89 @@ fn idle_customers_passivate_and_come_back_exact() {
     server.restart();
     assert_json_eq(&value(&server, None), &third);
 }
+
+#[test]
+fn bad_changes_are_refused_and_a_broken_entitlement_spares_the_others() {
+    // Changes the credit engine cannot run are 400s that change nothing (a reset at the
+    // time of the last one, a reset before the usage period); an entitlement whose meter
+    // is deleted answers an error of its own while the customer's others keep working.
+    let server = TestServer::start_with_config(
+        "meters:\n  - slug: calls\n    eventType: call\n    aggregation: COUNT\n  - slug: bytes\n    eventType: upload\n    valueProperty: $.bytes\n    aggregation: SUM\n",
+    );
+    server
+        .post("/api/v1/customers")
+        .json(&json!({"name": "B", "key": "b", "usageAttribution": {"subjectKeys": ["b"]}}))
+        .send()
+        .expect_status(201);
+    let t0 = minute_floor(Utc::now()) - Duration::minutes(10);
+    for (feature, meter) in [("calls", "calls"), ("bytes", "bytes")] {
+        server
+            .post("/api/v1/features")
+            .json(&json!({"key": feature, "name": feature, "meterSlug": meter}))
+            .send()
+            .expect_status(201);
+        server
+            .post("/api/v2/customers/b/entitlements")
+            .json(&json!({"type": "metered", "featureKey": feature,
+                "usagePeriod": {"interval": "DAY", "anchor": rfc3339(t0)}, "measureUsageFrom": rfc3339(t0),
+                "grants": [{"amount": 100, "effectiveAt": rfc3339(t0)}]}))
+            .send()
+            .expect_status(201);
+    }
+    let reset = |at: DateTime<Utc>| {
+        server
+            .post("/api/v2/customers/b/entitlements/calls/reset")
+            .json(&json!({"effectiveAt": rfc3339(at)}))
+            .send()
+    };
+    assert_eq!(
+        reset(t0 - Duration::minutes(1)).status,
+        400,
+        "before the usage period"
+    );
+    reset(t0 + Duration::minutes(2)).expect_status(204);
+    let again = reset(t0 + Duration::minutes(2));
+    assert_eq!(
+        again.status, 400,
+        "the same time as the last reset: {again}"
+    );
+    let value = |feature: &str| {
+        server
+            .get(&format!("/api/v2/customers/b/entitlements/{feature}/value"))
+            .send()
+    };
+    assert_eq!(
+        value("calls").expect_status(200).json()["balance"].as_f64(),
+        Some(100.0)
+    );
+
+    server
+        .delete("/api/v1/meters/bytes")
+        .send()
+        .expect_status(204);
+    // Any change reloads the customer: its `bytes` entitlement has no meter any more.
+    server
+        .post("/api/v2/customers/b/entitlements/calls/grants")
+        .json(&json!({"amount": 5, "effectiveAt": rfc3339(t0 + Duration::minutes(3))}))
+        .send()
+        .expect_status(201);
+    assert_eq!(
+        value("calls").expect_status(200).json()["balance"].as_f64(),
+        Some(105.0)
+    );
+    assert!(
+        value("bytes").status >= 400,
+        "a broken entitlement is an error, not a balance"
+    );
+    let access = server
+        .get("/api/v1/customers/b/access")
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(
+        access["entitlements"]["calls"]["balance"].as_f64(),
+        Some(105.0),
+        "{access}"
+    );
+    assert!(access["entitlements"].get("bytes").is_none(), "{access}");
+}
