@@ -118,7 +118,7 @@ impl Catalog {
 
     /// Inserts a new meter; its slug must be free among live meters of the namespace.
     pub async fn insert_meter(&self, meter: &Meter) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let taken: Option<String> = sqlx::query_scalar(
             "SELECT id FROM meters WHERE namespace = $1 AND slug = $2 AND deleted_at IS NULL",
         )

@@ -339,7 +339,7 @@ impl Catalog {
         input.validate()?;
         let now = Utc::now();
         let customer = customer_of(ulid::Ulid::new().to_string(), input, now, now);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_free(&mut tx, namespace, &customer).await?;
         sqlx::query(
             "INSERT INTO customers (id, namespace, key, definition, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5, NULL)",
@@ -370,7 +370,7 @@ impl Catalog {
             .ok_or_else(|| CustomerError::NotFound(id_or_key.to_owned()))?;
         let mut customer = customer_of(old.id.clone(), input, old.created_at, Utc::now());
         customer.annotations = old.annotations;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_free(&mut tx, namespace, &customer).await?;
         sqlx::query("UPDATE customers SET key = $1, definition = $2 WHERE id = $3")
             .bind(&customer.key)
@@ -400,7 +400,7 @@ impl Catalog {
         let now = Utc::now();
         customer.deleted_at = Some(now);
         customer.updated_at = now;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE customers SET definition = $1, deleted_at = $2 WHERE id = $3")
             .bind(encode_customer(&customer))
             .bind(now.timestamp_millis())
@@ -590,7 +590,7 @@ impl Catalog {
             ));
         }
         let now = Utc::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(upserts.len());
         for u in upserts {
             let old = sqlx::query(

@@ -162,7 +162,7 @@ impl Catalog {
         grants: &[GrantRecord],
         replaces: Option<&EntitlementRecord>,
     ) -> Result<Insert> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(old) = replaces {
             sqlx::query("UPDATE entitlements SET definition = $1, deleted_at = $2 WHERE id = $3")
                 .bind(encode(old))
@@ -280,7 +280,7 @@ impl Catalog {
     }
 
     pub async fn insert_grant(&self, grant: &GrantRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_grant_in(&mut tx, grant).await?;
         tx.commit().await?;
         Ok(())
@@ -512,6 +512,27 @@ mod tests {
             catalog.entitled_customers("default").await?,
             vec!["c1".to_string()]
         );
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_wait_instead_of_failing() -> anyhow::Result<()> {
+        // Deferred transactions that upgrade to write fail with SQLITE_BUSY under
+        // concurrency; write transactions begin IMMEDIATE and queue on the lock.
+        let dir = tempfile::tempdir()?;
+        let catalog = Catalog::open_sqlite(&dir.path().join("c.db")).await?;
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let catalog = catalog.clone();
+            tasks.push(tokio::spawn(async move {
+                let e = entitlement(&format!("e{i}"), &format!("c{i}"), "f1");
+                catalog.insert_entitlement(&e, &[], None).await
+            }));
+        }
+        for task in tasks {
+            assert!(matches!(task.await??, Insert::Created));
+        }
+        assert_eq!(catalog.all_entitlements("default", false).await?.len(), 32);
         Ok(())
     }
 }

@@ -399,7 +399,7 @@ impl Catalog {
 
     /// Stores an event and its deliveries in one transaction.
     pub async fn insert_event(&self, namespace: &str, event: &Event) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO notification_events (id, namespace, rule_id, created_at, definition) VALUES ($1, $2, $3, $4, $5)",
         )

@@ -8,7 +8,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
-use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
@@ -75,12 +76,23 @@ pub struct TimeRange {
 pub struct QueryService {
     runtime: tokio::runtime::Handle,
     root: ObjectRoot,
+    /// One DataFusion runtime for every query: its caches (Parquet footers, file
+    /// listings) serve the next scan instead of decoding the same metadata again.
+    env: Arc<RuntimeEnv>,
 }
 
 impl QueryService {
     /// `runtime` must be a multi-threaded runtime that outlives the service.
     pub fn new(runtime: tokio::runtime::Handle, root: ObjectRoot) -> Self {
-        Self { runtime, root }
+        Self {
+            runtime,
+            root,
+            env: Arc::new(RuntimeEnv::default()),
+        }
+    }
+
+    fn context(&self) -> SessionContext {
+        SessionContext::new_with_config_rt(SessionConfig::new(), self.env.clone())
     }
 
     pub fn root(&self) -> &ObjectRoot {
@@ -124,8 +136,8 @@ impl QueryService {
         if urls.is_empty() {
             return Ok(Vec::new());
         }
+        let ctx = self.context();
         self.run(async move {
-            let ctx = SessionContext::new();
             let mut df = ctx
                 .read_parquet(urls, ParquetReadOptions::default().schema(&schema))
                 .await?;
@@ -166,8 +178,8 @@ impl QueryService {
     /// and other statements are rejected, and no table reads a file or URL by name.
     pub async fn sql(&self, request: SqlRequest) -> Result<SqlAnswer> {
         let timeout = request.timeout;
+        let ctx = self.context();
         let fut = self.run(async move {
-            let ctx = SessionContext::new();
             for table in &request.tables {
                 let view = table_view(&ctx, table).await?;
                 ctx.register_table(table.name.as_str(), view)?;
