@@ -75,21 +75,36 @@ impl CustomerActor {
         &mut self,
         ctx: &mut Context<Self>,
         done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+        try_refresh: bool,
     ) {
-        self.generation += 1;
+        let next_generation = self.generation + 1;
         let service = self.service.clone();
-        let (namespace, customer_id, generation) = (
-            self.namespace.clone(),
-            self.customer_id.clone(),
-            self.generation,
-        );
+        let (namespace, customer_id) = (self.namespace.clone(), self.customer_id.clone());
+        let previous = if try_refresh {
+            std::mem::replace(&mut self.state, Err("reloading".into())).ok()
+        } else {
+            None
+        };
         let recipient = ctx.address().recipient::<Usage>();
         let load = async move {
-            service
-                .load(&namespace, &customer_id, generation, recipient)
-                .await
+            // Grants or resets changed: the same subscription and usage under new
+            // inputs when that is exact, else a full load with a new subscription.
+            if let Some(previous) = previous {
+                match service.refresh(&namespace, previous).await {
+                    Ok(Ok(loaded)) => return (Ok(loaded), false),
+                    Ok(Err(_)) => {}
+                    Err(error) => return (Err(error), false),
+                }
+            }
+            let loaded = service
+                .load(&namespace, &customer_id, next_generation, recipient)
+                .await;
+            (loaded, true)
         };
-        ctx.wait(load.into_actor(self).map(move |result, act, _| {
+        ctx.wait(load.into_actor(self).map(move |(result, full), act, _| {
+            if full {
+                act.generation = next_generation;
+            }
             act.state = result.map_err(|e| e.to_string());
             match &mut act.state {
                 Err(error) => {
@@ -171,7 +186,7 @@ impl CustomerActor {
         if stale {
             // Usage older than the live series (a late event from a past period):
             // rebuild from the events, which already hold it.
-            self.load(ctx, None);
+            self.load(ctx, None, false);
             return;
         }
         if !touched.is_empty() {
@@ -184,7 +199,7 @@ impl Actor for CustomerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.load(ctx, None);
+        self.load(ctx, None, false);
         let idle = self.service.idle_after();
         ctx.run_interval(
             idle.min(Duration::from_secs(60))
@@ -272,7 +287,7 @@ impl Handler<Reload> for CustomerActor {
     fn handle(&mut self, _: Reload, ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.load(ctx, Some(done));
+        self.load(ctx, Some(done), true);
         Box::pin(async move {
             wait.await
                 .map_err(|_| "the customer actor stopped".to_string())?

@@ -113,6 +113,15 @@ impl Ledger {
         }
     }
 
+    /// The same usage under new inputs (grants, resets changed): possible while the
+    /// series still starts at `measure_usage_from` (nothing folded into a base yet).
+    pub fn with_inputs(&self, inputs: Inputs) -> Option<Ledger> {
+        if self.base.is_some() || inputs.entitlement.measure_usage_from != self.series_from {
+            return None;
+        }
+        Some(Ledger::new(inputs, self.aggregation, self.series.clone()))
+    }
+
     /// Adds usage; `Err(Stale)` when it falls before the live series.
     pub fn add(&mut self, time_ms: i64, value: &SampleValue) -> Result<(), LedgerError> {
         if time_ms < self.series_from.timestamp_millis() {

@@ -621,6 +621,59 @@ impl Entitlements {
             });
     }
 
+    /// After a change of grants or resets: the customer's ledgers under the new inputs
+    /// over the usage they already hold, without reading any event. `Err(loaded)` gives
+    /// the customer back unchanged when only a full load is exact (entitlements or
+    /// subjects changed, or a ledger already moved its series past a period start).
+    pub(super) async fn refresh(
+        &self,
+        namespace: &str,
+        loaded: Loaded,
+    ) -> Result<Result<Loaded, Loaded>> {
+        let catalog = self.inner.pipeline.catalog();
+        let customer_id = loaded.customer.id.clone();
+        let Some(fresh) = catalog
+            .get_customer_by_id(namespace, &customer_id)
+            .await?
+            .filter(|c| c.deleted_at.is_none())
+        else {
+            return Ok(Err(loaded));
+        };
+        let records = catalog
+            .customer_entitlements(namespace, &customer_id, false)
+            .await?;
+        let same_set = fresh.subjects() == loaded.subjects
+            && records.len() == loaded.entries.len()
+            && records
+                .iter()
+                .zip(&loaded.entries)
+                .all(|(r, e)| r.id == e.record.id && e.broken.is_none());
+        if !same_set {
+            return Ok(Err(loaded));
+        }
+        let mut ledgers = Vec::with_capacity(records.len());
+        for (record, entry) in records.iter().zip(&loaded.entries) {
+            let Some(ledger) = &entry.ledger else {
+                ledgers.push(None);
+                continue;
+            };
+            let grants = catalog.entitlement_grants(&record.id).await?;
+            let resets = catalog.entitlement_resets(&record.id).await?;
+            let inputs = engine_inputs(record, ledger.aggregation, &grants, &resets)?;
+            match ledger.with_inputs(inputs) {
+                Some(next) => ledgers.push(Some(next)),
+                None => return Ok(Err(loaded)),
+            }
+        }
+        let mut loaded = loaded;
+        loaded.customer = Arc::new(fresh);
+        for ((entry, record), ledger) in loaded.entries.iter_mut().zip(records).zip(ledgers) {
+            entry.record = Arc::new(record);
+            entry.ledger = ledger;
+        }
+        Ok(Ok(loaded))
+    }
+
     /// Balances moved: tell the notifier (it decides whether a threshold was crossed).
     pub(super) fn observe(&self, loaded: &mut Loaded, touched: &[usize]) {
         let notifier: &Notifier = self.inner.pipeline.notifier();
