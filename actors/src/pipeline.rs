@@ -574,6 +574,12 @@ impl Pipeline {
                     .iter()
                     .filter(|f| f.namespace == filter.namespace)
                     .filter(|f| day_overlaps(&f.day, filter.from, filter.to))
+                    .filter(|f| {
+                        f.may_hold(
+                            filter.from.map(|t| t.timestamp_micros()),
+                            filter.to.map(|t| t.timestamp_micros()),
+                        )
+                    })
                     .map(|f| self.url_of(&f.path)),
             );
         }

@@ -310,6 +310,12 @@ async fn write(
         for ((namespace, day), list) in by_day {
             let path = paths::event_file(&namespace, day, epoch, reply.partition, 0);
             let batch = events::to_batch(&list).map_err(|e| e.to_string())?;
+            let times_us = list.iter().map(|e| e.event.time.timestamp_micros()).fold(
+                None,
+                |acc: Option<(i64, i64)>, t| {
+                    Some(acc.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))))
+                },
+            );
             let rows = query
                 .write_parquet(path.clone(), batch)
                 .await
@@ -320,6 +326,7 @@ async fn write(
                 day: day.to_string(),
                 path: path.to_string(),
                 rows,
+                times_us,
             });
         }
     }
@@ -552,6 +559,12 @@ async fn compact_events(
         )
         .await?;
         let batch = datafusion_concat(&batches)?;
+        // The merged file spans its parts' times (unknown if any part's is).
+        let times_us = files.iter().try_fold(None, |acc: Option<(i64, i64)>, f| {
+            f.times_us
+                .map(|(lo, hi)| Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi)))))
+        });
+        let times_us = times_us.flatten();
         let path = paths::event_file(&namespace, date, manifest.epoch, partition, seq);
         seq += 1;
         let written = query
@@ -568,6 +581,7 @@ async fn compact_events(
                 day,
                 path: path.to_string(),
                 rows: written,
+                times_us,
             },
         );
         superseded.extend(files.into_iter().map(|f| f.path));

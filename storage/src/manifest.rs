@@ -66,6 +66,19 @@ pub struct EventFile {
     pub day: String,
     pub path: String,
     pub rows: u64,
+    /// The earliest and latest event `time` in the file (µs), so reads of a time range
+    /// skip files without opening them (absent in manifests written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times_us: Option<(i64, i64)>,
+}
+
+impl EventFile {
+    /// Can the file hold events with time in `[from, to)`?
+    pub fn may_hold(&self, from: Option<i64>, to: Option<i64>) -> bool {
+        self.times_us.is_none_or(|(lo, hi)| {
+            from.is_none_or(|from| hi >= from) && to.is_none_or(|to| lo < to)
+        })
+    }
 }
 
 impl Manifest {
@@ -149,4 +162,37 @@ pub async fn prune(root: &ObjectRoot, newest: u64, keep: u64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventFile;
+
+    #[test]
+    fn event_files_are_skipped_only_outside_their_times() {
+        let mut file = EventFile {
+            namespace: "default".into(),
+            partition: 0,
+            day: "2026-01-01".into(),
+            path: "p".into(),
+            rows: 1,
+            times_us: Some((100, 200)),
+        };
+        assert!(file.may_hold(None, None));
+        assert!(file.may_hold(Some(200), None), "from at the last event");
+        assert!(!file.may_hold(Some(201), None));
+        assert!(file.may_hold(None, Some(101)));
+        assert!(!file.may_hold(None, Some(100)), "to is exclusive");
+        assert!(file.may_hold(Some(150), Some(160)));
+        file.times_us = None;
+        assert!(
+            file.may_hold(Some(i64::MAX), None),
+            "unknown times: read the file"
+        );
+        let old: EventFile = serde_json::from_str(
+            r#"{"namespace":"default","partition":0,"day":"2026-01-01","path":"p","rows":1}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.times_us, None, "manifests written before still load");
+    }
 }
