@@ -21,11 +21,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(error::json_error),
     )
     .app_data(web::PayloadConfig::default().limit(limits::INGEST_BODY_BYTES_MAX))
+    .route("/api/v1/events", web::post().to(events::ingest))
+    .configure(routes::entitlements::configure_checks)
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
     .route("/api/v1/debug/metrics", web::get().to(health::metrics))
-    .route("/api/v1/events", web::post().to(events::ingest))
     .route("/api/v1/events", web::get().to(events::list_v1))
     .route("/api/v2/events", web::get().to(events::list_v2))
     .route("/api/v1/meters", web::get().to(meters::list))

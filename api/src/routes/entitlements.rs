@@ -50,8 +50,26 @@ const CUSTOMER_V1: Api = Api {
     flavor: Flavor::V1,
 };
 
-/// Registers every entitlement route: the owned routes once per API (v2 by customer,
-/// v1 by subject), then the customer access routes and the admin lists.
+/// The access checks, registered before every other route: actix tries routes in
+/// order, and each dynamic route it tries first costs a regex match per request.
+pub fn configure_checks(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/api/v2/customers/{owner}/entitlements/{ent}/value",
+        web::get().to(|s, r| value(s, r, V2_CUSTOMER)),
+    )
+    .route("/api/v1/customers/{owner}/access", web::get().to(access))
+    .route(
+        "/api/v1/subjects/{owner}/entitlements/{ent}/value",
+        web::get().to(|s, r| value(s, r, V1_SUBJECT)),
+    )
+    .route(
+        "/api/v1/customers/{owner}/entitlements/{ent}/value",
+        web::get().to(|s, r| value(s, r, CUSTOMER_V1)),
+    );
+}
+
+/// Registers every other entitlement route: the owned routes once per API (v2 by
+/// customer, v1 by subject), then the admin lists and grant voids.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (base, api) in [
         ("/api/v2/customers/{owner}/entitlements", V2_CUSTOMER),
@@ -73,10 +91,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 &format!("{one}/grants"),
                 web::post().to(move |s, r, b| create_grant(s, r, b, api)),
-            )
-            .route(
-                &format!("{one}/value"),
-                web::get().to(move |s, r| value(s, r, api)),
             )
             .route(
                 &format!("{one}/history"),
@@ -101,12 +115,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(move |s, r| list_all_grants(s, r, api)),
         );
     }
-    cfg.route("/api/v1/customers/{owner}/access", web::get().to(access))
-        .route(
-            "/api/v1/customers/{owner}/entitlements/{ent}/value",
-            web::get().to(|s, r| value(s, r, CUSTOMER_V1)),
-        )
-        .route("/api/v1/grants/{grant}", web::delete().to(void_grant));
+    cfg.route("/api/v1/grants/{grant}", web::delete().to(void_grant));
 }
 
 // ---- owners, lookups, read models ----
