@@ -1066,7 +1066,9 @@ mod anyhow_free {
                 .collect();
             let limits = ReadLimits {
                 batch_records_max: config.batch_records_max,
-                wait: Duration::from_millis(100),
+                // A read waits this long for records while the mailbox (seals, subscriptions,
+                // reads of held events) waits behind it: keep it short.
+                wait: Duration::from_millis(5),
                 pending_events_max: config.pending_events_max,
             };
             let arbiter = pick(&arbiters, &next_arbiter);
