@@ -1083,3 +1083,102 @@ fn bad_changes_are_refused_and_a_broken_entitlement_spares_the_others() {
     );
     assert!(access["entitlements"].get("bytes").is_none(), "{access}");
 }
+
+#[test]
+fn history_windows_and_burndown() {
+    // `GET .../history`: usage per hour window with the balance at each window's start,
+    // and the burn-down segments with grant balances and usages.
+    let server = TestServer::start_with_config(
+        "meters:\n  - slug: calls\n    eventType: call\n    aggregation: COUNT\n",
+    );
+    server
+        .post("/api/v1/customers")
+        .json(&json!({"name": "H", "key": "h", "usageAttribution": {"subjectKeys": ["h"]}}))
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v1/features")
+        .json(&json!({"key": "calls", "name": "Calls", "meterSlug": "calls"}))
+        .send()
+        .expect_status(201);
+    let hour = |t: DateTime<Utc>| {
+        minute_floor(t) - Duration::minutes(i64::from(chrono::Timelike::minute(&t)))
+    };
+    let t0 = hour(Utc::now()) - Duration::hours(3);
+    let created = server
+        .post("/api/v2/customers/h/entitlements")
+        .json(&json!({"type": "metered", "featureKey": "calls",
+            "usagePeriod": {"interval": "MONTH", "anchor": rfc3339(t0)}, "measureUsageFrom": rfc3339(t0),
+            "grants": [{"amount": 100, "effectiveAt": rfc3339(t0), "priority": 1}]}))
+        .send()
+        .expect_status(201)
+        .json();
+    let grant_id = server
+        .get("/api/v2/customers/h/entitlements/calls/grants")
+        .send()
+        .expect_status(200)
+        .json()["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let call = |at: DateTime<Utc>| json!({"specversion": "1.0", "id": new_id(), "source": "t", "type": "call", "subject": "h", "time": rfc3339(at)});
+    let mut events: Vec<Value> = (0..5).map(|_| call(t0 + Duration::minutes(10))).collect();
+    events.extend((0..3).map(|_| call(t0 + Duration::minutes(70))));
+    server.ingest_batch(&events).expect_status(204);
+    let history = eventually(VISIBLE, || {
+        let h = server
+            .get("/api/v2/customers/h/entitlements/calls/history")
+            .query("windowSize", "HOUR")
+            .query("from", rfc3339(t0))
+            .query("to", rfc3339(t0 + Duration::hours(2)))
+            .send()
+            .expect_status(200)
+            .json();
+        if h["windowedHistory"].as_array().map(Vec::len) == Some(2) {
+            Ok(h)
+        } else {
+            Err(format!("{h}"))
+        }
+    });
+    assert_json_eq(
+        &history["windowedHistory"],
+        &json!([
+            {"period": {"from": rfc3339(t0), "to": rfc3339(t0 + Duration::hours(1))}, "usage": 5, "balanceAtStart": 100},
+            {"period": {"from": rfc3339(t0 + Duration::hours(1)), "to": rfc3339(t0 + Duration::hours(2))}, "usage": 3, "balanceAtStart": 95},
+        ]),
+    );
+    let burndown = history["burndownHistory"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        burndown.len(),
+        1,
+        "one phase (no grant or reset inside): {history}"
+    );
+    let segment = &burndown[0];
+    assert_eq!(segment["usage"].as_f64(), Some(8.0), "{segment}");
+    assert_eq!(segment["balanceAtStart"].as_f64(), Some(100.0), "{segment}");
+    assert_eq!(segment["balanceAtEnd"].as_f64(), Some(92.0), "{segment}");
+    assert_eq!(segment["overage"].as_f64(), Some(0.0), "{segment}");
+    assert_eq!(
+        segment["grantUsages"][0]["grantId"],
+        grant_id.as_str(),
+        "{segment}"
+    );
+    assert_eq!(
+        segment["grantUsages"][0]["usage"].as_f64(),
+        Some(8.0),
+        "{segment}"
+    );
+    assert_eq!(
+        segment["grantBalancesAtEnd"][&grant_id].as_f64(),
+        Some(92.0),
+        "{segment}"
+    );
+    assert!(created["id"].is_string());
+    let bad = server
+        .get("/api/v2/customers/h/entitlements/calls/history")
+        .send();
+    assert_eq!(bad.status, 400, "windowSize is required: {bad}");
+}
