@@ -220,21 +220,9 @@ async fn current_period(
         .catalog()
         .entitlement_resets(&record.id)
         .await?;
-    let entitlement = credit::Entitlement {
-        measure_usage_from: record.measure_usage_from.unwrap_or(record.created_at),
-        usage_period,
-        preserve_overage_at_reset: record.preserve_overage_at_reset,
-        kind: credit::UsageKind::Additive,
-    };
-    let resets: Vec<credit::Reset> = resets
-        .iter()
-        .map(|r| credit::Reset {
-            at: r.at,
-            preserve_overage: r.preserve_overage,
-            retain_anchor: r.retain_anchor,
-        })
-        .collect();
-    Ok(credit::period_at(&entitlement, &resets, now))
+    let inputs = engine_inputs(record, Aggregation::Sum, &[], &resets)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(credit::period_at(&inputs.entitlement, &inputs.resets, now))
 }
 
 async fn render(
