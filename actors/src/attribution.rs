@@ -46,19 +46,39 @@ impl Index {
     fn build(customers: Vec<(String, metron_storage::customers::Customer)>) -> Self {
         let mut index = Self::default();
         for (namespace, customer) in customers {
-            let subjects = customer.subjects();
-            let reference = Arc::new(CustomerRef {
-                id: customer.id.clone(),
-                key: customer.key.clone(),
-            });
-            for subject in &subjects {
-                index
-                    .by_subject
-                    .insert((namespace.clone(), subject.clone()), reference.clone());
-            }
-            index.subjects.insert((namespace, customer.id), subjects);
+            index.insert(&namespace, &customer);
         }
         index
+    }
+
+    /// Attributes a live customer's key and subject keys to it.
+    fn insert(&mut self, namespace: &str, customer: &metron_storage::customers::Customer) {
+        let subjects = customer.subjects();
+        let reference = Arc::new(CustomerRef {
+            id: customer.id.clone(),
+            key: customer.key.clone(),
+        });
+        for subject in &subjects {
+            self.by_subject
+                .insert((namespace.to_owned(), subject.clone()), reference.clone());
+        }
+        self.subjects
+            .insert((namespace.to_owned(), customer.id.clone()), subjects);
+    }
+
+    /// Forgets a customer's attribution (subjects another customer took stay theirs).
+    fn remove(&mut self, namespace: &str, customer_id: &str) {
+        let key = (namespace.to_owned(), customer_id.to_owned());
+        for subject in self.subjects.remove(&key).unwrap_or_default() {
+            let entry = (namespace.to_owned(), subject);
+            if self
+                .by_subject
+                .get(&entry)
+                .is_some_and(|c| c.id == customer_id)
+            {
+                self.by_subject.remove(&entry);
+            }
+        }
     }
 }
 
@@ -104,31 +124,9 @@ impl Attribution {
             .filter(|c| c.deleted_at.is_none());
         {
             let mut index = self.shared.index.write();
-            let key = (namespace.to_owned(), customer_id.to_owned());
-            if let Some(old) = index.subjects.remove(&key) {
-                for subject in old {
-                    let entry = (namespace.to_owned(), subject);
-                    if index
-                        .by_subject
-                        .get(&entry)
-                        .is_some_and(|c| c.id == customer_id)
-                    {
-                        index.by_subject.remove(&entry);
-                    }
-                }
-            }
+            index.remove(namespace, customer_id);
             if let Some(customer) = customer {
-                let subjects = customer.subjects();
-                let reference = Arc::new(CustomerRef {
-                    id: customer.id.clone(),
-                    key: customer.key.clone(),
-                });
-                for subject in &subjects {
-                    index
-                        .by_subject
-                        .insert((namespace.to_owned(), subject.clone()), reference.clone());
-                }
-                index.subjects.insert(key, subjects);
+                index.insert(namespace, &customer);
             }
         }
         self.shared.version.fetch_add(1, Ordering::AcqRel);
