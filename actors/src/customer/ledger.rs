@@ -97,6 +97,43 @@ pub struct Ledger {
     /// `measure_usage_from`).
     base: Option<State>,
     cached: Option<ValueAt>,
+    /// Running usage from each phase start the engine asked about: `from → (covered up
+    /// to, state of [from, covered))`. A read folds only the minutes past `covered`, so
+    /// the first read after new usage costs the new minutes, not the whole period.
+    totals: BTreeMap<i64, (i64, Option<AggState>)>,
+}
+
+/// The ledger's usage source: running totals over the minute series.
+struct LiveUsage<'a> {
+    series: &'a BTreeMap<i64, AggState>,
+    totals: &'a mut BTreeMap<i64, (i64, Option<AggState>)>,
+}
+
+fn merge_into(acc: &mut Option<AggState>, state: &AggState) {
+    match acc {
+        Some(acc) => acc.merge(state),
+        None => *acc = Some(state.clone()),
+    }
+}
+
+impl UsageSource for LiveUsage<'_> {
+    type Error = Infallible;
+    fn usage(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Decimal, Infallible> {
+        let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+        if from_ms >= to_ms {
+            return Ok(Decimal::ZERO);
+        }
+        let (covered, acc) = self.totals.entry(from_ms).or_insert((from_ms, None));
+        if *covered > to_ms {
+            // An earlier instant than the running total covers: sum it afresh.
+            return Ok(range_value(self.series, from_ms, to_ms));
+        }
+        for (_, state) in self.series.range(*covered..to_ms) {
+            merge_into(acc, state);
+        }
+        *covered = to_ms;
+        Ok(acc.as_ref().map_or(Decimal::ZERO, AggState::value))
+    }
 }
 
 impl Ledger {
@@ -110,6 +147,7 @@ impl Ledger {
             series_from,
             base: None,
             cached: None,
+            totals: BTreeMap::new(),
         }
     }
 
@@ -132,6 +170,16 @@ impl Ledger {
             return Err(LedgerError::Stale);
         }
         fold_sample(&mut self.series, self.aggregation, time_ms, value);
+        // Running totals that already cover this minute take the sample too.
+        let minute = floor_minute_ms(time_ms);
+        for (from, (covered, acc)) in self.totals.range_mut(..=minute) {
+            if *from <= minute && minute < *covered {
+                match acc {
+                    Some(acc) => acc.fold(value, time_ms),
+                    None => *acc = AggState::from_sample(self.aggregation, value, time_ms),
+                }
+            }
+        }
         self.cached = None;
         Ok(())
     }
@@ -148,7 +196,20 @@ impl Ledger {
             return Err(LedgerError::Stale);
         }
         self.advance(until)?;
-        let outcome = self.run(until)?;
+        let mut usage = LiveUsage {
+            series: &self.series,
+            totals: &mut self.totals,
+        };
+        let outcome = credit::run(
+            &self.inputs.entitlement,
+            &self.inputs.grants,
+            &self.inputs.resets,
+            self.base.clone(),
+            until,
+            &[],
+            &mut usage,
+        )
+        .map_err(|e| LedgerError::Engine(format!("{e:?}")))?;
         let value = outcome.value(&self.inputs.grants);
         let period = credit::period_at(&self.inputs.entitlement, &self.inputs.resets, until)
             .unwrap_or((until, until));
@@ -193,6 +254,7 @@ impl Ledger {
         self.base = Some(outcome.state);
         self.series = self.series.split_off(&start.timestamp_millis());
         self.series_from = start;
+        self.totals = self.totals.split_off(&start.timestamp_millis());
         Ok(())
     }
 
