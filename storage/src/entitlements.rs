@@ -181,7 +181,7 @@ impl Catalog {
         .fetch_all(&mut *tx)
         .await?;
         for row in rows {
-            let other: EntitlementRecord = decode(row.try_get("id")?, row.try_get("definition")?)?;
+            let other: EntitlementRecord = decode_row(&row)?;
             let starts = entitlement.active_from.unwrap_or(entitlement.created_at);
             if other.active_to.is_none_or(|to| to > starts) {
                 return Ok(Insert::Conflict {
@@ -231,8 +231,7 @@ impl Catalog {
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|row| decode(row.try_get("id")?, row.try_get("definition")?))
-            .transpose()
+        row.map(|row| decode_row(&row)).transpose()
     }
 
     /// A customer's entitlements, oldest first.
@@ -302,8 +301,7 @@ impl Catalog {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| decode(row.try_get("id")?, row.try_get("definition")?))
-            .transpose()
+        row.map(|row| decode_row(&row)).transpose()
     }
 
     /// An entitlement's grants, oldest first.
@@ -314,9 +312,7 @@ impl Catalog {
         .bind(entitlement_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| decode(row.try_get("id")?, row.try_get("definition")?))
-            .collect()
+        rows.into_iter().map(|row| decode_row(&row)).collect()
     }
 
     /// Every grant of a namespace, oldest first.
@@ -327,9 +323,7 @@ impl Catalog {
         .bind(namespace)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| decode(row.try_get("id")?, row.try_get("definition")?))
-            .collect()
+        rows.into_iter().map(|row| decode_row(&row)).collect()
     }
 
     pub async fn insert_reset(&self, namespace: &str, reset: &ResetRecord) -> Result<()> {
@@ -354,9 +348,7 @@ impl Catalog {
         .bind(entitlement_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| decode(row.try_get("id")?, row.try_get("definition")?))
-            .collect()
+        rows.into_iter().map(|row| decode_row(&row)).collect()
     }
 }
 
@@ -385,10 +377,14 @@ fn decode_rows(
     for row in rows {
         let deleted: Option<i64> = row.try_get("deleted_at")?;
         if include_deleted || deleted.is_none() {
-            out.push(decode(row.try_get("id")?, row.try_get("definition")?)?);
+            out.push(decode_row(&row)?);
         }
     }
     Ok(out)
+}
+
+fn decode_row<T: for<'de> Deserialize<'de>>(row: &sqlx::sqlite::SqliteRow) -> Result<T> {
+    decode(row.try_get("id")?, row.try_get("definition")?)
 }
 
 fn encode<T: Serialize>(record: &T) -> String {

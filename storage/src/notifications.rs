@@ -269,115 +269,155 @@ fn decode<T: for<'de> Deserialize<'de>>(table: &'static str, id: &str, text: &st
     })
 }
 
+/// A table of JSON documents with `(id, namespace, definition, created_at, deleted_at)`:
+/// its statements (sqlx takes static SQL, so each table spells its own).
+struct DocTable {
+    name: &'static str,
+    insert: &'static str,
+    update: &'static str,
+    get: &'static str,
+    list: &'static str,
+}
+
+const CHANNELS: DocTable = DocTable {
+    name: "notification_channels",
+    insert: "INSERT INTO notification_channels (id, namespace, definition, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5)",
+    update: "UPDATE notification_channels SET definition = $1, deleted_at = $2 WHERE namespace = $3 AND id = $4",
+    get: "SELECT id, definition FROM notification_channels WHERE namespace = $1 AND id = $2",
+    list: "SELECT id, definition FROM notification_channels WHERE namespace = $1 ORDER BY created_at, id",
+};
+
+const RULES: DocTable = DocTable {
+    name: "notification_rules",
+    insert: "INSERT INTO notification_rules (id, namespace, definition, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5)",
+    update: "UPDATE notification_rules SET definition = $1, deleted_at = $2 WHERE namespace = $3 AND id = $4",
+    get: "SELECT id, definition FROM notification_rules WHERE namespace = $1 AND id = $2",
+    list: "SELECT id, definition FROM notification_rules WHERE namespace = $1 ORDER BY created_at, id",
+};
+
+/// The lookup columns of one document.
+struct Doc<'a> {
+    id: &'a str,
+    created_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> Doc<'a> {
+    fn of(id: &'a str, created_at: DateTime<Utc>, deleted_at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            id,
+            created_at,
+            deleted_at,
+        }
+    }
+}
+
 impl Catalog {
-    // ---- channels ----
+    // ---- channels and rules: one document table shape ----
 
     pub async fn insert_channel(&self, namespace: &str, channel: &Channel) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO notification_channels (id, namespace, definition, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&channel.id)
-        .bind(namespace)
-        .bind(encode("channel", channel)?)
-        .bind(channel.created_at.timestamp_millis())
-        .bind(channel.deleted_at.map(|t| t.timestamp_millis()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let doc = Doc::of(&channel.id, channel.created_at, channel.deleted_at);
+        self.insert_doc(&CHANNELS, namespace, doc, encode("channel", channel)?)
+            .await
     }
 
     pub async fn update_channel(&self, namespace: &str, channel: &Channel) -> Result<()> {
-        sqlx::query(
-            "UPDATE notification_channels SET definition = $1, deleted_at = $2 WHERE namespace = $3 AND id = $4",
-        )
-        .bind(encode("channel", channel)?)
-        .bind(channel.deleted_at.map(|t| t.timestamp_millis()))
-        .bind(namespace)
-        .bind(&channel.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let doc = Doc::of(&channel.id, channel.created_at, channel.deleted_at);
+        self.update_doc(&CHANNELS, namespace, doc, encode("channel", channel)?)
+            .await
     }
 
     /// A channel, deleted ones included.
     pub async fn get_channel(&self, namespace: &str, id: &str) -> Result<Option<Channel>> {
-        let row = sqlx::query(
-            "SELECT id, definition FROM notification_channels WHERE namespace = $1 AND id = $2",
-        )
-        .bind(namespace)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| decode_row("notification_channels", &row))
-            .transpose()
+        self.get_doc(&CHANNELS, namespace, id).await
     }
 
     /// The channels of a namespace, oldest first.
     pub async fn list_channels(&self, namespace: &str) -> Result<Vec<Channel>> {
-        let rows = sqlx::query(
-            "SELECT id, definition FROM notification_channels WHERE namespace = $1 ORDER BY created_at, id",
-        )
-        .bind(namespace)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| decode_row("notification_channels", row))
-            .collect()
+        self.list_docs(&CHANNELS, namespace).await
     }
 
-    // ---- rules ----
-
     pub async fn insert_rule(&self, namespace: &str, rule: &Rule) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO notification_rules (id, namespace, definition, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&rule.id)
-        .bind(namespace)
-        .bind(encode("rule", rule)?)
-        .bind(rule.created_at.timestamp_millis())
-        .bind(rule.deleted_at.map(|t| t.timestamp_millis()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let doc = Doc::of(&rule.id, rule.created_at, rule.deleted_at);
+        self.insert_doc(&RULES, namespace, doc, encode("rule", rule)?)
+            .await
     }
 
     pub async fn update_rule(&self, namespace: &str, rule: &Rule) -> Result<()> {
-        sqlx::query(
-            "UPDATE notification_rules SET definition = $1, deleted_at = $2 WHERE namespace = $3 AND id = $4",
-        )
-        .bind(encode("rule", rule)?)
-        .bind(rule.deleted_at.map(|t| t.timestamp_millis()))
-        .bind(namespace)
-        .bind(&rule.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let doc = Doc::of(&rule.id, rule.created_at, rule.deleted_at);
+        self.update_doc(&RULES, namespace, doc, encode("rule", rule)?)
+            .await
     }
 
     /// A rule, deleted ones included.
     pub async fn get_rule(&self, namespace: &str, id: &str) -> Result<Option<Rule>> {
-        let row = sqlx::query(
-            "SELECT id, definition FROM notification_rules WHERE namespace = $1 AND id = $2",
-        )
-        .bind(namespace)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| decode_row("notification_rules", &row))
-            .transpose()
+        self.get_doc(&RULES, namespace, id).await
     }
 
     /// The rules of a namespace, oldest first, deleted ones included.
     pub async fn list_rules(&self, namespace: &str) -> Result<Vec<Rule>> {
-        let rows = sqlx::query(
-            "SELECT id, definition FROM notification_rules WHERE namespace = $1 ORDER BY created_at, id",
-        )
-        .bind(namespace)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| decode_row("notification_rules", row))
-            .collect()
+        self.list_docs(&RULES, namespace).await
+    }
+
+    async fn insert_doc(
+        &self,
+        t: &DocTable,
+        namespace: &str,
+        doc: Doc<'_>,
+        json: String,
+    ) -> Result<()> {
+        sqlx::query(t.insert)
+            .bind(doc.id)
+            .bind(namespace)
+            .bind(json)
+            .bind(doc.created_at.timestamp_millis())
+            .bind(doc.deleted_at.map(|t| t.timestamp_millis()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_doc(
+        &self,
+        t: &DocTable,
+        namespace: &str,
+        doc: Doc<'_>,
+        json: String,
+    ) -> Result<()> {
+        sqlx::query(t.update)
+            .bind(json)
+            .bind(doc.deleted_at.map(|t| t.timestamp_millis()))
+            .bind(namespace)
+            .bind(doc.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_doc<T: for<'de> Deserialize<'de>>(
+        &self,
+        t: &DocTable,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<T>> {
+        let row = sqlx::query(t.get)
+            .bind(namespace)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| decode_row(t.name, &row)).transpose()
+    }
+
+    async fn list_docs<T: for<'de> Deserialize<'de>>(
+        &self,
+        t: &DocTable,
+        namespace: &str,
+    ) -> Result<Vec<T>> {
+        let rows = sqlx::query(t.list)
+            .bind(namespace)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| decode_row(t.name, row)).collect()
     }
 
     /// Every live (not deleted) rule of every namespace, for the in-memory rule cache.
