@@ -1,6 +1,6 @@
 //! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
 
-use crate::customer::{Activation, Subscription, Usage, UsageSample};
+use crate::customer::{Activation, Subscription, UsageSample};
 use crate::meter::{Fold, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -54,7 +54,7 @@ pub struct PartitionActor {
     polling: bool,
     checkpoint_wanted: Arc<AtomicBool>,
     /// Customers with live balances, by namespace and subject: their usage is sent
-    /// to their `CustomerActor`, one message per customer per batch.
+    /// to their customer's row, one delivery per customer per batch.
     subscriptions: HashMap<String, HashMap<String, Arc<Subscription>>>,
     activation: Activation,
 }
@@ -207,22 +207,14 @@ impl PartitionActor {
             }
         }
         for (_, (subscription, samples)) in usage {
-            let message = Usage {
-                generation: subscription.generation,
-                samples,
-            };
-            match subscription.addr.try_send(message) {
-                Ok(()) => {}
-                Err(SendError::Full(message)) => subscription.addr.do_send(message),
-                Err(SendError::Closed(_)) => {
-                    // The actor stopped (passivated): its next activation reads these
-                    // events from the partition, so ask for it now.
-                    self.drop_subscription(&subscription);
-                    activate.insert((
-                        subscription.namespace.clone(),
-                        subscription.customer_id.clone(),
-                    ));
-                }
+            if !(subscription.sink)(&subscription, samples) {
+                // The customer left memory (passivated) or loaded again: its next
+                // activation reads these events from the partition, so ask for it now.
+                self.drop_subscription(&subscription);
+                activate.insert((
+                    subscription.namespace.clone(),
+                    subscription.customer_id.clone(),
+                ));
             }
         }
         for (namespace, customer) in activate {
@@ -309,7 +301,7 @@ fn route_usage(
 
 /// Starts sending a customer's usage to its actor, atomically with a read of the
 /// customer's events held so far: every event is either in the answer or in a later
-/// [`Usage`] message, never both.
+/// delivery to the subscription's sink, never both.
 #[derive(Message)]
 #[rtype(result = "Held")]
 pub struct Subscribe {
@@ -322,6 +314,8 @@ pub struct Subscribe {
 pub struct Unsubscribe {
     pub namespace: String,
     pub customer_id: String,
+    /// Only the subscription of this generation (a newer one stays).
+    pub generation: u64,
     pub subjects: Vec<String>,
 }
 
@@ -380,10 +374,9 @@ impl Handler<Unsubscribe> for PartitionActor {
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
         if let Some(by_subject) = self.subscriptions.get_mut(&msg.namespace) {
             for subject in &msg.subjects {
-                if by_subject
-                    .get(subject)
-                    .is_some_and(|s| s.customer_id == msg.customer_id)
-                {
+                if by_subject.get(subject).is_some_and(|s| {
+                    s.customer_id == msg.customer_id && s.generation == msg.generation
+                }) {
                     by_subject.remove(subject);
                 }
             }

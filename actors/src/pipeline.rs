@@ -188,7 +188,7 @@ impl Pipeline {
 
     /// Subscribes a customer at the partitions of its subjects and returns its events
     /// (of these types, from `from`) that were processed before the subscription took
-    /// effect at each partition; every later event comes as a `Usage` message.
+    /// effect at each partition; every later event is delivered to its sink.
     pub async fn subscribe(
         &self,
         subscription: Arc<Subscription>,
@@ -219,12 +219,19 @@ impl Pipeline {
     }
 
     /// Stops a customer's usage messages.
-    pub fn unsubscribe(&self, namespace: &str, customer_id: &str, subjects: Vec<String>) {
+    pub fn unsubscribe(
+        &self,
+        namespace: &str,
+        customer_id: &str,
+        generation: u64,
+        subjects: Vec<String>,
+    ) {
         for p in self.partitions_of(namespace, &subjects) {
             if let Some(addr) = self.inner.partitions.get(p) {
                 addr.do_send(Unsubscribe {
                     namespace: namespace.to_owned(),
                     customer_id: customer_id.to_owned(),
+                    generation,
                     subjects: subjects.clone(),
                 });
             }

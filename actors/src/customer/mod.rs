@@ -1,45 +1,40 @@
-//! Live balances: one [`CustomerActor`] per active customer.
+//! Live balances: one logical actor per active customer, held as a row of a sharded
+//! table ([`table`]).
 //!
 //! A customer is activated on demand (an access check, a value read, an entitlement
 //! change). Activation loads the customer's entitlements, grants and resets from the
 //! catalog, subscribes the customer at every partition that owns one of its subjects
 //! (atomically with a read of the events that partition holds), and folds the
 //! customer's past events into one minute series per metered entitlement. From then
-//! on the partitions send the customer's usage, one [`Usage`] message per batch, and
+//! on the partitions deliver the customer's usage, one call per batch, and
 //! each [`Ledger`] answers `value` from memory: the credit engine runs from the state
 //! at the current usage period's start over the series, and its answer is cached
-//! until usage or time moves. An idle actor stops (passivation); its state is the
-//! catalog plus the events, so the next activation rebuilds it exactly.
+//! until usage or time moves. An idle customer leaves memory (passivation); its state is
+//! the catalog plus the events, so the next activation rebuilds it exactly.
 
-mod actor;
 mod ledger;
 mod service;
+mod table;
 pub mod views;
 
-pub use actor::{Access, CustomerActor, GetAccess, GetValue, Reload, ValueAnswer};
 pub use ledger::{Inputs, Ledger, LedgerError, SeriesUsage, ValueAt, fold_sample};
 pub use service::{
     Entitlements, EntitlementsConfig, Entry, Error as EntitlementsError, Loaded, engine_grant,
     engine_inputs, expiration_unit, recurrence, subject_key,
 };
+pub use table::{Access, ValueAnswer};
 
 use crate::attribution::Attribution;
-use actix::prelude::*;
 use metron_engine::aggregate::SampleValue;
 use metron_engine::event::CloudEvent;
 use metron_engine::filter::StringFilter;
 use metron_engine::meter::{CompiledMeter, Extract};
 use std::sync::Arc;
 
-/// Usage of one customer from one partition batch.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Usage {
-    /// The subscription generation the samples were routed with: samples of an older
-    /// generation were already read at the newer subscription's activation.
-    pub generation: u64,
-    pub samples: Vec<UsageSample>,
-}
+/// Where a partition delivers a subscribed customer's usage (one call per customer per
+/// batch). `false`: the subscription is no longer the customer's live one (the customer
+/// left memory or loaded again under a newer subscription); the partition drops it.
+pub type UsageSink = Arc<dyn Fn(&Subscription, Vec<UsageSample>) -> bool + Send + Sync>;
 
 /// One event's contribution to one metered entitlement.
 #[derive(Debug, Clone)]
@@ -90,10 +85,12 @@ impl Matcher {
 pub struct Subscription {
     pub namespace: String,
     pub customer_id: String,
+    /// Unique per activation: usage routed under an older subscription was already
+    /// read by the newer one's load.
     pub generation: u64,
     pub subjects: Vec<String>,
     pub matchers: Vec<Matcher>,
-    pub addr: Recipient<Usage>,
+    pub sink: UsageSink,
 }
 
 impl Subscription {

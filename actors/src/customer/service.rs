@@ -1,14 +1,13 @@
-//! `Entitlements`: the API's handle on customer actors — activation, passivation,
+//! `Entitlements`: the API's handle on the live customers — activation, passivation,
 //! loading a customer's entitlements, and exact computations from the events for
 //! times before an actor's live series (a past `?time=`, history).
 
-use super::actor::{Access, CustomerActor, GetAccess, GetValue, Reload, ValueAnswer};
 use super::ledger::{Inputs, Ledger, SeriesUsage, ValueAt, fold_sample};
+use super::table::{self, Access, Table, ValueAnswer};
 use super::views::{self, Flavor, Owner};
-use super::{MatchShape, Matcher, Subscription, Usage};
+use super::{MatchShape, Matcher, Subscription, UsageSink};
 use crate::notification::{BalanceObservation, Notifier, ResetObservation};
 use crate::pipeline::{self, Pipeline};
-use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use metron_engine::aggregate::{AggState, Aggregation};
 use metron_engine::credit::{
@@ -42,7 +41,7 @@ pub enum Error {
     Catalog(#[from] catalog::Error),
     #[error(transparent)]
     Pipeline(#[from] pipeline::Error),
-    #[error("customer actor: {0}")]
+    #[error("customer: {0}")]
     Actor(String),
 }
 
@@ -50,7 +49,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct EntitlementsConfig {
-    /// A customer actor with no reads for this long stops (its state is rebuilt on demand).
+    /// A customer with no reads or usage for this long leaves memory (its state is
+    /// rebuilt on demand).
     pub idle_after: Duration,
 }
 
@@ -71,7 +71,7 @@ pub struct Entry {
     pub broken: Option<String>,
 }
 
-/// A customer as its actor holds it.
+/// A customer as its row in the live table holds it.
 pub struct Loaded {
     pub customer: Arc<Customer>,
     pub subjects: Vec<String>,
@@ -109,8 +109,10 @@ pub struct Entitlements {
 struct Inner {
     pipeline: Pipeline,
     config: EntitlementsConfig,
-    actors: parking_lot::Mutex<HashMap<(String, String), Addr<CustomerActor>>>,
-    /// Customers with live entitlements: usage for them activates their actor.
+    table: Table,
+    /// Where the partitions deliver usage (into `table`).
+    sink: UsageSink,
+    /// Customers with live entitlements: usage for them activates them.
     entitled: parking_lot::RwLock<HashSet<(String, String)>>,
     activations: AtomicU64,
     value_reads: AtomicU64,
@@ -150,46 +152,97 @@ impl Entitlements {
                 if let Some(inner) = weak.upgrade() {
                     let key = (namespace.to_owned(), customer_id.to_owned());
                     if inner.entitled.read().contains(&key) {
-                        Entitlements { inner }.actor(namespace, customer_id);
+                        let this = Entitlements { inner };
+                        this.inner.table.ensure(&this, namespace, customer_id);
                     }
                 }
             },
         ));
+        this.spawn_sweeper();
         Ok(this)
     }
 
     fn new(pipeline: Pipeline, config: EntitlementsConfig) -> Self {
         let this = Self {
-            inner: Arc::new(Inner {
-                pipeline,
-                config,
-                actors: parking_lot::Mutex::new(HashMap::new()),
-                entitled: parking_lot::RwLock::new(HashSet::new()),
-                activations: AtomicU64::new(0),
-                value_reads: AtomicU64::new(0),
-                shared: parking_lot::Mutex::new(Shared::default()),
+            inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+                let weak = weak.clone();
+                let sink: UsageSink = Arc::new(move |subscription: &Subscription, samples| {
+                    let Some(inner) = weak.upgrade() else {
+                        return false;
+                    };
+                    let this = Entitlements { inner };
+                    this.inner.table.deliver(
+                        &this,
+                        &subscription.customer_id,
+                        subscription.generation,
+                        samples,
+                    )
+                });
+                Inner {
+                    pipeline,
+                    config,
+                    table: Table::new(),
+                    sink,
+                    entitled: parking_lot::RwLock::new(HashSet::new()),
+                    activations: AtomicU64::new(0),
+                    value_reads: AtomicU64::new(0),
+                    shared: parking_lot::Mutex::new(Shared::default()),
+                }
             }),
         };
-        // A customer's subjects changed: its actor (if live) reloads its subscription;
-        // after a full reload every live actor does.
+        // A customer's subjects changed: it reloads its subscription if it is in
+        // memory; after a full reload every customer in memory does.
         let weak = Arc::downgrade(&this.inner);
         this.inner
             .pipeline
             .attribution()
             .on_change(Box::new(move |changed| {
                 if let Some(inner) = weak.upgrade() {
-                    let actors = inner.actors.lock();
-                    match changed {
-                        Some((namespace, id)) => {
-                            if let Some(addr) = actors.get(&(namespace.to_owned(), id.to_owned())) {
-                                addr.do_send(Reload);
-                            }
-                        }
-                        None => actors.values().for_each(|addr| addr.do_send(Reload)),
+                    let this = Entitlements { inner };
+                    let ids = match changed {
+                        Some((_, id)) => vec![id.to_owned()],
+                        None => this.inner.table.live_ids(),
+                    };
+                    for id in ids {
+                        this.inner.table.reload_if_live(&this, &id);
                     }
                 }
             }));
         this
+    }
+
+    pub(super) fn table(&self) -> &Table {
+        &self.inner.table
+    }
+
+    /// Runs a task of the service (loads, the passivation sweep) on the pipeline's
+    /// arbiters.
+    pub(super) fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.pipeline.arbiter().spawn(task);
+    }
+
+    /// Passivation: customers idle for `idleAfter` leave memory.
+    fn spawn_sweeper(&self) {
+        let idle = self.inner.config.idle_after;
+        let every = idle
+            .min(Duration::from_secs(60))
+            .max(Duration::from_millis(100));
+        let weak = Arc::downgrade(&self.inner);
+        self.spawn_task(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                for (namespace, customer_id, generation, subjects) in
+                    inner.table.sweep(idle.as_millis() as u64)
+                {
+                    inner
+                        .pipeline
+                        .unsubscribe(&namespace, &customer_id, generation, subjects);
+                }
+            }
+        });
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -200,18 +253,18 @@ impl Entitlements {
         self.inner.config.idle_after
     }
 
-    /// Active customer actors.
+    /// Customers in memory (live balances).
     pub fn active_customers(&self) -> usize {
-        self.inner.actors.lock().len()
+        self.inner.table.len()
     }
 
-    /// Prometheus text of the customer actors.
+    /// Prometheus text of the live customers.
     pub fn metrics_text(&self) -> String {
         format!(
-            "# HELP metron_customer_actors Customer actors in memory (live balances).\n\
+            "# HELP metron_customer_actors Customers in memory (live balances).\n\
              # TYPE metron_customer_actors gauge\n\
              metron_customer_actors {}\n\
-             # HELP metron_customer_activations_total Customer actors started (on a read, an entitlement change or usage).\n\
+             # HELP metron_customer_activations_total Customer loads (on a read, an entitlement change or usage).\n\
              # TYPE metron_customer_activations_total counter\n\
              metron_customer_activations_total {}\n\
              # HELP metron_entitlement_value_reads_total Entitlement values answered.\n\
@@ -223,48 +276,12 @@ impl Entitlements {
         )
     }
 
-    /// The customer's actor, started on demand.
-    fn actor(&self, namespace: &str, customer_id: &str) -> Addr<CustomerActor> {
-        let key = (namespace.to_owned(), customer_id.to_owned());
-        let mut actors = self.inner.actors.lock();
-        if let Some(addr) = actors.get(&key)
-            && addr.connected()
-        {
-            return addr.clone();
-        }
-        self.inner.activations.fetch_add(1, Ordering::Relaxed);
-        let arbiter = self.inner.pipeline.arbiter();
-        let (service, ns, id) = (self.clone(), key.0.clone(), key.1.clone());
-        let addr =
-            CustomerActor::start_in_arbiter(&arbiter, move |_| CustomerActor::new(service, ns, id));
-        actors.insert(key, addr.clone());
-        addr
-    }
-
-    /// An actor stopped after being idle: forget it and stop its usage.
-    pub(super) fn passivated(
-        &self,
-        namespace: &str,
-        customer_id: &str,
-        subjects: Vec<String>,
-        addr: &Addr<CustomerActor>,
-    ) {
-        let key = (namespace.to_owned(), customer_id.to_owned());
-        let mut actors = self.inner.actors.lock();
-        if actors.get(&key).is_some_and(|a| a == addr) {
-            actors.remove(&key);
-            self.inner
-                .pipeline
-                .unsubscribe(namespace, customer_id, subjects);
-        }
-    }
-
     /// Reloads a customer after a change to its entitlements, grants or resets.
     pub async fn reload(&self, namespace: &str, customer_id: &str) -> Result<()> {
-        self.actor(namespace, customer_id)
-            .send(Reload)
+        self.inner
+            .table
+            .reload(self, namespace, customer_id)
             .await
-            .map_err(|e| Error::Actor(e.to_string()))?
             .map_err(Error::Actor)
     }
 
@@ -279,13 +296,16 @@ impl Entitlements {
     ) -> Result<Option<ValueAnswer>> {
         self.inner.value_reads.fetch_add(1, Ordering::Relaxed);
         let answer = self
-            .actor(namespace, customer_id)
-            .send(GetValue {
-                entitlement: entitlement.to_owned(),
-                at,
+            .inner
+            .table
+            .read(self, namespace, customer_id, |loaded| {
+                loaded
+                    .find(entitlement, at)
+                    .map(|index| table::answer(loaded, index, at))
+                    .transpose()
             })
             .await
-            .map_err(|e| Error::Actor(e.to_string()))?
+            .map_err(Error::Actor)?
             .map_err(Error::Actor)?;
         match answer {
             Some(ValueAnswer::Past(record)) => Ok(Some(self.past_value(record, at).await?)),
@@ -301,10 +321,12 @@ impl Entitlements {
         at: DateTime<Utc>,
     ) -> Result<Access> {
         let mut access = self
-            .actor(namespace, customer_id)
-            .send(GetAccess { at })
+            .inner
+            .table
+            .read(self, namespace, customer_id, |loaded| {
+                table::access(loaded, customer_id, at)
+            })
             .await
-            .map_err(|e| Error::Actor(e.to_string()))?
             .map_err(Error::Actor)?;
         for answer in access.values_mut() {
             if let ValueAnswer::Past(record) = answer {
@@ -314,7 +336,7 @@ impl Entitlements {
         Ok(access)
     }
 
-    /// A value before the actor's live series: computed from the events.
+    /// A value before the live series: computed from the events.
     async fn past_value(
         &self,
         record: Arc<EntitlementRecord>,
@@ -466,15 +488,15 @@ impl Entitlements {
         Ok((inputs, Arc::new(meter)))
     }
 
-    /// Loads a customer for its actor: entitlements, ledgers rebuilt from the events,
-    /// and the subscription at the partitions (taken atomically with the event read).
+    /// Loads a customer: entitlements, ledgers rebuilt from the events, and the
+    /// subscription at the partitions (taken atomically with the event read).
     pub(super) async fn load(
         &self,
         namespace: &str,
         customer_id: &str,
         generation: u64,
-        recipient: Recipient<Usage>,
     ) -> Result<Loaded> {
+        self.inner.activations.fetch_add(1, Ordering::Relaxed);
         let catalog = self.inner.pipeline.catalog();
         let customer = catalog
             .get_customer_by_id(namespace, customer_id)
@@ -537,7 +559,7 @@ impl Entitlements {
                 generation,
                 subjects: subjects.clone(),
                 matchers: matchers.clone(),
-                addr: recipient,
+                sink: self.inner.sink.clone(),
             });
             let events = self
                 .inner

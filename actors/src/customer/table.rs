@@ -1,0 +1,618 @@
+//! The live customers: a sharded table of customer states.
+//!
+//! Each active customer is one logical actor — its state has a single writer at a
+//! time and every change to it (usage, a reload, a read that fills a cache) is applied
+//! in order — but the actors are rows of a table, not one actix actor each. A row is
+//! guarded by its shard's lock, held for the few hundred nanoseconds a cached answer
+//! takes (a few microseconds when the engine runs). That spares every check the two
+//! cross-thread hops of a mailbox and every customer the mailbox, context and timer of
+//! an actix actor (more than the whole state of a small customer).
+//!
+//! A row is `Loading` (its load runs as a task; readers wait, usage queues), `Ready`, or
+//! `Failed`. The partitions deliver usage straight into the row (one call per customer
+//! per batch) through the [`UsageSink`](super::UsageSink) of its subscription. A sweep
+//! passivates rows nobody read or fed for `idleAfter`; the next use loads them again
+//! from the catalog and the events.
+
+use super::UsageSample;
+use super::ledger::{LedgerError, ValueAt};
+use super::service::{Entitlements, Loaded};
+use chrono::{DateTime, Utc};
+use metron_storage::entitlements::EntitlementRecord;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// What a value read found for one entitlement.
+#[derive(Debug, Clone)]
+pub enum ValueAnswer {
+    /// The entitlement exists but is not active at the time asked.
+    Inactive(Arc<EntitlementRecord>),
+    /// Boolean: access; static: access and config.
+    Granted(Arc<EntitlementRecord>),
+    Metered {
+        record: Arc<EntitlementRecord>,
+        has_access: bool,
+        value: ValueAt,
+    },
+    /// The time asked lies before the live series: computed from the events instead.
+    Past(Arc<EntitlementRecord>),
+}
+
+/// Every active entitlement's value, by feature key.
+pub type Access = BTreeMap<String, ValueAnswer>;
+
+const SHARDS: usize = 64;
+
+pub(super) struct Table {
+    shards: Box<[Mutex<Shard>]>,
+    epoch: Instant,
+    /// Subscription generations, unique across activations.
+    generations: AtomicU64,
+    namespaces: Mutex<HashMap<String, Arc<str>>>,
+}
+
+#[derive(Default)]
+struct Shard {
+    slots: HashMap<Box<str>, Slot>,
+}
+
+enum Slot {
+    Loading(Box<Loading>),
+    Ready(Box<Live>),
+    Failed { error: Box<str>, last_used: u64 },
+}
+
+/// A ready customer.
+struct Live {
+    namespace: Arc<str>,
+    generation: u64,
+    /// Milliseconds since the table's epoch.
+    last_used: u64,
+    loaded: Loaded,
+}
+
+struct Loading {
+    namespace: Arc<str>,
+    /// The subscription generation of the running load.
+    generation: u64,
+    /// The generation of the state being refreshed (grants changed): its usage counts
+    /// if the refresh succeeds.
+    previous: Option<u64>,
+    usage: Vec<(u64, Vec<UsageSample>)>,
+    readers: Vec<oneshot::Sender<()>>,
+    reloads: Vec<oneshot::Sender<Result<(), String>>>,
+    /// A change arrived while loading: what is loading may predate it.
+    again: bool,
+}
+
+/// A load to start once the shard's lock is released.
+struct Start {
+    namespace: Arc<str>,
+    customer_id: String,
+    previous: Option<(u64, Loaded)>,
+    generation: u64,
+}
+
+impl Table {
+    pub(super) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            epoch: Instant::now(),
+            generations: AtomicU64::new(0),
+            namespaces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shard(&self, customer_id: &str) -> &Mutex<Shard> {
+        // FNV-1a: ids are ULIDs, so any mix of their bytes spreads them.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in customer_id.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        &self.shards[(hash % SHARDS as u64) as usize]
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn namespace(&self, namespace: &str) -> Arc<str> {
+        let mut namespaces = self.namespaces.lock();
+        if let Some(known) = namespaces.get(namespace) {
+            return known.clone();
+        }
+        let interned: Arc<str> = Arc::from(namespace);
+        namespaces.insert(namespace.to_owned(), interned.clone());
+        interned
+    }
+
+    fn loading(&self, namespace: Arc<str>, previous: Option<u64>) -> Box<Loading> {
+        Box::new(Loading {
+            namespace,
+            generation: self.next_generation(),
+            previous,
+            usage: Vec::new(),
+            readers: Vec::new(),
+            reloads: Vec::new(),
+            again: false,
+        })
+    }
+
+    /// Customers in memory (ready, loading or failed).
+    pub(super) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().slots.len()).sum()
+    }
+
+    /// Runs `read` on the customer's state, loading it first if needed.
+    pub(super) async fn read<T>(
+        &self,
+        service: &Entitlements,
+        namespace: &str,
+        customer_id: &str,
+        mut read: impl FnMut(&mut Loaded) -> T,
+    ) -> Result<T, String> {
+        loop {
+            let mut start = None;
+            let wait = {
+                let mut shard = self.shard(customer_id).lock();
+                match shard.slots.get_mut(customer_id) {
+                    Some(Slot::Ready(live)) => {
+                        live.last_used = self.now();
+                        return Ok(read(&mut live.loaded));
+                    }
+                    Some(Slot::Failed { error, last_used }) => {
+                        *last_used = self.now();
+                        return Err(error.to_string());
+                    }
+                    Some(Slot::Loading(loading)) => {
+                        let (tx, rx) = oneshot::channel();
+                        loading.readers.push(tx);
+                        rx
+                    }
+                    None => {
+                        let mut loading = self.loading(self.namespace(namespace), None);
+                        let (tx, rx) = oneshot::channel();
+                        loading.readers.push(tx);
+                        start = Some(self.start_of(&loading, customer_id, None));
+                        shard
+                            .slots
+                            .insert(customer_id.into(), Slot::Loading(loading));
+                        rx
+                    }
+                }
+            };
+            if let Some(start) = start {
+                self.spawn(service, start);
+            }
+            // Woken when the load finished (or was dropped): look again.
+            let _ = wait.await;
+        }
+    }
+
+    /// Loads the customer if it is not in memory (usage of an entitled customer).
+    pub(super) fn ensure(&self, service: &Entitlements, namespace: &str, customer_id: &str) {
+        let start = {
+            let mut shard = self.shard(customer_id).lock();
+            if shard.slots.contains_key(customer_id) {
+                return;
+            }
+            let loading = self.loading(self.namespace(namespace), None);
+            let start = self.start_of(&loading, customer_id, None);
+            shard
+                .slots
+                .insert(customer_id.into(), Slot::Loading(loading));
+            start
+        };
+        self.spawn(service, start);
+    }
+
+    /// Reloads the customer after a change of its entitlements, grants, resets or
+    /// subjects; answers once the new state is live.
+    pub(super) async fn reload(
+        &self,
+        service: &Entitlements,
+        namespace: &str,
+        customer_id: &str,
+    ) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut shard = self.shard(customer_id).lock();
+            match shard.slots.remove(customer_id) {
+                Some(Slot::Loading(mut loading)) => {
+                    loading.again = true;
+                    loading.reloads.push(tx);
+                    shard
+                        .slots
+                        .insert(customer_id.into(), Slot::Loading(loading));
+                    None
+                }
+                Some(Slot::Ready(live)) => {
+                    let Live {
+                        namespace,
+                        generation,
+                        loaded,
+                        ..
+                    } = *live;
+                    let mut loading = self.loading(namespace, Some(generation));
+                    loading.reloads.push(tx);
+                    let start = self.start_of(&loading, customer_id, Some((generation, loaded)));
+                    shard
+                        .slots
+                        .insert(customer_id.into(), Slot::Loading(loading));
+                    Some(start)
+                }
+                Some(Slot::Failed { .. }) | None => {
+                    let mut loading = self.loading(self.namespace(namespace), None);
+                    loading.reloads.push(tx);
+                    let start = self.start_of(&loading, customer_id, None);
+                    shard
+                        .slots
+                        .insert(customer_id.into(), Slot::Loading(loading));
+                    Some(start)
+                }
+            }
+        };
+        if let Some(start) = start {
+            self.spawn(service, start);
+        }
+        rx.await
+            .map_err(|_| "the customer's load was abandoned".to_string())?
+    }
+
+    /// Reloads the customer if it is in memory (its subjects changed).
+    pub(super) fn reload_if_live(&self, service: &Entitlements, customer_id: &str) {
+        let namespace = {
+            let shard = self.shard(customer_id).lock();
+            match shard.slots.get(customer_id) {
+                Some(Slot::Ready(live)) => live.namespace.clone(),
+                Some(Slot::Loading(loading)) => loading.namespace.clone(),
+                _ => return,
+            }
+        };
+        let (service, customer_id) = (service.clone(), customer_id.to_owned());
+        service.clone().spawn_task(async move {
+            let table = service.table();
+            if let Err(error) = table.reload(&service, &namespace, &customer_id).await {
+                tracing::warn!(customer = %customer_id, %error, "Could not reload a customer after its subjects changed.");
+            }
+        });
+    }
+
+    /// Every in-memory customer's id (a full attribution reload reloads them all).
+    pub(super) fn live_ids(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .slots
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn start_of(
+        &self,
+        loading: &Loading,
+        customer_id: &str,
+        previous: Option<(u64, Loaded)>,
+    ) -> Start {
+        Start {
+            namespace: loading.namespace.clone(),
+            customer_id: customer_id.to_owned(),
+            previous,
+            generation: loading.generation,
+        }
+    }
+
+    fn spawn(&self, service: &Entitlements, start: Start) {
+        let service = service.clone();
+        service.clone().spawn_task(async move {
+            let Start {
+                namespace,
+                customer_id,
+                previous,
+                generation,
+            } = start;
+            // Grants or resets changed: the same subscription and usage under new
+            // inputs when that is exact, else a full load with a new subscription.
+            if let Some((previous_generation, loaded)) = previous {
+                match service.refresh(&namespace, loaded).await {
+                    Ok(Ok(loaded)) => {
+                        service.table().finish(
+                            &service,
+                            &customer_id,
+                            Ok(loaded),
+                            previous_generation,
+                        );
+                        return;
+                    }
+                    Ok(Err(_)) => {}
+                    Err(error) => {
+                        service.table().finish(
+                            &service,
+                            &customer_id,
+                            Err(error.to_string()),
+                            generation,
+                        );
+                        return;
+                    }
+                }
+            }
+            let result = service
+                .load(&namespace, &customer_id, generation)
+                .await
+                .map_err(|e| e.to_string());
+            service
+                .table()
+                .finish(&service, &customer_id, result, generation);
+        });
+    }
+
+    /// A load ended: the row becomes ready (with the usage that queued meanwhile) or
+    /// failed, and everyone waiting looks again.
+    fn finish(
+        &self,
+        service: &Entitlements,
+        customer_id: &str,
+        result: Result<Loaded, String>,
+        generation: u64,
+    ) {
+        let mut start = None;
+        let (readers, reloads, outcome) = {
+            let mut shard = self.shard(customer_id).lock();
+            let Some(Slot::Loading(mut loading)) = shard.slots.remove(customer_id) else {
+                return;
+            };
+            let mut result = result;
+            let mut stale = false;
+            if let Ok(loaded) = result.as_mut() {
+                let mut touched = Vec::new();
+                for (_, samples) in loading.usage.drain(..).filter(|(g, _)| *g == generation) {
+                    // Usage before the live series: only a full load is exact.
+                    stale |= !apply(loaded, samples, &mut touched);
+                }
+            }
+            if loading.again || stale {
+                // Load again: a refresh of what just loaded when a change came in
+                // meanwhile, a full load when usage fell before the live series.
+                let previous = if stale {
+                    None
+                } else {
+                    result.ok().map(|loaded| (generation, loaded))
+                };
+                loading.again = false;
+                loading.usage.clear();
+                loading.previous = previous.as_ref().map(|(g, _)| *g);
+                loading.generation = self.next_generation();
+                start = Some(self.start_of(&loading, customer_id, previous));
+                shard
+                    .slots
+                    .insert(customer_id.into(), Slot::Loading(loading));
+                (Vec::new(), Vec::new(), None)
+            } else {
+                let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+                let now = self.now();
+                let slot = match result {
+                    Ok(mut loaded) => {
+                        // The events read at activation moved the balances too: the
+                        // notifier decides (it remembers what it already sent).
+                        let metered: Vec<usize> = loaded
+                            .entries
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, e)| e.ledger.is_some())
+                            .map(|(i, _)| i)
+                            .collect();
+                        service.observe(&mut loaded, &metered);
+                        if let Some(error) = loaded.entries.iter().find_map(|e| e.broken.as_ref()) {
+                            tracing::debug!(customer = %customer_id, %error, "A customer loaded with a broken entitlement.");
+                        }
+                        Slot::Ready(Box::new(Live {
+                            namespace: loading.namespace.clone(),
+                            generation,
+                            last_used: now,
+                            loaded,
+                        }))
+                    }
+                    Err(error) => {
+                        tracing::warn!(customer = %customer_id, %error, "Could not load a customer's entitlements.");
+                        Slot::Failed {
+                            error: error.into(),
+                            last_used: now,
+                        }
+                    }
+                };
+                shard.slots.insert(customer_id.into(), slot);
+                let Loading {
+                    readers, reloads, ..
+                } = *loading;
+                (readers, reloads, Some(outcome))
+            }
+        };
+        if let Some(start) = start {
+            self.spawn(service, start);
+        }
+        for reader in readers {
+            let _ = reader.send(());
+        }
+        if let Some(outcome) = outcome {
+            for reload in reloads {
+                let _ = reload.send(outcome.clone());
+            }
+        }
+    }
+
+    /// A partition's usage of one customer (one batch). `false`: the subscription is
+    /// no longer this customer's live one (the partition drops it).
+    pub(super) fn deliver(
+        &self,
+        service: &Entitlements,
+        customer_id: &str,
+        generation: u64,
+        samples: Vec<UsageSample>,
+    ) -> bool {
+        let start = {
+            let mut shard = self.shard(customer_id).lock();
+            match shard.slots.get_mut(customer_id) {
+                Some(Slot::Ready(live)) if live.generation == generation => {
+                    // Usage keeps the customer in memory: passivating a customer in use
+                    // would only make its next batch rebuild it.
+                    live.last_used = self.now();
+                    let mut touched = Vec::new();
+                    if apply(&mut live.loaded, samples, &mut touched) {
+                        if !touched.is_empty() {
+                            service.observe(&mut live.loaded, &touched);
+                        }
+                        return true;
+                    }
+                    // Usage older than the live series (a late event from a past
+                    // period): rebuild from the events, which already hold it.
+                    let Some(Slot::Ready(live)) = shard.slots.remove(customer_id) else {
+                        return true;
+                    };
+                    let loading = self.loading(live.namespace.clone(), None);
+                    let start = self.start_of(&loading, customer_id, None);
+                    shard
+                        .slots
+                        .insert(customer_id.into(), Slot::Loading(loading));
+                    start
+                }
+                Some(Slot::Loading(loading))
+                    if loading.generation == generation || loading.previous == Some(generation) =>
+                {
+                    loading.usage.push((generation, samples));
+                    return true;
+                }
+                _ => return false,
+            }
+        };
+        self.spawn(service, start);
+        true
+    }
+
+    /// Passivates the customers idle for `idle_ms`; returns them with their
+    /// subscriptions (to drop at the partitions).
+    pub(super) fn sweep(&self, idle_ms: u64) -> Vec<(Arc<str>, String, u64, Vec<String>)> {
+        let now = self.now();
+        let mut gone = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.slots.retain(|id, slot| {
+                let idle = |last_used: u64| now.saturating_sub(last_used) >= idle_ms;
+                match slot {
+                    Slot::Ready(live) if idle(live.last_used) => {
+                        gone.push((
+                            live.namespace.clone(),
+                            id.to_string(),
+                            live.generation,
+                            std::mem::take(&mut live.loaded.subjects),
+                        ));
+                        false
+                    }
+                    Slot::Failed { last_used, .. } => !idle(*last_used),
+                    _ => true,
+                }
+            });
+        }
+        gone
+    }
+}
+
+/// Folds a batch into the ledgers; `false` when a sample falls before a live series.
+fn apply(loaded: &mut Loaded, samples: Vec<UsageSample>, touched: &mut Vec<usize>) -> bool {
+    let mut exact = true;
+    for sample in samples {
+        let index = sample.ledger as usize;
+        let Some(ledger) = loaded
+            .entries
+            .get_mut(index)
+            .and_then(|e| e.ledger.as_mut())
+        else {
+            continue;
+        };
+        match ledger.add(sample.time_ms, &sample.value) {
+            Ok(()) => {
+                if !touched.contains(&index) {
+                    touched.push(index);
+                }
+            }
+            Err(_) => exact = false,
+        }
+    }
+    exact
+}
+
+/// One entitlement's answer at `at`.
+pub(super) fn answer(
+    loaded: &mut Loaded,
+    index: usize,
+    at: DateTime<Utc>,
+) -> Result<ValueAnswer, String> {
+    let Some(entry) = loaded.entries.get_mut(index) else {
+        return Err("no such entitlement".into());
+    };
+    let record = entry.record.clone();
+    if let Some(reason) = &entry.broken {
+        return Err(format!(
+            "entitlement {} cannot be evaluated: {reason}",
+            record.id
+        ));
+    }
+    if !record.active_at(at) {
+        return Ok(ValueAnswer::Inactive(record));
+    }
+    let Some(ledger) = entry.ledger.as_mut() else {
+        return Ok(ValueAnswer::Granted(record));
+    };
+    match ledger.value_at(at) {
+        Ok(value) => Ok(ValueAnswer::Metered {
+            has_access: record.is_soft_limit || value.value.balance > rust_decimal::Decimal::ZERO,
+            record,
+            value,
+        }),
+        Err(LedgerError::Stale) => Ok(ValueAnswer::Past(record)),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Every active entitlement's answer at `at`, by feature key.
+pub(super) fn access(loaded: &mut Loaded, customer_id: &str, at: DateTime<Utc>) -> Access {
+    let indexes: Vec<(String, usize)> = loaded
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.record.deleted_at.is_none())
+        .map(|(i, e)| (e.record.feature_key.clone(), i))
+        .collect();
+    let mut access = Access::new();
+    for (key, index) in indexes {
+        let answer = match answer(loaded, index, at) {
+            Ok(answer) => answer,
+            Err(error) => {
+                // A broken entitlement leaves the others' access answered.
+                tracing::warn!(customer = %customer_id, %error, "Left an entitlement out of access.");
+                continue;
+            }
+        };
+        // Of two entitlements of one feature (an override), the active one wins.
+        let replace = match access.get(&key) {
+            None => true,
+            Some(ValueAnswer::Inactive(_)) => true,
+            Some(_) => false,
+        };
+        if replace {
+            access.insert(key, answer);
+        }
+    }
+    access
+}
