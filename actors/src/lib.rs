@@ -21,5 +21,7 @@ pub mod partition;
 pub mod pipeline;
 pub mod snapshot;
 
-pub use notification::{BalanceObservation, Notifier, NotifierConfig, ResetObservation};
+pub use notification::{
+    BalanceObservation, Notifier, NotifierConfig, Payload, PayloadSource, ResetObservation,
+};
 pub use pipeline::{Pipeline, PipelineConfig};

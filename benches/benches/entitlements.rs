@@ -5,11 +5,10 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
-use metron_actors::customer::{Inputs, Ledger, SeriesUsage, fold_sample};
-use metron_engine::aggregate::{AggState, Aggregation, SampleValue};
+use metron_actors::customer::{Inputs, Ledger, Series, SeriesUsage, fold_sample};
+use metron_engine::aggregate::{Aggregation, SampleValue};
 use metron_engine::credit::{self, Entitlement, Grant, Interval, Recurrence, UsageKind};
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 fn month_start() -> DateTime<Utc> {
@@ -61,9 +60,9 @@ fn inputs() -> Inputs {
 }
 
 /// ~1000 usage minutes spread over the first 29 days of the month (one every 40 minutes).
-fn series() -> BTreeMap<i64, AggState> {
+fn series() -> Series {
     let start = month_start().timestamp_millis();
-    let mut series = BTreeMap::new();
+    let mut series = Series::new();
     for i in 0..1000i64 {
         let t = start + i * 40 * 60_000 + 1_000;
         fold_sample(

@@ -9,8 +9,86 @@ use metron_engine::credit::{
 };
 use metron_engine::window::floor_minute_ms;
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
 use std::convert::Infallible;
+
+/// A minute series: aggregate states by minute start (ms), sorted. A sorted vector, not
+/// a `BTreeMap`: a live customer's few minutes cost 40 bytes each instead of a
+/// 460-byte tree node, and new usage lands at the end (a push) in the common case.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    minutes: Vec<(i64, AggState)>,
+}
+
+impl Series {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn position(&self, minute: i64) -> Result<usize, usize> {
+        // New usage is usually for the latest minute or a later one.
+        match self.minutes.last() {
+            Some((last, _)) if *last < minute => Err(self.minutes.len()),
+            Some((last, _)) if *last == minute => Ok(self.minutes.len() - 1),
+            _ => self.minutes.binary_search_by_key(&minute, |(m, _)| *m),
+        }
+    }
+
+    pub fn get_mut(&mut self, minute: &i64) -> Option<&mut AggState> {
+        let i = self.position(*minute).ok()?;
+        self.minutes.get_mut(i).map(|(_, state)| state)
+    }
+
+    pub fn insert(&mut self, minute: i64, state: AggState) {
+        match self.position(minute) {
+            Ok(i) => {
+                if let Some(slot) = self.minutes.get_mut(i) {
+                    slot.1 = state;
+                }
+            }
+            Err(i) => self.minutes.insert(i, (minute, state)),
+        }
+    }
+
+    /// The minutes in `[range.start, range.end)`.
+    pub fn range(&self, range: std::ops::Range<i64>) -> impl Iterator<Item = (&i64, &AggState)> {
+        let from = self.minutes.partition_point(|(m, _)| *m < range.start);
+        let to = self.minutes.partition_point(|(m, _)| *m < range.end);
+        self.minutes
+            .get(from..to.max(from))
+            .unwrap_or_default()
+            .iter()
+            .map(|(m, s)| (m, s))
+    }
+
+    /// Splits off the minutes from `minute` on (kept in the returned series).
+    pub fn split_off(&mut self, minute: &i64) -> Series {
+        let at = self.minutes.partition_point(|(m, _)| m < minute);
+        let mut rest = self.minutes.split_off(at);
+        rest.shrink_to_fit();
+        Series { minutes: rest }
+    }
+
+    pub fn len(&self) -> usize {
+        self.minutes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.minutes.is_empty()
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.minutes.shrink_to_fit();
+    }
+}
+
+impl FromIterator<(i64, AggState)> for Series {
+    fn from_iter<I: IntoIterator<Item = (i64, AggState)>>(iter: I) -> Self {
+        let mut minutes: Vec<(i64, AggState)> = iter.into_iter().collect();
+        minutes.sort_by_key(|(m, _)| *m);
+        minutes.dedup_by_key(|(m, _)| *m);
+        Series { minutes }
+    }
+}
 
 /// The credit engine's inputs for one entitlement.
 #[derive(Debug, Clone)]
@@ -39,7 +117,7 @@ pub struct ValueAt {
 
 /// Usage over a range of a minute series.
 pub struct SeriesUsage<'a> {
-    pub series: &'a BTreeMap<i64, AggState>,
+    pub series: &'a Series,
 }
 
 impl UsageSource for SeriesUsage<'_> {
@@ -53,7 +131,7 @@ impl UsageSource for SeriesUsage<'_> {
     }
 }
 
-fn range_value(series: &BTreeMap<i64, AggState>, from_ms: i64, to_ms: i64) -> Decimal {
+fn range_value(series: &Series, from_ms: i64, to_ms: i64) -> Decimal {
     if from_ms >= to_ms {
         return Decimal::ZERO;
     }
@@ -69,7 +147,7 @@ fn range_value(series: &BTreeMap<i64, AggState>, from_ms: i64, to_ms: i64) -> De
 
 /// Folds a sample into a minute series.
 pub fn fold_sample(
-    series: &mut BTreeMap<i64, AggState>,
+    series: &mut Series,
     aggregation: Aggregation,
     time_ms: i64,
     value: &SampleValue,
@@ -90,23 +168,31 @@ pub fn fold_sample(
 pub struct Ledger {
     pub inputs: Inputs,
     pub aggregation: Aggregation,
-    series: BTreeMap<i64, AggState>,
+    series: Series,
     /// Minutes before this are folded into `base`.
     series_from: DateTime<Utc>,
     /// The engine state at `series_from` (None: nothing before it, the series starts at
     /// `measure_usage_from`).
-    base: Option<State>,
+    base: Option<Box<State>>,
     cached: Option<ValueAt>,
     /// Running usage from each phase start the engine asked about: `from → (covered up
     /// to, state of [from, covered))`. A read folds only the minutes past `covered`, so
     /// the first read after new usage costs the new minutes, not the whole period.
-    totals: BTreeMap<i64, (i64, Option<AggState>)>,
+    totals: Vec<Total>,
+}
+
+/// A running usage total: `[from, covered)` folded into `state`.
+#[derive(Debug, Clone)]
+struct Total {
+    from: i64,
+    covered: i64,
+    state: Option<AggState>,
 }
 
 /// The ledger's usage source: running totals over the minute series.
 struct LiveUsage<'a> {
-    series: &'a BTreeMap<i64, AggState>,
-    totals: &'a mut BTreeMap<i64, (i64, Option<AggState>)>,
+    series: &'a Series,
+    totals: &'a mut Vec<Total>,
 }
 
 fn merge_into(acc: &mut Option<AggState>, state: &AggState) {
@@ -123,22 +209,36 @@ impl UsageSource for LiveUsage<'_> {
         if from_ms >= to_ms {
             return Ok(Decimal::ZERO);
         }
-        let (covered, acc) = self.totals.entry(from_ms).or_insert((from_ms, None));
-        if *covered > to_ms {
+        let i = match self.totals.iter().position(|t| t.from == from_ms) {
+            Some(i) => i,
+            None => {
+                self.totals.push(Total {
+                    from: from_ms,
+                    covered: from_ms,
+                    state: None,
+                });
+                self.totals.len() - 1
+            }
+        };
+        let Some(total) = self.totals.get_mut(i) else {
+            return Ok(range_value(self.series, from_ms, to_ms));
+        };
+        if total.covered > to_ms {
             // An earlier instant than the running total covers: sum it afresh.
             return Ok(range_value(self.series, from_ms, to_ms));
         }
-        for (_, state) in self.series.range(*covered..to_ms) {
-            merge_into(acc, state);
+        for (_, state) in self.series.range(total.covered..to_ms) {
+            merge_into(&mut total.state, state);
         }
-        *covered = to_ms;
-        Ok(acc.as_ref().map_or(Decimal::ZERO, AggState::value))
+        total.covered = to_ms;
+        Ok(total.state.as_ref().map_or(Decimal::ZERO, AggState::value))
     }
 }
 
 impl Ledger {
     /// A ledger over every sample since `measure_usage_from`.
-    pub fn new(inputs: Inputs, aggregation: Aggregation, series: BTreeMap<i64, AggState>) -> Self {
+    pub fn new(inputs: Inputs, aggregation: Aggregation, mut series: Series) -> Self {
+        series.shrink_to_fit();
         let series_from = inputs.entitlement.measure_usage_from;
         Self {
             inputs,
@@ -147,7 +247,7 @@ impl Ledger {
             series_from,
             base: None,
             cached: None,
-            totals: BTreeMap::new(),
+            totals: Vec::new(),
         }
     }
 
@@ -172,11 +272,11 @@ impl Ledger {
         fold_sample(&mut self.series, self.aggregation, time_ms, value);
         // Running totals that already cover this minute take the sample too.
         let minute = floor_minute_ms(time_ms);
-        for (from, (covered, acc)) in self.totals.range_mut(..=minute) {
-            if *from <= minute && minute < *covered {
-                match acc {
+        for total in &mut self.totals {
+            if total.from <= minute && minute < total.covered {
+                match &mut total.state {
                     Some(acc) => acc.fold(value, time_ms),
-                    None => *acc = AggState::from_sample(self.aggregation, value, time_ms),
+                    None => total.state = AggState::from_sample(self.aggregation, value, time_ms),
                 }
             }
         }
@@ -204,7 +304,7 @@ impl Ledger {
             &self.inputs.entitlement,
             &self.inputs.grants,
             &self.inputs.resets,
-            self.base.clone(),
+            self.base.as_deref().cloned(),
             until,
             &[],
             &mut usage,
@@ -231,7 +331,7 @@ impl Ledger {
             &self.inputs.entitlement,
             &self.inputs.grants,
             &self.inputs.resets,
-            self.base.clone(),
+            self.base.as_deref().cloned(),
             until,
             &[],
             &mut usage,
@@ -251,10 +351,11 @@ impl Ledger {
             return Ok(());
         }
         let outcome = self.run(start)?;
-        self.base = Some(outcome.state);
+        self.base = Some(Box::new(outcome.state));
         self.series = self.series.split_off(&start.timestamp_millis());
         self.series_from = start;
-        self.totals = self.totals.split_off(&start.timestamp_millis());
+        let start_ms = start.timestamp_millis();
+        self.totals.retain(|t| t.from >= start_ms);
         Ok(())
     }
 
@@ -268,6 +369,7 @@ impl Ledger {
 mod tests {
     use super::*;
     use metron_engine::credit::{Interval, Recurrence, UsageKind};
+    use std::collections::BTreeMap;
     use std::str::FromStr;
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -307,7 +409,7 @@ mod tests {
             grants: vec![grant("01A", 100, "2026-01-01T00:00:00Z")],
             resets: Vec::new(),
         };
-        Ledger::new(inputs, Aggregation::Sum, BTreeMap::new())
+        Ledger::new(inputs, Aggregation::Sum, Series::new())
     }
 
     #[test]
@@ -391,18 +493,30 @@ mod tests {
                 grants,
                 resets: Vec::new(),
             };
+            // The reference keeps its minutes in a BTreeMap of its own.
             let mut all: BTreeMap<i64, AggState> = BTreeMap::new();
-            let mut live = Ledger::new(inputs.clone(), Aggregation::Sum, BTreeMap::new());
+            let series = |all: &BTreeMap<i64, AggState>| -> Series {
+                all.iter().map(|(m, s)| (*m, s.clone())).collect()
+            };
+            let mut live = Ledger::new(inputs.clone(), Aggregation::Sum, Series::new());
             let mut now = start;
             for step in steps {
                 match step {
                     Step::Usage { minute, amount } => {
                         let t = (start + chrono::Duration::minutes(minute)).timestamp_millis() + 1234;
                         let v = SampleValue::Number(Decimal::from(amount));
-                        fold_sample(&mut all, Aggregation::Sum, t, &v);
+                        let minute = metron_engine::window::floor_minute_ms(t);
+                        match all.get_mut(&minute) {
+                            Some(state) => state.fold(&v, t),
+                            None => {
+                                if let Some(state) = AggState::from_sample(Aggregation::Sum, &v, t) {
+                                    all.insert(minute, state);
+                                }
+                            }
+                        }
                         if let Err(LedgerError::Stale) = live.add(t, &v) {
                             // What the actor does: rebuild from every event.
-                            live = Ledger::new(inputs.clone(), Aggregation::Sum, all.clone());
+                            live = Ledger::new(inputs.clone(), Aggregation::Sum, series(&all));
                         }
                     }
                     Step::Read { advance } => {
@@ -410,12 +524,13 @@ mod tests {
                         let got = match live.value_at(now) {
                             Ok(v) => v.value,
                             Err(LedgerError::Stale) => {
-                                live = Ledger::new(inputs.clone(), Aggregation::Sum, all.clone());
+                                live = Ledger::new(inputs.clone(), Aggregation::Sum, series(&all));
                                 live.value_at(now).map_err(|e| TestCaseError::fail(e.to_string()))?.value
                             }
                             Err(e) => return Err(TestCaseError::fail(e.to_string())),
                         };
-                        let mut usage = SeriesUsage { series: &all };
+                        let reference = series(&all);
+                        let mut usage = SeriesUsage { series: &reference };
                         let want = credit::run(&inputs.entitlement, &inputs.grants, &inputs.resets, None,
                             ceil_minute(now), &[], &mut usage)
                             .map_err(|e| TestCaseError::fail(format!("{e:?}")))?

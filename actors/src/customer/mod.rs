@@ -17,7 +17,7 @@ mod service;
 mod table;
 pub mod views;
 
-pub use ledger::{Inputs, Ledger, LedgerError, SeriesUsage, ValueAt, fold_sample};
+pub use ledger::{Inputs, Ledger, LedgerError, Series, SeriesUsage, ValueAt, fold_sample};
 pub use service::{
     Entitlements, EntitlementsConfig, Entry, Error as EntitlementsError, Loaded, engine_grant,
     engine_inputs, expiration_unit, recurrence, subject_key,

@@ -2,14 +2,14 @@
 //! loading a customer's entitlements, and exact computations from the events for
 //! times before an actor's live series (a past `?time=`, history).
 
-use super::ledger::{Inputs, Ledger, SeriesUsage, ValueAt, fold_sample};
+use super::ledger::{Inputs, Ledger, Series, SeriesUsage, ValueAt, fold_sample};
 use super::table::{self, Access, Table, ValueAnswer};
 use super::views::{self, Flavor, Owner};
 use super::{MatchShape, Matcher, Subscription, UsageSink};
-use crate::notification::{BalanceObservation, Notifier, ResetObservation};
+use crate::notification::{BalanceObservation, Notifier, Payload, PayloadSource, ResetObservation};
 use crate::pipeline::{self, Pipeline};
 use chrono::{DateTime, Utc};
-use metron_engine::aggregate::{AggState, Aggregation};
+use metron_engine::aggregate::Aggregation;
 use metron_engine::credit::{
     self, Entitlement, ExpirationUnit, Grant, Interval, Outcome, Recurrence, Reset, UsageKind,
     ceil_minute,
@@ -22,7 +22,7 @@ use metron_storage::entitlements::{
     EntitlementKind, EntitlementRecord, GrantRecord, PeriodRecord, ResetRecord,
 };
 use metron_storage::features::Feature;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -62,18 +62,58 @@ impl Default for EntitlementsConfig {
     }
 }
 
+/// What a live customer keeps of an entitlement record: what a check reads. The full
+/// record stays in the catalog (read when a notification payload or a past value needs it).
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub id: Box<str>,
+    pub feature_key: Box<str>,
+    pub kind: EntitlementKind,
+    pub is_soft_limit: bool,
+    pub active_from: Option<DateTime<Utc>>,
+    pub active_to: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// A static entitlement's config.
+    pub config: Option<Box<str>>,
+}
+
+impl Head {
+    pub fn of(record: &EntitlementRecord) -> Self {
+        Self {
+            id: record.id.as_str().into(),
+            feature_key: record.feature_key.as_str().into(),
+            kind: record.kind,
+            is_soft_limit: record.is_soft_limit,
+            active_from: record.active_from,
+            active_to: record.active_to,
+            deleted_at: record.deleted_at,
+            config: record.config.as_deref().map(Into::into),
+        }
+    }
+
+    /// As [`EntitlementRecord::active_at`].
+    pub fn active_at(&self, t: DateTime<Utc>) -> bool {
+        self.active_from.is_none_or(|from| t >= from)
+            && self.active_to.is_none_or(|to| t < to)
+            && self.deleted_at.is_none_or(|d| t < d)
+    }
+}
+
 /// One entitlement of a loaded customer.
 pub struct Entry {
-    pub record: Arc<EntitlementRecord>,
+    pub head: Head,
+    /// Shared by every customer entitled to the feature.
     pub feature: Option<Arc<Feature>>,
-    pub ledger: Option<Ledger>,
+    pub ledger: Option<Box<Ledger>>,
     /// Why this entitlement cannot be evaluated, if it cannot.
-    pub broken: Option<String>,
+    pub broken: Option<Box<str>>,
 }
 
 /// A customer as its row in the live table holds it.
 pub struct Loaded {
-    pub customer: Arc<Customer>,
+    pub customer_id: Box<str>,
+    /// The subject key its read models and notifications show.
+    pub subject_key: Box<str>,
     pub subjects: Vec<String>,
     pub entries: Vec<Entry>,
 }
@@ -84,7 +124,7 @@ impl Loaded {
         if let Some(i) = self
             .entries
             .iter()
-            .position(|e| e.record.id == id_or_feature_key)
+            .position(|e| &*e.head.id == id_or_feature_key)
         {
             return Some(i);
         }
@@ -92,10 +132,10 @@ impl Loaded {
             self.entries
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.record.feature_key == id_or_feature_key)
+                .filter(|(_, e)| &*e.head.feature_key == id_or_feature_key)
         };
         of_feature()
-            .find(|(_, e)| e.record.active_at(at))
+            .find(|(_, e)| e.head.active_at(at))
             .or_else(|| of_feature().next_back())
             .map(|(i, _)| i)
     }
@@ -308,7 +348,7 @@ impl Entitlements {
             .map_err(Error::Actor)?
             .map_err(Error::Actor)?;
         match answer {
-            Some(ValueAnswer::Past(record)) => Ok(Some(self.past_value(record, at).await?)),
+            Some(ValueAnswer::Past(id)) => Ok(Some(self.past_value(namespace, &id, at).await?)),
             other => Ok(other),
         }
     }
@@ -329,8 +369,9 @@ impl Entitlements {
             .await
             .map_err(Error::Actor)?;
         for answer in access.values_mut() {
-            if let ValueAnswer::Past(record) = answer {
-                *answer = self.past_value(record.clone(), at).await?;
+            if let ValueAnswer::Past(id) = answer {
+                let id = id.clone();
+                *answer = self.past_value(namespace, &id, at).await?;
             }
         }
         Ok(access)
@@ -339,9 +380,20 @@ impl Entitlements {
     /// A value before the live series: computed from the events.
     async fn past_value(
         &self,
-        record: Arc<EntitlementRecord>,
+        namespace: &str,
+        entitlement_id: &str,
         at: DateTime<Utc>,
     ) -> Result<ValueAnswer> {
+        let record = self
+            .inner
+            .pipeline
+            .catalog()
+            .get_entitlement(namespace, entitlement_id)
+            .await?
+            .ok_or_else(|| Error::Invalid {
+                id: entitlement_id.to_owned(),
+                reason: "no longer in the catalog".into(),
+            })?;
         let until = ceil_minute(at);
         let (outcome, inputs) = self.compute(&record, until, &[]).await?;
         let value = outcome.value(&inputs.grants);
@@ -349,7 +401,6 @@ impl Entitlements {
             credit::period_at(&inputs.entitlement, &inputs.resets, until).unwrap_or((until, until));
         Ok(ValueAnswer::Metered {
             has_access: record.is_soft_limit || value.balance > rust_decimal::Decimal::ZERO,
-            record,
             value: ValueAt {
                 until,
                 value,
@@ -391,7 +442,7 @@ impl Entitlements {
                 Some(until),
             )
             .await?;
-        let mut series = BTreeMap::new();
+        let mut series = Series::new();
         fold_events(&events, std::slice::from_ref(&matcher), |_, sample| {
             if sample.time_ms >= from.timestamp_millis() {
                 fold_sample(
@@ -543,13 +594,13 @@ impl Entitlements {
                 tracing::warn!(entitlement = %record.id, %reason, "An entitlement cannot be evaluated.");
             }
             entries.push(Entry {
-                record: Arc::new(record),
+                head: Head::of(&record),
                 feature,
                 ledger: None,
-                broken,
+                broken: broken.map(Into::into),
             });
         }
-        let mut series: Vec<BTreeMap<i64, AggState>> = vec![BTreeMap::new(); entries.len()];
+        let mut series: Vec<Series> = vec![Series::new(); entries.len()];
         if !matchers.is_empty() && !subjects.is_empty() {
             types.sort();
             types.dedup();
@@ -579,7 +630,7 @@ impl Entitlements {
             let mut s = std::mem::take(&mut series[index]);
             s = s.split_off(&metron_engine::window::floor_minute_ms(from_ms));
             if let Some(entry) = entries.get_mut(index) {
-                entry.ledger = Some(Ledger::new(inputs, aggregation, s));
+                entry.ledger = Some(Box::new(Ledger::new(inputs, aggregation, s)));
             }
         }
         let key = (namespace.to_owned(), customer_id.to_owned());
@@ -588,8 +639,10 @@ impl Entitlements {
         } else {
             self.inner.entitled.write().insert(key);
         }
+        entries.shrink_to_fit();
         Ok(Loaded {
-            customer: Arc::new(customer),
+            customer_id: customer.id.as_str().into(),
+            subject_key: subject_key(&customer, &subjects).into(),
             subjects,
             entries,
         })
@@ -653,7 +706,7 @@ impl Entitlements {
         loaded: Loaded,
     ) -> Result<Result<Loaded, Loaded>> {
         let catalog = self.inner.pipeline.catalog();
-        let customer_id = loaded.customer.id.clone();
+        let customer_id = loaded.customer_id.to_string();
         let Some(fresh) = catalog
             .get_customer_by_id(namespace, &customer_id)
             .await?
@@ -669,7 +722,7 @@ impl Entitlements {
             && records
                 .iter()
                 .zip(&loaded.entries)
-                .all(|(r, e)| r.id == e.record.id && e.broken.is_none());
+                .all(|(r, e)| r.id == *e.head.id && e.broken.is_none());
         if !same_set {
             return Ok(Err(loaded));
         }
@@ -683,68 +736,101 @@ impl Entitlements {
             let resets = catalog.entitlement_resets(&record.id).await?;
             let inputs = engine_inputs(record, ledger.aggregation, &grants, &resets)?;
             match ledger.with_inputs(inputs) {
-                Some(next) => ledgers.push(Some(next)),
+                Some(next) => ledgers.push(Some(Box::new(next))),
                 None => return Ok(Err(loaded)),
             }
         }
         let mut loaded = loaded;
-        loaded.customer = Arc::new(fresh);
+        loaded.subject_key = subject_key(&fresh, &loaded.subjects).into();
         for ((entry, record), ledger) in loaded.entries.iter_mut().zip(records).zip(ledgers) {
-            entry.record = Arc::new(record);
+            entry.head = Head::of(&record);
             entry.ledger = ledger;
         }
         Ok(Ok(loaded))
     }
 
-    /// Balances moved: tell the notifier (it decides whether a threshold was crossed).
-    pub(super) fn observe(&self, loaded: &mut Loaded, touched: &[usize]) {
+    /// Balances moved: tell the notifier (it decides whether a threshold was crossed;
+    /// the payload's read models are read from the catalog only if one was).
+    pub(super) fn observe(&self, namespace: &str, loaded: &mut Loaded, touched: &[usize]) {
         let notifier: &Notifier = self.inner.pipeline.notifier();
+        if !notifier.watches_balances(namespace) {
+            return;
+        }
         let now = Utc::now();
-        let customer = loaded.customer.clone();
-        let subject_key = subject_key(&customer, &loaded.subjects);
         for &index in touched {
             let Some(entry) = loaded.entries.get_mut(index) else {
                 continue;
             };
-            let Some(ledger) = entry.ledger.as_mut() else {
+            let (Some(ledger), Some(feature)) = (entry.ledger.as_mut(), entry.feature.as_ref())
+            else {
                 continue;
             };
-            if !entry.record.active_at(now) {
+            if !entry.head.active_at(now) {
                 continue;
             }
             let Ok(at) = ledger.value_at(now) else {
                 continue;
             };
             let has_access =
-                entry.record.is_soft_limit || at.value.balance > rust_decimal::Decimal::ZERO;
-            let owner = Owner {
-                customer_id: &customer.id,
-                customer_key: customer.key.as_deref(),
-                subject_key: &subject_key,
+                entry.head.is_soft_limit || at.value.balance > rust_decimal::Decimal::ZERO;
+            let payload = {
+                let this = self.clone();
+                let (namespace, entitlement_id) = (namespace.to_owned(), entry.head.id.to_string());
+                let customer_id = loaded.customer_id.to_string();
+                let (subject_key, feature) = (loaded.subject_key.to_string(), feature.clone());
+                let (period, value) = (at.period, at.value.clone());
+                Arc::new(move || {
+                    let this = this.clone();
+                    let (namespace, entitlement_id, customer_id) = (
+                        namespace.clone(),
+                        entitlement_id.clone(),
+                        customer_id.clone(),
+                    );
+                    let (subject_key, feature, value) =
+                        (subject_key.clone(), feature.clone(), value.clone());
+                    Box::pin(async move {
+                        let catalog = this.inner.pipeline.catalog();
+                        let record = catalog.get_entitlement(&namespace, &entitlement_id).await;
+                        let customer = catalog.get_customer_by_id(&namespace, &customer_id).await;
+                        let (record, customer) = (record.ok().flatten(), customer.ok().flatten());
+                        let entitlement = match &record {
+                            Some(record) => views::entitlement_view(
+                                record,
+                                &Owner {
+                                    customer_id: &customer_id,
+                                    customer_key: customer.as_ref().and_then(|c| c.key.as_deref()),
+                                    subject_key: &subject_key,
+                                },
+                                Some(period),
+                                Flavor::V1,
+                            ),
+                            None => serde_json::json!({"id": entitlement_id}),
+                        };
+                        Payload {
+                            entitlement,
+                            feature: serde_json::to_value(feature.as_ref()).unwrap_or_default(),
+                            subject: serde_json::json!({"key": subject_key}),
+                            customer: customer.and_then(|c| serde_json::to_value(c).ok()),
+                            value: views::metered_value_view(has_access, &value, Flavor::V1),
+                        }
+                    })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = Payload> + Send>>
+                }) as PayloadSource
             };
             notifier.balance_observed(BalanceObservation {
-                namespace: entry.record.namespace.clone(),
-                entitlement_id: entry.record.id.clone(),
-                feature_id: entry.record.feature_id.clone(),
-                feature_key: entry.record.feature_key.clone(),
-                subject_key: subject_key.clone(),
-                customer_id: Some(customer.id.clone()),
+                namespace: namespace.to_owned(),
+                entitlement_id: entry.head.id.to_string(),
+                feature_id: feature.id.clone(),
+                feature_key: entry.head.feature_key.to_string(),
+                subject_key: loaded.subject_key.to_string(),
+                customer_id: Some(loaded.customer_id.to_string()),
                 period_from: at.period.0,
                 measure_usage_from: ledger.inputs.entitlement.measure_usage_from,
                 usage: at.value.usage,
                 balance: at.value.balance,
                 total_available_grant_amount: at.value.total_available_grant_amount,
                 overage: at.value.overage,
-                entitlement: views::entitlement_view(
-                    &entry.record,
-                    &owner,
-                    Some(at.period),
-                    Flavor::V1,
-                ),
-                feature: serde_json::to_value(entry.feature.as_deref()).unwrap_or_default(),
-                subject: serde_json::json!({"key": subject_key}),
-                customer: serde_json::to_value(customer.as_ref()).ok(),
-                value: views::metered_value_view(has_access, &at.value, Flavor::V1),
+                payload,
             });
         }
     }
@@ -849,12 +935,14 @@ pub fn engine_inputs(
             UsageKind::Additive
         },
     };
-    let grants = grants
+    let mut grants = grants
         .iter()
         .map(engine_grant)
         .collect::<Result<Vec<_>, _>>()
         .map_err(invalid)?;
-    let resets = resets
+    // Held for as long as the customer is live: no spare capacity.
+    grants.shrink_to_fit();
+    let resets: Vec<Reset> = resets
         .iter()
         .map(|r| Reset {
             at: r.at,

@@ -18,7 +18,7 @@ use super::UsageSample;
 use super::ledger::{LedgerError, ValueAt};
 use super::service::{Entitlements, Loaded};
 use chrono::{DateTime, Utc};
-use metron_storage::entitlements::EntitlementRecord;
+use metron_storage::entitlements::EntitlementKind;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,16 +30,18 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone)]
 pub enum ValueAnswer {
     /// The entitlement exists but is not active at the time asked.
-    Inactive(Arc<EntitlementRecord>),
-    /// Boolean: access; static: access and config.
-    Granted(Arc<EntitlementRecord>),
+    Inactive,
+    /// Boolean: access; static: access and its config.
+    Granted {
+        config: Option<Box<str>>,
+    },
     Metered {
-        record: Arc<EntitlementRecord>,
         has_access: bool,
         value: ValueAt,
     },
-    /// The time asked lies before the live series: computed from the events instead.
-    Past(Arc<EntitlementRecord>),
+    /// The time asked lies before the live series: computed from the events instead
+    /// (the entitlement's id).
+    Past(Box<str>),
 }
 
 /// Every active entitlement's value, by feature key.
@@ -413,7 +415,7 @@ impl Table {
                             .filter(|(_, e)| e.ledger.is_some())
                             .map(|(i, _)| i)
                             .collect();
-                        service.observe(&mut loaded, &metered);
+                        service.observe(&loading.namespace, &mut loaded, &metered);
                         if let Some(error) = loaded.entries.iter().find_map(|e| e.broken.as_ref()) {
                             tracing::debug!(customer = %customer_id, %error, "A customer loaded with a broken entitlement.");
                         }
@@ -471,7 +473,7 @@ impl Table {
                     let mut touched = Vec::new();
                     if apply(&mut live.loaded, samples, &mut touched) {
                         if !touched.is_empty() {
-                            service.observe(&mut live.loaded, &touched);
+                            service.observe(&live.namespace, &mut live.loaded, &touched);
                         }
                         return true;
                     }
@@ -561,26 +563,29 @@ pub(super) fn answer(
     let Some(entry) = loaded.entries.get_mut(index) else {
         return Err("no such entitlement".into());
     };
-    let record = entry.record.clone();
+    let head = &entry.head;
     if let Some(reason) = &entry.broken {
         return Err(format!(
             "entitlement {} cannot be evaluated: {reason}",
-            record.id
+            head.id
         ));
     }
-    if !record.active_at(at) {
-        return Ok(ValueAnswer::Inactive(record));
+    if !head.active_at(at) {
+        return Ok(ValueAnswer::Inactive);
     }
     let Some(ledger) = entry.ledger.as_mut() else {
-        return Ok(ValueAnswer::Granted(record));
+        return Ok(ValueAnswer::Granted {
+            config: (head.kind == EntitlementKind::Static)
+                .then(|| head.config.clone())
+                .flatten(),
+        });
     };
     match ledger.value_at(at) {
         Ok(value) => Ok(ValueAnswer::Metered {
-            has_access: record.is_soft_limit || value.value.balance > rust_decimal::Decimal::ZERO,
-            record,
+            has_access: head.is_soft_limit || value.value.balance > rust_decimal::Decimal::ZERO,
             value,
         }),
-        Err(LedgerError::Stale) => Ok(ValueAnswer::Past(record)),
+        Err(LedgerError::Stale) => Ok(ValueAnswer::Past(head.id.clone())),
         Err(error) => Err(error.to_string()),
     }
 }
@@ -591,8 +596,8 @@ pub(super) fn access(loaded: &mut Loaded, customer_id: &str, at: DateTime<Utc>) 
         .entries
         .iter()
         .enumerate()
-        .filter(|(_, e)| e.record.deleted_at.is_none())
-        .map(|(i, e)| (e.record.feature_key.clone(), i))
+        .filter(|(_, e)| e.head.deleted_at.is_none())
+        .map(|(i, e)| (e.head.feature_key.to_string(), i))
         .collect();
     let mut access = Access::new();
     for (key, index) in indexes {
@@ -607,7 +612,7 @@ pub(super) fn access(loaded: &mut Loaded, customer_id: &str, at: DateTime<Utc>) 
         // Of two entitlements of one feature (an override), the active one wins.
         let replace = match access.get(&key) {
             None => true,
-            Some(ValueAnswer::Inactive(_)) => true,
+            Some(ValueAnswer::Inactive) => true,
             Some(_) => false,
         };
         if replace {

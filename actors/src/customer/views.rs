@@ -207,12 +207,10 @@ pub fn metered_value_view(has_access: bool, balance: &Balance, flavor: Flavor) -
 }
 
 /// A boolean or static value (`config` for static), or `{hasAccess:false}`.
-pub fn plain_value_view(record: &EntitlementRecord, has_access: bool) -> Value {
+/// A boolean or static entitlement's value (`config`: a static entitlement's).
+pub fn plain_value_view(has_access: bool, config: Option<&str>) -> Value {
     let mut v = json!({"hasAccess": has_access});
-    if has_access
-        && record.kind == EntitlementKind::Static
-        && let (Some(map), Some(config)) = (v.as_object_mut(), &record.config)
-    {
+    if has_access && let (Some(map), Some(config)) = (v.as_object_mut(), config) {
         map.insert("config".into(), json!(config));
     }
     v

@@ -22,7 +22,13 @@ pub struct Create {
     pub namespace: String,
     pub event: Event,
     pub fired: Option<(String, Threshold)>,
+    /// The payload's `data`, when it is still being built (read from the catalog).
+    pub data: Option<DataFuture>,
 }
+
+/// A payload `data` being built.
+pub type DataFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>;
 
 /// Attempt a delivery once `due` has come.
 #[derive(Message)]
@@ -58,6 +64,13 @@ impl Handler<Create> for DeliveryActor {
         let catalog = self.catalog.clone();
         let namespace = msg.namespace.clone();
         let store = async move {
+            let mut msg = msg;
+            if let Some(data) = msg.data.take() {
+                let data = data.await;
+                if let Some(payload) = msg.event.payload.as_object_mut() {
+                    payload.insert("data".into(), data);
+                }
+            }
             if let Some((key, threshold)) = &msg.fired {
                 catalog
                     .set_fired_threshold(&msg.namespace, key, threshold, msg.event.created_at)

@@ -14,7 +14,7 @@ pub mod delivery;
 mod tests;
 pub mod threshold;
 
-use crate::notification::delivery::{Create, DeliveryActor, Enqueue};
+use crate::notification::delivery::{Create, DataFuture, DeliveryActor, Enqueue};
 use actix::prelude::*;
 use chrono::{DateTime, SecondsFormat, Utc};
 use metron_connectors::webhook;
@@ -81,7 +81,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A metered entitlement's balance after a change.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BalanceObservation {
     pub namespace: String,
     pub entitlement_id: String,
@@ -95,13 +95,48 @@ pub struct BalanceObservation {
     pub balance: Decimal,
     pub total_available_grant_amount: Decimal,
     pub overage: Decimal,
-    /// JSON read models for the payload `data`: entitlement (EntitlementMetered), feature,
-    /// subject, customer, value (EntitlementValue).
+    /// The payload's read models, built only when a threshold fires (a balance changes
+    /// on every usage batch; a threshold fires rarely, and the read models come from the
+    /// catalog, not from the live customer's memory).
+    pub payload: PayloadSource,
+}
+
+/// JSON read models for a payload's `data`: entitlement (EntitlementMetered), feature,
+/// subject, customer, value (EntitlementValue).
+#[derive(Debug, Clone)]
+pub struct Payload {
     pub entitlement: Value,
     pub feature: Value,
     pub subject: Value,
     pub customer: Option<Value>,
     pub value: Value,
+}
+
+/// Builds a payload when asked (once per fired threshold).
+pub type PayloadSource = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Payload> + Send>> + Send + Sync,
+>;
+
+impl Payload {
+    /// A source that answers this payload.
+    pub fn ready(self) -> PayloadSource {
+        Arc::new(move || {
+            let payload = self.clone();
+            Box::pin(async move { payload })
+        })
+    }
+}
+
+impl std::fmt::Debug for BalanceObservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceObservation")
+            .field("namespace", &self.namespace)
+            .field("entitlement_id", &self.entitlement_id)
+            .field("period_from", &self.period_from)
+            .field("usage", &self.usage)
+            .field("balance", &self.balance)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An entitlement's usage was reset.
@@ -203,6 +238,16 @@ impl Notifier {
         self.inner.rules.read().get(namespace).cloned()
     }
 
+    /// Whether any enabled balance-threshold rule exists in the namespace (else
+    /// observations are not worth building).
+    pub fn watches_balances(&self, namespace: &str) -> bool {
+        self.rules_of(namespace).is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| r.rule_type == RuleType::BalanceThreshold && !r.disabled)
+        })
+    }
+
     /// Called after every balance change of a metered entitlement. Fires, per matching rule and
     /// threshold kind, the highest crossed threshold unless it was the last one fired for the
     /// same usage period.
@@ -233,19 +278,11 @@ impl Notifier {
         for (rule, key, threshold) in firing {
             let now = Utc::now();
             let id = ulid::Ulid::new().to_string();
-            let mut data = entitlement_data(
-                &observation.entitlement,
-                &observation.feature,
-                &observation.subject,
-                observation.customer.as_ref(),
-                &observation.value,
-            );
-            data.insert("threshold".into(), json!(threshold));
             let event = new_event(
                 id,
                 rule,
                 now,
-                Value::Object(data),
+                Value::Null,
                 annotations(
                     &observation.subject_key,
                     &observation.feature_id,
@@ -258,10 +295,25 @@ impl Notifier {
                     &observation.subject_key,
                 ),
             );
+            let payload = (observation.payload)();
+            let threshold_json = json!(threshold);
+            let data: DataFuture = Box::pin(async move {
+                let p = payload.await;
+                let mut data = entitlement_data(
+                    &p.entitlement,
+                    &p.feature,
+                    &p.subject,
+                    p.customer.as_ref(),
+                    &p.value,
+                );
+                data.insert("threshold".into(), threshold_json);
+                Value::Object(data)
+            });
             self.inner.deliveries.do_send(Create {
                 namespace: observation.namespace.clone(),
                 event,
                 fired: Some((key, threshold)),
+                data: Some(data),
             });
         }
     }
@@ -304,6 +356,7 @@ impl Notifier {
                 namespace: observation.namespace.clone(),
                 event,
                 fired: None,
+                data: None,
             });
         }
     }

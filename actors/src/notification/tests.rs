@@ -73,11 +73,14 @@ fn observation(usage: i64, period_from: &str) -> BalanceObservation {
         balance: Decimal::from(100 - usage),
         total_available_grant_amount: Decimal::from(100),
         overage: Decimal::ZERO,
-        entitlement: json!({"id": "ent1"}),
-        feature: json!({"key": "tokens"}),
-        subject: json!({"key": "customer-1"}),
-        customer: None,
-        value: json!({"usage": usage}),
+        payload: Payload {
+            entitlement: json!({"id": "ent1"}),
+            feature: json!({"key": "tokens"}),
+            subject: json!({"key": "customer-1"}),
+            customer: None,
+            value: json!({"usage": usage}),
+        }
+        .ready(),
     }
 }
 

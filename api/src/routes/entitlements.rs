@@ -1114,13 +1114,13 @@ async fn void_grant(
 
 fn value_json(answer: &ValueAnswer, flavor: Flavor) -> Value {
     match answer {
-        ValueAnswer::Inactive(record) => views::plain_value_view(record, false),
-        ValueAnswer::Granted(record) => views::plain_value_view(record, true),
-        ValueAnswer::Metered {
-            has_access, value, ..
-        } => views::metered_value_view(*has_access, &value.value, flavor),
+        ValueAnswer::Inactive => views::plain_value_view(false, None),
+        ValueAnswer::Granted { config } => views::plain_value_view(true, config.as_deref()),
+        ValueAnswer::Metered { has_access, value } => {
+            views::metered_value_view(*has_access, &value.value, flavor)
+        }
         // Resolved by the service before it answers.
-        ValueAnswer::Past(record) => views::plain_value_view(record, false),
+        ValueAnswer::Past(_) => views::plain_value_view(false, None),
     }
 }
 
