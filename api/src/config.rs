@@ -29,14 +29,27 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntitlementsSection {
-    #[serde(deserialize_with = "human_duration")]
+    /// How long a customer stays in memory without reads or usage.
+    #[serde(default = "default_idle_after", deserialize_with = "human_duration")]
     pub idle_after: Duration,
+    /// How long a customer stays unpacked without reads or usage.
+    #[serde(default = "default_pack_after", deserialize_with = "human_duration")]
+    pub pack_after: Duration,
+}
+
+fn default_idle_after() -> Duration {
+    metron_actors::customer::EntitlementsConfig::default().idle_after
+}
+
+fn default_pack_after() -> Duration {
+    metron_actors::customer::EntitlementsConfig::default().pack_after
 }
 
 impl From<&EntitlementsSection> for metron_actors::customer::EntitlementsConfig {
     fn from(c: &EntitlementsSection) -> Self {
         Self {
             idle_after: c.idle_after,
+            pack_after: c.pack_after,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! usage since the current usage period's start, the engine state at that start,
 //! and the last answer.
 
+use super::pack;
 use chrono::{DateTime, Utc};
 use metron_engine::aggregate::{AggState, Aggregation, SampleValue};
 use metron_engine::credit::{
@@ -359,6 +360,51 @@ impl Ledger {
         Ok(())
     }
 
+    /// Appends the ledger to a packed customer (the cached answer and the running
+    /// totals are left out: the next read rebuilds them).
+    pub(super) fn pack(&self, w: &mut pack::Writer) {
+        pack::entitlement(w, &self.inputs.entitlement);
+        w.seq(self.inputs.grants.iter(), pack::grant);
+        w.seq(self.inputs.resets.iter(), pack::reset);
+        pack::aggregation(w, self.aggregation);
+        w.u64(self.series.minutes.len() as u64);
+        let mut previous = 0i64;
+        for (minute, state) in &self.series.minutes {
+            w.i64(minute.wrapping_sub(previous));
+            previous = *minute;
+            pack::agg_state(w, state);
+        }
+        w.time(self.series_from);
+        w.opt(self.base.as_deref(), pack::state);
+    }
+
+    /// A ledger from [`Ledger::pack`]'s bytes.
+    pub(super) fn unpack(r: &mut pack::Reader<'_>) -> Result<Ledger, pack::PackError> {
+        let entitlement = pack::read_entitlement(r)?;
+        let grants = r.seq(pack::read_grant)?;
+        let resets = r.seq(pack::read_reset)?;
+        let aggregation = pack::read_aggregation(r)?;
+        let mut previous = 0i64;
+        let minutes = r.seq(|r| {
+            let minute = previous.wrapping_add(r.i64()?);
+            previous = minute;
+            Ok((minute, pack::read_agg_state(r)?))
+        })?;
+        Ok(Ledger {
+            inputs: Inputs {
+                entitlement,
+                grants,
+                resets,
+            },
+            aggregation,
+            series: Series { minutes },
+            series_from: r.time()?,
+            base: r.opt(pack::read_state)?.map(Box::new),
+            cached: None,
+            totals: Vec::new(),
+        })
+    }
+
     /// Bytes held by the series (for metrics and benches).
     pub fn series_len(&self) -> usize {
         self.series.len()
@@ -500,7 +546,19 @@ mod tests {
             };
             let mut live = Ledger::new(inputs.clone(), Aggregation::Sum, Series::new());
             let mut now = start;
-            for step in steps {
+            for (i, step) in steps.into_iter().enumerate() {
+                if i % 3 == 2 {
+                    // Packed and unpacked (a customer at rest): the same ledger, and
+                    // packing it again gives the same bytes.
+                    let mut w = pack::Writer::default();
+                    live.pack(&mut w);
+                    let unpacked = Ledger::unpack(&mut pack::Reader::new(&w.bytes))
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let mut again = pack::Writer::default();
+                    unpacked.pack(&mut again);
+                    prop_assert_eq!(&w.bytes, &again.bytes);
+                    live = unpacked;
+                }
                 match step {
                     Step::Usage { minute, amount } => {
                         let t = (start + chrono::Duration::minutes(minute)).timestamp_millis() + 1234;

@@ -13,6 +13,7 @@
 //! the catalog plus the events, so the next activation rebuilds it exactly.
 
 mod ledger;
+pub mod pack;
 mod service;
 mod table;
 pub mod views;

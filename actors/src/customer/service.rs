@@ -52,13 +52,111 @@ pub struct EntitlementsConfig {
     /// A customer with no reads or usage for this long leaves memory (its state is
     /// rebuilt on demand).
     pub idle_after: Duration,
+    /// A customer with no reads or usage for this long is packed into a compact byte
+    /// string (unpacked, in microseconds, by its next read or usage).
+    pub pack_after: Duration,
 }
 
 impl Default for EntitlementsConfig {
     fn default() -> Self {
         Self {
             idle_after: Duration::from_secs(600),
+            pack_after: Duration::from_secs(30),
         }
+    }
+}
+
+/// The features of a packed customer's entries, in order (shared, so kept as pointers).
+pub(super) type PackedFeatures = Box<[Option<Arc<Feature>>]>;
+
+impl Loaded {
+    /// The customer as one byte string ([`super::pack`]) and its entries' features
+    /// (shared, so kept as pointers).
+    pub(super) fn pack(&self) -> (Box<[u8]>, PackedFeatures) {
+        use super::pack::Writer;
+        let mut w = Writer::default();
+        w.str(&self.customer_id);
+        w.str(&self.subject_key);
+        w.seq(self.subjects.iter(), |w, s| w.str(s));
+        w.seq(self.entries.iter(), |w, e| {
+            let head = &e.head;
+            w.str(&head.id);
+            w.str(&head.feature_key);
+            w.u8(match head.kind {
+                EntitlementKind::Metered => 0,
+                EntitlementKind::Boolean => 1,
+                EntitlementKind::Static => 2,
+            });
+            w.bool(head.is_soft_limit);
+            w.opt(head.active_from, Writer::time);
+            w.opt(head.active_to, Writer::time);
+            w.opt(head.deleted_at, Writer::time);
+            w.opt(head.config.as_deref(), Writer::str);
+            w.opt(e.broken.as_deref(), Writer::str);
+            w.opt(e.ledger.as_deref(), |w, l| l.pack(w));
+        });
+        let features = self.entries.iter().map(|e| e.feature.clone()).collect();
+        (w.bytes.into_boxed_slice(), features)
+    }
+
+    /// A customer from [`Loaded::pack`].
+    pub(super) fn unpack(
+        bytes: &[u8],
+        features: &[Option<Arc<Feature>>],
+    ) -> Result<Loaded, super::pack::PackError> {
+        use super::pack::{PackError, Reader};
+        let mut r = Reader::new(bytes);
+        let customer_id = r.str()?.into();
+        let subject_key = r.str()?.into();
+        let subjects = r.seq(|r| r.str().map(str::to_owned))?;
+        let mut index = 0usize;
+        let entries = r.seq(|r| {
+            let head = Head {
+                id: r.str()?.into(),
+                feature_key: r.str()?.into(),
+                kind: match r.u8()? {
+                    0 => EntitlementKind::Metered,
+                    1 => EntitlementKind::Boolean,
+                    2 => EntitlementKind::Static,
+                    _ => return Err(PackError("entitlement kind")),
+                },
+                is_soft_limit: r.bool()?,
+                active_from: r.opt(Reader::time)?,
+                active_to: r.opt(Reader::time)?,
+                deleted_at: r.opt(Reader::time)?,
+                config: r.opt(|r| r.str().map(Into::into))?,
+            };
+            let broken = r.opt(|r| r.str().map(Into::into))?;
+            let ledger = r.opt(|r| Ledger::unpack(r).map(Box::new))?;
+            let feature = features.get(index).cloned().flatten();
+            index += 1;
+            Ok(Entry {
+                head,
+                feature,
+                ledger,
+                broken,
+            })
+        })?;
+        if !r.is_empty() {
+            return Err(PackError("trailing bytes"));
+        }
+        Ok(Loaded {
+            customer_id,
+            subject_key,
+            subjects,
+            entries,
+        })
+    }
+
+    /// The subjects of a packed customer (the start of its bytes).
+    pub(super) fn packed_subjects(bytes: &[u8]) -> Vec<String> {
+        let mut r = super::pack::Reader::new(bytes);
+        let mut subjects = || -> Result<Vec<String>, super::pack::PackError> {
+            r.str()?;
+            r.str()?;
+            r.seq(|r| r.str().map(str::to_owned))
+        };
+        subjects().unwrap_or_default()
     }
 }
 
@@ -264,7 +362,9 @@ impl Entitlements {
     /// Passivation: customers idle for `idleAfter` leave memory.
     fn spawn_sweeper(&self) {
         let idle = self.inner.config.idle_after;
+        let pack = self.inner.config.pack_after;
         let every = idle
+            .min(pack)
             .min(Duration::from_secs(60))
             .max(Duration::from_millis(100));
         let weak = Arc::downgrade(&self.inner);
@@ -274,8 +374,9 @@ impl Entitlements {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                for (namespace, customer_id, generation, subjects) in
-                    inner.table.sweep(idle.as_millis() as u64)
+                for (namespace, customer_id, generation, subjects) in inner
+                    .table
+                    .sweep(pack.as_millis() as u64, idle.as_millis() as u64)
                 {
                     inner
                         .pipeline
@@ -304,6 +405,9 @@ impl Entitlements {
             "# HELP metron_customer_actors Customers in memory (live balances).\n\
              # TYPE metron_customer_actors gauge\n\
              metron_customer_actors {}\n\
+             # HELP metron_customers_packed Customers in memory packed (at rest).\n\
+             # TYPE metron_customers_packed gauge\n\
+             metron_customers_packed {}\n\
              # HELP metron_customer_activations_total Customer loads (on a read, an entitlement change or usage).\n\
              # TYPE metron_customer_activations_total counter\n\
              metron_customer_activations_total {}\n\
@@ -311,6 +415,7 @@ impl Entitlements {
              # TYPE metron_entitlement_value_reads_total counter\n\
              metron_entitlement_value_reads_total {}\n",
             self.active_customers(),
+            self.inner.table.packed(),
             self.inner.activations.load(Ordering::Relaxed),
             self.inner.value_reads.load(Ordering::Relaxed),
         )

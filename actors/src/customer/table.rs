@@ -16,7 +16,7 @@
 
 use super::UsageSample;
 use super::ledger::{LedgerError, ValueAt};
-use super::service::{Entitlements, Loaded};
+use super::service::{Entitlements, Loaded, PackedFeatures};
 use chrono::{DateTime, Utc};
 use metron_storage::entitlements::EntitlementKind;
 use parking_lot::Mutex;
@@ -65,7 +65,46 @@ struct Shard {
 enum Slot {
     Loading(Box<Loading>),
     Ready(Box<Live>),
-    Failed { error: Box<str>, last_used: u64 },
+    /// A ready customer at rest, packed ([`super::pack`]); unpacked by its next use.
+    Packed(Box<Packed>),
+    Failed {
+        error: Box<str>,
+        last_used: u64,
+    },
+}
+
+struct Packed {
+    namespace: Arc<str>,
+    generation: u64,
+    last_used: u64,
+    bytes: Box<[u8]>,
+    features: PackedFeatures,
+}
+
+impl Slot {
+    /// The ready customer of this slot, unpacking it if it is packed (`None`: not
+    /// ready, or its bytes would not unpack — the caller loads it afresh).
+    fn ready(&mut self) -> Option<&mut Live> {
+        if let Slot::Packed(packed) = self {
+            let loaded = match Loaded::unpack(&packed.bytes, &packed.features) {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    tracing::error!(%error, "A packed customer would not unpack; loading it afresh.");
+                    return None;
+                }
+            };
+            *self = Slot::Ready(Box::new(Live {
+                namespace: packed.namespace.clone(),
+                generation: packed.generation,
+                last_used: packed.last_used,
+                loaded,
+            }));
+        }
+        match self {
+            Slot::Ready(live) => Some(live),
+            _ => None,
+        }
+    }
 }
 
 /// A ready customer.
@@ -165,11 +204,17 @@ impl Table {
             let mut start = None;
             let wait = {
                 let mut shard = self.shard(customer_id).lock();
+                if let Some(slot @ Slot::Packed(_)) = shard.slots.get_mut(customer_id)
+                    && slot.ready().is_none()
+                {
+                    shard.slots.remove(customer_id);
+                }
                 match shard.slots.get_mut(customer_id) {
                     Some(Slot::Ready(live)) => {
                         live.last_used = self.now();
                         return Ok(read(&mut live.loaded));
                     }
+                    Some(Slot::Packed(_)) => continue,
                     Some(Slot::Failed { error, last_used }) => {
                         *last_used = self.now();
                         return Err(error.to_string());
@@ -227,7 +272,14 @@ impl Table {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut shard = self.shard(customer_id).lock();
+            if let Some(slot) = shard.slots.get_mut(customer_id)
+                && matches!(slot, Slot::Packed(_))
+                && slot.ready().is_none()
+            {
+                shard.slots.remove(customer_id);
+            }
             match shard.slots.remove(customer_id) {
+                Some(Slot::Packed(_)) => None,
                 Some(Slot::Loading(mut loading)) => {
                     loading.again = true;
                     loading.reloads.push(tx);
@@ -275,6 +327,7 @@ impl Table {
             let shard = self.shard(customer_id).lock();
             match shard.slots.get(customer_id) {
                 Some(Slot::Ready(live)) => live.namespace.clone(),
+                Some(Slot::Packed(packed)) => packed.namespace.clone(),
                 Some(Slot::Loading(loading)) => loading.namespace.clone(),
                 _ => return,
             }
@@ -465,6 +518,13 @@ impl Table {
     ) -> bool {
         let start = {
             let mut shard = self.shard(customer_id).lock();
+            if let Some(slot) = shard.slots.get_mut(customer_id)
+                && let Slot::Packed(packed) = slot
+                && packed.generation == generation
+                && slot.ready().is_none()
+            {
+                shard.slots.remove(customer_id);
+            }
             match shard.slots.get_mut(customer_id) {
                 Some(Slot::Ready(live)) if live.generation == generation => {
                     // Usage keeps the customer in memory: passivating a customer in use
@@ -502,17 +562,22 @@ impl Table {
         true
     }
 
-    /// Passivates the customers idle for `idle_ms`; returns them with their
-    /// subscriptions (to drop at the partitions).
-    pub(super) fn sweep(&self, idle_ms: u64) -> Vec<(Arc<str>, String, u64, Vec<String>)> {
+    /// Packs the customers idle for `pack_ms` and passivates those idle for `idle_ms`;
+    /// returns the passivated ones with their subscriptions (to drop at the
+    /// partitions).
+    pub(super) fn sweep(
+        &self,
+        pack_ms: u64,
+        idle_ms: u64,
+    ) -> Vec<(Arc<str>, String, u64, Vec<String>)> {
         let now = self.now();
         let mut gone = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             shard.slots.retain(|id, slot| {
-                let idle = |last_used: u64| now.saturating_sub(last_used) >= idle_ms;
+                let idle = |last_used: u64, ms: u64| now.saturating_sub(last_used) >= ms;
                 match slot {
-                    Slot::Ready(live) if idle(live.last_used) => {
+                    Slot::Ready(live) if idle(live.last_used, idle_ms) => {
                         gone.push((
                             live.namespace.clone(),
                             id.to_string(),
@@ -521,12 +586,46 @@ impl Table {
                         ));
                         false
                     }
-                    Slot::Failed { last_used, .. } => !idle(*last_used),
+                    Slot::Packed(packed) if idle(packed.last_used, idle_ms) => {
+                        gone.push((
+                            packed.namespace.clone(),
+                            id.to_string(),
+                            packed.generation,
+                            Loaded::packed_subjects(&packed.bytes),
+                        ));
+                        false
+                    }
+                    Slot::Ready(live) if idle(live.last_used, pack_ms) => {
+                        let (bytes, features) = live.loaded.pack();
+                        *slot = Slot::Packed(Box::new(Packed {
+                            namespace: live.namespace.clone(),
+                            generation: live.generation,
+                            last_used: live.last_used,
+                            bytes,
+                            features,
+                        }));
+                        true
+                    }
+                    Slot::Failed { last_used, .. } => !idle(*last_used, idle_ms),
                     _ => true,
                 }
             });
         }
         gone
+    }
+
+    /// Customers in memory packed.
+    pub(super) fn packed(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .slots
+                    .values()
+                    .filter(|slot| matches!(slot, Slot::Packed(_)))
+                    .count()
+            })
+            .sum()
     }
 }
 

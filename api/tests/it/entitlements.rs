@@ -916,6 +916,133 @@ fn customer_actors(server: &TestServer) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+fn packed_customers(server: &TestServer) -> Option<u64> {
+    let text = server.get("/metrics").send().body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("metron_customers_packed "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn customers_at_rest_are_packed_and_answer_the_same() {
+    // A customer without reads or usage for `packAfter` is packed into bytes; its next
+    // read answers the same, usage moves its packed balance, and a grant changes it.
+    let server = TestServer::start_with_config(
+        "entitlements:\n  packAfter: 200ms\nmeters:\n  - slug: tokens\n    eventType: tokens\n    aggregation: SUM\n    valueProperty: $.n\n",
+    );
+    server
+        .post("/api/v1/customers")
+        .json(&json!({"name": "Rest", "key": "rest", "usageAttribution": {"subjectKeys": ["rest-a"]}}))
+        .send()
+        .expect_status(201);
+    for key in ["tokens", "flag"] {
+        let mut feature = json!({"key": key, "name": key});
+        if key == "tokens" {
+            feature["meterSlug"] = json!("tokens");
+        }
+        server
+            .post("/api/v1/features")
+            .json(&feature)
+            .send()
+            .expect_status(201);
+    }
+    let t0 = minute_floor(Utc::now()) - Duration::minutes(30);
+    server
+        .post("/api/v2/customers/rest/entitlements")
+        .json(&json!({"type": "metered", "featureKey": "tokens", "isSoftLimit": false,
+            "usagePeriod": {"interval": "DAY", "anchor": rfc3339(t0)}, "measureUsageFrom": rfc3339(t0),
+            "grants": [{"amount": 100, "effectiveAt": rfc3339(t0), "priority": 1},
+                       {"amount": 50.5, "effectiveAt": rfc3339(t0 + Duration::minutes(3)), "priority": 2,
+                        "expiration": {"duration": "DAY", "count": 1},
+                        "recurrence": {"interval": "PT1H", "anchor": rfc3339(t0)}}]}))
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v2/customers/rest/entitlements")
+        .json(&json!({"type": "static", "featureKey": "flag", "config": "{\"tier\":\"pro\"}"}))
+        .send()
+        .expect_status(201);
+    let event = |n: &str, at: DateTime<Utc>| {
+        json!({"specversion": "1.0", "id": new_id(), "source": "t", "type": "tokens",
+            "subject": "rest-a", "time": rfc3339(at), "data": {"n": n}})
+    };
+    server
+        .ingest_batch(&[
+            event("10.25", t0 + Duration::minutes(1)),
+            event("7", t0 + Duration::minutes(4)),
+            event("1.5", t0 + Duration::minutes(4)),
+        ])
+        .expect_status(204);
+    let value = |key: &str| {
+        server
+            .get(&format!("/api/v2/customers/rest/entitlements/{key}/value"))
+            .send()
+            .expect_status(200)
+            .json()
+    };
+    let before = eventually(VISIBLE, || {
+        let v = value("tokens");
+        if v["usage"].as_f64() == Some(18.75) {
+            Ok(v)
+        } else {
+            Err(format!("{v}"))
+        }
+    });
+    let flag = value("flag");
+    let wait_packed = || {
+        eventually(VISIBLE, || match packed_customers(&server) {
+            Some(1) => Ok(()),
+            other => Err(format!("packed customers: {other:?}")),
+        })
+    };
+    wait_packed();
+    assert_json_eq(&value("tokens"), &before);
+    wait_packed();
+    assert_json_eq(&value("flag"), &flag);
+    let access = server
+        .get("/api/v1/customers/rest/access")
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(
+        access["entitlements"]["flag"]["config"], flag["config"],
+        "{access}"
+    );
+
+    // Usage reaches a packed customer.
+    wait_packed();
+    server
+        .ingest_batch(&[event("0.25", Utc::now())])
+        .expect_status(204);
+    let after = eventually(VISIBLE, || {
+        let v = value("tokens");
+        if v["usage"].as_f64() == Some(19.0) {
+            Ok(v)
+        } else {
+            Err(format!("{v}"))
+        }
+    });
+    assert_eq!(
+        after["balance"].as_f64(),
+        before["balance"].as_f64().map(|b| b - 0.25),
+        "{before} {after}"
+    );
+
+    // A grant changes a packed customer.
+    wait_packed();
+    server
+        .post("/api/v2/customers/rest/entitlements/tokens/grants")
+        .json(&json!({"amount": 5, "effectiveAt": rfc3339(t0), "priority": 3}))
+        .send()
+        .expect_status(201);
+    let granted = value("tokens");
+    assert_eq!(
+        granted["balance"].as_f64(),
+        after["balance"].as_f64().map(|b| b + 5.0),
+        "{after} {granted}"
+    );
+}
+
 #[test]
 fn idle_customers_passivate_and_come_back_exact() {
     // A customer actor stops after `idleAfter` without reads or usage; the next read
