@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A customer as attribution names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerRef {
-    pub id: String,
-    pub key: Option<String>,
+    pub id: Box<str>,
+    pub key: Option<Box<str>>,
+    /// Key first, then subject keys.
+    pub subjects: Box<[Box<str>]>,
 }
 
 /// Told what changed: one customer (namespace, id), or `None` after a full reload.
@@ -34,12 +36,17 @@ struct Shared {
     listeners: parking_lot::Mutex<Vec<Arc<Listener>>>,
 }
 
+/// Held for every customer (active or not), so kept compact: one shared record per
+/// customer, found by subject and by id.
 #[derive(Default)]
 struct Index {
-    /// (namespace, subject) → customer.
-    by_subject: HashMap<(String, String), Arc<CustomerRef>>,
-    /// (namespace, customer id) → its subjects (key first, then subject keys).
-    subjects: HashMap<(String, String), Vec<String>>,
+    namespaces: HashMap<String, Space>,
+}
+
+#[derive(Default)]
+struct Space {
+    by_subject: HashMap<Box<str>, Arc<CustomerRef>>,
+    by_id: HashMap<Box<str>, Arc<CustomerRef>>,
 }
 
 impl Index {
@@ -53,30 +60,40 @@ impl Index {
 
     /// Attributes a live customer's key and subject keys to it.
     fn insert(&mut self, namespace: &str, customer: &metron_storage::customers::Customer) {
-        let subjects = customer.subjects();
         let reference = Arc::new(CustomerRef {
-            id: customer.id.clone(),
-            key: customer.key.clone(),
+            id: customer.id.as_str().into(),
+            key: customer.key.as_deref().map(Into::into),
+            subjects: customer
+                .subjects()
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
         });
-        for subject in &subjects {
-            self.by_subject
-                .insert((namespace.to_owned(), subject.clone()), reference.clone());
+        let space = match self.namespaces.get_mut(namespace) {
+            Some(space) => space,
+            None => self.namespaces.entry(namespace.to_owned()).or_default(),
+        };
+        for subject in reference.subjects.iter() {
+            space.by_subject.insert(subject.clone(), reference.clone());
         }
-        self.subjects
-            .insert((namespace.to_owned(), customer.id.clone()), subjects);
+        space.by_id.insert(reference.id.clone(), reference);
     }
 
     /// Forgets a customer's attribution (subjects another customer took stay theirs).
     fn remove(&mut self, namespace: &str, customer_id: &str) {
-        let key = (namespace.to_owned(), customer_id.to_owned());
-        for subject in self.subjects.remove(&key).unwrap_or_default() {
-            let entry = (namespace.to_owned(), subject);
-            if self
+        let Some(space) = self.namespaces.get_mut(namespace) else {
+            return;
+        };
+        let Some(reference) = space.by_id.remove(customer_id) else {
+            return;
+        };
+        for subject in reference.subjects.iter() {
+            if space
                 .by_subject
-                .get(&entry)
-                .is_some_and(|c| c.id == customer_id)
+                .get(subject)
+                .is_some_and(|c| *c.id == *customer_id)
             {
-                self.by_subject.remove(&entry);
+                space.by_subject.remove(subject);
             }
         }
     }
@@ -142,9 +159,21 @@ impl Attribution {
         self.shared
             .index
             .read()
+            .namespaces
+            .get(namespace)?
             .by_subject
-            .get(&(namespace.to_owned(), subject.to_owned()))
+            .get(subject)
             .cloned()
+    }
+
+    /// Whether a live customer has this id.
+    pub fn knows(&self, namespace: &str, customer_id: &str) -> bool {
+        self.shared
+            .index
+            .read()
+            .namespaces
+            .get(namespace)
+            .is_some_and(|space| space.by_id.contains_key(customer_id))
     }
 
     /// A live customer's subjects (key first, then subject keys); empty when unknown.
@@ -152,9 +181,10 @@ impl Attribution {
         self.shared
             .index
             .read()
-            .subjects
-            .get(&(namespace.to_owned(), customer_id.to_owned()))
-            .cloned()
+            .namespaces
+            .get(namespace)
+            .and_then(|space| space.by_id.get(customer_id))
+            .map(|c| c.subjects.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -209,7 +239,7 @@ mod tests {
         assert_eq!(
             attribution
                 .customer_of("default", "s1")
-                .map(|c| c.id.clone()),
+                .map(|c| c.id.to_string()),
             Some(customer.id.clone())
         );
         assert!(attribution.customer_of("other", "s1").is_none());
@@ -255,7 +285,11 @@ mod tests {
             .update(&catalog, "default", &customer.id)
             .await
             .expect("update");
-        let owner = |s: &str| attribution.customer_of("default", s).map(|c| c.id.clone());
+        let owner = |s: &str| {
+            attribution
+                .customer_of("default", s)
+                .map(|c| c.id.to_string())
+        };
         assert_eq!(owner("s2"), Some(customer.id.clone()));
         assert_eq!(owner("acme"), Some(customer.id.clone()));
         catalog

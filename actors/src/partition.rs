@@ -55,7 +55,7 @@ pub struct PartitionActor {
     checkpoint_wanted: Arc<AtomicBool>,
     /// Customers with live balances, by namespace and subject: their usage is sent
     /// to their customer's row, one delivery per customer per batch.
-    subscriptions: HashMap<String, HashMap<String, Arc<Subscription>>>,
+    subscriptions: HashMap<String, HashMap<Box<str>, Arc<Subscription>>>,
     activation: Activation,
 }
 
@@ -212,8 +212,8 @@ impl PartitionActor {
                 // activation reads these events from the partition, so ask for it now.
                 self.drop_subscription(&subscription);
                 activate.insert((
-                    subscription.namespace.clone(),
-                    subscription.customer_id.clone(),
+                    subscription.namespace.to_string(),
+                    subscription.customer_id.to_string(),
                 ));
             }
         }
@@ -279,13 +279,13 @@ pub struct SetRoutes {
 /// The usage one event brings to its customer's entitlements, if the customer is
 /// subscribed (false when not).
 fn route_usage(
-    subscriptions: &HashMap<String, HashMap<String, Arc<Subscription>>>,
+    subscriptions: &HashMap<String, HashMap<Box<str>, Arc<Subscription>>>,
     event: &IngestedEvent,
     usage: &mut HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)>,
 ) -> bool {
     let Some(subscription) = subscriptions
         .get(&event.namespace)
-        .and_then(|by_subject| by_subject.get(&event.event.subject))
+        .and_then(|by_subject| by_subject.get(event.event.subject.as_str()))
     else {
         return false;
     };
@@ -323,12 +323,18 @@ impl Handler<Subscribe> for PartitionActor {
     type Result = MessageResult<Subscribe>;
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         let sub = msg.subscription;
-        let by_subject = self.subscriptions.entry(sub.namespace.clone()).or_default();
-        for subject in &sub.subjects {
-            by_subject.insert(subject.clone(), sub.clone());
+        let by_subject = match self.subscriptions.get_mut(&*sub.namespace) {
+            Some(by_subject) => by_subject,
+            None => self
+                .subscriptions
+                .entry(sub.namespace.to_string())
+                .or_default(),
+        };
+        for subject in sub.subjects.iter() {
+            by_subject.insert(subject.as_str().into(), sub.clone());
         }
         let admits = |e: &IngestedEvent| {
-            e.namespace == sub.namespace && sub.subjects.contains(&e.event.subject)
+            *e.namespace == *sub.namespace && sub.subjects.contains(&e.event.subject)
         };
         let mut events: Vec<Arc<Vec<IngestedEvent>>> = self
             .sealed
@@ -342,7 +348,7 @@ impl Handler<Subscribe> for PartitionActor {
             files: self
                 .files
                 .iter()
-                .filter(|f| f.namespace == sub.namespace)
+                .filter(|f| *f.namespace == *sub.namespace)
                 .cloned()
                 .collect(),
             events,
@@ -353,17 +359,17 @@ impl Handler<Subscribe> for PartitionActor {
 impl PartitionActor {
     /// Forgets a subscription's subjects (those still pointing at it).
     fn drop_subscription(&mut self, subscription: &Arc<Subscription>) {
-        if let Some(by_subject) = self.subscriptions.get_mut(&subscription.namespace) {
-            for subject in &subscription.subjects {
+        if let Some(by_subject) = self.subscriptions.get_mut(&*subscription.namespace) {
+            for subject in subscription.subjects.iter() {
                 if by_subject
-                    .get(subject)
+                    .get(subject.as_str())
                     .is_some_and(|s| Arc::ptr_eq(s, subscription))
                 {
-                    by_subject.remove(subject);
+                    by_subject.remove(subject.as_str());
                 }
             }
             if by_subject.is_empty() {
-                self.subscriptions.remove(&subscription.namespace);
+                self.subscriptions.remove(&*subscription.namespace);
             }
         }
     }
@@ -374,10 +380,10 @@ impl Handler<Unsubscribe> for PartitionActor {
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
         if let Some(by_subject) = self.subscriptions.get_mut(&msg.namespace) {
             for subject in &msg.subjects {
-                if by_subject.get(subject).is_some_and(|s| {
-                    s.customer_id == msg.customer_id && s.generation == msg.generation
+                if by_subject.get(subject.as_str()).is_some_and(|s| {
+                    *s.customer_id == *msg.customer_id && s.generation == msg.generation
                 }) {
-                    by_subject.remove(subject);
+                    by_subject.remove(subject.as_str());
                 }
             }
             if by_subject.is_empty() {

@@ -208,9 +208,9 @@ impl Pipeline {
             }
         }
         let filter = EventFilter {
-            namespace: subscription.namespace.clone(),
+            namespace: subscription.namespace.to_string(),
             from,
-            subjects: subscription.subjects.clone(),
+            subjects: subscription.subjects.to_vec(),
             types,
             limit: usize::MAX,
             ..EventFilter::default()
@@ -685,7 +685,7 @@ impl Pipeline {
                     .inner
                     .attribution
                     .customer_of(&filter.namespace, &event.event.subject)
-                    .map(|c| c.id.clone());
+                    .map(|c| c.id.to_string());
                 ListedEvent {
                     event,
                     validation_error,

@@ -83,14 +83,15 @@ impl Matcher {
 }
 
 /// A customer's subscription at the partitions.
+/// Held by the partitions for every customer in memory, so kept compact.
 pub struct Subscription {
-    pub namespace: String,
-    pub customer_id: String,
+    pub namespace: Arc<str>,
+    pub customer_id: Box<str>,
     /// Unique per activation: usage routed under an older subscription was already
     /// read by the newer one's load.
     pub generation: u64,
-    pub subjects: Vec<String>,
-    pub matchers: Vec<Matcher>,
+    pub subjects: Box<[String]>,
+    pub matchers: Box<[Matcher]>,
     pub sink: UsageSink,
 }
 
@@ -132,7 +133,7 @@ impl Activation {
         }
         self.attribution
             .customer_of(namespace, subject)
-            .map(|c| c.id.clone())
+            .map(|c| c.id.to_string())
     }
 
     pub fn request(&self, namespace: &str, customer_id: &str) {

@@ -61,6 +61,20 @@ impl Writer {
         self.bytes.extend_from_slice(s.as_bytes());
     }
 
+    /// An id: 16 bytes when it is a canonical ULID (Metron's ids), else text.
+    pub fn id(&mut self, s: &str) {
+        match ulid::Ulid::from_string(s) {
+            Ok(ulid) if ulid.to_string() == s => {
+                self.u8(1);
+                self.bytes.extend_from_slice(&ulid.to_bytes());
+            }
+            _ => {
+                self.u8(0);
+                self.str(s);
+            }
+        }
+    }
+
     pub fn decimal(&mut self, d: Decimal) {
         let m = d.mantissa();
         self.u128(((m << 1) ^ (m >> 127)) as u128);
@@ -166,6 +180,21 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(s).map_err(|_| PackError("not UTF-8"))
     }
 
+    pub fn id(&mut self) -> Result<String> {
+        match self.u8()? {
+            0 => self.str().map(str::to_owned),
+            1 => {
+                let (raw, rest) = self
+                    .bytes
+                    .split_first_chunk::<16>()
+                    .ok_or(PackError("truncated"))?;
+                self.bytes = rest;
+                Ok(ulid::Ulid::from_bytes(*raw).to_string())
+            }
+            _ => Err(PackError("id tag")),
+        }
+    }
+
     pub fn decimal(&mut self) -> Result<Decimal> {
         let z = self.u128()?;
         let m = ((z >> 1) as i128) ^ -((z & 1) as i128);
@@ -264,7 +293,7 @@ pub fn read_entitlement(r: &mut Reader<'_>) -> Result<Entitlement> {
 }
 
 pub fn grant(w: &mut Writer, g: &Grant) {
-    w.str(&g.id);
+    w.id(&g.id);
     w.decimal(g.amount);
     w.u8(g.priority);
     w.time(g.effective_at);
@@ -279,7 +308,7 @@ pub fn grant(w: &mut Writer, g: &Grant) {
 
 pub fn read_grant(r: &mut Reader<'_>) -> Result<Grant> {
     Ok(Grant {
-        id: r.str()?.to_owned(),
+        id: r.id()?,
         amount: r.decimal()?,
         priority: r.u8()?,
         effective_at: r.time()?,
@@ -310,7 +339,7 @@ pub fn read_reset(r: &mut Reader<'_>) -> Result<Reset> {
 pub fn state(w: &mut Writer, s: &State) {
     w.time(s.at);
     w.seq(s.balances.iter(), |w, (id, balance)| {
-        w.str(id);
+        w.id(id);
         w.decimal(*balance);
     });
     w.decimal(s.overage);
@@ -323,7 +352,7 @@ pub fn state(w: &mut Writer, s: &State) {
 pub fn read_state(r: &mut Reader<'_>) -> Result<State> {
     Ok(State {
         at: r.time()?,
-        balances: r.seq(|r| Ok((r.str()?.to_owned(), r.decimal()?)))?,
+        balances: r.seq(|r| Ok((r.id()?, r.decimal()?)))?,
         overage: r.decimal()?,
         usage_in_period: r.decimal()?,
         grant_usage_in_period: r.decimal()?,
@@ -432,6 +461,9 @@ mod tests {
             w.time(t);
             w.str(&s);
             w.opt(Some(d), Writer::decimal);
+            let ulid = ulid::Ulid::from_parts(u >> 16, u128::from(u)).to_string();
+            w.id(&ulid);
+            w.id(&s);
             let mut r = Reader::new(&w.bytes);
             prop_assert_eq!(r.u64().ok(), Some(u));
             prop_assert_eq!(r.i64().ok(), Some(i));
@@ -441,6 +473,8 @@ mod tests {
             prop_assert_eq!(r.time().ok(), Some(t));
             prop_assert_eq!(r.str().ok(), Some(s.as_str()));
             prop_assert_eq!(r.opt(Reader::decimal).ok().flatten(), Some(d));
+            prop_assert_eq!(r.id().ok(), Some(ulid));
+            prop_assert_eq!(r.id().ok(), Some(s.clone()));
             prop_assert!(r.is_empty());
         }
 

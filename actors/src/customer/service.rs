@@ -75,13 +75,18 @@ impl Loaded {
     pub(super) fn pack(&self) -> (Box<[u8]>, PackedFeatures) {
         use super::pack::Writer;
         let mut w = Writer::default();
-        w.str(&self.customer_id);
+        w.id(&self.customer_id);
         w.str(&self.subject_key);
         w.seq(self.subjects.iter(), |w, s| w.str(s));
         w.seq(self.entries.iter(), |w, e| {
             let head = &e.head;
-            w.str(&head.id);
-            w.str(&head.feature_key);
+            w.id(&head.id);
+            // The key is the feature's (kept as a pointer) unless the feature is gone.
+            w.opt(
+                (e.feature.as_ref().map(|f| f.key.as_str()) != Some(&*head.feature_key))
+                    .then_some(&*head.feature_key),
+                Writer::str,
+            );
             w.u8(match head.kind {
                 EntitlementKind::Metered => 0,
                 EntitlementKind::Boolean => 1,
@@ -106,14 +111,24 @@ impl Loaded {
     ) -> Result<Loaded, super::pack::PackError> {
         use super::pack::{PackError, Reader};
         let mut r = Reader::new(bytes);
-        let customer_id = r.str()?.into();
+        let customer_id = r.id()?.into();
         let subject_key = r.str()?.into();
         let subjects = r.seq(|r| r.str().map(str::to_owned))?;
         let mut index = 0usize;
         let entries = r.seq(|r| {
+            let feature = features.get(index).cloned().flatten();
+            index += 1;
+            let id = r.id()?.into();
+            let feature_key = match r.opt(|r| r.str().map(Box::<str>::from))? {
+                Some(key) => key,
+                None => feature
+                    .as_ref()
+                    .map(|f| f.key.as_str().into())
+                    .ok_or(PackError("feature key"))?,
+            };
             let head = Head {
-                id: r.str()?.into(),
-                feature_key: r.str()?.into(),
+                id,
+                feature_key,
                 kind: match r.u8()? {
                     0 => EntitlementKind::Metered,
                     1 => EntitlementKind::Boolean,
@@ -128,8 +143,6 @@ impl Loaded {
             };
             let broken = r.opt(|r| r.str().map(Into::into))?;
             let ledger = r.opt(|r| Ledger::unpack(r).map(Box::new))?;
-            let feature = features.get(index).cloned().flatten();
-            index += 1;
             Ok(Entry {
                 head,
                 feature,
@@ -152,7 +165,7 @@ impl Loaded {
     pub(super) fn packed_subjects(bytes: &[u8]) -> Vec<String> {
         let mut r = super::pack::Reader::new(bytes);
         let mut subjects = || -> Result<Vec<String>, super::pack::PackError> {
-            r.str()?;
+            r.id()?;
             r.str()?;
             r.seq(|r| r.str().map(str::to_owned))
         };
@@ -251,7 +264,7 @@ struct Inner {
     /// Where the partitions deliver usage (into `table`).
     sink: UsageSink,
     /// Customers with live entitlements: usage for them activates them.
-    entitled: parking_lot::RwLock<HashSet<(String, String)>>,
+    entitled: parking_lot::RwLock<HashMap<String, HashSet<Box<str>>>>,
     activations: AtomicU64,
     value_reads: AtomicU64,
     /// Features and match shapes shared by every loaded customer (one copy per feature
@@ -283,13 +296,19 @@ impl Entitlements {
         this.inner
             .entitled
             .write()
-            .extend(entitled.into_iter().map(|id| (namespace.clone(), id)));
+            .entry(namespace)
+            .or_default()
+            .extend(entitled.into_iter().map(String::into_boxed_str));
         let weak = Arc::downgrade(&this.inner);
         this.inner.pipeline.activation().arm(Arc::new(
             move |namespace: &str, customer_id: &str| {
                 if let Some(inner) = weak.upgrade() {
-                    let key = (namespace.to_owned(), customer_id.to_owned());
-                    if inner.entitled.read().contains(&key) {
+                    let entitled = inner
+                        .entitled
+                        .read()
+                        .get(namespace)
+                        .is_some_and(|ids| ids.contains(customer_id));
+                    if entitled {
                         let this = Entitlements { inner };
                         this.inner.table.ensure(&this, namespace, customer_id);
                     }
@@ -321,7 +340,7 @@ impl Entitlements {
                     config,
                     table: Table::new(),
                     sink,
-                    entitled: parking_lot::RwLock::new(HashSet::new()),
+                    entitled: parking_lot::RwLock::new(HashMap::new()),
                     activations: AtomicU64::new(0),
                     value_reads: AtomicU64::new(0),
                     shared: parking_lot::Mutex::new(Shared::default()),
@@ -710,11 +729,11 @@ impl Entitlements {
             types.sort();
             types.dedup();
             let subscription = Arc::new(Subscription {
-                namespace: namespace.to_owned(),
-                customer_id: customer_id.to_owned(),
+                namespace: self.inner.table.namespace(namespace),
+                customer_id: customer_id.into(),
                 generation,
-                subjects: subjects.clone(),
-                matchers: matchers.clone(),
+                subjects: subjects.clone().into_boxed_slice(),
+                matchers: matchers.clone().into_boxed_slice(),
                 sink: self.inner.sink.clone(),
             });
             let events = self
@@ -738,11 +757,18 @@ impl Entitlements {
                 entry.ledger = Some(Box::new(Ledger::new(inputs, aggregation, s)));
             }
         }
-        let key = (namespace.to_owned(), customer_id.to_owned());
-        if entries.is_empty() {
-            self.inner.entitled.write().remove(&key);
-        } else {
-            self.inner.entitled.write().insert(key);
+        {
+            let mut entitled = self.inner.entitled.write();
+            if entries.is_empty() {
+                if let Some(ids) = entitled.get_mut(namespace) {
+                    ids.remove(customer_id);
+                }
+            } else {
+                entitled
+                    .entry(namespace.to_owned())
+                    .or_default()
+                    .insert(customer_id.into());
+            }
         }
         entries.shrink_to_fit();
         Ok(Loaded {

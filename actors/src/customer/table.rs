@@ -165,7 +165,7 @@ impl Table {
         self.generations.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn namespace(&self, namespace: &str) -> Arc<str> {
+    pub(super) fn namespace(&self, namespace: &str) -> Arc<str> {
         let mut namespaces = self.namespaces.lock();
         if let Some(known) = namespaces.get(namespace) {
             return known.clone();

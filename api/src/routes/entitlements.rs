@@ -179,14 +179,14 @@ async fn owner_id(state: &AppState, req: &HttpRequest, api: Api) -> Result<Strin
     let name = path_part(req, "owner")?;
     let attribution = state.pipeline.attribution();
     let known = if api.by_subject {
-        attribution.customer_of(&ns, name).map(|c| c.id.clone())
-    } else if !attribution.subjects_of(&ns, name).is_empty() {
+        attribution.customer_of(&ns, name).map(|c| c.id.to_string())
+    } else if attribution.knows(&ns, name) {
         Some(name.to_owned())
     } else {
         attribution
             .customer_of(&ns, name)
             .filter(|c| c.key.as_deref() == Some(name))
-            .map(|c| c.id.clone())
+            .map(|c| c.id.to_string())
     };
     match known {
         Some(id) => Ok(id),
