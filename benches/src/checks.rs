@@ -54,6 +54,10 @@ struct Args {
     /// PID of the server, for CPU time and resident memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Reuse the customers and features of an earlier run (its id, printed by it)
+    /// instead of setting up new ones.
+    #[arg(long)]
+    reuse_run: Option<String>,
 }
 
 /// One agent per thread: ureq pools at most a few idle connections per host and agent.
@@ -73,9 +77,11 @@ fn proc_stats(pid: u32) -> Option<(f64, u64)> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // Anonymous resident memory: the binary's own pages (file-backed, tens of MB of
+    // code the first requests touch) are not memory any customer holds.
     let rss_kb = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with("RssAnon:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())?;
     Some(((utime + stime) / ticks, rss_kb))
@@ -620,16 +626,23 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let phases: Vec<&str> = args.phases.split(',').map(str::trim).collect();
     let names = Names {
-        run: format!("{}", std::process::id()),
+        run: args
+            .reuse_run
+            .clone()
+            .unwrap_or_else(|| format!("{}", std::process::id())),
     };
+    println!("run {}", names.run);
     let setup_agent = agent();
     let rss = |label: &str| {
         if let Some((_, kb)) = args.server_pid.and_then(proc_stats) {
-            println!("server resident memory {label}: {kb} KiB");
+            println!("server anonymous resident memory {label}: {kb} KiB");
         }
         args.server_pid.and_then(proc_stats).map(|(_, kb)| kb)
     };
     let rss0 = rss("before setup");
+    if args.reuse_run.is_some() {
+        return phases_run(&args, &names, &phases);
+    }
     setup_features(
         &setup_agent,
         &args.url,
@@ -674,9 +687,18 @@ fn main() -> Result<()> {
             (c as f64 - a as f64) * 1024.0 / n
         );
     }
+    phases_run(&args, &names, &phases)
+}
+
+fn phases_run(args: &Args, names: &Names, phases: &[&str]) -> Result<()> {
+    let rss = |label: &str| {
+        if let Some((_, kb)) = args.server_pid.and_then(proc_stats) {
+            println!("server anonymous resident memory {label}: {kb} KiB");
+        }
+    };
     if phases.contains(&"open") {
         let before = args.server_pid.and_then(proc_stats);
-        let r = checks_run(&args, &names, Some(args.rate))?;
+        let r = checks_run(args, names, Some(args.rate))?;
         let label = format!(
             "open loop at {}/s over {} connections",
             args.rate, args.connections
@@ -685,15 +707,15 @@ fn main() -> Result<()> {
     }
     if phases.contains(&"closed") {
         let before = args.server_pid.and_then(proc_stats);
-        let r = checks_run(&args, &names, None)?;
+        let r = checks_run(args, names, None)?;
         let label = format!("closed loop over {} connections", args.connections);
         report_run(&label, r, cpu_delta(args.server_pid, before));
     }
     if phases.contains(&"bulk") {
-        bulk(&args, &names)?;
+        bulk(args, names)?;
     }
     if phases.contains(&"visibility") {
-        visibility(&args, &names)?;
+        visibility(args, names)?;
     }
     rss("at end");
     Ok(())
