@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
-use metron_actors::customer::{Inputs, Ledger, Series, SeriesUsage, fold_sample};
+use metron_actors::customer::{Inputs, Ledger, Series, SeriesUsage, fold_sample, pack};
 use metron_engine::aggregate::{Aggregation, SampleValue};
 use metron_engine::credit::{self, Entitlement, Grant, Interval, Recurrence, UsageKind};
 use rust_decimal::Decimal;
@@ -125,5 +125,40 @@ fn engine_run(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, value_at, engine_run);
+/// A customer at rest is packed; its next read unpacks it and runs the engine once
+/// (the cache is not packed). Per ledger: a light one (2 usage minutes, as in the HTTP
+/// bench) and the month of 1000 minutes.
+fn pack_unpack(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ledger_pack");
+    let t = now();
+    let light: Series = series().split_off(&(t.timestamp_millis() - 80 * 60_000));
+    for (name, series) in [("2_minutes", light), ("1000_minutes", series())] {
+        let mut ledger = Ledger::new(inputs(), Aggregation::Sum, series);
+        if ledger.value_at(t).is_err() {
+            return;
+        }
+        let mut w = pack::Writer::default();
+        ledger.pack(&mut w);
+        let bytes = w.bytes;
+        eprintln!("ledger_pack/{name}: {} bytes packed", bytes.len());
+        group.bench_function(format!("pack_{name}"), |b| {
+            b.iter(|| {
+                let mut w = pack::Writer::default();
+                ledger.pack(&mut w);
+                w.bytes.len()
+            })
+        });
+        group.bench_function(format!("unpack_and_first_read_{name}"), |b| {
+            b.iter(|| {
+                Ledger::unpack(&mut pack::Reader::new(black_box(&bytes)))
+                    .ok()
+                    .and_then(|mut l| l.value_at(t).ok())
+                    .map(|v| v.value.balance)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, value_at, engine_run, pack_unpack);
 criterion_main!(benches);

@@ -362,7 +362,7 @@ impl Ledger {
 
     /// Appends the ledger to a packed customer (the cached answer and the running
     /// totals are left out: the next read rebuilds them).
-    pub(super) fn pack(&self, w: &mut pack::Writer) {
+    pub fn pack(&self, w: &mut pack::Writer) {
         pack::entitlement(w, &self.inputs.entitlement);
         w.seq(self.inputs.grants.iter(), pack::grant);
         w.seq(self.inputs.resets.iter(), pack::reset);
@@ -379,7 +379,7 @@ impl Ledger {
     }
 
     /// A ledger from [`Ledger::pack`]'s bytes.
-    pub(super) fn unpack(r: &mut pack::Reader<'_>) -> Result<Ledger, pack::PackError> {
+    pub fn unpack(r: &mut pack::Reader<'_>) -> Result<Ledger, pack::PackError> {
         let entitlement = pack::read_entitlement(r)?;
         let grants = r.seq(pack::read_grant)?;
         let resets = r.seq(pack::read_reset)?;

@@ -571,45 +571,59 @@ impl Table {
         idle_ms: u64,
     ) -> Vec<(Arc<str>, String, u64, Vec<String>)> {
         let now = self.now();
+        let idle = |last_used: u64, ms: u64| now.saturating_sub(last_used) >= ms;
         let mut gone = Vec::new();
         for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            shard.slots.retain(|id, slot| {
-                let idle = |last_used: u64, ms: u64| now.saturating_sub(last_used) >= ms;
-                match slot {
-                    Slot::Ready(live) if idle(live.last_used, idle_ms) => {
-                        gone.push((
-                            live.namespace.clone(),
-                            id.to_string(),
-                            live.generation,
-                            std::mem::take(&mut live.loaded.subjects),
-                        ));
-                        false
-                    }
-                    Slot::Packed(packed) if idle(packed.last_used, idle_ms) => {
-                        gone.push((
-                            packed.namespace.clone(),
-                            id.to_string(),
-                            packed.generation,
-                            Loaded::packed_subjects(&packed.bytes),
-                        ));
-                        false
-                    }
-                    Slot::Ready(live) if idle(live.last_used, pack_ms) => {
-                        let (bytes, features) = live.loaded.pack();
-                        *slot = Slot::Packed(Box::new(Packed {
-                            namespace: live.namespace.clone(),
-                            generation: live.generation,
-                            last_used: live.last_used,
-                            bytes,
-                            features,
-                        }));
-                        true
-                    }
-                    Slot::Failed { last_used, .. } => !idle(*last_used, idle_ms),
-                    _ => true,
+            // Passivate under one short hold of the lock (removals are cheap); pack one
+            // row per hold, so a check on this shard never waits behind a whole sweep.
+            let mut to_pack: Vec<Box<str>> = Vec::new();
+            shard.lock().slots.retain(|id, slot| match slot {
+                Slot::Ready(live) if idle(live.last_used, idle_ms) => {
+                    gone.push((
+                        live.namespace.clone(),
+                        id.to_string(),
+                        live.generation,
+                        std::mem::take(&mut live.loaded.subjects),
+                    ));
+                    false
                 }
+                Slot::Packed(packed) if idle(packed.last_used, idle_ms) => {
+                    gone.push((
+                        packed.namespace.clone(),
+                        id.to_string(),
+                        packed.generation,
+                        Loaded::packed_subjects(&packed.bytes),
+                    ));
+                    false
+                }
+                Slot::Ready(live) if idle(live.last_used, pack_ms) => {
+                    to_pack.push(id.clone());
+                    true
+                }
+                Slot::Failed { last_used, .. } => !idle(*last_used, idle_ms),
+                _ => true,
             });
+            for id in to_pack {
+                let mut shard = shard.lock();
+                let Some(slot) = shard.slots.get_mut(&id) else {
+                    continue;
+                };
+                // Read or fed since the scan: it stays unpacked.
+                let Slot::Ready(live) = slot else {
+                    continue;
+                };
+                if !idle(live.last_used, pack_ms) {
+                    continue;
+                }
+                let (bytes, features) = live.loaded.pack();
+                *slot = Slot::Packed(Box::new(Packed {
+                    namespace: live.namespace.clone(),
+                    generation: live.generation,
+                    last_used: live.last_used,
+                    bytes,
+                    features,
+                }));
+            }
         }
         gone
     }
