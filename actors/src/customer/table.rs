@@ -49,6 +49,9 @@ pub type Access = BTreeMap<String, ValueAnswer>;
 
 const SHARDS: usize = 64;
 
+/// A customer that left memory: namespace, id, subscription generation, subjects.
+pub(super) type Passivated = (Arc<str>, String, u64, Vec<String>);
+
 pub(super) struct Table {
     shards: Box<[Mutex<Shard>]>,
     epoch: Instant,
@@ -564,15 +567,12 @@ impl Table {
 
     /// Packs the customers idle for `pack_ms` and passivates those idle for `idle_ms`;
     /// returns the passivated ones with their subscriptions (to drop at the
-    /// partitions).
-    pub(super) fn sweep(
-        &self,
-        pack_ms: u64,
-        idle_ms: u64,
-    ) -> Vec<(Arc<str>, String, u64, Vec<String>)> {
+    /// partitions) and how many were packed.
+    pub(super) fn sweep(&self, pack_ms: u64, idle_ms: u64) -> (Vec<Passivated>, usize) {
         let now = self.now();
         let idle = |last_used: u64, ms: u64| now.saturating_sub(last_used) >= ms;
         let mut gone = Vec::new();
+        let mut packed_count = 0;
         for shard in self.shards.iter() {
             // Passivate under one short hold of the lock (removals are cheap); pack one
             // row per hold, so a check on this shard never waits behind a whole sweep.
@@ -623,9 +623,10 @@ impl Table {
                     bytes,
                     features,
                 }));
+                packed_count += 1;
             }
         }
-        gone
+        (gone, packed_count)
     }
 
     /// Customers in memory packed.
