@@ -396,7 +396,9 @@ impl Entitlements {
                 let (gone, packed) = inner
                     .table
                     .sweep(pack.as_millis() as u64, idle.as_millis() as u64);
-                let released = !gone.is_empty() || packed > 0;
+                // Trimming walks the allocator's arenas (other threads' allocations wait):
+                // worth it when a sweep freed much, not for a few rows.
+                let released = gone.len() + packed >= RELEASE_AFTER_ROWS;
                 for (namespace, customer_id, generation, subjects) in gone {
                     inner
                         .pipeline
@@ -970,6 +972,9 @@ impl Entitlements {
         }
     }
 }
+
+/// Customers packed or passivated by one sweep before it releases freed memory.
+const RELEASE_AFTER_ROWS: usize = 1024;
 
 /// Hands the pages that packing and passivation freed back to the OS. glibc's malloc
 /// keeps freed memory in its arenas for reuse: without this, resident memory stays at
