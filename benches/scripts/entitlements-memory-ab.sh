@@ -1,0 +1,57 @@
+#!/bin/bash
+# Memory per customer at N customers (default 100,000) with 3 metered entitlements each:
+# an A/B of two servers fed the same 2·N events. A: the customers, their entitlements and
+# their events (then checks at 20,000/s); B: only the meter and the same events.
+# (A − B) / N, both settled, is what the customers cost.
+# Usage: benches/scripts/entitlements-memory-ab.sh [N] [work dir]   (release binaries in target/release)
+set -euo pipefail
+N=${1:-100000}
+W=${2:-/tmp/metron-memory-ab}
+BIN=${BIN:-target/release}
+rm -rf "$W" && mkdir -p "$W/A" "$W/B"
+printf 'entitlements:\n  idleAfter: 2h\n  packAfter: 30s\n' > "$W/c.yaml"
+anon() { awk '/RssAnon/{print $2}' "/proc/$1/status"; }
+start() { # dir → pid
+  "$BIN/metron" serve --config "$W/c.yaml" --listen 127.0.0.1:0 --data-dir "$1/data" --port-file "$1/addr" > "$1/log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 50); do [ -s "$1/addr" ] && break; sleep 0.2; done
+  echo $pid
+}
+
+# B: events only.
+PID=$(start "$W/B"); ADDR=$(cat "$W/B/addr")
+python3 - "$ADDR" "$N" <<'PY'
+import datetime, json, sys, urllib.request
+addr, n = sys.argv[1], int(sys.argv[2])
+def post(path, body, kind="application/json"):
+    req = urllib.request.Request(f"http://{addr}{path}", data=json.dumps(body).encode(), headers={"Content-Type": kind})
+    urllib.request.urlopen(req).read()
+post("/api/v1/meters", {"slug": "checks_b", "eventType": "checks_b", "aggregation": "SUM", "valueProperty": "$.tokens"})
+seq = 0
+for _ in range(2):
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    batch = []
+    for c in range(n):
+        seq += 1
+        batch.append({"id": f"b-c-{seq}", "source": "checks", "specversion": "1.0", "type": "checks_b",
+                      "subject": f"c-b-{c}", "time": now, "data": {"tokens": 1 + seq % 10}})
+        if len(batch) == 1000 or c == n - 1:
+            post("/api/v1/events", batch, "application/cloudevents-batch+json")
+            batch = []
+PY
+sleep 90
+B_KB=$(anon "$PID"); kill -TERM "$PID"; wait "$PID" || true
+
+# A: customers, entitlements, the same number of events; settle until every customer is packed.
+PID=$(start "$W/A"); ADDR=$(cat "$W/A/addr")
+"$BIN/checks" --url "http://$ADDR" --customers "$N" --entitlements-per-customer 3 --setup-connections 8 \
+  --connections 8 --seconds 1 --phases closed --server-pid "$PID" | tee "$W/A/setup.out"
+RUN=$(awk '/^run /{print $2}' "$W/A/setup.out")
+HOT_KB=$(anon "$PID")
+sleep 90
+A_KB=$(anon "$PID")
+echo "B (events only): ${B_KB} KiB; A hot: ${HOT_KB} KiB; A at rest: ${A_KB} KiB"
+echo "per customer at rest: $(( (A_KB - B_KB) * 1024 / N )) B; hot: $(( (HOT_KB - B_KB) * 1024 / N )) B"
+"$BIN/checks" --url "http://$ADDR" --customers "$N" --entitlements-per-customer 3 --connections 16 \
+  --rate 20000 --seconds 10 --phases open,closed --server-pid "$PID" --reuse-run "$RUN"
+kill -TERM "$PID"; wait "$PID" || true
