@@ -908,19 +908,22 @@ fn multi_subject_customer() {
     assert_eq!(num(&value, "balance"), 98.0, "{value}");
 }
 
-/// `metron_customer_actors` from `/metrics`.
-fn customer_actors(server: &TestServer) -> Option<u64> {
+/// A gauge from `/metrics`.
+fn gauge(server: &TestServer, name: &str) -> Option<u64> {
     let text = server.get("/metrics").send().body;
     text.lines()
-        .find_map(|l| l.strip_prefix("metron_customer_actors "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `metron_customer_actors`: customers in memory.
+fn customer_actors(server: &TestServer) -> Option<u64> {
+    gauge(server, "metron_customer_actors")
+}
+
+/// `metron_customers_packed`: customers in memory at rest.
 fn packed_customers(server: &TestServer) -> Option<u64> {
-    let text = server.get("/metrics").send().body;
-    text.lines()
-        .find_map(|l| l.strip_prefix("metron_customers_packed "))
-        .and_then(|v| v.trim().parse().ok())
+    gauge(server, "metron_customers_packed")
 }
 
 #[test]
