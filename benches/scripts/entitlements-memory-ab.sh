@@ -11,15 +11,14 @@ BIN=${BIN:-target/release}
 rm -rf "$W" && mkdir -p "$W/A" "$W/B"
 printf 'entitlements:\n  idleAfter: 2h\n  packAfter: 30s\n' > "$W/c.yaml"
 anon() { awk '/RssAnon/{print $2}' "/proc/$1/status"; }
-start() { # dir → pid
+start() { # dir; sets PID
   "$BIN/metron" serve --config "$W/c.yaml" --listen 127.0.0.1:0 --data-dir "$1/data" --port-file "$1/addr" > "$1/log" 2>&1 &
-  local pid=$!
+  PID=$!
   for _ in $(seq 50); do [ -s "$1/addr" ] && break; sleep 0.2; done
-  echo $pid
 }
 
 # B: events only.
-PID=$(start "$W/B"); ADDR=$(cat "$W/B/addr")
+start "$W/B"; ADDR=$(cat "$W/B/addr")
 python3 - "$ADDR" "$N" <<'PY'
 import datetime, json, sys, urllib.request
 addr, n = sys.argv[1], int(sys.argv[2])
@@ -43,10 +42,11 @@ sleep 90
 B_KB=$(anon "$PID"); kill -TERM "$PID"; wait "$PID" || true
 
 # A: customers, entitlements, the same number of events; settle until every customer is packed.
-PID=$(start "$W/A"); ADDR=$(cat "$W/A/addr")
+start "$W/A"; ADDR=$(cat "$W/A/addr")
 "$BIN/checks" --url "http://$ADDR" --customers "$N" --entitlements-per-customer 3 --setup-connections 8 \
   --connections 8 --seconds 1 --phases closed --server-pid "$PID" | tee "$W/A/setup.out"
 RUN=$(awk '/^run /{print $2}' "$W/A/setup.out")
+sleep 5
 HOT_KB=$(anon "$PID")
 sleep 90
 A_KB=$(anon "$PID")
