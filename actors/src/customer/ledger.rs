@@ -164,6 +164,25 @@ pub fn fold_sample(
     }
 }
 
+/// The engine over `inputs` from `base` (None: from `measureUsageFrom`) to `until`.
+fn run_from(
+    inputs: &Inputs,
+    base: Option<&State>,
+    until: DateTime<Utc>,
+    usage: &mut impl UsageSource<Error = Infallible>,
+) -> Result<Outcome, LedgerError> {
+    credit::run(
+        &inputs.entitlement,
+        &inputs.grants,
+        &inputs.resets,
+        base.cloned(),
+        until,
+        &[],
+        usage,
+    )
+    .map_err(|e| LedgerError::Engine(format!("{e:?}")))
+}
+
 /// A metered entitlement's live balance.
 #[derive(Debug)]
 pub struct Ledger {
@@ -301,16 +320,7 @@ impl Ledger {
             series: &self.series,
             totals: &mut self.totals,
         };
-        let outcome = credit::run(
-            &self.inputs.entitlement,
-            &self.inputs.grants,
-            &self.inputs.resets,
-            self.base.as_deref().cloned(),
-            until,
-            &[],
-            &mut usage,
-        )
-        .map_err(|e| LedgerError::Engine(format!("{e:?}")))?;
+        let outcome = run_from(&self.inputs, self.base.as_deref(), until, &mut usage)?;
         let value = outcome.value(&self.inputs.grants);
         let period = credit::period_at(&self.inputs.entitlement, &self.inputs.resets, until)
             .unwrap_or((until, until));
@@ -328,16 +338,7 @@ impl Ledger {
         let mut usage = SeriesUsage {
             series: &self.series,
         };
-        credit::run(
-            &self.inputs.entitlement,
-            &self.inputs.grants,
-            &self.inputs.resets,
-            self.base.as_deref().cloned(),
-            until,
-            &[],
-            &mut usage,
-        )
-        .map_err(|e| LedgerError::Engine(format!("{e:?}")))
+        run_from(&self.inputs, self.base.as_deref(), until, &mut usage)
     }
 
     /// Moves the base to the start of the usage period containing `until` and drops
