@@ -36,12 +36,8 @@ impl Writer {
         self.u8(u8::from(v));
     }
 
-    pub fn u64(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.bytes.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.bytes.push(v as u8);
+    pub fn u64(&mut self, v: u64) {
+        self.u128(u128::from(v));
     }
 
     pub fn i64(&mut self, v: i64) {
@@ -133,15 +129,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u64(&mut self) -> Result<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(PackError("varint too long"))
+        u64::try_from(self.u128()?).map_err(|_| PackError("varint beyond 64 bits"))
     }
 
     pub fn i64(&mut self) -> Result<i64> {
