@@ -7,18 +7,130 @@
 //! serialised, so an older catalog read never overwrites a newer one.
 
 use metron_storage::catalog::{self, Catalog};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A customer as attribution names it.
+/// A customer as attribution names it: its id, key and subjects (key first, then
+/// subject keys). Held for every customer, so it is one allocation: the strings as
+/// netstrings (`<length>:<text>`) in one shared `str`, after a flag for the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerRef {
-    pub id: Box<str>,
-    pub key: Option<Box<str>>,
+pub struct CustomerRef(Arc<str>);
+
+impl CustomerRef {
+    pub fn new(id: &str, key: Option<&str>, subjects: &[String]) -> Self {
+        let mut text = String::with_capacity(
+            8 + id.len()
+                + key.map_or(0, str::len)
+                + subjects.iter().map(|s| s.len() + 4).sum::<usize>(),
+        );
+        text.push(if key.is_some() { 'k' } else { '-' });
+        let mut put = |s: &str| {
+            text.push_str(&s.len().to_string());
+            text.push(':');
+            text.push_str(s);
+        };
+        put(id);
+        if let Some(key) = key {
+            put(key);
+        }
+        for subject in subjects {
+            put(subject);
+        }
+        Self(Arc::from(text))
+    }
+
+    /// The string that starts at byte `at`, and where the next one starts.
+    fn at(&self, at: usize) -> Option<(&str, usize)> {
+        let rest = self.0.get(at..)?;
+        let colon = rest.find(':')?;
+        let len: usize = rest[..colon].parse().ok()?;
+        let start = at + colon + 1;
+        Some((self.0.get(start..start + len)?, start + len))
+    }
+
+    fn subjects_at(&self) -> usize {
+        let after_id = self.at(1).map_or(self.0.len(), |(_, next)| next);
+        match (self.0.starts_with('k'), self.at(after_id)) {
+            (true, Some((_, next))) => next,
+            _ => after_id,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.at(1).map_or("", |(id, _)| id)
+    }
+
+    pub fn key(&self) -> Option<&str> {
+        if !self.0.starts_with('k') {
+            return None;
+        }
+        let after_id = self.at(1)?.1;
+        self.at(after_id).map(|(key, _)| key)
+    }
+
     /// Key first, then subject keys.
-    pub subjects: Box<[Box<str>]>,
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        self.subject_starts()
+            .filter_map(|at| self.at(at).map(|(s, _)| s))
+    }
+
+    /// Where each subject starts.
+    fn subject_starts(&self) -> impl Iterator<Item = usize> {
+        let mut next = Some(self.subjects_at());
+        std::iter::from_fn(move || {
+            let at = next?;
+            next = self.at(at).map(|(_, n)| n).filter(|&n| n < self.0.len());
+            (at < self.0.len()).then_some(at)
+        })
+    }
 }
+
+/// A customer found by one of its subjects: the key of the by-subject set, read as the
+/// subject's text (so the set holds no copy of it).
+struct BySubject {
+    customer: CustomerRef,
+    at: usize,
+}
+
+impl BySubject {
+    fn subject(&self) -> &str {
+        self.customer.at(self.at).map_or("", |(s, _)| s)
+    }
+}
+
+/// A customer found by its id: the key of the by-id set, read as the id.
+struct ById(CustomerRef);
+
+impl ById {
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+}
+
+macro_rules! keyed_by_str {
+    ($t:ty, $key:expr) => {
+        impl std::borrow::Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                $key(self)
+            }
+        }
+        // Hash and equality are the text's, as `Borrow<str>` requires.
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                $key(self).hash(state);
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                $key(self) == $key(other)
+            }
+        }
+        impl Eq for $t {}
+    };
+}
+keyed_by_str!(BySubject, BySubject::subject);
+keyed_by_str!(ById, ById::id);
 
 /// Told what changed: one customer (namespace, id), or `None` after a full reload.
 type Listener = Box<dyn Fn(Option<(&str, &str)>) + Send + Sync>;
@@ -45,8 +157,8 @@ struct Index {
 
 #[derive(Default)]
 struct Space {
-    by_subject: HashMap<Box<str>, Arc<CustomerRef>>,
-    by_id: HashMap<Box<str>, Arc<CustomerRef>>,
+    by_subject: HashSet<BySubject>,
+    by_id: HashSet<ById>,
 }
 
 impl Index {
@@ -60,23 +172,19 @@ impl Index {
 
     /// Attributes a live customer's key and subject keys to it.
     fn insert(&mut self, namespace: &str, customer: &metron_storage::customers::Customer) {
-        let reference = Arc::new(CustomerRef {
-            id: customer.id.as_str().into(),
-            key: customer.key.as_deref().map(Into::into),
-            subjects: customer
-                .subjects()
-                .into_iter()
-                .map(String::into_boxed_str)
-                .collect(),
-        });
+        let reference =
+            CustomerRef::new(&customer.id, customer.key.as_deref(), &customer.subjects());
         let space = match self.namespaces.get_mut(namespace) {
             Some(space) => space,
             None => self.namespaces.entry(namespace.to_owned()).or_default(),
         };
-        for subject in reference.subjects.iter() {
-            space.by_subject.insert(subject.clone(), reference.clone());
+        for at in reference.subject_starts() {
+            space.by_subject.replace(BySubject {
+                customer: reference.clone(),
+                at,
+            });
         }
-        space.by_id.insert(reference.id.clone(), reference);
+        space.by_id.replace(ById(reference));
     }
 
     /// Forgets a customer's attribution (subjects another customer took stay theirs).
@@ -84,14 +192,14 @@ impl Index {
         let Some(space) = self.namespaces.get_mut(namespace) else {
             return;
         };
-        let Some(reference) = space.by_id.remove(customer_id) else {
+        let Some(ById(reference)) = space.by_id.take(customer_id) else {
             return;
         };
-        for subject in reference.subjects.iter() {
+        for subject in reference.subjects() {
             if space
                 .by_subject
                 .get(subject)
-                .is_some_and(|c| *c.id == *customer_id)
+                .is_some_and(|c| c.customer.id() == customer_id)
             {
                 space.by_subject.remove(subject);
             }
@@ -155,7 +263,7 @@ impl Attribution {
     }
 
     /// The live customer whose usage a subject's events are.
-    pub fn customer_of(&self, namespace: &str, subject: &str) -> Option<Arc<CustomerRef>> {
+    pub fn customer_of(&self, namespace: &str, subject: &str) -> Option<CustomerRef> {
         self.shared
             .index
             .read()
@@ -163,7 +271,7 @@ impl Attribution {
             .get(namespace)?
             .by_subject
             .get(subject)
-            .cloned()
+            .map(|c| c.customer.clone())
     }
 
     /// Whether a live customer has this id.
@@ -173,7 +281,7 @@ impl Attribution {
             .read()
             .namespaces
             .get(namespace)
-            .is_some_and(|space| space.by_id.contains_key(customer_id))
+            .is_some_and(|space| space.by_id.contains(customer_id))
     }
 
     /// A live customer's subjects (key first, then subject keys); empty when unknown.
@@ -184,7 +292,7 @@ impl Attribution {
             .namespaces
             .get(namespace)
             .and_then(|space| space.by_id.get(customer_id))
-            .map(|c| c.subjects.iter().map(|s| s.to_string()).collect())
+            .map(|c| c.0.subjects().map(str::to_owned).collect())
             .unwrap_or_default()
     }
 
@@ -204,6 +312,23 @@ mod tests {
     use super::*;
     use metron_storage::customers::{CustomerInput, UsageAttribution};
     use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_customer_ref_reads_back_what_it_was_made_of() {
+        let subjects = |r: &CustomerRef| r.subjects().map(str::to_owned).collect::<Vec<_>>();
+        let odd = vec!["12:ab".to_owned(), String::new(), "ünï:cödé".to_owned()];
+        let r = CustomerRef::new("01J0000000000000000000000A", Some("3:x"), &odd);
+        assert_eq!(r.id(), "01J0000000000000000000000A");
+        assert_eq!(r.key(), Some("3:x"));
+        assert_eq!(subjects(&r), odd);
+        let r = CustomerRef::new("c", None, &["s".to_owned()]);
+        assert_eq!(
+            (r.id(), r.key(), subjects(&r)),
+            ("c", None, vec!["s".to_owned()])
+        );
+        let r = CustomerRef::new("", None, &[]);
+        assert_eq!((r.id(), r.key(), subjects(&r).len()), ("", None, 0));
+    }
 
     // The index follows the catalog through reloads and tells its listeners.
     #[tokio::test]
@@ -239,7 +364,7 @@ mod tests {
         assert_eq!(
             attribution
                 .customer_of("default", "s1")
-                .map(|c| c.id.to_string()),
+                .map(|c| c.id().to_string()),
             Some(customer.id.clone())
         );
         assert!(attribution.customer_of("other", "s1").is_none());
@@ -288,7 +413,7 @@ mod tests {
         let owner = |s: &str| {
             attribution
                 .customer_of("default", s)
-                .map(|c| c.id.to_string())
+                .map(|c| c.id().to_string())
         };
         assert_eq!(owner("s2"), Some(customer.id.clone()));
         assert_eq!(owner("acme"), Some(customer.id.clone()));

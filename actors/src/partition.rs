@@ -1,6 +1,6 @@
 //! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
 
-use crate::customer::{Activation, Subscription, UsageSample};
+use crate::customer::{Activation, CustomerKey, Subscription, UsageSample};
 use crate::meter::{Fold, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -11,7 +11,9 @@ use metron_engine::meter::{CompiledMeter, Extract};
 use metron_engine::window::floor_minute_ms;
 use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
 use metron_storage::manifest::EventFile;
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -55,7 +57,7 @@ pub struct PartitionActor {
     checkpoint_wanted: Arc<AtomicBool>,
     /// Customers with live balances, by namespace and subject: their usage is sent
     /// to their customer's row, one delivery per customer per batch.
-    subscriptions: HashMap<String, HashMap<Box<str>, Arc<Subscription>>>,
+    subscriptions: HashMap<String, HashSet<SubjectOf>>,
     activation: Activation,
 }
 
@@ -213,7 +215,7 @@ impl PartitionActor {
                 self.drop_subscription(&subscription);
                 activate.insert((
                     subscription.namespace.to_string(),
-                    subscription.customer_id.to_string(),
+                    subscription.customer.id(),
                 ));
             }
         }
@@ -276,14 +278,51 @@ pub struct SetRoutes {
     pub routes: Arc<Vec<Route>>,
 }
 
+/// One subject of a subscription, as a key of a partition's routing set: it reads as
+/// the subject's text, so the set holds no copy of the string.
+struct SubjectOf {
+    subscription: Arc<Subscription>,
+    index: usize,
+}
+
+impl SubjectOf {
+    fn subject(&self) -> &str {
+        self.subscription
+            .subjects
+            .get(self.index)
+            .map_or("", String::as_str)
+    }
+}
+
+impl Borrow<str> for SubjectOf {
+    fn borrow(&self) -> &str {
+        self.subject()
+    }
+}
+
+// Hash and equality are the subject's, as `Borrow<str>` requires.
+impl Hash for SubjectOf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.subject().hash(state);
+    }
+}
+
+impl PartialEq for SubjectOf {
+    fn eq(&self, other: &Self) -> bool {
+        self.subject() == other.subject()
+    }
+}
+
+impl Eq for SubjectOf {}
+
 /// The usage one event brings to its customer's entitlements, if the customer is
 /// subscribed (false when not).
 fn route_usage(
-    subscriptions: &HashMap<String, HashMap<Box<str>, Arc<Subscription>>>,
+    subscriptions: &HashMap<String, HashSet<SubjectOf>>,
     event: &IngestedEvent,
     usage: &mut HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)>,
 ) -> bool {
-    let Some(subscription) = subscriptions
+    let Some(SubjectOf { subscription, .. }) = subscriptions
         .get(&event.namespace)
         .and_then(|by_subject| by_subject.get(event.event.subject.as_str()))
     else {
@@ -330,8 +369,11 @@ impl Handler<Subscribe> for PartitionActor {
                 .entry(sub.namespace.to_string())
                 .or_default(),
         };
-        for subject in sub.subjects.iter() {
-            by_subject.insert(subject.as_str().into(), sub.clone());
+        for index in 0..sub.subjects.len() {
+            by_subject.replace(SubjectOf {
+                subscription: sub.clone(),
+                index,
+            });
         }
         let admits = |e: &IngestedEvent| {
             *e.namespace == *sub.namespace && sub.subjects.contains(&e.event.subject)
@@ -363,7 +405,7 @@ impl PartitionActor {
             for subject in subscription.subjects.iter() {
                 if by_subject
                     .get(subject.as_str())
-                    .is_some_and(|s| Arc::ptr_eq(s, subscription))
+                    .is_some_and(|s| Arc::ptr_eq(&s.subscription, subscription))
                 {
                     by_subject.remove(subject.as_str());
                 }
@@ -379,9 +421,11 @@ impl Handler<Unsubscribe> for PartitionActor {
     type Result = ();
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
         if let Some(by_subject) = self.subscriptions.get_mut(&msg.namespace) {
+            let customer = CustomerKey::of(&msg.customer_id);
             for subject in &msg.subjects {
                 if by_subject.get(subject.as_str()).is_some_and(|s| {
-                    *s.customer_id == *msg.customer_id && s.generation == msg.generation
+                    s.subscription.customer == customer
+                        && s.subscription.generation == msg.generation
                 }) {
                     by_subject.remove(subject.as_str());
                 }

@@ -685,7 +685,7 @@ impl Pipeline {
                     .inner
                     .attribution
                     .customer_of(&filter.namespace, &event.event.subject)
-                    .map(|c| c.id.to_string());
+                    .map(|c| c.id().to_string());
                 ListedEvent {
                     event,
                     validation_error,

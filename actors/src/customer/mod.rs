@@ -37,6 +37,38 @@ use std::sync::Arc;
 /// left memory or loaded again under a newer subscription); the partition drops it.
 pub type UsageSink = Arc<dyn Fn(&Subscription, Vec<UsageSample>) -> bool + Send + Sync>;
 
+/// A customer id as the live table, the entitled set and the subscriptions key it: its
+/// 16 bytes when it is a canonical ULID (every id Metron gives out), so that holding a
+/// customer costs no allocation for its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CustomerKey {
+    Ulid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl CustomerKey {
+    pub fn of(customer_id: &str) -> CustomerKey {
+        // Canonical: 26 upper-case Crockford characters, the first at most '7'.
+        let bytes = customer_id.as_bytes();
+        let canonical = bytes.len() == 26
+            && bytes[0] <= b'7'
+            && bytes.iter().all(|b| {
+                matches!(b, b'0'..=b'9' | b'A'..=b'H' | b'J' | b'K' | b'M' | b'N' | b'P'..=b'T' | b'V'..=b'Z')
+            });
+        match ulid::Ulid::from_string(customer_id) {
+            Ok(ulid) if canonical => CustomerKey::Ulid(ulid.to_bytes()),
+            _ => CustomerKey::Text(customer_id.into()),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            CustomerKey::Ulid(bytes) => ulid::Ulid::from_bytes(*bytes).to_string(),
+            CustomerKey::Text(text) => text.to_string(),
+        }
+    }
+}
+
 /// One event's contribution to one metered entitlement.
 #[derive(Debug, Clone)]
 pub struct UsageSample {
@@ -86,7 +118,7 @@ impl Matcher {
 /// Held by the partitions for every customer in memory, so kept compact.
 pub struct Subscription {
     pub namespace: Arc<str>,
-    pub customer_id: Box<str>,
+    pub customer: CustomerKey,
     /// Unique per activation: usage routed under an older subscription was already
     /// read by the newer one's load.
     pub generation: u64,
@@ -133,7 +165,7 @@ impl Activation {
         }
         self.attribution
             .customer_of(namespace, subject)
-            .map(|c| c.id.to_string())
+            .map(|c| c.id().to_string())
     }
 
     pub fn request(&self, namespace: &str, customer_id: &str) {

@@ -5,7 +5,7 @@
 use super::ledger::{Inputs, Ledger, Series, SeriesUsage, ValueAt, fold_sample};
 use super::table::{self, Access, Table, ValueAnswer};
 use super::views::{self, Flavor, Owner};
-use super::{MatchShape, Matcher, Subscription, UsageSink};
+use super::{CustomerKey, MatchShape, Matcher, Subscription, UsageSink};
 use crate::notification::{BalanceObservation, Notifier, Payload, PayloadSource, ResetObservation};
 use crate::pipeline::{self, Pipeline};
 use chrono::{DateTime, Utc};
@@ -66,22 +66,23 @@ impl Default for EntitlementsConfig {
     }
 }
 
-/// The features of a packed customer's entries, in order (shared, so kept as pointers).
-pub(super) type PackedFeatures = Box<[Option<Arc<Feature>>]>;
-
 impl Loaded {
-    /// The customer as one byte string ([`super::pack`]) and its entries' features
-    /// (shared, so kept as pointers).
-    pub(super) fn pack(&self) -> (Box<[u8]>, PackedFeatures) {
+    /// Appends the customer as one byte string ([`super::pack`]). Its entries' features
+    /// are shared, so only their numbers in `features` are written.
+    pub(super) fn pack_into(
+        &self,
+        w: &mut super::pack::Writer,
+        mut features: impl FnMut(&Arc<Feature>) -> u64,
+    ) {
         use super::pack::Writer;
-        let mut w = Writer::default();
         w.id(&self.customer_id);
         w.str(&self.subject_key);
         w.seq(self.subjects.iter(), |w, s| w.str(s));
         w.seq(self.entries.iter(), |w, e| {
             let head = &e.head;
             w.id(&head.id);
-            // The key is the feature's (kept as a pointer) unless the feature is gone.
+            w.u64(e.feature.as_ref().map_or(0, |f| features(f) + 1));
+            // The key is the feature's unless the feature is gone.
             w.opt(
                 (e.feature.as_ref().map(|f| f.key.as_str()) != Some(&*head.feature_key))
                     .then_some(&*head.feature_key),
@@ -100,25 +101,24 @@ impl Loaded {
             w.opt(e.broken.as_deref(), Writer::str);
             w.opt(e.ledger.as_deref(), |w, l| l.pack(w));
         });
-        let features = self.entries.iter().map(|e| e.feature.clone()).collect();
-        (w.bytes.into_boxed_slice(), features)
     }
 
-    /// A customer from [`Loaded::pack`].
+    /// A customer from [`Loaded::pack_into`]; `features` gives back a feature by its number.
     pub(super) fn unpack(
         bytes: &[u8],
-        features: &[Option<Arc<Feature>>],
+        features: impl Fn(u64) -> Option<Arc<Feature>>,
     ) -> Result<Loaded, super::pack::PackError> {
         use super::pack::{PackError, Reader};
         let mut r = Reader::new(bytes);
         let customer_id = r.id()?.into();
         let subject_key = r.str()?.into();
         let subjects = r.seq(|r| r.str().map(str::to_owned))?;
-        let mut index = 0usize;
         let entries = r.seq(|r| {
-            let feature = features.get(index).cloned().flatten();
-            index += 1;
             let id = r.id()?.into();
+            let feature = match r.u64()? {
+                0 => None,
+                n => Some(features(n - 1).ok_or(PackError("feature number"))?),
+            };
             let feature_key = match r.opt(|r| r.str().map(Box::<str>::from))? {
                 Some(key) => key,
                 None => feature
@@ -264,7 +264,7 @@ struct Inner {
     /// Where the partitions deliver usage (into `table`).
     sink: UsageSink,
     /// Customers with live entitlements: usage for them activates them.
-    entitled: parking_lot::RwLock<HashMap<String, HashSet<Box<str>>>>,
+    entitled: parking_lot::RwLock<HashMap<String, HashSet<CustomerKey>>>,
     activations: AtomicU64,
     value_reads: AtomicU64,
     /// Features and match shapes shared by every loaded customer (one copy per feature
@@ -298,7 +298,7 @@ impl Entitlements {
             .write()
             .entry(namespace)
             .or_default()
-            .extend(entitled.into_iter().map(String::into_boxed_str));
+            .extend(entitled.iter().map(|id| CustomerKey::of(id)));
         let weak = Arc::downgrade(&this.inner);
         this.inner.pipeline.activation().arm(Arc::new(
             move |namespace: &str, customer_id: &str| {
@@ -307,7 +307,7 @@ impl Entitlements {
                         .entitled
                         .read()
                         .get(namespace)
-                        .is_some_and(|ids| ids.contains(customer_id));
+                        .is_some_and(|ids| ids.contains(&CustomerKey::of(customer_id)));
                     if entitled {
                         let this = Entitlements { inner };
                         this.inner.table.ensure(&this, namespace, customer_id);
@@ -330,7 +330,7 @@ impl Entitlements {
                     let this = Entitlements { inner };
                     this.inner.table.deliver(
                         &this,
-                        &subscription.customer_id,
+                        &subscription.customer,
                         subscription.generation,
                         samples,
                     )
@@ -736,7 +736,7 @@ impl Entitlements {
             types.dedup();
             let subscription = Arc::new(Subscription {
                 namespace: self.inner.table.namespace(namespace),
-                customer_id: customer_id.into(),
+                customer: CustomerKey::of(customer_id),
                 generation,
                 subjects: subjects.clone().into_boxed_slice(),
                 matchers: matchers.clone().into_boxed_slice(),
@@ -765,15 +765,18 @@ impl Entitlements {
         }
         {
             let mut entitled = self.inner.entitled.write();
+            let key = CustomerKey::of(customer_id);
             if entries.is_empty() {
                 if let Some(ids) = entitled.get_mut(namespace) {
-                    ids.remove(customer_id);
+                    ids.remove(&key);
                 }
+            } else if let Some(ids) = entitled.get_mut(namespace) {
+                ids.insert(key);
             } else {
                 entitled
                     .entry(namespace.to_owned())
                     .or_default()
-                    .insert(customer_id.into());
+                    .insert(key);
             }
         }
         entries.shrink_to_fit();

@@ -14,11 +14,12 @@
 //! passivates rows nobody read or fed for `idleAfter`; the next use loads them again
 //! from the catalog and the events.
 
-use super::UsageSample;
 use super::ledger::{LedgerError, ValueAt};
-use super::service::{Entitlements, Loaded, PackedFeatures};
+use super::service::{Entitlements, Loaded};
+use super::{CustomerKey as Key, UsageSample};
 use chrono::{DateTime, Utc};
 use metron_storage::entitlements::EntitlementKind;
+use metron_storage::features::Feature;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -60,52 +61,173 @@ pub(super) struct Table {
     namespaces: Mutex<HashMap<String, Arc<str>>>,
 }
 
+/// One shard of rows. Packed customers live in the shard's `arena`, one contiguous
+/// buffer, so that a customer at rest costs its bytes and one table entry, and packing
+/// frees whole pages of the hot state instead of leaving a small allocation in each.
 #[derive(Default)]
 struct Shard {
-    slots: HashMap<Box<str>, Slot>,
+    slots: HashMap<Key, Slot>,
+    arena: Vec<u8>,
+    /// Bytes of `arena` no packed row uses any more.
+    garbage: usize,
+    /// The features and namespaces of the packed rows, by number.
+    features: Vec<Arc<Feature>>,
+    feature_numbers: HashMap<Box<str>, u32>,
+    namespaces: Vec<Arc<str>>,
 }
 
 enum Slot {
     Loading(Box<Loading>),
     Ready(Box<Live>),
     /// A ready customer at rest, packed ([`super::pack`]); unpacked by its next use.
-    Packed(Box<Packed>),
-    Failed {
-        error: Box<str>,
-        last_used: u64,
-    },
+    Packed(Packed),
+    Failed(Box<Failed>),
 }
 
+struct Failed {
+    error: Box<str>,
+    last_used: u64,
+}
+
+/// Where a packed customer's bytes are in its shard's arena.
 struct Packed {
-    namespace: Arc<str>,
     generation: u64,
     last_used: u64,
-    bytes: Box<[u8]>,
-    features: PackedFeatures,
+    at: u32,
+    len: u32,
+    namespace: u32,
 }
 
-impl Slot {
-    /// The ready customer of this slot, unpacking it if it is packed (`None`: not
-    /// ready, or its bytes would not unpack — the caller loads it afresh).
-    fn ready(&mut self) -> Option<&mut Live> {
-        if let Slot::Packed(packed) = self {
-            let loaded = match Loaded::unpack(&packed.bytes, &packed.features) {
-                Ok(loaded) => loaded,
-                Err(error) => {
-                    tracing::error!(%error, "A packed customer would not unpack; loading it afresh.");
-                    return None;
+impl Shard {
+    fn bytes(&self, packed: &Packed) -> &[u8] {
+        let start = packed.at as usize;
+        self.arena
+            .get(start..start + packed.len as usize)
+            .unwrap_or_default()
+    }
+
+    /// Unpacks the customer's row if it is packed. `false`: its bytes would not unpack
+    /// (the row is removed; the caller loads the customer afresh).
+    fn unpack(&mut self, key: &Key) -> bool {
+        let Some(Slot::Packed(packed)) = self.slots.get(key) else {
+            return true;
+        };
+        let features = &self.features;
+        let unpacked = Loaded::unpack(self.bytes(packed), |n| {
+            usize::try_from(n)
+                .ok()
+                .and_then(|n| features.get(n))
+                .cloned()
+        });
+        let namespace = self.namespaces.get(packed.namespace as usize).cloned();
+        let (generation, last_used, len) = (packed.generation, packed.last_used, packed.len);
+        self.garbage += len as usize;
+        match (unpacked, namespace) {
+            (Ok(loaded), Some(namespace)) => {
+                self.slots.insert(
+                    key.clone(),
+                    Slot::Ready(Box::new(Live {
+                        namespace,
+                        generation,
+                        last_used,
+                        loaded,
+                    })),
+                );
+                true
+            }
+            (Err(error), _) => {
+                tracing::error!(%error, "A packed customer would not unpack; loading it afresh.");
+                self.slots.remove(key);
+                false
+            }
+            (Ok(_), None) => {
+                tracing::error!("A packed customer's namespace is unknown; loading it afresh.");
+                self.slots.remove(key);
+                false
+            }
+        }
+    }
+
+    /// Packs a ready row into the arena (left ready if the arena is full).
+    fn pack(&mut self, key: &Key) -> bool {
+        let Some(Slot::Ready(live)) = self.slots.get(key) else {
+            return false;
+        };
+        let at = self.arena.len();
+        let mut writer = super::pack::Writer {
+            bytes: std::mem::take(&mut self.arena),
+        };
+        let (features, numbers) = (&mut self.features, &mut self.feature_numbers);
+        live.loaded.pack_into(&mut writer, |feature| {
+            let number = match numbers.get(feature.id.as_str()) {
+                Some(&n) => n,
+                None => {
+                    let n = features.len() as u32;
+                    numbers.insert(feature.id.as_str().into(), n);
+                    features.push(feature.clone());
+                    n
                 }
             };
-            *self = Slot::Ready(Box::new(Live {
-                namespace: packed.namespace.clone(),
-                generation: packed.generation,
-                last_used: packed.last_used,
-                loaded,
-            }));
+            // A newer version of the feature (archived) replaces the older one.
+            if let Some(known) = features.get_mut(number as usize)
+                && !Arc::ptr_eq(known, feature)
+                && known.updated_at <= feature.updated_at
+            {
+                *known = feature.clone();
+            }
+            u64::from(number)
+        });
+        self.arena = writer.bytes;
+        let (Ok(at32), Ok(len)) = (u32::try_from(at), u32::try_from(self.arena.len() - at)) else {
+            self.arena.truncate(at);
+            return false;
+        };
+        if u32::try_from(self.arena.len()).is_err() {
+            self.arena.truncate(at);
+            return false;
         }
-        match self {
-            Slot::Ready(live) => Some(live),
-            _ => None,
+        let namespace = match self
+            .namespaces
+            .iter()
+            .position(|n| Arc::ptr_eq(n, &live.namespace) || **n == *live.namespace)
+        {
+            Some(i) => i as u32,
+            None => {
+                self.namespaces.push(live.namespace.clone());
+                (self.namespaces.len() - 1) as u32
+            }
+        };
+        let packed = Packed {
+            generation: live.generation,
+            last_used: live.last_used,
+            at: at32,
+            len,
+            namespace,
+        };
+        self.slots.insert(key.clone(), Slot::Packed(packed));
+        true
+    }
+
+    /// Copies the live packed rows into a fresh arena once at least half of it is
+    /// garbage, and gives back the slack of its growth.
+    fn compact(&mut self) {
+        let live = self.arena.len() - self.garbage.min(self.arena.len());
+        if self.garbage > 0 && self.garbage >= live {
+            let mut fresh = Vec::with_capacity(live);
+            for slot in self.slots.values_mut() {
+                if let Slot::Packed(packed) = slot {
+                    let start = packed.at as usize;
+                    if let Some(bytes) = self.arena.get(start..start + packed.len as usize) {
+                        packed.at = fresh.len() as u32;
+                        fresh.extend_from_slice(bytes);
+                    }
+                }
+            }
+            self.arena = fresh;
+            self.garbage = 0;
+        }
+        if self.arena.capacity() > self.arena.len() + self.arena.len() / 4 {
+            self.arena.shrink_to_fit();
         }
     }
 }
@@ -151,10 +273,14 @@ impl Table {
         }
     }
 
-    fn shard(&self, customer_id: &str) -> &Mutex<Shard> {
+    fn shard(&self, key: &Key) -> &Mutex<Shard> {
         // FNV-1a: ids are ULIDs, so any mix of their bytes spreads them.
+        let bytes = match key {
+            Key::Ulid(bytes) => bytes.as_slice(),
+            Key::Text(text) => text.as_bytes(),
+        };
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in customer_id.bytes() {
+        for &byte in bytes {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
         &self.shards[(hash % SHARDS as u64) as usize]
@@ -203,24 +329,21 @@ impl Table {
         customer_id: &str,
         mut read: impl FnMut(&mut Loaded) -> T,
     ) -> Result<T, String> {
+        let key = Key::of(customer_id);
         loop {
             let mut start = None;
             let wait = {
-                let mut shard = self.shard(customer_id).lock();
-                if let Some(slot @ Slot::Packed(_)) = shard.slots.get_mut(customer_id)
-                    && slot.ready().is_none()
-                {
-                    shard.slots.remove(customer_id);
-                }
-                match shard.slots.get_mut(customer_id) {
+                let mut shard = self.shard(&key).lock();
+                shard.unpack(&key);
+                match shard.slots.get_mut(&key) {
                     Some(Slot::Ready(live)) => {
                         live.last_used = self.now();
                         return Ok(read(&mut live.loaded));
                     }
                     Some(Slot::Packed(_)) => continue,
-                    Some(Slot::Failed { error, last_used }) => {
-                        *last_used = self.now();
-                        return Err(error.to_string());
+                    Some(Slot::Failed(failed)) => {
+                        failed.last_used = self.now();
+                        return Err(failed.error.to_string());
                     }
                     Some(Slot::Loading(loading)) => {
                         let (tx, rx) = oneshot::channel();
@@ -232,9 +355,7 @@ impl Table {
                         let (tx, rx) = oneshot::channel();
                         loading.readers.push(tx);
                         start = Some(self.start_of(&loading, customer_id, None));
-                        shard
-                            .slots
-                            .insert(customer_id.into(), Slot::Loading(loading));
+                        shard.slots.insert(key.clone(), Slot::Loading(loading));
                         rx
                     }
                 }
@@ -250,15 +371,14 @@ impl Table {
     /// Loads the customer if it is not in memory (usage of an entitled customer).
     pub(super) fn ensure(&self, service: &Entitlements, namespace: &str, customer_id: &str) {
         let start = {
-            let mut shard = self.shard(customer_id).lock();
-            if shard.slots.contains_key(customer_id) {
+            let key = Key::of(customer_id);
+            let mut shard = self.shard(&key).lock();
+            if shard.slots.contains_key(&key) {
                 return;
             }
             let loading = self.loading(self.namespace(namespace), None);
             let start = self.start_of(&loading, customer_id, None);
-            shard
-                .slots
-                .insert(customer_id.into(), Slot::Loading(loading));
+            shard.slots.insert(key, Slot::Loading(loading));
             start
         };
         self.spawn(service, start);
@@ -274,21 +394,15 @@ impl Table {
     ) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut shard = self.shard(customer_id).lock();
-            if let Some(slot) = shard.slots.get_mut(customer_id)
-                && matches!(slot, Slot::Packed(_))
-                && slot.ready().is_none()
-            {
-                shard.slots.remove(customer_id);
-            }
-            match shard.slots.remove(customer_id) {
+            let key = Key::of(customer_id);
+            let mut shard = self.shard(&key).lock();
+            shard.unpack(&key);
+            match shard.slots.remove(&key) {
                 Some(Slot::Packed(_)) => None,
                 Some(Slot::Loading(mut loading)) => {
                     loading.again = true;
                     loading.reloads.push(tx);
-                    shard
-                        .slots
-                        .insert(customer_id.into(), Slot::Loading(loading));
+                    shard.slots.insert(key, Slot::Loading(loading));
                     None
                 }
                 Some(Slot::Ready(live)) => {
@@ -301,18 +415,14 @@ impl Table {
                     let mut loading = self.loading(namespace, Some(generation));
                     loading.reloads.push(tx);
                     let start = self.start_of(&loading, customer_id, Some((generation, loaded)));
-                    shard
-                        .slots
-                        .insert(customer_id.into(), Slot::Loading(loading));
+                    shard.slots.insert(key, Slot::Loading(loading));
                     Some(start)
                 }
-                Some(Slot::Failed { .. }) | None => {
+                Some(Slot::Failed(_)) | None => {
                     let mut loading = self.loading(self.namespace(namespace), None);
                     loading.reloads.push(tx);
                     let start = self.start_of(&loading, customer_id, None);
-                    shard
-                        .slots
-                        .insert(customer_id.into(), Slot::Loading(loading));
+                    shard.slots.insert(key, Slot::Loading(loading));
                     Some(start)
                 }
             }
@@ -327,10 +437,15 @@ impl Table {
     /// Reloads the customer if it is in memory (its subjects changed).
     pub(super) fn reload_if_live(&self, service: &Entitlements, customer_id: &str) {
         let namespace = {
-            let shard = self.shard(customer_id).lock();
-            match shard.slots.get(customer_id) {
+            let key = Key::of(customer_id);
+            let shard = self.shard(&key).lock();
+            match shard.slots.get(&key) {
                 Some(Slot::Ready(live)) => live.namespace.clone(),
-                Some(Slot::Packed(packed)) => packed.namespace.clone(),
+                Some(Slot::Packed(packed)) => match shard.namespaces.get(packed.namespace as usize)
+                {
+                    Some(namespace) => namespace.clone(),
+                    None => return,
+                },
                 Some(Slot::Loading(loading)) => loading.namespace.clone(),
                 _ => return,
             }
@@ -348,13 +463,7 @@ impl Table {
     pub(super) fn live_ids(&self) -> Vec<String> {
         self.shards
             .iter()
-            .flat_map(|s| {
-                s.lock()
-                    .slots
-                    .keys()
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|s| s.lock().slots.keys().map(Key::id).collect::<Vec<_>>())
             .collect()
     }
 
@@ -427,8 +536,9 @@ impl Table {
     ) {
         let mut start = None;
         let (readers, reloads, outcome) = {
-            let mut shard = self.shard(customer_id).lock();
-            let Some(Slot::Loading(mut loading)) = shard.slots.remove(customer_id) else {
+            let key = Key::of(customer_id);
+            let mut shard = self.shard(&key).lock();
+            let Some(Slot::Loading(mut loading)) = shard.slots.remove(&key) else {
                 return;
             };
             let mut result = result;
@@ -453,9 +563,7 @@ impl Table {
                 loading.previous = previous.as_ref().map(|(g, _)| *g);
                 loading.generation = self.next_generation();
                 start = Some(self.start_of(&loading, customer_id, previous));
-                shard
-                    .slots
-                    .insert(customer_id.into(), Slot::Loading(loading));
+                shard.slots.insert(key, Slot::Loading(loading));
                 (Vec::new(), Vec::new(), None)
             } else {
                 let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
@@ -484,13 +592,13 @@ impl Table {
                     }
                     Err(error) => {
                         tracing::warn!(customer = %customer_id, %error, "Could not load a customer's entitlements.");
-                        Slot::Failed {
+                        Slot::Failed(Box::new(Failed {
                             error: error.into(),
                             last_used: now,
-                        }
+                        }))
                     }
                 };
-                shard.slots.insert(customer_id.into(), slot);
+                shard.slots.insert(key, slot);
                 let Loading {
                     readers, reloads, ..
                 } = *loading;
@@ -515,20 +623,18 @@ impl Table {
     pub(super) fn deliver(
         &self,
         service: &Entitlements,
-        customer_id: &str,
+        key: &Key,
         generation: u64,
         samples: Vec<UsageSample>,
     ) -> bool {
         let start = {
-            let mut shard = self.shard(customer_id).lock();
-            if let Some(slot) = shard.slots.get_mut(customer_id)
-                && let Slot::Packed(packed) = slot
+            let mut shard = self.shard(key).lock();
+            if let Some(Slot::Packed(packed)) = shard.slots.get(key)
                 && packed.generation == generation
-                && slot.ready().is_none()
             {
-                shard.slots.remove(customer_id);
+                shard.unpack(key);
             }
-            match shard.slots.get_mut(customer_id) {
+            match shard.slots.get_mut(key) {
                 Some(Slot::Ready(live)) if live.generation == generation => {
                     // Usage keeps the customer in memory: passivating a customer in use
                     // would only make its next batch rebuild it.
@@ -542,14 +648,12 @@ impl Table {
                     }
                     // Usage older than the live series (a late event from a past
                     // period): rebuild from the events, which already hold it.
-                    let Some(Slot::Ready(live)) = shard.slots.remove(customer_id) else {
+                    let Some(Slot::Ready(live)) = shard.slots.remove(key) else {
                         return true;
                     };
                     let loading = self.loading(live.namespace.clone(), None);
-                    let start = self.start_of(&loading, customer_id, None);
-                    shard
-                        .slots
-                        .insert(customer_id.into(), Slot::Loading(loading));
+                    let start = self.start_of(&loading, &key.id(), None);
+                    shard.slots.insert(key.clone(), Slot::Loading(loading));
                     start
                 }
                 Some(Slot::Loading(loading))
@@ -576,54 +680,64 @@ impl Table {
         for shard in self.shards.iter() {
             // Passivate under one short hold of the lock (removals are cheap); pack one
             // row per hold, so a check on this shard never waits behind a whole sweep.
-            let mut to_pack: Vec<Box<str>> = Vec::new();
-            shard.lock().slots.retain(|id, slot| match slot {
-                Slot::Ready(live) if idle(live.last_used, idle_ms) => {
-                    gone.push((
-                        live.namespace.clone(),
-                        id.to_string(),
-                        live.generation,
-                        std::mem::take(&mut live.loaded.subjects),
-                    ));
-                    false
-                }
-                Slot::Packed(packed) if idle(packed.last_used, idle_ms) => {
-                    gone.push((
-                        packed.namespace.clone(),
-                        id.to_string(),
-                        packed.generation,
-                        Loaded::packed_subjects(&packed.bytes),
-                    ));
-                    false
-                }
-                Slot::Ready(live) if idle(live.last_used, pack_ms) => {
-                    to_pack.push(id.clone());
-                    true
-                }
-                Slot::Failed { last_used, .. } => !idle(*last_used, idle_ms),
-                _ => true,
-            });
-            for id in to_pack {
+            let mut to_pack: Vec<Key> = Vec::new();
+            {
+                let mut guard = shard.lock();
+                let shard = &mut *guard;
+                let mut freed = 0;
+                shard.slots.retain(|key, slot| match slot {
+                    Slot::Ready(live) if idle(live.last_used, idle_ms) => {
+                        gone.push((
+                            live.namespace.clone(),
+                            key.id(),
+                            live.generation,
+                            std::mem::take(&mut live.loaded.subjects),
+                        ));
+                        false
+                    }
+                    Slot::Packed(packed) if idle(packed.last_used, idle_ms) => {
+                        let start = packed.at as usize;
+                        let bytes = shard
+                            .arena
+                            .get(start..start + packed.len as usize)
+                            .unwrap_or_default();
+                        if let Some(namespace) = shard.namespaces.get(packed.namespace as usize) {
+                            gone.push((
+                                namespace.clone(),
+                                key.id(),
+                                packed.generation,
+                                Loaded::packed_subjects(bytes),
+                            ));
+                        }
+                        freed += packed.len as usize;
+                        false
+                    }
+                    Slot::Ready(live) if idle(live.last_used, pack_ms) => {
+                        to_pack.push(key.clone());
+                        true
+                    }
+                    Slot::Failed(failed) => !idle(failed.last_used, idle_ms),
+                    _ => true,
+                });
+                shard.garbage += freed;
+                shard.compact();
+            }
+            let packing = !to_pack.is_empty();
+            for key in to_pack {
                 let mut shard = shard.lock();
-                let Some(slot) = shard.slots.get_mut(&id) else {
-                    continue;
-                };
                 // Read or fed since the scan: it stays unpacked.
-                let Slot::Ready(live) = slot else {
+                let Some(Slot::Ready(live)) = shard.slots.get(&key) else {
                     continue;
                 };
                 if !idle(live.last_used, pack_ms) {
                     continue;
                 }
-                let (bytes, features) = live.loaded.pack();
-                *slot = Slot::Packed(Box::new(Packed {
-                    namespace: live.namespace.clone(),
-                    generation: live.generation,
-                    last_used: live.last_used,
-                    bytes,
-                    features,
-                }));
-                packed_count += 1;
+                if shard.pack(&key) {
+                    packed_count += 1;
+                }
+            }
+            if packing {
+                shard.lock().compact();
             }
         }
         (gone, packed_count)
@@ -734,4 +848,77 @@ pub(super) fn access(loaded: &mut Loaded, customer_id: &str, at: DateTime<Utc>) 
         }
     }
     access
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(id: &str, subject: &str) -> Slot {
+        Slot::Ready(Box::new(Live {
+            namespace: Arc::from("default"),
+            generation: 7,
+            last_used: 0,
+            loaded: Loaded {
+                customer_id: id.into(),
+                subject_key: subject.into(),
+                subjects: vec![subject.to_owned(), format!("{subject}-alias")],
+                entries: Vec::new(),
+            },
+        }))
+    }
+
+    #[test]
+    fn keys_are_ulid_bytes_when_canonical() {
+        let id = ulid::Ulid::new().to_string();
+        assert!(matches!(Key::of(&id), Key::Ulid(_)));
+        assert_eq!(Key::of(&id).id(), id);
+        // Lower case parses as the same ULID but is another id: kept as text.
+        let lower = id.to_lowercase();
+        assert!(matches!(Key::of(&lower), Key::Text(_)));
+        assert_eq!(Key::of(&lower).id(), lower);
+        assert!(matches!(Key::of("customer-1"), Key::Text(_)));
+    }
+
+    #[test]
+    fn packed_rows_survive_compaction() {
+        let mut shard = Shard::default();
+        let ids: Vec<String> = (0..6).map(|_| ulid::Ulid::new().to_string()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            shard.slots.insert(Key::of(id), live(id, &format!("s{i}")));
+            assert!(shard.pack(&Key::of(id)));
+        }
+        let full = shard.arena.len();
+        // Four of six come back to life: their bytes are garbage, and compaction drops them.
+        for id in &ids[..4] {
+            assert!(shard.unpack(&Key::of(id)));
+        }
+        shard.compact();
+        assert_eq!(shard.garbage, 0);
+        assert!(shard.arena.len() < full / 2);
+        for (i, id) in ids.iter().enumerate() {
+            assert!(shard.unpack(&Key::of(id)));
+            let Some(Slot::Ready(live)) = shard.slots.get(&Key::of(id)) else {
+                panic!("row {i} is not ready");
+            };
+            assert_eq!(&*live.loaded.customer_id, id.as_str());
+            assert_eq!(
+                live.loaded.subjects,
+                [format!("s{i}"), format!("s{i}-alias")]
+            );
+            assert_eq!(&*live.namespace, "default");
+            assert_eq!(live.generation, 7);
+        }
+    }
+
+    #[test]
+    fn garbage_bytes_fail_the_unpack_not_the_process() {
+        let mut shard = Shard::default();
+        let id = ulid::Ulid::new().to_string();
+        shard.slots.insert(Key::of(&id), live(&id, "s"));
+        assert!(shard.pack(&Key::of(&id)));
+        shard.arena.iter_mut().for_each(|b| *b = 0xff);
+        assert!(!shard.unpack(&Key::of(&id)));
+        assert!(shard.slots.is_empty());
+    }
 }

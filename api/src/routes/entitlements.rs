@@ -156,7 +156,7 @@ async fn owner(state: &AppState, req: &HttpRequest, api: Api) -> Result<Customer
     let catalog = state.pipeline.catalog();
     let found = if api.by_subject {
         match state.pipeline.attribution().customer_of(&ns, name) {
-            Some(r) => catalog.get_customer_by_id(&ns, &r.id).await?,
+            Some(r) => catalog.get_customer_by_id(&ns, r.id()).await?,
             None => None,
         }
     } else {
@@ -179,14 +179,16 @@ async fn owner_id(state: &AppState, req: &HttpRequest, api: Api) -> Result<Strin
     let name = path_part(req, "owner")?;
     let attribution = state.pipeline.attribution();
     let known = if api.by_subject {
-        attribution.customer_of(&ns, name).map(|c| c.id.to_string())
+        attribution
+            .customer_of(&ns, name)
+            .map(|c| c.id().to_string())
     } else if attribution.knows(&ns, name) {
         Some(name.to_owned())
     } else {
         attribution
             .customer_of(&ns, name)
-            .filter(|c| c.key.as_deref() == Some(name))
-            .map(|c| c.id.to_string())
+            .filter(|c| c.key() == Some(name))
+            .map(|c| c.id().to_string())
     };
     match known {
         Some(id) => Ok(id),
