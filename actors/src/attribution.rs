@@ -41,7 +41,7 @@ impl CustomerRef {
     }
 
     /// The string that starts at byte `at`, and where the next one starts.
-    fn at(&self, at: usize) -> Option<(&str, usize)> {
+    pub(crate) fn at(&self, at: usize) -> Option<(&str, usize)> {
         let rest = self.0.get(at..)?;
         let colon = rest.find(':')?;
         let len: usize = rest[..colon].parse().ok()?;
@@ -75,8 +75,8 @@ impl CustomerRef {
             .filter_map(|at| self.at(at).map(|(s, _)| s))
     }
 
-    /// Where each subject starts.
-    fn subject_starts(&self) -> impl Iterator<Item = usize> {
+    /// Where each subject starts (for [`CustomerRef::at`]).
+    pub(crate) fn subject_starts(&self) -> impl Iterator<Item = usize> {
         let mut next = Some(self.subjects_at());
         std::iter::from_fn(move || {
             let at = next?;
@@ -282,6 +282,33 @@ impl Attribution {
             .namespaces
             .get(namespace)
             .is_some_and(|space| space.by_id.contains(customer_id))
+    }
+
+    /// A live customer's record, if it is `(id, key, subjects)` (shared, else new).
+    pub fn record(
+        &self,
+        namespace: &str,
+        id: &str,
+        key: Option<&str>,
+        subjects: &[String],
+    ) -> CustomerRef {
+        let known = self
+            .shared
+            .index
+            .read()
+            .namespaces
+            .get(namespace)
+            .and_then(|space| space.by_id.get(id))
+            .map(|c| c.0.clone());
+        match known {
+            Some(known)
+                if known.key() == key
+                    && known.subjects().eq(subjects.iter().map(String::as_str)) =>
+            {
+                known
+            }
+            _ => CustomerRef::new(id, key, subjects),
+        }
     }
 
     /// A live customer's subjects (key first, then subject keys); empty when unknown.

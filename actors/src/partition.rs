@@ -282,15 +282,13 @@ pub struct SetRoutes {
 /// the subject's text, so the set holds no copy of the string.
 struct SubjectOf {
     subscription: Arc<Subscription>,
-    index: usize,
+    /// Where the subject starts in the subscription's customer record.
+    at: usize,
 }
 
 impl SubjectOf {
     fn subject(&self) -> &str {
-        self.subscription
-            .subjects
-            .get(self.index)
-            .map_or("", String::as_str)
+        self.subscription.who.at(self.at).map_or("", |(s, _)| s)
     }
 }
 
@@ -369,14 +367,15 @@ impl Handler<Subscribe> for PartitionActor {
                 .entry(sub.namespace.to_string())
                 .or_default(),
         };
-        for index in 0..sub.subjects.len() {
+        for at in sub.who.subject_starts() {
             by_subject.replace(SubjectOf {
                 subscription: sub.clone(),
-                index,
+                at,
             });
         }
+        let subjects: Vec<&str> = sub.subjects().collect();
         let admits = |e: &IngestedEvent| {
-            *e.namespace == *sub.namespace && sub.subjects.contains(&e.event.subject)
+            *e.namespace == *sub.namespace && subjects.contains(&e.event.subject.as_str())
         };
         let mut events: Vec<Arc<Vec<IngestedEvent>>> = self
             .sealed
@@ -402,12 +401,12 @@ impl PartitionActor {
     /// Forgets a subscription's subjects (those still pointing at it).
     fn drop_subscription(&mut self, subscription: &Arc<Subscription>) {
         if let Some(by_subject) = self.subscriptions.get_mut(&*subscription.namespace) {
-            for subject in subscription.subjects.iter() {
+            for subject in subscription.subjects() {
                 if by_subject
-                    .get(subject.as_str())
+                    .get(subject)
                     .is_some_and(|s| Arc::ptr_eq(&s.subscription, subscription))
                 {
-                    by_subject.remove(subject.as_str());
+                    by_subject.remove(subject);
                 }
             }
             if by_subject.is_empty() {

@@ -196,7 +196,8 @@ impl Pipeline {
         from: Option<DateTime<Utc>>,
     ) -> Result<Vec<IngestedEvent>> {
         let mut held = Vec::new();
-        for p in self.partitions_of(&subscription.namespace, &subscription.subjects) {
+        let subjects: Vec<String> = subscription.subjects().map(str::to_owned).collect();
+        for p in self.partitions_of(&subscription.namespace, &subjects) {
             if let Some(addr) = self.inner.partitions.get(p) {
                 held.push(
                     addr.send(Subscribe {
@@ -210,7 +211,7 @@ impl Pipeline {
         let filter = EventFilter {
             namespace: subscription.namespace.to_string(),
             from,
-            subjects: subscription.subjects.to_vec(),
+            subjects,
             types,
             limit: usize::MAX,
             ..EventFilter::default()

@@ -25,7 +25,7 @@ pub use service::{
 };
 pub use table::{Access, ValueAnswer};
 
-use crate::attribution::Attribution;
+use crate::attribution::{Attribution, CustomerRef};
 use metron_engine::aggregate::SampleValue;
 use metron_engine::event::CloudEvent;
 use metron_engine::filter::StringFilter;
@@ -122,12 +122,19 @@ pub struct Subscription {
     /// Unique per activation: usage routed under an older subscription was already
     /// read by the newer one's load.
     pub generation: u64,
-    pub subjects: Box<[String]>,
-    pub matchers: Box<[Matcher]>,
+    /// The customer's subjects as the load read them (usually the attribution index's
+    /// own record, shared).
+    pub who: CustomerRef,
+    /// Shared by every customer with the same entitlement layout.
+    pub matchers: Arc<[Matcher]>,
     pub sink: UsageSink,
 }
 
 impl Subscription {
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        self.who.subjects()
+    }
+
     pub fn samples<'a>(&'a self, event: &'a CloudEvent) -> impl Iterator<Item = UsageSample> + 'a {
         self.matchers.iter().filter_map(move |m| m.sample(event))
     }

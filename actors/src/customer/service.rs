@@ -277,7 +277,13 @@ struct Shared {
     features: HashMap<String, Arc<Feature>>,
     /// By feature id.
     shapes: HashMap<String, SharedShape>,
+    /// Matcher lists by layout: (ledger, shape) pairs, the shapes by address (each
+    /// list holds its shapes, so an address is not reused while its entry lives).
+    matchers: HashMap<Vec<(u32, usize)>, Arc<[Matcher]>>,
 }
+
+/// Matcher layouts kept before the cache starts afresh.
+const MATCHER_LAYOUTS: usize = 4096;
 
 /// A shape and the versions it was compiled from.
 struct SharedShape {
@@ -620,6 +626,25 @@ impl Entitlements {
         Ok(feature)
     }
 
+    /// A customer's matchers, shared with every customer of the same layout.
+    fn matchers(&self, matchers: &[Matcher]) -> Arc<[Matcher]> {
+        let layout: Vec<(u32, usize)> = matchers
+            .iter()
+            .map(|m| (m.ledger, Arc::as_ptr(&m.shape) as usize))
+            .collect();
+        let mut shared = self.inner.shared.lock();
+        if let Some(known) = shared.matchers.get(&layout) {
+            return known.clone();
+        }
+        // A cache: the layouts of shapes since replaced go with a clear.
+        if shared.matchers.len() >= MATCHER_LAYOUTS {
+            shared.matchers.clear();
+        }
+        let fresh: Arc<[Matcher]> = matchers.into();
+        shared.matchers.insert(layout, fresh.clone());
+        fresh
+    }
+
     /// The feature's match shape, shared while neither the feature nor its meter changes.
     fn shape(&self, meter: &Meter, feature: &Feature) -> Arc<MatchShape> {
         let mut shared = self.inner.shared.lock();
@@ -738,8 +763,13 @@ impl Entitlements {
                 namespace: self.inner.table.namespace(namespace),
                 customer: CustomerKey::of(customer_id),
                 generation,
-                subjects: subjects.clone().into_boxed_slice(),
-                matchers: matchers.clone().into_boxed_slice(),
+                who: self.inner.pipeline.attribution().record(
+                    namespace,
+                    &customer.id,
+                    customer.key.as_deref(),
+                    &subjects,
+                ),
+                matchers: self.matchers(&matchers),
                 sink: self.inner.sink.clone(),
             });
             let events = self
