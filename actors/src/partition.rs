@@ -1,6 +1,7 @@
 //! `PartitionActor`: reads one stream partition, drops duplicates, routes batches.
 
-use crate::customer::{Activation, CustomerKey, Subscription, UsageSample};
+use crate::attribution::CustomerRef;
+use crate::customer::{Activation, CustomerKey, Matcher, Subscription, UsageSample, UsageSink};
 use crate::meter::{Fold, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -57,7 +58,7 @@ pub struct PartitionActor {
     checkpoint_wanted: Arc<AtomicBool>,
     /// Customers with live balances, by namespace and subject: their usage is sent
     /// to their customer's row, one delivery per customer per batch.
-    subscriptions: HashMap<String, HashSet<SubjectOf>>,
+    subscriptions: HashMap<String, Routes>,
     activation: Activation,
 }
 
@@ -160,8 +161,7 @@ impl PartitionActor {
         let mut folds: Vec<Rollups> = self.routes.iter().map(|_| Rollups::default()).collect();
         let mut invalid = 0u64;
         let mut kept = Vec::with_capacity(events.len());
-        let mut usage: HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)> =
-            HashMap::new();
+        let mut usage = Usage::new();
         let mut activate: std::collections::BTreeSet<(String, String)> = Default::default();
         for (event, is_new) in events.into_iter().zip(fresh) {
             if !is_new {
@@ -208,15 +208,17 @@ impl PartitionActor {
                 });
             }
         }
-        for (_, (subscription, samples)) in usage {
-            if !(subscription.sink)(&subscription, samples) {
-                // The customer left memory (passivated) or loaded again: its next
-                // activation reads these events from the partition, so ask for it now.
-                self.drop_subscription(&subscription);
-                activate.insert((
-                    subscription.namespace.to_string(),
-                    subscription.customer.id(),
-                ));
+        for (namespace, customers) in usage {
+            let Some(sink) = self.subscriptions.get(&namespace).map(|r| r.sink.clone()) else {
+                continue;
+            };
+            for ((customer, generation), (who, samples)) in customers {
+                if !sink(&customer, generation, samples) {
+                    // The customer left memory (passivated) or loaded again: its next
+                    // activation reads these events from the partition, so ask for it now.
+                    self.drop_routes(&namespace, &customer, generation, &who);
+                    activate.insert((namespace.clone(), customer.id()));
+                }
             }
         }
         for (namespace, customer) in activate {
@@ -278,61 +280,85 @@ pub struct SetRoutes {
     pub routes: Arc<Vec<Route>>,
 }
 
-/// One subject of a subscription, as a key of a partition's routing set: it reads as
-/// the subject's text, so the set holds no copy of the string.
-struct SubjectOf {
-    subscription: Arc<Subscription>,
-    /// Where the subject starts in the subscription's customer record.
-    at: usize,
+/// A namespace's subscribed customers at one partition.
+struct Routes {
+    /// Where usage goes (the newest subscription's; there is one entitlement service).
+    sink: UsageSink,
+    by_subject: HashSet<Routed>,
 }
 
-impl SubjectOf {
+/// One subject of a subscribed customer. Held for every customer in memory, so it is
+/// the whole subscription inline (no allocation of its own): it reads as the subject's
+/// text, borrowed from the customer's record, so the set holds no copy of the string.
+struct Routed {
+    who: CustomerRef,
+    /// Where the subject starts in `who`.
+    at: usize,
+    customer: CustomerKey,
+    generation: u64,
+    matchers: Arc<[Matcher]>,
+}
+
+impl Routed {
     fn subject(&self) -> &str {
-        self.subscription.who.at(self.at).map_or("", |(s, _)| s)
+        self.who.at(self.at).map_or("", |(s, _)| s)
     }
 }
 
-impl Borrow<str> for SubjectOf {
+impl Borrow<str> for Routed {
     fn borrow(&self) -> &str {
         self.subject()
     }
 }
 
 // Hash and equality are the subject's, as `Borrow<str>` requires.
-impl Hash for SubjectOf {
+impl Hash for Routed {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.subject().hash(state);
     }
 }
 
-impl PartialEq for SubjectOf {
+impl PartialEq for Routed {
     fn eq(&self, other: &Self) -> bool {
         self.subject() == other.subject()
     }
 }
 
-impl Eq for SubjectOf {}
+impl Eq for Routed {}
+
+/// One batch's usage: by namespace, then by customer and subscription generation.
+type Usage = HashMap<String, HashMap<(CustomerKey, u64), (CustomerRef, Vec<UsageSample>)>>;
 
 /// The usage one event brings to its customer's entitlements, if the customer is
 /// subscribed (false when not).
 fn route_usage(
-    subscriptions: &HashMap<String, HashSet<SubjectOf>>,
+    subscriptions: &HashMap<String, Routes>,
     event: &IngestedEvent,
-    usage: &mut HashMap<*const Subscription, (Arc<Subscription>, Vec<UsageSample>)>,
+    usage: &mut Usage,
 ) -> bool {
-    let Some(SubjectOf { subscription, .. }) = subscriptions
+    let Some(routed) = subscriptions
         .get(&event.namespace)
-        .and_then(|by_subject| by_subject.get(event.event.subject.as_str()))
+        .and_then(|routes| routes.by_subject.get(event.event.subject.as_str()))
     else {
         return false;
     };
-    for sample in subscription.samples(&event.event) {
-        usage
-            .entry(Arc::as_ptr(subscription))
-            .or_insert_with(|| (subscription.clone(), Vec::new()))
-            .1
-            .push(sample);
+    let mut samples = routed
+        .matchers
+        .iter()
+        .filter_map(|m| m.sample(&event.event))
+        .peekable();
+    if samples.peek().is_none() {
+        return true;
     }
+    let of_namespace = match usage.get_mut(&event.namespace) {
+        Some(of_namespace) => of_namespace,
+        None => usage.entry(event.namespace.clone()).or_default(),
+    };
+    of_namespace
+        .entry((routed.customer.clone(), routed.generation))
+        .or_insert_with(|| (routed.who.clone(), Vec::new()))
+        .1
+        .extend(samples);
     true
 }
 
@@ -360,17 +386,26 @@ impl Handler<Subscribe> for PartitionActor {
     type Result = MessageResult<Subscribe>;
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         let sub = msg.subscription;
-        let by_subject = match self.subscriptions.get_mut(&*sub.namespace) {
-            Some(by_subject) => by_subject,
+        let routes = match self.subscriptions.get_mut(&*sub.namespace) {
+            Some(routes) => {
+                routes.sink = sub.sink.clone();
+                routes
+            }
             None => self
                 .subscriptions
                 .entry(sub.namespace.to_string())
-                .or_default(),
+                .or_insert_with(|| Routes {
+                    sink: sub.sink.clone(),
+                    by_subject: HashSet::new(),
+                }),
         };
         for at in sub.who.subject_starts() {
-            by_subject.replace(SubjectOf {
-                subscription: sub.clone(),
+            routes.by_subject.replace(Routed {
+                who: sub.who.clone(),
                 at,
+                customer: sub.customer.clone(),
+                generation: sub.generation,
+                matchers: sub.matchers.clone(),
             });
         }
         let subjects: Vec<&str> = sub.subjects().collect();
@@ -398,20 +433,38 @@ impl Handler<Subscribe> for PartitionActor {
 }
 
 impl PartitionActor {
-    /// Forgets a subscription's subjects (those still pointing at it).
-    fn drop_subscription(&mut self, subscription: &Arc<Subscription>) {
-        if let Some(by_subject) = self.subscriptions.get_mut(&*subscription.namespace) {
-            for subject in subscription.subjects() {
-                if by_subject
-                    .get(subject)
-                    .is_some_and(|s| Arc::ptr_eq(&s.subscription, subscription))
-                {
-                    by_subject.remove(subject);
-                }
+    /// Forgets a subscription's subjects (those still routed to it).
+    fn drop_routes(
+        &mut self,
+        namespace: &str,
+        customer: &CustomerKey,
+        generation: u64,
+        who: &CustomerRef,
+    ) {
+        self.unroute(namespace, customer, generation, who.subjects());
+    }
+
+    fn unroute<'a>(
+        &mut self,
+        namespace: &str,
+        customer: &CustomerKey,
+        generation: u64,
+        subjects: impl Iterator<Item = &'a str>,
+    ) {
+        let Some(routes) = self.subscriptions.get_mut(namespace) else {
+            return;
+        };
+        for subject in subjects {
+            if routes
+                .by_subject
+                .get(subject)
+                .is_some_and(|r| r.customer == *customer && r.generation == generation)
+            {
+                routes.by_subject.remove(subject);
             }
-            if by_subject.is_empty() {
-                self.subscriptions.remove(&*subscription.namespace);
-            }
+        }
+        if routes.by_subject.is_empty() {
+            self.subscriptions.remove(namespace);
         }
     }
 }
@@ -419,20 +472,13 @@ impl PartitionActor {
 impl Handler<Unsubscribe> for PartitionActor {
     type Result = ();
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
-        if let Some(by_subject) = self.subscriptions.get_mut(&msg.namespace) {
-            let customer = CustomerKey::of(&msg.customer_id);
-            for subject in &msg.subjects {
-                if by_subject.get(subject.as_str()).is_some_and(|s| {
-                    s.subscription.customer == customer
-                        && s.subscription.generation == msg.generation
-                }) {
-                    by_subject.remove(subject.as_str());
-                }
-            }
-            if by_subject.is_empty() {
-                self.subscriptions.remove(&msg.namespace);
-            }
-        }
+        let customer = CustomerKey::of(&msg.customer_id);
+        self.unroute(
+            &msg.namespace,
+            &customer,
+            msg.generation,
+            msg.subjects.iter().map(String::as_str),
+        );
     }
 }
 

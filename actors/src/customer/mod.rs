@@ -33,9 +33,10 @@ use metron_engine::meter::{CompiledMeter, Extract};
 use std::sync::Arc;
 
 /// Where a partition delivers a subscribed customer's usage (one call per customer per
-/// batch). `false`: the subscription is no longer the customer's live one (the customer
-/// left memory or loaded again under a newer subscription); the partition drops it.
-pub type UsageSink = Arc<dyn Fn(&Subscription, Vec<UsageSample>) -> bool + Send + Sync>;
+/// batch, with the subscription's generation). `false`: the subscription is no longer the
+/// customer's live one (the customer left memory or loaded again under a newer
+/// subscription); the partition drops it.
+pub type UsageSink = Arc<dyn Fn(&CustomerKey, u64, Vec<UsageSample>) -> bool + Send + Sync>;
 
 /// A customer id as the live table, the entitled set and the subscriptions key it: its
 /// 16 bytes when it is a canonical ULID (every id Metron gives out), so that holding a
@@ -114,8 +115,8 @@ impl Matcher {
     }
 }
 
-/// A customer's subscription at the partitions.
-/// Held by the partitions for every customer in memory, so kept compact.
+/// A customer's subscription at the partitions: what `Subscribe` hands them (each keeps
+/// it inline, one entry per subject).
 pub struct Subscription {
     pub namespace: Arc<str>,
     pub customer: CustomerKey,
@@ -133,10 +134,6 @@ pub struct Subscription {
 impl Subscription {
     pub fn subjects(&self) -> impl Iterator<Item = &str> {
         self.who.subjects()
-    }
-
-    pub fn samples<'a>(&'a self, event: &'a CloudEvent) -> impl Iterator<Item = UsageSample> + 'a {
-        self.matchers.iter().filter_map(move |m| m.sample(event))
     }
 }
 

@@ -329,18 +329,16 @@ impl Entitlements {
         let this = Self {
             inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
                 let weak = weak.clone();
-                let sink: UsageSink = Arc::new(move |subscription: &Subscription, samples| {
-                    let Some(inner) = weak.upgrade() else {
-                        return false;
-                    };
-                    let this = Entitlements { inner };
-                    this.inner.table.deliver(
-                        &this,
-                        &subscription.customer,
-                        subscription.generation,
-                        samples,
-                    )
-                });
+                let sink: UsageSink =
+                    Arc::new(move |customer: &CustomerKey, generation: u64, samples| {
+                        let Some(inner) = weak.upgrade() else {
+                            return false;
+                        };
+                        let this = Entitlements { inner };
+                        this.inner
+                            .table
+                            .deliver(&this, customer, generation, samples)
+                    });
                 Inner {
                     pipeline,
                     config,

@@ -154,9 +154,7 @@ impl Shard {
             return false;
         };
         let at = self.arena.len();
-        let mut writer = super::pack::Writer {
-            bytes: std::mem::take(&mut self.arena),
-        };
+        let mut writer = super::pack::Writer::appending(std::mem::take(&mut self.arena));
         let (features, numbers) = (&mut self.features, &mut self.feature_numbers);
         live.loaded.pack_into(&mut writer, |feature| {
             let number = match numbers.get(feature.id.as_str()) {
