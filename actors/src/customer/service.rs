@@ -430,6 +430,7 @@ impl Entitlements {
 
     /// Prometheus text of the live customers.
     pub fn metrics_text(&self) -> String {
+        let (packed, packed_bytes) = self.inner.table.packed();
         format!(
             "# HELP metron_customer_actors Customers in memory (live balances).\n\
              # TYPE metron_customer_actors gauge\n\
@@ -437,6 +438,9 @@ impl Entitlements {
              # HELP metron_customers_packed Customers in memory packed (at rest).\n\
              # TYPE metron_customers_packed gauge\n\
              metron_customers_packed {}\n\
+             # HELP metron_customers_packed_bytes Bytes of the packed customers' arenas.\n\
+             # TYPE metron_customers_packed_bytes gauge\n\
+             metron_customers_packed_bytes {}\n\
              # HELP metron_customer_activations_total Customer loads (on a read, an entitlement change or usage).\n\
              # TYPE metron_customer_activations_total counter\n\
              metron_customer_activations_total {}\n\
@@ -444,7 +448,8 @@ impl Entitlements {
              # TYPE metron_entitlement_value_reads_total counter\n\
              metron_entitlement_value_reads_total {}\n",
             self.active_customers(),
-            self.inner.table.packed(),
+            packed,
+            packed_bytes,
             self.inner.activations.load(Ordering::Relaxed),
             self.inner.value_reads.load(Ordering::Relaxed),
         )

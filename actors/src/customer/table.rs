@@ -741,18 +741,18 @@ impl Table {
         (gone, packed_count)
     }
 
-    /// Customers in memory packed.
-    pub(super) fn packed(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .slots
-                    .values()
-                    .filter(|slot| matches!(slot, Slot::Packed(_)))
-                    .count()
-            })
-            .sum()
+    /// Customers in memory packed,
+    /// and the bytes they take in the arenas (with the garbage not yet compacted away).
+    pub(super) fn packed(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(rows, bytes), s| {
+            let shard = s.lock();
+            let packed = shard
+                .slots
+                .values()
+                .filter(|slot| matches!(slot, Slot::Packed(_)))
+                .count();
+            (rows + packed, bytes + shard.arena.len())
+        })
     }
 }
 

@@ -996,7 +996,11 @@ fn customers_at_rest_are_packed_and_answer_the_same() {
         eventually(VISIBLE, || match packed_customers(&server) {
             Some(1) => Ok(()),
             other => Err(format!("packed customers: {other:?}")),
-        })
+        });
+        // The one customer's bytes are in an arena (what it was unpacked from before
+        // may still be there, until a compaction).
+        let bytes = gauge(&server, "metron_customers_packed_bytes").unwrap_or(0);
+        assert!(bytes > 0, "packed bytes: {bytes}");
     };
     wait_packed();
     assert_json_eq(&value("tokens"), &before);
