@@ -33,6 +33,8 @@ pub(crate) struct MemTier {
     last_ms: i64,
     /// True between `sort_for_spill` and `reset`: the table is not a hash set then.
     scrambled: bool,
+    /// After `sort_for_spill`: the slots that may be non-zero (`..sorted`).
+    sorted: usize,
 }
 
 impl MemTier {
@@ -57,6 +59,7 @@ impl MemTier {
             first_ms: i64::MAX,
             last_ms: i64::MIN,
             scrambled: false,
+            sorted: 0,
         }
     }
 
@@ -139,6 +142,8 @@ impl MemTier {
         for i in 0..self.slots.len() {
             let key = self.slots[i];
             if key != 0 {
+                // Moved slots are cleared, so that `reset` clears only `..n`.
+                self.slots[i] = 0;
                 self.slots[n] = key;
                 n += 1;
             }
@@ -150,16 +155,73 @@ impl MemTier {
             self.slots[..=n].rotate_right(1);
             n += 1;
         }
+        self.sorted = n;
         &self.slots[..n]
     }
 
-    /// Empties the tier (keeps the allocation).
+    /// Empties the tier (keeps the allocation). After a spill only the sorted prefix
+    /// holds keys: clearing the whole table would write (and make resident) every page
+    /// of it at every checkpoint, however few keys came in.
     pub(crate) fn reset(&mut self) {
-        self.slots.fill(0);
+        if self.scrambled {
+            let sorted = self.sorted.min(self.slots.len());
+            self.slots[..sorted].fill(0);
+        } else {
+            self.slots.fill(0);
+        }
+        self.sorted = 0;
         self.len = 0;
         self.has_zero = false;
         self.first_ms = i64::MAX;
         self.last_ms = i64::MIN;
         self.scrambled = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(tier: &mut MemTier, key: Key) -> bool {
+        match tier.probe(key) {
+            Probe::Present => false,
+            Probe::Vacant(slot) => {
+                tier.insert_vacant(slot, key, 1);
+                true
+            }
+        }
+    }
+
+    // A spill clears every slot it moved, so the partial clear of `reset` leaves an
+    // empty set, round after round (keys colliding, a zero key, a full tier).
+    #[test]
+    fn reset_after_a_spill_empties_the_tier() {
+        let mut tier = MemTier::new(48);
+        for round in 0..4u128 {
+            let keys: Vec<Key> = (0..tier.max_keys() as u128)
+                .map(|k| {
+                    if k == 7 {
+                        0
+                    } else {
+                        ((k + 1) * 0x9E37_79B9 + round) << (round * 8)
+                    }
+                })
+                .collect();
+            for &k in &keys {
+                assert!(insert(&mut tier, k), "round {round}: {k} new");
+            }
+            let mut sorted = tier.sort_for_spill().to_vec();
+            let mut expected = keys.clone();
+            expected.sort_unstable();
+            sorted.sort_unstable();
+            assert_eq!(sorted, expected);
+            tier.reset();
+            assert!(tier.slots.iter().all(|&s| s == 0), "round {round}");
+            assert_eq!(tier.len(), 0);
+            assert!(
+                keys.iter()
+                    .all(|&k| matches!(tier.probe(k), Probe::Vacant(_)))
+            );
+        }
     }
 }
