@@ -176,14 +176,12 @@ impl Shard {
             u64::from(number)
         });
         self.arena = writer.bytes;
-        let (Ok(at32), Ok(len)) = (u32::try_from(at), u32::try_from(self.arena.len() - at)) else {
-            self.arena.truncate(at);
-            return false;
-        };
+        // Offsets are u32: a shard's arena stays under 4 GiB (the row stays unpacked).
         if u32::try_from(self.arena.len()).is_err() {
             self.arena.truncate(at);
             return false;
         }
+        let (at32, len) = (at as u32, (self.arena.len() - at) as u32);
         let namespace = match self
             .namespaces
             .iter()
