@@ -108,29 +108,8 @@ impl ById {
     }
 }
 
-macro_rules! keyed_by_str {
-    ($t:ty, $key:expr) => {
-        impl std::borrow::Borrow<str> for $t {
-            fn borrow(&self) -> &str {
-                $key(self)
-            }
-        }
-        // Hash and equality are the text's, as `Borrow<str>` requires.
-        impl std::hash::Hash for $t {
-            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                $key(self).hash(state);
-            }
-        }
-        impl PartialEq for $t {
-            fn eq(&self, other: &Self) -> bool {
-                $key(self) == $key(other)
-            }
-        }
-        impl Eq for $t {}
-    };
-}
-keyed_by_str!(BySubject, BySubject::subject);
-keyed_by_str!(ById, ById::id);
+crate::keyed_by_str!(BySubject, BySubject::subject);
+crate::keyed_by_str!(ById, ById::id);
 
 /// Told what changed: one customer (namespace, id), or `None` after a full reload.
 type Listener = Box<dyn Fn(Option<(&str, &str)>) + Send + Sync>;

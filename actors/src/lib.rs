@@ -12,6 +12,31 @@
 //! The [`notification::Notifier`] evaluates notification rules against balance changes and
 //! delivers signed webhooks with retries.
 
+/// Makes a type a key of a `HashMap`/`HashSet` looked up by `&str`: `Borrow<str>`, and
+/// the hash and equality of the text `$key` reads from it (as `Borrow` requires). Lets a
+/// set borrow its keys from the records it holds instead of storing a copy of each.
+macro_rules! keyed_by_str {
+    ($t:ty, $key:expr) => {
+        impl std::borrow::Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                $key(self)
+            }
+        }
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                $key(self).hash(state);
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                $key(self) == $key(other)
+            }
+        }
+        impl Eq for $t {}
+    };
+}
+pub(crate) use keyed_by_str;
+
 pub mod attribution;
 pub mod customer;
 pub mod meter;

@@ -12,9 +12,7 @@ use metron_engine::meter::{CompiledMeter, Extract};
 use metron_engine::window::floor_minute_ms;
 use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
 use metron_storage::manifest::EventFile;
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -305,26 +303,7 @@ impl Routed {
     }
 }
 
-impl Borrow<str> for Routed {
-    fn borrow(&self) -> &str {
-        self.subject()
-    }
-}
-
-// Hash and equality are the subject's, as `Borrow<str>` requires.
-impl Hash for Routed {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.subject().hash(state);
-    }
-}
-
-impl PartialEq for Routed {
-    fn eq(&self, other: &Self) -> bool {
-        self.subject() == other.subject()
-    }
-}
-
-impl Eq for Routed {}
+crate::keyed_by_str!(Routed, Routed::subject);
 
 /// One batch's usage: by namespace, then by customer and subscription generation.
 type Usage = HashMap<String, HashMap<(CustomerKey, u64), (CustomerRef, Vec<UsageSample>)>>;
