@@ -98,12 +98,17 @@ struct Packed {
     namespace: u32,
 }
 
+impl Packed {
+    /// The row's bytes in its shard's `arena` (`None`: out of it, which never happens).
+    fn bytes<'a>(&self, arena: &'a [u8]) -> Option<&'a [u8]> {
+        let start = self.at as usize;
+        arena.get(start..start + self.len as usize)
+    }
+}
+
 impl Shard {
     fn bytes(&self, packed: &Packed) -> &[u8] {
-        let start = packed.at as usize;
-        self.arena
-            .get(start..start + packed.len as usize)
-            .unwrap_or_default()
+        packed.bytes(&self.arena).unwrap_or_default()
     }
 
     /// Unpacks the customer's row if it is packed. `false`: its bytes would not unpack
@@ -212,11 +217,11 @@ impl Shard {
             let mut fresh = Vec::with_capacity(live);
             for slot in self.slots.values_mut() {
                 if let Slot::Packed(packed) = slot {
-                    let start = packed.at as usize;
-                    if let Some(bytes) = self.arena.get(start..start + packed.len as usize) {
-                        packed.at = fresh.len() as u32;
-                        fresh.extend_from_slice(bytes);
-                    }
+                    let bytes = packed.bytes(&self.arena).unwrap_or_default();
+                    // (A row out of the arena keeps no bytes: its unpack fails, it loads afresh.)
+                    packed.len = bytes.len() as u32;
+                    packed.at = fresh.len() as u32;
+                    fresh.extend_from_slice(bytes);
                 }
             }
             self.arena = fresh;
@@ -330,13 +335,16 @@ impl Table {
             let mut start = None;
             let wait = {
                 let mut shard = self.shard(&key).lock();
-                shard.unpack(&key);
                 match shard.slots.get_mut(&key) {
                     Some(Slot::Ready(live)) => {
                         live.last_used = self.now();
                         return Ok(read(&mut live.loaded));
                     }
-                    Some(Slot::Packed(_)) => continue,
+                    // Unpacked (or, if its bytes fail, removed to load afresh): look again.
+                    Some(Slot::Packed(_)) => {
+                        shard.unpack(&key);
+                        continue;
+                    }
                     Some(Slot::Failed(failed)) => {
                         failed.last_used = self.now();
                         return Err(failed.error.to_string());
@@ -692,11 +700,7 @@ impl Table {
                         false
                     }
                     Slot::Packed(packed) if idle(packed.last_used, idle_ms) => {
-                        let start = packed.at as usize;
-                        let bytes = shard
-                            .arena
-                            .get(start..start + packed.len as usize)
-                            .unwrap_or_default();
+                        let bytes = packed.bytes(&shard.arena).unwrap_or_default();
                         if let Some(namespace) = shard.namespaces.get(packed.namespace as usize) {
                             gone.push((
                                 namespace.clone(),
