@@ -75,9 +75,16 @@ impl Loaded {
         mut features: impl FnMut(&Arc<Feature>) -> u64,
     ) {
         use super::pack::Writer;
-        w.id(&self.customer_id);
-        w.str(&self.subject_key);
+        // No customer id: the row's key has it. The subject key is nearly always one of
+        // the subjects, so it is written as its position (1-based; 0: the text follows).
         w.seq(self.subjects.iter(), |w, s| w.str(s));
+        match self.subjects.iter().position(|s| *s == *self.subject_key) {
+            Some(i) => w.u64(i as u64 + 1),
+            None => {
+                w.u64(0);
+                w.str(&self.subject_key);
+            }
+        }
         w.seq(self.entries.iter(), |w, e| {
             let head = &e.head;
             w.id(&head.id);
@@ -103,16 +110,26 @@ impl Loaded {
         });
     }
 
-    /// A customer from [`Loaded::pack_into`]; `features` gives back a feature by its number.
+    /// Customer `customer_id` from [`Loaded::pack_into`]'s bytes; `features` gives back a
+    /// feature by its number.
     pub(super) fn unpack(
+        customer_id: &str,
         bytes: &[u8],
         features: impl Fn(u64) -> Option<Arc<Feature>>,
     ) -> Result<Loaded, super::pack::PackError> {
         use super::pack::{PackError, Reader};
         let mut r = Reader::new(bytes);
-        let customer_id = r.id()?.into();
-        let subject_key = r.str()?.into();
+        let customer_id = customer_id.into();
         let subjects = r.seq(|r| r.str().map(str::to_owned))?;
+        let subject_key = match r.u64()? {
+            0 => r.str()?.into(),
+            n => usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| subjects.get(i))
+                .ok_or(PackError("subject key"))?
+                .as_str()
+                .into(),
+        };
         let entries = r.seq(|r| {
             let id = r.id()?.into();
             let feature = match r.u64()? {
@@ -164,12 +181,7 @@ impl Loaded {
     /// The subjects of a packed customer (the start of its bytes).
     pub(super) fn packed_subjects(bytes: &[u8]) -> Vec<String> {
         let mut r = super::pack::Reader::new(bytes);
-        let mut subjects = || -> Result<Vec<String>, super::pack::PackError> {
-            r.id()?;
-            r.str()?;
-            r.seq(|r| r.str().map(str::to_owned))
-        };
-        subjects().unwrap_or_default()
+        r.seq(|r| r.str().map(str::to_owned)).unwrap_or_default()
     }
 }
 

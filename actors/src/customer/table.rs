@@ -118,7 +118,7 @@ impl Shard {
             return true;
         };
         let features = &self.features;
-        let unpacked = Loaded::unpack(self.bytes(packed), |n| {
+        let unpacked = Loaded::unpack(&key.id(), self.bytes(packed), |n| {
             usize::try_from(n)
                 .ok()
                 .and_then(|n| features.get(n))
@@ -908,6 +908,35 @@ mod tests {
             );
             assert_eq!(&*live.namespace, "default");
             assert_eq!(live.generation, 7);
+        }
+    }
+
+    #[test]
+    fn ids_and_subject_keys_come_back_from_the_row() {
+        let mut shard = Shard::default();
+        // A text id, and a subject key that is none of the subjects: both come back.
+        let mut row = live("customer-1", "s");
+        if let Slot::Ready(live) = &mut row {
+            live.loaded.subject_key = "elsewhere".into();
+        }
+        shard.slots.insert(Key::of("customer-1"), row);
+        // A subject key that is the second subject.
+        let ulid = ulid::Ulid::new().to_string();
+        let mut row = live(&ulid, "t");
+        if let Slot::Ready(live) = &mut row {
+            live.loaded.subject_key = "t-alias".into();
+        }
+        shard.slots.insert(Key::of(&ulid), row);
+        for id in ["customer-1", ulid.as_str()] {
+            assert!(shard.pack(&Key::of(id)));
+        }
+        for (id, subject_key) in [("customer-1", "elsewhere"), (ulid.as_str(), "t-alias")] {
+            assert!(shard.unpack(&Key::of(id)));
+            let Some(Slot::Ready(live)) = shard.slots.get(&Key::of(id)) else {
+                panic!("{id} is not ready");
+            };
+            assert_eq!(&*live.loaded.customer_id, id);
+            assert_eq!(&*live.loaded.subject_key, subject_key);
         }
     }
 
