@@ -61,6 +61,11 @@ impl CustomerRef {
         self.at(1).map_or("", |(id, _)| id)
     }
 
+    /// The record's address: the same for every clone, unique while one is held.
+    pub(crate) fn address(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
     pub fn key(&self) -> Option<&str> {
         if !self.0.starts_with('k') {
             return None;

@@ -127,7 +127,7 @@ pub struct Subscription {
     /// own record, shared).
     pub who: CustomerRef,
     /// Shared by every customer with the same entitlement layout.
-    pub matchers: Arc<[Matcher]>,
+    pub matchers: Arc<Vec<Matcher>>,
     pub sink: UsageSink,
 }
 

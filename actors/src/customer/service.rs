@@ -291,7 +291,7 @@ struct Shared {
     shapes: HashMap<String, SharedShape>,
     /// Matcher lists by layout: (ledger, shape) pairs, the shapes by address (each
     /// list holds its shapes, so an address is not reused while its entry lives).
-    matchers: HashMap<Vec<(u32, usize)>, Arc<[Matcher]>>,
+    matchers: HashMap<Vec<(u32, usize)>, Arc<Vec<Matcher>>>,
 }
 
 /// Matcher layouts kept before the cache starts afresh.
@@ -642,7 +642,7 @@ impl Entitlements {
     }
 
     /// A customer's matchers, shared with every customer of the same layout.
-    fn matchers(&self, matchers: &[Matcher]) -> Arc<[Matcher]> {
+    fn matchers(&self, matchers: &[Matcher]) -> Arc<Vec<Matcher>> {
         let layout: Vec<(u32, usize)> = matchers
             .iter()
             .map(|m| (m.ledger, Arc::as_ptr(&m.shape) as usize))
@@ -655,7 +655,8 @@ impl Entitlements {
         if shared.matchers.len() >= MATCHER_LAYOUTS {
             shared.matchers.clear();
         }
-        let fresh: Arc<[Matcher]> = matchers.into();
+        // A thin pointer: every routing entry of the customer holds one.
+        let fresh = Arc::new(matchers.to_vec());
         shared.matchers.insert(layout, fresh.clone());
         fresh
     }
