@@ -6,16 +6,44 @@
 //! customer create, replace and delete ([`Attribution::reload`]); reloads are
 //! serialised, so an older catalog read never overwrites a newer one.
 
+use bytes::{Bytes, BytesMut};
 use metron_storage::catalog::{self, Catalog};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 /// A customer as attribution names it: its id, key and subjects (key first, then
-/// subject keys). Held for every customer, so it is one allocation: the strings as
-/// netstrings (`<length>:<text>`) in one shared `str`, after a flag for the key.
+/// subject keys). Held for every customer: the strings as netstrings
+/// (`<length>:<text>`) after a flag for the key (`-` none, `K` the first subject, so
+/// written once, `k` written after the id), in a block shared with other records
+/// ([`RECORD_BLOCK`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerRef(Arc<str>);
+pub struct CustomerRef(Bytes);
+
+/// Records are written one after another into blocks of this size, shared by reference
+/// count. One small allocation per customer, made while its hot state was allocated
+/// around it, kept the page it landed on resident after that state was freed: 13,399
+/// records on pages less than a quarter used at 100k customers, tens of MB. A block is
+/// freed when its last record is.
+const RECORD_BLOCK: usize = 16 << 10;
+
+/// Where records are written: the rest of the current block.
+#[derive(Default)]
+struct Pool(parking_lot::Mutex<BytesMut>);
+
+impl Pool {
+    /// `text` as a record in the current block (a new block when it does not fit).
+    fn put(&self, text: &[u8]) -> Bytes {
+        let mut block = self.0.lock();
+        if block.capacity() < text.len() {
+            *block = BytesMut::with_capacity(RECORD_BLOCK.max(text.len()));
+        }
+        block.extend_from_slice(text);
+        block.split().freeze()
+    }
+}
+
+static RECORDS: LazyLock<Pool> = LazyLock::new(Pool::default);
 
 impl CustomerRef {
     pub fn new(id: &str, key: Option<&str>, subjects: &[String]) -> Self {
@@ -24,34 +52,40 @@ impl CustomerRef {
                 + key.map_or(0, str::len)
                 + subjects.iter().map(|s| s.len() + 4).sum::<usize>(),
         );
-        text.push(if key.is_some() { 'k' } else { '-' });
+        let key_is_first = key.is_some() && key == subjects.first().map(String::as_str);
+        text.push(match key {
+            None => '-',
+            Some(_) if key_is_first => 'K',
+            Some(_) => 'k',
+        });
         let mut put = |s: &str| {
             text.push_str(&s.len().to_string());
             text.push(':');
             text.push_str(s);
         };
         put(id);
-        if let Some(key) = key {
+        if let Some(key) = key.filter(|_| !key_is_first) {
             put(key);
         }
         for subject in subjects {
             put(subject);
         }
-        Self(Arc::from(text))
+        Self(RECORDS.put(text.as_bytes()))
     }
 
     /// The string that starts at byte `at`, and where the next one starts.
     pub(crate) fn at(&self, at: usize) -> Option<(&str, usize)> {
         let rest = self.0.get(at..)?;
-        let colon = rest.find(':')?;
-        let len: usize = rest[..colon].parse().ok()?;
+        let colon = rest.iter().position(|&b| b == b':')?;
+        let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
         let start = at + colon + 1;
-        Some((self.0.get(start..start + len)?, start + len))
+        let text = std::str::from_utf8(self.0.get(start..start + len)?).ok()?;
+        Some((text, start + len))
     }
 
     fn subjects_at(&self) -> usize {
         let after_id = self.at(1).map_or(self.0.len(), |(_, next)| next);
-        match (self.0.starts_with('k'), self.at(after_id)) {
+        match (self.0.starts_with(b"k"), self.at(after_id)) {
             (true, Some((_, next))) => next,
             _ => after_id,
         }
@@ -67,11 +101,11 @@ impl CustomerRef {
     }
 
     pub fn key(&self) -> Option<&str> {
-        if !self.0.starts_with('k') {
-            return None;
-        }
         let after_id = self.at(1)?.1;
-        self.at(after_id).map(|(key, _)| key)
+        match self.0.first() {
+            Some(b'k' | b'K') => self.at(after_id).map(|(key, _)| key),
+            _ => None,
+        }
     }
 
     /// Key first, then subject keys.
@@ -339,6 +373,40 @@ mod tests {
         );
         let r = CustomerRef::new("", None, &[]);
         assert_eq!((r.id(), r.key(), subjects(&r).len()), ("", None, 0));
+        // A key that is the first subject (as `Customer::subjects` has it) is written once.
+        let both = vec!["key-1".to_owned(), "s-2".to_owned()];
+        let r = CustomerRef::new("c", Some("key-1"), &both);
+        assert_eq!((r.id(), r.key(), subjects(&r)), ("c", Some("key-1"), both));
+        assert_eq!(&r.0[..], b"K1:c5:key-13:s-2");
+        let r = CustomerRef::new("c", Some("key-1"), &["s-2".to_owned()]);
+        assert_eq!(r.key(), Some("key-1"));
+        assert_eq!(subjects(&r), ["s-2"]);
+    }
+
+    #[test]
+    fn records_share_blocks() {
+        let pool = Pool::default();
+        let records: Vec<Bytes> = (0..1000)
+            .map(|i| pool.put(format!("r{i:05}").as_bytes()))
+            .collect();
+        // Written one after another: 16 KiB blocks hold 2,730 six-byte records.
+        for pair in records.windows(2) {
+            assert_eq!(pair[1].as_ptr() as usize, pair[0].as_ptr() as usize + 6);
+        }
+        assert!(
+            records
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r[..] == *format!("r{i:05}").as_bytes())
+        );
+        // A record that does not fit starts a block; one larger than a block gets its own.
+        let big = pool.put(&[b'x'; 20_000]);
+        assert_eq!(big.len(), 20_000);
+        let after = pool.put(b"after");
+        assert_ne!(after.as_ptr() as usize, records[999].as_ptr() as usize + 6);
+        assert_eq!(&after[..], b"after");
+        drop(records);
+        assert_eq!(&big[..5], b"xxxxx");
     }
 
     // The index follows the catalog through reloads and tells its listeners.
