@@ -72,6 +72,7 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    metron_actors::memory::fix_allocator_thresholds();
     let config = Config::load(args.config.as_deref())?;
     let query_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.query_threads.max(1))
