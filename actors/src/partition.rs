@@ -287,7 +287,7 @@ struct Routes {
 }
 
 /// One subject of a subscribed customer. Held for every customer in memory, so it is
-/// the whole subscription inline (no allocation of its own, 40 bytes): it reads as the
+/// the whole subscription inline (no allocation of its own, 56 bytes): it reads as the
 /// subject's text, borrowed from the customer's record, so the set holds no copy of the
 /// string, and the customer's id is the record's.
 struct Routed {
@@ -525,5 +525,18 @@ impl Handler<ReadHeld> for PartitionActor {
     type Result = MessageResult<ReadHeld>;
     fn handle(&mut self, _: ReadHeld, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.held())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One entry per subject of every customer in memory, packed ones included: a field
+    // added here costs its size × 1.3 (hash table slack) per customer at rest.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_routing_entry_stays_56_bytes() {
+        assert_eq!(std::mem::size_of::<Routed>(), 56);
     }
 }
