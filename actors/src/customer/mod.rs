@@ -119,7 +119,6 @@ impl Matcher {
 /// it inline, one entry per subject).
 pub struct Subscription {
     pub namespace: Arc<str>,
-    pub customer: CustomerKey,
     /// Unique per activation: usage routed under an older subscription was already
     /// read by the newer one's load.
     pub generation: u64,
