@@ -409,19 +409,37 @@ impl Entitlements {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
+                let started = std::time::Instant::now();
                 let (gone, packed) = inner
                     .table
                     .sweep(pack.as_millis() as u64, idle.as_millis() as u64);
+                let swept = started.elapsed();
                 // Trimming walks the allocator's arenas (other threads' allocations wait):
                 // worth it when a sweep freed much, not for a few rows.
-                let released = gone.len() + packed >= RELEASE_AFTER_ROWS;
+                let passivated = gone.len();
+                let released = passivated + packed >= RELEASE_AFTER_ROWS;
                 for (namespace, customer_id, generation, subjects) in gone {
                     inner
                         .pipeline
                         .unsubscribe(&namespace, &customer_id, generation, subjects);
                 }
                 if released {
+                    let trimming = std::time::Instant::now();
                     crate::memory::release_freed_memory();
+                    tracing::info!(
+                        packed,
+                        passivated,
+                        sweep_ms = swept.as_secs_f64() * 1e3,
+                        trim_ms = trimming.elapsed().as_secs_f64() * 1e3,
+                        "customers packed and passivated; freed memory handed back"
+                    );
+                } else if packed + passivated > 0 {
+                    tracing::debug!(
+                        packed,
+                        passivated,
+                        sweep_ms = swept.as_secs_f64() * 1e3,
+                        "customers packed and passivated"
+                    );
                 }
             }
         });
@@ -777,7 +795,6 @@ impl Entitlements {
             types.dedup();
             let subscription = Arc::new(Subscription {
                 namespace: self.inner.table.namespace(namespace),
-                customer: CustomerKey::of(customer_id),
                 generation,
                 who: self.inner.pipeline.attribution().record(
                     namespace,
