@@ -58,6 +58,12 @@ struct Args {
     /// instead of setting up new ones.
     #[arg(long)]
     reuse_run: Option<String>,
+    /// Seconds of the open loop spent first on one customer (the first), on the same
+    /// connections and at the same rate, and left out of the figures: the run then
+    /// starts on warm connections, code and server threads, while every other
+    /// customer stays as it was (packed, if it was).
+    #[arg(long, default_value_t = 0.0)]
+    warmup_seconds: f64,
 }
 
 /// One agent per thread: ureq pools at most a few idle connections per host and agent.
@@ -415,13 +421,28 @@ struct RunResult {
     latencies: Vec<f64>,
     /// From the actual send, ms (open loop: excludes time waiting behind a slow request).
     service: Vec<f64>,
+    /// When each request was due, seconds after the run started (same order as the two
+    /// above).
+    due: Vec<f64>,
+    /// Wall-clock time of the run's start, to line stalls up with the server's log.
+    started_at: chrono::DateTime<chrono::Utc>,
+    /// Requests of the warm-up (not in the figures above; in the server's CPU time).
+    warmup: u64,
 }
 
 /// Value checks over `connections` threads for `seconds`: at `rate` per second in total
 /// (open loop; latency counted from each request's scheduled time, so a stalled
 /// connection's backlog counts) or as fast as possible (`rate` None).
 fn checks_run(args: &Args, names: &Names, rate: Option<u64>) -> Result<RunResult> {
-    let started = Instant::now() + Duration::from_millis(50);
+    let warmup = match rate {
+        Some(_) => Duration::from_secs_f64(args.warmup_seconds.max(0.0)),
+        None => Duration::ZERO,
+    };
+    let started = Instant::now() + Duration::from_millis(50) + warmup;
+    let started_at = chrono::Utc::now()
+        + chrono::Duration::milliseconds(50)
+        + chrono::Duration::from_std(warmup).unwrap_or_default();
+    let warm_from = started - warmup;
     let duration = Duration::from_secs(args.seconds);
     let tickets = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
@@ -431,9 +452,10 @@ fn checks_run(args: &Args, names: &Names, rate: Option<u64>) -> Result<RunResult
             let mut connection = RawConnection::open(&args.url)?;
             let mut rng =
                 Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let (mut ok, mut errors) = (0u64, 0u64);
+            let (mut ok, mut errors, mut warm) = (0u64, 0u64, 0u64);
             let mut latencies = Vec::new();
             let mut service = Vec::new();
+            let mut due = Vec::new();
             let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
             loop {
                 // The next request of the schedule goes to whichever connection is free
@@ -441,9 +463,12 @@ fn checks_run(args: &Args, names: &Names, rate: Option<u64>) -> Result<RunResult
                 // back the requests after it, but when every connection is busy they
                 // wait, and that wait counts in their latency.
                 let scheduled = match interval {
-                    Some(i) => started + i.mul_f64(tickets.fetch_add(1, Ordering::Relaxed) as f64),
+                    Some(i) => {
+                        warm_from + i.mul_f64(tickets.fetch_add(1, Ordering::Relaxed) as f64)
+                    }
                     None => Instant::now().max(started),
                 };
+                let warming = scheduled < started;
                 // Stop at the deadline: requests a slow server left unsent are not sent late.
                 if scheduled >= started + duration || Instant::now() >= started + duration {
                     break;
@@ -452,22 +477,38 @@ fn checks_run(args: &Args, names: &Names, rate: Option<u64>) -> Result<RunResult
                 if scheduled > now {
                     std::thread::sleep(scheduled - now);
                 }
-                let c = rng.below(args.customers);
-                let f = rng.below(args.entitlements_per_customer);
+                let (c, f) = if warming {
+                    (0, 0)
+                } else {
+                    (
+                        rng.below(args.customers),
+                        rng.below(args.entitlements_per_customer),
+                    )
+                };
                 let sent = Instant::now();
-                match connection.get(&value_path(&names, c, f)) {
-                    Ok((200, body)) if contains(body, b"\"balance\"") => ok += 1,
-                    Ok(_) => errors += 1,
+                let answered = match connection.get(&value_path(&names, c, f)) {
+                    Ok((200, body)) => contains(body, b"\"balance\""),
+                    Ok(_) => false,
                     Err(_) => {
-                        errors += 1;
                         connection = RawConnection::open(&args.url)?;
+                        false
                     }
-                }
+                };
                 let done = Instant::now();
+                if warming {
+                    warm += 1;
+                    continue;
+                }
+                if answered {
+                    ok += 1;
+                } else {
+                    errors += 1;
+                }
                 latencies.push((done - scheduled).as_secs_f64() * 1000.0);
                 service.push((done - sent).as_secs_f64() * 1000.0);
+                due.push(scheduled.saturating_duration_since(started).as_secs_f64());
             }
-            Ok((ok, errors, latencies, service))
+            Ok((ok, errors, warm, latencies, service, due))
         }));
     }
     let mut result = RunResult {
@@ -476,15 +517,20 @@ fn checks_run(args: &Args, names: &Names, rate: Option<u64>) -> Result<RunResult
         elapsed: 0.0,
         latencies: Vec::new(),
         service: Vec::new(),
+        due: Vec::new(),
+        started_at,
+        warmup: 0,
     };
     for t in threads {
-        let (ok, errors, latencies, service) = t
+        let (ok, errors, warm, latencies, service, due) = t
             .join()
             .map_err(|_| anyhow::anyhow!("a check thread panicked"))??;
         result.ok += ok;
         result.errors += errors;
+        result.warmup += warm;
         result.latencies.extend(latencies);
         result.service.extend(service);
+        result.due.extend(due);
     }
     result.elapsed = started.elapsed().as_secs_f64();
     Ok(result)
@@ -499,12 +545,59 @@ fn report_run(label: &str, r: RunResult, cpu: Option<f64>) {
         r.ok as f64 / r.elapsed,
         cpu.map(|c| format!(
             ", server CPU {c:.1} s = {:.1} µs CPU per check",
-            c * 1e6 / r.ok.max(1) as f64
+            c * 1e6 / (r.ok + r.errors + r.warmup).max(1) as f64
         ))
         .unwrap_or_default()
     );
+    if r.warmup > 0 {
+        println!(
+            "  after a warm-up of {} checks on one customer (left out of the figures)",
+            r.warmup
+        );
+    }
+    let stalls = stalls(&r);
     println!("  {}", summary("latency", r.latencies));
     println!("  {}", summary("service time", r.service));
+    if !stalls.is_empty() {
+        println!(
+            "  slowest {STALL_WINDOW_MS} ms windows (run started {}):",
+            r.started_at.format("%H:%M:%S%.3f")
+        );
+        for line in stalls {
+            println!("    {line}");
+        }
+    }
+}
+
+/// Width of the windows `stalls` reports.
+const STALL_WINDOW_MS: f64 = 100.0;
+
+/// The five windows with the highest latency above 2 ms: when they were due, the
+/// highest latency and service time in them, and how many requests were over 1 ms.
+/// A window whose latency is far above its service time waited for a connection (a
+/// stall of the client or of the machine), one whose service time is high waited for
+/// the server.
+fn stalls(r: &RunResult) -> Vec<String> {
+    let mut windows: std::collections::BTreeMap<u64, (f64, f64, usize)> = Default::default();
+    for ((&due, &latency), &service) in r.due.iter().zip(&r.latencies).zip(&r.service) {
+        let w = windows
+            .entry((due * 1000.0 / STALL_WINDOW_MS) as u64)
+            .or_default();
+        w.0 = w.0.max(latency);
+        w.1 = w.1.max(service);
+        w.2 += usize::from(latency > 1.0);
+    }
+    let mut slow: Vec<_> = windows.into_iter().filter(|(_, w)| w.0 > 2.0).collect();
+    slow.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    slow.truncate(5);
+    slow.into_iter()
+        .map(|(w, (latency, service, over))| {
+            format!(
+                "at {:.1} s: latency max {latency:.2} ms, service time max {service:.2} ms, {over} requests over 1 ms",
+                w as f64 * STALL_WINDOW_MS / 1000.0
+            )
+        })
+        .collect()
 }
 
 fn cpu_delta(pid: Option<u32>, before: Option<(f64, u64)>) -> Option<f64> {
