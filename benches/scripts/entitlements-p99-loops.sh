@@ -11,6 +11,9 @@ N=${1:-100000}
 W=${2:-/tmp/metron-p99-loops}
 BIN=${BIN:-target/release}
 PERF=${PERF:-0}
+for bin in metron checks; do
+  [ -x "$BIN/$bin" ] || { echo "no $BIN/$bin: cargo build --release -p metron-api -p metron-benches --bins" >&2; exit 1; }
+done
 rm -rf "$W" && mkdir -p "$W"
 printf 'entitlements:\n  idleAfter: 2h\n  packAfter: 30s\n' > "$W/c.yaml"
 anon() { awk '/RssAnon/{print $2}' "/proc/$1/status"; }
