@@ -13,17 +13,13 @@ N=${1:-100000}
 M=${M:-2000}
 W=${2:-/tmp/metron-memory-ab}
 BIN=${BIN:-target/release}
+. "$(dirname "$0")/entitlements-lib.sh"
+require_binaries
 rm -rf "$W" && mkdir -p "$W/A" "$W/B"
-printf 'entitlements:\n  idleAfter: 2h\n  packAfter: 30s\n' > "$W/c.yaml"
-anon() { awk '/RssAnon/{print $2}' "/proc/$1/status"; }
-start() { # dir; sets PID
-  "$BIN/metron" serve --config "$W/c.yaml" --listen 127.0.0.1:0 --data-dir "$1/data" --port-file "$1/addr" > "$1/log" 2>&1 &
-  PID=$!
-  for _ in $(seq 50); do [ -s "$1/addr" ] && break; sleep 0.2; done
-}
+write_config
 
 # B: events only.
-start "$W/B"; ADDR=$(cat "$W/B/addr")
+start "$W/B"
 python3 - "$ADDR" "$((N - M))" <<'PY'
 import datetime, json, sys, urllib.request
 addr, n = sys.argv[1], int(sys.argv[2])
@@ -43,16 +39,13 @@ for _ in range(2):
             post("/api/v1/events", batch, "application/cloudevents-batch+json")
             batch = []
 PY
-"$BIN/checks" --url "http://$ADDR" --customers "$M" --entitlements-per-customer 3 --setup-connections 8 \
-  --connections 8 --seconds 1 --phases closed --server-pid "$PID" > "$W/B/setup.out"
+setup_customers "$W/B" "$M" > /dev/null
 sleep 90
 B_KB=$(anon "$PID"); kill -TERM "$PID"; wait "$PID" || true
 
 # A: customers, entitlements, the same number of events; settle until every customer is packed.
-start "$W/A"; ADDR=$(cat "$W/A/addr")
-"$BIN/checks" --url "http://$ADDR" --customers "$N" --entitlements-per-customer 3 --setup-connections 8 \
-  --connections 8 --seconds 1 --phases closed --server-pid "$PID" | tee "$W/A/setup.out"
-RUN=$(awk '/^run /{print $2}' "$W/A/setup.out")
+start "$W/A"
+setup_customers "$W/A" "$N"
 sleep 5
 HOT_KB=$(anon "$PID")
 sleep 90

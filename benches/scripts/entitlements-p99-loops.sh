@@ -11,24 +11,16 @@ N=${1:-100000}
 W=${2:-/tmp/metron-p99-loops}
 BIN=${BIN:-target/release}
 PERF=${PERF:-0}
-for bin in metron checks; do
-  [ -x "$BIN/$bin" ] || { echo "no $BIN/$bin: cargo build --release -p metron-api -p metron-benches --bins" >&2; exit 1; }
-done
+. "$(dirname "$0")/entitlements-lib.sh"
+require_binaries
 rm -rf "$W" && mkdir -p "$W"
-printf 'entitlements:\n  idleAfter: 2h\n  packAfter: 30s\n' > "$W/c.yaml"
-anon() { awk '/RssAnon/{print $2}' "/proc/$1/status"; }
+write_config
 threads() { # CPU ticks (1/100 s) per thread name
   for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
     awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort
 }
-RUST_LOG=info "$BIN/metron" serve --config "$W/c.yaml" --listen 127.0.0.1:0 --data-dir "$W/data" \
-  --port-file "$W/addr" > "$W/log" 2>&1 &
-PID=$!
-for _ in $(seq 50); do [ -s "$W/addr" ] && break; sleep 0.2; done
-ADDR=$(cat "$W/addr"); echo "server pid $PID at $ADDR"
-"$BIN/checks" --url "http://$ADDR" --customers "$N" --entitlements-per-customer 3 --setup-connections 8 \
-  --connections 8 --seconds 1 --phases closed --server-pid "$PID" | grep -v "customers of" | tee "$W/setup.out"
-RUN=$(awk '/^run /{print $2}' "$W/setup.out")
+start "$W"; echo "server pid $PID at $ADDR"
+setup_customers "$W" "$N"
 sleep 5; HOT_KB=$(anon "$PID"); sleep 60
 threads "$PID" > "$W/t0"; sleep 30; threads "$PID" > "$W/t1"
 echo "hot: ${HOT_KB} KiB; at rest: $(anon "$PID") KiB"
