@@ -39,6 +39,7 @@ pub(crate) use keyed_by_str;
 
 pub mod attribution;
 pub mod customer;
+pub mod health;
 pub mod memory;
 pub mod meter;
 pub mod metrics;

@@ -2,12 +2,14 @@
 
 use crate::attribution::CustomerRef;
 use crate::customer::{Activation, CustomerKey, Matcher, Subscription, UsageSample, UsageSink};
+use crate::health::Health;
 use crate::meter::{Fold, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::{EventStream, PartitionId, Record};
 use metron_engine::event::IngestedEvent;
+use metron_engine::failpoint::Action;
 use metron_engine::meter::{CompiledMeter, Extract};
 use metron_engine::window::floor_minute_ms;
 use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
@@ -58,6 +60,7 @@ pub struct PartitionActor {
     /// to their customer's row, one delivery per customer per batch.
     subscriptions: HashMap<String, Routes>,
     activation: Activation,
+    health: Arc<Health>,
 }
 
 impl PartitionActor {
@@ -74,8 +77,10 @@ impl PartitionActor {
         limits: ReadLimits,
         checkpoint_wanted: Arc<AtomicBool>,
         activation: Activation,
+        health: Arc<Health>,
     ) -> Self {
         Self {
+            health,
             checkpoint_wanted,
             partition,
             stream,
@@ -96,8 +101,20 @@ impl PartitionActor {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.polling {
+        if self.paused || self.polling || self.health.fatal_reason().is_some() {
             return;
+        }
+        match metron_engine::failpoint::eval("partition.read") {
+            None => {}
+            Some(Action::Sleep(d)) => {
+                ctx.run_later(d, |act, ctx| act.poll(ctx));
+                return;
+            }
+            Some(Action::Error) => {
+                ctx.run_later(Duration::from_millis(200), |act, ctx| act.poll(ctx));
+                return;
+            }
+            Some(Action::Panic) => panic!("failpoint partition.read"),
         }
         self.polling = true;
         let stream = self.stream.clone();
@@ -112,8 +129,7 @@ impl PartitionActor {
             match result {
                 Ok(records) => {
                     if let Err(reason) = act.process(records) {
-                        tracing::error!(partition = act.partition, %reason, "Stopped: the partition cannot go on; restart recovers from the last checkpoint.");
-                        System::current().stop_with_code(70);
+                        act.health.fatal(format!("partition {}: {reason}", act.partition));
                         return;
                     }
                 }

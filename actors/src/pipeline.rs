@@ -2,6 +2,7 @@
 
 use crate::attribution::Attribution;
 use crate::customer::{Activation, Subscription};
+use crate::health::Health;
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::notification::Notifier;
@@ -45,6 +46,8 @@ pub struct PipelineConfig {
     pub namespace: String,
     /// Webhook delivery retries.
     pub notifications: crate::notification::NotifierConfig,
+    /// Checkpoints failing for this long end the process (fatal).
+    pub checkpoint_failure_deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,15 @@ pub enum Error {
     Timeout(Duration),
     #[error("the pipeline is shutting down")]
     Stopped,
+    #[error("event at index {index} is {bytes} bytes stored; at most {max}")]
+    EventTooLarge {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
+    /// Ingest is refused for now (checkpoints failing, or a fatal error): retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -152,6 +164,9 @@ struct Inner {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicU64,
     notifier: Notifier,
+    health: Arc<Health>,
+    /// Records the partitions had to replay at the start (0 after a clean shutdown).
+    replay_records: u64,
 }
 
 impl Pipeline {
@@ -179,6 +194,11 @@ impl Pipeline {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// Fatal errors and readiness.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.inner.health
     }
 
     /// An arbiter for a new actor (round robin over the cores).
@@ -297,19 +317,43 @@ impl Pipeline {
 
     /// Appends events to their partitions; returns once all of them are durable.
     pub async fn ingest(&self, namespace: &str, events: Vec<CloudEvent>) -> Result<()> {
+        let health = &self.inner.health;
+        if let Some(reason) = health.fatal_reason() {
+            return Err(Error::Unavailable(format!(
+                "the server is stopping: {reason}"
+            )));
+        }
+        if let Some(since) = health.checkpoints_failing_since() {
+            // Events taken now could not be checkpointed: memory would grow without bound.
+            return Err(Error::Unavailable(format!(
+                "checkpoints have been failing for {:.0?}; retry later",
+                since.elapsed()
+            )));
+        }
         let partitions = self.inner.config.partitions;
         let mut groups: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); partitions as usize];
         let now = Utc::now();
         let count = events.len() as u64;
-        for event in events {
+        let max = self.inner.stream.config().record_bytes_max;
+        // Every record is made and checked before any is appended: a request is
+        // stored whole or not at all.
+        for (index, event) in events.into_iter().enumerate() {
             let p = partition_of(namespace, &event.subject, partitions);
             let record = IngestedEvent {
                 namespace: namespace.to_owned(),
                 ingested_at: now,
                 event,
-            };
+            }
+            .encode();
+            if record.len() > max {
+                return Err(Error::EventTooLarge {
+                    index,
+                    bytes: record.len(),
+                    max,
+                });
+            }
             if let Some(group) = groups.get_mut(p as usize) {
-                group.push(bytes::Bytes::from(record.encode()));
+                group.push(bytes::Bytes::from(record));
             }
         }
         for (p, group) in groups.iter().enumerate() {
@@ -339,6 +383,15 @@ impl Pipeline {
                     return Err(Error::Overloaded {
                         backlog: queued as u64,
                     });
+                }
+                Err(
+                    error @ (metron_connectors::Error::Io { .. }
+                    | metron_connectors::Error::Poisoned { .. }),
+                ) => {
+                    // A write or fsync of the log failed: what is on disk is no longer
+                    // known. End the process; the restart reads the log as it is.
+                    health.fatal(format!("appending to the event log failed: {error}"));
+                    return Err(error.into());
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -822,6 +875,23 @@ impl Pipeline {
                 stats.appends as f64,
             ),
             ("metron_meters", "Meters running.", meters),
+            (
+                "metron_replay_records_at_start",
+                "Log records past the newest checkpoint at the start (0 after a clean shutdown).",
+                self.inner.replay_records as f64,
+            ),
+            (
+                "metron_ready",
+                "1 once the log is replayed and no fatal error happened.",
+                f64::from(u8::from(self.inner.health.is_ready())),
+            ),
+            (
+                "metron_checkpoints_failing",
+                "1 while the last checkpoint failed (ingest answers 503).",
+                f64::from(u8::from(
+                    self.inner.health.checkpoints_failing_since().is_some(),
+                )),
+            ),
         ])
     }
 }
@@ -1042,6 +1112,23 @@ mod anyhow_free {
 
         let consumed: Arc<Vec<AtomicU64>> =
             Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
+        let health = Health::new();
+        // Ready once every partition has read the log up to its end as of now.
+        let mut replay_to = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
+            replay_to.push(stream.end_offset(p)?);
+        }
+        let replay_records: u64 = manifest
+            .partitions
+            .iter()
+            .filter_map(|s| {
+                Some(
+                    replay_to
+                        .get(s.partition as usize)?
+                        .saturating_sub(s.offset),
+                )
+            })
+            .sum();
         let dyn_stream: Arc<dyn EventStream> = stream.clone();
         let mut partitions = Vec::new();
         let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1090,8 +1177,11 @@ mod anyhow_free {
                 consumed.clone(),
                 metrics.clone(),
             );
+            let h = health.clone();
             let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
-                PartitionActor::new(partition, s, dedup, r, offset, files, c, mm, limits, w, act)
+                PartitionActor::new(
+                    partition, s, dedup, r, offset, files, c, mm, limits, w, act, h,
+                )
             });
             partitions.push(addr);
         }
@@ -1104,8 +1194,11 @@ mod anyhow_free {
             metrics.clone(),
             config.checkpoint_interval,
             wanted,
+            health.clone(),
+            config.checkpoint_failure_deadline,
         )
         .start();
+        watch_replay(health.clone(), consumed.clone(), replay_to);
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 config,
@@ -1122,8 +1215,39 @@ mod anyhow_free {
                 arbiters,
                 next_arbiter,
                 notifier,
+                health,
+                replay_records,
             }),
         })
+    }
+
+    /// Marks the pipeline ready once every partition has consumed up to `replay_to`.
+    fn watch_replay(health: Arc<Health>, consumed: Arc<Vec<AtomicU64>>, replay_to: Vec<u64>) {
+        let started = std::time::Instant::now();
+        let behind = move || {
+            consumed
+                .iter()
+                .zip(&replay_to)
+                .map(|(c, end)| end.saturating_sub(c.load(Ordering::Acquire)))
+                .sum::<u64>()
+        };
+        actix::spawn(async move {
+            let mut logged = std::time::Instant::now();
+            loop {
+                let left = behind();
+                if left == 0 {
+                    break;
+                }
+                if logged.elapsed() >= Duration::from_secs(1) {
+                    tracing::info!(records_left = left, "Replaying the log; not ready yet.");
+                    logged = std::time::Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let ms = started.elapsed().as_millis() as u64;
+            health.set_ready();
+            tracing::info!(replay_ms = ms, "Caught up with the log: ready.");
+        });
     }
 
     /// Deletes Parquet files the loaded checkpoint does not name: written by a

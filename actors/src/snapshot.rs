@@ -1,6 +1,7 @@
 //! `SnapshotActor`: checkpoints, and meter (re)registration, which must not
 //! interleave with a checkpoint.
 
+use crate::health::Health;
 use crate::meter::{self, MeterActor};
 use crate::metrics::Metrics;
 use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes};
@@ -48,6 +49,9 @@ pub struct SnapshotActor {
     waiting: Vec<Done>,
     wanted: Arc<std::sync::atomic::AtomicBool>,
     last_started: Instant,
+    health: Arc<Health>,
+    /// Checkpoints failing for this long are fatal.
+    failure_deadline: Duration,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<u64, String>>;
@@ -74,8 +78,12 @@ impl SnapshotActor {
         metrics: Arc<Metrics>,
         interval: Duration,
         wanted: Arc<std::sync::atomic::AtomicBool>,
+        health: Arc<Health>,
+        failure_deadline: Duration,
     ) -> Self {
         Self {
+            health,
+            failure_deadline,
             epoch: manifest.epoch,
             manifest,
             partitions,
@@ -198,6 +206,7 @@ impl SnapshotActor {
                             });
                         }
                         Metrics::add(&act.metrics.checkpoints_total, 1);
+                        act.health.checkpoint_outcome(true);
                         tracing::debug!(epoch = manifest.epoch, "Committed a checkpoint.");
                         let epoch = manifest.epoch;
                         act.manifest = manifest;
@@ -207,7 +216,20 @@ impl SnapshotActor {
                     }
                     Err((reason, pending)) => {
                         Metrics::add(&act.metrics.checkpoint_failures_total, 1);
-                        tracing::error!(%reason, "A checkpoint failed; it will be retried.");
+                        let failing = act.health.checkpoint_outcome(false).unwrap_or_default();
+                        if pending.is_none() {
+                            // A failed seal leaves state the next checkpoint cannot
+                            // describe: restart from the last manifest.
+                            act.health
+                                .fatal(format!("sealing a checkpoint failed: {reason}"));
+                        } else if failing >= act.failure_deadline {
+                            act.health.fatal(format!(
+                                "checkpoints have failed for {:.0?} (deadline {:?}): {reason}",
+                                failing, act.failure_deadline
+                            ));
+                        } else {
+                            tracing::error!(%reason, "A checkpoint failed; it will be retried.");
+                        }
                         act.pending = pending;
                         for d in done {
                             let _ = d.send(Err(reason.clone()));
@@ -253,13 +275,8 @@ async fn seal(
         addr.do_send(partition::Resume);
     }
     match failure {
-        // A failed seal leaves state the next checkpoint cannot describe: the process
-        // must restart from the last manifest.
-        Some(reason) => {
-            tracing::error!(%reason, "Sealing a checkpoint failed; stopping so that restart recovers.");
-            System::current().stop_with_code(70);
-            Err((reason, None))
-        }
+        // The caller ends the process (no pending state to retry with).
+        Some(reason) => Err((reason, None)),
         None => Ok(Pending {
             epoch,
             partitions: replies,

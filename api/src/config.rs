@@ -20,6 +20,8 @@ pub struct Config {
     pub batch_records_max: usize,
     pub backlog_records_max: u64,
     pub pending_events_max: usize,
+    #[serde(deserialize_with = "human_duration")]
+    pub checkpoint_failure_deadline: Duration,
     pub meters: Vec<MeterCreate>,
     pub notifications: NotificationsConfig,
     pub entitlements: EntitlementsSection,

@@ -32,6 +32,14 @@ impl ApiError {
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
+
+    /// 503 + `Retry-After`: the server is replaying its log (or stopping).
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is replaying its event log and is not ready to answer reads yet",
+        )
+    }
 }
 
 impl fmt::Display for ApiError {
@@ -49,8 +57,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let request = REQUESTS.fetch_add(1, Ordering::Relaxed);
-        // A 500's detail is blanked, as OpenMeter does; the log keeps it.
-        let detail = if self.status.is_server_error() {
+        // A 500's detail is blanked, as OpenMeter does; the log keeps it. A 503 says
+        // why (not ready, checkpoints failing): the client can do something about it.
+        let detail = if self.status.is_server_error()
+            && self.status != StatusCode::SERVICE_UNAVAILABLE
+        {
             tracing::error!(status = self.status.as_u16(), detail = %self.detail, "Answered a server error.");
             String::new()
         } else {
@@ -68,7 +79,9 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status);
         response.content_type("application/problem+json");
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+        {
             response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
         }
         response.body(body.to_string())
@@ -83,7 +96,10 @@ impl From<PipelineError> for ApiError {
             PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
             PipelineError::MeterExists(_) => StatusCode::CONFLICT,
             PipelineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            PipelineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            PipelineError::Stopped | PipelineError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            PipelineError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PipelineError::Stream(_) | PipelineError::Catalog(_) | PipelineError::Storage(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -71,6 +71,24 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The exit code of a fatal error (EX_SOFTWARE).
+const EXIT_FATAL: i32 = 70;
+
+/// A panic on an actor's Arbiter, the log writer or any thread but an HTTP worker or
+/// a query thread is fatal: the state it held is gone. HTTP workers are restarted by
+/// actix, and a query's panic fails only that query.
+fn install_panic_hook(health: std::sync::Arc<metron_actors::health::Health>) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("");
+        if !(name.starts_with("actix-server worker") || name.starts_with("metron-query")) {
+            health.fatal(format!("thread {name:?} panicked: {info}"));
+        }
+    }));
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     metron_actors::memory::fix_allocator_thresholds();
     let config = Config::load(args.config.as_deref())?;
@@ -95,7 +113,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         meters: config.meters.clone(),
         namespace: config.namespace.clone(),
         notifications: (&config.notifications).into(),
+        checkpoint_failure_deadline: config.checkpoint_failure_deadline,
     };
+    let failpoints = std::env::var("METRON_FAILPOINTS").ok();
+    if let Some(spec) = &failpoints {
+        metron_engine::failpoint::configure(spec).context("METRON_FAILPOINTS")?;
+        tracing::warn!(failpoints = %spec, "Failpoints are enabled (PUT /debug/failpoints changes them).");
+    }
     let handle = query_runtime.handle().clone();
     let system = actix::System::new();
     let result = system.block_on(async move {
@@ -103,14 +127,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let entitlements = Entitlements::start(pipeline.clone(), (&config.entitlements).into())
             .await
             .context("starting the entitlement service")?;
+        install_panic_hook(pipeline.health().clone());
+        let health = pipeline.health().clone();
         let state = actix_web::web::Data::new(AppState {
             pipeline: pipeline.clone(),
             entitlements,
         });
+        let debug = failpoints.is_some();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(state.clone())
                 .configure(metron_api::configure)
+                .configure(|cfg| {
+                    if debug {
+                        cfg.route(
+                            "/debug/failpoints",
+                            actix_web::web::put().to(metron_api::routes::health::set_failpoints),
+                        );
+                    }
+                })
                 .default_service(actix_web::web::to(metron_api::not_found))
         })
         .workers(args.http_workers.max(1))
@@ -128,7 +163,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let server = server.run();
         let http = server.handle();
         let running = actix_rt::spawn(server);
-        wait_for_shutdown_signal().await?;
+        tokio::select! {
+            signal = wait_for_shutdown_signal() => signal?,
+            reason = health.wait_fatal() => {
+                // Nothing more is written: the restart recovers from the last
+                // checkpoint and the log, as after SIGKILL.
+                eprintln!("metron: fatal: {reason}");
+                std::process::exit(EXIT_FATAL);
+            }
+        }
         tracing::info!("Shutting down: draining HTTP, then a final checkpoint.");
         http.stop(true).await;
         let _ = running.await;

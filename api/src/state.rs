@@ -8,3 +8,15 @@ pub struct AppState {
     /// Customer actors: live balances, access checks, entitlement reloads.
     pub entitlements: Entitlements,
 }
+
+impl AppState {
+    /// Reads answer only from state caught up with the log: until then a 503 with
+    /// `Retry-After`, never a partial answer.
+    pub fn ready(&self) -> Result<(), crate::error::ApiError> {
+        if self.pipeline.health().is_ready() {
+            Ok(())
+        } else {
+            Err(crate::error::ApiError::not_ready())
+        }
+    }
+}

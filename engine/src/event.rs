@@ -56,6 +56,27 @@ pub enum BodyKind {
     Json,
 }
 
+/// What one request may carry, checked before anything of it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Events in one request.
+    pub events_per_request_max: usize,
+    /// Bytes of `id`, `source`, `type` and `subject` each.
+    pub attribute_bytes_max: usize,
+    /// Properties of `data`, at any depth.
+    pub data_values_max: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self {
+            events_per_request_max: 10_000,
+            attribute_bytes_max: 4096,
+            data_values_max: 10_000,
+        }
+    }
+}
+
 /// Why one event is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
@@ -75,6 +96,10 @@ pub enum EventError {
     DataSchema,
     #[error("data: MUST be a JSON object, got {0}")]
     Data(&'static str),
+    #[error("{field}: longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error("data: more than {max} values")]
+    TooManyValues { max: usize },
 }
 
 /// Why a request body carries no valid events.
@@ -90,6 +115,8 @@ pub enum BodyError {
     Event(EventError),
     #[error("invalid event at index {index}: {error}")]
     EventAt { index: usize, error: EventError },
+    #[error("{count} events in one request; at most {max}")]
+    TooManyEvents { count: usize, max: usize },
 }
 
 /// Parses a request body into validated events. A batch with one invalid event is
@@ -99,21 +126,42 @@ pub fn parse_events(
     kind: BodyKind,
     now: DateTime<Utc>,
 ) -> Result<Vec<CloudEvent>, BodyError> {
+    parse_events_within(body, kind, now, &EventLimits::default())
+}
+
+/// [`parse_events`] with explicit limits.
+pub fn parse_events_within(
+    body: &[u8],
+    kind: BodyKind,
+    now: DateTime<Utc>,
+    limits: &EventLimits,
+) -> Result<Vec<CloudEvent>, BodyError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
+    let one = |value| {
+        parse_event(value, now)
+            .and_then(|e| check_limits(e, limits))
+            .map_err(BodyError::Event)
+    };
     match (kind, value) {
-        (BodyKind::Single, value) => Ok(vec![parse_event(value, now).map_err(BodyError::Event)?]),
-        (BodyKind::Json, Value::Object(map)) => Ok(vec![
-            parse_event(Value::Object(map), now).map_err(BodyError::Event)?,
-        ]),
+        (BodyKind::Single, value) => Ok(vec![one(value)?]),
+        (BodyKind::Json, Value::Object(map)) => Ok(vec![one(Value::Object(map))?]),
         (BodyKind::Batch | BodyKind::Json, Value::Array(items)) => {
             if items.is_empty() {
                 return Err(BodyError::Empty);
+            }
+            if items.len() > limits.events_per_request_max {
+                return Err(BodyError::TooManyEvents {
+                    count: items.len(),
+                    max: limits.events_per_request_max,
+                });
             }
             items
                 .into_iter()
                 .enumerate()
                 .map(|(index, item)| {
-                    parse_event(item, now).map_err(|error| BodyError::EventAt { index, error })
+                    parse_event(item, now)
+                        .and_then(|e| check_limits(e, limits))
+                        .map_err(|error| BodyError::EventAt { index, error })
                 })
                 .collect()
         }
@@ -190,6 +238,35 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<CloudEvent, Event
         dataschema,
         data,
     })
+}
+
+fn check_limits(event: CloudEvent, limits: &EventLimits) -> Result<CloudEvent, EventError> {
+    let max = limits.attribute_bytes_max;
+    for (field, value) in [
+        ("id", &event.id),
+        ("source", &event.source),
+        ("type", &event.event_type),
+        ("subject", &event.subject),
+    ] {
+        if value.len() > max {
+            return Err(EventError::TooLong { field, max });
+        }
+    }
+    if let Some(data) = &event.data {
+        let mut budget = limits.data_values_max;
+        let mut stack: Vec<&Value> = data.values().collect();
+        while let Some(value) = stack.pop() {
+            budget = budget.checked_sub(1).ok_or(EventError::TooManyValues {
+                max: limits.data_values_max,
+            })?;
+            match value {
+                Value::Object(map) => stack.extend(map.values()),
+                Value::Array(items) => stack.extend(items.iter()),
+                _ => {}
+            }
+        }
+    }
+    Ok(event)
 }
 
 fn required_string(
@@ -331,6 +408,49 @@ mod tests {
             }
             assert_eq!(parse_event(event, now()), Err(expected), "field {field}");
         }
+    }
+
+    #[test]
+    fn limits_are_checked_with_the_index() {
+        let limits = EventLimits {
+            events_per_request_max: 3,
+            attribute_bytes_max: 8,
+            data_values_max: 4,
+        };
+        let batch = |items: Vec<Value>| serde_json::to_vec(&Value::Array(items)).unwrap();
+        let mut long = valid();
+        long["subject"] = json!("a-subject-too-long");
+        let body = batch(vec![valid(), long]);
+        assert_eq!(
+            parse_events_within(&body, BodyKind::Batch, now(), &limits),
+            Err(BodyError::EventAt {
+                index: 1,
+                error: EventError::TooLong {
+                    field: "subject",
+                    max: 8
+                }
+            })
+        );
+        let body = batch(vec![valid(), valid(), valid(), valid()]);
+        assert_eq!(
+            parse_events_within(&body, BodyKind::Batch, now(), &limits),
+            Err(BodyError::TooManyEvents { count: 4, max: 3 })
+        );
+        let mut deep = valid();
+        deep["data"] = json!({"a": [1, 2, {"b": 3}]});
+        let body = batch(vec![deep]);
+        assert_eq!(
+            parse_events_within(&body, BodyKind::Batch, now(), &limits),
+            Err(BodyError::EventAt {
+                index: 0,
+                error: EventError::TooManyValues { max: 4 }
+            })
+        );
+        let body = batch(vec![valid(), valid(), valid()]);
+        assert_eq!(
+            parse_events_within(&body, BodyKind::Batch, now(), &limits).map(|v| v.len()),
+            Ok(3)
+        );
     }
 
     #[test]

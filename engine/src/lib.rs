@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod credit;
 pub mod decimal;
 pub mod event;
+pub mod failpoint;
 pub mod filter;
 pub mod jsonpath;
 pub mod meter;

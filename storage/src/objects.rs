@@ -5,6 +5,7 @@ use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use futures::TryStreamExt;
+use metron_engine::failpoint::Action;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("failpoint objects.put refused {path}")]
+    Failpoint { path: String },
     #[error("cannot sync {path}: {source}")]
     Sync {
         path: PathBuf,
@@ -72,6 +75,16 @@ impl ObjectRoot {
     /// Writes an object whole. Returns once it is durable: on a local root the file
     /// is fsynced (the store writes a temporary file and renames it).
     pub async fn put(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
+        match metron_engine::failpoint::eval("objects.put") {
+            None => {}
+            Some(Action::Error) => {
+                return Err(Error::Failpoint {
+                    path: path.to_string(),
+                });
+            }
+            Some(Action::Panic) => panic!("failpoint objects.put"),
+            Some(Action::Sleep(d)) => tokio::time::sleep(d).await,
+        }
         self.store
             .put(path, PutPayload::from(bytes))
             .await
@@ -80,17 +93,31 @@ impl ObjectRoot {
                 source,
             })?;
         if let Some(root) = &self.local {
+            // fsync blocks: on a blocking thread, never on the caller's runtime worker.
             let file = root.join(path.as_ref());
-            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            sync(&file).map_err(|source| Error::Sync {
-                path: file.clone(),
-                source,
-            })?;
-            if let Some(parent) = file.parent() {
-                sync(parent).map_err(|source| Error::Sync {
-                    path: parent.to_owned(),
+            let synced = tokio::task::spawn_blocking(move || {
+                let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+                sync(&file).map_err(|source| Error::Sync {
+                    path: file.clone(),
                     source,
                 })?;
+                if let Some(parent) = file.parent() {
+                    sync(parent).map_err(|source| Error::Sync {
+                        path: parent.to_owned(),
+                        source,
+                    })?;
+                }
+                Ok(())
+            })
+            .await;
+            match synced {
+                Ok(result) => result?,
+                Err(join) => {
+                    return Err(Error::Sync {
+                        path: root.join(path.as_ref()),
+                        source: std::io::Error::other(join.to_string()),
+                    });
+                }
             }
         }
         Ok(())

@@ -768,6 +768,7 @@ async fn list_owned(
     req: HttpRequest,
     api: Api,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let p = Params::parse(req.query_string())?;
     let customer = owner(&state, &req, api).await?;
     let include_deleted = p.bool("includeDeleted")?.unwrap_or(false);
@@ -1131,6 +1132,7 @@ async fn value(
     req: HttpRequest,
     api: Api,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let p = Params::parse(req.query_string())?;
     let at = p.time("time")?.unwrap_or_else(Utc::now);
     let customer_id = owner_id(&state, &req, api).await?;
@@ -1144,6 +1146,7 @@ async fn value(
 }
 
 async fn access(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let customer_id = owner_id(&state, &req, V2_CUSTOMER).await?;
     let answers = state
         .entitlements

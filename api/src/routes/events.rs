@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use metron_actors::metrics::Metrics;
 use metron_actors::pipeline::{EventFilter, ListedEvent};
-use metron_engine::event::{BodyKind, format_time, parse_events};
+use metron_engine::event::{BodyError, BodyKind, format_time, parse_events};
 use metron_engine::filter::StringFilter;
 use serde_json::{Value, json};
 
@@ -49,7 +49,13 @@ pub async fn ingest(
         .get("content-type")
         .and_then(|v| v.to_str().ok());
     let parsed = body_kind(content_type).and_then(|kind| {
-        parse_events(&body, kind, Utc::now()).map_err(|e| ApiError::bad_request(e.to_string()))
+        parse_events(&body, kind, Utc::now()).map_err(|e| match e {
+            BodyError::TooManyEvents { .. } => ApiError::new(
+                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                e.to_string(),
+            ),
+            _ => ApiError::bad_request(e.to_string()),
+        })
     });
     let events = match parsed {
         Ok(events) => events,
@@ -120,6 +126,7 @@ pub async fn list_v1(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let p = Params::parse(req.query_string())?;
     let now = Utc::now();
     let from = p.time("from")?;
@@ -250,6 +257,7 @@ pub async fn list_v2(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let p = Params::parse(req.query_string())?;
     let limit = p.usize_in("limit", LIST_EVENTS_MAX, 1, LIST_EVENTS_MAX)?;
     let filter = parse_v2_filter(p.one("filter"))?;

@@ -451,6 +451,7 @@ async fn run_query(
     meter_ref: &str,
     raw: RawQuery,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let meter = state
         .pipeline
         .get_meter(state.pipeline.namespace(), meter_ref)
@@ -467,6 +468,7 @@ pub async fn subjects(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let meter = state
         .pipeline
         .get_meter(state.pipeline.namespace(), &path)
@@ -486,6 +488,7 @@ pub async fn group_by_values(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let (meter_ref, key) = path.into_inner();
     let meter = state
         .pipeline

@@ -30,6 +30,7 @@ pub async fn run(
     req: HttpRequest,
     body: web::Json<SqlBody>,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let body = body.into_inner();
     let limit = body.limit.unwrap_or(SQL_ROWS_DEFAULT);
     if limit == 0 || limit > SQL_ROWS_MAX {

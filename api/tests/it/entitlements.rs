@@ -908,14 +908,6 @@ fn multi_subject_customer() {
     assert_eq!(num(&value, "balance"), 98.0, "{value}");
 }
 
-/// A gauge from `/metrics`.
-fn gauge(server: &TestServer, name: &str) -> Option<u64> {
-    let text = server.get("/metrics").send().body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// `metron_customer_actors`: customers in memory.
 fn customer_actors(server: &TestServer) -> Option<u64> {
     gauge(server, "metron_customer_actors")

@@ -166,6 +166,14 @@ pub fn wait_for_total(server: &TestServer, slug: &str, expected: f64) -> Row {
     })
 }
 
+/// A gauge (or counter) from `/metrics`.
+pub fn gauge(server: &TestServer, name: &str) -> Option<u64> {
+    let text = server.get("/metrics").send().body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Asserts an RFC 7807 problem answer: status, `Content-Type: application/problem+json`
 /// exactly, and a body with `status`, `title` and a non-empty `detail`. Returns the detail.
 #[track_caller]

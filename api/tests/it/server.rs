@@ -51,6 +51,7 @@ pub fn try_eventually<T>(
 pub struct ServerBuilder {
     config: Option<String>,
     data_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl ServerBuilder {
@@ -63,6 +64,12 @@ impl ServerBuilder {
     /// Uses `path` as the data directory (it outlives the server: restart and crash tests).
     pub fn with_data_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(path.into());
+        self
+    }
+
+    /// Sets an environment variable of the server process (e.g. `METRON_FAILPOINTS`).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -100,6 +107,7 @@ impl ServerBuilder {
             work: Some(work),
             data_dir,
             config,
+            env: self.env,
             child: None,
             addr: String::new(),
             agent,
@@ -115,6 +123,7 @@ pub struct TestServer {
     work: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     config: Option<PathBuf>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     addr: String,
     agent: ureq::Agent,
@@ -166,6 +175,12 @@ impl TestServer {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        self.spawn_listening()?;
+        self.wait_ready()
+    }
+
+    /// Starts the process and returns as soon as it listens (before it is ready).
+    fn spawn_listening(&mut self) -> Result<()> {
         self.starts += 1;
         let port_file = self.work_dir().join("addr");
         let _ = fs::remove_file(&port_file);
@@ -190,6 +205,9 @@ impl TestServer {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().context("cloning the log handle")?)
             .stderr(log);
@@ -212,7 +230,12 @@ impl TestServer {
             }
             sleep(Duration::from_millis(25));
         }
+        Ok(())
+    }
 
+    /// Waits until `/readyz` answers 200.
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_DEADLINE;
         // Listening is not the same as ready (a restart may replay its log first).
         loop {
             match self.get("/readyz").try_send() {
@@ -277,6 +300,40 @@ impl TestServer {
             }
             sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits up to `deadline` for the process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("metron is not running")?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                bail!(
+                    "metron still running after {deadline:?}; log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL (if running), then a new process on the same data directory, returned as
+    /// soon as it listens: it may still be replaying its log.
+    pub fn restart_listening(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn_listening()
+    }
+
+    /// Replaces the server's environment (for the next start).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
     }
 
     /// Stops the server (SIGTERM) if it is running and starts it again on the same data

@@ -188,6 +188,10 @@ impl Staged {
             let path = seg.path.clone();
             return self.fail(&path, io::Error::other("injected write failure"));
         }
+        if metron_engine::failpoint::should_fail_blocking("log.write") {
+            let path = seg.path.clone();
+            return self.fail(&path, io::Error::other("failpoint log.write"));
+        }
         if let Err(e) = segment::write_all_at(&seg.file, &data, seg.written) {
             let path = seg.path.clone();
             self.fail(&path, e);
@@ -213,7 +217,12 @@ impl Staged {
         if !seg.dirty {
             return;
         }
-        match seg.file.sync_data() {
+        let synced = if metron_engine::failpoint::should_fail_blocking("log.fsync") {
+            Err(io::Error::other("failpoint log.fsync"))
+        } else {
+            seg.file.sync_data()
+        };
+        match synced {
             Ok(()) => {
                 seg.dirty = false;
                 self.syncs += 1;

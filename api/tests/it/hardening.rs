@@ -1,0 +1,430 @@
+//! The core's promises off the happy path: limits checked before anything is stored,
+//! 429 and 503 with `Retry-After`, fatal errors that end the process (and a restart
+//! that recovers exactly), reads that never answer from half-replayed state, and
+//! catalog writes that never fail for concurrency. Faults are injected with the
+//! binary's failpoints (`METRON_FAILPOINTS`, `PUT /debug/failpoints`).
+
+use crate::helpers::*;
+use crate::server::*;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const COUNT_CONFIG: &str = r#"
+meters:
+  - slug: calls
+    eventType: call
+    aggregation: COUNT
+  - slug: units
+    eventType: call
+    aggregation: SUM
+    valueProperty: $.units
+partitions: 4
+checkpointInterval: 200ms
+"#;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(Utc::now().timestamp() - 2 * 86_400, 0).expect("time")
+}
+
+fn call(id: &str, subject: &str, units: u64) -> Value {
+    cloud_event(
+        id,
+        "hardening",
+        "call",
+        subject,
+        t0() + ChronoDuration::seconds(7),
+        json!({ "units": units }),
+    )
+}
+
+/// Events of `n` subjects, `per` each, with ids from `prefix`.
+fn calls(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| call(&format!("{prefix}-{i}"), &format!("s{}", i % 16), 1))
+        .collect()
+}
+
+fn set_failpoints(server: &TestServer, spec: &str) {
+    server
+        .put("/debug/failpoints")
+        .body("text/plain", spec.to_owned())
+        .send()
+        .expect_status(200);
+}
+
+/// The meter's total, if the query answered 200 (0 when there is no row).
+fn total(server: &TestServer, slug: &str) -> Result<f64, String> {
+    let got = parse_query(&server.query(slug, &[]))?;
+    Ok(got.data.first().map_or(0.0, |r| r.value))
+}
+
+#[test]
+fn an_oversized_event_stores_nothing_of_its_batch() {
+    let server = TestServer::start_with_config(COUNT_CONFIG);
+    let mut batch = calls("big", 16);
+    batch[9]["data"]["blob"] = json!("x".repeat(2 << 20));
+    let resp = server.ingest_batch(&batch);
+    let detail = assert_problem(&resp, 413);
+    assert!(detail.contains("index 9"), "{detail}");
+
+    let too_many = calls("many", 10_001);
+    let detail = assert_problem(&server.ingest_batch(&too_many), 413);
+    assert!(detail.contains("10001"), "{detail}");
+
+    let mut long = calls("long", 2);
+    long[1]["subject"] = json!("s".repeat(5000));
+    let detail = assert_problem(&server.ingest_batch(&long), 400);
+    assert!(
+        detail.contains("index 1") && detail.contains("subject"),
+        "{detail}"
+    );
+
+    // A sentinel behind them: once it is visible, nothing of the refused requests is.
+    server
+        .ingest_one(&call("sentinel", "s0", 5))
+        .expect_status(204);
+    wait_for_total(&server, "units", 5.0);
+    assert_eq!(total(&server, "calls"), Ok(1.0));
+    let listed = server
+        .get("/api/v1/events")
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
+#[test]
+fn a_backlog_answers_429_with_retry_after_and_loses_nothing() {
+    let config = format!("{COUNT_CONFIG}backlogRecordsMax: 50\n");
+    let server = TestServer::builder()
+        .with_config(&config)
+        .with_env("METRON_FAILPOINTS", "partition.read=sleep(100)")
+        .start();
+    let mut accepted = 0usize;
+    let mut refused = None;
+    for round in 0..20 {
+        let batch = calls(&format!("r{round}"), 16);
+        let resp = server.ingest_batch(&batch);
+        match resp.status {
+            204 => accepted += batch.len(),
+            429 => {
+                refused = Some(resp);
+                break;
+            }
+            _ => panic!("unexpected answer: {resp}"),
+        }
+    }
+    let resp = refused.expect("no 429 while the partitions were paused");
+    assert_problem(&resp, 429);
+    assert_eq!(resp.header("retry-after"), Some("1"), "{resp}");
+    assert!(accepted > 0);
+
+    set_failpoints(&server, "partition.read=off");
+    wait_for_total(&server, "calls", accepted as f64);
+    server.ingest_batch(&calls("after", 16)).expect_status(204);
+    wait_for_total(&server, "calls", (accepted + 16) as f64);
+}
+
+#[test]
+fn failing_checkpoints_answer_503_then_recover_exactly() {
+    let mut server = TestServer::builder()
+        .with_config(COUNT_CONFIG)
+        .with_env("METRON_FAILPOINTS", "")
+        .start();
+    server.ingest_batch(&calls("a", 100)).expect_status(204);
+    wait_for_total(&server, "calls", 100.0);
+
+    set_failpoints(&server, "objects.put=error");
+    // A probe accepted before the first failure counts; the refused ones do not.
+    let mut probes = 0.0;
+    let refused = eventually(VISIBLE, || {
+        let resp = server.ingest_batch(&calls(&format!("probe{probes}"), 1));
+        match resp.status {
+            503 => Ok(resp),
+            204 => {
+                probes += 1.0;
+                Err("still accepted".into())
+            }
+            _ => panic!("unexpected answer: {resp}"),
+        }
+    });
+    let detail = assert_problem(&refused, 503);
+    assert!(detail.contains("checkpoint"), "{detail}");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(gauge(&server, "metron_checkpoints_failing"), Some(1));
+    // Reads still answer while checkpoints fail.
+    wait_for_total(&server, "calls", 100.0 + probes);
+
+    set_failpoints(&server, "objects.put=off");
+    eventually(VISIBLE, || {
+        match server.ingest_batch(&calls("b", 50)).status {
+            204 => Ok(()),
+            s => Err(format!("ingest answered {s}")),
+        }
+    });
+    wait_for_total(&server, "calls", 150.0 + probes);
+    server.kill();
+    server.set_env(&[]);
+    server.restart();
+    wait_for_total(&server, "calls", 150.0 + probes);
+}
+
+#[test]
+fn checkpoints_failing_past_their_deadline_end_the_process() {
+    let config = format!("{COUNT_CONFIG}checkpointFailureDeadline: 1s\n");
+    let mut server = TestServer::builder()
+        .with_config(&config)
+        .with_env("METRON_FAILPOINTS", "")
+        .start();
+    server.ingest_batch(&calls("a", 64)).expect_status(204);
+    wait_for_total(&server, "calls", 64.0);
+    set_failpoints(&server, "objects.put=error");
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("the process ends");
+    assert_eq!(status.code(), Some(70), "{status}");
+    assert!(
+        server.log_tail(40).contains("checkpoints have failed"),
+        "{}",
+        server.log_tail(40)
+    );
+    server.set_env(&[]);
+    server.restart();
+    wait_for_total(&server, "calls", 64.0);
+}
+
+/// A log write or fsync that fails: no 204 for what it held, the process ends with 70,
+/// and the restart counts every acknowledged event once.
+fn log_failure_is_fatal(failpoint: &str) {
+    let mut server = TestServer::builder()
+        .with_config(COUNT_CONFIG)
+        .with_env("METRON_FAILPOINTS", "")
+        .start();
+    server.ingest_batch(&calls("a", 40)).expect_status(204);
+    wait_for_total(&server, "calls", 40.0);
+    set_failpoints(&server, &format!("{failpoint}=error"));
+    // The answer is a 5xx, or no answer at all if the process ended first.
+    let resp = server.client().try_ingest_batch(&calls("b", 40));
+    if let Ok(resp) = &resp {
+        assert!(
+            resp.status >= 500,
+            "no 2xx for an append that failed: {resp}"
+        );
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("the process ends");
+    assert_eq!(status.code(), Some(70), "{status}");
+    server.set_env(&[]);
+    server.restart();
+    wait_for_total(&server, "calls", 40.0);
+    // Sent again after the restart: counted once.
+    server.ingest_batch(&calls("b", 40)).expect_status(204);
+    server.ingest_batch(&calls("a", 40)).expect_status(204);
+    wait_for_total(&server, "calls", 80.0);
+}
+
+#[test]
+fn a_log_write_failure_is_fatal() {
+    log_failure_is_fatal("log.write");
+}
+
+#[test]
+fn a_log_fsync_failure_is_fatal() {
+    log_failure_is_fatal("log.fsync");
+}
+
+#[test]
+fn a_slow_object_store_keeps_promises() {
+    let mut server = TestServer::builder()
+        .with_config(COUNT_CONFIG)
+        .with_env("METRON_FAILPOINTS", "objects.put=sleep(1500)")
+        .start();
+    let mut accepted = 0usize;
+    for round in 0..10 {
+        let resp = server.ingest_batch(&calls(&format!("slow{round}"), 32));
+        match resp.status {
+            204 => accepted += 32,
+            429 | 503 => assert!(resp.header("retry-after").is_some(), "{resp}"),
+            _ => panic!("unexpected answer: {resp}"),
+        }
+    }
+    wait_for_total(&server, "calls", accepted as f64);
+    server.kill();
+    server.set_env(&[]);
+    server.restart();
+    wait_for_total(&server, "calls", accepted as f64);
+}
+
+#[test]
+fn a_clean_restart_replays_nothing_and_a_crash_does() {
+    // The final checkpoint at SIGTERM covers the whole log: the next start replays
+    // no record. Without it (SIGKILL), the start replays what came after the last one.
+    let config = COUNT_CONFIG.replace("checkpointInterval: 200ms", "checkpointInterval: 1h");
+    let mut server = TestServer::start_with_config(&config);
+    server.ingest_batch(&calls("a", 300)).expect_status(204);
+    wait_for_total(&server, "calls", 300.0);
+    let status = server.terminate().expect("SIGTERM");
+    assert!(status.success(), "{status}");
+    server.restart();
+    assert_eq!(gauge(&server, "metron_replay_records_at_start"), Some(0));
+    wait_for_total(&server, "calls", 300.0);
+
+    server.ingest_batch(&calls("b", 200)).expect_status(204);
+    wait_for_total(&server, "calls", 500.0);
+    server.kill();
+    server.restart();
+    assert_eq!(gauge(&server, "metron_replay_records_at_start"), Some(200));
+    wait_for_total(&server, "calls", 500.0);
+}
+
+/// Events for the restart test; `METRON_RESTART_EVENTS` scales it (the acceptance run
+/// uses 1,000,000).
+fn restart_events() -> usize {
+    std::env::var("METRON_RESTART_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000)
+}
+
+#[test]
+fn after_a_crash_reads_are_complete_or_503() {
+    let n = restart_events();
+    let config = COUNT_CONFIG.replace("checkpointInterval: 200ms", "checkpointInterval: 1h");
+    let mut server = TestServer::start_with_config(&config);
+    let client = server.client();
+    let batch = 1000;
+    let mut sent = 0;
+    while sent < n {
+        let events: Vec<Value> = (sent..(sent + batch).min(n))
+            .map(|i| call(&format!("e{i}"), &format!("s{}", i % 64), 1))
+            .collect();
+        let resp = client.try_ingest_batch(&events).expect("ingest");
+        if resp.status == 429 {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        assert_eq!(resp.status, 204, "{resp}");
+        sent += events.len();
+    }
+    wait_for_total(&server, "calls", n as f64);
+    server.restart_listening().expect("restart");
+    let started = Instant::now();
+    let (mut complete, mut unavailable) = (0u32, 0u32);
+    loop {
+        let resp = server.query("calls", &[]);
+        match resp.status {
+            503 => {
+                assert_eq!(resp.header("retry-after"), Some("1"), "{resp}");
+                unavailable += 1;
+            }
+            200 => {
+                let got = parse_query(&resp).expect("a query answer");
+                let value = got.data.first().map_or(0.0, |r| r.value);
+                assert_eq!(
+                    value,
+                    n as f64,
+                    "a partial answer after {:?}",
+                    started.elapsed()
+                );
+                complete += 1;
+                if complete >= 5 {
+                    break;
+                }
+            }
+            _ => panic!("unexpected answer: {resp}"),
+        }
+        let sql = server
+            .post("/api/v1/sql")
+            .json(&json!({"sql": "SELECT count(*) AS n FROM events"}))
+            .send();
+        match sql.status {
+            503 => {}
+            200 => assert_eq!(sql.json()["rows"][0][0], json!(n), "{sql}"),
+            _ => panic!("unexpected SQL answer: {sql}"),
+        }
+        assert!(
+            started.elapsed() < START_DEADLINE,
+            "not ready within {START_DEADLINE:?}"
+        );
+    }
+    let ready = server.get("/readyz").send();
+    assert_eq!(ready.status, 200, "{ready}");
+    eprintln!(
+        "restart with {n} unchecked events: ready after {:?} ({unavailable} answers 503, then {complete} complete)",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn thirty_two_concurrent_catalog_writers_all_succeed() {
+    let server = TestServer::start_with_config(COUNT_CONFIG);
+    server
+        .post("/api/v1/features")
+        .json(&json!({"key": "calls", "name": "Calls", "meterSlug": "calls"}))
+        .send()
+        .expect_status(201);
+    let client = server.client();
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let client = client.clone();
+            std::thread::spawn(move || -> Vec<(String, u16, String)> {
+                let mut answers = Vec::new();
+                let mut record = |what: &str, resp: Resp| {
+                    answers.push((what.to_owned(), resp.status, resp.body.clone()));
+                    resp
+                };
+                let key = format!("writer-{i}");
+                let effective = rfc3339(Utc::now());
+                record(
+                    "customer",
+                    client
+                        .post("/api/v1/customers")
+                        .json(&json!({"name": key, "key": key,
+                            "usageAttribution": {"subjectKeys": [key]}}))
+                        .send(),
+                );
+                let ent = record(
+                    "entitlement",
+                    client
+                        .post(&format!("/api/v2/customers/{key}/entitlements"))
+                        .json(&json!({"type": "metered", "featureKey": "calls",
+                            "usagePeriod": {"interval": "MONTH"}}))
+                        .send(),
+                );
+                let _ = ent;
+                for g in 0..3 {
+                    record(
+                        "grant",
+                        client
+                            .post(&format!(
+                                "/api/v2/customers/{key}/entitlements/calls/grants"
+                            ))
+                            .json(&json!({"amount": 10 + g, "priority": 1,
+                                "effectiveAt": effective,
+                                "expiration": {"duration": "YEAR", "count": 10}}))
+                            .send(),
+                    );
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let mut total_answers = 0;
+    for t in threads {
+        for (what, status, body) in t.join().expect("writer thread") {
+            total_answers += 1;
+            if !(200..300).contains(&status) {
+                failures.push(format!("{what}: {status} {body}"));
+            }
+        }
+    }
+    assert_eq!(total_answers, 32 * 5);
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
+}
