@@ -48,6 +48,9 @@ pub struct PipelineConfig {
     pub notifications: crate::notification::NotifierConfig,
     /// Checkpoints failing for this long end the process (fatal).
     pub checkpoint_failure_deadline: Duration,
+    /// Where free SQL runs (the query runtime when `None`) and what it may take.
+    pub sql_runtime: Option<tokio::runtime::Handle>,
+    pub sql_limits: metron_storage::query::SqlLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,9 @@ pub enum Error {
     Timeout(Duration),
     #[error("the pipeline is shutting down")]
     Stopped,
+    /// Too many SQL queries at once: retry later (429).
+    #[error("{0}")]
+    Busy(String),
     #[error("event at index {index} is {bytes} bytes stored; at most {max}")]
     EventTooLarge {
         index: usize,
@@ -90,6 +96,8 @@ impl From<metron_storage::query::Error> for Error {
         match error {
             metron_storage::query::Error::Sql(s) => Self::Sql(s),
             metron_storage::query::Error::Timeout(d) => Self::Timeout(d),
+            e @ metron_storage::query::Error::Memory { .. } => Self::Sql(e.to_string()),
+            e @ metron_storage::query::Error::Busy(_) => Self::Busy(e.to_string()),
             other => Self::Storage(other.to_string()),
         }
     }
@@ -761,7 +769,10 @@ impl Pipeline {
         let mut tables = Vec::new();
         let mut live_events = Vec::new();
         let mut event_urls = Vec::new();
-        for addr in &self.inner.partitions {
+        // Live rows are copied only for the tables the text can name (a word of it).
+        let words = sql_words(&sql);
+        let named = |table: &str| words.contains(&table.to_ascii_lowercase());
+        for addr in self.inner.partitions.iter().filter(|_| named("events")) {
             let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
             for events in &held.events {
                 live_events.extend(events.iter().filter(|e| e.namespace == namespace).cloned());
@@ -786,6 +797,7 @@ impl Pipeline {
             .read()
             .values()
             .filter(|m| m.meter.namespace == namespace)
+            .filter(|m| named(&format!("meter_{}", m.meter.slug)))
             .cloned()
             .collect();
         for entry in entries {
@@ -894,6 +906,15 @@ impl Pipeline {
             ),
         ])
     }
+}
+
+/// The identifier-like words of a SQL text, lowercased: a table the query reads is
+/// among them, however it is quoted.
+fn sql_words(sql: &str) -> HashSet<String> {
+    sql.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// The partial minutes of a query, as `[lo, hi)` in microseconds: the minute of a
@@ -1043,7 +1064,11 @@ mod anyhow_free {
         let activation = Activation::new(attribution.clone());
         let root =
             ObjectRoot::local(data.join("objects")).map_err(|e| Error::Storage(e.to_string()))?;
-        let query = QueryService::new(query_runtime, root);
+        let sql_runtime = config
+            .sql_runtime
+            .clone()
+            .unwrap_or_else(|| query_runtime.clone());
+        let query = QueryService::new(query_runtime, root).with_sql(sql_runtime, config.sql_limits);
         let manifest = manifest::load_latest(query.root(), config.partitions)
             .await
             .map_err(|e| Error::Storage(e.to_string()))?

@@ -22,9 +22,37 @@ pub struct Config {
     pub pending_events_max: usize,
     #[serde(deserialize_with = "human_duration")]
     pub checkpoint_failure_deadline: Duration,
+    pub sql: SqlSection,
     pub meters: Vec<MeterCreate>,
     pub notifications: NotificationsConfig,
     pub entitlements: EntitlementsSection,
+}
+
+/// What free SQL (`POST /api/v1/sql`) may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SqlSection {
+    /// Memory of one query (sorts, joins, aggregations); past it the query fails with a 400.
+    pub memory_bytes: usize,
+    /// Queries at once; one more answers 429.
+    pub concurrent_max: usize,
+    /// Bytes of one string built by `repeat`, `lpad`, `rpad`.
+    pub string_bytes_max: usize,
+    /// Elements of one list built by `range` or `generate_series` as scalar functions.
+    pub list_elements_max: usize,
+}
+
+impl From<&SqlSection> for metron_storage::query::SqlLimits {
+    fn from(c: &SqlSection) -> Self {
+        Self {
+            memory_bytes: c.memory_bytes,
+            concurrent_max: c.concurrent_max.max(1),
+            values: metron_storage::query::guard::ValueLimits {
+                string_bytes_max: c.string_bytes_max,
+                list_elements_max: c.list_elements_max,
+            },
+        }
+    }
 }
 
 /// Customer actors: how long one stays in memory without reads or usage.

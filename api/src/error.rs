@@ -91,7 +91,9 @@ impl ResponseError for ApiError {
 impl From<PipelineError> for ApiError {
     fn from(error: PipelineError) -> Self {
         let status = match &error {
-            PipelineError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PipelineError::Overloaded { .. } | PipelineError::Busy(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             PipelineError::Meter(_) | PipelineError::Sql(_) => StatusCode::BAD_REQUEST,
             PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
             PipelineError::MeterExists(_) => StatusCode::CONFLICT,

@@ -83,7 +83,10 @@ fn install_panic_hook(health: std::sync::Arc<metron_actors::health::Health>) {
         default(info);
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("");
-        if !(name.starts_with("actix-server worker") || name.starts_with("metron-query")) {
+        let own_failure = ["actix-server worker", "metron-query", "metron-sql"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if !own_failure {
             health.fatal(format!("thread {name:?} panicked: {info}"));
         }
     }));
@@ -98,7 +101,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the query runtime")?;
+    let sql_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.query_threads.max(1))
+        .thread_name("metron-sql")
+        .enable_all()
+        .build()
+        .context("starting the SQL runtime")?;
     let pipeline_config = PipelineConfig {
+        sql_runtime: Some(sql_runtime.handle().clone()),
+        sql_limits: (&config.sql).into(),
         data_dir: args.data_dir.clone(),
         partitions: config.partitions,
         checkpoint_interval: config.checkpoint_interval,
@@ -182,5 +193,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     drop(query_runtime);
+    // A query aborted at its timeout may still be between two yields: do not wait for it.
+    sql_runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }

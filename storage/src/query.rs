@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -33,6 +34,33 @@ pub enum Error {
     Join(String),
     #[error("invalid SQL: {0}")]
     Sql(String),
+    /// The query needed more memory than its share.
+    #[error("the query needs more memory than its limit of {limit} bytes: {detail}")]
+    Memory { limit: usize, detail: String },
+    /// Every SQL slot is taken.
+    #[error("{0} SQL queries are running already; retry later")]
+    Busy(usize),
+}
+
+/// What free SQL may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Memory of one query (DataFusion's memory pool: sorts, joins, aggregations).
+    pub memory_bytes: usize,
+    /// Queries at once; one more is refused.
+    pub concurrent_max: usize,
+    /// What one scalar function call may build.
+    pub values: guard::ValueLimits,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            concurrent_max: 4,
+            values: guard::ValueLimits::default(),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,20 +103,55 @@ pub struct TimeRange {
 #[derive(Clone, Debug)]
 pub struct QueryService {
     runtime: tokio::runtime::Handle,
+    /// Where free SQL runs: a runtime of its own, so that checkpoints (Parquet
+    /// encoding and puts on `runtime`) never wait behind a user's query.
+    sql_runtime: tokio::runtime::Handle,
     root: ObjectRoot,
     /// One DataFusion runtime for every query: its caches (Parquet footers, file
     /// listings) serve the next scan instead of decoding the same metadata again.
     env: Arc<RuntimeEnv>,
+    sql_limits: SqlLimits,
+    sql_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl QueryService {
     /// `runtime` must be a multi-threaded runtime that outlives the service.
     pub fn new(runtime: tokio::runtime::Handle, root: ObjectRoot) -> Self {
         Self {
+            sql_runtime: runtime.clone(),
             runtime,
             root,
             env: Arc::new(RuntimeEnv::default()),
+            sql_limits: SqlLimits::default(),
+            sql_slots: Arc::new(tokio::sync::Semaphore::new(
+                SqlLimits::default().concurrent_max,
+            )),
         }
+    }
+
+    /// Runs free SQL on `runtime` (multi-threaded, outliving the service) within `limits`.
+    pub fn with_sql(mut self, runtime: tokio::runtime::Handle, limits: SqlLimits) -> Self {
+        self.sql_runtime = runtime;
+        self.sql_slots = Arc::new(tokio::sync::Semaphore::new(limits.concurrent_max.max(1)));
+        self.sql_limits = limits;
+        self
+    }
+
+    /// A session for one SQL query: its own memory pool of the query's share, the
+    /// shared caches, and the guarded scalar functions.
+    fn sql_context(&self) -> SessionContext {
+        let env = RuntimeEnv {
+            memory_pool: Arc::new(TrackConsumersPool::new(
+                GreedyMemoryPool::new(self.sql_limits.memory_bytes),
+                std::num::NonZeroUsize::MIN,
+            )),
+            disk_manager: self.env.disk_manager.clone(),
+            cache_manager: self.env.cache_manager.clone(),
+            object_store_registry: self.env.object_store_registry.clone(),
+        };
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), Arc::new(env));
+        guard::install(&ctx, self.sql_limits.values);
+        ctx
     }
 
     fn context(&self) -> SessionContext {
@@ -178,8 +241,12 @@ impl QueryService {
     /// and other statements are rejected, and no table reads a file or URL by name.
     pub async fn sql(&self, request: SqlRequest) -> Result<SqlAnswer> {
         let timeout = request.timeout;
-        let ctx = self.context();
-        let fut = self.run(async move {
+        let limit = self.sql_limits.memory_bytes;
+        let Ok(_slot) = self.sql_slots.clone().try_acquire_owned() else {
+            return Err(Error::Busy(self.sql_limits.concurrent_max));
+        };
+        let ctx = self.sql_context();
+        let task = self.sql_runtime.spawn(async move {
             for table in &request.tables {
                 let view = table_view(&ctx, table).await?;
                 ctx.register_table(table.name.as_str(), view)?;
@@ -218,10 +285,38 @@ impl QueryService {
                 truncated,
             })
         });
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(answer) => answer,
-            Err(_) => Err(Error::Timeout(timeout)),
+        // On timeout the task is aborted: DataFusion's operators yield cooperatively,
+        // so the work stops at its next yield instead of running on unseen.
+        let abort = task.abort_handle();
+        let answer = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(join)) => Err(Error::Join(join.to_string())),
+            Err(_) => {
+                abort.abort();
+                Err(Error::Timeout(timeout))
+            }
+        };
+        answer.map_err(|e| user_error(e, limit))
+    }
+}
+
+/// What a query's own failure is for its client: running out of its memory share, or
+/// an error of the query itself (a plan or execution error, 4xx); storage failures
+/// stay server errors.
+fn user_error(error: Error, limit: usize) -> Error {
+    use datafusion::error::DataFusionError as E;
+    let Error::DataFusion(e) = error else {
+        return error;
+    };
+    match e.find_root() {
+        E::ResourcesExhausted(detail) => Error::Memory {
+            limit,
+            detail: detail.clone(),
+        },
+        E::ObjectStore(_) | E::IoError(_) | E::ParquetError(_) | E::Internal(_) => {
+            Error::DataFusion(e)
         }
+        _ => Error::Sql(e.to_string()),
     }
 }
 
@@ -255,5 +350,6 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
     Ok(Bytes::from(buffer))
 }
 
+pub mod guard;
 #[cfg(test)]
 mod tests;

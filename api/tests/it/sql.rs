@@ -126,3 +126,101 @@ fn sql_rejects_writes_and_bad_sql() {
         json!([[10]])
     );
 }
+
+/// Abusive SQL, 16 queries at once: each is refused with a 4xx within its timeout
+/// (guarded functions, the memory share, the concurrency limit, the timeout), while
+/// ingest goes on and checkpoints complete; the server keeps serving.
+#[test]
+fn abusive_sql_is_refused_and_the_server_keeps_serving() {
+    let server = TestServer::start_with_config(
+        "checkpointInterval: 200ms\nsql:\n  memoryBytes: 16777216\n  concurrentMax: 4\n  stringBytesMax: 1048576\n  listElementsMax: 1000000\n",
+    );
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 86_400, 0).expect("time");
+    let event = |i: usize| {
+        cloud_event(
+            &format!("abuse-{i}"),
+            "sql-test",
+            "request",
+            &format!("s{}", i % 8),
+            t0 + Duration::seconds(i as i64),
+            json!({ "n": i, "pad": "p".repeat(64) }),
+        )
+    };
+    let events: Vec<Value> = (0..3000).map(event).collect();
+    server.ingest_batch(&events).expect_status(204);
+    eventually(VISIBLE, || {
+        let answer = server.sql("SELECT count(*) FROM events");
+        (answer["rows"] == json!([[3000]]))
+            .then_some(())
+            .ok_or(format!("{answer}"))
+    });
+    let checkpoints_before = gauge(&server, "metron_checkpoints_total").unwrap_or(0);
+    let abuse = [
+        "SELECT count(*) FROM generate_series(1, 1000000000000)",
+        "SELECT sum(value) FROM range(1000000000000)",
+        "SELECT length(repeat('x', 2147483648))",
+        "SELECT cardinality(range(1000000000000))",
+        "SELECT lpad('x', 2147483647)",
+        "SELECT a.id, b.id, a.data FROM events a CROSS JOIN events b ORDER BY a.data, b.data DESC",
+        "SELECT count(DISTINCT concat(a.id, b.id, a.data)) FROM events a CROSS JOIN events b",
+        "SELECT array_agg(concat(a.data, b.data)) FROM events a CROSS JOIN events b",
+    ];
+    let timeout_ms = 4000u64;
+    let client = server.client();
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let client = client.clone();
+            let sql = abuse[i % abuse.len()].to_owned();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let resp = client
+                    .post("/api/v1/sql")
+                    .json(&json!({"sql": sql, "timeoutMs": timeout_ms}))
+                    .send();
+                (sql, resp, started.elapsed())
+            })
+        })
+        .collect();
+    // Ingest goes on meanwhile.
+    let more: Vec<Value> = (3000..3100).map(event).collect();
+    server.ingest_batch(&more).expect_status(204);
+    let mut statuses = Vec::new();
+    for t in threads {
+        let (sql, resp, _elapsed) = t.join().expect("query thread");
+        assert!(
+            (400..500).contains(&resp.status),
+            "{sql}: not refused with a 4xx: {resp}"
+        );
+        assert_eq!(
+            resp.content_type(),
+            Some("application/problem+json"),
+            "{sql}: {resp}"
+        );
+        let detail = resp.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(!detail.is_empty(), "{sql}: no detail: {resp}");
+        if resp.status == 429 {
+            assert_eq!(resp.header("retry-after"), Some("1"), "{resp}");
+        }
+        statuses.push(resp.status);
+    }
+    // A checkpoint completed while the abuse ran, the server still answers, and the
+    // events sent meanwhile are all there.
+    eventually(VISIBLE, || {
+        let now = gauge(&server, "metron_checkpoints_total").unwrap_or(0);
+        (now > checkpoints_before)
+            .then_some(())
+            .ok_or(format!("checkpoints {checkpoints_before} -> {now}"))
+    });
+    server.get("/healthz").send().expect_status(200);
+    eventually(VISIBLE, || {
+        let answer = server.sql("SELECT count(*) FROM events");
+        (answer["rows"] == json!([[3100]]))
+            .then_some(())
+            .ok_or(format!("{answer}"))
+    });
+    statuses.sort_unstable();
+    eprintln!("abusive SQL answers: {statuses:?}");
+}
