@@ -119,7 +119,30 @@ pub struct EventFilter {
     /// Only events of these subjects: the attribution of the customers asked for
     /// (empty: no customer filter; ANDed with `subjects`).
     pub customer_subjects: Vec<String>,
+    /// OpenMeter's v2 string filters on `id`, `source`, `subject` or `type`.
+    pub matchers: Vec<(&'static str, metron_engine::filter::StringFilter)>,
+    /// Only events listed after this one (a v2 cursor): [`EventKey`] below it.
+    pub before: Option<EventKey>,
     pub limit: usize,
+}
+
+/// The order of event listings, newest first: `(time, ingestedAt, id)` descending, so
+/// that events sharing a time still have one place each (a cursor names it exactly).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventKey {
+    pub time_us: i64,
+    pub ingested_us: i64,
+    pub id: String,
+}
+
+impl EventKey {
+    pub fn of(e: &IngestedEvent) -> Self {
+        Self {
+            time_us: e.event.time.timestamp_micros(),
+            ingested_us: e.ingested_at.timestamp_micros(),
+            id: e.event.id.clone(),
+        }
+    }
 }
 
 impl EventFilter {
@@ -139,6 +162,16 @@ impl EventFilter {
             && (self.ids.is_empty() || self.ids.contains(&ev.id))
             && (self.sources.is_empty() || self.sources.contains(&ev.source))
             && (self.types.is_empty() || self.types.contains(&ev.event_type))
+            && self.matchers.iter().all(|(field, f)| {
+                let v = match *field {
+                    "id" => &ev.id,
+                    "source" => &ev.source,
+                    "subject" => &ev.subject,
+                    _ => &ev.event_type,
+                };
+                f.matches(Some(v))
+            })
+            && self.before.as_ref().is_none_or(|b| EventKey::of(e) < *b)
     }
 }
 
@@ -630,6 +663,19 @@ impl Pipeline {
         self.events_in(held, filter).await
     }
 
+    /// The events of some files that a filter admits.
+    async fn events_in_files(
+        &self,
+        files: &[EventFile],
+        filter: &EventFilter,
+    ) -> Result<Vec<IngestedEvent>> {
+        let held = Held {
+            events: Vec::new(),
+            files: files.to_vec(),
+        };
+        self.events_in(vec![held], filter).await
+    }
+
     /// The events of some partitions' holdings that a filter admits.
     async fn events_in(&self, held: Vec<Held>, filter: &EventFilter) -> Result<Vec<IngestedEvent>> {
         let mut found: Vec<IngestedEvent> = Vec::new();
@@ -721,16 +767,62 @@ impl Pipeline {
             .url_of(&metron_storage::objects::object_path(path))
     }
 
-    /// Lists events, newest first, with their validation errors.
+    /// Lists the first `filter.limit` events in [`EventKey`] order (newest first), with
+    /// their validation errors. Memory is bounded by the limit and one file: files are
+    /// read one at a time, newest first, and reading stops at the first file that cannot
+    /// hold an event newer than the last one kept.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<ListedEvent>> {
-        let mut found = self.find_events(filter).await?;
-        found.sort_by(|a, b| {
-            b.event
-                .time
-                .cmp(&a.event.time)
-                .then_with(|| b.ingested_at.cmp(&a.ingested_at))
-        });
-        found.truncate(filter.limit);
+        let mut held = Vec::with_capacity(self.inner.partitions.len());
+        for addr in &self.inner.partitions {
+            held.push(addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?);
+        }
+        let mut top = TopEvents::new(filter.limit);
+        let mut files = Vec::new();
+        for h in held {
+            for events in &h.events {
+                for e in events.iter().filter(|e| filter.admits(e)) {
+                    top.offer(e);
+                }
+            }
+            files.extend(h.files.into_iter().filter(|f| {
+                f.namespace == filter.namespace
+                    && day_overlaps(&f.day, filter.from, filter.to)
+                    && f.may_hold(
+                        filter.from.map(|t| t.timestamp_micros()),
+                        filter.to.map(|t| t.timestamp_micros()),
+                    )
+            }));
+        }
+        // Newest first by the latest time a file may hold (unknown: read first).
+        files.sort_by_key(|f| std::cmp::Reverse(f.times_us.map_or(i64::MAX, |(_, hi)| hi)));
+        let to = match (&filter.before, filter.to) {
+            (Some(b), to) => {
+                let bound = b
+                    .time_us
+                    .checked_add(1)
+                    .and_then(DateTime::from_timestamp_micros);
+                match (bound, to) {
+                    (Some(b), Some(t)) => Some(b.min(t)),
+                    (b, t) => b.or(t),
+                }
+            }
+            (None, to) => to,
+        };
+        for file in files {
+            if let (Some(floor), Some((_, hi))) = (top.floor(), file.times_us)
+                && hi < floor.time_us
+            {
+                break;
+            }
+            let per_file = EventFilter {
+                to,
+                ..filter.clone()
+            };
+            for e in self.events_in_files(&[file], &per_file).await? {
+                top.offer(&e);
+            }
+        }
+        let found = top.into_sorted();
         let meters: Vec<CompiledMeter> = self
             .inner
             .meters
@@ -905,6 +997,74 @@ impl Pipeline {
                 )),
             ),
         ])
+    }
+}
+
+/// The first `limit` events in [`EventKey`] order (largest keys) among those offered:
+/// a bounded min-heap.
+struct TopEvents {
+    limit: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(EventKey, ByKey)>>,
+}
+
+/// An event carried in the heap (ordered by its key alone, which comes first).
+struct ByKey(IngestedEvent);
+
+impl PartialEq for ByKey {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for ByKey {}
+impl PartialOrd for ByKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByKey {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl TopEvents {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            heap: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    fn offer(&mut self, e: &IngestedEvent) {
+        if self.limit == 0 {
+            return;
+        }
+        let key = EventKey::of(e);
+        if self.heap.len() < self.limit {
+            self.heap.push(std::cmp::Reverse((key, ByKey(e.clone()))));
+        } else if let Some(std::cmp::Reverse((least, _))) = self.heap.peek()
+            && key > *least
+        {
+            self.heap.pop();
+            self.heap.push(std::cmp::Reverse((key, ByKey(e.clone()))));
+        }
+    }
+
+    /// The smallest key kept, once the heap is full: nothing below it can enter.
+    fn floor(&self) -> Option<&EventKey> {
+        (self.heap.len() >= self.limit)
+            .then(|| self.heap.peek().map(|std::cmp::Reverse((k, _))| k))
+            .flatten()
+    }
+
+    /// Largest key first.
+    fn into_sorted(self) -> Vec<IngestedEvent> {
+        // `into_sorted_vec` is ascending in `Reverse`, i.e. descending in the key.
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|std::cmp::Reverse((_, ByKey(e)))| e)
+            .collect()
     }
 }
 

@@ -7,7 +7,7 @@ use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use metron_actors::metrics::Metrics;
-use metron_actors::pipeline::{EventFilter, ListedEvent};
+use metron_actors::pipeline::{EventFilter, EventKey, ListedEvent};
 use metron_engine::event::{BodyError, BodyKind, format_time, parse_events};
 use metron_engine::filter::StringFilter;
 use serde_json::{Value, json};
@@ -270,63 +270,37 @@ pub async fn list_v2(
             let i = parts.next().and_then(|s| s.parse::<i64>().ok());
             let id = parts.next();
             match (t, i, id) {
-                (Some(t), Some(i), Some(id)) => Some((t, i, id.to_owned())),
+                (Some(time_us), Some(ingested_us), Some(id)) if !id.is_empty() => Some(EventKey {
+                    time_us,
+                    ingested_us,
+                    id: id.to_owned(),
+                }),
                 _ => return Err(ApiError::bad_request("invalid cursor")),
             }
         }
     };
-    let mut to = filter.time.1;
-    if let Some((t, _, _)) = &cursor
-        && let Some(c) = DateTime::from_timestamp_micros(t + 1)
-    {
-        to = Some(to.map_or(c, |x| x.min(c)));
-    }
-    let fetch = limit + 1 + 1000;
     let customer_subjects = customer_subjects(&state, &filter.customers).await?;
+    // Filters, cursor and limit go into the listing itself: one more than a page
+    // tells whether there is a next one.
     let query = EventFilter {
         namespace: state.pipeline.namespace().to_owned(),
         from: filter.time.0,
-        to,
+        to: filter.time.1,
         ingested_from: filter.ingested.0,
         ingested_to: filter.ingested.1,
         customer_subjects,
-        limit: fetch,
+        matchers: filter.strings,
+        before: cursor,
+        limit: limit + 1,
         ..EventFilter::default()
     };
     let items = state.pipeline.list_events(&query).await?;
-    let key = |e: &ListedEvent| {
-        (
-            e.event.event.time.timestamp_micros(),
-            e.event.ingested_at.timestamp_micros(),
-            e.event.event.id.clone(),
-        )
-    };
-    let page: Vec<&ListedEvent> = items
-        .iter()
-        .filter(|e| {
-            let ev = &e.event.event;
-            filter.strings.iter().all(|(field, f)| {
-                let v = match *field {
-                    "id" => &ev.id,
-                    "source" => &ev.source,
-                    "subject" => &ev.subject,
-                    _ => &ev.event_type,
-                };
-                f.matches(Some(v))
-            })
-        })
-        .filter(|e| match &cursor {
-            None => true,
-            Some(c) => key(e) < *c,
-        })
-        .take(limit + 1)
-        .collect();
-    let more = page.len() > limit;
-    let page = &page[..page.len().min(limit)];
+    let more = items.len() > limit;
+    let page = &items[..items.len().min(limit)];
     let next = if more {
         page.last().map(|e| {
-            let (t, i, id) = key(e);
-            format!("{t}:{i}:{id}")
+            let k = EventKey::of(&e.event);
+            format!("{}:{}:{}", k.time_us, k.ingested_us, k.id)
         })
     } else {
         None

@@ -11,6 +11,7 @@ mod entitlements;
 mod hardening;
 mod helpers;
 mod ingest;
+mod listing;
 mod meters;
 mod notifications;
 mod proptest_queries;

@@ -302,6 +302,11 @@ impl TestServer {
         }
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Waits up to `deadline` for the process to exit by itself; its exit status.
     pub fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
         let child = self.child.as_mut().context("metron is not running")?;
