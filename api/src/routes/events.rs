@@ -305,7 +305,7 @@ pub async fn list_v2(
     } else {
         None
     };
-    let items: Vec<Value> = page.iter().map(|e| listed_json(e)).collect();
+    let items: Vec<Value> = page.iter().map(listed_json).collect();
     let mut body = json!({ "items": items });
     if let (Some(next), Some(map)) = (next, body.as_object_mut()) {
         map.insert("nextCursor".into(), Value::String(next));
