@@ -28,9 +28,9 @@ pub struct Config {
     pub entitlements: EntitlementsSection,
 }
 
-/// What free SQL (`POST /api/v1/sql`) may take.
+/// What free SQL (`POST /api/v1/sql`) may take; a key left out keeps its default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SqlSection {
     /// Memory of one query (sorts, joins, aggregations); past it the query fails with a 400.
     pub memory_bytes: usize,
@@ -40,6 +40,18 @@ pub struct SqlSection {
     pub string_bytes_max: usize,
     /// Elements of one list built by `range` or `generate_series` as scalar functions.
     pub list_elements_max: usize,
+}
+
+impl Default for SqlSection {
+    fn default() -> Self {
+        let d = metron_storage::query::SqlLimits::default();
+        Self {
+            memory_bytes: d.memory_bytes,
+            concurrent_max: d.concurrent_max,
+            string_bytes_max: d.values.string_bytes_max,
+            list_elements_max: d.values.list_elements_max,
+        }
+    }
 }
 
 impl From<&SqlSection> for metron_storage::query::SqlLimits {
@@ -226,6 +238,10 @@ mod tests {
             config.notifications.request_timeout,
             Duration::from_secs(30)
         );
+        std::fs::write(&path, "sql:\n  concurrentMax: 9\n").expect("write");
+        let config = Config::load(Some(&path)).expect("file");
+        assert_eq!(config.sql.concurrent_max, 9);
+        assert_eq!(config.sql.memory_bytes, 256 << 20, "unset keys keep their default");
         std::fs::write(&path, "partitons: 2\n").expect("write");
         assert!(
             Config::load(Some(&path)).is_err(),

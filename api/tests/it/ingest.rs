@@ -227,7 +227,19 @@ fn dedupe_same_id_and_source() {
         );
         server.ingest_one(&event).expect_status(204);
     }
-    wait_for_total(&server, "dedupe", 1.0);
+    // A sentinel sent after the repeats: once it is counted, the repeats before it were
+    // read too, so a total of 2 means they were dropped, not late.
+    server
+        .ingest_one(&cloud_event(
+            "sentinel-after-repeats",
+            "my-app",
+            "dedupe",
+            "customer-1",
+            now,
+            json!({}),
+        ))
+        .expect_status(204);
+    wait_for_total(&server, "dedupe", 2.0);
 }
 
 #[test]

@@ -1,7 +1,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
-use std::time::Instant;
 
 use proptest::prelude::*;
 
@@ -805,57 +804,4 @@ proptest! {
             prop_assert!(s.memory_bytes + s.bloom_bytes <= s.budget_bytes, "{:?}", s);
         }
     }
-}
-
-// Not a timing assertion: measures and prints insert throughput (run with
-// `cargo test --release -- --nocapture throughput`).
-#[test]
-fn throughput_one_million_keys() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = DedupConfig {
-        memory_keys_max: 100_000,
-        ..DedupConfig::default()
-    };
-    let mut index = DedupIndex::open(dir.path(), cfg, None).expect("open");
-    let mut rng = Keys(17);
-    let keys = rng.take(1_000_000);
-    let start = Instant::now();
-    for (i, chunk) in keys.chunks(1_000).enumerate() {
-        index.insert_batch(chunk, T0 + i as i64).expect("insert");
-    }
-    let new_secs = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    index.checkpoint(T0 + 1_000).expect("checkpoint");
-    let cp_secs = start.elapsed().as_secs_f64();
-    // Half repeats (mostly on disk), half new keys.
-    let mixed: Vec<Key> = keys
-        .iter()
-        .step_by(2)
-        .copied()
-        .chain(rng.take(500_000))
-        .collect();
-    let before = index.stats();
-    let start = Instant::now();
-    let mut new = 0;
-    for chunk in mixed.chunks(1_000) {
-        new += index
-            .insert_batch(chunk, T0 + 2_000)
-            .expect("insert")
-            .iter()
-            .filter(|&&n| n)
-            .count();
-    }
-    let mixed_secs = start.elapsed().as_secs_f64();
-    assert_eq!(new, 500_000);
-    let after = index.stats();
-    println!(
-        "throughput: 1M new keys {:.0} keys/s; checkpoint {:.3}s; 1M mixed (50% repeats) {:.0} keys/s; \
-         disk lookups {} reads {} bloom FPs {}; {after:?}",
-        1e6 / new_secs,
-        cp_secs,
-        1e6 / mixed_secs,
-        after.disk_lookups - before.disk_lookups,
-        after.disk_reads - before.disk_reads,
-        after.bloom_false_positives - before.bloom_false_positives,
-    );
 }
