@@ -291,7 +291,11 @@ fn restart_events() -> usize {
 #[test]
 fn after_a_crash_reads_are_complete_or_503() {
     let n = restart_events();
-    let config = COUNT_CONFIG.replace("checkpointInterval: 200ms", "checkpointInterval: 1h");
+    // No checkpoint at all after the start: every event is replayed from the log.
+    let config = COUNT_CONFIG.replace(
+        "checkpointInterval: 200ms",
+        "checkpointInterval: 1h\npendingEventsMax: 100000000",
+    );
     let mut server = TestServer::start_with_config(&config);
     let client = server.client();
     let batch = 1000;
