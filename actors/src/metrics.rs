@@ -17,6 +17,8 @@ pub struct Metrics {
     pub parquet_files_written_total: AtomicU64,
     pub meter_queries_total: AtomicU64,
     pub sql_queries_total: AtomicU64,
+    /// A gauge, not rendered with the counters: estimated bytes of the events partitions hold.
+    pub held_event_bytes: AtomicU64,
 }
 
 impl Metrics {

@@ -34,8 +34,18 @@ pub struct ReadLimits {
     pub batch_records_max: usize,
     pub wait: Duration,
     /// Above this many events held since the last seal, the partition asks for a
-    /// checkpoint early: memory is bounded by events, not only by time.
+    /// checkpoint early.
     pub pending_events_max: usize,
+    /// The partition's share of the memory budget for events it holds (read and not yet
+    /// in a committed checkpoint): at it, the partition stops reading until a checkpoint
+    /// frees some, so the unread backlog grows and ingest answers 429.
+    pub held_bytes_max: usize,
+}
+
+/// Resident bytes one held event takes, estimated from its record's size: the parsed
+/// tree (strings, maps of `data`) is about twice the JSON, plus the fixed parts.
+pub fn held_bytes_of(record_len: usize) -> usize {
+    record_len * 2 + 256
 }
 
 pub struct PartitionActor {
@@ -47,10 +57,15 @@ pub struct PartitionActor {
     consumed: Arc<Vec<AtomicU64>>,
     metrics: Arc<Metrics>,
     limits: ReadLimits,
-    /// Events since the last seal.
-    pending: Vec<IngestedEvent>,
-    /// Sealed events whose checkpoint is not committed yet.
-    sealed: Vec<(u64, Arc<Vec<IngestedEvent>>)>,
+    /// Events since the last seal, one shared chunk per batch read (a read of the held
+    /// events shares them instead of copying).
+    pending: Vec<Arc<Vec<IngestedEvent>>>,
+    pending_events: usize,
+    pending_bytes: usize,
+    /// Sealed events whose checkpoint is not committed yet, and their estimated bytes.
+    sealed: Vec<(u64, Arc<Vec<IngestedEvent>>, usize)>,
+    /// Stopped reading at the memory share; a commit resumes.
+    full: bool,
     /// Event files of this partition in the last committed checkpoint.
     files: Vec<EventFile>,
     paused: bool,
@@ -91,7 +106,10 @@ impl PartitionActor {
             metrics,
             limits,
             pending: Vec::new(),
+            pending_events: 0,
+            pending_bytes: 0,
             sealed: Vec::new(),
+            full: false,
             files,
             paused: false,
             polling: false,
@@ -104,6 +122,20 @@ impl PartitionActor {
         if self.paused || self.polling || self.health.fatal_reason().is_some() {
             return;
         }
+        if self.held_bytes() >= self.limits.held_bytes_max {
+            // At the memory share: read nothing more until a checkpoint commits.
+            if !self.full {
+                self.full = true;
+                tracing::warn!(
+                    partition = self.partition,
+                    held_bytes = self.held_bytes(),
+                    "The partition holds its share of memory; it stops reading until a checkpoint frees some."
+                );
+            }
+            self.checkpoint_wanted.store(true, Ordering::Release);
+            return;
+        }
+        self.full = false;
         match metron_engine::failpoint::eval("partition.read") {
             None => {}
             Some(Action::Sleep(d)) => {
@@ -153,6 +185,7 @@ impl PartitionActor {
         let Some(last) = records.last() else {
             return Ok(());
         };
+        let bytes: usize = records.iter().map(|r| held_bytes_of(r.payload.len())).sum();
         let next_offset = last.offset + 1;
         let mut events = Vec::with_capacity(records.len());
         for record in &records {
@@ -239,8 +272,17 @@ impl PartitionActor {
         for (namespace, customer) in activate {
             self.activation.request(&namespace, &customer);
         }
-        self.pending.extend(kept);
-        if self.pending.len() >= self.limits.pending_events_max {
+        self.pending_events += kept.len();
+        self.pending_bytes += bytes;
+        self.metrics
+            .held_event_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        if !kept.is_empty() {
+            self.pending.push(Arc::new(kept));
+        }
+        if self.pending_events >= self.limits.pending_events_max
+            || self.held_bytes() >= self.limits.held_bytes_max / 2
+        {
             self.checkpoint_wanted.store(true, Ordering::Release);
         }
         self.next_offset = next_offset;
@@ -409,14 +451,13 @@ impl Handler<Subscribe> for PartitionActor {
         let admits = |e: &IngestedEvent| {
             *e.namespace == *sub.namespace && subjects.contains(&e.event.subject.as_str())
         };
-        let mut events: Vec<Arc<Vec<IngestedEvent>>> = self
+        let events: Vec<Arc<Vec<IngestedEvent>>> = self
             .sealed
             .iter()
-            .map(|(_, list)| Arc::new(list.iter().filter(|e| admits(e)).cloned().collect()))
+            .map(|(_, list, _)| list)
+            .chain(&self.pending)
+            .map(|list| Arc::new(list.iter().filter(|e| admits(e)).cloned().collect()))
             .collect();
-        events.push(Arc::new(
-            self.pending.iter().filter(|e| admits(e)).cloned().collect(),
-        ));
         MessageResult(Held {
             files: self
                 .files
@@ -484,13 +525,21 @@ pub struct Held {
 
 impl PartitionActor {
     fn held(&self) -> Held {
-        let mut events: Vec<Arc<Vec<IngestedEvent>>> =
-            self.sealed.iter().map(|(_, e)| e.clone()).collect();
-        events.push(Arc::new(self.pending.clone()));
+        let events: Vec<Arc<Vec<IngestedEvent>>> = self
+            .sealed
+            .iter()
+            .map(|(_, e, _)| e.clone())
+            .chain(self.pending.iter().cloned())
+            .collect();
         Held {
             files: self.files.clone(),
             events,
         }
+    }
+
+    /// Estimated bytes of the events held in memory (pending and sealed).
+    fn held_bytes(&self) -> usize {
+        self.pending_bytes + self.sealed.iter().map(|(_, _, b)| b).sum::<usize>()
     }
 }
 
@@ -501,8 +550,19 @@ impl Handler<Seal> for PartitionActor {
             .dedup
             .checkpoint(Utc::now().timestamp_millis())
             .map_err(|e| e.to_string())?;
-        let events = Arc::new(std::mem::take(&mut self.pending));
-        self.sealed.push((msg.epoch, events.clone()));
+        let chunks = std::mem::take(&mut self.pending);
+        let mut events = Vec::with_capacity(self.pending_events);
+        for chunk in chunks {
+            // A chunk a reader still holds is copied; otherwise it is moved.
+            match Arc::try_unwrap(chunk) {
+                Ok(list) => events.extend(list),
+                Err(shared) => events.extend(shared.iter().cloned()),
+            }
+        }
+        let events = Arc::new(events);
+        let bytes = std::mem::take(&mut self.pending_bytes);
+        self.pending_events = 0;
+        self.sealed.push((msg.epoch, events.clone(), bytes));
         self.paused = true;
         Ok(SealReply {
             partition: self.partition,
@@ -523,9 +583,17 @@ impl Handler<Resume> for PartitionActor {
 
 impl Handler<Committed> for PartitionActor {
     type Result = ();
-    fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
-        self.sealed.retain(|(epoch, _)| *epoch > msg.epoch);
+    fn handle(&mut self, msg: Committed, ctx: &mut Context<Self>) {
+        let before = self.held_bytes();
+        self.sealed.retain(|(epoch, _, _)| *epoch > msg.epoch);
+        let freed = before.saturating_sub(self.held_bytes());
+        self.metrics
+            .held_event_bytes
+            .fetch_sub(freed as u64, Ordering::Relaxed);
         self.files = msg.files;
+        if self.full {
+            self.poll(ctx);
+        }
     }
 }
 

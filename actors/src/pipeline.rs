@@ -48,6 +48,9 @@ pub struct PipelineConfig {
     pub notifications: crate::notification::NotifierConfig,
     /// Checkpoints failing for this long end the process (fatal).
     pub checkpoint_failure_deadline: Duration,
+    /// Memory for the events partitions hold (read, not yet checkpointed), shared out
+    /// evenly: a partition at its share stops reading (ingest then answers 429).
+    pub held_events_bytes: usize,
     /// Where free SQL runs (the query runtime when `None`) and what it may take.
     pub sql_runtime: Option<tokio::runtime::Handle>,
     pub sql_limits: metron_storage::query::SqlLimits,
@@ -980,6 +983,11 @@ impl Pipeline {
             ),
             ("metron_meters", "Meters running.", meters),
             (
+                "metron_held_event_bytes",
+                "Estimated bytes of the events partitions hold until a checkpoint.",
+                self.inner.metrics.held_event_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "metron_replay_records_at_start",
                 "Log records past the newest checkpoint at the start (0 after a clean shutdown).",
                 self.inner.replay_records as f64,
@@ -1350,6 +1358,7 @@ mod anyhow_free {
                 // reads of held events) waits behind it: keep it short.
                 wait: Duration::from_millis(5),
                 pending_events_max: config.pending_events_max,
+                held_bytes_max: config.held_events_bytes / (config.partitions.max(1) as usize),
             };
             let arbiter = pick(&arbiters, &next_arbiter);
             let w = wanted.clone();

@@ -11,6 +11,8 @@ const DEFAULTS: &str = include_str!("default.yaml");
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     pub namespace: String,
+    /// The process's memory budget (`None`: a quarter of the machine's memory).
+    pub memory_bytes: Option<usize>,
     pub partitions: u32,
     #[serde(deserialize_with = "human_duration")]
     pub checkpoint_interval: Duration,
@@ -137,7 +139,50 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// How the memory budget is shared out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryShares {
+    pub total: usize,
+    pub dedup: usize,
+    pub sql: usize,
+    /// Events partitions hold until a checkpoint.
+    pub held_events: usize,
+    /// Live windows, customers, caches, HTTP: what is left.
+    pub rest: usize,
+}
+
 impl Config {
+    /// The memory budget shared out: the dedup index and SQL take what their keys say,
+    /// held events half of the remainder, and the other half is left to live windows,
+    /// customers and caches.
+    pub fn memory_shares(&self) -> Result<MemoryShares, ConfigError> {
+        let total = self
+            .memory_bytes
+            .unwrap_or_else(|| machine_memory_bytes() / 4);
+        let sql = self
+            .sql
+            .memory_bytes
+            .saturating_mul(self.sql.concurrent_max.max(1));
+        let left = total
+            .checked_sub(self.dedup_memory_bytes)
+            .and_then(|l| l.checked_sub(sql))
+            .filter(|l| *l >= 64 << 20)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "memoryBytes {total} leaves less than 64 MiB after dedupMemoryBytes \
+                     ({}) and sql.memoryBytes x sql.concurrentMax ({sql})",
+                    self.dedup_memory_bytes
+                ))
+            })?;
+        Ok(MemoryShares {
+            total,
+            dedup: self.dedup_memory_bytes,
+            sql,
+            held_events: left / 2,
+            rest: left - left / 2,
+        })
+    }
+
     /// Defaults, overridden key by key by the file (if any).
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut merged: serde_yaml::Value = serde_yaml::from_str(DEFAULTS)?;
@@ -166,6 +211,18 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// The machine's memory (`MemTotal`), or 4 GiB when it cannot be read.
+pub fn machine_memory_bytes() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .map_or(4 << 30, |kib| kib.saturating_mul(1024))
 }
 
 /// `250ms`, `5s`, `10m`, `2h`, `35d`.
@@ -241,7 +298,36 @@ mod tests {
         std::fs::write(&path, "sql:\n  concurrentMax: 9\n").expect("write");
         let config = Config::load(Some(&path)).expect("file");
         assert_eq!(config.sql.concurrent_max, 9);
-        assert_eq!(config.sql.memory_bytes, 256 << 20, "unset keys keep their default");
+        assert_eq!(
+            config.sql.memory_bytes,
+            128 << 20,
+            "unset keys keep their default"
+        );
+        let shares = config.memory_shares().expect("shares");
+        assert_eq!(
+            shares.held_events + shares.rest + shares.dedup + shares.sql,
+            shares.total
+        );
+        std::fs::write(&path, "memoryBytes: 1073741824\n").expect("write");
+        let config = Config::load(Some(&path)).expect("file");
+        // 1 GiB - 64 MiB dedup - 4 x 128 MiB SQL leaves 448 MiB: 224 MiB for held events.
+        assert_eq!(
+            config.memory_shares().expect("shares").held_events,
+            224 << 20
+        );
+        std::fs::write(&path, "memoryBytes: 536870912\n").expect("write");
+        assert!(
+            Config::load(Some(&path))
+                .expect("file")
+                .memory_shares()
+                .is_err()
+        );
+        std::fs::write(&path, "memoryBytes: 2147483648\n").expect("write");
+        let shares = Config::load(Some(&path))
+            .expect("file")
+            .memory_shares()
+            .expect("shares");
+        assert_eq!(shares.held_events, 736 << 20);
         std::fs::write(&path, "partitons: 2\n").expect("write");
         assert!(
             Config::load(Some(&path)).is_err(),

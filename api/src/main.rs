@@ -107,7 +107,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the SQL runtime")?;
+    let shares = config.memory_shares()?;
+    tracing::info!(
+        total = shares.total,
+        held_events = shares.held_events,
+        dedup = shares.dedup,
+        sql = shares.sql,
+        rest = shares.rest,
+        "Memory budget."
+    );
     let pipeline_config = PipelineConfig {
+        held_events_bytes: shares.held_events,
         sql_runtime: Some(sql_runtime.handle().clone()),
         sql_limits: (&config.sql).into(),
         data_dir: args.data_dir.clone(),

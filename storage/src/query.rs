@@ -56,7 +56,7 @@ pub struct SqlLimits {
 impl Default for SqlLimits {
     fn default() -> Self {
         Self {
-            memory_bytes: 256 << 20,
+            memory_bytes: 128 << 20,
             concurrent_max: 4,
             values: guard::ValueLimits::default(),
         }

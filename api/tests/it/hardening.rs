@@ -432,3 +432,73 @@ fn thirty_two_concurrent_catalog_writers_all_succeed() {
         failures.len()
     );
 }
+
+#[test]
+fn held_events_stay_within_their_memory_share() {
+    // 8 MiB dedup + 1 x 8 MiB SQL + 64 MiB left: 32 MiB for held events, 8 MiB per
+    // partition. Checkpoints hang (a put that sleeps 10 minutes), so nothing is freed:
+    // partitions stop reading at their share, the backlog grows, ingest answers 429.
+    let config = r#"
+meters:
+  - slug: calls
+    eventType: call
+    aggregation: COUNT
+partitions: 4
+checkpointInterval: 1h
+pendingEventsMax: 100000000
+batchRecordsMax: 64
+backlogRecordsMax: 300
+dedupMemoryBytes: 8388608
+memoryBytes: 83886080
+sql:
+  memoryBytes: 8388608
+  concurrentMax: 1
+"#;
+    let mut server = TestServer::builder()
+        .with_config(config)
+        .with_env("METRON_FAILPOINTS", "objects.put=sleep(600000)")
+        .start();
+    let pad = "p".repeat(4000);
+    let mut accepted = 0usize;
+    let mut refused = None;
+    for round in 0..200 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| {
+                let mut e = call(&format!("m{round}-{i}"), &format!("s{}", i % 16), 1);
+                e["data"]["pad"] = json!(pad);
+                e
+            })
+            .collect();
+        let resp = server.ingest_batch(&batch);
+        match resp.status {
+            204 => accepted += batch.len(),
+            429 => {
+                refused = Some(resp);
+                break;
+            }
+            _ => panic!("unexpected answer: {resp}"),
+        }
+    }
+    let resp = refused.expect("no 429 with partitions at their memory share");
+    assert_eq!(resp.header("retry-after"), Some("1"), "{resp}");
+    let share = 32u64 << 20;
+    let slack = 64 * (2 * 4400 + 256) as u64 * 4; // one read batch per partition
+    let held = eventually(VISIBLE, || {
+        let held = gauge(&server, "metron_held_event_bytes").unwrap_or(0);
+        let log = server.log_tail(200);
+        (log.matches("stops reading until a checkpoint").count() >= 1)
+            .then_some(held)
+            .ok_or(format!("no partition stopped; held {held}"))
+    });
+    eprintln!("held event bytes at the share: {held} (share {share}, accepted {accepted})");
+    assert!(
+        held <= share + slack,
+        "held {held} > share {share} + {slack}"
+    );
+    assert!(held >= share / 4, "the share was not reached: {held}");
+    // Nothing acknowledged is lost: a restart without the failpoint counts every event once.
+    server.kill();
+    server.set_env(&[]);
+    server.restart();
+    wait_for_total(&server, "calls", accepted as f64);
+}
