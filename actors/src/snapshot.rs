@@ -52,6 +52,8 @@ pub struct SnapshotActor {
     health: Arc<Health>,
     /// Checkpoints failing for this long are fatal.
     failure_deadline: Duration,
+    /// Meters changed since the last checkpoint started.
+    meters_changed: bool,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<u64, String>>;
@@ -82,6 +84,7 @@ impl SnapshotActor {
         failure_deadline: Duration,
     ) -> Self {
         Self {
+            meters_changed: false,
             health,
             failure_deadline,
             epoch: manifest.epoch,
@@ -125,6 +128,7 @@ impl SnapshotActor {
             return;
         }
         self.running = true;
+        self.meters_changed = false;
         let done: Vec<Done> = done
             .into_iter()
             .chain(std::mem::take(&mut self.waiting))
@@ -398,7 +402,10 @@ impl Actor for SnapshotActor {
             let wanted = act.wanted.swap(false, std::sync::atomic::Ordering::AcqRel);
             if wanted || act.last_started.elapsed() >= act.interval {
                 act.last_started = Instant::now();
-                act.checkpoint(ctx, None);
+                // A periodic checkpoint with nothing new would only rewrite the manifest.
+                if wanted || act.has_news() {
+                    act.checkpoint(ctx, None);
+                }
             }
         });
     }
@@ -428,9 +435,25 @@ pub struct SetMeters {
     pub done: tokio::sync::oneshot::Sender<Vec<partition::Held>>,
 }
 
+impl SnapshotActor {
+    /// Anything for a checkpoint to write: records past the last one's offsets, a
+    /// meter change, or a failed write to retry.
+    fn has_news(&self) -> bool {
+        self.meters_changed
+            || self.pending.is_some()
+            || self.manifest.partitions.iter().any(|p| {
+                self.stream
+                    .end_offset(p.partition)
+                    .map_or(true, |end| end > p.offset)
+            })
+            || self.manifest.partitions.is_empty()
+    }
+}
+
 impl Handler<SetMeters> for SnapshotActor {
     type Result = ();
     fn handle(&mut self, msg: SetMeters, ctx: &mut Context<Self>) {
+        self.meters_changed = true;
         for id in msg.remove {
             self.meters.remove(&id);
         }

@@ -566,6 +566,7 @@ impl Catalog {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let text = encode("threshold", threshold)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO notification_thresholds (dedup_key, namespace, threshold, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (dedup_key) DO UPDATE SET threshold = excluded.threshold, updated_at = excluded.updated_at",
         )
@@ -573,8 +574,27 @@ impl Catalog {
         .bind(namespace)
         .bind(text)
         .bind(at.timestamp_millis())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // The same key's earlier periods are closed: keep one row per key, not one per
+        // period ever seen. The key is `<prefix>/<period start>/<measureUsageFrom>`; a row
+        // of the same prefix has exactly one `/` after it (a longer subject has more).
+        if let Some((rest, _)) = dedup_key.rsplit_once('/')
+            && let Some((prefix, _)) = rest.rsplit_once('/')
+        {
+            sqlx::query(
+                "DELETE FROM notification_thresholds WHERE namespace = $1 AND dedup_key <> $2 \
+                 AND dedup_key < $2 AND substr(dedup_key, 1, length($3) + 1) = $3 || '/' \
+                 AND length(substr(dedup_key, length($3) + 2)) \
+                     - length(replace(substr(dedup_key, length($3) + 2), '/', '')) = 1",
+            )
+            .bind(namespace)
+            .bind(dedup_key)
+            .bind(prefix)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -767,6 +787,38 @@ mod tests {
         assert_eq!(
             catalog.fired_thresholds().await.expect("fired"),
             vec![("k".to_owned(), other)]
+        );
+
+        // A later period of the same key replaces the earlier ones; a subject that only
+        // starts with the same text (`a/b` vs `a`) is another key and stays.
+        let key = |subject: &str, period: &str| {
+            format!("ns/r/balance/e/f/{subject}/{period}T00:00:00.000Z/2024-01-01T00:00:00.000Z")
+        };
+        for k in [
+            key("a", "2025-01-01"),
+            key("a/b", "2025-01-01"),
+            key("a", "2025-02-01"),
+        ] {
+            catalog
+                .set_fired_threshold("ns", &k, &threshold, t)
+                .await
+                .expect("fire");
+        }
+        let mut keys: Vec<String> = catalog
+            .fired_thresholds()
+            .await
+            .expect("fired")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                "k".to_owned(),
+                key("a", "2025-02-01"),
+                key("a/b", "2025-01-01")
+            ]
         );
     }
 }

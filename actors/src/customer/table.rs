@@ -87,7 +87,20 @@ enum Slot {
 struct Failed {
     error: Box<str>,
     last_used: u64,
+    /// When the load failed, and how many loads in a row failed: a read after
+    /// [`retry_after_ms`] of them loads again.
+    failed_at: u64,
+    attempts: u32,
 }
+
+/// How long reads answer a failed load's error before one loads again: 100 ms, doubling
+/// with each failure in a row, at most 30 s.
+fn retry_after_ms(attempts: u32) -> u64 {
+    100u64.saturating_mul(1 << attempts.min(16)).min(30_000)
+}
+
+/// How long a read waits for a customer's load before it answers an error.
+const LOAD_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a packed customer's bytes are in its shard's arena.
 struct Packed {
@@ -254,6 +267,8 @@ struct Loading {
     reloads: Vec<oneshot::Sender<Result<(), String>>>,
     /// A change arrived while loading: what is loading may predate it.
     again: bool,
+    /// Loads of this customer that failed in a row before this one.
+    attempts: u32,
 }
 
 /// A load to start once the shard's lock is released.
@@ -314,6 +329,7 @@ impl Table {
             readers: Vec::new(),
             reloads: Vec::new(),
             again: false,
+            attempts: 0,
         })
     }
 
@@ -346,8 +362,20 @@ impl Table {
                         continue;
                     }
                     Some(Slot::Failed(failed)) => {
-                        failed.last_used = self.now();
-                        return Err(failed.error.to_string());
+                        let now = self.now();
+                        failed.last_used = now;
+                        if now.saturating_sub(failed.failed_at) < retry_after_ms(failed.attempts) {
+                            return Err(failed.error.to_string());
+                        }
+                        // Backed off long enough: load again.
+                        let attempts = failed.attempts;
+                        let mut loading = self.loading(self.namespace(namespace), None);
+                        loading.attempts = attempts;
+                        let (tx, rx) = oneshot::channel();
+                        loading.readers.push(tx);
+                        start = Some(self.start_of(&loading, customer_id, None));
+                        shard.slots.insert(key.clone(), Slot::Loading(loading));
+                        rx
                     }
                     Some(Slot::Loading(loading)) => {
                         let (tx, rx) = oneshot::channel();
@@ -368,7 +396,11 @@ impl Table {
                 self.spawn(service, start);
             }
             // Woken when the load finished (or was dropped): look again.
-            let _ = wait.await;
+            if tokio::time::timeout(LOAD_WAIT_MAX, wait).await.is_err() {
+                return Err(format!(
+                    "loading customer {customer_id} took longer than {LOAD_WAIT_MAX:?}"
+                ));
+            }
         }
     }
 
@@ -599,6 +631,8 @@ impl Table {
                         Slot::Failed(Box::new(Failed {
                             error: error.into(),
                             last_used: now,
+                            failed_at: now,
+                            attempts: loading.attempts.saturating_add(1),
                         }))
                     }
                 };
@@ -949,5 +983,19 @@ mod tests {
         shard.arena.iter_mut().for_each(|b| *b = 0xff);
         assert!(!shard.unpack(&Key::of(&id)));
         assert!(shard.slots.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::retry_after_ms;
+
+    #[test]
+    fn failed_loads_back_off_exponentially_up_to_30s() {
+        assert_eq!(retry_after_ms(0), 100);
+        assert_eq!(retry_after_ms(1), 200);
+        assert_eq!(retry_after_ms(5), 3_200);
+        assert_eq!(retry_after_ms(9), 30_000);
+        assert_eq!(retry_after_ms(u32::MAX), 30_000);
     }
 }

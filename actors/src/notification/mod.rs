@@ -189,8 +189,10 @@ struct Inner {
     catalog: Catalog,
     /// Live rules per namespace, replaced whole on every rule change.
     rules: RwLock<HashMap<String, Arc<Vec<Rule>>>>,
-    /// The threshold last fired per dedup key.
-    fired: Mutex<HashMap<String, Threshold>>,
+    /// The threshold last fired per rule, kind, entitlement, feature and subject: for the
+    /// newest usage period only (an older period's entry is replaced, so the map holds
+    /// one entry per live rule and entitlement, not one per period ever seen).
+    fired: Mutex<HashMap<String, Fired>>,
     deliveries: Addr<DeliveryActor>,
 }
 
@@ -206,8 +208,22 @@ impl Notifier {
         for (namespace, rule) in catalog.all_live_rules().await? {
             rules.entry(namespace).or_default().push(rule);
         }
-        let fired: HashMap<String, Threshold> =
-            catalog.fired_thresholds().await?.into_iter().collect();
+        let mut fired: HashMap<String, Fired> = HashMap::new();
+        for (key, threshold) in catalog.fired_thresholds().await? {
+            let Some((prefix, period)) = split_key(&key) else {
+                continue;
+            };
+            let newer = fired.get(prefix).is_none_or(|f| period > f.period.as_str());
+            if newer {
+                fired.insert(
+                    prefix.to_owned(),
+                    Fired {
+                        period: period.to_owned(),
+                        threshold,
+                    },
+                );
+            }
+        }
         let open = catalog.open_deliveries().await?;
         let c = catalog.clone();
         let deliveries =
@@ -267,10 +283,23 @@ impl Notifier {
                 && r.applies_to_feature(&observation.feature_id, &observation.feature_key)
         }) {
             for (kind, highest) in threshold::highest_crossed(&rule.thresholds, &value) {
-                let key = dedup_key(&observation, &rule.id, kind);
+                let (prefix, period) = dedup_key(&observation, &rule.id, kind);
                 let mut fired = self.inner.fired.lock();
-                if threshold::should_fire(fired.get(&key), &highest) {
-                    fired.insert(key.clone(), highest);
+                let last = match fired.get(&prefix) {
+                    // A period older than the newest one seen fires nothing.
+                    Some(f) if f.period > period => continue,
+                    Some(f) if f.period == period => Some(&f.threshold),
+                    _ => None,
+                };
+                if threshold::should_fire(last, &highest) {
+                    let key = format!("{prefix}/{period}");
+                    fired.insert(
+                        prefix,
+                        Fired {
+                            period,
+                            threshold: highest,
+                        },
+                    );
                     firing.push((rule, key, highest));
                 }
             }
@@ -707,21 +736,39 @@ fn rule_from(
     }
 }
 
-/// The dedup key of a fired threshold: namespace, rule, kind, entitlement, feature, subject,
-/// usage period start and measureUsageFrom. A new period is a new key, so it starts clean.
-fn dedup_key(o: &BalanceObservation, rule_id: &str, kind: ThresholdKind) -> String {
+/// The threshold last fired for one key, and the period it fired in.
+struct Fired {
+    /// `<period start>/<measureUsageFrom>`, RFC 3339 UTC with milliseconds: later periods
+    /// compare greater as text.
+    period: String,
+    threshold: Threshold,
+}
+
+/// The dedup key of a fired threshold, as (namespace, rule, kind, entitlement, feature,
+/// subject) and (usage period start, measureUsageFrom). A new period starts clean. The
+/// catalog stores `<prefix>/<period>`.
+fn dedup_key(o: &BalanceObservation, rule_id: &str, kind: ThresholdKind) -> (String, String) {
     let t = |d: DateTime<Utc>| d.to_rfc3339_opts(SecondsFormat::Millis, true);
-    format!(
-        "{}/{}/{}/{}/{}/{}/{}/{}",
-        o.namespace,
-        rule_id,
-        kind.as_str(),
-        o.entitlement_id,
-        o.feature_id,
-        o.subject_key,
-        t(o.period_from),
-        t(o.measure_usage_from)
+    (
+        format!(
+            "{}/{}/{}/{}/{}/{}",
+            o.namespace,
+            rule_id,
+            kind.as_str(),
+            o.entitlement_id,
+            o.feature_id,
+            o.subject_key,
+        ),
+        format!("{}/{}", t(o.period_from), t(o.measure_usage_from)),
     )
+}
+
+/// A stored dedup key split into its prefix and period (the last two segments; the
+/// subject in the prefix may itself hold a `/`).
+fn split_key(key: &str) -> Option<(&str, &str)> {
+    let (rest, _muf) = key.rsplit_once('/')?;
+    let (prefix, _period) = rest.rsplit_once('/')?;
+    Some((prefix, key.get(prefix.len() + 1..)?))
 }
 
 fn entitlement_data(
@@ -816,5 +863,24 @@ fn pending(channel_id: &str, now: DateTime<Utc>) -> Delivery {
         next_attempt: Some(now),
         attempts: Vec::new(),
         failures: 0,
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::split_key;
+
+    #[test]
+    fn stored_keys_split_at_their_period() {
+        let key =
+            "ns/rule/balance/ent/feat/sub/ject/2025-02-01T00:00:00.000Z/2025-01-01T00:00:00.000Z";
+        assert_eq!(
+            split_key(key),
+            Some((
+                "ns/rule/balance/ent/feat/sub/ject",
+                "2025-02-01T00:00:00.000Z/2025-01-01T00:00:00.000Z"
+            ))
+        );
+        assert_eq!(split_key("nokey"), None);
     }
 }

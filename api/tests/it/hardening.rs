@@ -502,3 +502,33 @@ sql:
     server.restart();
     wait_for_total(&server, "calls", accepted as f64);
 }
+
+#[test]
+fn an_idle_server_writes_no_checkpoints() {
+    // Nothing new since the last checkpoint: the periodic tick writes nothing (the
+    // manifest used to be rewritten every interval forever). New events: it writes again.
+    let server = TestServer::start_with_config(COUNT_CONFIG);
+    server.ingest_batch(&calls("idle", 20)).expect_status(204);
+    wait_for_total(&server, "calls", 20.0);
+    let settled = eventually(VISIBLE, || {
+        let a = gauge(&server, "metron_checkpoints_total").unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(1000));
+        let b = gauge(&server, "metron_checkpoints_total").unwrap_or(0);
+        (a == b && a > 0)
+            .then_some(b)
+            .ok_or(format!("still checkpointing: {a} -> {b}"))
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        gauge(&server, "metron_checkpoints_total"),
+        Some(settled),
+        "an idle server checkpointed"
+    );
+    server.ingest_batch(&calls("busy", 5)).expect_status(204);
+    eventually(VISIBLE, || {
+        let now = gauge(&server, "metron_checkpoints_total").unwrap_or(0);
+        (now > settled)
+            .then_some(())
+            .ok_or(format!("no checkpoint after new events: {now}"))
+    });
+}
