@@ -33,6 +33,40 @@ struct Args {
     /// Visibility probes (one every 200 ms).
     #[arg(long, default_value_t = true)]
     probe: bool,
+    /// Open loop: offer this many events per second in all (0: each connection sends
+    /// as fast as it is answered). A connection whose answers come slower than its
+    /// share falls behind; the offered rate is printed.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Every second, print the answers by status and the server's resident memory
+    /// (needs --server-pid), and the highest resident memory at the end.
+    #[arg(long)]
+    every_second: bool,
+    /// At the end, wait until the meter's total equals the tokens of every acknowledged
+    /// event (nothing acknowledged lost, nothing counted twice); fail after this many
+    /// seconds (0: no check).
+    #[arg(long, default_value_t = 0)]
+    verify_seconds: u64,
+}
+
+/// Answers by status class, counted by the senders.
+#[derive(Default)]
+struct Answers {
+    ok: AtomicU64,
+    overloaded: AtomicU64,
+    unavailable: AtomicU64,
+    other: AtomicU64,
+}
+
+impl Answers {
+    fn snapshot(&self) -> [u64; 4] {
+        [
+            self.ok.load(Ordering::Relaxed),
+            self.overloaded.load(Ordering::Relaxed),
+            self.unavailable.load(Ordering::Relaxed),
+            self.other.load(Ordering::Relaxed),
+        ]
+    }
 }
 
 fn proc_stats(pid: u32) -> Option<(f64, u64)> {
@@ -82,29 +116,48 @@ fn main() -> Result<()> {
     ensure_meter(&agent, &args.url).context("creating the loadgen meter")?;
     let sent = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
+    let answers = Arc::new(Answers::default());
+    // Tokens of every acknowledged event (probes included), for --verify-seconds.
+    let acked_tokens = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let run_id = std::process::id();
     let before = args.server_pid.and_then(proc_stats);
     let started = Instant::now();
     let mut senders = Vec::new();
     for c in 0..args.connections {
-        let (agent, url, sent, rejected, stop) = (
+        let (agent, url, sent, rejected, stop, answers, acked_tokens) = (
             agent.clone(),
             args.url.clone(),
             sent.clone(),
             rejected.clone(),
             stop.clone(),
+            answers.clone(),
+            acked_tokens.clone(),
         );
         let (batch, subjects) = (args.batch, args.subjects);
+        // Open loop: this connection's batches are due every `interval`.
+        let interval = (args.rate > 0).then(|| {
+            Duration::from_secs_f64(batch as f64 * args.connections as f64 / args.rate as f64)
+        });
         senders.push(std::thread::spawn(move || {
             let mut seq = 0u64;
+            let mut due = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if let Some(interval) = interval {
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    due += interval;
+                }
+                let mut tokens_sum = 0u64;
                 let now = chrono::Utc::now().to_rfc3339();
                 let events: Vec<serde_json::Value> = (0..batch)
                     .map(|i| {
                         seq += 1;
                         let model = ["a", "b", "c"][(seq % 3) as usize];
                         let tokens = (seq % 100) as i64;
+                        tokens_sum += tokens as u64;
                         json!({"id": format!("{run_id}-{c}-{seq}"), "source": "loadgen", "specversion": "1.0",
                             "type": "loadgen", "subject": format!("customer-{}", (seq as usize + i) % subjects),
                             "time": now, "data": {"tokens": tokens, "model": model}})
@@ -117,18 +170,62 @@ fn main() -> Result<()> {
                 {
                     Ok(r) if r.status().as_u16() == 204 => {
                         sent.fetch_add(batch as u64, Ordering::Relaxed);
+                        acked_tokens.fetch_add(tokens_sum, Ordering::Relaxed);
+                        answers.ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(r) if r.status().as_u16() == 429 => {
                         rejected.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(50));
+                        answers.overloaded.fetch_add(1, Ordering::Relaxed);
+                        if interval.is_none() {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                    Ok(r) if r.status().as_u16() == 503 => {
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                        answers.unavailable.fetch_add(1, Ordering::Relaxed);
+                        if interval.is_none() {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
                     }
                     _ => {
                         rejected.fetch_add(1, Ordering::Relaxed);
+                        answers.other.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
         }));
     }
+    // Every second: answers by status and resident memory.
+    let max_rss_kb = Arc::new(AtomicU64::new(0));
+    let reporter = args.every_second.then(|| {
+        let (answers, stop, max_rss_kb, pid) = (
+            answers.clone(),
+            stop.clone(),
+            max_rss_kb.clone(),
+            args.server_pid,
+        );
+        std::thread::spawn(move || {
+            let mut last = answers.snapshot();
+            let mut second = 0u64;
+            println!("second  204  429  503  other  rss_mib");
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                second += 1;
+                let now = answers.snapshot();
+                let rss_kb = pid.and_then(proc_stats).map_or(0, |(_, rss)| rss);
+                max_rss_kb.fetch_max(rss_kb, Ordering::Relaxed);
+                println!(
+                    "{second:6} {:4} {:4} {:4} {:6} {:8}",
+                    now[0] - last[0],
+                    now[1] - last[1],
+                    now[2] - last[2],
+                    now[3] - last[3],
+                    rss_kb / 1024
+                );
+                last = now;
+            }
+        })
+    });
     // Visibility probes: a unique subject per probe, time from its 204 to a non-empty query.
     let mut latencies = Vec::new();
     let deadline = started + Duration::from_secs(args.seconds);
@@ -144,6 +241,7 @@ fn main() -> Result<()> {
                 .header("content-type", "application/cloudevents+json")
                 .send_json(&ev)?;
             if r.status().as_u16() == 204 {
+                acked_tokens.fetch_add(1, Ordering::Relaxed);
                 let acked = Instant::now();
                 let query = format!(
                     "{}/api/v1/meters/loadgen_tokens/query?subject={subject}",
@@ -165,6 +263,9 @@ fn main() -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     for s in senders {
         let _ = s.join();
+    }
+    if let Some(r) = reporter {
+        let _ = r.join();
     }
     let elapsed = started.elapsed().as_secs_f64();
     let events = sent.load(Ordering::Relaxed);
@@ -192,5 +293,39 @@ fn main() -> Result<()> {
         percentile(&latencies, 0.99),
         latencies.len()
     );
+    let [ok, overloaded, unavailable, other] = answers.snapshot();
+    println!(
+        "answers: {ok} x 204, {overloaded} x 429, {unavailable} x 503, {other} other; offered {:.0} events/s",
+        (ok + overloaded + unavailable + other) as f64 * args.batch as f64 / elapsed
+    );
+    if args.every_second {
+        println!(
+            "highest resident memory sampled: {} MiB",
+            max_rss_kb.load(Ordering::Relaxed) / 1024
+        );
+    }
+    if args.verify_seconds > 0 {
+        let want = acked_tokens.load(Ordering::Relaxed);
+        let query = format!("{}/api/v1/meters/loadgen_tokens/query", args.url);
+        let started = Instant::now();
+        loop {
+            let got = agent
+                .get(&query)
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+                .and_then(|v| v["data"][0]["value"].as_f64());
+            if got == Some(want as f64) {
+                println!(
+                    "verified: the meter counts the tokens of every acknowledged event exactly ({want})"
+                );
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(args.verify_seconds) {
+                bail!("the meter total is {got:?}, the acknowledged events' tokens {want}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     Ok(())
 }

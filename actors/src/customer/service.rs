@@ -409,28 +409,40 @@ impl Entitlements {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                let started = std::time::Instant::now();
-                let (gone, packed) = inner
-                    .table
-                    .sweep(pack.as_millis() as u64, idle.as_millis() as u64);
-                let swept = started.elapsed();
-                // Trimming walks the allocator's arenas (other threads' allocations wait):
-                // worth it when a sweep freed much, not for a few rows.
+                // The sweep (packing thousands of rows) and the trim are long CPU work: on a
+                // blocking thread, never on the Arbiter that runs actors.
+                let work = inner.clone();
+                let swept = tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let (gone, packed) = work
+                        .table
+                        .sweep(pack.as_millis() as u64, idle.as_millis() as u64);
+                    let swept = started.elapsed();
+                    // Trimming walks the allocator's arenas (other threads' allocations
+                    // wait): worth it when a sweep freed much, not for a few rows.
+                    let trimmed = (gone.len() + packed >= RELEASE_AFTER_ROWS).then(|| {
+                        let trimming = std::time::Instant::now();
+                        crate::memory::release_freed_memory();
+                        trimming.elapsed()
+                    });
+                    (gone, packed, swept, trimmed)
+                })
+                .await;
+                let Ok((gone, packed, swept, trimmed)) = swept else {
+                    continue;
+                };
                 let passivated = gone.len();
-                let released = passivated + packed >= RELEASE_AFTER_ROWS;
                 for (namespace, customer_id, generation, subjects) in gone {
                     inner
                         .pipeline
                         .unsubscribe(&namespace, &customer_id, generation, subjects);
                 }
-                if released {
-                    let trimming = std::time::Instant::now();
-                    crate::memory::release_freed_memory();
+                if let Some(trim) = trimmed {
                     tracing::info!(
                         packed,
                         passivated,
                         sweep_ms = swept.as_secs_f64() * 1e3,
-                        trim_ms = trimming.elapsed().as_secs_f64() * 1e3,
+                        trim_ms = trim.as_secs_f64() * 1e3,
                         "customers packed and passivated; freed memory handed back"
                     );
                 } else if packed + passivated > 0 {
