@@ -51,7 +51,9 @@ pub fn held_bytes_of(record_len: usize) -> usize {
 pub struct PartitionActor {
     partition: PartitionId,
     stream: Arc<dyn EventStream>,
-    dedup: DedupIndex,
+    /// Used only on blocking threads (its lookups read run files, its spills and
+    /// checkpoints write and fsync them); the lock is never contended.
+    dedup: Arc<parking_lot::Mutex<DedupIndex>>,
     routes: Arc<Vec<Route>>,
     next_offset: u64,
     consumed: Arc<Vec<AtomicU64>>,
@@ -99,7 +101,7 @@ impl PartitionActor {
             checkpoint_wanted,
             partition,
             stream,
-            dedup,
+            dedup: Arc::new(parking_lot::Mutex::new(dedup)),
             routes,
             next_offset: offset,
             consumed,
@@ -151,16 +153,18 @@ impl PartitionActor {
         self.polling = true;
         let stream = self.stream.clone();
         let (partition, from, limits) = (self.partition, self.next_offset, self.limits);
+        let dedup = self.dedup.clone();
         let read = async move {
-            stream
+            let records = stream
                 .read(partition, from, limits.batch_records_max, limits.wait)
-                .await
+                .await?;
+            Ok(dedup_batch(records, dedup).await)
         };
         ctx.wait(read.into_actor(self).map(|result, act, ctx| {
             act.polling = false;
             match result {
-                Ok(records) => {
-                    if let Err(reason) = act.process(records) {
+                Ok(batch) => {
+                    if let Err(reason) = batch.and_then(|b| act.process(b)) {
                         act.health.fatal(format!("partition {}: {reason}", act.partition));
                         return;
                     }
@@ -180,30 +184,18 @@ impl PartitionActor {
         }));
     }
 
-    /// Dedups a batch, folds it per meter (one message per touched meter), keeps it for the checkpoint.
-    fn process(&mut self, records: Vec<Record>) -> Result<(), String> {
-        let Some(last) = records.last() else {
+    /// Folds a deduplicated batch per meter (one message per touched meter), keeps it for the checkpoint.
+    fn process(&mut self, batch: Deduped) -> Result<(), String> {
+        let Deduped {
+            next_offset,
+            records: record_count,
+            bytes,
+            events,
+            fresh,
+        } = batch;
+        if record_count == 0 {
             return Ok(());
-        };
-        let bytes: usize = records.iter().map(|r| held_bytes_of(r.payload.len())).sum();
-        let next_offset = last.offset + 1;
-        let mut events = Vec::with_capacity(records.len());
-        for record in &records {
-            match IngestedEvent::decode(&record.payload) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    return Err(format!("record {} is not an event: {error}", record.offset));
-                }
-            }
         }
-        let keys: Vec<u128> = events
-            .iter()
-            .map(|e| dedup_key(&e.namespace, &e.event.source, &e.event.id))
-            .collect();
-        let fresh = self
-            .dedup
-            .insert_batch(&keys, Utc::now().timestamp_millis())
-            .map_err(|e| e.to_string())?;
         Metrics::add(&self.metrics.events_processed_total, events.len() as u64);
         let mut folds: Vec<Rollups> = self.routes.iter().map(|_| Rollups::default()).collect();
         let mut invalid = 0u64;
@@ -245,7 +237,7 @@ impl PartitionActor {
         }
         Metrics::add(
             &self.metrics.events_duplicate_total,
-            (records.len() - kept.len()) as u64,
+            (record_count - kept.len()) as u64,
         );
         Metrics::add(&self.metrics.events_invalid_total, invalid);
         for (route, mut fold) in self.routes.iter().zip(folds) {
@@ -299,6 +291,63 @@ impl Actor for PartitionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.poll(ctx);
     }
+}
+
+/// A batch read, decoded and checked against the dedup index.
+struct Deduped {
+    /// One past the batch's last record.
+    next_offset: u64,
+    records: usize,
+    /// Estimated bytes the batch's events hold.
+    bytes: usize,
+    events: Vec<IngestedEvent>,
+    /// Per event: not a duplicate.
+    fresh: Vec<bool>,
+}
+
+/// Decodes records and checks them against the dedup index, whose lookups, spills and
+/// compactions read and write files: on a blocking thread, so that the Arbiter running
+/// this partition (and other actors) never waits for the disk.
+async fn dedup_batch(
+    records: Vec<Record>,
+    dedup: Arc<parking_lot::Mutex<DedupIndex>>,
+) -> Result<Deduped, String> {
+    let Some(last) = records.last() else {
+        return Ok(Deduped {
+            next_offset: 0,
+            records: 0,
+            bytes: 0,
+            events: Vec::new(),
+            fresh: Vec::new(),
+        });
+    };
+    let next_offset = last.offset + 1;
+    let bytes: usize = records.iter().map(|r| held_bytes_of(r.payload.len())).sum();
+    let mut events = Vec::with_capacity(records.len());
+    for record in &records {
+        match IngestedEvent::decode(&record.payload) {
+            Ok(event) => events.push(event),
+            Err(error) => {
+                return Err(format!("record {} is not an event: {error}", record.offset));
+            }
+        }
+    }
+    let keys: Vec<u128> = events
+        .iter()
+        .map(|e| dedup_key(&e.namespace, &e.event.source, &e.event.id))
+        .collect();
+    let now = Utc::now().timestamp_millis();
+    let fresh = tokio::task::spawn_blocking(move || dedup.lock().insert_batch(&keys, now))
+        .await
+        .map_err(|e| format!("the dedup thread failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    Ok(Deduped {
+        next_offset,
+        records: records.len(),
+        bytes,
+        events,
+        fresh,
+    })
 }
 
 /// Seals the events read so far for checkpoint `epoch` and pauses reading until [`Resume`].
@@ -544,12 +593,11 @@ impl PartitionActor {
 }
 
 impl Handler<Seal> for PartitionActor {
-    type Result = Result<SealReply, String>;
+    type Result = ResponseActFuture<Self, Result<SealReply, String>>;
     fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
-        let dedup = self
-            .dedup
-            .checkpoint(Utc::now().timestamp_millis())
-            .map_err(|e| e.to_string())?;
+        // The partition pauses here: no insert into the dedup index happens until Resume,
+        // so the index's checkpoint (on a blocking thread: it writes and fsyncs a run)
+        // describes exactly the records below the sealed offset.
         let chunks = std::mem::take(&mut self.pending);
         let mut events = Vec::with_capacity(self.pending_events);
         for chunk in chunks {
@@ -564,12 +612,22 @@ impl Handler<Seal> for PartitionActor {
         self.pending_events = 0;
         self.sealed.push((msg.epoch, events.clone(), bytes));
         self.paused = true;
-        Ok(SealReply {
-            partition: self.partition,
-            offset: self.next_offset,
-            events,
-            dedup,
-        })
+        let (partition, offset, dedup) = (self.partition, self.next_offset, self.dedup.clone());
+        let now = Utc::now().timestamp_millis();
+        let checkpoint = async move {
+            tokio::task::spawn_blocking(move || dedup.lock().checkpoint(now))
+                .await
+                .map_err(|e| format!("the dedup thread failed: {e}"))?
+                .map_err(|e| e.to_string())
+        };
+        Box::pin(checkpoint.into_actor(self).map(move |dedup, _, _| {
+            Ok(SealReply {
+                partition,
+                offset,
+                events,
+                dedup: dedup?,
+            })
+        }))
     }
 }
 

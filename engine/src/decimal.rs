@@ -105,7 +105,11 @@ pub fn serialize_as_number<S: serde::Serializer>(
 pub fn format_fixed6(value: Decimal) -> String {
     let rounded =
         value.round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven);
-    format!("{rounded:.6}")
+    // Padded by hand: `format!("{:.6}")` overflows rust_decimal's 32-byte buffer (a panic)
+    // for values of 26 or more integer digits.
+    let text = rounded.normalize().to_string();
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    format!("{int}.{frac:0<6}")
 }
 
 #[cfg(test)]
@@ -150,6 +154,25 @@ mod tests {
         assert_eq!(format_fixed6(Decimal::from(2000)), "2000.000000");
         assert_eq!(format_fixed6(Decimal::new(15, 1)), "1.500000");
         assert_eq!(format_fixed6(Decimal::new(12_345_675, 13)), "0.000001");
+        assert_eq!(format_fixed6(Decimal::new(-15, 1)), "-1.500000");
+        assert_eq!(format_fixed6(Decimal::ZERO), "0.000000");
+        // Found by fuzzing: 10^25 and more used to panic in rust_decimal's formatter.
+        assert_eq!(
+            format_fixed6(
+                Decimal::from_str("1e25")
+                    .or_else(|_| Decimal::from_scientific("1e25"))
+                    .unwrap()
+            ),
+            "10000000000000000000000000.000000"
+        );
+        assert_eq!(
+            format_fixed6(Decimal::MAX),
+            "79228162514264337593543950335.000000"
+        );
+        assert_eq!(
+            format_fixed6(Decimal::MIN),
+            "-79228162514264337593543950335.000000"
+        );
     }
 
     #[test]
