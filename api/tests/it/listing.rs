@@ -12,13 +12,19 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-/// (time, ingestedAt, id) of a listed item, as the order compares them.
-fn key(item: &Value) -> (String, String, String) {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+/// (time, ingestedAt, id) of a listed item, as the order compares them (times as
+/// instants: their texts have varying fractional digits).
+fn key(item: &Value) -> (DateTime<Utc>, DateTime<Utc>, String) {
+    let t = |v: &Value| {
+        v.as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    };
     (
-        s(&item["event"]["time"]),
-        s(&item["ingestedAt"]),
-        s(&item["event"]["id"]),
+        t(&item["event"]["time"]),
+        t(&item["ingestedAt"]),
+        item["event"]["id"].as_str().unwrap_or_default().to_owned(),
     )
 }
 
