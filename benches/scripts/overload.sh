@@ -55,7 +55,7 @@ start_server "$work/data-overload"
     curl -sf -X PUT --data 'objects.put=off' "$url/debug/failpoints" >/dev/null && echo "[checkpoints work again]"
 ) &
 "$loadgen" --url "$url" --seconds "$seconds" --connections $((connections * 4)) --rate "$rate" \
-    --server-pid "$pid" --every-second --verify-seconds 120 | tee "$work/overload.txt"
+    --server-pid "$pid" --every-second --verify-seconds 900 | tee "$work/overload.txt"
 highest=$(awk '/highest resident memory/ {print $(NF-1)}' "$work/overload.txt")
 echo "highest resident memory $highest MiB; memoryBytes $((memory / 1048576)) MiB"
 kill -0 "$pid" 2>/dev/null && echo "server alive after the run" || { echo "server died:"; tail -20 "$work/server.log"; exit 1; }

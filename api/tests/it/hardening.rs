@@ -482,7 +482,7 @@ sql:
     let resp = refused.expect("no 429 with partitions at their memory share");
     assert_eq!(resp.header("retry-after"), Some("1"), "{resp}");
     let share = 32u64 << 20;
-    let slack = 64 * (2 * 4400 + 256) as u64 * 4; // one read batch per partition
+    let slack = 64 * (3 * 4400 + 512) as u64 * 4; // one read batch per partition
     let held = eventually(VISIBLE, || {
         let held = gauge(&server, "metron_held_event_bytes").unwrap_or(0);
         let log = server.log_tail(200);
