@@ -58,9 +58,244 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::notifications::configure);
 }
 
-/// Any other path: a problem+json 404.
-pub async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+/// Every path [`configure`] serves, with its methods, as registered there and in the
+/// `configure` functions of [`routes`]. actix registers one resource per path and method,
+/// so a request with a method a path does not serve falls through to the default service,
+/// [`no_route`], which answers 405 with `Allow` from this table (404 for unknown paths).
+/// The test `served_table_matches_the_routes` checks every entry against the routes.
+pub const SERVED: &[(&str, &[&str])] = &[
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/api/v1/debug/metrics", &["GET"]),
+    ("/api/v1/events", &["GET", "POST"]),
+    ("/api/v2/events", &["GET"]),
+    ("/api/v1/meters", &["GET", "POST"]),
+    ("/api/v1/meters/{meter}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/meters/{meter}/query", &["GET", "POST"]),
+    ("/api/v1/meters/{meter}/subjects", &["GET"]),
+    ("/api/v1/meters/{meter}/group-by/{key}/values", &["GET"]),
+    ("/api/v1/sql", &["POST"]),
+    ("/api/v1/customers", &["GET", "POST"]),
+    ("/api/v1/customers/{customer}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/customers/{owner}/access", &["GET"]),
+    (
+        "/api/v1/customers/{owner}/entitlements/{ent}/value",
+        &["GET"],
+    ),
+    ("/api/v1/subjects", &["GET", "POST"]),
+    ("/api/v1/subjects/{subject}", &["GET", "DELETE"]),
+    ("/api/v1/features", &["GET", "POST"]),
+    ("/api/v1/features/{feature}", &["GET", "DELETE"]),
+    ("/api/v2/customers/{owner}/entitlements", &["GET", "POST"]),
+    (
+        "/api/v2/customers/{owner}/entitlements/{ent}",
+        &["GET", "DELETE"],
+    ),
+    (
+        "/api/v2/customers/{owner}/entitlements/{ent}/override",
+        &["PUT"],
+    ),
+    (
+        "/api/v2/customers/{owner}/entitlements/{ent}/grants",
+        &["GET", "POST"],
+    ),
+    (
+        "/api/v2/customers/{owner}/entitlements/{ent}/value",
+        &["GET"],
+    ),
+    (
+        "/api/v2/customers/{owner}/entitlements/{ent}/history",
+        &["GET"],
+    ),
+    (
+        "/api/v2/customers/{owner}/entitlements/{ent}/reset",
+        &["POST"],
+    ),
+    ("/api/v1/subjects/{owner}/entitlements", &["GET", "POST"]),
+    (
+        "/api/v1/subjects/{owner}/entitlements/{ent}",
+        &["GET", "DELETE"],
+    ),
+    (
+        "/api/v1/subjects/{owner}/entitlements/{ent}/override",
+        &["PUT"],
+    ),
+    (
+        "/api/v1/subjects/{owner}/entitlements/{ent}/grants",
+        &["GET", "POST"],
+    ),
+    (
+        "/api/v1/subjects/{owner}/entitlements/{ent}/value",
+        &["GET"],
+    ),
+    (
+        "/api/v1/subjects/{owner}/entitlements/{ent}/history",
+        &["GET"],
+    ),
+    (
+        "/api/v1/subjects/{owner}/entitlements/{ent}/reset",
+        &["POST"],
+    ),
+    ("/api/v1/entitlements", &["GET"]),
+    ("/api/v1/entitlements/{id}", &["GET"]),
+    ("/api/v2/entitlements", &["GET"]),
+    ("/api/v2/entitlements/{id}", &["GET"]),
+    ("/api/v1/grants", &["GET"]),
+    ("/api/v1/grants/{grant}", &["DELETE"]),
+    ("/api/v2/grants", &["GET"]),
+    ("/api/v1/notification/channels", &["GET", "POST"]),
+    (
+        "/api/v1/notification/channels/{id}",
+        &["GET", "PUT", "DELETE"],
+    ),
+    ("/api/v1/notification/rules", &["GET", "POST"]),
+    ("/api/v1/notification/rules/{id}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/notification/rules/{id}/test", &["POST"]),
+    ("/api/v1/notification/events", &["GET"]),
+    ("/api/v1/notification/events/{id}", &["GET"]),
+    ("/api/v1/notification/events/{id}/resend", &["POST"]),
+];
+
+/// The methods [`SERVED`] lists for a path (none: an unknown path).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    use actix_web::dev::ResourceDef;
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Vec<(ResourceDef, &'static [&'static str])>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        SERVED
+            .iter()
+            .map(|(pattern, methods)| (ResourceDef::new(*pattern), *methods))
+            .collect()
+    });
+    let mut allowed: Vec<&'static str> = Vec::new();
+    for (def, methods) in table {
+        if def.is_match(path) {
+            for method in *methods {
+                if !allowed.contains(method) {
+                    allowed.push(method);
+                }
+            }
+        }
+    }
+    allowed
+}
+
+/// The default service: a path that is served with other methods answers a problem+json
+/// 405 with `Allow`; any other path a problem+json 404.
+pub async fn no_route(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
     use actix_web::ResponseError;
-    error::ApiError::not_found(format!("no route for {} {}", req.method(), req.path()))
-        .error_response()
+    use actix_web::http::{StatusCode, header};
+    let allowed = allowed_methods(req.path());
+    if allowed.is_empty() {
+        return error::ApiError::not_found(format!("no route for {} {}", req.method(), req.path()))
+            .error_response();
+    }
+    let allow = allowed.join(", ");
+    let mut response = error::ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on {}: allowed {allow}",
+            req.method(),
+            req.path()
+        ),
+    )
+    .error_response();
+    if let Ok(value) = header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::{Method, StatusCode, header};
+    use actix_web::{App, test};
+
+    const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+
+    /// A concrete path for a pattern: every `{param}` becomes `x1`.
+    fn sample(pattern: &str) -> String {
+        pattern
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x1" } else { s })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[actix_web::test]
+    async fn served_table_matches_the_routes() {
+        // No app data: a matched handler fails extracting its state (500) or answers
+        // without it, but never through `no_route`; the rest must be `no_route`'s 405.
+        let app = test::init_service(
+            App::new()
+                .configure(configure)
+                .default_service(web::to(no_route)),
+        )
+        .await;
+        for (pattern, served) in SERVED {
+            let path = sample(pattern);
+            for method in METHODS {
+                let req = test::TestRequest::default()
+                    .method(Method::from_bytes(method.as_bytes()).expect("method"))
+                    .uri(&path)
+                    .to_request();
+                let resp = test::call_service(&app, req).await;
+                if served.contains(&method) {
+                    assert!(
+                        ![StatusCode::METHOD_NOT_ALLOWED, StatusCode::NOT_FOUND]
+                            .contains(&resp.status()),
+                        "{method} {path} is in SERVED but not routed: {}",
+                        resp.status()
+                    );
+                } else {
+                    assert_eq!(
+                        resp.status(),
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {path} is routed but not in SERVED"
+                    );
+                    assert_eq!(
+                        resp.headers()
+                            .get(header::ALLOW)
+                            .and_then(|v| v.to_str().ok()),
+                        Some(served.join(", ").as_str()),
+                        "Allow of {method} {path}"
+                    );
+                    assert_eq!(
+                        resp.headers()
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok()),
+                        Some("application/problem+json")
+                    );
+                }
+            }
+        }
+    }
+
+    #[actix_web::test]
+    async fn unknown_paths_are_404() {
+        let app = test::init_service(
+            App::new()
+                .configure(configure)
+                .default_service(web::to(no_route)),
+        )
+        .await;
+        for path in [
+            "/nope",
+            "/api/v1/meters/x/nope",
+            "/api/v1/customers/x/subscriptions",
+            "/api/v3/meters",
+        ] {
+            for method in ["GET", "POST"] {
+                let req = test::TestRequest::default()
+                    .method(Method::from_bytes(method.as_bytes()).expect("method"))
+                    .uri(path)
+                    .to_request();
+                let resp = test::call_service(&app, req).await;
+                assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method} {path}");
+                assert!(resp.headers().get(header::ALLOW).is_none());
+            }
+        }
+    }
 }

@@ -167,7 +167,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         );
                     }
                 })
-                .default_service(actix_web::web::to(metron_api::not_found))
+                .default_service(actix_web::web::to(metron_api::no_route))
         })
         .workers(args.http_workers.max(1))
         .disable_signals()

@@ -892,6 +892,14 @@ impl Entitlements {
             Ok(f) => serde_json::to_value(f.as_ref()).unwrap_or_default(),
             Err(_) => serde_json::Value::Null,
         };
+        let stored = self
+            .inner
+            .pipeline
+            .catalog()
+            .get_subject(&record.namespace, &subject_key)
+            .await
+            .ok()
+            .flatten();
         self.inner
             .pipeline
             .notifier()
@@ -905,7 +913,7 @@ impl Entitlements {
                 reset_at: at,
                 entitlement: views::entitlement_view(record, &owner, period, Flavor::V1),
                 feature,
-                subject: serde_json::json!({"key": subject_key}),
+                subject: views::subject_view(&subject_key, stored.as_ref(), Some(customer)),
                 customer: serde_json::to_value(customer).ok(),
                 value,
             });
@@ -1008,6 +1016,11 @@ impl Entitlements {
                         let record = catalog.get_entitlement(&namespace, &entitlement_id).await;
                         let customer = catalog.get_customer_by_id(&namespace, &customer_id).await;
                         let (record, customer) = (record.ok().flatten(), customer.ok().flatten());
+                        let stored = catalog
+                            .get_subject(&namespace, &subject_key)
+                            .await
+                            .ok()
+                            .flatten();
                         let entitlement = match &record {
                             Some(record) => views::entitlement_view(
                                 record,
@@ -1024,7 +1037,11 @@ impl Entitlements {
                         Payload {
                             entitlement,
                             feature: serde_json::to_value(feature.as_ref()).unwrap_or_default(),
-                            subject: serde_json::json!({"key": subject_key}),
+                            subject: views::subject_view(
+                                &subject_key,
+                                stored.as_ref(),
+                                customer.as_ref(),
+                            ),
                             customer: customer.and_then(|c| serde_json::to_value(c).ok()),
                             value: views::metered_value_view(has_access, &value, Flavor::V1),
                         }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use metron_engine::credit::{Interval, Value as Balance};
 use metron_engine::decimal::to_json_text;
+use metron_storage::customers::{Customer, Subject};
 use metron_storage::entitlements::{EntitlementKind, EntitlementRecord, GrantRecord, PeriodRecord};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
@@ -150,12 +151,25 @@ pub fn grant_view(
             );
         }
         (None, Flavor::V1) => {
-            v.insert("expiration".into(), json!({"duration": "DAY", "count": 0}));
+            // OpenMeter's placeholder (MapEntitlementGrantToAPI): 100 years, and an
+            // expiresAt 100 years from now.
+            v.insert(
+                "expiration".into(),
+                json!({"duration": "YEAR", "count": 100}),
+            );
         }
         (None, Flavor::V2) => {}
     }
-    if let Some(expires) = grant.expires_at {
-        v.insert("expiresAt".into(), time(expires));
+    match (grant.expires_at, flavor) {
+        (Some(expires), _) => {
+            v.insert("expiresAt".into(), time(expires));
+        }
+        (None, Flavor::V1) => {
+            if let Some(far) = Utc::now().checked_add_months(chrono::Months::new(12 * 100)) {
+                v.insert("expiresAt".into(), time(far));
+            }
+        }
+        (None, Flavor::V2) => {}
     }
     v.insert("maxRolloverAmount".into(), num(grant.max_rollover_amount));
     v.insert("minRolloverAmount".into(), num(grant.min_rollover_amount));
@@ -214,4 +228,24 @@ pub fn plain_value_view(has_access: bool, config: Option<&str>) -> Value {
         map.insert("config".into(), json!(config));
     }
     v
+}
+
+/// The `Subject` of a notification payload: the stored subject of that key (the deprecated
+/// subject API), else one standing for the customer's usage attribution (the customer's id
+/// and times), so `id`, `createdAt` and `updatedAt` are always there.
+pub fn subject_view(key: &str, stored: Option<&Subject>, customer: Option<&Customer>) -> Value {
+    if let Some(subject) = stored
+        && let Ok(v) = serde_json::to_value(subject)
+    {
+        return v;
+    }
+    match customer {
+        Some(c) => json!({
+            "id": c.id,
+            "key": key,
+            "createdAt": time(c.created_at),
+            "updatedAt": time(c.updated_at),
+        }),
+        None => json!({"key": key}),
+    }
 }

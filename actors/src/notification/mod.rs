@@ -842,12 +842,13 @@ fn example_data() -> serde_json::Map<String, Value> {
             "type": "metered", "id": "01J5AVN2T6S8RDM5DMZTF8T3WF", "featureId": "01J5AVN2T6S8RDM5DMZTF8T3WG",
             "featureKey": "test", "subjectKey": "test-subject", "isSoftLimit": false,
             "isUnlimited": false, "issueAfterReset": 0, "preserveOverageAtReset": false,
-            "usagePeriod": {"interval": "MONTH", "anchor": at}, "measureUsageFrom": at,
+            "usagePeriod": {"interval": "MONTH", "anchor": at, "intervalISO": "P1M"},
+            "measureUsageFrom": at, "activeFrom": at,
             "currentUsagePeriod": {"from": at, "to": "2024-02-01T00:00:00Z"},
             "lastReset": at, "createdAt": at, "updatedAt": at
         }),
         &json!({"id": "01J5AVN2T6S8RDM5DMZTF8T3WG", "key": "test", "name": "test", "createdAt": at, "updatedAt": at}),
-        &json!({"key": "test-subject", "displayName": "Test Subject"}),
+        &json!({"id": "01J5AVN2T6S8RDM5DMZTF8T3WH", "key": "test-subject", "displayName": "Test Subject", "createdAt": at, "updatedAt": at}),
         None,
         &json!({"hasAccess": true, "balance": 10000, "usage": 0, "overage": 0, "totalAvailableGrantAmount": 10000}),
     )

@@ -974,11 +974,13 @@ async fn create_grant(
 }
 
 fn grant_json(grant: &GrantRecord, flavor: Flavor) -> Value {
+    let now = Utc::now();
     let next = grant
         .recurrence
         .as_ref()
         .and_then(|r| recurrence(r).ok())
-        .and_then(|r| r.next_after(Utc::now()));
+        .and_then(|r| r.next_after(now));
+    // A v1 grant without an expiration shows OpenMeter's placeholder (views::grant_view).
     views::grant_view(grant, next, flavor)
 }
 
@@ -1137,26 +1139,133 @@ async fn value(
     let at = p.time("time")?.unwrap_or_else(Utc::now);
     let customer_id = owner_id(&state, &req, api).await?;
     let ent = path_part(&req, "ent")?;
-    let answer = state
-        .entitlements
-        .value(&namespace(&state), &customer_id, ent, at)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("entitlement {ent} not found")))?;
+    let ns = namespace(&state);
+    let answer = match state.entitlements.value(&ns, &customer_id, ent, at).await {
+        Ok(answer) => answer,
+        Err(error) => match before_measurement(&state, &customer_id, ent, at).await? {
+            Some(Unmeasured::Inactive) => Some(ValueAnswer::Inactive),
+            Some(Unmeasured::NotYetMeasured(from)) => {
+                return Err(ApiError::bad_request(format!(
+                    "time {} is before the entitlement's measureUsageFrom {}",
+                    views::time(at).as_str().unwrap_or_default(),
+                    views::time(from).as_str().unwrap_or_default(),
+                )));
+            }
+            None => return Err(error.into()),
+        },
+    }
+    .ok_or_else(|| ApiError::not_found(format!("entitlement {ent} not found")))?;
     Ok(HttpResponse::Ok().json(value_json(&answer, api.flavor)))
+}
+
+/// Why a metered entitlement has no value at a time before its `measureUsageFrom`.
+enum Unmeasured {
+    /// The time is also before the entitlement became active (`activeFrom`, else its
+    /// creation): OpenMeter answers `{"hasAccess": false}`, as for any inactive one.
+    Inactive,
+    /// Active, but usage is measured only from this time on (a future `measureUsageFrom`):
+    /// a 400, as the history answers for a `from` before it.
+    NotYetMeasured(DateTime<Utc>),
+}
+
+/// Called when the customer's actor could not answer a value: whether the entitlement
+/// it resolved (by id, else the feature's entitlement active at `at`, else the newest,
+/// as the actor resolves it) is a metered one asked about a time before usage is
+/// measured, which the credit engine cannot evaluate.
+async fn before_measurement(
+    state: &AppState,
+    customer_id: &str,
+    id_or_key: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Unmeasured>, ApiError> {
+    let all = state
+        .pipeline
+        .catalog()
+        .customer_entitlements(&namespace(state), customer_id, true)
+        .await?;
+    let of_feature = || all.iter().filter(|e| e.feature_key == id_or_key);
+    let Some(record) = all
+        .iter()
+        .find(|e| e.id == id_or_key)
+        .or_else(|| of_feature().find(|e| e.active_at(at)))
+        .or_else(|| of_feature().next_back())
+    else {
+        return Ok(None);
+    };
+    let Some(measured_from) = record.measure_usage_from else {
+        return Ok(None);
+    };
+    if record.kind != EntitlementKind::Metered || ceil_minute(at) >= measured_from {
+        return Ok(None);
+    }
+    if at < record.active_from.unwrap_or(record.created_at) {
+        Ok(Some(Unmeasured::Inactive))
+    } else {
+        Ok(Some(Unmeasured::NotYetMeasured(measured_from)))
+    }
 }
 
 async fn access(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.ready()?;
     let customer_id = owner_id(&state, &req, V2_CUSTOMER).await?;
-    let answers = state
+    let now = Utc::now();
+    let answers = match state
         .entitlements
-        .access(&namespace(&state), &customer_id, Utc::now())
-        .await?;
+        .access(&namespace(&state), &customer_id, now)
+        .await
+    {
+        Ok(answers) => answers,
+        Err(error) => access_one_by_one(&state, &customer_id, now)
+            .await?
+            .ok_or(error)?,
+    };
     let entitlements: Map<String, Value> = answers
         .iter()
         .map(|(key, answer)| (key.clone(), value_json(answer, Flavor::V1)))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "entitlements": entitlements })))
+}
+
+/// Access when the actor could not answer it whole: each live entitlement's value on its
+/// own, leaving out the ones not measured yet (a future `measureUsageFrom`), as access
+/// leaves out an entitlement that cannot be evaluated. `None` when another failure
+/// remains (the caller answers the original error).
+async fn access_one_by_one(
+    state: &AppState,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<BTreeMap<String, ValueAnswer>>, ApiError> {
+    let ns = namespace(state);
+    let records = state
+        .pipeline
+        .catalog()
+        .customer_entitlements(&ns, customer_id, false)
+        .await?;
+    let mut answers: BTreeMap<String, ValueAnswer> = BTreeMap::new();
+    for record in &records {
+        let answer = match state
+            .entitlements
+            .value(&ns, customer_id, &record.id, now)
+            .await
+        {
+            Ok(Some(answer)) => answer,
+            Ok(None) => continue,
+            Err(_) => match before_measurement(state, customer_id, &record.id, now).await? {
+                Some(Unmeasured::Inactive) => ValueAnswer::Inactive,
+                Some(Unmeasured::NotYetMeasured(_)) => continue,
+                None => return Ok(None),
+            },
+        };
+        // Of two entitlements of one feature (an override), the active one wins.
+        let replace = matches!(
+            answers.get(&record.feature_key),
+            None | Some(ValueAnswer::Inactive)
+        );
+        if replace {
+            answers.insert(record.feature_key.clone(), answer);
+        }
+    }
+    Ok(Some(answers))
 }
 
 async fn reset(

@@ -178,7 +178,8 @@ async fn list_channels(state: web::Data<AppState>, req: HttpRequest) -> Reply {
         })
         .collect();
     match p.one("orderBy").unwrap_or("id") {
-        "id" => channels.sort_by(|a, b| a.id.cmp(&b.id)),
+        // Every channel is a WEBHOOK: by type is by id.
+        "id" | "type" => channels.sort_by(|a, b| a.id.cmp(&b.id)),
         "createdAt" => channels.sort_by_key(|c| c.created_at),
         "updatedAt" => channels.sort_by_key(|c| c.updated_at),
         other => return Err(ApiError::bad_request(format!("invalid orderBy: {other:?}"))),
