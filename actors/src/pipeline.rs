@@ -16,7 +16,7 @@ use metron_engine::meter::{CompiledMeter, Extract, Meter, MeterCreate, MeterUpda
 use metron_engine::query::{MeterQuery, ResultRow, RollupRow, evaluate};
 use metron_engine::window::floor_minute_ms;
 use metron_storage::catalog::{self, Catalog};
-use metron_storage::dedup::{DedupConfig, DedupIndex, DedupState, RunMeta};
+use metron_storage::dedup::{DedupConfig, DedupIndex};
 use metron_storage::manifest::{self, EventFile, Manifest};
 use metron_storage::objects::ObjectRoot;
 use metron_storage::query::{QueryService, SqlAnswer, SqlRequest, SqlTable, TimeRange};
@@ -1326,18 +1326,7 @@ mod anyhow_free {
         let mut partitions = Vec::new();
         let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for state in &manifest.partitions {
-            let dedup_state = DedupState {
-                runs: state
-                    .dedup_runs
-                    .iter()
-                    .map(|r| RunMeta {
-                        file_name: r.file_name.clone(),
-                        keys: r.keys,
-                        first_insert_ms: r.first_insert_ms,
-                        last_insert_ms: r.last_insert_ms,
-                    })
-                    .collect(),
-            };
+            let dedup_state = state.dedup_state();
             let dir = data.join("dedup").join(format!("p-{:05}", state.partition));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;

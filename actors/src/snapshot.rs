@@ -309,17 +309,7 @@ async fn write(
         manifest.partitions.push(PartitionState {
             partition: reply.partition,
             offset: reply.offset,
-            dedup_runs: reply
-                .dedup
-                .runs
-                .iter()
-                .map(|r| DedupRun {
-                    file_name: r.file_name.clone(),
-                    keys: r.keys,
-                    first_insert_ms: r.first_insert_ms,
-                    last_insert_ms: r.last_insert_ms,
-                })
-                .collect(),
+            dedup_runs: reply.dedup.runs.iter().map(DedupRun::from).collect(),
         });
         let mut by_day: BTreeMap<(String, chrono::NaiveDate), Vec<IngestedEvent>> = BTreeMap::new();
         for event in reply.events.iter() {

@@ -803,18 +803,7 @@ pub fn manifest(data: &[u8]) {
         return;
     };
     for partition in manifest.partitions.iter().take(4) {
-        let state = DedupState {
-            runs: partition
-                .dedup_runs
-                .iter()
-                .map(|r| RunMeta {
-                    file_name: r.file_name.clone(),
-                    keys: r.keys,
-                    first_insert_ms: r.first_insert_ms,
-                    last_insert_ms: r.last_insert_ms,
-                })
-                .collect(),
-        };
+        let state = partition.dedup_state();
         let index_dir = dir
             .path()
             .join("dedup")

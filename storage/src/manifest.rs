@@ -72,6 +72,36 @@ pub struct EventFile {
     pub times_us: Option<(i64, i64)>,
 }
 
+impl PartitionState {
+    /// The dedup index's state this checkpoint recorded for the partition.
+    pub fn dedup_state(&self) -> crate::dedup::DedupState {
+        crate::dedup::DedupState {
+            runs: self
+                .dedup_runs
+                .iter()
+                .map(|r| crate::dedup::RunMeta {
+                    file_name: r.file_name.clone(),
+                    keys: r.keys,
+                    first_insert_ms: r.first_insert_ms,
+                    last_insert_ms: r.last_insert_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A dedup run as a manifest records it.
+impl From<&crate::dedup::RunMeta> for DedupRun {
+    fn from(r: &crate::dedup::RunMeta) -> Self {
+        Self {
+            file_name: r.file_name.clone(),
+            keys: r.keys,
+            first_insert_ms: r.first_insert_ms,
+            last_insert_ms: r.last_insert_ms,
+        }
+    }
+}
+
 impl EventFile {
     /// Can the file hold events with time in `[from, to)`?
     pub fn may_hold(&self, from: Option<i64>, to: Option<i64>) -> bool {
