@@ -532,3 +532,28 @@ fn an_idle_server_writes_no_checkpoints() {
             .ok_or(format!("no checkpoint after new events: {now}"))
     });
 }
+
+#[test]
+fn a_panic_on_an_actor_thread_is_fatal() {
+    // A partition actor panics (failpoint): the process ends with 70 instead of staying
+    // up with a dead partition, and the restart counts every acknowledged event once.
+    let mut server = TestServer::builder()
+        .with_config(COUNT_CONFIG)
+        .with_env("METRON_FAILPOINTS", "")
+        .start();
+    server.ingest_batch(&calls("a", 30)).expect_status(204);
+    wait_for_total(&server, "calls", 30.0);
+    set_failpoints(&server, "partition.read=panic");
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("the process ends");
+    assert_eq!(status.code(), Some(70), "{status}");
+    assert!(
+        server.log_tail(60).contains("panicked"),
+        "{}",
+        server.log_tail(60)
+    );
+    server.set_env(&[]);
+    server.restart();
+    wait_for_total(&server, "calls", 30.0);
+}
