@@ -8,6 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use metron_actors::customer::{Inputs, Ledger, Series, SeriesUsage, fold_sample, pack};
 use metron_engine::aggregate::{Aggregation, SampleValue};
 use metron_engine::credit::{self, Entitlement, Grant, Interval, Recurrence, UsageKind};
+use metron_engine::quantity::Quantity;
 use rust_decimal::Decimal;
 use std::hint::black_box;
 
@@ -69,7 +70,7 @@ fn series() -> Series {
             &mut series,
             Aggregation::Sum,
             t,
-            &SampleValue::Number(Decimal::new(150 + i % 100, 2)),
+            &SampleValue::Number(Quantity::new(150 + i % 100, 2)),
         );
     }
     series
@@ -92,7 +93,7 @@ fn value_at(c: &mut Criterion) {
     group.bench_function("cached_same_minute", |b| {
         b.iter(|| ledger.value_at(black_box(t)).map(|v| v.value.balance))
     });
-    let one = SampleValue::Number(Decimal::ONE);
+    let one = SampleValue::Number(Quantity::ONE);
     let sample_ms = t.timestamp_millis() - 10_000;
     group.bench_function("after_one_sample_recompute", |b| {
         b.iter(|| {

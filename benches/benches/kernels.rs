@@ -4,16 +4,16 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use metron_engine::aggregate::{AggState, Aggregation, SampleValue};
+use metron_engine::quantity::Quantity;
 use metron_engine::query::{MeterQuery, RollupRow, evaluate};
 use metron_engine::window::{WindowSize, parse_zone, utc_from_ms, window_of};
-use rust_decimal::Decimal;
 use std::hint::black_box;
 
 fn sample(aggregation: Aggregation, i: i64) -> SampleValue {
     match aggregation {
         Aggregation::Count => SampleValue::One,
         Aggregation::UniqueCount => SampleValue::Text(format!("user-{}", i % 1000)),
-        _ => SampleValue::Number(Decimal::new(i % 10_000, 2)),
+        _ => SampleValue::Number(Quantity::new(i % 10_000, 2)),
     }
 }
 
@@ -39,14 +39,14 @@ fn fold(c: &mut Criterion) {
 fn merge(c: &mut Criterion) {
     let states: Vec<AggState> = (0..10_000)
         .map(|i| AggState::Avg {
-            sum: Decimal::new(i, 1),
+            sum: Quantity::new(i, 1),
             count: 1,
         })
         .collect();
     c.bench_function("merge_10k_avg_states", |b| {
         b.iter(|| {
             let mut acc = AggState::Avg {
-                sum: Decimal::ZERO,
+                sum: Quantity::ZERO,
                 count: 0,
             };
             for s in &states {
@@ -81,7 +81,7 @@ fn query(c: &mut Criterion) {
             minute_ms: start + (i % 43_200) * 60_000,
             subject: format!("customer-{}", i % 100),
             group: vec![format!("model-{}", i % 4)],
-            state: AggState::Sum(Decimal::new(i, 1)),
+            state: AggState::Sum(Quantity::new(i, 1)),
         })
         .collect();
     let keys = vec!["model".to_owned()];

@@ -4,7 +4,7 @@
 //! aggregates can be combined into any coarser window, and a late event is just one
 //! more state merged into its minute.
 
-use rust_decimal::Decimal;
+use crate::quantity::Quantity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -55,7 +55,7 @@ pub enum SampleValue {
     /// COUNT: the event itself.
     One,
     /// SUM, AVG, MIN, MAX, LATEST.
-    Number(Decimal),
+    Number(Quantity),
     /// UNIQUE_COUNT: the value's text.
     Text(String),
 }
@@ -63,20 +63,20 @@ pub enum SampleValue {
 /// A mergeable aggregate state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AggState {
-    Sum(Decimal),
+    Sum(Quantity),
     Count(u64),
     Avg {
-        sum: Decimal,
+        sum: Quantity,
         count: u64,
     },
-    Min(Decimal),
-    Max(Decimal),
+    Min(Quantity),
+    Max(Quantity),
     UniqueCount(BTreeSet<String>),
     /// The value of the event with the latest time; ties keep the larger value so
     /// that merging is order-independent.
     Latest {
         time_ms: i64,
-        value: Decimal,
+        value: Quantity,
     },
 }
 
@@ -151,22 +151,14 @@ impl AggState {
         }
     }
 
-    /// The aggregate's value.
-    pub fn value(&self) -> Decimal {
+    /// The aggregate's value: exact, except AVG (rounded half to even at 18 digits).
+    pub fn value(&self) -> Quantity {
         match self {
             Self::Sum(s) => *s,
-            Self::Count(c) => Decimal::from(*c),
-            Self::Avg { sum, count } => {
-                if *count == 0 {
-                    Decimal::ZERO
-                } else {
-                    sum.checked_div(Decimal::from(*count))
-                        .unwrap_or(Decimal::ZERO)
-                        .normalize()
-                }
-            }
+            Self::Count(c) => Quantity::from_u64(*c),
+            Self::Avg { sum, count } => sum.div_count(*count),
             Self::Min(v) | Self::Max(v) => *v,
-            Self::UniqueCount(set) => Decimal::from(set.len() as u64),
+            Self::UniqueCount(set) => Quantity::from_u64(set.len() as u64),
             Self::Latest { value, .. } => *value,
         }
     }
@@ -193,13 +185,10 @@ impl AggState {
     }
 }
 
-/// Decimal addition that never panics: an overflow saturates (values near 7.9e28).
-fn saturating_add(a: Decimal, b: Decimal) -> Decimal {
-    a.checked_add(b).unwrap_or(if b.is_sign_negative() {
-        Decimal::MIN
-    } else {
-        Decimal::MAX
-    })
+/// Addition that never panics; see [`Quantity::saturating_add`] for why it never saturates
+/// in practice.
+fn saturating_add(a: Quantity, b: Quantity) -> Quantity {
+    a.saturating_add(b)
 }
 
 #[cfg(test)]
@@ -211,7 +200,7 @@ mod tests {
         match aggregation {
             Aggregation::Count => SampleValue::One,
             Aggregation::UniqueCount => SampleValue::Text(format!("u{}", v % 7)),
-            _ => SampleValue::Number(Decimal::new(v, 2)),
+            _ => SampleValue::Number(Quantity::new(v, 2)),
         }
     }
 
@@ -231,13 +220,13 @@ mod tests {
     fn values_of_each_aggregation() {
         let items = [(150, 3), (-50, 1), (300, 2), (150, 3)];
         let expect = [
-            (Aggregation::Sum, "5.50"),
+            (Aggregation::Sum, "5.5"),
             (Aggregation::Count, "4"),
             (Aggregation::Avg, "1.375"),
-            (Aggregation::Min, "-0.50"),
-            (Aggregation::Max, "3.00"),
+            (Aggregation::Min, "-0.5"),
+            (Aggregation::Max, "3"),
             (Aggregation::UniqueCount, "3"),
-            (Aggregation::Latest, "1.50"),
+            (Aggregation::Latest, "1.5"),
         ];
         for (aggregation, value) in expect {
             let state = fold_all(aggregation, &items).expect("state");

@@ -1,21 +1,14 @@
-//! Exact decimal values from JSON numbers and numeric strings, and their JSON form.
+//! `rust_decimal` values (grant amounts, balances, thresholds) from JSON numbers and
+//! numeric strings, and their JSON form. Meter values are [`crate::quantity::Quantity`].
 
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
-/// Why a value could not become a decimal; the texts are OpenMeter's.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ValueError {
-    #[error("value cannot be NaN")]
-    NaN,
-    #[error("value cannot be infinity")]
-    Infinity,
-    #[error("value cannot be parsed as float64: {0}")]
-    Unparsable(String),
-}
+pub use crate::quantity::ValueError;
 
 /// Parses a numeric string the way Go's `strconv.ParseFloat` accepts it (decimal or
-/// scientific notation, `NaN`, `Inf`, `Infinity`), into an exact decimal.
+/// scientific notation, `NaN`, `Inf`, `Infinity`), into an exact decimal; past
+/// rust_decimal's 28 digits it falls back to the float reading, as Go would.
 pub fn parse_numeric_str(text: &str) -> Result<Decimal, ValueError> {
     let trimmed = text.strip_prefix('+').unwrap_or(text);
     let unsigned = trimmed.strip_prefix('-').unwrap_or(trimmed);
@@ -36,7 +29,6 @@ pub fn parse_numeric_str(text: &str) -> Result<Decimal, ValueError> {
     };
     match parsed {
         Ok(value) => Ok(value.normalize()),
-        // Too large or too precise for a decimal: fall back to the float reading, as Go does.
         Err(_) => match trimmed.parse::<f64>() {
             Ok(float) if float.is_finite() => from_f64(float),
             Ok(_) => Err(ValueError::Infinity),
@@ -45,8 +37,8 @@ pub fn parse_numeric_str(text: &str) -> Result<Decimal, ValueError> {
     }
 }
 
-/// A JSON number as an exact decimal: the shortest text that reads back as the same
-/// float (`0.1` stays `0.1`), so values typed as decimals stay exact.
+/// A float as a decimal: the shortest text that reads back as the same float (`0.1`
+/// stays `0.1`).
 pub fn from_f64(value: f64) -> Result<Decimal, ValueError> {
     if value.is_nan() {
         return Err(ValueError::NaN);
@@ -66,18 +58,10 @@ pub fn from_f64(value: f64) -> Result<Decimal, ValueError> {
         .map_err(|_| ValueError::Unparsable(text.to_owned()))
 }
 
-/// A JSON number from `serde_json`, as an exact decimal.
+/// A JSON number from `serde_json` (which keeps its text), as a decimal: exact within
+/// rust_decimal's 28 digits.
 pub fn from_json_number(number: &serde_json::Number) -> Result<Decimal, ValueError> {
-    if let Some(i) = number.as_i64() {
-        return Ok(Decimal::from(i));
-    }
-    if let Some(u) = number.as_u64() {
-        return Ok(Decimal::from(u));
-    }
-    match number.as_f64() {
-        Some(f) => from_f64(f),
-        None => Err(ValueError::Unparsable(number.to_string())),
-    }
+    parse_numeric_str(number.as_str())
 }
 
 /// The JSON text of a decimal: a plain number, never a string, never exponent notation.
@@ -99,17 +83,6 @@ pub fn serialize_as_number<S: serde::Serializer>(
         Ok(raw) => raw.serialize(serializer),
         Err(error) => Err(serde::ser::Error::custom(error)),
     }
-}
-
-/// Go's `%f`: six digits after the point, rounded half to even like strconv.
-pub fn format_fixed6(value: Decimal) -> String {
-    let rounded =
-        value.round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven);
-    // Padded by hand: `format!("{:.6}")` overflows rust_decimal's 32-byte buffer (a panic)
-    // for values of 26 or more integer digits.
-    let text = rounded.normalize().to_string();
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    format!("{int}.{frac:0<6}")
 }
 
 #[cfg(test)]
@@ -140,6 +113,17 @@ mod tests {
     }
 
     #[test]
+    fn json_numbers_are_read_from_their_text() {
+        let number: serde_json::Number =
+            serde_json::from_str("0.1000000000000000055511151231257827")
+                .unwrap_or_else(|_| 0.into());
+        assert_eq!(
+            from_json_number(&number).map(|d| d.to_string()),
+            Ok("0.1000000000000000055511151231".into())
+        );
+    }
+
+    #[test]
     fn floats_keep_their_shortest_decimal_text() {
         assert_eq!(from_f64(0.1).map(|d| d.to_string()), Ok("0.1".into()));
         assert_eq!(
@@ -147,32 +131,6 @@ mod tests {
             Ok("0.0000001".into())
         );
         assert_eq!(from_f64(f64::NAN), Err(ValueError::NaN));
-    }
-
-    #[test]
-    fn fixed6_matches_go_percent_f() {
-        assert_eq!(format_fixed6(Decimal::from(2000)), "2000.000000");
-        assert_eq!(format_fixed6(Decimal::new(15, 1)), "1.500000");
-        assert_eq!(format_fixed6(Decimal::new(12_345_675, 13)), "0.000001");
-        assert_eq!(format_fixed6(Decimal::new(-15, 1)), "-1.500000");
-        assert_eq!(format_fixed6(Decimal::ZERO), "0.000000");
-        // Found by fuzzing: 10^25 and more used to panic in rust_decimal's formatter.
-        assert_eq!(
-            format_fixed6(
-                Decimal::from_str("1e25")
-                    .or_else(|_| Decimal::from_scientific("1e25"))
-                    .unwrap()
-            ),
-            "10000000000000000000000000.000000"
-        );
-        assert_eq!(
-            format_fixed6(Decimal::MAX),
-            "79228162514264337593543950335.000000"
-        );
-        assert_eq!(
-            format_fixed6(Decimal::MIN),
-            "-79228162514264337593543950335.000000"
-        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod filter;
 pub mod jsonpath;
 pub mod meter;
+pub mod quantity;
 pub mod query;
 pub mod window;
 

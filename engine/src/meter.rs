@@ -1,9 +1,9 @@
 //! The meter model, its validation (OpenMeter's rules) and value extraction.
 
 use crate::aggregate::{Aggregation, SampleValue};
-use crate::decimal::{ValueError, from_json_number, parse_numeric_str};
 use crate::event::{CloudEvent, rfc3339};
 use crate::jsonpath::{Found, JsonPath, go_value_text};
+use crate::quantity::Quantity;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -366,8 +366,8 @@ impl CompiledMeter {
             });
         }
         let number = match raw {
-            Value::String(text) => parse_numeric_str(text),
-            Value::Number(number) => from_json_number(number),
+            Value::String(text) => Quantity::parse(text),
+            Value::Number(number) => Quantity::from_json_number(number),
             Value::Bool(_) => return invalid("unsupported value property type: bool"),
             Value::Array(_) => return invalid("unsupported value property type: []interface {}"),
             Value::Object(_) => {
@@ -380,9 +380,7 @@ impl CompiledMeter {
                 value: SampleValue::Number(value),
                 group,
             }),
-            Err(error @ (ValueError::NaN | ValueError::Infinity | ValueError::Unparsable(_))) => {
-                invalid(&error.to_string())
-            }
+            Err(error) => invalid(&error.to_string()),
         }
     }
 }
@@ -506,6 +504,24 @@ mod tests {
             ),
             (json!({"duration_ms": "100"}), Ok("100")),
             (json!({"duration_ms": 2.5, "method": "GET"}), Ok("2.5")),
+            (
+                json!({"duration_ms": "0.0000000000000000001"}),
+                Err(
+                    "invalid event: value has more than 18 fractional digits and cannot be kept exactly: 0.0000000000000000001 (values have at most 38 integer and 18 fractional digits)",
+                ),
+            ),
+            // JSON numbers are read from their text, never through f64.
+            (
+                serde_json::from_str(r#"{"duration_ms": 12345678901234567890.123456789012345678}"#)
+                    .unwrap_or_default(),
+                Ok("12345678901234567890.123456789012345678"),
+            ),
+            (
+                serde_json::from_str(r#"{"duration_ms": 1e38}"#).unwrap_or_default(),
+                Err(
+                    "invalid event: value has more than 38 integer digits and cannot be kept exactly: 1e+38 (values have at most 38 integer and 18 fractional digits)",
+                ),
+            ),
         ];
         for (data, expected) in cases {
             let got = match sum.extract(&event(data.clone())) {

@@ -6,10 +6,10 @@
 
 use crate::aggregate::AggState;
 use crate::filter::StringFilter;
+use crate::quantity::Quantity;
 use crate::window::{MINUTE_MS, Window, WindowSize, floor_minute_ms, utc_from_ms, window_of};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 
 /// One minute's aggregate for one subject and one set of group-by values.
@@ -69,7 +69,7 @@ pub struct ResultRow {
     pub customer_id: Option<String>,
     /// Every requested group-by key (not `subject`, not `customer_id`) with its value.
     pub group_by: BTreeMap<String, Option<String>>,
-    pub value: Decimal,
+    pub value: Quantity,
 }
 
 impl MeterQuery {
@@ -240,7 +240,7 @@ mod tests {
             minute_ms: ms(minute),
             subject: subject.into(),
             group: vec![model.into()],
-            state: AggState::Sum(Decimal::from(v)),
+            state: AggState::Sum(Quantity::from_i64(v)),
         }
     }
 
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(format_time(&out[0].window_start), "2024-01-01T10:00:00Z");
         assert_eq!(format_time(&out[0].window_end), "2024-01-02T10:01:00Z");
-        assert_eq!(out[0].value, Decimal::from(3));
+        assert_eq!(out[0].value, Quantity::from_i64(3));
         assert_eq!(out[0].subject, None);
     }
 
@@ -313,7 +313,7 @@ mod tests {
         };
         let out = evaluate(&keys(), &filtered, rows);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].value, Decimal::from(6));
+        assert_eq!(out[0].value, Quantity::from_i64(6));
         assert_eq!(format_time(&out[0].window_start), "2024-01-01T10:00:30Z");
     }
 

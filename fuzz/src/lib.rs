@@ -31,13 +31,13 @@ use chrono_tz::Tz;
 use metron_api::params::Params;
 use metron_connectors::{EmbeddedLog, EmbeddedLogConfig, EventStream};
 use metron_engine::aggregate::{AggState, SampleValue};
-use metron_engine::decimal::{format_fixed6, to_json_text};
 use metron_engine::event::{
     BodyKind, EventLimits, IngestedEvent, format_time, parse_events, parse_events_within,
 };
 use metron_engine::filter::StringFilter;
 use metron_engine::jsonpath::{Found, JsonPath, go_float_text, go_value_text};
 use metron_engine::meter::{CompiledMeter, Extract, MeterCreate};
+use metron_engine::quantity::Quantity;
 use metron_engine::query::{CUSTOMER_ID, MeterQuery, RollupRow, evaluate};
 use metron_engine::window::{MINUTE_MS, WindowSize, floor_minute_ms, parse_zone};
 use metron_storage::dedup::{DedupConfig, DedupIndex, DedupState, RunMeta};
@@ -191,8 +191,9 @@ fn aggregate(meter: &CompiledMeter, sample: &SampleValue, time_ms: i64) {
         let other = state.clone();
         state.merge(&other);
         let value = state.value();
-        let _ = to_json_text(value);
-        let _ = format_fixed6(value);
+        let _ = value.to_string();
+        let _ = value.format_fixed6();
+        let _ = value.to_decimal();
         let _ = state.size_bytes();
     }
 }
@@ -388,9 +389,9 @@ fn query_rows(query: &MeterQuery) -> Vec<RollupRow> {
         let subject = subjects[i % subjects.len()].clone();
         let group = groups[i % groups.len()].clone();
         let state = match i % 3 {
-            0 => AggState::Sum(rust_decimal_from(i)),
-            1 => AggState::Sum(rust_decimal_from(i * 1000 + 7)),
-            _ => AggState::Sum(rust_decimal_from(1)),
+            0 => AggState::Sum(quantity_from(i)),
+            1 => AggState::Sum(quantity_from(i * 1000 + 7)),
+            _ => AggState::Sum(quantity_from(1)),
         };
         rows.push(RollupRow {
             minute_ms,
@@ -402,8 +403,8 @@ fn query_rows(query: &MeterQuery) -> Vec<RollupRow> {
     rows
 }
 
-fn rust_decimal_from(n: usize) -> rust_decimal::Decimal {
-    rust_decimal::Decimal::from(n as u64)
+fn quantity_from(n: usize) -> Quantity {
+    Quantity::from_u64(n as u64)
 }
 
 /// A meter query string (`GET /api/v1/meters/{meter}/query?...`): parsed with
@@ -511,7 +512,7 @@ pub fn query(data: &[u8]) {
     for row in evaluate(&keys, &query, query_rows(&query)) {
         let _ = format_time(&row.window_start);
         let _ = format_time(&row.window_end);
-        let _ = to_json_text(row.value);
+        let _ = row.value.to_string();
     }
 }
 

@@ -1,28 +1,31 @@
 //! Minute rollups as Arrow record batches and Parquet files.
 //!
 //! Schema of a meter's rollup table: `minute` (timestamp, UTC), `subject`, one
-//! `group_<key>` column per group-by key, then the state: `value` (Decimal128(38, 12):
-//! SUM, AVG's sum, MIN, MAX, LATEST), `count` (COUNT, AVG's count), `latest_ms`
+//! `group_<key>` column per group-by key, then the state: `value` (Decimal256(76, 18),
+//! every [`Quantity`] exactly: SUM, AVG's sum, MIN, MAX, LATEST; files written before
+//! exact values have Decimal128(38, 12) and are still read), `count` (COUNT, AVG's count), `latest_ms`
 //! (LATEST's event time) and `uniques` (UNIQUE_COUNT's distinct values).
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Builder, Int64Builder, ListBuilder, RecordBatch,
+    Array, ArrayRef, AsArray, Decimal256Builder, Int64Builder, ListBuilder, RecordBatch,
     StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Field, Int64Type, Schema, SchemaRef, TimeUnit,
-    TimestampMillisecondType,
+    DataType, Decimal128Type, Decimal256Type, Field, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMillisecondType, i256,
 };
 use datafusion::arrow::error::ArrowError;
 use metron_engine::aggregate::{AggState, Aggregation};
+use metron_engine::quantity::Quantity;
 use metron_engine::query::RollupRow;
-use rust_decimal::Decimal;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Fractional digits of meter values at rest.
-pub const VALUE_SCALE: i8 = 12;
-pub const VALUE_PRECISION: u8 = 38;
+pub const VALUE_SCALE: i8 = Quantity::SCALE as i8;
+pub const VALUE_PRECISION: u8 = Quantity::PRECISION;
+/// Scale of the Decimal128(38, 12) value column of files written before exact values.
+const LEGACY_SCALE: u32 = 12;
 
 /// The column of a group-by key.
 pub fn group_column(key: &str) -> String {
@@ -47,7 +50,7 @@ pub fn schema(group_keys: &[String]) -> SchemaRef {
     );
     fields.push(Field::new(
         "value",
-        DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE),
+        DataType::Decimal256(VALUE_PRECISION, VALUE_SCALE),
         true,
     ));
     fields.push(Field::new("count", DataType::Int64, true));
@@ -60,23 +63,9 @@ pub fn schema(group_keys: &[String]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A decimal as Decimal128 at [`VALUE_SCALE`].
-pub fn decimal_to_i128(value: Decimal) -> i128 {
-    let mut d = value.round_dp(VALUE_SCALE as u32);
-    d.rescale(VALUE_SCALE as u32);
-    d.mantissa()
-}
-
-/// Decimal128 at [`VALUE_SCALE`] back to a decimal (saturating past 28 digits).
-pub fn i128_to_decimal(raw: i128) -> Decimal {
-    Decimal::try_from_i128_with_scale(raw, VALUE_SCALE as u32)
-        .map(|d| d.normalize())
-        .unwrap_or(if raw < 0 { Decimal::MIN } else { Decimal::MAX })
-}
-
 /// One state spread over the value, count, latest and uniques columns.
 type StateColumns<'a> = (
-    Option<Decimal>,
+    Option<Quantity>,
     Option<u64>,
     Option<i64>,
     Option<&'a BTreeSet<String>>,
@@ -87,7 +76,7 @@ pub fn to_batch(group_keys: &[String], rows: &[RollupRow]) -> Result<RecordBatch
     let mut minute = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
     let mut subject = StringBuilder::new();
     let mut groups: Vec<StringBuilder> = group_keys.iter().map(|_| StringBuilder::new()).collect();
-    let mut value = Decimal128Builder::with_capacity(rows.len())
+    let mut value = Decimal256Builder::with_capacity(rows.len())
         .with_precision_and_scale(VALUE_PRECISION, VALUE_SCALE)?;
     let mut count = Int64Builder::with_capacity(rows.len());
     let mut latest = Int64Builder::with_capacity(rows.len());
@@ -106,7 +95,7 @@ pub fn to_batch(group_keys: &[String], rows: &[RollupRow]) -> Result<RecordBatch
             AggState::Latest { time_ms, value } => (Some(*value), None, Some(*time_ms), None),
             AggState::UniqueCount(set) => (None, None, None, Some(set)),
         };
-        value.append_option(v.map(decimal_to_i128));
+        value.append_option(v.map(Quantity::raw));
         count.append_option(c.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
         latest.append_option(l);
         match u {
@@ -152,9 +141,21 @@ pub fn from_batch(
                 .and_then(|c| c.as_string_opt::<i32>())
         })
         .collect();
-    let value = column("value")?
-        .as_primitive_opt::<Decimal128Type>()
-        .ok_or_else(|| missing("value (decimal)"))?;
+    let value_column = column("value")?;
+    let value_at = |i: usize| -> Option<Quantity> {
+        if let Some(array) = value_column.as_primitive_opt::<Decimal256Type>() {
+            return (!array.is_null(i)).then(|| Quantity::from_raw(array.value(i)));
+        }
+        let array = value_column.as_primitive_opt::<Decimal128Type>()?;
+        let factor = i256::from_i128(10).wrapping_pow(Quantity::SCALE - LEGACY_SCALE);
+        (!array.is_null(i))
+            .then(|| Quantity::from_raw(i256::from_i128(array.value(i)).wrapping_mul(factor)))
+    };
+    if value_column.as_primitive_opt::<Decimal256Type>().is_none()
+        && value_column.as_primitive_opt::<Decimal128Type>().is_none()
+    {
+        return Err(missing("value (decimal)"));
+    }
     let count = column("count")?
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| missing("count (int64)"))?;
@@ -166,11 +167,7 @@ pub fn from_batch(
         .ok_or_else(|| missing("uniques (list)"))?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let v = if value.is_null(i) {
-            Decimal::ZERO
-        } else {
-            i128_to_decimal(value.value(i))
-        };
+        let v = value_at(i).unwrap_or(Quantity::ZERO);
         let c = if count.is_null(i) {
             0
         } else {
@@ -221,6 +218,44 @@ pub fn from_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::Decimal128Builder;
+
+    fn q(text: &str) -> Quantity {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    // Files written before exact values (Decimal128(38, 12)) read as the same numbers.
+    #[test]
+    fn legacy_decimal128_values_are_read() {
+        let keys: Vec<String> = Vec::new();
+        let rows = vec![RollupRow {
+            minute_ms: 60_000,
+            subject: "s".into(),
+            group: Vec::new(),
+            state: AggState::Sum(q("1.5")),
+        }];
+        let batch = to_batch(&keys, &rows).expect("batch");
+        let mut legacy = Decimal128Builder::new()
+            .with_precision_and_scale(38, 12)
+            .expect("type");
+        legacy.append_value(1_500_000_000_000);
+        let mut columns = batch.columns().to_vec();
+        let at = batch.schema().index_of("value").expect("value");
+        columns[at] = Arc::new(legacy.finish());
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[at] = Field::new("value", DataType::Decimal128(38, 12), true);
+        let old =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("legacy batch");
+        assert_eq!(
+            from_batch(&keys, Aggregation::Sum, &old).expect("rows"),
+            rows
+        );
+    }
 
     // Every aggregation's state survives the trip through Arrow unchanged.
     #[test]
@@ -228,17 +263,17 @@ mod tests {
         let keys = vec!["model".to_owned()];
         for aggregation in Aggregation::ALL {
             let state = match aggregation {
-                Aggregation::Sum => AggState::Sum(Decimal::new(12345, 3)),
+                Aggregation::Sum => AggState::Sum(q("12345678901234567890.123456789012345678")),
                 Aggregation::Count => AggState::Count(7),
                 Aggregation::Avg => AggState::Avg {
-                    sum: Decimal::new(-5, 1),
+                    sum: q("-0.5"),
                     count: 2,
                 },
-                Aggregation::Min => AggState::Min(Decimal::new(1, 12)),
-                Aggregation::Max => AggState::Max(Decimal::from(10_i64.pow(15))),
+                Aggregation::Min => AggState::Min(q("0.000000000000000001")),
+                Aggregation::Max => AggState::Max(Quantity::MAX),
                 Aggregation::Latest => AggState::Latest {
                     time_ms: 99,
-                    value: Decimal::ONE,
+                    value: Quantity::MIN,
                 },
                 Aggregation::UniqueCount => {
                     AggState::UniqueCount(BTreeSet::from(["a".into(), "b".into()]))

@@ -143,7 +143,7 @@ fn range_value(series: &Series, from_ms: i64, to_ms: i64) -> Decimal {
             None => acc = Some(state.clone()),
         }
     }
-    acc.map_or(Decimal::ZERO, |a| a.value())
+    acc.map_or(Decimal::ZERO, |a| a.value().to_decimal())
 }
 
 /// Folds a sample into a minute series.
@@ -251,7 +251,10 @@ impl UsageSource for LiveUsage<'_> {
             merge_into(&mut total.state, state);
         }
         total.covered = to_ms;
-        Ok(total.state.as_ref().map_or(Decimal::ZERO, AggState::value))
+        Ok(total
+            .state
+            .as_ref()
+            .map_or(Decimal::ZERO, |s| s.value().to_decimal()))
     }
 }
 
@@ -416,6 +419,7 @@ impl Ledger {
 mod tests {
     use super::*;
     use metron_engine::credit::{Interval, Recurrence, UsageKind};
+    use metron_engine::quantity::Quantity;
     use std::collections::BTreeMap;
     use std::str::FromStr;
 
@@ -462,7 +466,7 @@ mod tests {
     #[test]
     fn usage_burns_the_grant_and_periods_reset_it() -> Result<(), LedgerError> {
         let mut l = ledger();
-        let ten = SampleValue::Number(Decimal::from_str("10.5").unwrap_or_default());
+        let ten = SampleValue::Number(Quantity::new(105, 1));
         l.add(at("2026-01-01T10:00:30Z").timestamp_millis(), &ten)?;
         l.add(at("2026-01-01T11:00:00Z").timestamp_millis(), &ten)?;
         let v = l.value_at(at("2026-01-01T12:00:00Z"))?;
@@ -563,7 +567,7 @@ mod tests {
                 match step {
                     Step::Usage { minute, amount } => {
                         let t = (start + chrono::Duration::minutes(minute)).timestamp_millis() + 1234;
-                        let v = SampleValue::Number(Decimal::from(amount));
+                        let v = SampleValue::Number(Quantity::from_decimal(Decimal::from(amount)));
                         let minute = metron_engine::window::floor_minute_ms(t);
                         match all.get_mut(&minute) {
                             Some(state) => state.fold(&v, t),

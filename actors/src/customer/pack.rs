@@ -13,7 +13,12 @@ use metron_engine::aggregate::{AggState, Aggregation};
 use metron_engine::credit::{
     Entitlement, Grant, Interval, IsoDuration, Recurrence, Reset, State, UsageKind,
 };
+use metron_engine::quantity::{Quantity, i256};
 use rust_decimal::Decimal;
+
+/// Tags of a packed quantity that are not a scale.
+const QUANTITY_ZERO: u8 = 0xFE;
+const QUANTITY_WIDE: u8 = 0xFF;
 
 #[derive(Debug, thiserror::Error)]
 #[error("a packed customer is malformed: {0}")]
@@ -85,6 +90,29 @@ impl Writer {
         let m = d.mantissa();
         self.u128(((m << 1) ^ (m >> 127)) as u128);
         self.u8(d.scale() as u8);
+    }
+
+    /// A quantity: its scale without trailing zeros and the mantissa at that scale as a
+    /// zigzag varint (`1.5` is two bytes); a mantissa past i128 as its 32 raw bytes.
+    pub fn quantity(&mut self, q: Quantity) {
+        let ten = i256::from_i128(10);
+        let mut raw = q.raw();
+        let mut scale = Quantity::SCALE as u8;
+        while scale > 0 && raw != i256::ZERO && raw.wrapping_rem(ten) == i256::ZERO {
+            raw = raw.wrapping_div(ten);
+            scale -= 1;
+        }
+        match raw.to_i128() {
+            Some(m) if raw != i256::ZERO => {
+                self.u8(scale);
+                self.u128(((m << 1) ^ (m >> 127)) as u128);
+            }
+            Some(_) => self.u8(QUANTITY_ZERO),
+            None => {
+                self.u8(QUANTITY_WIDE);
+                self.bytes.extend_from_slice(&q.raw().to_le_bytes());
+            }
+        }
     }
 
     /// A time: seconds since the last time written (the times of one customer are
@@ -202,6 +230,27 @@ impl<'a> Reader<'a> {
                 Ok(ulid::Ulid::from_bytes(*raw).to_string())
             }
             _ => Err(PackError("id tag")),
+        }
+    }
+
+    pub fn quantity(&mut self) -> Result<Quantity> {
+        match self.u8()? {
+            QUANTITY_ZERO => Ok(Quantity::ZERO),
+            QUANTITY_WIDE => {
+                let (raw, rest) = self
+                    .bytes
+                    .split_first_chunk::<32>()
+                    .ok_or(PackError("truncated"))?;
+                self.bytes = rest;
+                Ok(Quantity::from_raw(i256::from_le_bytes(*raw)))
+            }
+            scale if u32::from(scale) <= Quantity::SCALE => {
+                let z = self.u128()?;
+                let m = ((z >> 1) as i128) ^ -((z & 1) as i128);
+                let factor = i256::from_i128(10).wrapping_pow(Quantity::SCALE - u32::from(scale));
+                Ok(Quantity::from_raw(i256::from_i128(m).wrapping_mul(factor)))
+            }
+            _ => Err(PackError("quantity scale")),
         }
     }
 
@@ -402,7 +451,7 @@ pub fn agg_state(w: &mut Writer, s: &AggState) {
     match s {
         AggState::Sum(d) => {
             w.u8(0);
-            w.decimal(*d);
+            w.quantity(*d);
         }
         AggState::Count(n) => {
             w.u8(1);
@@ -410,16 +459,16 @@ pub fn agg_state(w: &mut Writer, s: &AggState) {
         }
         AggState::Avg { sum, count } => {
             w.u8(2);
-            w.decimal(*sum);
+            w.quantity(*sum);
             w.u64(*count);
         }
         AggState::Min(d) => {
             w.u8(3);
-            w.decimal(*d);
+            w.quantity(*d);
         }
         AggState::Max(d) => {
             w.u8(4);
-            w.decimal(*d);
+            w.quantity(*d);
         }
         AggState::UniqueCount(values) => {
             w.u8(5);
@@ -428,25 +477,25 @@ pub fn agg_state(w: &mut Writer, s: &AggState) {
         AggState::Latest { time_ms, value } => {
             w.u8(6);
             w.i64(*time_ms);
-            w.decimal(*value);
+            w.quantity(*value);
         }
     }
 }
 
 pub fn read_agg_state(r: &mut Reader<'_>) -> Result<AggState> {
     Ok(match r.u8()? {
-        0 => AggState::Sum(r.decimal()?),
+        0 => AggState::Sum(r.quantity()?),
         1 => AggState::Count(r.u64()?),
         2 => AggState::Avg {
-            sum: r.decimal()?,
+            sum: r.quantity()?,
             count: r.u64()?,
         },
-        3 => AggState::Min(r.decimal()?),
-        4 => AggState::Max(r.decimal()?),
+        3 => AggState::Min(r.quantity()?),
+        4 => AggState::Max(r.quantity()?),
         5 => AggState::UniqueCount(r.seq(|r| r.str().map(str::to_owned))?.into_iter().collect()),
         6 => AggState::Latest {
             time_ms: r.i64()?,
-            value: r.decimal()?,
+            value: r.quantity()?,
         },
         _ => return Err(PackError("aggregate tag")),
     })
@@ -491,6 +540,31 @@ mod tests {
             prop_assert_eq!(r.opt(Reader::decimal).ok().flatten(), Some(d));
             prop_assert_eq!(r.id().ok(), Some(ulid));
             prop_assert_eq!(r.id().ok(), Some(s.clone()));
+            prop_assert!(r.is_empty());
+        }
+
+        /// Every quantity reads back: zero, the bounds, 38 integer and 18 fractional digits.
+        #[test]
+        fn quantities_round_trip(
+            int in "[1-9][0-9]{0,37}|0",
+            frac in "[0-9]{0,17}[1-9]|",
+            negative in any::<bool>(),
+            wide in any::<bool>(),
+        ) {
+            let text = format!("{}{int}.{frac}0", if negative { "-" } else { "" });
+            let q = match text.parse::<Quantity>() {
+                Ok(q) if wide => q.saturating_add(if negative { Quantity::MIN } else { Quantity::MAX }),
+                Ok(q) => q,
+                Err(e) => return Err(TestCaseError::fail(format!("{text}: {e}"))),
+            };
+            let mut w = Writer::default();
+            w.quantity(q);
+            w.quantity(Quantity::ZERO);
+            w.u8(7);
+            let mut r = Reader::new(&w.bytes);
+            prop_assert_eq!(r.quantity().ok(), Some(q));
+            prop_assert_eq!(r.quantity().ok(), Some(Quantity::ZERO));
+            prop_assert_eq!(r.u8().ok(), Some(7));
             prop_assert!(r.is_empty());
         }
 

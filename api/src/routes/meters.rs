@@ -7,13 +7,12 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use metron_engine::decimal::{format_fixed6, serialize_as_number};
 use metron_engine::event::{format_time, parse_time};
 use metron_engine::filter::StringFilter;
 use metron_engine::meter::{Meter, MeterCreate, MeterUpdate};
+use metron_engine::quantity::Quantity;
 use metron_engine::query::{CUSTOMER_ID, MeterQuery, ResultRow};
 use metron_engine::window::{WindowSize, parse_zone};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -312,8 +311,7 @@ fn build_query(
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RowJson<'a> {
-    #[serde(serialize_with = "serialize_as_number")]
-    value: Decimal,
+    value: Quantity,
     window_start: String,
     window_end: String,
     subject: Option<&'a str>,
@@ -419,7 +417,7 @@ fn csv(query: &MeterQuery, rows: &[ResultRow]) -> String {
             ));
         }
         out.push(',');
-        out.push_str(&format_fixed6(r.value));
+        out.push_str(&r.value.format_fixed6());
         out.push('\n');
     }
     out

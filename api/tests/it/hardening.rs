@@ -380,7 +380,6 @@ fn thirty_two_concurrent_catalog_writers_all_succeed() {
                     resp
                 };
                 let key = format!("writer-{i}");
-                let effective = rfc3339(Utc::now());
                 record(
                     "customer",
                     client
@@ -398,6 +397,9 @@ fn thirty_two_concurrent_catalog_writers_all_succeed() {
                         .send(),
                 );
                 let _ = ent;
+                // After the entitlement: its usage period starts at its creation (to the
+                // minute), and a grant may not take effect before that.
+                let effective = rfc3339(Utc::now());
                 for g in 0..3 {
                     record(
                         "grant",

@@ -8,6 +8,7 @@ mod crash;
 mod credit;
 mod customers;
 mod entitlements;
+mod exact;
 mod hardening;
 mod helpers;
 mod ingest;
