@@ -1,5 +1,6 @@
 //! `MeterActor`: one meter's minute aggregates that no checkpoint has written yet.
 
+use crate::metrics::Metrics;
 use actix::prelude::*;
 use metron_engine::aggregate::{AggState, Aggregation, SampleValue};
 use metron_engine::meter::Meter;
@@ -7,6 +8,7 @@ use metron_engine::query::{MeterQuery, RollupRow};
 use metron_storage::manifest::RollupFile;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// (minute, subject, group-by values)
 pub type RollupKey = (i64, String, Vec<String>);
@@ -16,6 +18,27 @@ pub type RollupKey = (i64, String, Vec<String>);
 #[derive(Debug, Default)]
 pub struct Rollups {
     states: HashMap<RollupKey, AggState>,
+    /// Estimated resident bytes of the states and their keys.
+    bytes: usize,
+}
+
+/// Resident bytes of one state under its key: the table's slot (key and state inline,
+/// counted twice: a table is up to half empty after it grows), the key's strings with
+/// the allocator's overhead, and what the state holds on the heap.
+fn entry_bytes(key: &RollupKey, state: &AggState) -> usize {
+    const MALLOC_OVERHEAD: usize = 16;
+    let slot = std::mem::size_of::<RollupKey>() + std::mem::size_of::<AggState>();
+    2 * slot
+        + key.1.len()
+        + MALLOC_OVERHEAD
+        + key
+            .2
+            .iter()
+            .map(|g| g.len() + std::mem::size_of::<String>() + MALLOC_OVERHEAD)
+            .sum::<usize>()
+        + state
+            .size_bytes()
+            .saturating_sub(std::mem::size_of::<AggState>())
 }
 
 impl Rollups {
@@ -27,6 +50,11 @@ impl Rollups {
         self.states.is_empty()
     }
 
+    /// Estimated resident bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Folds one event's sample into its minute.
     pub fn fold(
         &mut self,
@@ -36,9 +64,14 @@ impl Rollups {
         time_ms: i64,
     ) {
         match self.states.get_mut(&key) {
-            Some(state) => state.fold(sample, time_ms),
+            Some(state) => {
+                let before = state.size_bytes();
+                state.fold(sample, time_ms);
+                self.bytes = (self.bytes + state.size_bytes()).saturating_sub(before);
+            }
             None => {
                 if let Some(state) = AggState::from_sample(aggregation, sample, time_ms) {
+                    self.bytes += entry_bytes(&key, &state);
                     self.states.insert(key, state);
                 }
             }
@@ -49,8 +82,13 @@ impl Rollups {
     pub fn merge(&mut self, row: RollupRow) {
         let key = (row.minute_ms, row.subject, row.group);
         match self.states.get_mut(&key) {
-            Some(state) => state.merge(&row.state),
+            Some(state) => {
+                let before = state.size_bytes();
+                state.merge(&row.state);
+                self.bytes = (self.bytes + state.size_bytes()).saturating_sub(before);
+            }
             None => {
+                self.bytes += entry_bytes(&key, &row.state);
                 self.states.insert(key, row.state);
             }
         }
@@ -60,6 +98,7 @@ impl Rollups {
     /// subjects would otherwise keep its capacity (11 MB after 100k subjects in one
     /// minute) resident for good.
     pub fn drain_rows(&mut self) -> Vec<RollupRow> {
+        self.bytes = 0;
         std::mem::take(&mut self.states)
             .into_iter()
             .map(|((minute_ms, subject, group), state)| RollupRow {
@@ -92,6 +131,7 @@ impl Rollups {
             .drain()
             .map(|((m, s, g), st)| ((m, s, remap(&g)), st))
             .collect();
+        self.bytes = self.states.iter().map(|(k, s)| entry_bytes(k, s)).sum();
     }
 }
 
@@ -100,6 +140,33 @@ impl Rollups {
 #[rtype(result = "()")]
 pub struct Fold {
     pub rows: Vec<RollupRow>,
+    /// The rows' bytes, counted in `live_window_bytes` when sent (so that the partition
+    /// sees them before its next read) and released when the message is gone.
+    pub reserved: Reservation,
+}
+
+/// Bytes counted in `Metrics::live_window_bytes` ahead of the meter actor that will
+/// count them itself; released on drop (also when the message is never handled).
+pub struct Reservation {
+    metrics: Arc<Metrics>,
+    bytes: usize,
+}
+
+impl Reservation {
+    pub fn new(metrics: Arc<Metrics>, bytes: usize) -> Self {
+        metrics
+            .live_window_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Self { metrics, bytes }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.metrics
+            .live_window_bytes
+            .fetch_sub(self.bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// Rows recomputed from raw events when a meter is created after its events.
@@ -156,14 +223,24 @@ pub struct MeterActor {
     meter: Arc<Meter>,
     group_keys: Vec<String>,
     live: Rollups,
-    sealed: Vec<(u64, Arc<Vec<RollupRow>>)>,
+    /// Rows sealed into a checkpoint not yet committed, with their estimated bytes.
+    sealed: Vec<(u64, Arc<Vec<RollupRow>>, usize)>,
     files: Vec<RollupFile>,
     complete: bool,
+    /// The process-wide `live_window_bytes` gauge this actor's live and sealed rows count in.
+    metrics: Arc<Metrics>,
+    /// What this actor last added to it.
+    counted: usize,
 }
 
 impl MeterActor {
     /// `complete` is false for a meter that still waits for its backfill.
-    pub fn new(meter: Arc<Meter>, files: Vec<RollupFile>, complete: bool) -> Self {
+    pub fn new(
+        meter: Arc<Meter>,
+        files: Vec<RollupFile>,
+        complete: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let group_keys = meter.group_by.keys().cloned().collect();
         Self {
             meter,
@@ -172,6 +249,8 @@ impl MeterActor {
             sealed: Vec::new(),
             files,
             complete,
+            metrics,
+            counted: 0,
         }
     }
 
@@ -179,16 +258,38 @@ impl MeterActor {
         for row in rows {
             self.live.merge(row);
         }
+        self.recount();
+    }
+
+    /// Brings the gauge up to date with the live and sealed rows' bytes.
+    fn recount(&mut self) {
+        let now = self.live.bytes() + self.sealed.iter().map(|(_, _, b)| b).sum::<usize>();
+        let gauge = &self.metrics.live_window_bytes;
+        if now >= self.counted {
+            gauge.fetch_add((now - self.counted) as u64, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub((self.counted - now) as u64, Ordering::Relaxed);
+        }
+        self.counted = now;
     }
 }
 
 impl Actor for MeterActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // A deleted meter's rows leave memory with it.
+        self.metrics
+            .live_window_bytes
+            .fetch_sub(self.counted as u64, Ordering::Relaxed);
+        self.counted = 0;
+    }
 }
 
 impl Handler<Fold> for MeterActor {
     type Result = ();
     fn handle(&mut self, msg: Fold, _: &mut Context<Self>) {
+        // Counted by the merge; the reservation is released when `msg.reserved` drops.
         self.merge(msg.rows);
     }
 }
@@ -204,10 +305,12 @@ impl Handler<Backfill> for MeterActor {
 impl Handler<Seal> for MeterActor {
     type Result = MessageResult<Seal>;
     fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
+        let bytes = self.live.bytes();
         let rows = Arc::new(self.live.drain_rows());
         if !rows.is_empty() {
-            self.sealed.push((msg.epoch, rows.clone()));
+            self.sealed.push((msg.epoch, rows.clone(), bytes));
         }
+        self.recount();
         MessageResult(Sealed {
             meter: self.meter.clone(),
             rows,
@@ -219,8 +322,9 @@ impl Handler<Seal> for MeterActor {
 impl Handler<Committed> for MeterActor {
     type Result = ();
     fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
-        self.sealed.retain(|(epoch, _)| *epoch > msg.epoch);
+        self.sealed.retain(|(epoch, _, _)| *epoch > msg.epoch);
         self.files = msg.files;
+        self.recount();
     }
 }
 
@@ -245,7 +349,7 @@ impl Handler<Redefine> for MeterActor {
             self.sealed = self
                 .sealed
                 .iter()
-                .map(|(e, rows)| {
+                .map(|(e, rows, bytes)| {
                     let rows = rows
                         .iter()
                         .map(|r| RollupRow {
@@ -253,10 +357,11 @@ impl Handler<Redefine> for MeterActor {
                             ..r.clone()
                         })
                         .collect();
-                    (*e, Arc::new(rows))
+                    (*e, Arc::new(rows), *bytes)
                 })
                 .collect();
             self.group_keys = new_keys;
+            self.recount();
         }
         self.meter = msg.meter;
     }
@@ -267,7 +372,7 @@ impl Handler<Read> for MeterActor {
     fn handle(&mut self, msg: Read, _: &mut Context<Self>) -> Self::Result {
         let keys = &self.group_keys;
         let mut rows = self.live.rows_where(|r| msg.query.admits(keys, r));
-        for (_, sealed) in &self.sealed {
+        for (_, sealed, _) in &self.sealed {
             rows.extend(sealed.iter().filter(|r| msg.query.admits(keys, r)).cloned());
         }
         MessageResult(Snapshot {

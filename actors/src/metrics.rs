@@ -19,6 +19,8 @@ pub struct Metrics {
     pub sql_queries_total: AtomicU64,
     /// A gauge, not rendered with the counters: estimated bytes of the events partitions hold.
     pub held_event_bytes: AtomicU64,
+    /// A gauge: estimated bytes of the meters' minute states no committed checkpoint holds.
+    pub live_window_bytes: AtomicU64,
 }
 
 impl Metrics {

@@ -3,7 +3,7 @@
 use crate::attribution::CustomerRef;
 use crate::customer::{Activation, CustomerKey, Matcher, Subscription, UsageSample, UsageSink};
 use crate::health::Health;
-use crate::meter::{Fold, MeterActor, Rollups};
+use crate::meter::{Fold, MeterActor, Reservation, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use chrono::Utc;
@@ -40,6 +40,9 @@ pub struct ReadLimits {
     /// in a committed checkpoint): at it, the partition stops reading until a checkpoint
     /// frees some, so the unread backlog grows and ingest answers 429.
     pub held_bytes_max: usize,
+    /// The memory share of every meter's minute states not yet in a committed checkpoint
+    /// (process-wide, `Metrics::live_window_bytes`): at it, every partition stops reading.
+    pub live_window_bytes_max: usize,
 }
 
 /// Resident bytes one held event takes, estimated from its record's size: the parsed
@@ -71,6 +74,9 @@ pub struct PartitionActor {
     sealed: Vec<(u64, Arc<Vec<IngestedEvent>>, usize)>,
     /// Stopped reading at the memory share; a commit resumes.
     full: bool,
+    /// A look at the shares is scheduled (live windows shrink on commits this actor
+    /// does not receive).
+    rechecking: bool,
     /// Event files of this partition in the last committed checkpoint.
     files: Vec<EventFile>,
     paused: bool,
@@ -115,6 +121,7 @@ impl PartitionActor {
             pending_bytes: 0,
             sealed: Vec::new(),
             full: false,
+            rechecking: false,
             files,
             paused: false,
             polling: false,
@@ -127,15 +134,29 @@ impl PartitionActor {
         if self.paused || self.polling || self.health.fatal_reason().is_some() {
             return;
         }
-        if self.held_bytes() >= self.limits.held_bytes_max {
-            // At the memory share: read nothing more until a checkpoint commits.
+        let windows = self.live_window_bytes();
+        if self.held_bytes() >= self.limits.held_bytes_max
+            || windows >= self.limits.live_window_bytes_max
+        {
+            // At a memory share: read nothing more until a checkpoint commits.
             if !self.full {
                 self.full = true;
                 tracing::warn!(
                     partition = self.partition,
                     held_bytes = self.held_bytes(),
-                    "The partition holds its share of memory; it stops reading until a checkpoint frees some."
+                    held_bytes_max = self.limits.held_bytes_max,
+                    live_window_bytes = windows,
+                    live_window_bytes_max = self.limits.live_window_bytes_max,
+                    "The partition holds its share of memory (or the live windows theirs); it stops reading until a checkpoint frees some."
                 );
+            }
+            if !self.rechecking {
+                // Live windows are freed by a commit the partition does not see: look again.
+                self.rechecking = true;
+                ctx.run_later(Duration::from_millis(100), |act, ctx| {
+                    act.rechecking = false;
+                    act.poll(ctx);
+                });
             }
             self.checkpoint_wanted.store(true, Ordering::Release);
             return;
@@ -245,8 +266,10 @@ impl PartitionActor {
         Metrics::add(&self.metrics.events_invalid_total, invalid);
         for (route, mut fold) in self.routes.iter().zip(folds) {
             if !fold.is_empty() {
+                let reserved = Reservation::new(self.metrics.clone(), fold.bytes());
                 route.addr.do_send(Fold {
                     rows: fold.drain_rows(),
+                    reserved,
                 });
             }
         }
@@ -277,6 +300,7 @@ impl PartitionActor {
         }
         if self.pending_events >= self.limits.pending_events_max
             || self.held_bytes() >= self.limits.held_bytes_max / 2
+            || self.live_window_bytes() >= self.limits.live_window_bytes_max / 2
         {
             self.checkpoint_wanted.store(true, Ordering::Release);
         }
@@ -587,6 +611,12 @@ impl PartitionActor {
             files: self.files.clone(),
             events,
         }
+    }
+
+    /// Every meter's estimated bytes of minute states not yet in a committed checkpoint.
+    fn live_window_bytes(&self) -> usize {
+        usize::try_from(self.metrics.live_window_bytes.load(Ordering::Relaxed))
+            .unwrap_or(usize::MAX)
     }
 
     /// Estimated bytes of the events held in memory (pending and sealed).

@@ -51,6 +51,9 @@ pub struct PipelineConfig {
     /// Memory for the events partitions hold (read, not yet checkpointed), shared out
     /// evenly: a partition at its share stops reading (ingest then answers 429).
     pub held_events_bytes: usize,
+    /// Memory for the meters' minute states not yet in a committed checkpoint: at it,
+    /// every partition stops reading (ingest then answers 429).
+    pub live_windows_bytes: usize,
     /// Where free SQL runs (the query runtime when `None`) and what it may take.
     pub sql_runtime: Option<tokio::runtime::Handle>,
     pub sql_limits: metron_storage::query::SqlLimits,
@@ -231,8 +234,10 @@ impl Pipeline {
     ) -> MeterEntry {
         let arbiter = pick(&self.inner.arbiters, &self.inner.next_arbiter);
         let m = meter.clone();
-        let addr =
-            MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, complete));
+        let metrics = self.inner.metrics.clone();
+        let addr = MeterActor::start_in_arbiter(&arbiter, move |_| {
+            MeterActor::new(m, files, complete, metrics)
+        });
         MeterEntry { meter, addr }
     }
 
@@ -983,6 +988,11 @@ impl Pipeline {
             ),
             ("metron_meters", "Meters running.", meters),
             (
+                "metron_live_window_bytes",
+                "Estimated bytes of the meters' minute states not yet in a committed checkpoint.",
+                self.inner.metrics.live_window_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "metron_held_event_bytes",
                 "Estimated bytes of the events partitions hold until a checkpoint.",
                 self.inner.metrics.held_event_bytes.load(Ordering::Relaxed) as f64,
@@ -1287,8 +1297,10 @@ mod anyhow_free {
             };
             let m = meter.clone();
             let arbiter = pick(&arbiters, &next_arbiter);
-            let addr =
-                MeterActor::start_in_arbiter(&arbiter, move |_| MeterActor::new(m, files, true));
+            let mm = metrics.clone();
+            let addr = MeterActor::start_in_arbiter(&arbiter, move |_| {
+                MeterActor::new(m, files, true, mm)
+            });
             if let Some(rows) = backfill {
                 addr.do_send(Backfill { rows });
             }
@@ -1348,6 +1360,7 @@ mod anyhow_free {
                 wait: Duration::from_millis(5),
                 pending_events_max: config.pending_events_max,
                 held_bytes_max: config.held_events_bytes / (config.partitions.max(1) as usize),
+                live_window_bytes_max: config.live_windows_bytes,
             };
             let arbiter = pick(&arbiters, &next_arbiter);
             let w = wanted.clone();

@@ -147,14 +147,16 @@ pub struct MemoryShares {
     pub sql: usize,
     /// Events partitions hold until a checkpoint.
     pub held_events: usize,
-    /// Live windows, customers, caches, HTTP: what is left.
+    /// Meters' minute states until a checkpoint.
+    pub live_windows: usize,
+    /// Customers, caches, HTTP, allocator slack: what is left (not enforced).
     pub rest: usize,
 }
 
 impl Config {
     /// The memory budget shared out: the dedup index and SQL take what their keys say,
-    /// held events half of the remainder, and the other half is left to live windows,
-    /// customers and caches.
+    /// held events half of the remainder, live windows a quarter, and the last quarter
+    /// is left to customers, caches and the allocator.
     pub fn memory_shares(&self) -> Result<MemoryShares, ConfigError> {
         let total = self
             .memory_bytes
@@ -179,7 +181,8 @@ impl Config {
             dedup: self.dedup_memory_bytes,
             sql,
             held_events: left / 2,
-            rest: left - left / 2,
+            live_windows: left / 4,
+            rest: left - left / 2 - left / 4,
         })
     }
 
@@ -305,7 +308,7 @@ mod tests {
         );
         let shares = config.memory_shares().expect("shares");
         assert_eq!(
-            shares.held_events + shares.rest + shares.dedup + shares.sql,
+            shares.held_events + shares.live_windows + shares.rest + shares.dedup + shares.sql,
             shares.total
         );
         std::fs::write(&path, "memoryBytes: 1073741824\n").expect("write");

@@ -111,6 +111,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         total = shares.total,
         held_events = shares.held_events,
+        live_windows = shares.live_windows,
         dedup = shares.dedup,
         sql = shares.sql,
         rest = shares.rest,
@@ -118,6 +119,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let pipeline_config = PipelineConfig {
         held_events_bytes: shares.held_events,
+        live_windows_bytes: shares.live_windows,
         sql_runtime: Some(sql_runtime.handle().clone()),
         sql_limits: (&config.sql).into(),
         data_dir: args.data_dir.clone(),
