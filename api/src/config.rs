@@ -94,6 +94,8 @@ impl From<&EntitlementsSection> for metron_actors::customer::EntitlementsConfig 
         Self {
             idle_after: c.idle_after,
             pack_after: c.pack_after,
+            // Set from the memory budget's shares (`MemoryShares::customers`).
+            memory_bytes: 0,
         }
     }
 }
@@ -149,14 +151,16 @@ pub struct MemoryShares {
     pub held_events: usize,
     /// Meters' minute states until a checkpoint.
     pub live_windows: usize,
-    /// Customers, caches, HTTP, allocator slack: what is left (not enforced).
+    /// Customers in memory (live balances).
+    pub customers: usize,
+    /// Caches (the log's 64 MiB tail cache), HTTP, allocator slack: what is left.
     pub rest: usize,
 }
 
 impl Config {
     /// The memory budget shared out: the dedup index and SQL take what their keys say,
-    /// held events half of the remainder, live windows a quarter, and the last quarter
-    /// is left to customers, caches and the allocator.
+    /// held events half of the remainder, live windows a quarter, customers an eighth,
+    /// and the last eighth is left to caches, HTTP and the allocator.
     pub fn memory_shares(&self) -> Result<MemoryShares, ConfigError> {
         let total = self
             .memory_bytes
@@ -182,7 +186,8 @@ impl Config {
             sql,
             held_events: left / 2,
             live_windows: left / 4,
-            rest: left - left / 2 - left / 4,
+            customers: left / 8,
+            rest: left - left / 2 - left / 4 - left / 8,
         })
     }
 
@@ -308,7 +313,12 @@ mod tests {
         );
         let shares = config.memory_shares().expect("shares");
         assert_eq!(
-            shares.held_events + shares.live_windows + shares.rest + shares.dedup + shares.sql,
+            shares.held_events
+                + shares.live_windows
+                + shares.customers
+                + shares.rest
+                + shares.dedup
+                + shares.sql,
             shares.total
         );
         std::fs::write(&path, "memoryBytes: 1073741824\n").expect("write");

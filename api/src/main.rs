@@ -112,6 +112,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         total = shares.total,
         held_events = shares.held_events,
         live_windows = shares.live_windows,
+        customers = shares.customers,
         dedup = shares.dedup,
         sql = shares.sql,
         rest = shares.rest,
@@ -147,7 +148,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let system = actix::System::new();
     let result = system.block_on(async move {
         let pipeline = Pipeline::start(pipeline_config, handle).await.context("starting the pipeline")?;
-        let entitlements = Entitlements::start(pipeline.clone(), (&config.entitlements).into())
+        let entitlements_config = metron_actors::customer::EntitlementsConfig {
+            memory_bytes: shares.customers,
+            ..(&config.entitlements).into()
+        };
+        let entitlements = Entitlements::start(pipeline.clone(), entitlements_config)
             .await
             .context("starting the entitlement service")?;
         install_panic_hook(pipeline.health().clone());

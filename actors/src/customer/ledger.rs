@@ -25,6 +25,20 @@ impl Series {
         Self::default()
     }
 
+    /// Estimated resident bytes beyond the series itself.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(i64, AggState)>();
+        self.minutes.capacity() * slot
+            + self
+                .minutes
+                .iter()
+                .map(|(_, s)| {
+                    s.size_bytes()
+                        .saturating_sub(std::mem::size_of::<AggState>())
+                })
+                .sum::<usize>()
+    }
+
     fn position(&self, minute: i64) -> Result<usize, usize> {
         // New usage is usually for the latest minute or a later one.
         match self.minutes.last() {
@@ -199,6 +213,24 @@ pub struct Ledger {
     /// to, state of [from, covered))`. A read folds only the minutes past `covered`, so
     /// the first read after new usage costs the new minutes, not the whole period.
     totals: Vec<Total>,
+}
+
+impl Ledger {
+    /// Estimated resident bytes of the ledger (its box included): the minute series, the
+    /// grants and resets, running totals, and the entitlement's strings (a round 512).
+    pub fn size_bytes(&self) -> usize {
+        const STRINGS: usize = 512;
+        std::mem::size_of::<Self>()
+            + self.series.heap_bytes()
+            + self.inputs.grants.capacity() * std::mem::size_of::<metron_engine::credit::Grant>()
+            + self.inputs.resets.capacity() * std::mem::size_of::<metron_engine::credit::Reset>()
+            + self.totals.capacity() * std::mem::size_of::<Total>()
+            + self
+                .base
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<metron_engine::credit::State>())
+            + STRINGS
+    }
 }
 
 /// A running usage total: `[from, covered)` folded into `state`.

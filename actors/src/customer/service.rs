@@ -55,6 +55,10 @@ pub struct EntitlementsConfig {
     /// A customer with no reads or usage for this long is packed into a compact byte
     /// string (unpacked, in microseconds, by its next read or usage).
     pub pack_after: Duration,
+    /// The customers' share of the memory budget (estimated bytes; 0: no share): past
+    /// it, customers are packed and the least recently used passivated, checked every
+    /// [`SHED_EVERY`].
+    pub memory_bytes: usize,
 }
 
 impl Default for EntitlementsConfig {
@@ -62,9 +66,13 @@ impl Default for EntitlementsConfig {
         Self {
             idle_after: Duration::from_secs(600),
             pack_after: Duration::from_secs(30),
+            memory_bytes: 0,
         }
     }
 }
+
+/// How often the customers' estimated bytes are checked against their share.
+pub const SHED_EVERY: Duration = Duration::from_secs(2);
 
 impl Loaded {
     /// Appends the customer as one byte string ([`super::pack`]). Its entries' features
@@ -242,6 +250,32 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Estimated resident bytes of the customer: its strings, entries and ledgers (the
+    /// features are shared and not counted).
+    pub fn size_bytes(&self) -> usize {
+        const MALLOC_OVERHEAD: usize = 16;
+        const HEAD_STRINGS: usize = 256;
+        std::mem::size_of::<Self>()
+            + self.customer_id.len()
+            + self.subject_key.len()
+            + self
+                .subjects
+                .iter()
+                .map(|s| s.len() + std::mem::size_of::<String>() + MALLOC_OVERHEAD)
+                .sum::<usize>()
+            + self
+                .entries
+                .iter()
+                .map(|e| {
+                    std::mem::size_of::<Entry>()
+                        + HEAD_STRINGS
+                        + e.ledger
+                            .as_ref()
+                            .map_or(0, |l| l.size_bytes() + MALLOC_OVERHEAD)
+                })
+                .sum::<usize>()
+    }
+
     /// An entitlement by id, else by feature key (the one active at `at`, else the newest).
     pub fn find(&self, id_or_feature_key: &str, at: DateTime<Utc>) -> Option<usize> {
         if let Some(i) = self
@@ -279,6 +313,8 @@ struct Inner {
     entitled: parking_lot::RwLock<HashMap<String, HashSet<CustomerKey>>>,
     activations: AtomicU64,
     value_reads: AtomicU64,
+    /// The customers' estimated bytes at the last check against their share.
+    customer_bytes: AtomicU64,
     /// Features and match shapes shared by every loaded customer (one copy per feature
     /// version, not one per customer).
     shared: parking_lot::Mutex<Shared>,
@@ -359,6 +395,7 @@ impl Entitlements {
                     entitled: parking_lot::RwLock::new(HashMap::new()),
                     activations: AtomicU64::new(0),
                     value_reads: AtomicU64::new(0),
+                    customer_bytes: AtomicU64::new(0),
                     shared: parking_lot::Mutex::new(Shared::default()),
                 }
             }),
@@ -398,25 +435,55 @@ impl Entitlements {
     fn spawn_sweeper(&self) {
         let idle = self.inner.config.idle_after;
         let pack = self.inner.config.pack_after;
+        let budget = self.inner.config.memory_bytes;
         let every = idle
             .min(pack)
             .min(Duration::from_secs(60))
             .max(Duration::from_millis(100));
+        let tick = if budget > 0 {
+            every.min(SHED_EVERY)
+        } else {
+            every
+        };
         let weak = Arc::downgrade(&self.inner);
         self.spawn_task(async move {
+            let mut last_sweep = std::time::Instant::now();
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(tick).await;
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
+                let sweep_due = last_sweep.elapsed() >= every;
+                if sweep_due {
+                    last_sweep = std::time::Instant::now();
+                }
                 // The sweep (packing thousands of rows) and the trim are long CPU work: on a
                 // blocking thread, never on the Arbiter that runs actors.
                 let work = inner.clone();
                 let swept = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
-                    let (gone, packed) = work
-                        .table
-                        .sweep(pack.as_millis() as u64, idle.as_millis() as u64);
+                    let (mut gone, mut packed) = if sweep_due {
+                        work.table
+                            .sweep(pack.as_millis() as u64, idle.as_millis() as u64)
+                    } else {
+                        (Vec::new(), 0)
+                    };
+                    if budget > 0 {
+                        let (shed, shed_packed, before, after) = work.table.shed(budget);
+                        work.customer_bytes.store(after as u64, Ordering::Relaxed);
+                        if before > budget {
+                            tracing::warn!(
+                                before,
+                                after,
+                                budget,
+                                packed = shed_packed,
+                                passivated = shed.len(),
+                                "Customers passed their memory share: packed and passivated the least recently used."
+                            );
+                        }
+                        gone.extend(shed);
+                        packed += shed_packed;
+                    }
                     let swept = started.elapsed();
                     // Trimming walks the allocator's arenas (other threads' allocations
                     // wait): worth it when a sweep freed much, not for a few rows.
@@ -483,6 +550,9 @@ impl Entitlements {
              # HELP metron_customers_packed_bytes Bytes of the packed customers' arenas.\n\
              # TYPE metron_customers_packed_bytes gauge\n\
              metron_customers_packed_bytes {}\n\
+             # HELP metron_customer_bytes Estimated bytes of the customers in memory at the last check against their share (0 without a share).\n\
+             # TYPE metron_customer_bytes gauge\n\
+             metron_customer_bytes {}\n\
              # HELP metron_customer_activations_total Customer loads (on a read, an entitlement change or usage).\n\
              # TYPE metron_customer_activations_total counter\n\
              metron_customer_activations_total {}\n\
@@ -492,6 +562,7 @@ impl Entitlements {
             self.active_customers(),
             packed,
             packed_bytes,
+            self.inner.customer_bytes.load(Ordering::Relaxed),
             self.inner.activations.load(Ordering::Relaxed),
             self.inner.value_reads.load(Ordering::Relaxed),
         )

@@ -225,8 +225,14 @@ impl Shard {
     /// Copies the live packed rows into a fresh arena once at least half of it is
     /// garbage, and gives back the slack of its growth.
     fn compact(&mut self) {
+        self.compact_with(false);
+    }
+
+    /// Rewrites the arena without its garbage: when `force`, whatever the garbage is;
+    /// otherwise once it is at least half of the arena.
+    fn compact_with(&mut self, force: bool) {
         let live = self.arena.len() - self.garbage.min(self.arena.len());
-        if self.garbage > 0 && self.garbage >= live {
+        if self.garbage > 0 && (force || self.garbage >= live) {
             let mut fresh = Vec::with_capacity(live);
             for slot in self.slots.values_mut() {
                 if let Slot::Packed(packed) = slot {
@@ -777,6 +783,109 @@ impl Table {
         (gone, packed_count)
     }
 
+    /// Estimated resident bytes of the customers in memory: ready rows by their size,
+    /// packed rows by their arenas, loading rows at a round kilobyte, each with its slot.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.lock();
+                shard.arena.capacity()
+                    + shard
+                        .slots
+                        .values()
+                        .map(|slot| SLOT_BYTES + slot_heap_bytes(slot))
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Brings the customers' estimated bytes under `budget`: packs every ready row
+    /// unused for a second, then passivates the least recently used rows (a later read
+    /// or usage loads them again). Returns the passivated rows (to unsubscribe at the
+    /// partitions), how many were packed, and the bytes before and after.
+    pub(super) fn shed(&self, budget: usize) -> (Vec<Passivated>, usize, usize, usize) {
+        let before = self.memory_bytes();
+        if before <= budget {
+            return (Vec::new(), 0, before, before);
+        }
+        let (mut gone, packed) = self.sweep(1_000, u64::MAX);
+        let mut after = self.memory_bytes();
+        if after > budget {
+            let mut rows: Vec<(u64, usize, Key, usize)> = Vec::new();
+            for (i, s) in self.shards.iter().enumerate() {
+                let shard = s.lock();
+                for (key, slot) in &shard.slots {
+                    let last_used = match slot {
+                        Slot::Ready(live) => live.last_used,
+                        Slot::Packed(packed) => packed.last_used,
+                        Slot::Loading(_) | Slot::Failed(_) => continue,
+                    };
+                    rows.push((
+                        last_used,
+                        i,
+                        key.clone(),
+                        SLOT_BYTES + slot_heap_bytes(slot),
+                    ));
+                }
+            }
+            rows.sort_unstable_by_key(|r| r.0);
+            let mut excess = after - budget;
+            let mut victims: Vec<Vec<Key>> = vec![Vec::new(); self.shards.len()];
+            for (_, shard, key, bytes) in rows {
+                if excess == 0 {
+                    break;
+                }
+                excess = excess.saturating_sub(bytes);
+                if let Some(list) = victims.get_mut(shard) {
+                    list.push(key);
+                }
+            }
+            for (s, keys) in self.shards.iter().zip(victims) {
+                if keys.is_empty() {
+                    continue;
+                }
+                let mut guard = s.lock();
+                let shard = &mut *guard;
+                let mut freed = 0;
+                for key in keys {
+                    match shard.slots.remove(&key) {
+                        Some(Slot::Ready(mut live)) => gone.push((
+                            live.namespace.clone(),
+                            key.id(),
+                            live.generation,
+                            std::mem::take(&mut live.loaded.subjects),
+                        )),
+                        Some(Slot::Packed(packed)) => {
+                            let bytes = packed.bytes(&shard.arena).unwrap_or_default();
+                            if let Some(namespace) = shard.namespaces.get(packed.namespace as usize)
+                            {
+                                gone.push((
+                                    namespace.clone(),
+                                    key.id(),
+                                    packed.generation,
+                                    Loaded::packed_subjects(bytes),
+                                ));
+                            }
+                            freed += packed.len as usize;
+                        }
+                        // Loading or failed since the scan: not this row's turn.
+                        Some(other) => {
+                            shard.slots.insert(key, other);
+                        }
+                        None => {}
+                    }
+                }
+                shard.garbage += freed;
+                shard.compact_with(true);
+                // The table keeps its capacity otherwise.
+                shard.slots.shrink_to_fit();
+            }
+            after = self.memory_bytes();
+        }
+        (gone, packed, before, after)
+    }
+
     /// Customers in memory packed,
     /// and the bytes they take in the arenas (with the garbage not yet compacted away).
     pub(super) fn packed(&self) -> (usize, usize) {
@@ -789,6 +898,19 @@ impl Table {
                 .count();
             (rows + packed, bytes + shard.arena.len())
         })
+    }
+}
+
+/// Bytes of one table slot (key, slot, hash table slack).
+const SLOT_BYTES: usize = 2 * (std::mem::size_of::<Key>() + std::mem::size_of::<Slot>());
+
+/// Estimated heap bytes of a slot beyond the table (a packed row's bytes are its arena's).
+fn slot_heap_bytes(slot: &Slot) -> usize {
+    match slot {
+        Slot::Ready(live) => std::mem::size_of::<Live>() + live.loaded.size_bytes(),
+        Slot::Loading(_) => 1024,
+        Slot::Failed(failed) => std::mem::size_of::<Failed>() + failed.error.len(),
+        Slot::Packed(_) => 0,
     }
 }
 
@@ -912,6 +1034,42 @@ mod tests {
         assert!(matches!(Key::of(&lower), Key::Text(_)));
         assert_eq!(Key::of(&lower).id(), lower);
         assert!(matches!(Key::of("customer-1"), Key::Text(_)));
+    }
+
+    // Past the share, the least recently used rows leave memory first, until the rest fit.
+    #[test]
+    fn shedding_passivates_the_least_recently_used() {
+        let table = Table::new();
+        for i in 0..200u64 {
+            let id = format!("customer-{i:03}");
+            let mut slot = live(&id, &format!("subject-{i}"));
+            if let Slot::Ready(live) = &mut slot {
+                live.last_used = i;
+            }
+            table
+                .shard(&Key::of(&id))
+                .lock()
+                .slots
+                .insert(Key::of(&id), slot);
+        }
+        let full = table.memory_bytes();
+        let budget = full / 2;
+        // Nothing was idle for a second: nothing is packed, the oldest are passivated.
+        let (gone, packed, before, after) = table.shed(budget);
+        assert_eq!((packed, before), (0, full));
+        assert!(after <= budget, "{after} > {budget}");
+        assert!(
+            after >= budget / 2,
+            "shed far too much: {after} of {budget}"
+        );
+        let mut ids: Vec<String> = gone.iter().map(|(_, id, _, _)| id.clone()).collect();
+        ids.sort();
+        let expected: Vec<String> = (0..ids.len()).map(|i| format!("customer-{i:03}")).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(table.len(), 200 - gone.len());
+        // Under the share: nothing more leaves.
+        let (gone, _, _, _) = table.shed(budget);
+        assert!(gone.is_empty());
     }
 
     #[test]

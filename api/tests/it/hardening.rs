@@ -590,6 +590,87 @@ fn live_windows_stay_within_their_memory_share() {
 }
 
 #[test]
+fn customers_stay_within_their_memory_share() {
+    // 8 MiB dedup + 1 x 8 MiB SQL + 64 MiB left: customers get an eighth, 8 MiB. Each of
+    // 150 customers has usage in 1,000 distinct minutes: a minute series of about 80 KB,
+    // 12 MB in all. Past the share they are packed (a few KB each; passivation of the
+    // least recently used, when packing is not enough, is `shedding_passivates_the_least_
+    // recently_used` in the table's tests); their values stay exact.
+    let config = r#"
+meters:
+  - slug: calls
+    eventType: call
+    aggregation: COUNT
+partitions: 2
+checkpointInterval: 1s
+dedupMemoryBytes: 8388608
+memoryBytes: 83886080
+sql:
+  memoryBytes: 8388608
+  concurrentMax: 1
+"#;
+    let server = TestServer::start_with_config(config);
+    let feature = create_feature(
+        &server,
+        &json!({"key": "calls", "name": "Calls", "meterSlug": "calls"}),
+    );
+    let feature_id = text(&feature, "id");
+    let start = Utc::now() - ChronoDuration::days(3);
+    let customers: i64 = 150;
+    for c in 0..customers {
+        let key = format!("big-{c}");
+        create_customer_with_subject(&server, &key, &key);
+        let mut body = metered_entitlement(&feature_id, &rfc3339(start), "MONTH");
+        body["measureUsageFrom"] = json!(rfc3339(start));
+        create_customer_entitlement(&server, &key, &body);
+    }
+    let first_minute = Utc::now() - ChronoDuration::minutes(2000);
+    let minutes: i64 = 1000;
+    let mut batch = Vec::new();
+    for c in 0..customers {
+        for m in 0..minutes {
+            let time = first_minute + ChronoDuration::minutes(m);
+            batch.push(cloud_event(
+                &format!("big-{c}-{m}"),
+                "hardening",
+                "call",
+                &format!("big-{c}"),
+                time,
+                json!({}),
+            ));
+            if batch.len() == 5000 {
+                server.ingest_batch(&batch).expect_status(204);
+                batch.clear();
+            }
+        }
+    }
+    wait_for_total(&server, "calls", (customers * minutes) as f64);
+    let share = 8u64 << 20;
+    let bytes = eventually(Duration::from_secs(60), || {
+        let bytes = gauge(&server, "metron_customer_bytes").unwrap_or(0);
+        let shed = server
+            .log_tail(400)
+            .contains("Customers passed their memory share");
+        (shed && bytes > 0 && bytes <= share)
+            .then_some(bytes)
+            .ok_or(format!("customers' bytes {bytes} (shed: {shed})"))
+    });
+    let in_memory = gauge(&server, "metron_customer_actors").unwrap_or(0);
+    let packed = gauge(&server, "metron_customers_packed").unwrap_or(0);
+    eprintln!(
+        "customers' estimated bytes {bytes} within the share {share}; {in_memory} of {customers} in memory, {packed} packed"
+    );
+    assert!(
+        packed > 0 || in_memory < customers as u64,
+        "nothing was packed or passivated"
+    );
+    for c in [0, 37, 74, 111, 149] {
+        let value = customer_value(&server, &format!("big-{c}"), "calls", None);
+        assert_eq!(num(&value, "usage"), minutes as f64, "big-{c}: {value}");
+    }
+}
+
+#[test]
 fn an_idle_server_writes_no_checkpoints() {
     // Nothing new since the last checkpoint: the periodic tick writes nothing (the
     // manifest used to be rewritten every interval forever). New events: it writes again.
