@@ -729,27 +729,14 @@ impl Table {
                 let mut guard = shard.lock();
                 let shard = &mut *guard;
                 let mut freed = 0;
+                let (namespaces, arena) = (&shard.namespaces, &shard.arena);
                 shard.slots.retain(|key, slot| match slot {
                     Slot::Ready(live) if idle(live.last_used, idle_ms) => {
-                        gone.push((
-                            live.namespace.clone(),
-                            key.id(),
-                            live.generation,
-                            std::mem::take(&mut live.loaded.subjects),
-                        ));
+                        gone.extend(passivate(namespaces, arena, key, slot, &mut freed));
                         false
                     }
                     Slot::Packed(packed) if idle(packed.last_used, idle_ms) => {
-                        let bytes = packed.bytes(&shard.arena).unwrap_or_default();
-                        if let Some(namespace) = shard.namespaces.get(packed.namespace as usize) {
-                            gone.push((
-                                namespace.clone(),
-                                key.id(),
-                                packed.generation,
-                                Loaded::packed_subjects(bytes),
-                            ));
-                        }
-                        freed += packed.len as usize;
+                        gone.extend(passivate(namespaces, arena, key, slot, &mut freed));
                         false
                     }
                     Slot::Ready(live) if idle(live.last_used, pack_ms) => {
@@ -850,25 +837,9 @@ impl Table {
                 let mut freed = 0;
                 for key in keys {
                     match shard.slots.remove(&key) {
-                        Some(Slot::Ready(mut live)) => gone.push((
-                            live.namespace.clone(),
-                            key.id(),
-                            live.generation,
-                            std::mem::take(&mut live.loaded.subjects),
-                        )),
-                        Some(Slot::Packed(packed)) => {
-                            let bytes = packed.bytes(&shard.arena).unwrap_or_default();
-                            if let Some(namespace) = shard.namespaces.get(packed.namespace as usize)
-                            {
-                                gone.push((
-                                    namespace.clone(),
-                                    key.id(),
-                                    packed.generation,
-                                    Loaded::packed_subjects(bytes),
-                                ));
-                            }
-                            freed += packed.len as usize;
-                        }
+                        Some(mut slot @ (Slot::Ready(_) | Slot::Packed(_))) => gone.extend(
+                            passivate(&shard.namespaces, &shard.arena, &key, &mut slot, &mut freed),
+                        ),
                         // Loading or failed since the scan: not this row's turn.
                         Some(other) => {
                             shard.slots.insert(key, other);
@@ -898,6 +869,38 @@ impl Table {
                 .count();
             (rows + packed, bytes + shard.arena.len())
         })
+    }
+}
+
+/// What the partitions must forget of a ready or packed row that leaves memory; a packed
+/// row's bytes are added to `freed` (the arena's garbage).
+fn passivate(
+    namespaces: &[Arc<str>],
+    arena: &[u8],
+    key: &Key,
+    slot: &mut Slot,
+    freed: &mut usize,
+) -> Option<Passivated> {
+    match slot {
+        Slot::Ready(live) => Some((
+            live.namespace.clone(),
+            key.id(),
+            live.generation,
+            std::mem::take(&mut live.loaded.subjects),
+        )),
+        Slot::Packed(packed) => {
+            *freed += packed.len as usize;
+            let bytes = packed.bytes(arena).unwrap_or_default();
+            namespaces.get(packed.namespace as usize).map(|namespace| {
+                (
+                    namespace.clone(),
+                    key.id(),
+                    packed.generation,
+                    Loaded::packed_subjects(bytes),
+                )
+            })
+        }
+        Slot::Loading(_) | Slot::Failed(_) => None,
     }
 }
 

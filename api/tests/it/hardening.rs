@@ -435,6 +435,27 @@ fn thirty_two_concurrent_catalog_writers_all_succeed() {
     );
 }
 
+/// Ingests the batches `batch(round)` until a partition stopped reading at a memory
+/// share and ingest answers 429; returns the events acknowledged and that 429. A 429
+/// before any partition stopped is a fast sender's backlog: it waits for it to drain.
+fn fill_until_refused(server: &TestServer, batch: impl Fn(usize) -> Vec<Value>) -> (usize, Resp) {
+    let mut accepted = 0;
+    for round in 0..400 {
+        let stopped = server
+            .log_tail(200)
+            .contains("stops reading until a checkpoint");
+        let events = batch(round);
+        let resp = server.ingest_batch(&events);
+        match resp.status {
+            204 => accepted += events.len(),
+            429 if !stopped => std::thread::sleep(Duration::from_millis(200)),
+            429 => return (accepted, resp),
+            _ => panic!("unexpected answer: {resp}"),
+        }
+    }
+    panic!("no 429 with the partitions at a memory share ({accepted} events acknowledged)");
+}
+
 #[test]
 fn held_events_stay_within_their_memory_share() {
     // 8 MiB dedup + 1 x 8 MiB SQL + 64 MiB left: 32 MiB for held events, 8 MiB per
@@ -461,27 +482,15 @@ sql:
         .with_env("METRON_FAILPOINTS", "objects.put=sleep(600000)")
         .start();
     let pad = "p".repeat(4000);
-    let mut accepted = 0usize;
-    let mut refused = None;
-    for round in 0..200 {
-        let batch: Vec<Value> = (0..100)
+    let (accepted, resp) = fill_until_refused(&server, |round| {
+        (0..100)
             .map(|i| {
                 let mut e = call(&format!("m{round}-{i}"), &format!("s{}", i % 16), 1);
                 e["data"]["pad"] = json!(pad);
                 e
             })
-            .collect();
-        let resp = server.ingest_batch(&batch);
-        match resp.status {
-            204 => accepted += batch.len(),
-            429 => {
-                refused = Some(resp);
-                break;
-            }
-            _ => panic!("unexpected answer: {resp}"),
-        }
-    }
-    let resp = refused.expect("no 429 with partitions at their memory share");
+            .collect()
+    });
     assert_eq!(resp.header("retry-after"), Some("1"), "{resp}");
     let share = 32u64 << 20;
     let slack = 64 * (3 * 4400 + 512) as u64 * 4; // one read batch per partition
@@ -528,32 +537,15 @@ fn live_windows_stay_within_their_memory_share() {
         .with_env("METRON_FAILPOINTS", "objects.put=sleep(600000)")
         .start();
     let pad = "g".repeat(1000);
-    let mut accepted = 0usize;
-    let mut refused = None;
-    for round in 0..400 {
-        let stopped = server
-            .log_tail(200)
-            .contains("stops reading until a checkpoint");
-        let batch: Vec<Value> = (0..100)
+    let (accepted, resp) = fill_until_refused(&server, |round| {
+        (0..100)
             .map(|i| {
                 let mut e = call(&format!("w{round}-{i}"), "wide", 1);
                 e["data"]["g"] = json!(format!("{round}-{i}-{pad}"));
                 e
             })
-            .collect();
-        let resp = server.ingest_batch(&batch);
-        match resp.status {
-            204 => accepted += batch.len(),
-            // A backlog of a fast sender before the share is reached: let it drain.
-            429 if !stopped => std::thread::sleep(Duration::from_millis(200)),
-            429 => {
-                refused = Some(resp);
-                break;
-            }
-            _ => panic!("unexpected answer: {resp}"),
-        }
-    }
-    let resp = refused.expect("no 429 with the live windows at their memory share");
+            .collect()
+    });
     assert_eq!(resp.header("retry-after"), Some("1"), "{resp}");
     let share = 16u64 << 20;
     let slack = 64 * 8 * 1400; // one read batch of 64 events into eight meters
