@@ -46,9 +46,10 @@ import urllib.error
 import urllib.request
 import uuid
 
+from metron_server import MetronServer
+
 SEED = 20250301
 MAX_EXAMPLES = 50
-START_SECONDS = 60
 REQUEST_TIMEOUT = 30
 VISIBLE_SECONDS = 30
 
@@ -203,70 +204,6 @@ def venv_python_check() -> None:
 
 
 # ---- the server ----
-
-
-class Server:
-    """The metron binary on 127.0.0.1 with a temporary data dir."""
-
-    def __init__(self, binary: str, root: pathlib.Path):
-        self.log_path = root / "server.log"
-        config = root / "config.yaml"
-        config.write_text(CONFIG)
-        port_file = root / "addr"
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "warn")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(root / "data"),
-             "--port-file", str(port_file), "--config", str(config)],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        deadline = time.monotonic() + START_SECONDS
-        self.addr = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"metron exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if port_file.exists():
-                text = port_file.read_text().strip()
-                if ":" in text:
-                    self.addr = text
-                    break
-            time.sleep(0.05)
-        if self.addr is None:
-            self.stop()
-            raise RuntimeError(f"no port file after {START_SECONDS}s:\n{self.log_tail()}")
-        self.url = f"http://{self.addr}"
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"metron exited with {self.proc.returncode}:\n{self.log_tail()}")
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"/readyz not 200 after {START_SECONDS}s:\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 class WebhookReceiver:
@@ -547,7 +484,7 @@ def probe_unserved_methods(base: str, raw_schema: dict, paths: list[str], seeded
     return failures
 
 
-def server_health(server: Server) -> str | None:
+def server_health(server: MetronServer) -> str | None:
     """Why the server is not in a state to go on (exited, or /readyz not 200), or None."""
     if not server.alive():
         return f"metron exited with {server.proc.returncode}:\n{server.log_tail()}"
@@ -607,7 +544,7 @@ def main() -> int:
     passed, failed = 0, 0
     total_cases, total_5xx, total_violations, probes = 0, 0, 0, 0
     try:
-        server = Server(args.metron, pathlib.Path(tmp.name))
+        server = MetronServer(args.metron, pathlib.Path(tmp.name), CONFIG)
         seeded = seed_data(server.url, hook.url)
         print(f"api_fuzz: metron at {server.url}, seeded in {time.monotonic() - started:.1f}s",
               flush=True)

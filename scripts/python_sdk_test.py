@@ -24,10 +24,11 @@ import time
 import traceback
 import uuid
 
+from metron_server import MetronServer
+
 SDK_VERSION = "1.0.0b236"
 IN_VENV_MARKER = "METRON_SDK_TEST_IN_VENV"
 VISIBLE_SECONDS = 30
-START_SECONDS = 60
 
 CONFIG = """\
 meters:
@@ -71,72 +72,12 @@ def ensure_venv_and_reexec() -> None:
     os.execve(str(python), [str(python), os.path.abspath(__file__), *sys.argv[1:]], env)
 
 
-class Server:
-    """The metron binary on 127.0.0.1 with a temporary data dir."""
-
-    def __init__(self, binary: str):
-        self.tmp = tempfile.TemporaryDirectory(prefix="metron-pysdk-")
-        root = pathlib.Path(self.tmp.name)
-        self.log_path = root / "server.log"
-        config = root / "config.yaml"
-        config.write_text(CONFIG)
-        port_file = root / "addr"
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(root / "data"),
-             "--port-file", str(port_file), "--config", str(config)],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        deadline = time.monotonic() + START_SECONDS
-        self.addr = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"metron exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if port_file.exists():
-                text = port_file.read_text().strip()
-                if ":" in text:
-                    self.addr = text
-                    break
-            time.sleep(0.05)
-        if self.addr is None:
-            self.stop()
-            raise RuntimeError(f"no port file after {START_SECONDS}s:\n{self.log_tail()}")
-        self.url = f"http://{self.addr}"
-        self._wait_ready(deadline)
-
-    def _wait_ready(self, deadline: float) -> None:
-        import urllib.error
-        import urllib.request
-
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"metron exited with {self.proc.returncode}:\n{self.log_tail()}")
-            time.sleep(0.1)
-        raise RuntimeError(f"/readyz not 200 after {START_SECONDS}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def start_server(binary: str) -> MetronServer:
+    """The server under test, in a temporary directory that lives as long as the process."""
+    tmp = tempfile.TemporaryDirectory(prefix="metron-pysdk-")
+    server = MetronServer(binary, pathlib.Path(tmp.name), CONFIG, rust_log="info")
+    server.tmp = tmp  # kept with the server
+    return server
 
 
 def eventually(check, what: str):
@@ -151,7 +92,7 @@ def eventually(check, what: str):
             time.sleep(0.2)
 
 
-def run_checks(server: Server) -> tuple[int, int]:
+def run_checks(server: MetronServer) -> tuple[int, int]:
     from openmeter import Client
     from openmeter.models import Event
 
@@ -325,7 +266,7 @@ def main() -> int:
         print(f"python sdk: {binary} is not an executable", file=sys.stderr)
         return 2
     try:
-        server = Server(binary)
+        server = start_server(binary)
     except RuntimeError as error:
         print(f"python sdk: the server did not start: {error}", file=sys.stderr)
         print("python_sdk: 0 passed, 1 failed")
