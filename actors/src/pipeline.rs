@@ -84,6 +84,9 @@ pub enum Error {
     /// Too many SQL queries at once: retry later (429).
     #[error("{0}")]
     Busy(String),
+    /// A query that needs more memory than a query's share (400).
+    #[error("{0}")]
+    QueryTooLarge(String),
     #[error("event at index {index} is {bytes} bytes stored; at most {max}")]
     EventTooLarge {
         index: usize,
@@ -102,7 +105,7 @@ impl From<metron_storage::query::Error> for Error {
         match error {
             metron_storage::query::Error::Sql(s) => Self::Sql(s),
             metron_storage::query::Error::Timeout(d) => Self::Timeout(d),
-            e @ metron_storage::query::Error::Memory { .. } => Self::Sql(e.to_string()),
+            e @ metron_storage::query::Error::Memory { .. } => Self::QueryTooLarge(e.to_string()),
             e @ metron_storage::query::Error::Busy(_) => Self::Busy(e.to_string()),
             other => Self::Storage(other.to_string()),
         }
@@ -611,7 +614,7 @@ impl Pipeline {
         let batches = self
             .inner
             .query
-            .scan(rollups::schema(&keys), urls, range, subjects, Vec::new())
+            .scan_for_query(rollups::schema(&keys), urls, range, subjects, Vec::new())
             .await?;
         let mut rows = snapshot.rows;
         for batch in &batches {

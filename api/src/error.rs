@@ -94,7 +94,9 @@ impl From<PipelineError> for ApiError {
             PipelineError::Overloaded { .. } | PipelineError::Busy(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            PipelineError::Meter(_) | PipelineError::Sql(_) => StatusCode::BAD_REQUEST,
+            PipelineError::Meter(_) | PipelineError::Sql(_) | PipelineError::QueryTooLarge(_) => {
+                StatusCode::BAD_REQUEST
+            }
             PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
             PipelineError::MeterExists(_) => StatusCode::CONFLICT,
             PipelineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,

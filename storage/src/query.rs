@@ -5,6 +5,8 @@
 use crate::objects::{self, ObjectRoot};
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
@@ -17,6 +19,10 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, col, lit};
 use futures::StreamExt;
+
+/// Batches with fewer rows than this are copied into buffers of their size when a query
+/// counts its memory.
+const SMALL_BATCH_ROWS: usize = 1024;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,6 +202,42 @@ impl QueryService {
         in_list: Option<(&'static str, Vec<String>)>,
         equals: Vec<(&'static str, String)>,
     ) -> Result<Vec<RecordBatch>> {
+        self.scan_within(schema, urls, range, in_list, equals, None)
+            .await
+    }
+
+    /// [`Self::scan`] for a query's answer: it runs in one of the SQL slots (waiting
+    /// for one, not refused) and the batches it keeps may take at most one SQL query's
+    /// memory share; past it the answer is [`Error::Memory`], so meter queries stay
+    /// inside the SQL share of the memory budget whatever range they ask for.
+    pub async fn scan_for_query(
+        &self,
+        schema: SchemaRef,
+        urls: Vec<String>,
+        range: TimeRange,
+        in_list: Option<(&'static str, Vec<String>)>,
+        equals: Vec<(&'static str, String)>,
+    ) -> Result<Vec<RecordBatch>> {
+        let _slot = self
+            .sql_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Join(e.to_string()))?;
+        let limit = self.sql_limits.memory_bytes;
+        self.scan_within(schema, urls, range, in_list, equals, Some(limit))
+            .await
+    }
+
+    async fn scan_within(
+        &self,
+        schema: SchemaRef,
+        urls: Vec<String>,
+        range: TimeRange,
+        in_list: Option<(&'static str, Vec<String>)>,
+        equals: Vec<(&'static str, String)>,
+        max_bytes: Option<usize>,
+    ) -> Result<Vec<RecordBatch>> {
         if urls.is_empty() {
             return Ok(Vec::new());
         }
@@ -232,7 +274,32 @@ impl QueryService {
             for (column, value) in equals {
                 df = df.filter(col(column).eq(lit(value)))?;
             }
-            Ok(df.collect().await?)
+            let Some(max_bytes) = max_bytes else {
+                return Ok(df.collect().await?);
+            };
+            let mut stream = df.execute_stream().await?;
+            let (mut batches, mut bytes) = (Vec::new(), 0usize);
+            while let Some(batch) = stream.next().await {
+                let mut batch = batch?;
+                // A filter's output keeps buffers sized for a whole batch (8,192 rows,
+                // 460 KB for one rollup row): a few selected rows are copied out of them.
+                if batch.num_rows() < SMALL_BATCH_ROWS {
+                    let rows = UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+                    batch = take_record_batch(&batch, &rows)
+                        .map_err(datafusion::error::DataFusionError::from)?;
+                }
+                bytes += batch.get_array_memory_size();
+                if bytes > max_bytes {
+                    return Err(Error::Memory {
+                        limit: max_bytes,
+                        detail: "the rollups in range take more than a query's memory share; \
+                                 ask for a shorter range (from, to) or fewer subjects"
+                            .to_owned(),
+                    });
+                }
+                batches.push(batch);
+            }
+            Ok(batches)
         })
         .await
     }

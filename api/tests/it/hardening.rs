@@ -636,7 +636,13 @@ sql:
             }
         }
     }
-    wait_for_total(&server, "calls", (customers * minutes) as f64);
+    // (Not a meter query over all: 150,000 minute rollups pass this test's 8 MiB query share.)
+    eventually(VISIBLE, || {
+        let processed = gauge(&server, "metron_events_processed_total").unwrap_or(0);
+        (processed == (customers * minutes) as u64)
+            .then_some(())
+            .ok_or(format!("{processed} events processed"))
+    });
     let share = 8u64 << 20;
     let bytes = eventually(Duration::from_secs(60), || {
         let bytes = gauge(&server, "metron_customer_bytes").unwrap_or(0);
@@ -660,6 +666,43 @@ sql:
         let value = customer_value(&server, &format!("big-{c}"), "calls", None);
         assert_eq!(num(&value, "usage"), minutes as f64, "big-{c}: {value}");
     }
+}
+
+#[test]
+fn meter_queries_stay_within_a_query_memory_share() {
+    // A query's share is 64 KiB here: the minute rollups of 3,000 subjects do not fit,
+    // one subject's do. The refusal is a 400 problem naming the limit; the server goes on.
+    let config = r#"
+meters:
+  - slug: calls
+    eventType: call
+    aggregation: COUNT
+partitions: 2
+checkpointInterval: 200ms
+sql:
+  memoryBytes: 65536
+"#;
+    let server = TestServer::start_with_config(config);
+    let events: Vec<Value> = (0..3000)
+        .map(|i| call(&format!("q-{i}"), &format!("subject-{i:05}"), 1))
+        .collect();
+    for chunk in events.chunks(1000) {
+        server.ingest_batch(chunk).expect_status(204);
+    }
+    // Every event folded and every rollup in Parquet (the checkpoint after the events).
+    eventually(VISIBLE, || {
+        let processed = gauge(&server, "metron_events_processed_total").unwrap_or(0);
+        let live = gauge(&server, "metron_live_window_bytes").unwrap_or(1);
+        (processed == 3000 && live == 0)
+            .then_some(())
+            .ok_or(format!("{processed} processed, live windows {live}"))
+    });
+    let all = server.query("calls", &[("groupBy", "subject".into())]);
+    let detail = assert_problem(&all, 400);
+    assert!(detail.contains("65536"), "{detail}");
+    let one = server.query("calls", &[("subject", "subject-00042".into())]);
+    assert_eq!(one.status, 200, "{one}");
+    assert_eq!(one.json()["data"][0]["value"], json!(1), "{one}");
 }
 
 #[test]
