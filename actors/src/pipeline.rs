@@ -1194,22 +1194,31 @@ async fn scan_backfill(
         hi: None,
         micros: true,
     };
-    let batches = query
-        .scan(
-            events::schema(),
-            urls,
-            range,
-            None,
-            vec![("type", meter.event_type.clone())],
+    // One batch of raw events at a time, folded into minute states: memory holds the
+    // meter's rollups, not its history's events.
+    let compiled = meter.compile();
+    let namespace = meter.namespace.clone();
+    let rollups = query
+        .scan_fold(
+            metron_storage::query::Scan {
+                schema: events::schema(),
+                urls,
+                range,
+                in_list: None,
+                equals: vec![("type", meter.event_type.clone())],
+            },
+            crate::meter::Rollups::default(),
+            move |rollups, batch| {
+                let list = events::from_batch(&batch)?;
+                for row in fold_events(&compiled, &namespace, list.iter()) {
+                    rollups.merge(row);
+                }
+                Ok(())
+            },
         )
         .await?;
-    let compiled = meter.compile();
-    let mut rows = Vec::new();
-    for batch in &batches {
-        let list = events::from_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
-        rows.extend(fold_events(&compiled, &meter.namespace, list.iter()));
-    }
-    Ok(rows)
+    let mut rollups = rollups;
+    Ok(rollups.drain_rows())
 }
 
 fn pick(arbiters: &[ArbiterHandle], next: &AtomicU64) -> ArbiterHandle {

@@ -20,6 +20,16 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, col, lit};
 use futures::StreamExt;
 
+/// What a scan reads: Parquet files of `schema` (missing columns read as null), rows in
+/// `range`, with `in_list`'s column among its values and each `equals` column equal.
+pub struct Scan {
+    pub schema: SchemaRef,
+    pub urls: Vec<String>,
+    pub range: TimeRange,
+    pub in_list: Option<(&'static str, Vec<String>)>,
+    pub equals: Vec<(&'static str, String)>,
+}
+
 /// Batches with fewer rows than this are copied into buffers of their size when a query
 /// counts its memory.
 const SMALL_BATCH_ROWS: usize = 1024;
@@ -30,6 +40,8 @@ use std::time::Duration;
 pub enum Error {
     #[error("query failed: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("encoding Parquet failed: {0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
     #[error(transparent)]
@@ -238,8 +250,60 @@ impl QueryService {
         equals: Vec<(&'static str, String)>,
         max_bytes: Option<usize>,
     ) -> Result<Vec<RecordBatch>> {
+        let kept = (Vec::new(), 0usize);
+        let scan = Scan {
+            schema,
+            urls,
+            range,
+            in_list,
+            equals,
+        };
+        let (batches, _) = self
+            .scan_fold(scan, kept, move |kept, mut batch| {
+                let Some(max_bytes) = max_bytes else {
+                    kept.0.push(batch);
+                    return Ok(());
+                };
+                // A filter's output keeps buffers sized for a whole batch (8,192 rows,
+                // 460 KB for one rollup row): a few selected rows are copied out of them.
+                if batch.num_rows() < SMALL_BATCH_ROWS {
+                    let rows = UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+                    batch = take_record_batch(&batch, &rows)
+                        .map_err(datafusion::error::DataFusionError::from)?;
+                }
+                kept.1 += batch.get_array_memory_size();
+                if kept.1 > max_bytes {
+                    return Err(Error::Memory {
+                        limit: max_bytes,
+                        detail: "the rollups in range take more than a query's memory share; \
+                                 ask for a shorter range (from, to) or fewer subjects"
+                            .to_owned(),
+                    });
+                }
+                kept.0.push(batch);
+                Ok(())
+            })
+            .await?;
+        Ok(batches)
+    }
+
+    /// Reads like [`Self::scan`], one batch at a time into `fold`, so that a reader that
+    /// keeps less than the batches (an aggregate) holds one batch at a time.
+    pub async fn scan_fold<T: Send + 'static>(
+        &self,
+        scan: Scan,
+        init: T,
+        mut fold: impl FnMut(&mut T, RecordBatch) -> Result<()> + Send + 'static,
+    ) -> Result<T> {
+        let Scan {
+            schema,
+            urls,
+            range,
+            in_list,
+            equals,
+        } = scan;
         if urls.is_empty() {
-            return Ok(Vec::new());
+            return Ok(init);
         }
         let ctx = self.context();
         self.run(async move {
@@ -274,32 +338,12 @@ impl QueryService {
             for (column, value) in equals {
                 df = df.filter(col(column).eq(lit(value)))?;
             }
-            let Some(max_bytes) = max_bytes else {
-                return Ok(df.collect().await?);
-            };
             let mut stream = df.execute_stream().await?;
-            let (mut batches, mut bytes) = (Vec::new(), 0usize);
+            let mut acc = init;
             while let Some(batch) = stream.next().await {
-                let mut batch = batch?;
-                // A filter's output keeps buffers sized for a whole batch (8,192 rows,
-                // 460 KB for one rollup row): a few selected rows are copied out of them.
-                if batch.num_rows() < SMALL_BATCH_ROWS {
-                    let rows = UInt32Array::from_iter_values(0..batch.num_rows() as u32);
-                    batch = take_record_batch(&batch, &rows)
-                        .map_err(datafusion::error::DataFusionError::from)?;
-                }
-                bytes += batch.get_array_memory_size();
-                if bytes > max_bytes {
-                    return Err(Error::Memory {
-                        limit: max_bytes,
-                        detail: "the rollups in range take more than a query's memory share; \
-                                 ask for a shorter range (from, to) or fewer subjects"
-                            .to_owned(),
-                    });
-                }
-                batches.push(batch);
+                fold(&mut acc, batch?)?;
             }
-            Ok(batches)
+            Ok(acc)
         })
         .await
     }
