@@ -34,7 +34,14 @@ pub enum FilterError {
     Operator(String),
     #[error("filter operator {0} needs a {1}")]
     Operand(String, &'static str),
+    #[error("filter operator {0}: a pattern has at most {max} characters", max = LIKE_PATTERN_CHARS_MAX)]
+    PatternTooLong(String),
 }
+
+/// The longest LIKE pattern. Matching takes up to pattern × value steps (`%` backtracks),
+/// so this bounds the cost of one match: 256 × 4,096 characters of an event's longest
+/// string. (The fuzzer found a 13 KB pattern taking seconds per value.)
+pub const LIKE_PATTERN_CHARS_MAX: usize = 256;
 
 impl StringFilter {
     /// Parses `{"$in": ["a", "b"]}` and the like. Several operators in one object are ANDed.
@@ -50,6 +57,13 @@ impl StringFilter {
             let text = || match operand {
                 Value::String(s) => Ok(s.clone()),
                 _ => Err(FilterError::Operand(op.clone(), "string")),
+            };
+            let pattern = || {
+                let text = text()?;
+                if text.chars().count() > LIKE_PATTERN_CHARS_MAX {
+                    return Err(FilterError::PatternTooLong(op.clone()));
+                }
+                Ok(text)
             };
             let list = || match operand {
                 Value::Array(items) => items
@@ -71,10 +85,10 @@ impl StringFilter {
                 "$ne" => Self::Ne(text()?),
                 "$in" => Self::In(list()?),
                 "$nin" => Self::Nin(list()?),
-                "$like" => Self::Like(text()?),
-                "$nlike" => Self::NotLike(text()?),
-                "$ilike" => Self::ILike(text()?),
-                "$nilike" => Self::NotILike(text()?),
+                "$like" => Self::Like(pattern()?),
+                "$nlike" => Self::NotLike(pattern()?),
+                "$ilike" => Self::ILike(pattern()?),
+                "$nilike" => Self::NotILike(pattern()?),
                 "$gt" => Self::Gt(text()?),
                 "$gte" => Self::Gte(text()?),
                 "$lt" => Self::Lt(text()?),
@@ -176,6 +190,20 @@ fn like(pattern: &str, value: &str, case_insensitive: bool) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    // Found by fuzzing: a 13 KB pattern of `%`s and escapes took seconds per value.
+    #[test]
+    fn long_patterns_are_refused() {
+        let long = format!("%%%%a%_{}", "\\\\".repeat(200));
+        for op in ["$like", "$nlike", "$ilike", "$nilike"] {
+            assert_eq!(
+                StringFilter::parse(&json!({ op: long })),
+                Err(FilterError::PatternTooLong(op.to_owned()))
+            );
+        }
+        let longest = "%".repeat(LIKE_PATTERN_CHARS_MAX);
+        assert!(StringFilter::parse(&json!({ "$like": longest })).is_ok());
+    }
 
     #[test]
     fn operators() {
