@@ -220,7 +220,7 @@ impl PartitionActor {
         if record_count == 0 {
             return Ok(());
         }
-        Metrics::add(&self.metrics.events_processed_total, events.len() as u64);
+        let processed = events.len() as u64;
         let mut folds: Vec<Rollups> = self.routes.iter().map(|_| Rollups::default()).collect();
         let mut invalid = 0u64;
         let mut kept = Vec::with_capacity(events.len());
@@ -290,6 +290,9 @@ impl PartitionActor {
         for (namespace, customer) in activate {
             self.activation.request(&namespace, &customer);
         }
+        // Counted once folded and delivered to the customers: a reader that saw the
+        // count sees the customers' usage of these events.
+        Metrics::add(&self.metrics.events_processed_total, processed);
         self.pending_events += kept.len();
         self.pending_bytes += bytes;
         self.metrics

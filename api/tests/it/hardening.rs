@@ -662,7 +662,8 @@ sql:
         packed > 0 || in_memory < customers as u64,
         "nothing was packed or passivated"
     );
-    for c in [0, 37, 74, 111, 149] {
+    // Every customer, packed or not, answers its exact usage.
+    for c in 0..customers {
         let value = customer_value(&server, &format!("big-{c}"), "calls", None);
         assert_eq!(num(&value, "usage"), minutes as f64, "big-{c}: {value}");
     }
