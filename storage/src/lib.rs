@@ -8,6 +8,8 @@
 //! The [`query`] service runs DataFusion over those files plus the live rows the
 //! actors hold. Every object name comes from [`paths`].
 
+pub mod apps;
+pub mod billing_profiles;
 pub mod catalog;
 pub mod customers;
 pub mod dedup;
