@@ -15,6 +15,7 @@ pub mod decimal;
 pub mod event;
 pub mod failpoint;
 pub mod filter;
+pub mod invoicing;
 pub mod jsonpath;
 pub mod meter;
 pub mod quantity;
