@@ -10,6 +10,7 @@
 //! Every time is UTC; an IANA zone only decides window edges.
 
 pub mod aggregate;
+pub mod billing;
 pub mod credit;
 pub mod decimal;
 pub mod event;

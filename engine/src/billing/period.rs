@@ -1,0 +1,141 @@
+//! Billing cadences (ISO-8601 durations) and the billing periods they cut from an anchor.
+//!
+//! Period `n` is `[anchor + n·cadence, anchor + (n+1)·cadence)`, each boundary computed
+//! from the anchor with month ends clamped, as OpenMeter's `timeutil.Recurrence`
+//! (`pkg/timeutil/recurrence.go`, `addIntervalNTimes(r.Anchor, n)`) does: a Jan 31 anchor
+//! with `P1M` gives Feb 28 (29), then Mar 31. The arithmetic is the credit engine's
+//! [`Recurrence`], shared, not repeated.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::credit::{Interval, IsoDuration, Recurrence};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid ISO-8601 duration {text:?}")]
+    InvalidDuration { text: String },
+    #[error("billing cadence {text:?} must be at least 1 hour")]
+    UnderAnHour { text: String },
+    #[error("period [{from}, {to}) is empty or reversed")]
+    EmptyPeriod {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    #[error("a period boundary is out of range")]
+    OutOfRange,
+}
+
+/// A positive ISO-8601 duration such as `P1M`, `P2W`, `P1DT12H` (whole components).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BillingCadence(IsoDuration);
+
+/// A half-open interval of time `[from, to)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Period {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Digits of the served share of a period: OpenMeter divides with shopspring's default
+/// `DivisionPrecision` (16 places, half away from zero).
+const SHARE_SCALE: u32 = 16;
+
+impl BillingCadence {
+    /// A billing cadence: positive and at least one hour (OpenMeter's
+    /// `billing_cadence_invalid_value`).
+    pub fn parse(text: &str) -> Result<BillingCadence> {
+        let cadence = BillingCadence::parse_any(text)?;
+        if !cadence.at_least_one_hour() {
+            return Err(Error::UnderAnHour {
+                text: text.to_owned(),
+            });
+        }
+        Ok(cadence)
+    }
+
+    /// Any positive duration (usage periods check the hour themselves).
+    pub fn parse_any(text: &str) -> Result<BillingCadence> {
+        IsoDuration::parse(text)
+            .map(BillingCadence)
+            .map_err(|_| Error::InvalidDuration {
+                text: text.to_owned(),
+            })
+    }
+
+    pub fn duration(&self) -> IsoDuration {
+        self.0
+    }
+
+    /// The canonical text (`P1M`, `P1DT12H`).
+    pub fn iso(&self) -> String {
+        self.0.iso()
+    }
+
+    pub fn at_least_one_hour(&self) -> bool {
+        Interval::Iso(self.0).at_least_one_hour()
+    }
+
+    fn recurrence(&self, anchor: DateTime<Utc>) -> Recurrence {
+        Recurrence {
+            interval: Interval::Iso(self.0),
+            anchor,
+        }
+    }
+
+    /// Period `n` (may be negative) of the schedule anchored at `anchor`.
+    pub fn period(&self, anchor: DateTime<Utc>, n: i64) -> Result<Period> {
+        let recurrence = self.recurrence(anchor);
+        let from = recurrence.boundary(n).ok_or(Error::OutOfRange)?;
+        let to = recurrence
+            .boundary(n.checked_add(1).ok_or(Error::OutOfRange)?)
+            .ok_or(Error::OutOfRange)?;
+        Ok(Period { from, to })
+    }
+
+    /// The period with `from <= t < to`.
+    pub fn period_containing(&self, anchor: DateTime<Utc>, t: DateTime<Utc>) -> Result<Period> {
+        let (from, to) = self
+            .recurrence(anchor)
+            .period_containing(t)
+            .ok_or(Error::OutOfRange)?;
+        Ok(Period { from, to })
+    }
+}
+
+impl Period {
+    /// A non-empty period.
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Period> {
+        if to <= from {
+            return Err(Error::EmptyPeriod { from, to });
+        }
+        Ok(Period { from, to })
+    }
+
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from <= t && t < self.to
+    }
+
+    /// Length in nanoseconds (saturating; periods are far shorter than 292 years).
+    fn nanos(&self) -> i64 {
+        (self.to - self.from).num_nanoseconds().unwrap_or(i64::MAX)
+    }
+
+    /// The share of `full` this period covers, `served / full` in nanoseconds, to 16 places,
+    /// as OpenMeter's `PeriodPercentage` (subscription sync's `phaseiterator.go`) computes it;
+    /// `1` when `full` is empty.
+    pub fn share_of(&self, full: &Period) -> Decimal {
+        let full_nanos = full.nanos();
+        if full_nanos <= 0 {
+            return Decimal::ONE;
+        }
+        let served = Decimal::from(self.nanos().max(0));
+        (served / Decimal::from(full_nanos))
+            .round_dp_with_strategy(SHARE_SCALE, RoundingStrategy::MidpointAwayFromZero)
+    }
+}
+
+#[cfg(test)]
+mod tests;
