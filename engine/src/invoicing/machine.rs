@@ -42,7 +42,8 @@ impl InvalidTransition {
 }
 
 /// What asks an invoice to move: a user's action, the service's own progress, or the
-/// invoicing or payment app (a Stripe webhook, a custom-invoicing callback).
+/// invoicing or payment app (a Stripe webhook, a custom-invoicing callback). Serde uses the
+/// snake_case variant names (`snapshot_quantities`); `Display` uses OpenMeter's trigger names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
