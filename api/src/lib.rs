@@ -55,7 +55,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::subjects::configure)
     .configure(routes::features::configure)
     .configure(routes::entitlements::configure)
-    .configure(routes::notifications::configure);
+    .configure(routes::notifications::configure)
+    .configure(routes::apps::configure)
+    .configure(routes::billing_profiles::configure)
+    .configure(routes::plans::configure);
 }
 
 /// Every path [`configure`] serves, with its methods, as registered there and in the
@@ -155,6 +158,33 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/notification/events", &["GET"]),
     ("/api/v1/notification/events/{id}", &["GET"]),
     ("/api/v1/notification/events/{id}/resend", &["POST"]),
+    ("/api/v1/apps", &["GET"]),
+    ("/api/v1/apps/{id}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/apps/{id}/stripe/api-key", &["PUT"]),
+    ("/api/v1/marketplace/listings", &["GET"]),
+    ("/api/v1/marketplace/listings/{type}", &["GET"]),
+    ("/api/v1/marketplace/listings/{type}/install", &["POST"]),
+    ("/api/v1/marketplace/listings/{type}/install/apikey", &["POST"]),
+    ("/api/v1/customers/{customer}/apps", &["GET", "PUT"]),
+    ("/api/v1/customers/{customer}/apps/{app}", &["DELETE"]),
+    ("/api/v1/customers/{customer}/stripe", &["GET", "PUT"]),
+    ("/api/v1/customers/{customer}/stripe/portal", &["POST"]),
+    ("/api/v1/stripe/checkout/sessions", &["POST"]),
+    ("/api/v1/billing/profiles", &["GET", "POST"]),
+    ("/api/v1/billing/profiles/{id}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/billing/customers", &["GET"]),
+    ("/api/v1/billing/customers/{customer}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/plans", &["GET", "POST"]),
+    ("/api/v1/plans/{plan}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/plans/{plan}/publish", &["POST"]),
+    ("/api/v1/plans/{plan}/archive", &["POST"]),
+    ("/api/v1/plans/{plan}/next", &["POST"]),
+    ("/api/v1/plans/{plan}/addons", &["GET", "POST"]),
+    ("/api/v1/plans/{plan}/addons/{addon}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/addons", &["GET", "POST"]),
+    ("/api/v1/addons/{addon}", &["GET", "PUT", "DELETE"]),
+    ("/api/v1/addons/{addon}/publish", &["POST"]),
+    ("/api/v1/addons/{addon}/archive", &["POST"]),
 ];
 
 /// The methods [`SERVED`] lists for a path (none: an unknown path).

@@ -35,6 +35,22 @@ impl Params {
             .collect()
     }
 
+    /// A deepObject map whose values repeat: `key[name]=a&key[name]=b` (also `key[name][]`).
+    pub fn map_all(&self, key: &str) -> BTreeMap<String, Vec<String>> {
+        let prefix = format!("{key}[");
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in &self.pairs {
+            let Some(rest) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            let rest = rest.strip_suffix("[]").unwrap_or(rest);
+            if let Some(name) = rest.strip_suffix(']') {
+                out.entry(name.to_owned()).or_default().push(v.clone());
+            }
+        }
+        out
+    }
+
     /// A deepObject map: `key[name]=value`.
     pub fn map(&self, key: &str) -> BTreeMap<String, String> {
         let prefix = format!("{key}[");

@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod notifications;
 pub mod objects;
 pub mod paths;
+pub mod product_catalog;
 pub mod query;
 pub mod rollups;
 

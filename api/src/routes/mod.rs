@@ -1,5 +1,7 @@
 //! The HTTP routes, path for path as OpenMeter's v1 API.
 
+pub mod apps;
+pub mod billing_profiles;
 pub mod customers;
 pub mod entitlements;
 pub mod events;
@@ -7,5 +9,6 @@ pub mod features;
 pub mod health;
 pub mod meters;
 pub mod notifications;
+pub mod plans;
 pub mod sql;
 pub mod subjects;

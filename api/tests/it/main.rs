@@ -15,6 +15,7 @@ mod ingest;
 mod listing;
 mod meters;
 mod notifications;
+mod plans;
 mod proptest_queries;
 mod query;
 mod restart;
