@@ -233,6 +233,29 @@ fn plan_validation_issues() {
         "plan_phase_duplicated_key"
     );
 
+    // Rate cards are checked by the engine's rules: a tiered price needs an open-ended tier.
+    let mut tiers = plan_body("tiers");
+    tiers["phases"][1]["rateCards"][0] = json!({
+        "type": "usage_based", "key": "tokens", "name": "Tokens", "featureKey": "tokens",
+        "billingCadence": "P1M",
+        "price": {"type": "tiered", "mode": "graduated", "tiers": [
+            {"upToAmount": "100", "unitPrice": {"type": "unit", "amount": "1"}}]}});
+    let problem = server
+        .post("/api/v1/plans")
+        .json(&tiers)
+        .send()
+        .expect_status(400)
+        .json();
+    let issue = &problem["extensions"]["validationErrors"][0];
+    assert_eq!(
+        issue["field"], "phases[key=default].rateCards[key=tokens].price.tiers",
+        "{problem}"
+    );
+    assert_eq!(
+        issue["message"],
+        "at least one PriceTier must be open-ended"
+    );
+
     let mut warn = plan_body("warn");
     warn["phases"][0]["duration"] = Value::Null;
     let draft = server

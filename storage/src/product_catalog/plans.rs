@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 
-/// A rate card as the API sends it (`RateCard`, discriminated by `type`); its prices are
-/// checked by [`rate_card_issues`].
-pub type RateCard = Value;
+/// A rate card as the API sends it (`RateCard`, discriminated by `type`), typed and
+/// checked by the engine's billing module.
+pub use metron_engine::billing::RateCard;
 
 /// Billing cadences a plan may have (OpenMeter's `ErrPlanBillingCadenceAllowedValues`).
 pub const PLAN_BILLING_CADENCES: &[&str] =
@@ -187,33 +187,15 @@ fn currency_issues(currency: &str) -> Vec<Issue> {
     }
 }
 
-/// Issues of one rate card: key, type, price shape. (Prices are rated by the engine's
-/// billing module; here only what a catalog write must refuse or flag.)
+/// Issues of one rate card: its key, and every rule of OpenMeter's `RateCard.Validate`
+/// (prices, discounts, cadence, entitlement template, tax config), all critical.
 pub fn rate_card_issues(card: &RateCard) -> Vec<Issue> {
-    let mut out = Vec::new();
-    let key = card.get("key").and_then(Value::as_str).unwrap_or_default();
-    if !is_key(key) {
+    let mut out = key_issues(card.key());
+    for issue in card.issues() {
         out.push(Issue::critical(
-            "key",
-            "resource_key_invalid",
-            "rate card key must be a valid key",
-        ));
-    }
-    match card.get("type").and_then(Value::as_str) {
-        Some("flat_fee") | Some("usage_based") => {}
-        _ => out.push(Issue::critical(
-            "type",
-            "rate_card_type_invalid",
-            "rate card type must be flat_fee or usage_based",
-        )),
-    }
-    if let Some(feature) = card.get("featureKey").and_then(Value::as_str)
-        && feature != key
-    {
-        out.push(Issue::warning(
-            "featureKey",
-            "rate_card_key_feature_key_mismatch",
-            "rate card key must match feature key",
+            issue.field(),
+            issue.code().unwrap_or("rate_card_invalid"),
+            issue.to_string(),
         ));
     }
     out
@@ -223,9 +205,9 @@ fn rate_cards_issues(cards: &[RateCard]) -> Vec<Issue> {
     let mut out = Vec::new();
     let mut keys = HashSet::new();
     for card in cards {
-        let key = card.get("key").and_then(Value::as_str).unwrap_or_default();
+        let key = card.key();
         let selector = format!("rateCards[key={key}]");
-        if !keys.insert(key.to_owned()) {
+        if !keys.insert(key) {
             out.push(
                 Issue::critical(
                     "key",

@@ -22,7 +22,10 @@ fn body(name: &str) -> PlanBody {
             description: None,
             metadata: None,
             duration: None,
-            rate_cards: vec![json!({"type": "flat_fee", "key": "base", "name": "Base"})],
+            rate_cards: vec![
+                serde_json::from_value(json!({"type": "flat_fee", "key": "base", "name": "Base"}))
+                    .unwrap(),
+            ],
         }],
     }
 }
