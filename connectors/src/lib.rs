@@ -16,6 +16,7 @@
 //! bytes.
 
 pub mod stream;
+pub mod stripe;
 pub mod webhook;
 
 pub use stream::{
