@@ -29,7 +29,7 @@ pub mod rating;
 
 pub use currency::{CURRENCIES, Currency, round_to_minor_units};
 pub use issue::Issue;
-pub use period::{BillingCadence, Period};
+pub use period::{BillingCadence, Period, ServicePeriod};
 pub use price::{
     Commitments, DynamicPrice, FlatPrice, PackagePrice, PaymentTerm, Price, PriceTier,
     TierFlatPrice, TierUnitPrice, TieredMode, TieredPrice, UnitPrice,

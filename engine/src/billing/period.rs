@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
 
 use crate::credit::{Interval, IsoDuration, Recurrence};
 
@@ -26,14 +27,29 @@ pub enum Error {
     },
     #[error("a period boundary is out of range")]
     OutOfRange,
+    #[error("more than {max} billing periods between {from} and {to}")]
+    TooManyPeriods {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        max: usize,
+    },
+}
+
+/// One billing period of a schedule, cut to the time the item is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServicePeriod {
+    /// What is billed: the period cut to `[active.from, active.to)`.
+    pub service: Period,
+    /// The whole cadence period it belongs to (the denominator of pro-rating).
+    pub full: Period,
 }
 
 /// A positive ISO-8601 duration such as `P1M`, `P2W`, `P1DT12H` (whole components).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BillingCadence(IsoDuration);
 
-/// A half-open interval of time `[from, to)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A half-open interval of time `[from, to)`; on the wire `{"from": …, "to": …}` (RFC 3339).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Period {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -102,6 +118,36 @@ impl BillingCadence {
             .period_containing(t)
             .ok_or(Error::OutOfRange)?;
         Ok(Period { from, to })
+    }
+}
+
+impl BillingCadence {
+    /// The billing periods of the schedule anchored at `anchor` that overlap `active`, each
+    /// cut to it, in order; at most `max` of them (a named limit of the caller).
+    pub fn service_periods(
+        &self,
+        anchor: DateTime<Utc>,
+        active: Period,
+        max: usize,
+    ) -> Result<Vec<ServicePeriod>> {
+        let mut out = Vec::new();
+        let mut full = self.period_containing(anchor, active.from)?;
+        while full.from < active.to {
+            if out.len() == max {
+                return Err(Error::TooManyPeriods {
+                    from: active.from,
+                    to: active.to,
+                    max,
+                });
+            }
+            let service = Period {
+                from: full.from.max(active.from),
+                to: full.to.min(active.to),
+            };
+            out.push(ServicePeriod { service, full });
+            full = self.period_containing(anchor, full.to)?;
+        }
+        Ok(out)
     }
 }
 

@@ -113,7 +113,8 @@ pub struct TieredPrice {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DynamicPrice {
-    #[serde(default = "one", with = "numeric")]
+    /// Written only when not the default `1`, as OpenMeter's v1 mapping does.
+    #[serde(default = "one", with = "numeric", skip_serializing_if = "is_one")]
     pub multiplier: Decimal,
     #[serde(flatten)]
     pub commitments: Commitments,
@@ -144,6 +145,10 @@ pub enum Price {
 
 fn one() -> Decimal {
     Decimal::ONE
+}
+
+fn is_one(value: &Decimal) -> bool {
+    *value == Decimal::ONE
 }
 
 impl Price {

@@ -31,6 +31,12 @@ fn join(issues: &[Issue]) -> String {
 
 pub type Metadata = BTreeMap<String, String>;
 
+fn no_discounts(discounts: &Option<Discounts>) -> bool {
+    discounts
+        .as_ref()
+        .is_none_or(|d| d.percentage.is_none() && d.usage.is_none())
+}
+
 /// OpenMeter's `RateCard`, discriminated by `type`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -62,7 +68,8 @@ pub struct RateCardFlatFee {
     /// `null` when the feature or service is free.
     #[serde(default, with = "flat_only")]
     pub price: Option<FlatPrice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not written when absent or empty, as OpenMeter's v1 mapping does.
+    #[serde(default, skip_serializing_if = "no_discounts")]
     pub discounts: Option<Discounts>,
 }
 
@@ -86,7 +93,8 @@ pub struct RateCardUsageBased {
     /// `null` when the feature or service is free.
     #[serde(default)]
     pub price: Option<Price>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not written when absent or empty, as OpenMeter's v1 mapping does.
+    #[serde(default, skip_serializing_if = "no_discounts")]
     pub discounts: Option<Discounts>,
 }
 

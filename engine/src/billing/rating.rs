@@ -95,7 +95,7 @@ pub struct DetailedLine {
     /// Stable per parent line: `unit-price-usage`, `graduated-tiered-2-flat-price`, `min-spend`…
     #[serde(rename = "childUniqueReferenceID")]
     pub child_unique_reference_id: String,
-    #[serde(skip)]
+    /// The service period; the whole billing period for a minimum-spend line.
     pub period: Period,
     pub payment_term: PaymentTerm,
     pub category: Category,

@@ -93,3 +93,47 @@ fn share_of_a_period_is_nanosecond_exact_to_sixteen_places() {
     assert_eq!(two_thirds.share_of(&full).to_string(), "0.6666666666666667");
     assert!(Period::new(full.to, full.from).is_err());
 }
+
+/// A subscription active from Apr 10 to Jun 20, billed monthly from an anchor on the 1st:
+/// a partial first and last period, each knowing its full period for pro-rating.
+#[test]
+fn service_periods_cut_the_schedule_to_the_active_time() {
+    let cadence = BillingCadence::parse("P1M").unwrap();
+    let active = Period::new(at(2025, 4, 10, 0), at(2025, 6, 20, 0)).unwrap();
+    let periods = cadence
+        .service_periods(at(2025, 1, 1, 0), active, 12)
+        .unwrap();
+    let got: Vec<(Period, Period)> = periods.iter().map(|p| (p.service, p.full)).collect();
+    let month = |m: u32| Period::new(at(2025, m, 1, 0), at(2025, m + 1, 1, 0)).unwrap();
+    assert_eq!(
+        got,
+        [
+            (
+                Period::new(at(2025, 4, 10, 0), at(2025, 5, 1, 0)).unwrap(),
+                month(4)
+            ),
+            (month(5), month(5)),
+            (
+                Period::new(at(2025, 6, 1, 0), at(2025, 6, 20, 0)).unwrap(),
+                month(6)
+            ),
+        ]
+    );
+    assert_eq!(
+        periods[0].service.share_of(&periods[0].full),
+        Decimal::new(7, 1)
+    );
+    assert!(matches!(
+        cadence.service_periods(at(2025, 1, 1, 0), active, 2),
+        Err(Error::TooManyPeriods { max: 2, .. })
+    ));
+}
+
+#[test]
+fn periods_serialize_as_rfc3339() {
+    let period = Period::new(at(2025, 4, 1, 0), at(2025, 5, 1, 0)).unwrap();
+    assert_eq!(
+        serde_json::to_value(period).unwrap(),
+        serde_json::json!({"from": "2025-04-01T00:00:00Z", "to": "2025-05-01T00:00:00Z"})
+    );
+}

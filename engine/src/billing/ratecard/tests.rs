@@ -113,9 +113,26 @@ fn amounts_are_written_like_openmeter_writes_them() {
         "price": {"type": "dynamic"}
     }))
     .unwrap();
-    assert_eq!(
-        serde_json::to_value(&dynamic).unwrap()["price"]["multiplier"],
-        json!("1")
+    let written = serde_json::to_value(&dynamic).unwrap();
+    assert_eq!(written["price"], json!({"type": "dynamic"}));
+    let RateCard::UsageBased(RateCardUsageBased {
+        price: Some(Price::Dynamic(price)),
+        ..
+    }) = &dynamic
+    else {
+        panic!("not dynamic")
+    };
+    assert_eq!(price.multiplier, Decimal::ONE);
+    let empty: RateCard = serde_json::from_value(json!({
+        "type": "flat_fee", "key": "a", "name": "A", "billingCadence": null, "price": null,
+        "discounts": {}
+    }))
+    .unwrap();
+    assert!(
+        serde_json::to_value(&empty)
+            .unwrap()
+            .get("discounts")
+            .is_none()
     );
     let defaulted: RateCard = serde_json::from_value(json!({
         "type": "flat_fee", "key": "a", "name": "A", "billingCadence": null,

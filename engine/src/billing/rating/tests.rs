@@ -521,6 +521,7 @@ fn detailed_lines_serialize_like_openmeter() {
             "quantity": "1",
             "perUnitAmount": "18.5",
             "childUniqueReferenceID": "min-spend",
+            "period": {"from": "2025-04-01T00:00:00Z", "to": "2025-05-01T00:00:00Z"},
             "paymentTerm": "in_arrears",
             "category": "commitment",
             "amountDiscounts": [],
