@@ -551,12 +551,13 @@ fn dropped(
     incoming: &Incoming,
     fault: Option<String>,
 ) -> HttpResponse {
+    // Logged first: the client may look at the log as soon as the connection closes.
+    log(shared, incoming, 0, fault, false);
     if let Some(Socket(socket)) = req.conn_data::<Socket>()
         && let Err(error) = socket.shutdown(std::net::Shutdown::Both)
     {
         tracing::warn!(%error, "Could not close a connection for an injected fault.");
     }
-    log(shared, incoming, 0, fault, false);
     HttpResponse::new(StatusCode::INTERNAL_SERVER_ERROR)
 }
 

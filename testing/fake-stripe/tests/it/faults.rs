@@ -1,0 +1,179 @@
+use crate::support::Client;
+use metron_fake_stripe::{FakeConfig, FakeStripe, Fault, FaultRule};
+use std::time::{Duration, Instant};
+
+/// The write happens, the client sees 500; its retry with the same key gets the real answer.
+#[test]
+fn fail_after_write_applies_the_write_and_the_retry_replays_it() {
+    let fake = FakeStripe::start().unwrap();
+    let client = Client::new(&fake);
+    let customer = fake.create_customer("A", None);
+    fake.inject_rule(FaultRule::on(
+        "POST",
+        "/v1/invoiceitems",
+        Fault::FailAfterWrite,
+    ));
+    let form = [("customer", customer.as_str()), ("amount", "100")];
+    let failed = client
+        .post("/v1/invoiceitems", &form, Some("ii-1"))
+        .unwrap();
+    assert_eq!(failed.status, 500);
+    assert_eq!(fake.state().invoice_items.len(), 1, "the write took effect");
+    let retry = client
+        .post("/v1/invoiceitems", &form, Some("ii-1"))
+        .unwrap();
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.json["id"], fake.state().invoice_items[0].id);
+    assert_eq!(fake.state().invoice_items.len(), 1);
+}
+
+#[test]
+fn drop_after_write_closes_the_connection_but_applies_the_write() {
+    let fake = FakeStripe::start().unwrap();
+    let client = Client::new(&fake);
+    fake.inject(Fault::DropAfterWrite);
+    assert!(
+        client
+            .post("/v1/customers", &[("name", "A")], Some("c"))
+            .is_err()
+    );
+    assert_eq!(fake.state().customers.len(), 1);
+}
+
+/// The client gives up before the fake answers, and the write never happens.
+#[test]
+fn a_timeout_does_not_apply_the_write() {
+    let fake = FakeStripe::start_with(FakeConfig {
+        timeout_hold: Duration::from_secs(2),
+        ..FakeConfig::default()
+    })
+    .unwrap();
+    let client = Client::with_timeout(&fake, Duration::from_millis(300));
+    fake.inject_rule(FaultRule::on("POST", "/v1/customers", Fault::Timeout));
+    assert!(
+        client
+            .post("/v1/customers", &[("name", "A")], Some("c"))
+            .is_err()
+    );
+    // While the fake still holds it, the key is in use (409); then it executes, because nothing
+    // was stored for it.
+    let patient = Client::new(&fake);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let retry = loop {
+        let reply = patient
+            .post("/v1/customers", &[("name", "A")], Some("c"))
+            .unwrap();
+        if reply.status != 409 || Instant::now() > deadline {
+            break reply;
+        }
+        assert_eq!(reply.code(), Some("idempotency_key_in_use"));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.header("idempotent-replayed"), None);
+    assert_eq!(fake.state().customers.len(), 1);
+}
+
+#[test]
+fn a_dropped_connection_gets_no_response_and_no_write() {
+    let fake = FakeStripe::start().unwrap();
+    fake.inject(Fault::Drop);
+    assert!(
+        Client::new(&fake)
+            .post("/v1/customers", &[("name", "A")], None)
+            .is_err()
+    );
+    assert!(fake.state().customers.is_empty());
+    assert_eq!(fake.state().requests[0].fault.as_deref(), Some("Drop"));
+}
+
+#[test]
+fn status_faults_answer_like_stripe_and_do_not_write() {
+    let fake = FakeStripe::start().unwrap();
+    let client = Client::new(&fake);
+    let cases = [
+        (
+            Fault::Status429 { lock_timeout: true },
+            429,
+            Some("lock_timeout"),
+            Some("true"),
+        ),
+        (
+            Fault::Status429 {
+                lock_timeout: false,
+            },
+            429,
+            Some("rate_limit"),
+            Some("false"),
+        ),
+        (Fault::Status409, 409, Some("lock_timeout"), Some("true")),
+        (Fault::Status500, 500, None, None),
+    ];
+    for (fault, status, code, retry) in cases {
+        fake.inject(fault);
+        let reply = client
+            .post("/v1/customers", &[("name", "A")], Some("k"))
+            .unwrap();
+        assert_eq!(
+            (
+                reply.status,
+                reply.code(),
+                reply.header("stripe-should-retry")
+            ),
+            (status, code, retry),
+            "{fault:?}"
+        );
+    }
+    assert!(fake.state().customers.is_empty());
+    // The key was never stored, so it still works.
+    assert_eq!(
+        client
+            .post("/v1/customers", &[("name", "A")], Some("k"))
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+/// Random faults: the same seed and requests give the same faults; another seed differs.
+#[test]
+fn random_faults_are_deterministic_per_seed() {
+    let run = |seed| {
+        let kinds = vec![
+            Fault::Status500,
+            Fault::Status409,
+            Fault::Status429 { lock_timeout: true },
+            Fault::FailAfterWrite,
+            Fault::Drop,
+        ];
+        let fake = FakeStripe::start_with(FakeConfig {
+            seed,
+            fault_rate: 0.5,
+            fault_kinds: kinds,
+            ..FakeConfig::default()
+        })
+        .unwrap();
+        let client = Client::new(&fake);
+        for i in 0..30 {
+            let _ = client.post("/v1/customers", &[("name", &format!("c{i}"))], None);
+        }
+        let faults: Vec<Option<String>> = fake
+            .state()
+            .requests
+            .iter()
+            .map(|r| r.fault.clone())
+            .collect();
+        let written = fake.state().customers.len();
+        (faults, written)
+    };
+    let (a, written) = run(11);
+    assert_eq!(run(11).0, a);
+    assert_ne!(run(12).0, a);
+    let applied = a
+        .iter()
+        .filter(|f| f.is_none() || f.as_deref() == Some("FailAfterWrite"))
+        .count();
+    assert_eq!(written, applied);
+    assert!(a.iter().any(Option::is_some) && a.iter().any(Option::is_none));
+}
