@@ -16,8 +16,15 @@
 //! (`subunits`), half away from zero, by [`currency::round_to_minor_units`] (OpenMeter:
 //! `currencyx` `RoundToPrecision`, alpacadecimal `Round`). It applies when a line amount
 //! is written, never to inputs: a detailed line's `per_unit × quantity`, each discount, a
-//! dynamic price's amount, a pro-rated flat fee, the minimum-spend top-up, the maximum
-//! spend, and every total. Unit prices and quantities keep all their digits.
+//! dynamic price's amount, a flat fee (pro-rated or not), the minimum-spend top-up, the
+//! maximum spend, and every total. Unit prices, quantities and the pro-rating share
+//! (16 places, a ratio) keep their digits.
+//!
+//! **Not here, as in OpenMeter v1's rating:** taxes (totals carry zero taxes), credits
+//! applied to lines, `unit_config` conversions (a v3 feature). Where this module differs
+//! from OpenMeter: a flat fee that rounds to zero yields no detailed line (OpenMeter's
+//! subscription sync never creates such a line), and [`currency::Currency::lookup`] also
+//! knows the active ISO 4217 codes gobl lacks (not listed by the API).
 
 pub mod currency;
 pub mod issue;
