@@ -8,7 +8,8 @@
 //!   among the customer's drafts, else created with `invoice-create-{invoiceId}`;
 //! - the items: Stripe's lines are listed and matched by `metadata[om_line_id]`; a missing line is
 //!   created with `invoiceitem-create-{invoiceId}-{lineId}`, a changed one updated by its `ii_` id
-//!   with a key that hashes the change, a line no Metron line claims is deleted;
+//!   with a key that hashes the change and the state it changes from (with a revision kept in
+//!   the item's metadata, so keys never repeat), a line no Metron line claims is deleted;
 //! - the result: the lines are listed again and Stripe's amounts compared with Metron's; a
 //!   mismatch is an error ([`Error::is_validation`]), never accepted silently;
 //! - finalize: `invoice-finalize-{invoiceId}`; an invoice already finalized is reported as it is.
@@ -40,6 +41,12 @@ pub const META_LINE_TYPE: &str = "om_line_type";
 /// A hash of everything Metron sent for a line, so a change Stripe does not echo back (say a
 /// tax code) is still seen.
 pub const META_LINE_HASH: &str = "om_line_hash";
+/// How many times Metron updated the item (absent: never). Update keys hash the state they
+/// change from, revision included, so a line changed back and forth within Stripe's 24 h key
+/// window still gets a fresh key each time.
+pub const META_LINE_REVISION: &str = "om_line_rev";
+/// The same for the invoice's own updates.
+pub const META_INVOICE_REVISION: &str = "om_invoice_rev";
 
 /// One Metron invoice as Stripe should hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +261,8 @@ impl Error {
 /// `existing_stripe_invoice_id` is absent. Repeating it, after success or a failure at any
 /// point, converges to the same draft with one item per line and never creates a second draft
 /// or item. The caller stores `stripe_invoice_id` (and may do so before retrying a failure).
+/// An invoice finalized already is checked and reported as it is when its lines are Metron's
+/// (issuing repeated after a crash), and is [`Error::NotDraft`] when they would change.
 pub fn upsert_invoice(
     client: &StripeClient,
     invoice: &InvoiceToSync,
@@ -267,6 +276,16 @@ pub fn upsert_invoice(
     let id = draft.id.as_str();
     let lines = list_lines(client, id)?;
     let plan = plan(invoice, id, &lines);
+    // Finalized already (a repeat of issuing after a crash): fine while nothing is to change.
+    if draft.status != InvoiceStatus::Draft {
+        if plan != Plan::default() {
+            return Err(Error::NotDraft {
+                stripe_invoice_id: id.to_owned(),
+                status: draft.status,
+            });
+        }
+        return check(invoice, &draft, &lines);
+    }
     let created = apply(client, invoice, id, &plan)?;
     let mut lines = list_lines(client, id)?;
     // A create answered from Stripe's idempotency cache may name an item deleted since (a line
@@ -346,14 +365,7 @@ pub fn finalize_invoice(
             automatic_tax: Some(false),
             ..InvoiceUpdate::default()
         };
-        let key = idempotency_key(&[
-            "invoice-update",
-            metron_invoice_id,
-            &hash_hex(&[&invoice_state(&current), &update.to_form().encode()]),
-        ]);
-        client
-            .update_invoice(id, &update, &key)
-            .map_err(|e| Error::stripe(Step::UpdateInvoice, Some(id), None, e))?;
+        update_invoice(client, metron_invoice_id, &current, update)?;
     }
     // The first key's answer (the tax error) is cached by Stripe, so this finalize needs its own.
     let key = idempotency_key(&["invoice-finalize", metron_invoice_id, "without-tax"]);
@@ -420,35 +432,54 @@ fn update_draft(client: &StripeClient, invoice: &InvoiceToSync, id: &str) -> Res
     let current = client
         .invoice(id)
         .map_err(|e| Error::stripe(Step::ReadInvoice, Some(id), None, e))?;
-    check_draft(invoice, &current)?;
+    check_owner(invoice, &current)?;
     let update = invoice_update(invoice, &current);
-    if update.is_empty() {
+    if update.is_empty() || current.status != InvoiceStatus::Draft {
         return Ok(current);
     }
-    // The key hashes the state it changes from as well, so changing back gets a fresh key.
+    update_invoice(client, &invoice.invoice_id, &current, update)
+}
+
+/// Applies `update` to the draft `current`, bumping its revision. The key hashes the state it
+/// changes from, revision included; revisions only grow, so no two updates share a key and a
+/// change back is never answered from an earlier change's cache.
+fn update_invoice(
+    client: &StripeClient,
+    metron_invoice_id: &str,
+    current: &Invoice,
+    mut update: InvoiceUpdate,
+) -> Result<Invoice> {
+    let id = current.id.as_str();
+    let revision = next_revision(&current.metadata, META_INVOICE_REVISION);
+    update
+        .metadata
+        .insert(META_INVOICE_REVISION.to_owned(), revision);
     let key = idempotency_key(&[
         "invoice-update",
-        &invoice.invoice_id,
-        &hash_hex(&[&invoice_state(&current), &update.to_form().encode()]),
+        metron_invoice_id,
+        &hash_hex(&[&invoice_state(current), &update.to_form().encode()]),
     ]);
     client
         .update_invoice(id, &update, &key)
         .map_err(|e| Error::stripe(Step::UpdateInvoice, Some(id), None, e))
 }
 
-fn check_draft(invoice: &InvoiceToSync, current: &Invoice) -> Result<()> {
+/// One more than the revision in `metadata` (absent is 0).
+fn next_revision(metadata: &Metadata, key: &str) -> String {
+    let current = metadata
+        .get(key)
+        .and_then(|r| r.parse::<u64>().ok())
+        .unwrap_or(0);
+    current.saturating_add(1).to_string()
+}
+
+fn check_owner(invoice: &InvoiceToSync, current: &Invoice) -> Result<()> {
     let conflict = |reason: String| Error::Conflict {
         stripe_invoice_id: current.id.clone(),
         reason,
     };
     if current.deleted {
         return Err(conflict("it was deleted".to_owned()));
-    }
-    if current.status != InvoiceStatus::Draft {
-        return Err(Error::NotDraft {
-            stripe_invoice_id: current.id.clone(),
-            status: current.status,
-        });
     }
     if current.customer != invoice.stripe_customer_id {
         return Err(conflict(format!(
@@ -531,6 +562,13 @@ fn invoice_state(current: &Invoice) -> String {
             "default_payment_method",
             current.default_payment_method.as_deref(),
         )
+        .field_opt(
+            "revision",
+            current
+                .metadata
+                .get(META_INVOICE_REVISION)
+                .map(String::as_str),
+        )
         .encode()
 }
 
@@ -574,7 +612,11 @@ pub fn plan(invoice: &InvoiceToSync, stripe_invoice_id: &str, lines: &[LineItem]
                 out.creates.push((line.line_id.clone(), params, key));
             }
             Some(current) if differs(line, current) => {
-                let update = item_update(line);
+                let mut update = item_update(line);
+                let revision = next_revision(&current.metadata, META_LINE_REVISION);
+                update
+                    .metadata
+                    .insert(META_LINE_REVISION.to_owned(), revision);
                 let key = idempotency_key(&[
                     "invoiceitem-update",
                     &invoice.invoice_id,
@@ -711,6 +753,10 @@ fn line_state(current: &LineItem) -> String {
         .field_opt(
             "hash",
             current.metadata.get(META_LINE_HASH).map(String::as_str),
+        )
+        .field_opt(
+            "revision",
+            current.metadata.get(META_LINE_REVISION).map(String::as_str),
         )
         .encode()
 }

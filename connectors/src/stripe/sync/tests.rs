@@ -297,3 +297,41 @@ fn the_create_params_carry_metrons_ids_and_lower_case_currency() {
     inv.collection_method = CollectionMethod::ChargeAutomatically;
     assert_eq!(invoice_create(&inv).days_until_due, None);
 }
+
+#[test]
+fn each_update_bumps_the_revision_so_no_two_updates_share_a_key() {
+    let first = line("l1", LineType::Line, 10);
+    let mut second = first.clone();
+    second.amount_minor = 20;
+    let mut listed_first = listed(&first, 1);
+    let up = plan(
+        &invoice(vec![second.clone()]),
+        "in_1",
+        &[listed_first.clone()],
+    );
+    let (_, _, params, key_first) = &up.updates[0];
+    assert_eq!(
+        params.metadata.get(META_LINE_REVISION).map(String::as_str),
+        Some("1")
+    );
+    // The same change from a later revision (first → second → first → second).
+    listed_first
+        .metadata
+        .insert(META_LINE_REVISION.to_owned(), "2".to_owned());
+    let again = plan(&invoice(vec![second]), "in_1", &[listed_first]);
+    let (_, _, params, key_again) = &again.updates[0];
+    assert_eq!(
+        params.metadata.get(META_LINE_REVISION).map(String::as_str),
+        Some("3")
+    );
+    assert_ne!(key_first, key_again);
+    // The revision alone is no difference to sync.
+    let mut bumped = listed(&first, 1);
+    bumped
+        .metadata
+        .insert(META_LINE_REVISION.to_owned(), "7".to_owned());
+    assert_eq!(
+        plan(&invoice(vec![first]), "in_1", &[bumped]),
+        Plan::default()
+    );
+}
