@@ -3,4 +3,5 @@
 
 mod stripe_client;
 mod stripe_sync;
+mod stripe_webhook;
 mod support;
