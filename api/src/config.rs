@@ -28,6 +28,44 @@ pub struct Config {
     pub meters: Vec<MeterCreate>,
     pub notifications: NotificationsConfig,
     pub entitlements: EntitlementsSection,
+    #[serde(default)]
+    pub stripe: StripeSection,
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// Where Stripe's API is (tests point it at a fake Stripe).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StripeSection {
+    pub api_base: String,
+}
+
+impl Default for StripeSection {
+    fn default() -> Self {
+        Self {
+            api_base: metron_connectors::stripe::API_BASE_DEFAULT.to_owned(),
+        }
+    }
+}
+
+/// How clients and Stripe reach this server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// The public base URL (`https://metron.example.com`); Stripe webhook endpoints are
+    /// registered under it. Empty: the scheme and host of the request that installs the app.
+    pub public_url: String,
+}
+
+impl Config {
+    /// The Stripe settings the app routes use.
+    pub fn stripe_settings(&self) -> crate::routes::apps::StripeSettings {
+        crate::routes::apps::StripeSettings {
+            api_base: self.stripe.api_base.clone(),
+            public_url: Some(self.server.public_url.clone()).filter(|u| !u.is_empty()),
+        }
+    }
 }
 
 /// What free SQL (`POST /api/v1/sql`) may take; a key left out keeps its default.

@@ -155,6 +155,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let entitlements = Entitlements::start(pipeline.clone(), entitlements_config)
             .await
             .context("starting the entitlement service")?;
+        pipeline
+            .catalog()
+            .ensure_billing_defaults(pipeline.namespace())
+            .await
+            .context("provisioning the sandbox app and the default billing profile")?;
         install_panic_hook(pipeline.health().clone());
         let health = pipeline.health().clone();
         let state = actix_web::web::Data::new(AppState {
@@ -162,9 +167,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             entitlements,
         });
         let debug = failpoints.is_some();
+        let stripe = actix_web::web::Data::new(config.stripe_settings());
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(state.clone())
+                .app_data(stripe.clone())
                 .configure(metron_api::configure)
                 .configure(|cfg| {
                     if debug {

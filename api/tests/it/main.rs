@@ -4,6 +4,8 @@
 //! in `ingest` and `query`, its credit and entitlement scenarios in `credit` and
 //! `entitlements`; `crash` and `proptest_queries` are seeded and print their seeds.
 
+mod apps;
+mod billing_profiles;
 mod crash;
 mod credit;
 mod customers;
