@@ -970,8 +970,8 @@ impl Catalog {
             .collect())
     }
 
-    /// A live app by id, for expanding a profile's references (deleted apps included, as a
-    /// profile may outlive nothing but keeps its history).
+    /// An app by id, uninstalled ones included: a deleted profile may name an app
+    /// uninstalled since, and its references still expand.
     pub async fn app_by_id(&self, namespace: &str, id: &str) -> Result<Option<App>> {
         let row = sqlx::query("SELECT id, definition FROM apps WHERE namespace = $1 AND id = $2")
             .bind(namespace)

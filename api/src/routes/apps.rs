@@ -1251,3 +1251,120 @@ fn checkout_params(
         tax_id_collection_required: tax.required,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> Box<stripe::Error> {
+        Box::new(stripe::Error::Api {
+            status,
+            kind: "invalid_request_error".into(),
+            code: None,
+            message: "m".into(),
+            param: None,
+            request_id: None,
+            should_retry: None,
+        })
+    }
+
+    // OpenMeter's provider error mapping: 401 → 401, 400 → 400, anything else → 412.
+    #[test]
+    fn stripe_errors_map_as_openmeter_does() {
+        let unauthorized = Box::new(stripe::Error::Unauthorized {
+            message: "bad key".into(),
+            request_id: None,
+        });
+        let timeout = Box::new(stripe::Error::Timeout {
+            method: "GET",
+            path: "/v1/account".into(),
+            timeout: std::time::Duration::from_secs(1),
+        });
+        for (error, status) in [
+            (unauthorized, 401),
+            (api(400), 400),
+            (api(404), 412),
+            (api(500), 412),
+            (timeout, 412),
+        ] {
+            let mapped = stripe_error(error, "default", Some("app"));
+            assert_eq!(mapped.status.as_u16(), status, "{}", mapped.detail);
+        }
+        let mapped = stripe_error(api(500), "ns1", None);
+        assert!(
+            mapped.detail.contains("app in ns1 namespace"),
+            "{}",
+            mapped.detail
+        );
+    }
+
+    // The webhook URL's base: the configured public URL (without a trailing slash), else
+    // the request's scheme and host.
+    #[test]
+    fn public_base_prefers_the_config() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("host", "metron.local:8888"))
+            .to_http_request();
+        let configured = StripeSettings {
+            api_base: String::new(),
+            public_url: Some("https://metron.example.com/".into()),
+        };
+        assert_eq!(public_base(&configured, &req), "https://metron.example.com");
+        let unset = StripeSettings {
+            api_base: String::new(),
+            public_url: None,
+        };
+        assert_eq!(public_base(&unset, &req), "http://metron.local:8888");
+    }
+
+    // Reserved metadata keys are refused; the om_* keys and the customer's currency
+    // (lower-case) are set.
+    #[test]
+    fn checkout_params_set_the_reserved_metadata() {
+        let now = Utc::now();
+        let app = App {
+            id: "app1".into(),
+            name: "Stripe".into(),
+            description: None,
+            metadata: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            listing: apps::listing(AppType::Stripe),
+            status: apps::AppStatus::Ready,
+            kind: AppKind::Stripe {
+                stripe_account_id: "acct_1".into(),
+                livemode: false,
+                masked_api_key: "sk_test_***abc".into(),
+            },
+        };
+        let customer = Customer {
+            id: "c1".into(),
+            key: None,
+            name: "C".into(),
+            description: None,
+            usage_attribution: Default::default(),
+            primary_email: None,
+            currency: Some("EUR".into()),
+            billing_address: None,
+            metadata: None,
+            annotations: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        let params = checkout_params("ns", &app, &customer, "cus_1", CheckoutOptions::default())
+            .expect("params");
+        assert_eq!(params.currency.as_deref(), Some("eur"));
+        assert_eq!(params.customer, "cus_1");
+        let meta = &params.setup_intent_metadata;
+        assert_eq!(meta.get("om_namespace").map(String::as_str), Some("ns"));
+        assert_eq!(meta.get("om_app_id").map(String::as_str), Some("app1"));
+        assert_eq!(meta.get("om_customer_id").map(String::as_str), Some("c1"));
+        let reserved = CheckoutOptions {
+            metadata: Some(Metadata::from([("om_x".to_owned(), "1".to_owned())])),
+            ..CheckoutOptions::default()
+        };
+        assert!(checkout_params("ns", &app, &customer, "cus_1", reserved).is_err());
+    }
+}
