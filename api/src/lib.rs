@@ -164,7 +164,10 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/marketplace/listings", &["GET"]),
     ("/api/v1/marketplace/listings/{type}", &["GET"]),
     ("/api/v1/marketplace/listings/{type}/install", &["POST"]),
-    ("/api/v1/marketplace/listings/{type}/install/apikey", &["POST"]),
+    (
+        "/api/v1/marketplace/listings/{type}/install/apikey",
+        &["POST"],
+    ),
     ("/api/v1/customers/{customer}/apps", &["GET", "PUT"]),
     ("/api/v1/customers/{customer}/apps/{app}", &["DELETE"]),
     ("/api/v1/customers/{customer}/stripe", &["GET", "PUT"]),
@@ -173,7 +176,10 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/billing/profiles", &["GET", "POST"]),
     ("/api/v1/billing/profiles/{id}", &["GET", "PUT", "DELETE"]),
     ("/api/v1/billing/customers", &["GET"]),
-    ("/api/v1/billing/customers/{customer}", &["GET", "PUT", "DELETE"]),
+    (
+        "/api/v1/billing/customers/{customer}",
+        &["GET", "PUT", "DELETE"],
+    ),
     ("/api/v1/plans", &["GET", "POST"]),
     ("/api/v1/plans/{plan}", &["GET", "PUT", "DELETE"]),
     ("/api/v1/plans/{plan}/publish", &["POST"]),
