@@ -288,38 +288,50 @@ pub fn upsert_invoice(
     }
     let created = apply(client, invoice, id, &plan)?;
     let mut lines = list_lines(client, id)?;
-    // A create answered from Stripe's idempotency cache may name an item deleted since (a line
-    // removed and added back within the key's 24 h): create it again under a key naming the
-    // stale item, which is as deterministic and has never been used.
-    let stale: Vec<(&LineToSync, String)> = created
-        .into_iter()
-        .filter(|(_, item)| !lines.iter().any(|l| l.invoice_item.as_ref() == Some(item)))
-        .filter_map(|(line_id, item)| {
-            let line = invoice.lines.iter().find(|l| l.line_id == line_id)?;
-            Some((line, item))
-        })
-        .collect();
-    if !stale.is_empty() {
-        for (line, stale_item) in &stale {
-            warn!(invoice_id = %invoice.invoice_id, line_id = %line.line_id, stale_item, "Stripe replayed a create of a deleted invoice item; creating it again.");
-            let key = idempotency_key(&[
-                "invoiceitem-create",
-                &invoice.invoice_id,
-                &line.line_id,
-                "after",
-                stale_item,
-            ]);
-            let params = item_create(invoice, id, line);
-            client
-                .create_invoice_item(&params, &key)
-                .map_err(|e| Error::stripe(Step::CreateItem, Some(id), Some(&line.line_id), e))?;
-        }
+    if recreate_stale(client, invoice, id, &created, &lines)? {
         lines = list_lines(client, id)?;
     }
     let current = client
         .invoice(id)
         .map_err(|e| Error::stripe(Step::ReadInvoice, Some(id), None, e))?;
     check(invoice, &current, &lines)
+}
+
+/// A create answered from Stripe's idempotency cache may name an item deleted since (a line
+/// removed and added back within the key's 24 h). Each such line is created again under a key
+/// naming the stale item: as deterministic, and never used before. Whether any was.
+fn recreate_stale(
+    client: &StripeClient,
+    invoice: &InvoiceToSync,
+    id: &str,
+    created: &[(String, String)],
+    lines: &[LineItem],
+) -> Result<bool> {
+    let mut any = false;
+    for (line_id, item_id) in created {
+        let listed = lines
+            .iter()
+            .any(|l| l.invoice_item.as_ref() == Some(item_id));
+        let Some(line) = invoice.lines.iter().find(|l| &l.line_id == line_id) else {
+            continue;
+        };
+        if listed {
+            continue;
+        }
+        warn!(invoice_id = %invoice.invoice_id, line_id, stale_item = item_id, "Stripe replayed the create of a deleted invoice item; creating it again.");
+        let key = idempotency_key(&[
+            "invoiceitem-create",
+            &invoice.invoice_id,
+            line_id,
+            "after",
+            item_id,
+        ]);
+        client
+            .create_invoice_item(&item_create(invoice, id, line), &key)
+            .map_err(|e| Error::stripe(Step::CreateItem, Some(id), Some(line_id), e))?;
+        any = true;
+    }
+    Ok(any)
 }
 
 /// Finalizes the draft with `auto_advance=true` so that Stripe collects. An invoice already

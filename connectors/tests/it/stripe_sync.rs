@@ -414,3 +414,40 @@ fn a_held_create_is_retried_until_the_key_is_free() {
     assert!(in_use >= 1, "the retry met the held key");
     assert_converged(&fake, &metron, InvoiceStatus::Draft);
 }
+
+/// A line removed and added back within the keys' lifetime: its create key is answered from
+/// the cache with the deleted item (same params) or refused as an `idempotency_error` (other
+/// params); either way the line is created again, once.
+#[test]
+fn a_line_removed_and_added_back_is_created_again() {
+    let fake = fake();
+    let stripe = client(&fake, 2);
+    let customer = fake.create_customer("ACME", None);
+    let metron = invoice("inv1", &customer);
+    let id = upsert_invoice(&stripe, &metron, None)
+        .expect("synced")
+        .stripe_invoice_id;
+
+    let mut without = metron.clone();
+    let removed = without.lines.remove(3);
+    without.expected_total_minor -= removed.amount_minor;
+    upsert_invoice(&stripe, &without, Some(&id)).expect("removed");
+    assert_converged(&fake, &without, InvoiceStatus::Draft);
+
+    // The same params: Stripe would replay the deleted item.
+    upsert_invoice(&stripe, &metron, Some(&id)).expect("added back");
+    assert_converged(&fake, &metron, InvoiceStatus::Draft);
+    let replayed = fake.state().requests.iter().filter(|r| r.replayed).count();
+    assert!(
+        replayed >= 1,
+        "the first create was answered from the cache"
+    );
+
+    // Removed again, then back with another amount: the key's params differ.
+    upsert_invoice(&stripe, &without, Some(&id)).expect("removed");
+    let mut changed = metron.clone();
+    changed.lines[3].amount_minor += 1;
+    changed.expected_total_minor += 1;
+    upsert_invoice(&stripe, &changed, Some(&id)).expect("added back changed");
+    assert_converged(&fake, &changed, InvoiceStatus::Draft);
+}

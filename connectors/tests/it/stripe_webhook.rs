@@ -26,7 +26,9 @@ fn events_signed_by_the_fake_verify_and_a_wrong_secret_does_not() {
     let customer = fake.create_customer("ACME", None);
     fake.create_payment_method(&customer).expect("a card");
     let metron = invoice("inv1", &customer);
-    let id = upsert_invoice(&stripe, &metron, None).expect("synced").stripe_invoice_id;
+    let id = upsert_invoice(&stripe, &metron, None)
+        .expect("synced")
+        .stripe_invoice_id;
     finalize_invoice(&stripe, &id, "inv1", false).expect("finalized");
     fake.pay_invoice(&id).expect("paid");
 
@@ -51,7 +53,10 @@ fn events_signed_by_the_fake_verify_and_a_wrong_secret_does_not() {
     assert_eq!(event.id, event_id);
     assert_eq!(event.kind, "invoice.paid");
     let paid: Invoice = event.object().expect("an invoice");
-    assert_eq!((paid.id.as_str(), paid.status), (id.as_str(), InvoiceStatus::Paid));
+    assert_eq!(
+        (paid.id.as_str(), paid.status),
+        (id.as_str(), InvoiceStatus::Paid)
+    );
 
     let forged = request.with_bad_signature();
     let error = verify(
