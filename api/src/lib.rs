@@ -58,7 +58,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::notifications::configure)
     .configure(routes::apps::configure)
     .configure(routes::billing_profiles::configure)
-    .configure(routes::plans::configure);
+    .configure(routes::plans::configure)
+    .configure(routes::subscriptions::configure);
 }
 
 /// Every path [`configure`] serves, with its methods, as registered there and in the
@@ -191,6 +192,14 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/addons/{addon}", &["GET", "PUT", "DELETE"]),
     ("/api/v1/addons/{addon}/publish", &["POST"]),
     ("/api/v1/addons/{addon}/archive", &["POST"]),
+    ("/api/v1/subscriptions", &["POST"]),
+    ("/api/v1/subscriptions/{id}", &["GET", "DELETE"]),
+    ("/api/v1/subscriptions/{id}/cancel", &["POST"]),
+    ("/api/v1/subscriptions/{id}/unschedule-cancelation", &["POST"]),
+    ("/api/v1/subscriptions/{id}/restore", &["POST"]),
+    ("/api/v1/subscriptions/{id}/change", &["POST"]),
+    ("/api/v1/subscriptions/{id}/migrate", &["POST"]),
+    ("/api/v1/customers/{customer}/subscriptions", &["GET"]),
 ];
 
 /// The methods [`SERVED`] lists for a path (none: an unknown path).

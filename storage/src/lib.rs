@@ -23,5 +23,6 @@ pub mod paths;
 pub mod product_catalog;
 pub mod query;
 pub mod rollups;
+pub mod subscriptions;
 
 pub use datafusion::arrow;

@@ -708,6 +708,112 @@ async fn insert(
     Ok(HttpResponse::Created().json(render(state, record, customer, flavor).await?))
 }
 
+/// The annotation naming the subscription that manages an entitlement (OpenMeter's
+/// `subscription.id`): such an entitlement follows its subscription item and the
+/// entitlement API refuses to delete or override it (403).
+pub(crate) const SUBSCRIPTION_ANNOTATION: &str = "subscription.id";
+
+fn refuse_managed(record: &EntitlementRecord) -> Result<(), ApiError> {
+    if record
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(SUBSCRIPTION_ANNOTATION))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "entitlement is managed by subscription",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates an entitlement a subscription item manages: built from the template as the API
+/// would build it (`body` in the v2 create shape), active over `[active_from, active_to)`,
+/// annotated with the subscription's id.
+pub(crate) async fn create_managed(
+    state: &AppState,
+    customer: &Customer,
+    body: &Value,
+    active_from: DateTime<Utc>,
+    active_to: Option<DateTime<Utc>>,
+    subscription_id: &str,
+) -> Result<EntitlementRecord, ApiError> {
+    let (mut record, grants) =
+        build_entitlement(state, customer, body, Flavor::V2, active_from).await?;
+    record.active_from = Some(active_from);
+    record.active_to = active_to;
+    let mut annotations = record.annotations.take().unwrap_or_default();
+    annotations.insert(SUBSCRIPTION_ANNOTATION.into(), json!(subscription_id));
+    record.annotations = Some(annotations);
+    check_engine(state, &record, &grants, None).await?;
+    match state
+        .pipeline
+        .catalog()
+        .insert_entitlement(&record, &grants, None)
+        .await?
+    {
+        Insert::Created => {}
+        Insert::Conflict { existing_id } => {
+            let mut error = ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "entitlement with feature {} already exists for the customer",
+                    record.feature_key
+                ),
+            );
+            error.extensions = Some(json!({"conflictingEntityId": existing_id}));
+            return Err(error);
+        }
+    }
+    state
+        .entitlements
+        .reload(&record.namespace, &customer.id)
+        .await?;
+    Ok(record)
+}
+
+/// Moves a managed entitlement's end (a subscription canceled, continued or changed);
+/// `None` makes it open-ended again.
+pub(crate) async fn set_managed_end(
+    state: &AppState,
+    customer_id: &str,
+    entitlement_id: &str,
+    active_to: Option<DateTime<Utc>>,
+) -> Result<(), ApiError> {
+    let ns = namespace(state);
+    let Some(mut record) = state
+        .pipeline
+        .catalog()
+        .get_entitlement(&ns, entitlement_id)
+        .await?
+    else {
+        return Ok(());
+    };
+    record.active_to = active_to;
+    record.updated_at = Utc::now();
+    state.pipeline.catalog().update_entitlement(&record).await?;
+    state.entitlements.reload(&ns, customer_id).await?;
+    Ok(())
+}
+
+/// The rendered (v2) entitlement of a subscription item.
+pub(crate) async fn render_managed(
+    state: &AppState,
+    customer: &Customer,
+    entitlement_id: &str,
+) -> Result<Option<Value>, ApiError> {
+    let ns = namespace(state);
+    let Some(record) = state
+        .pipeline
+        .catalog()
+        .get_entitlement(&ns, entitlement_id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(render(state, &record, customer, Flavor::V2).await?))
+}
+
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -728,6 +834,7 @@ async fn override_(
 ) -> Result<HttpResponse, ApiError> {
     let customer = owner(&state, &req, api).await?;
     let mut old = find_entitlement(&state, &customer, path_part(&req, "ent")?, false).await?;
+    refuse_managed(&old)?;
     let now = Utc::now();
     let (record, grants) = build_entitlement(&state, &customer, &body, api.flavor, now).await?;
     old.deleted_at = Some(now);
@@ -742,6 +849,7 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let customer = owner(&state, &req, api).await?;
     let mut record = find_entitlement(&state, &customer, path_part(&req, "ent")?, false).await?;
+    refuse_managed(&record)?;
     let now = Utc::now();
     record.deleted_at = Some(now);
     record.updated_at = now;

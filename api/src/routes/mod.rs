@@ -12,3 +12,4 @@ pub mod notifications;
 pub mod plans;
 pub mod sql;
 pub mod subjects;
+pub mod subscriptions;

@@ -23,3 +23,4 @@ mod query;
 mod restart;
 mod server;
 mod sql;
+mod subscriptions;
