@@ -4,7 +4,7 @@
 use crate::support::{client, fake, invoice};
 use chrono::Utc;
 use metron_connectors::stripe::sync::{finalize_invoice, upsert_invoice};
-use metron_connectors::stripe::webhook::{SignatureError, TOLERANCE_DEFAULT, verify};
+use metron_connectors::stripe::webhook::{SignatureError, TOLERANCE_DEFAULT, sign, verify};
 use metron_connectors::stripe::{Invoice, InvoiceStatus, WebhookEndpointCreate};
 
 #[test]
@@ -57,6 +57,14 @@ fn events_signed_by_the_fake_verify_and_a_wrong_secret_does_not() {
         (paid.id.as_str(), paid.status),
         (id.as_str(), InvoiceStatus::Paid)
     );
+
+    // And the other way round: what we sign, the fake's verifier accepts.
+    let ours = sign(request.body.as_bytes(), &secret, Utc::now().timestamp());
+    assert!(metron_fake_stripe::webhook::verify(
+        &secret,
+        &ours,
+        &request.body
+    ));
 
     let forged = request.with_bad_signature();
     let error = verify(
