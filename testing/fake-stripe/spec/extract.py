@@ -3,9 +3,9 @@
 
 Usage: extract.py <stripe-openapi.json> [<out.json>]   (no output path: print to stdout)
 
-The operations are copied verbatim except their `responses` (the fake validates requests, not
-responses); every component schema they reference is copied too, recursively. The output is
-deterministic (sorted keys, two-space indent) so a test can compare it byte for byte.
+The operations are copied verbatim, and every component schema they reference (through their
+parameters, request bodies and responses) is copied too, recursively. The output is
+deterministic (sorted keys, one-space indent) so a test can compare it byte for byte.
 """
 import json
 import sys
@@ -54,8 +54,7 @@ def extract(spec):
     paths = {}
     pending = set()
     for method, path in OPERATIONS:
-        operation = dict(spec["paths"][path][method])
-        operation.pop("responses", None)
+        operation = spec["paths"][path][method]
         paths.setdefault(path, {})[method] = operation
         refs(operation, pending)
     schemas = {}
@@ -75,7 +74,7 @@ def extract(spec):
 
 
 def render(subset):
-    return json.dumps(subset, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(subset, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def main():

@@ -24,9 +24,24 @@ pub struct Invalid {
 
 pub type Result<T, E = Invalid> = std::result::Result<T, E>;
 
-/// The request schemas of the served operations, by method and path template.
+/// Event types of the pinned version that the 2023 spec lacks (README).
+pub const ACACIA_EVENTS: [&str; 2] = ["invoice.overdue", "invoice.will_be_due"];
+
+/// Response fields of the pinned version that the 2023 spec lacks, per object (README).
+pub const ACACIA_FIELDS: [(&str, &str); 6] = [
+    ("invoice", "rendering"),
+    ("invoice", "issuer"),
+    ("line_item", "invoice"),
+    ("checkout.session", "client_secret"),
+    ("checkout.session", "return_url"),
+    ("checkout.session", "ui_mode"),
+];
+
+/// The request schemas of the served operations, by method and path template, and the
+/// component schemas of the objects they answer with.
 pub struct Spec {
     operations: HashMap<(String, String), Value>,
+    schemas: serde_json::Map<String, Value>,
 }
 
 /// The spec, loaded once. The subset is embedded data checked by this module's tests, so a
@@ -60,7 +75,14 @@ impl Spec {
                 operations.insert(key, schema);
             }
         }
-        let mut spec = Spec { operations };
+        let schemas = subset["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut spec = Spec {
+            operations,
+            schemas,
+        };
         spec.allow_acacia();
         spec
     }
@@ -86,6 +108,34 @@ impl Spec {
         check_object(schema, params, "")
     }
 
+    /// What is wrong with an answer's top-level fields against the spec's schema `name`
+    /// (`invoice`, `customer`, …): fields it does not know (beyond [`ACACIA_FIELDS`]) and
+    /// required fields that are absent. Empty when the shape is right.
+    pub fn shape_problems(&self, name: &str, object: &Value) -> Vec<String> {
+        let Some(schema) = self.schemas.get(name) else {
+            return vec![format!("the spec has no schema {name}")];
+        };
+        let Some(fields) = object.as_object() else {
+            return vec![format!("{name} is not an object")];
+        };
+        let known = |field: &str| {
+            schema["properties"].get(field).is_some() || ACACIA_FIELDS.contains(&(name, field))
+        };
+        let mut problems: Vec<String> = fields
+            .keys()
+            .filter(|field| !known(field))
+            .map(|field| format!("{name}.{field} is not in the spec"))
+            .collect();
+        for required in schema["required"].as_array().into_iter().flatten() {
+            if let Some(field) = required.as_str()
+                && !fields.contains_key(field)
+            {
+                problems.push(format!("{name}.{field} is required but absent"));
+            }
+        }
+        problems
+    }
+
     /// The allow-list: what `2024-09-30.acacia` accepts beyond the 2023-08-16 spec.
     fn allow_acacia(&mut self) {
         let rendering = json!({
@@ -104,6 +154,16 @@ impl Spec {
                 props.insert("rendering".to_owned(), rendering.clone());
             }
         }
+        self.allow_acacia_checkout();
+        if let Some(values) = self
+            .properties_mut("POST", "/v1/webhook_endpoints")
+            .and_then(|props| props.get_mut("enabled_events"))
+            .and_then(|events| events.get_mut("items"))
+            .and_then(|items| items.get_mut("enum"))
+            .and_then(Value::as_array_mut)
+        {
+            values.extend(ACACIA_EVENTS.iter().map(|e| json!(e)));
+        }
         if let Some(values) = self
             .properties_mut("POST", "/v1/webhook_endpoints")
             .and_then(|props| props.get_mut("api_version"))
@@ -112,6 +172,59 @@ impl Spec {
         {
             values.push(json!(ACACIA));
         }
+    }
+
+    /// Embedded checkout and its consent and text options (2023-10 and later), which
+    /// OpenMeter's checkout-session flow may send.
+    fn allow_acacia_checkout(&mut self) {
+        let message = json!({"anyOf": [{"type": "object", "properties": {"message": {"type": "string", "maxLength": 1200}},
+                                        "required": ["message"]}, {"type": "string", "enum": [""]}]});
+        // Embedded sessions take `return_url` instead; ops::contract requires one of the two.
+        if let Some(required) = self
+            .operations
+            .get_mut(&("POST".to_owned(), "/v1/checkout/sessions".to_owned()))
+            .and_then(|schema| schema.get_mut("required"))
+            .and_then(Value::as_array_mut)
+        {
+            required.retain(|name| name != "success_url");
+        }
+        let Some(props) = self.properties_mut("POST", "/v1/checkout/sessions") else {
+            return;
+        };
+        props.insert(
+            "ui_mode".to_owned(),
+            json!({"type": "string", "enum": ["embedded", "hosted"]}),
+        );
+        props.insert(
+            "return_url".to_owned(),
+            json!({"type": "string", "maxLength": 5000}),
+        );
+        props.insert(
+            "redirect_on_completion".to_owned(),
+            json!({"type": "string", "enum": ["always", "if_required", "never"]}),
+        );
+        let mut extend = |field: &str, key: &str, schema: Value| {
+            if let Some(inner) = props
+                .get_mut(field)
+                .and_then(|f| f.get_mut("properties"))
+                .and_then(Value::as_object_mut)
+            {
+                inner.insert(key.to_owned(), schema);
+            }
+        };
+        extend(
+            "consent_collection",
+            "payment_method_reuse_agreement",
+            json!({"type": "object", "properties": {"position": {"type": "string", "enum": ["auto", "hidden"]}},
+                   "required": ["position"]}),
+        );
+        extend("custom_text", "after_submit", message.clone());
+        extend("custom_text", "terms_of_service_acceptance", message);
+        extend(
+            "tax_id_collection",
+            "required",
+            json!({"type": "string", "enum": ["if_supported", "never"]}),
+        );
     }
 
     fn properties_mut(
@@ -299,10 +412,15 @@ fn check_string(schema: &Value, value: &str, path: &str) -> Result<()> {
         && !values.iter().any(|v| v.as_str() == Some(value))
     {
         let allowed: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
+        let listed = if allowed.len() <= 12 {
+            allowed.join(", ")
+        } else {
+            format!("the {} values in the spec", allowed.len())
+        };
         return Err(invalid(
             "parameter_invalid_string",
             path,
-            format!("Invalid {path}: must be one of {}", allowed.join(", ")),
+            format!("Invalid {path}: must be one of {listed}"),
         ));
     }
     if let Some(max) = schema["maxLength"].as_u64()

@@ -286,6 +286,10 @@ impl Store {
 
     /// Records an event and queues it for webhook delivery.
     pub fn emit(&mut self, kind: &str, object: Value, previous: Option<Value>) -> String {
+        debug_assert!(
+            crate::ops::EVENTS.contains(&kind),
+            "{kind} is not in ops::EVENTS"
+        );
         let id = self.id("evt_", 24);
         let created = now();
         let pending = self
@@ -387,7 +391,8 @@ impl InvoiceItem {
             "customer": self.customer, "date": self.created, "description": self.description,
             "discountable": self.discountable, "discounts": [], "invoice": self.invoice, "livemode": false,
             "metadata": self.metadata, "period": {"start": self.period_start, "end": self.period_end},
-            "plan": null, "price": null, "proration": false, "quantity": 1, "subscription": null,
+            "price": null, "proration": false, "quantity": 1, "subscription": null,
+            "subscription_item": null,
             "tax_rates": [], "test_clock": null, "unit_amount": self.amount,
             "unit_amount_decimal": self.amount.to_string(),
         })
@@ -401,7 +406,7 @@ impl InvoiceItem {
             "description": self.description, "discount_amounts": [], "discountable": self.discountable,
             "discounts": [], "invoice": self.invoice, "invoice_item": self.id, "livemode": false,
             "metadata": self.metadata, "period": {"start": self.period_start, "end": self.period_end},
-            "plan": null, "price": null, "proration": false, "proration_details": {"credited_items": null},
+            "price": null, "proration": false, "proration_details": {"credited_items": null},
             "quantity": 1, "subscription": null, "subscription_item": null, "tax_amounts": [],
             "tax_rates": [], "type": "invoiceitem",
             "unit_amount_excluding_tax": self.amount.to_string(),
@@ -436,7 +441,7 @@ impl Invoice {
             "customer_name": customer.and_then(|c| c.name.clone()),
             "customer_phone": customer.and_then(|c| c.phone.clone()),
             "customer_shipping": null, "customer_tax_exempt": customer.map(|c| c.tax_exempt.clone()),
-            "customer_tax_ids": [], "days_until_due": self.days_until_due,
+            "customer_tax_ids": [],
             "default_payment_method": self.default_payment_method, "default_source": null,
             "default_tax_rates": [], "description": self.description, "discount": null, "discounts": [],
             "due_date": self.due_date, "effective_at": self.finalized_at, "ending_balance": finalized.then_some(0),
@@ -446,7 +451,7 @@ impl Invoice {
             "issuer": {"type": "self"}, "last_finalization_error": self.last_finalization_error,
             "latest_revision": null,
             "lines": {"object": "list", "data": lines.iter().take(10).map(|l| l.line_json()).collect::<Vec<_>>(),
-                      "has_more": lines.len() > 10, "total_count": lines.len(),
+                      "has_more": lines.len() > 10,
                       "url": format!("/v1/invoices/{}/lines", self.id)},
             "livemode": false, "metadata": self.metadata, "next_payment_attempt": self.next_payment_attempt,
             "number": self.number, "on_behalf_of": null, "paid": self.status == InvoiceStatus::Paid,

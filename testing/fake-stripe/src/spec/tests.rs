@@ -180,3 +180,86 @@ fn the_subset_matches_a_fresh_extraction() {
         "re-run spec/extract.py"
     );
 }
+
+/// Every optional key OpenMeter's checkout-session call may send (contract §1.3).
+#[test]
+fn openmeters_checkout_session_keys_pass() {
+    let body = "mode=setup&customer=cus_1&setup_intent_data[metadata][om_app_id]=a\
+        &billing_address_collection=required&cancel_url=http://x&client_reference_id=r\
+        &customer_update[address]=auto&customer_update[name]=auto&customer_update[shipping]=never\
+        &currency=usd&consent_collection[payment_method_reuse_agreement][position]=auto\
+        &consent_collection[promotions]=auto&consent_collection[terms_of_service]=required\
+        &custom_text[after_submit][message]=a&custom_text[shipping_address][message]=b\
+        &custom_text[submit][message]=c&custom_text[terms_of_service_acceptance][message]=d\
+        &expires_at=1700000000&locale=en&return_url=http://x&ui_mode=embedded\
+        &payment_method_types[0]=card&redirect_on_completion=if_required\
+        &tax_id_collection[enabled]=true&tax_id_collection[required]=never";
+    assert_eq!(check("POST", "/v1/checkout/sessions", body), Ok(()));
+}
+
+/// OpenMeter's install and invoice-create calls, key for key (contract §1.2, §1.4).
+#[test]
+fn openmeters_install_and_invoice_calls_pass() {
+    let events = [
+        "setup_intent.succeeded",
+        "setup_intent.setup_failed",
+        "setup_intent.requires_action",
+        "invoice.finalization_failed",
+        "invoice.marked_uncollectible",
+        "invoice.overdue",
+        "invoice.paid",
+        "invoice.payment_action_required",
+        "invoice.payment_failed",
+        "invoice.payment_succeeded",
+        "invoice.sent",
+        "invoice.voided",
+    ];
+    let mut body =
+        "url=http://m/api/v1/apps/a/stripe/webhook&description=OpenMeter&metadata[om_namespace]=n\
+        &metadata[om_app_id]=a&api_version=2024-09-30.acacia"
+            .to_owned();
+    for (i, event) in events.iter().enumerate() {
+        body.push_str(&format!("&enabled_events[{i}]={event}"));
+    }
+    assert_eq!(check("POST", "/v1/webhook_endpoints", &body), Ok(()));
+    let invoice = "currency=USD&customer=cus_1&auto_advance=false&collection_method=send_invoice\
+        &days_until_due=30&default_payment_method=pm_1&automatic_tax[enabled]=true\
+        &metadata[om_namespace]=n&metadata[om_app_id]=a&metadata[om_customer_id]=c&metadata[om_invoice_id]=i";
+    assert_eq!(check("POST", "/v1/invoices", invoice), Ok(()));
+    assert_eq!(
+        check(
+            "POST",
+            "/v1/invoices/{invoice}/finalize",
+            "auto_advance=true"
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check(
+            "POST",
+            "/v1/customers",
+            "name=A&email=a@b.c&metadata[om_namespace]=n&metadata[om_customer_id]=c"
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check(
+            "POST",
+            "/v1/billing_portal/sessions",
+            "customer=cus_1&configuration=bpc_1&return_url=http://x&locale=en"
+        ),
+        Ok(())
+    );
+}
+
+#[test]
+fn every_emitted_event_type_can_be_subscribed_to() {
+    for (i, kind) in crate::ops::EVENTS.iter().enumerate() {
+        let body = format!("url=http://x&enabled_events[{i}]={kind}");
+        assert_eq!(
+            check("POST", "/v1/webhook_endpoints", &body),
+            Ok(()),
+            "{kind}"
+        );
+    }
+}

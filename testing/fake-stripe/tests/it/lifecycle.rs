@@ -105,7 +105,6 @@ fn a_draft_is_filled_finalized_and_paid() {
     for kind in [
         "invoice.created",
         "invoiceitem.created",
-        "invoiceitem.updated",
         "invoiceitem.deleted",
         "invoice.finalized",
         "invoice.updated",

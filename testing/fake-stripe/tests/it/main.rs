@@ -5,6 +5,7 @@ mod faults;
 mod idempotency;
 mod lifecycle;
 mod pagination;
+mod shapes;
 mod support;
 mod validation;
 mod webhooks;
