@@ -409,7 +409,7 @@ async fn run(
         }
         Some(Fault::Status409) => {
             release(None);
-            let error = ApiError { status: 409, kind: "invalid_request_error", code: Some("lock_timeout"), message: "This object cannot be accessed right now because another API request or Stripe process is currently accessing it (injected).".to_owned(), param: None };
+            let error = ApiError { status: 409, kind: "invalid_request_error", code: None, message: "This object cannot be accessed right now because another API request or Stripe process is currently accessing it (injected).".to_owned(), param: None };
             return finish(
                 shared,
                 &incoming,

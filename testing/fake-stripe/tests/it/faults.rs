@@ -107,7 +107,7 @@ fn status_faults_answer_like_stripe_and_do_not_write() {
             Some("rate_limit"),
             Some("false"),
         ),
-        (Fault::Status409, 409, Some("lock_timeout"), Some("true")),
+        (Fault::Status409, 409, None, Some("true")),
         (Fault::Status500, 500, None, None),
     ];
     for (fault, status, code, retry) in cases {

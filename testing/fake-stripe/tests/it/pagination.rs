@@ -66,6 +66,16 @@ fn invoices_list_newest_first_filtered_and_bounded() {
     );
     let drafts = client.get("/v1/invoices?status=draft").unwrap().json;
     assert_eq!(drafts["data"].as_array().unwrap().len(), 3);
+    let before = client
+        .get(&format!(
+            "/v1/invoices?customer={customer}&ending_before={first}"
+        ))
+        .unwrap()
+        .json;
+    assert_eq!(
+        (&before["data"][0]["id"], &before["has_more"]),
+        (&serde_json::json!(second), &serde_json::json!(false))
+    );
     assert_eq!(client.get("/v1/invoices?limit=0").unwrap().status, 400);
     assert_eq!(
         client

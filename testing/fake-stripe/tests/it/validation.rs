@@ -139,3 +139,18 @@ fn invoice_items_cannot_be_addressed_by_line_id() {
         200
     );
 }
+
+#[test]
+fn a_malformed_stripe_version_is_400() {
+    let fake = FakeStripe::start().unwrap();
+    let response = ureq::get(format!("{}/v1/account", fake.base_url()))
+        .header("Authorization", format!("Bearer {}", fake.api_key()))
+        .header("Stripe-Version", "acacia")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(fake.violations().len(), 1);
+}
