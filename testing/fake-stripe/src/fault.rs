@@ -1,6 +1,7 @@
 //! Injected failures: queued rules (method, path prefix, which occurrence) and a seeded random
 //! mode that picks a fault per request, deterministic for a seed and a request order.
 
+use crate::error::ApiError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,47 @@ impl Fault {
         Fault::FailAfterWrite,
         Fault::DropAfterWrite,
     ];
+
+    /// The answer of a fault that answers before anything executes, with its
+    /// `Stripe-Should-Retry` header; `None` for the faults that hold, drop or execute.
+    pub fn answer(self) -> Option<(ApiError, Option<&'static str>)> {
+        let error = |status, code, message: &str| ApiError {
+            status,
+            kind: "invalid_request_error",
+            code,
+            message: format!("{message} (injected)"),
+            param: None,
+        };
+        match self {
+            Fault::Status429 { lock_timeout: true } => Some((
+                error(
+                    429,
+                    Some("lock_timeout"),
+                    "This object is locked by another request.",
+                ),
+                Some("true"),
+            )),
+            Fault::Status429 {
+                lock_timeout: false,
+            } => Some((
+                error(429, Some("rate_limit"), "Request rate limit exceeded."),
+                Some("false"),
+            )),
+            Fault::Status409 => Some((
+                error(
+                    409,
+                    None,
+                    "Another request is changing this object right now.",
+                ),
+                Some("true"),
+            )),
+            Fault::Status500 => Some((
+                ApiError::api(500, "An unknown error occurred (injected)."),
+                None,
+            )),
+            Fault::Timeout | Fault::Drop | Fault::FailAfterWrite | Fault::DropAfterWrite => None,
+        }
+    }
 
     /// Whether the request's write takes effect under this fault.
     pub fn applies_write(self) -> bool {

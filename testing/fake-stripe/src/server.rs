@@ -366,60 +366,23 @@ async fn run(
         }
     };
     let fault_name = fault.map(|f| format!("{f:?}"));
+    if let Some((error, should_retry)) = fault.and_then(Fault::answer) {
+        release(None);
+        let headers: Vec<(&str, &str)> = should_retry
+            .map(|retry| vec![("Stripe-Should-Retry", retry)])
+            .unwrap_or_default();
+        let body = error.body().to_string();
+        return finish(
+            shared,
+            &incoming,
+            error.status,
+            &body,
+            fault_name,
+            false,
+            &headers,
+        );
+    }
     match fault {
-        Some(Fault::Status429 { lock_timeout }) => {
-            release(None);
-            let code = if lock_timeout {
-                "lock_timeout"
-            } else {
-                "rate_limit"
-            };
-            let error = ApiError {
-                status: 429,
-                kind: "invalid_request_error",
-                code: Some(code),
-                message: "Request rate limit exceeded (injected).".to_owned(),
-                param: None,
-            };
-            return finish(
-                shared,
-                &incoming,
-                429,
-                &error.body().to_string(),
-                fault_name,
-                false,
-                &[(
-                    "Stripe-Should-Retry",
-                    if lock_timeout { "true" } else { "false" },
-                )],
-            );
-        }
-        Some(Fault::Status500) => {
-            release(None);
-            let error = ApiError::api(500, "An unknown error occurred (injected).");
-            return finish(
-                shared,
-                &incoming,
-                500,
-                &error.body().to_string(),
-                fault_name,
-                false,
-                &[],
-            );
-        }
-        Some(Fault::Status409) => {
-            release(None);
-            let error = ApiError { status: 409, kind: "invalid_request_error", code: None, message: "This object cannot be accessed right now because another API request or Stripe process is currently accessing it (injected).".to_owned(), param: None };
-            return finish(
-                shared,
-                &incoming,
-                409,
-                &error.body().to_string(),
-                fault_name,
-                false,
-                &[("Stripe-Should-Retry", "true")],
-            );
-        }
         Some(Fault::Timeout) => {
             actix_web::rt::time::sleep(shared.timeout_hold).await;
             release(None);
@@ -450,19 +413,13 @@ async fn run(
     }));
     match fault {
         Some(Fault::FailAfterWrite) => {
-            let error = ApiError::api(
+            let body = ApiError::api(
                 500,
-                "An unknown error occurred after the request was applied (injected).",
-            );
-            finish(
-                shared,
-                &incoming,
-                500,
-                &error.body().to_string(),
-                fault_name,
-                false,
-                &[],
+                "An error occurred after the request was applied (injected).",
             )
+            .body()
+            .to_string();
+            finish(shared, &incoming, 500, &body, fault_name, false, &[])
         }
         Some(Fault::DropAfterWrite) => dropped(req, shared, &incoming, fault_name),
         _ => finish(shared, &incoming, status, &body, None, false, &[]),
