@@ -59,7 +59,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::apps::configure)
     .configure(routes::billing_profiles::configure)
     .configure(routes::plans::configure)
-    .configure(routes::subscriptions::configure);
+    .configure(routes::subscriptions::configure)
+    .configure(routes::info::configure);
 }
 
 /// Every path [`configure`] serves, with its methods, as registered there and in the
@@ -200,6 +201,8 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/subscriptions/{id}/change", &["POST"]),
     ("/api/v1/subscriptions/{id}/migrate", &["POST"]),
     ("/api/v1/customers/{customer}/subscriptions", &["GET"]),
+    ("/api/v1/info/currencies", &["GET"]),
+    ("/api/v1/info/progress/{id}", &["GET"]),
 ];
 
 /// The methods [`SERVED`] lists for a path (none: an unknown path).
@@ -329,7 +332,7 @@ mod tests {
         for path in [
             "/nope",
             "/api/v1/meters/x/nope",
-            "/api/v1/customers/x/subscriptions",
+            "/api/v1/customers/x/nope",
             "/api/v3/meters",
         ] {
             for method in ["GET", "POST"] {
