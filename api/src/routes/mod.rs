@@ -7,6 +7,7 @@ pub mod entitlements;
 pub mod events;
 pub mod features;
 pub mod health;
+pub mod info;
 pub mod meters;
 pub mod notifications;
 pub mod plans;

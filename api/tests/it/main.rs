@@ -13,6 +13,7 @@ mod entitlements;
 mod exact;
 mod hardening;
 mod helpers;
+mod info;
 mod ingest;
 mod listing;
 mod meters;
