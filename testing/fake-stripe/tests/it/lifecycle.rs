@@ -292,3 +292,47 @@ fn customers_expand_the_default_payment_method_and_tax() {
     assert!(portal["id"].as_str().unwrap().starts_with("bps_"));
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
+
+#[test]
+fn pending_items_join_an_invoice_that_includes_them() {
+    let fake = FakeStripe::start().unwrap();
+    let client = Client::new(&fake);
+    let customer = fake.create_customer("A", None);
+    let item = client.ok(
+        "/v1/invoiceitems",
+        &[
+            ("customer", &customer),
+            ("amount", "250"),
+            ("currency", "EUR"),
+        ],
+    );
+    assert!(item["invoice"].is_null());
+    assert_eq!(item["currency"], "eur");
+    let pending = client
+        .get(&format!(
+            "/v1/invoiceitems?customer={customer}&pending=true"
+        ))
+        .unwrap()
+        .json;
+    assert_eq!(pending["data"].as_array().unwrap().len(), 1);
+    let excluded = client.ok(
+        "/v1/invoices",
+        &[("customer", &customer), ("currency", "eur")],
+    );
+    assert_eq!(excluded["total"], 0);
+    let included = client.ok(
+        "/v1/invoices",
+        &[
+            ("customer", &customer),
+            ("currency", "eur"),
+            ("pending_invoice_items_behavior", "include"),
+        ],
+    );
+    assert_eq!(included["total"], 250);
+    assert!(
+        included["lines"]["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("il_")
+    );
+}
