@@ -10,7 +10,11 @@ the SDK: ingest one event, ingest a batch, list and get meters, list events, and
 meter by DAY with `subject` and `group_by` (polling up to 30 s for the values to appear). Then
 the entitlement flow of openmeter-semantics.md §8.1: create a feature on the meter, a customer
 with a usage attribution, a metered MONTH entitlement (v2), a grant of 1000, ingest 3 events of
-tokens and poll the entitlement value until its usage reflects them.
+tokens and poll the entitlement value until its usage reflects them. Then the lookups (currency
+list, an unknown progress id is a 404) and billing: create a plan with a flat fee in advance and
+a graduated tiered usage price on the feature, publish it, create a customer, subscribe it to
+the plan by key, get the subscription (expanded), list the customer's subscriptions, and list
+the customer's invoices (`invoices.list`, skipped while `GET /api/v1/billing/invoices` is 404).
 Prints "python_sdk: N passed, M failed" and exits non-zero if anything failed.
 """
 
@@ -238,6 +242,112 @@ def run_checks(server: MetronServer) -> tuple[int, int]:
             assert val.overage == 0, f"overage {val.overage!r}"
         eventually(value, "customer_entitlement_v2.get_customer_entitlement_value")
 
+    # ----- product catalog, subscriptions and invoices, on the feature above -----
+    from openmeter.models import (FlatPrice, FlatPriceWithPaymentTerm, PlanCreate, PlanPhase,
+                                  PlanReferenceInput, PlanSubscriptionCreate, PriceTier,
+                                  RateCardFlatFee, RateCardUsageBased, TieredPriceWithCommitments,
+                                  UnitPrice)
+
+    plan_key, sub_customer = "pro", "customer-sub"
+    plan_state = {}
+
+    def list_currencies():
+        currencies = client.currencies.list_currencies()
+        by_code = {c.code: c for c in currencies}
+        assert currencies[0].code == "USD", currencies[0]
+        assert by_code["USD"].subunits == 2 and by_code["USD"].symbol == "$", by_code["USD"]
+        assert by_code["JPY"].subunits == 0, by_code["JPY"]
+
+    def get_unknown_progress():
+        from corehttp.exceptions import ResourceNotFoundError
+        try:
+            client.progress.get_progress("no-such-progress")
+        except ResourceNotFoundError:
+            return
+        raise AssertionError("an unknown progress id answered without a 404")
+
+    def create_plan():
+        # A flat fee billed in advance and a graduated tiered price on the metered feature:
+        # the first 1000 tokens at 0.01, then 0.005 plus a flat 5 for the tier.
+        plan = client.plans.create(PlanCreate(
+            key=plan_key, name="Pro", currency="USD", billing_cadence="P1M",
+            phases=[PlanPhase(key="default", name="Default", duration=None, rate_cards=[
+                RateCardFlatFee(type="flat_fee", key="platform", name="Platform fee",
+                                billing_cadence="P1M",
+                                price=FlatPriceWithPaymentTerm(type="flat", amount="49",
+                                                               payment_term="in_advance")),
+                RateCardUsageBased(
+                    type="usage_based", key=ent_feature, name="AI tokens",
+                    feature_key=ent_feature, billing_cadence="P1M",
+                    price=TieredPriceWithCommitments(type="tiered", mode="graduated", tiers=[
+                        PriceTier(up_to_amount="1000", unit_price=UnitPrice(type="unit", amount="0.01")),
+                        PriceTier(unit_price=UnitPrice(type="unit", amount="0.005"),
+                                  flat_price=FlatPrice(type="flat", amount="5")),
+                    ])),
+            ])]))
+        assert plan.key == plan_key and plan.version == 1, (plan.key, plan.version)
+        assert plan.status == "draft", plan.status
+        assert plan.id, "plan has an id"
+        cards = plan.phases[0].rate_cards
+        # The SDK leaves the rate card union as the parsed JSON object.
+        cards = [c if isinstance(c, dict) else c.as_dict() for c in cards]
+        assert [c["key"] for c in cards] == ["platform", ent_feature], cards
+        assert cards[0]["price"] == {"type": "flat", "amount": "49", "paymentTerm": "in_advance"}, cards[0]
+        tiers = cards[1]["price"]["tiers"]
+        assert cards[1]["price"]["mode"] == "graduated", cards[1]
+        assert [t.get("upToAmount") for t in tiers] == ["1000", None], tiers
+        assert tiers[1]["flatPrice"] == {"type": "flat", "amount": "5"}, tiers
+        plan_state["id"] = plan.id
+
+    def publish_plan():
+        plan = client.plans.publish(plan_state["id"])
+        assert plan.status == "active", plan.status
+        assert plan.effective_from is not None, "published plan has effectiveFrom"
+
+    def create_sub_customer():
+        customer = client.customers.create(CustomerCreate(
+            name="Subscriber", key=sub_customer,
+            usage_attribution=CustomerUsageAttribution(subject_keys=[sub_customer])))
+        assert customer.key == sub_customer, customer.key
+        plan_state["customer_id"] = customer.id
+
+    def create_subscription():
+        sub = client.subscriptions.create(PlanSubscriptionCreate(
+            customer_key=sub_customer, plan=PlanReferenceInput(key=plan_key)))
+        if not isinstance(sub, dict):
+            sub = sub.as_dict()
+        assert sub["customerId"] == plan_state["customer_id"], sub
+        assert sub["plan"]["key"] == plan_key and sub["plan"]["version"] == 1, sub
+        assert sub["status"] == "active", sub
+        assert sub["currency"] == "USD", sub
+        plan_state["subscription_id"] = sub["id"]
+
+    def get_subscription():
+        sub = client.subscriptions.get_expanded(plan_state["subscription_id"])
+        assert sub.id == plan_state["subscription_id"], sub.id
+        assert sub.status == "active", sub.status
+        assert sub.customer_id == plan_state["customer_id"], sub.customer_id
+        items = [item.key for phase in sub.phases for item in phase.items_property]
+        assert sorted(items) == sorted(["platform", ent_feature]), items
+
+    def list_customer_subscriptions():
+        page = client.customers.list_customer_subscriptions(sub_customer)
+        assert page.total_count == 1, page.total_count
+        assert [s.id for s in page.items_property] == [plan_state["subscription_id"]], page
+
+    def list_invoices():
+        # GET /api/v1/billing/invoices: skipped while the route answers 404 (not served yet).
+        from corehttp.exceptions import ResourceNotFoundError
+        try:
+            page = client.invoices.list(customers=[plan_state["customer_id"]])
+        except ResourceNotFoundError:
+            print("     (GET /api/v1/billing/invoices answered 404: not served yet, skipped)")
+            return
+        assert page.page >= 1 and page.total_count >= 0, page
+        for invoice in page.items_property:
+            assert invoice.currency == "USD", invoice.currency
+            assert invoice.customer.id == plan_state["customer_id"], invoice.customer
+
     check("events.ingest_event", ingest_event)
     check("events.ingest_events", ingest_events)
     check("meters.list", list_meters)
@@ -252,6 +362,15 @@ def run_checks(server: MetronServer) -> tuple[int, int]:
     check("customer_entitlement_v2.create_customer_entitlement_grant (1000)", create_grant)
     check("events.ingest_events (3 token events for the customer)", ingest_usage)
     check("customer_entitlement_v2.get_customer_entitlement_value", entitlement_value)
+    check("currencies.list_currencies", list_currencies)
+    check("progress.get_progress (unknown id: 404)", get_unknown_progress)
+    check("plans.create (flat fee in advance, graduated tiers on the feature)", create_plan)
+    check("plans.publish", publish_plan)
+    check("customers.create (subscriber)", create_sub_customer)
+    check("subscriptions.create (plan by key, customer by key)", create_subscription)
+    check("subscriptions.get_expanded", get_subscription)
+    check("customers.list_customer_subscriptions", list_customer_subscriptions)
+    check("invoices.list (customer)", list_invoices)
     return passed, failed
 
 
