@@ -12,6 +12,7 @@
 pub mod error;
 pub mod fault;
 pub mod form;
+pub mod limits;
 pub mod ops;
 pub mod server;
 pub mod spec;
@@ -98,7 +99,7 @@ impl FakeStripe {
                 let server = actix_web::HttpServer::new(move || {
                     actix_web::App::new()
                         .app_data(data.clone())
-                        .app_data(actix_web::web::PayloadConfig::new(1 << 20))
+                        .app_data(actix_web::web::PayloadConfig::new(limits::BODY_BYTES_MAX))
                         .configure(server::control)
                         .default_service(actix_web::web::to(server::stripe))
                 })

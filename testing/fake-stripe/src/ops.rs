@@ -3,6 +3,7 @@
 
 use crate::error::{ApiError, Result};
 use crate::form::Param;
+use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 use crate::spec::Invalid;
 use crate::state::{
     Customer, Invoice, InvoiceItem, InvoiceStatus, Metadata, PaymentMethod, Store, WebhookEndpoint,
@@ -884,8 +885,8 @@ fn list_invoice_items(store: &Store, p: &Param) -> Result<Value> {
 
 /// One page of a list: `limit` (1–100, default 10) after `starting_after` or before `ending_before`.
 fn page(rows: Vec<(String, Value)>, p: &Param, url: &str) -> Result<Value> {
-    let limit = p.int("limit").unwrap_or(10);
-    if !(1..=100).contains(&limit) {
+    let limit = p.int("limit").unwrap_or(LIST_LIMIT_DEFAULT);
+    if !(1..=LIST_LIMIT_MAX).contains(&limit) {
         return Err(ApiError::invalid(
             Some("parameter_invalid_integer"),
             "limit must be between 1 and 100.",

@@ -45,9 +45,6 @@ pub const OPERATIONS: [(&str, &str); 24] = [
     ("POST", "/v1/billing_portal/sessions"),
 ];
 
-/// Idempotency keys longer than this are rejected, as Stripe does.
-pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
-
 /// State shared by the server's handlers and the [`crate::FakeStripe`] handle.
 pub struct Shared {
     pub store: Arc<Mutex<Store>>,
@@ -278,7 +275,7 @@ fn prepare(
     if incoming
         .key
         .as_ref()
-        .is_some_and(|k| k.chars().count() > IDEMPOTENCY_KEY_CHARS_MAX)
+        .is_some_and(|k| k.chars().count() > crate::limits::IDEMPOTENCY_KEY_CHARS_MAX)
     {
         let error = ApiError::invalid(None, "Idempotency-Key must be at most 255 characters.")
             .with_param("Idempotency-Key");

@@ -1,5 +1,6 @@
 //! The fake's objects, their Stripe JSON (acacia shapes) and the event outbox.
 
+use crate::limits::INVOICE_LINES_INLINE;
 use crate::spec::ACACIA;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -450,8 +451,8 @@ impl Invoice {
             "invoice_pdf": finalized.then(|| format!("https://pay.stripe.com/invoice/{}/pdf", self.id)),
             "issuer": {"type": "self"}, "last_finalization_error": self.last_finalization_error,
             "latest_revision": null,
-            "lines": {"object": "list", "data": lines.iter().take(10).map(|l| l.line_json()).collect::<Vec<_>>(),
-                      "has_more": lines.len() > 10,
+            "lines": {"object": "list", "data": lines.iter().take(INVOICE_LINES_INLINE).map(|l| l.line_json()).collect::<Vec<_>>(),
+                      "has_more": lines.len() > INVOICE_LINES_INLINE,
                       "url": format!("/v1/invoices/{}/lines", self.id)},
             "livemode": false, "metadata": self.metadata, "next_payment_attempt": self.next_payment_attempt,
             "number": self.number, "on_behalf_of": null, "paid": self.status == InvoiceStatus::Paid,

@@ -1,6 +1,7 @@
 //! Signed webhook deliveries: `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "{t}.{body}")>`,
 //! POSTed as JSON by one background thread, in order, retried a few times.
 
+use crate::limits::{WEBHOOK_ATTEMPTS_MAX, WEBHOOK_RETRY_BACKOFF_MS, WEBHOOK_TIMEOUT_MS};
 use crate::state::{Delivery, Store};
 use hmac::{KeyInit, Mac};
 use parking_lot::Mutex;
@@ -8,13 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// Attempts per delivery by the background sender.
-pub const ATTEMPTS_MAX: u32 = 3;
-/// The wait before the second attempt; it doubles after each failure.
-pub const RETRY_BACKOFF_MS: u64 = 100;
-/// A receiver gets this long to answer.
-pub const TIMEOUT_MS: u64 = 5_000;
 
 /// The `Stripe-Signature` header for `body` signed with `secret` at `timestamp`.
 pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
@@ -82,7 +76,7 @@ impl WebhookRequest {
     pub fn send(&self) -> Result<u16, String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_millis(TIMEOUT_MS)))
+            .timeout_global(Some(Duration::from_millis(WEBHOOK_TIMEOUT_MS)))
             .max_redirects(0)
             .build()
             .into();
@@ -152,15 +146,15 @@ impl Sender {
 }
 
 fn deliver(store: &Mutex<Store>, request: &WebhookRequest) {
-    let mut backoff = Duration::from_millis(RETRY_BACKOFF_MS);
-    for attempt in 1..=ATTEMPTS_MAX {
+    let mut backoff = Duration::from_millis(WEBHOOK_RETRY_BACKOFF_MS);
+    for attempt in 1..=WEBHOOK_ATTEMPTS_MAX {
         let outcome = request.send();
         record(store, request, attempt, &outcome);
         if matches!(outcome, Ok(status) if (200..300).contains(&status)) {
             return;
         }
         tracing::debug!(event = %request.event_id, attempt, ?outcome, "Webhook delivery failed.");
-        if attempt < ATTEMPTS_MAX {
+        if attempt < WEBHOOK_ATTEMPTS_MAX {
             std::thread::sleep(backoff);
             backoff *= 2;
         }
