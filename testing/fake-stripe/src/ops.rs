@@ -586,6 +586,13 @@ fn collectible(store: &Store, id: &str, action: &str) -> Result<Invoice> {
 
 /// `POST /v1/invoices/{id}/pay`: out of band, or charging the invoice's or customer's method.
 pub fn pay(store: &mut Store, id: &str, p: &Param) -> Result<Value> {
+    // "Stripe automatically finalizes drafts before sending and attempting payment."
+    if find_invoice(store, id)?.status == InvoiceStatus::Draft {
+        let finalized = finalize(store, id, None)?;
+        if finalized["status"] == "paid" {
+            return Ok(finalized);
+        }
+    }
     let invoice = collectible(store, id, "pay")?;
     let out_of_band = p.bool("paid_out_of_band").unwrap_or(false);
     let method = p
@@ -658,6 +665,9 @@ pub fn mark_uncollectible(store: &mut Store, id: &str) -> Result<Value> {
 }
 
 fn send(store: &mut Store, id: &str) -> Result<Value> {
+    if find_invoice(store, id)?.status == InvoiceStatus::Draft {
+        finalize(store, id, None)?;
+    }
     let invoice = find_invoice(store, id)?;
     if invoice.status != InvoiceStatus::Open || invoice.collection_method != "send_invoice" {
         return Err(ApiError::transition(id, invoice.status.as_str(), "send"));

@@ -336,3 +336,17 @@ fn pending_items_join_an_invoice_that_includes_them() {
             .starts_with("il_")
     );
 }
+
+/// "Stripe automatically finalizes drafts before sending and attempting payment."
+#[test]
+fn paying_a_draft_finalizes_it_first() {
+    let fake = FakeStripe::start().unwrap();
+    let client = Client::new(&fake);
+    let (_, invoice) = draft_with_items(&fake, &client, &[100]);
+    let paid = client.ok(&format!("/v1/invoices/{invoice}/pay"), &[]);
+    assert_eq!(paid["status"], "paid");
+    assert!(paid["number"].as_str().is_some());
+    let kinds: Vec<String> = fake.state().events.iter().map(|e| e.kind.clone()).collect();
+    let finalized = kinds.iter().position(|k| k == "invoice.finalized").unwrap();
+    assert!(finalized < kinds.iter().position(|k| k == "invoice.paid").unwrap());
+}
