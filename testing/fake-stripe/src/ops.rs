@@ -305,16 +305,6 @@ fn create_invoice(store: &mut Store, p: &Param, expand: &[String]) -> Result<Val
         .map(str::to_lowercase)
         .or_else(|| customer.currency.clone())
         .unwrap_or_else(|| "usd".to_owned());
-    if customer.currency.as_ref().is_some_and(|c| *c != currency) {
-        return Err(ApiError::invalid(
-            None,
-            format!(
-                "Customer {customer_id} can only be invoiced in {}.",
-                customer.currency.clone().unwrap_or_default()
-            ),
-        )
-        .with_param("currency"));
-    }
     let collection_method =
         opt(p, "collection_method").unwrap_or_else(|| "charge_automatically".to_owned());
     let id = store.id("in_", 24);
