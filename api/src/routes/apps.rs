@@ -1175,7 +1175,7 @@ pub async fn create_checkout_session(
             format!("stripe checkout session {} has no setup intent", session.id),
         )
     })?;
-    Ok(HttpResponse::Created().json(json!({
+    let mut result = json!({
         "customerId": customer.id,
         "stripeCustomerId": stripe_customer_id,
         "sessionId": session.id,
@@ -1193,7 +1193,12 @@ pub async fn create_checkout_session(
         "cancelURL": session.cancel_url,
         "successURL": session.success_url,
         "returnURL": session.return_url,
-    })))
+    });
+    // What Stripe leaves null is omitted, as OpenMeter's optional fields are (none is nullable).
+    if let Some(fields) = result.as_object_mut() {
+        fields.retain(|_, value| !value.is_null());
+    }
+    Ok(HttpResponse::Created().json(result))
 }
 
 fn checkout_params(

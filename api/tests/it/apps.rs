@@ -468,6 +468,12 @@ fn stripe_checkout_sessions() {
         "{session}"
     );
     assert!(text(&session, "sessionId").starts_with("cs_"), "{session}");
+    // No field is nullable in the v1 schema: what the session lacks (no cancel or return
+    // URL here) is omitted, not null.
+    let fields = session.as_object().cloned().unwrap_or_default();
+    assert!(fields.values().all(|v| !v.is_null()), "{session}");
+    assert!(!fields.contains_key("cancelURL"), "{session}");
+    assert!(!fields.contains_key("returnURL"), "{session}");
     let cus = text(&session, "stripeCustomerId");
     let state = stripe.state();
     let created = state
