@@ -38,6 +38,7 @@ macro_rules! keyed_by_str {
 pub(crate) use keyed_by_str;
 
 pub mod attribution;
+pub mod billing;
 pub mod customer;
 pub mod health;
 pub mod memory;

@@ -60,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::billing_profiles::configure)
     .configure(routes::plans::configure)
     .configure(routes::subscriptions::configure)
+    .configure(routes::invoices::configure)
     .configure(routes::info::configure);
 }
 
@@ -201,6 +202,14 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/subscriptions/{id}/change", &["POST"]),
     ("/api/v1/subscriptions/{id}/migrate", &["POST"]),
     ("/api/v1/customers/{customer}/subscriptions", &["GET"]),
+    ("/api/v1/billing/invoices", &["GET"]),
+    ("/api/v1/billing/invoices/invoice", &["POST"]),
+    ("/api/v1/billing/invoices/{id}", &["GET", "DELETE"]),
+    ("/api/v1/billing/invoices/{id}/advance", &["POST"]),
+    ("/api/v1/billing/invoices/{id}/approve", &["POST"]),
+    ("/api/v1/billing/invoices/{id}/retry", &["POST"]),
+    ("/api/v1/billing/invoices/{id}/snapshot-quantities", &["POST"]),
+    ("/api/v1/billing/invoices/{id}/void", &["POST"]),
     ("/api/v1/info/currencies", &["GET"]),
     ("/api/v1/info/progress/{id}", &["GET"]),
 ];

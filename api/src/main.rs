@@ -162,9 +162,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("provisioning the sandbox app and the default billing profile")?;
         install_panic_hook(pipeline.health().clone());
         let health = pipeline.health().clone();
+        let clock_offset_seconds: i64 = match std::env::var("METRON_BILLING_CLOCK_OFFSET_SECONDS") {
+            Ok(text) => text.parse().context("METRON_BILLING_CLOCK_OFFSET_SECONDS must be an integer")?,
+            Err(_) => 0,
+        };
+        if clock_offset_seconds != 0 {
+            tracing::warn!(seconds = clock_offset_seconds, "Billing runs on a shifted clock (METRON_BILLING_CLOCK_OFFSET_SECONDS).");
+        }
+        let billing = metron_actors::billing::Billing::new(
+            pipeline.clone(),
+            metron_actors::billing::BillingConfig {
+                stripe_api_base: config.stripe.api_base.clone(),
+                clock_offset: chrono::Duration::seconds(clock_offset_seconds),
+                ..Default::default()
+            },
+        );
+        {
+            use actix::Actor;
+            metron_actors::billing::BillingActor::new(billing.clone()).start();
+        }
         let state = actix_web::web::Data::new(AppState {
             pipeline: pipeline.clone(),
             entitlements,
+            billing,
         });
         let debug = failpoints.is_some();
         let stripe = actix_web::web::Data::new(config.stripe_settings());

@@ -1,12 +1,15 @@
 //! What every handler shares.
 
 use metron_actors::Pipeline;
+use metron_actors::billing::Billing;
 use metron_actors::customer::Entitlements;
 
 pub struct AppState {
     pub pipeline: Pipeline,
     /// Customer actors: live balances, access checks, entitlement reloads.
     pub entitlements: Entitlements,
+    /// The namespace's billing: invoices, the billing actor's schedule.
+    pub billing: Billing,
 }
 
 impl AppState {

@@ -16,6 +16,7 @@ pub mod dedup;
 pub mod entitlements;
 pub mod events;
 pub mod features;
+pub mod invoices;
 pub mod manifest;
 pub mod notifications;
 pub mod objects;

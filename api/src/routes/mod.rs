@@ -8,6 +8,7 @@ pub mod events;
 pub mod features;
 pub mod health;
 pub mod info;
+pub mod invoices;
 pub mod meters;
 pub mod notifications;
 pub mod plans;

@@ -275,8 +275,10 @@ async fn create_entitlements(
     Ok(())
 }
 
-/// Moves every managed entitlement's end to its phase's (new) end.
+/// Moves every managed entitlement's end to its phase's (new) end, and has billing look at
+/// the subscription again (its lines follow its end).
 async fn align_entitlements(state: &AppState, sub: &Subscription) -> Result<(), ApiError> {
+    state.billing.subscription_changed(&sub.id);
     for (index, phase) in sub.phases.iter().enumerate() {
         let (from, to) = sub.phase_interval(index);
         // A phase cut off by the end keeps an empty interval: never active.
@@ -337,6 +339,10 @@ async fn start(
         .update_subscription(&sub)
         .await
         .map_err(subscription_error)?;
+    state.billing.subscription_changed(&sub.id);
+    if let Some(end) = ending {
+        state.billing.subscription_changed(&end.id);
+    }
     Ok(sub)
 }
 

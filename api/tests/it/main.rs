@@ -6,6 +6,7 @@
 
 mod apps;
 mod billing_profiles;
+mod billing;
 mod crash;
 mod credit;
 mod customers;

@@ -345,6 +345,26 @@ impl StripeClient {
         self.call(Method::Post, &path, &form, Some(idempotency_key))
     }
 
+    /// `POST /v1/invoices/{id}/void`: an open invoice is voided (Stripe's only way to stop
+    /// collecting one; a voided invoice is final). An already voided one answers as it is.
+    pub fn void_invoice(&self, id: &str, idempotency_key: &str) -> Result<Invoice> {
+        let path = format!("/v1/invoices/{}/void", escape_segment(id));
+        match self.call(Method::Post, &path, &Form::new(), Some(idempotency_key)) {
+            Err(error)
+                if error.code() == Some("invoice_not_editable")
+                    || error.kind() == Some("invalid_request_error") =>
+            {
+                let current = self.invoice(id)?;
+                if current.status == InvoiceStatus::Void {
+                    Ok(current)
+                } else {
+                    Err(error)
+                }
+            }
+            other => other,
+        }
+    }
+
     /// `GET /v1/invoices/{id}/lines`, every page, in invoice order.
     pub fn invoice_lines(&self, id: &str) -> Result<Vec<LineItem>> {
         let path = format!("/v1/invoices/{}/lines", escape_segment(id));

@@ -1,0 +1,323 @@
+//! Which invoice lines a subscription owes by a given time: pure, no IO.
+//!
+//! Every priced item of every phase bills once per billing period of its cadence (anchored at
+//! the subscription's `billingAnchor`), each period cut to the item's active time (its phase,
+//! and the subscription's end). A line exists once its period has started: a flat fee in
+//! advance falls due (`invoiceAt`) at the period's start, in arrears and usage at its end. A
+//! one-time fee (no cadence) bills once, at its phase's start. Times are truncated to the
+//! minute, the meters' resolution. A flat fee over part of its period, with pro-rating on,
+//! carries the full period so the rating can pro-rate it.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use metron_engine::billing::{BillingCadence, PaymentTerm, Period, Price, RateCard};
+use metron_storage::invoices::{LinePeriod, SubscriptionRef};
+use metron_storage::subscriptions::Subscription;
+
+/// Most billing periods one item is billed for in one pass (a named limit: a subscription
+/// anchored years back with a daily cadence is refused rather than expanded without end).
+pub const ITEM_PERIODS_MAX: usize = 10_000;
+
+/// A line a subscription owes, before it is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DueLine {
+    /// Unique per namespace: subscription, item, period start.
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub period: LinePeriod,
+    pub invoice_at: DateTime<Utc>,
+    pub rate_card: RateCard,
+    pub pro_rating_full_period: Option<LinePeriod>,
+    pub subscription: SubscriptionRef,
+}
+
+fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
+}
+
+fn lp(p: Period) -> LinePeriod {
+    LinePeriod {
+        from: p.from,
+        to: p.to,
+    }
+}
+
+/// The lines `sub` owes at `now`: those of every billing period that has started.
+/// Errors name the item whose cadence cannot be expanded.
+pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>, String> {
+    let mut out = Vec::new();
+    if sub.deleted_at.is_some() {
+        return Ok(out);
+    }
+    let sub_cadence = sub.cadence().map_err(|e| e.to_string())?;
+    for (index, phase) in sub.live_phases() {
+        let (from, to) = sub.phase_interval(index);
+        if from > now {
+            continue;
+        }
+        for item in &phase.items {
+            let card = &item.rate_card;
+            let Some(price) = card.price() else {
+                continue;
+            };
+            let view = card.view();
+            let name = card_name(card);
+            let description = card_description(card);
+            let reference = |billing: Period| SubscriptionRef {
+                subscription_id: sub.id.clone(),
+                phase_id: phase.id.clone(),
+                item_id: item.id.clone(),
+                billing_period: lp(billing),
+            };
+            let cadence = match view.billing_cadence {
+                Some(text) => Some(
+                    BillingCadence::parse(text).map_err(|e| format!("item {}: {e}", card.key()))?,
+                ),
+                None => None,
+            };
+            let Some(cadence) = cadence else {
+                // One-time fee: once, at the phase's start, over the first billing period.
+                let full = sub_cadence
+                    .period_containing(sub.billing_anchor, from)
+                    .map_err(|e| e.to_string())?;
+                let end = to.map_or(full.to, |t| t.min(full.to));
+                let period = LinePeriod {
+                    from: minute(from),
+                    to: minute(end),
+                };
+                if period.to <= period.from {
+                    continue;
+                }
+                let invoice_at = match &price {
+                    Price::Flat(f) if f.payment_term == PaymentTerm::InArrears => period.to,
+                    _ => period.from,
+                };
+                out.push(DueLine {
+                    key: format!("sub/{}/{}/{}", sub.id, item.id, period.from.timestamp()),
+                    name,
+                    description,
+                    period,
+                    invoice_at,
+                    rate_card: card.clone(),
+                    pro_rating_full_period: None,
+                    subscription: reference(full),
+                });
+                continue;
+            };
+            let horizon = cadence
+                .period_containing(sub.billing_anchor, now)
+                .map_err(|e| e.to_string())?
+                .to;
+            let active_to = to.map_or(horizon, |t| t.min(horizon));
+            if active_to <= from {
+                continue;
+            }
+            let active = Period {
+                from,
+                to: active_to,
+            };
+            let periods = cadence
+                .service_periods(sub.billing_anchor, active, ITEM_PERIODS_MAX)
+                .map_err(|e| format!("item {}: {e}", card.key()))?;
+            for sp in periods {
+                if sp.service.from > now {
+                    break;
+                }
+                let period = LinePeriod {
+                    from: minute(sp.service.from),
+                    to: minute(sp.service.to),
+                };
+                if period.to <= period.from {
+                    continue;
+                }
+                let (invoice_at, pro_rate) = match &price {
+                    Price::Flat(f) => (
+                        if f.payment_term == PaymentTerm::InArrears {
+                            period.to
+                        } else {
+                            period.from
+                        },
+                        sub.pro_rating_config.enabled && sp.service != sp.full,
+                    ),
+                    _ => (period.to, false),
+                };
+                out.push(DueLine {
+                    key: format!("sub/{}/{}/{}", sub.id, item.id, period.from.timestamp()),
+                    name: name.clone(),
+                    description: description.clone(),
+                    period,
+                    invoice_at,
+                    rate_card: card.clone(),
+                    pro_rating_full_period: pro_rate.then(|| LinePeriod {
+                        from: minute(sp.full.from),
+                        to: minute(sp.full.to),
+                    }),
+                    subscription: reference(sp.full),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// When `sub` will owe a line it does not owe at `now`: the next billing period start of
+/// any item, or the next phase start (`None`: nothing more, e.g. it ended).
+pub fn next_line_at(sub: &Subscription, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if sub.deleted_at.is_some() || sub.active_to.is_some_and(|end| end <= now) {
+        return None;
+    }
+    let mut next: Option<DateTime<Utc>> = None;
+    let mut consider = |t: DateTime<Utc>| {
+        if t > now && sub.active_to.is_none_or(|end| t < end) {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+    };
+    for (index, phase) in sub.live_phases() {
+        let (from, _) = sub.phase_interval(index);
+        consider(from);
+        for item in &phase.items {
+            if let Some(Ok(cadence)) = item
+                .rate_card
+                .view()
+                .billing_cadence
+                .map(BillingCadence::parse)
+                && let Ok(p) = cadence.period_containing(sub.billing_anchor, now.max(from))
+            {
+                consider(p.to);
+            }
+        }
+    }
+    next
+}
+
+fn card_name(card: &RateCard) -> String {
+    match card {
+        RateCard::FlatFee(r) => r.name.clone(),
+        RateCard::UsageBased(r) => r.name.clone(),
+    }
+}
+
+fn card_description(card: &RateCard) -> Option<String> {
+    match card {
+        RateCard::FlatFee(r) => r.description.clone(),
+        RateCard::UsageBased(r) => r.description.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use metron_storage::product_catalog::plans::{PlanBody, PlanPhase, ProRatingConfig};
+    use metron_storage::subscriptions::{NewSubscription, build};
+    use serde_json::json;
+
+    fn t(m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, m, d, 0, 0, 0).unwrap()
+    }
+
+    fn sub(from: DateTime<Utc>, anchor: DateTime<Utc>) -> Subscription {
+        let cards: Vec<RateCard> = serde_json::from_value(json!([
+            {"type": "flat_fee", "key": "base", "name": "Base", "billingCadence": "P1M",
+             "price": {"type": "flat", "amount": "30", "paymentTerm": "in_advance"}},
+            {"type": "usage_based", "key": "tokens", "name": "Tokens", "featureKey": "tokens",
+             "billingCadence": "P1M", "price": {"type": "unit", "amount": "1"}},
+            {"type": "flat_fee", "key": "setup", "name": "Setup", "billingCadence": null,
+             "price": {"type": "flat", "amount": "5", "paymentTerm": "in_advance"}}
+        ]))
+        .unwrap();
+        let body = PlanBody {
+            name: "Pro".into(),
+            description: None,
+            metadata: None,
+            alignment: None,
+            currency: "USD".into(),
+            billing_cadence: "P1M".into(),
+            pro_rating_config: ProRatingConfig::default(),
+            settlement_mode: "credit_then_invoice".into(),
+            phases: vec![PlanPhase {
+                key: "default".into(),
+                name: "Default".into(),
+                description: None,
+                metadata: None,
+                duration: None,
+                rate_cards: cards,
+            }],
+        };
+        build(
+            NewSubscription {
+                customer_id: "c".into(),
+                plan: None,
+                body: &body,
+                name: None,
+                description: None,
+                metadata: None,
+                settlement_mode: None,
+                active_from: from,
+                billing_anchor: Some(anchor),
+                starting_phase: None,
+            },
+            from,
+        )
+        .unwrap()
+    }
+
+    // Anchored on the 1st, started on the 16th of a 30-day month: the first flat fee is
+    // pro-rated over [16th, 1st) of [1st, 1st); usage bills at the period end; the one-time
+    // fee once. A month later the second period's lines exist too, and nothing is repeated.
+    #[test]
+    fn periods_cut_to_the_start_and_due_times() {
+        let s = sub(t(4, 16), t(4, 1));
+        let lines = due_lines(&s, t(4, 16)).unwrap();
+        assert_eq!(lines.len(), 3);
+        let base = &lines[0];
+        assert_eq!(
+            (base.period.from, base.period.to, base.invoice_at),
+            (t(4, 16), t(5, 1), t(4, 16))
+        );
+        assert_eq!(
+            base.pro_rating_full_period,
+            Some(LinePeriod {
+                from: t(4, 1),
+                to: t(5, 1)
+            })
+        );
+        let usage = &lines[1];
+        assert_eq!(
+            (usage.invoice_at, usage.pro_rating_full_period),
+            (t(5, 1), None)
+        );
+        assert_eq!(
+            lines[2].key,
+            format!(
+                "sub/{}/{}/{}",
+                s.id,
+                s.phases[0].items[2].id,
+                t(4, 16).timestamp()
+            )
+        );
+
+        let later = due_lines(&s, t(5, 2)).unwrap();
+        assert_eq!(later.len(), 5);
+        let keys: std::collections::HashSet<_> = later.iter().map(|l| l.key.clone()).collect();
+        assert_eq!(keys.len(), 5);
+        assert!(
+            later
+                .iter()
+                .any(|l| l.period.from == t(5, 1) && l.pro_rating_full_period.is_none())
+        );
+        assert_eq!(next_line_at(&s, t(4, 16)), Some(t(5, 1)));
+    }
+
+    // A cancelation cuts the last period: the flat fee's line then covers only the served part.
+    #[test]
+    fn an_end_cuts_the_last_period() {
+        let mut s = sub(t(4, 1), t(4, 1));
+        s.active_to = Some(t(4, 11));
+        let lines = due_lines(&s, t(4, 20)).unwrap();
+        let base = &lines[0];
+        assert_eq!((base.period.from, base.period.to), (t(4, 1), t(4, 11)));
+        assert!(base.pro_rating_full_period.is_some());
+        assert_eq!(next_line_at(&s, t(4, 20)), None);
+    }
+}

@@ -1,0 +1,231 @@
+//! Rating stored lines (the engine's `billing::rating`) and turning rated lines into the
+//! invoice items the Stripe sync writes. Pure: no IO.
+
+use metron_connectors::stripe::TaxBehavior as StripeTaxBehavior;
+use metron_connectors::stripe::sync::{LineToSync, LineType};
+use metron_engine::billing::rating::{RatingInput, Totals as RatedTotals, rate};
+use metron_engine::billing::{Currency, Period, round_to_minor_units};
+use metron_storage::invoices::{DetailedLine, Line, Totals};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+fn totals(t: &RatedTotals) -> Totals {
+    Totals {
+        amount: t.amount,
+        charges_total: t.charges_total,
+        discounts_total: t.discounts_total,
+        credits_total: t.credits_total,
+        taxes_inclusive_total: t.taxes_inclusive_total,
+        taxes_exclusive_total: t.taxes_exclusive_total,
+        taxes_total: t.taxes_total,
+        total: t.total,
+    }
+}
+
+/// Rates one line in place: its detailed lines (children, with ids stable across ratings)
+/// and its totals. A line without a price rates to zero.
+pub fn rate_line(line: &mut Line) -> Result<(), String> {
+    let currency = Currency::lookup(&line.currency).map_err(|e| e.to_string())?;
+    let Some(price) = line.rate_card.price() else {
+        line.children.clear();
+        line.totals = Totals::default();
+        return Ok(());
+    };
+    let period = Period {
+        from: line.period.from,
+        to: line.period.to,
+    };
+    let quantity = line.quantity.unwrap_or(Decimal::ZERO);
+    let correlation = line
+        .subscription
+        .as_ref()
+        .map_or(line.id.as_str(), |s| s.item_id.as_str());
+    let input = RatingInput {
+        name: &line.name,
+        price: &price,
+        discounts: line.rate_card.view().discounts,
+        discount_correlation_id: correlation,
+        currency: &currency,
+        quantity,
+        pre_line_period_quantity: Decimal::ZERO,
+        previously_billed_amount: Decimal::ZERO,
+        service_period: period,
+        billing_period: period,
+        pro_rating_full_period: line.pro_rating_full_period.map(|p| Period {
+            from: p.from,
+            to: p.to,
+        }),
+    };
+    let rated = rate(&input).map_err(|e| e.to_string())?;
+    line.children = rated
+        .detailed_lines
+        .iter()
+        .map(|d| DetailedLine {
+            id: format!("{}-{}", line.id, d.child_unique_reference_id),
+            rated: serde_json::to_value(d).unwrap_or(Value::Null),
+            totals: totals(&d.totals),
+        })
+        .collect();
+    line.totals = totals(&rated.totals);
+    Ok(())
+}
+
+/// Minor units of an amount already rounded to the currency (`round(total × 10^subunits)`,
+/// half away from zero as OpenMeter's Stripe app does).
+pub fn minor_units(amount: Decimal, currency: &Currency) -> Result<i64, String> {
+    let rounded = round_to_minor_units(amount, currency);
+    let scaled = rounded * Decimal::from(10_i64.pow(currency.subunits));
+    i64::try_from(scaled.trunc().mantissa() / 10_i128.pow(scaled.trunc().scale()))
+        .map_err(|_| format!("amount {amount} does not fit in minor units"))
+}
+
+fn thousands(n: Decimal) -> String {
+    if n.fract().is_zero() {
+        let digits = n.trunc().abs().to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if n.is_sign_negative() {
+            format!("-{out}")
+        } else {
+            out
+        }
+    } else {
+        format!("{:.2}", n)
+    }
+}
+
+/// OpenMeter's item description: the name, and ` ({qty} x {unit price})` when the quantity
+/// is not one (`appinvoice.go`).
+fn description(name: &str, rated: &Value, currency: &Currency) -> String {
+    let qty = rated
+        .get("quantity")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Decimal>().ok())
+        .unwrap_or(Decimal::ONE);
+    let unit = rated
+        .get("perUnitAmount")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Decimal>().ok())
+        .unwrap_or(Decimal::ZERO);
+    if qty == Decimal::ONE {
+        name.to_owned()
+    } else {
+        format!(
+            "{name} ({} x {}{})",
+            thousands(qty),
+            currency.symbol,
+            unit.normalize()
+        )
+    }
+}
+
+/// The Stripe invoice items of rated lines, in invoice order: for each detailed line its
+/// amount discounts (negative), then the line itself (its amount before discounts).
+pub fn items(lines: &[Line]) -> Result<(Vec<LineToSync>, i64), String> {
+    let mut out = Vec::new();
+    let mut total = 0_i64;
+    for line in lines {
+        let currency = Currency::lookup(&line.currency).map_err(|e| e.to_string())?;
+        let tax_behavior = line
+            .rate_card
+            .view()
+            .tax_config
+            .and_then(|t| serde_json::to_value(t).ok())
+            .and_then(|v| v.get("behavior").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|b| match b.as_str() {
+                "inclusive" => Some(StripeTaxBehavior::Inclusive),
+                "exclusive" => Some(StripeTaxBehavior::Exclusive),
+                _ => None,
+            });
+        let tax_code = line
+            .rate_card
+            .view()
+            .tax_config
+            .and_then(|t| serde_json::to_value(t).ok())
+            .and_then(|v| {
+                v.pointer("/stripe/code")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        for child in &line.children {
+            let name = child
+                .rated
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(&line.name)
+                .to_owned();
+            let (from, to) = child
+                .rated
+                .get("period")
+                .and_then(|p| serde_json::from_value::<Period>(p.clone()).ok())
+                .map_or((line.period.from, line.period.to), |p| (p.from, p.to));
+            if let Some(Value::Array(discounts)) = child.rated.get("amountDiscounts") {
+                for (i, d) in discounts.iter().enumerate() {
+                    let amount = d
+                        .get("amount")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<Decimal>().ok())
+                        .unwrap_or(Decimal::ZERO);
+                    let minor = minor_units(amount, &currency)?;
+                    if minor == 0 {
+                        continue;
+                    }
+                    let text = d
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or("discount");
+                    out.push(LineToSync {
+                        line_id: format!("{}-discount-{i}", child.id),
+                        line_type: LineType::Discount,
+                        amount_minor: -minor,
+                        description: format!("{name} ({text})"),
+                        period_start: from,
+                        period_end: to,
+                        tax_behavior,
+                        tax_code: tax_code.clone(),
+                    });
+                    total -= minor;
+                }
+            }
+            let amount = if child.totals.amount.is_zero() {
+                child.totals.charges_total
+            } else {
+                child.totals.amount
+            };
+            let minor = minor_units(amount, &currency)?;
+            out.push(LineToSync {
+                line_id: child.id.clone(),
+                line_type: LineType::Line,
+                amount_minor: minor,
+                description: description(&name, &child.rated, &currency),
+                period_start: from,
+                period_end: to,
+                tax_behavior,
+                tax_code: tax_code.clone(),
+            });
+            total += minor;
+        }
+    }
+    Ok((out, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minor_units_and_thousands() {
+        let usd = Currency::lookup("USD").unwrap();
+        assert_eq!(minor_units(Decimal::new(7725, 2), &usd).unwrap(), 7725);
+        assert_eq!(minor_units(Decimal::new(-1005, 3), &usd).unwrap(), -101);
+        let jpy = Currency::lookup("JPY").unwrap();
+        assert_eq!(minor_units(Decimal::new(1005, 1), &jpy).unwrap(), 101);
+        assert_eq!(thousands(Decimal::from(103_000_025)), "103,000,025");
+        assert_eq!(thousands(Decimal::new(3220, 2)), "32.20");
+    }
+}

@@ -1,0 +1,243 @@
+//! Invoices (`/api/v1/billing/invoices`): listing, reading, the lifecycle actions of
+//! OpenMeter's invoice state machine, and invoicing a customer's pending lines now.
+
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::state::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use metron_actors::billing::render::invoice_json;
+use metron_actors::billing::{Action, Error as BillingError};
+use metron_storage::invoices::{Invoice, InvoiceFilter};
+use serde_json::{Value, json};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/billing/invoices", web::get().to(list))
+        .route(
+            "/api/v1/billing/invoices/invoice",
+            web::post().to(invoice_now),
+        )
+        .route("/api/v1/billing/invoices/{id}", web::get().to(get))
+        .route("/api/v1/billing/invoices/{id}", web::delete().to(delete))
+        .route(
+            "/api/v1/billing/invoices/{id}/advance",
+            web::post().to(advance),
+        )
+        .route(
+            "/api/v1/billing/invoices/{id}/approve",
+            web::post().to(approve),
+        )
+        .route("/api/v1/billing/invoices/{id}/retry", web::post().to(retry))
+        .route(
+            "/api/v1/billing/invoices/{id}/snapshot-quantities",
+            web::post().to(snapshot_quantities),
+        )
+        .route("/api/v1/billing/invoices/{id}/void", web::post().to(void));
+}
+
+pub(crate) fn billing_error(error: BillingError) -> ApiError {
+    match error {
+        BillingError::NotFound(id) => ApiError::not_found(format!("invoice {id:?} not found")),
+        BillingError::Transition { code, message } => {
+            let mut e = ApiError::bad_request(message.clone());
+            e.extensions = Some(
+                json!({"validationErrors": [{"code": code, "message": message, "field": ""}]}),
+            );
+            e
+        }
+        BillingError::Invalid(detail) => ApiError::bad_request(detail),
+        BillingError::Catalog(e) => crate::routes::customers::catalog_error(e),
+    }
+}
+
+fn expands_lines(p: &Params) -> bool {
+    p.all("expand")
+        .iter()
+        .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .any(|e| e == "lines")
+}
+
+async fn render(state: &AppState, invoice: &Invoice, lines: bool) -> Result<Value, ApiError> {
+    let (_, all) = state
+        .billing
+        .get(&invoice.id)
+        .await
+        .map_err(billing_error)?;
+    Ok(invoice_json(&state.billing, invoice, &all, lines))
+}
+
+fn between(
+    t: Option<DateTime<Utc>>,
+    after: Option<DateTime<Utc>>,
+    before: Option<DateTime<Utc>>,
+) -> bool {
+    match t {
+        Some(t) => after.is_none_or(|a| t >= a) && before.is_none_or(|b| t <= b),
+        None => after.is_none() && before.is_none(),
+    }
+}
+
+async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string())?;
+    let filter = InvoiceFilter {
+        customers: p.all("customers"),
+        statuses: p.all("statuses"),
+        extended_statuses: p.all("extendedStatuses"),
+        currencies: Vec::new(),
+        include_deleted: p.bool("includeDeleted")?.unwrap_or(false),
+    };
+    let (issued_after, issued_before) = (p.time("issuedAfter")?, p.time("issuedBefore")?);
+    let (period_after, period_before) = (p.time("periodStartAfter")?, p.time("periodStartBefore")?);
+    let (created_after, created_before) = (p.time("createdAfter")?, p.time("createdBefore")?);
+    let mut invoices: Vec<Invoice> = state
+        .pipeline
+        .catalog()
+        .list_invoices(state.pipeline.namespace(), &filter)
+        .await
+        .map_err(crate::routes::customers::catalog_error)?
+        .into_iter()
+        .filter(|i| between(i.issued_at, issued_after, issued_before))
+        .filter(|i| between(i.period.map(|p| p.from), period_after, period_before))
+        .filter(|i| between(Some(i.created_at), created_after, created_before))
+        .collect();
+    match p.one("orderBy").unwrap_or("createdAt") {
+        "createdAt" => invoices.sort_by_key(|i| (i.created_at, i.id.clone())),
+        "updatedAt" => invoices.sort_by_key(|i| (i.updated_at, i.id.clone())),
+        "issuedAt" => invoices.sort_by_key(|i| (i.issued_at, i.id.clone())),
+        "periodStart" => invoices.sort_by_key(|i| (i.period.map(|p| p.from), i.id.clone())),
+        "status" => invoices.sort_by_key(|i| (i.status.as_str().to_owned(), i.id.clone())),
+        "customer.name" => invoices.sort_by_key(|i| {
+            (
+                i.customer
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                i.id.clone(),
+            )
+        }),
+        other => return Err(ApiError::bad_request(format!("invalid orderBy: {other}"))),
+    }
+    match p.one("order").unwrap_or("ASC") {
+        "ASC" => {}
+        "DESC" => invoices.reverse(),
+        other => return Err(ApiError::bad_request(format!("invalid order: {other}"))),
+    }
+    let page = p.usize_in("page", 1, 1, usize::MAX)?;
+    let page_size = p.usize_in("pageSize", 100, 1, 1000)?;
+    let lines = expands_lines(&p);
+    let total = invoices.len();
+    let mut items = Vec::new();
+    for invoice in invoices
+        .iter()
+        .skip(page.saturating_sub(1).saturating_mul(page_size))
+        .take(page_size)
+    {
+        items.push(render(&state, invoice, lines).await?);
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "totalCount": total, "page": page, "pageSize": page_size, "items": items,
+    })))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string())?;
+    let (invoice, lines) = state.billing.get(&path).await.map_err(billing_error)?;
+    // `expand` defaults to lines on a single invoice, as OpenMeter's read does.
+    let expand = p.all("expand").is_empty() || expands_lines(&p);
+    Ok(HttpResponse::Ok().json(invoice_json(&state.billing, &invoice, &lines, expand)))
+}
+
+async fn act(state: &AppState, id: &str, action: Action) -> Result<HttpResponse, ApiError> {
+    let invoice = state.billing.act(id, action).await.map_err(billing_error)?;
+    Ok(HttpResponse::Ok().json(render(state, &invoice, true).await?))
+}
+
+async fn advance(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &path, Action::Advance).await
+}
+
+async fn approve(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &path, Action::Approve).await
+}
+
+async fn retry(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &path, Action::Retry).await
+}
+
+async fn snapshot_quantities(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &path, Action::SnapshotQuantities).await
+}
+
+async fn void(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &path, Action::Void).await
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .billing
+        .act(&path, Action::Delete)
+        .await
+        .map_err(billing_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/v1/billing/invoices/invoice` (`InvoicePendingLinesActionInput`).
+async fn invoice_now(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let customer_ref = body
+        .get("customerId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("customerId is required"))?;
+    let customer = state
+        .pipeline
+        .catalog()
+        .get_customer(state.pipeline.namespace(), customer_ref)
+        .await
+        .map_err(crate::routes::customers::catalog_error)?
+        .ok_or_else(|| ApiError::not_found(format!("customer {customer_ref:?} not found")))?;
+    let as_of = match body.get("asOf") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            metron_engine::event::parse_time(s)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid asOf {s:?}")))?,
+        ),
+        Some(_) => return Err(ApiError::bad_request("asOf must be a date-time")),
+    };
+    let invoices = state
+        .billing
+        .invoice_now(&customer.id, as_of)
+        .await
+        .map_err(billing_error)?;
+    let mut out = Vec::new();
+    for invoice in &invoices {
+        out.push(render(&state, invoice, true).await?);
+    }
+    Ok(HttpResponse::build(StatusCode::CREATED).json(out))
+}

@@ -1,0 +1,257 @@
+//! Billing end to end, against the real binary: a plan with a monthly flat fee in advance and
+//! a graduated usage price, a subscription, usage events; the first invoice is cut at once
+//! for the fee in advance, and when the billing period ends (the billing clock moved forward
+//! by `METRON_BILLING_CLOCK_OFFSET_SECONDS` across a restart) the second invoice bills the
+//! usage of the period and the next fee. Totals are worked out by hand. With the sandbox app
+//! the invoices are paid; with Stripe (the fake server) they land in Stripe, once, with the
+//! same amounts in cents.
+
+use crate::server::*;
+use chrono::Utc;
+use metron_fake_stripe::FakeStripe;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const METERS: &str = r#"
+meters:
+  - slug: tokens
+    eventType: tokens
+    aggregation: SUM
+    valueProperty: $.tokens
+"#;
+
+/// 32 days: past the end of any first monthly period and its one-hour collection window.
+const A_MONTH_LATER: &str = "2764800";
+
+fn plan() -> Value {
+    json!({
+        "key": "pro", "name": "Pro", "currency": "USD", "billingCadence": "P1M",
+        "phases": [{"key": "default", "name": "Default", "duration": null, "rateCards": [
+            {"type": "flat_fee", "key": "platform", "name": "Platform fee", "billingCadence": "P1M",
+             "price": {"type": "flat", "amount": "30", "paymentTerm": "in_advance"}},
+            {"type": "usage_based", "key": "tokens", "name": "Tokens", "featureKey": "tokens",
+             "billingCadence": "P1M",
+             "price": {"type": "tiered", "mode": "graduated", "tiers": [
+                {"upToAmount": "1000", "unitPrice": {"type": "unit", "amount": "0.10"}},
+                {"unitPrice": {"type": "unit", "amount": "0.05"}, "flatPrice": {"type": "flat", "amount": "5"}}
+             ]}}
+        ]}]
+    })
+}
+
+fn setup(server: &TestServer) {
+    server
+        .post("/api/v1/features")
+        .json(&json!({"key": "tokens", "name": "Tokens", "meterSlug": "tokens"}))
+        .send()
+        .expect_status(201);
+    let p = server
+        .post("/api/v1/plans")
+        .json(&plan())
+        .send()
+        .expect_status(201)
+        .json();
+    server
+        .post(&format!(
+            "/api/v1/plans/{}/publish",
+            p["id"].as_str().unwrap_or_default()
+        ))
+        .send()
+        .expect_status(200);
+    server
+        .post("/api/v1/customers")
+        .json(
+            &json!({"name": "ACME", "key": "acme", "primaryEmail": "ops@acme.test",
+                      "usageAttribution": {"subjectKeys": ["acme"]}}),
+        )
+        .send()
+        .expect_status(201);
+}
+
+fn invoices(server: &TestServer) -> Vec<Value> {
+    server
+        .get("/api/v1/billing/invoices")
+        .query("expand", "lines")
+        .query("statuses", "paid")
+        .query("statuses", "payment_processing")
+        .query("statuses", "issued")
+        .send()
+        .expect_status(200)
+        .json()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_invoices(server: &TestServer, n: usize) -> Vec<Value> {
+    eventually(Duration::from_secs(30), || {
+        let all = invoices(server);
+        if all.len() >= n {
+            Ok(all)
+        } else {
+            Err(format!("{} of {n} invoices issued", all.len()))
+        }
+    })
+}
+
+fn ingest_usage(server: &TestServer) {
+    let now = Utc::now().to_rfc3339();
+    let events: Vec<Value> = [600, 900]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"specversion": "1.0", "id": format!("u{i}"), "source": "test",
+                             "type": "tokens", "subject": "acme", "time": now, "data": {"tokens": n}}))
+        .collect();
+    server.ingest_batch(&events).expect_status(204);
+}
+
+// Sandbox: the in-advance fee is invoiced and paid at once; a month later the usage (1,500
+// tokens: 1,000 × 0.10 + 500 × 0.05 + 5 = 130.00) and the next fee (30.00) are on one
+// invoice of 160.00, paid. The lines carry their subscription, period and detailed lines.
+#[test]
+fn sandbox_invoices_a_period() {
+    let mut server = TestServer::start_with_config(METERS);
+    setup(&server);
+    let sub = server
+        .post("/api/v1/subscriptions")
+        .json(&json!({"customerKey": "acme", "plan": {"key": "pro"}}))
+        .send()
+        .expect_status(201)
+        .json();
+    let first = wait_invoices(&server, 1);
+    let first = &first[0];
+    assert_eq!(first["status"], "paid", "{first}");
+    assert_eq!(first["totals"]["total"], "30");
+    assert_eq!(first["currency"], "USD");
+    assert!(
+        first["number"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("OM-SANDBOX-ACME-"),
+        "{first}"
+    );
+    let line = &first["lines"][0];
+    assert_eq!(line["subscription"]["subscription"]["id"], sub["id"]);
+    assert_eq!(line["totals"]["amount"], "30");
+
+    ingest_usage(&server);
+    eventually(Duration::from_secs(20), || {
+        let rows = server
+            .query("tokens", &[("subject", "acme".to_owned())])
+            .json();
+        let total = rows["data"][0]["value"].as_f64().unwrap_or_default();
+        if total == 1500.0 {
+            Ok(())
+        } else {
+            Err(format!("{total} of 1500 tokens visible"))
+        }
+    });
+    server.set_env(&[("METRON_BILLING_CLOCK_OFFSET_SECONDS", A_MONTH_LATER)]);
+    server.restart();
+    let all = wait_invoices(&server, 2);
+    let second = all
+        .iter()
+        .find(|i| i["id"] != first["id"])
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(second["status"], "paid", "{second}");
+    assert_eq!(second["totals"]["total"], "160", "{second}");
+    let lines = second["lines"].as_array().cloned().unwrap_or_default();
+    let usage = lines
+        .iter()
+        .find(|l| l["featureKey"] == "tokens")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(usage["quantity"], "1500", "{usage}");
+    assert_eq!(usage["totals"]["total"], "130");
+    let children: Vec<(String, String)> = usage["children"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["quantity"].as_str().unwrap_or_default().to_owned(),
+                c["totals"]["total"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        children.contains(&("1000".into(), "100".into())),
+        "{children:?}"
+    );
+    assert!(
+        children.contains(&("500".into(), "25".into())),
+        "{children:?}"
+    );
+    assert!(children.contains(&("1".into(), "5".into())), "{children:?}");
+    // Restarting again creates nothing new: every line exists once.
+    server.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(invoices(&server).len(), 2);
+}
+
+// Stripe: the customer is linked to a Stripe customer; each invoice is created in Stripe with
+// one item per detailed line (amounts in cents), finalized, and numbered by Stripe.
+#[test]
+fn stripe_receives_each_invoice_once() {
+    let stripe = FakeStripe::start().expect("fake stripe");
+    let mut server = TestServer::start_with_config(&format!(
+        "{METERS}\nstripe:\n  apiBase: {}\n",
+        stripe.base_url()
+    ));
+    setup(&server);
+    server
+        .post("/api/v1/marketplace/listings/stripe/install/apikey")
+        .json(&json!({"apiKey": stripe.api_key(), "name": "Stripe"}))
+        .send()
+        .expect_status(200);
+    let cus = stripe.create_customer("ACME", Some("ops@acme.test"));
+    let pm = stripe.create_payment_method(&cus).expect("payment method");
+    server
+        .put("/api/v1/customers/acme/stripe")
+        .json(&json!({"stripeCustomerId": cus, "stripeDefaultPaymentMethodId": pm}))
+        .send()
+        .expect_status(200);
+    server
+        .post("/api/v1/subscriptions")
+        .json(&json!({"customerKey": "acme", "plan": {"key": "pro"}}))
+        .send()
+        .expect_status(201);
+    let first = wait_invoices(&server, 1);
+    let first = &first[0];
+    assert_eq!(first["status"], "payment_processing", "{first}");
+    let stripe_id = first["externalIds"]["invoicing"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(stripe_id.starts_with("in_"), "{first}");
+    let state = stripe.state();
+    assert_eq!(state.invoices.len(), 1);
+    let landed = &state.invoices[0];
+    assert_eq!(landed.id, stripe_id);
+    assert_eq!(landed.total, 3000);
+    assert_eq!(first["number"].as_str(), landed.number.as_deref());
+
+    ingest_usage(&server);
+    eventually(Duration::from_secs(20), || {
+        let rows = server
+            .query("tokens", &[("subject", "acme".to_owned())])
+            .json();
+        let total = rows["data"][0]["value"].as_f64().unwrap_or_default();
+        if total == 1500.0 {
+            Ok(())
+        } else {
+            Err(format!("{total} of 1500 tokens visible"))
+        }
+    });
+    server.set_env(&[("METRON_BILLING_CLOCK_OFFSET_SECONDS", A_MONTH_LATER)]);
+    server.restart();
+    wait_invoices(&server, 2);
+    let state = stripe.state();
+    assert_eq!(state.invoices.len(), 2);
+    let mut totals: Vec<i64> = state.invoices.iter().map(|i| i.total).collect();
+    totals.sort();
+    assert_eq!(totals, vec![3000, 16000]);
+    assert_eq!(stripe.violations(), Vec::<String>::new());
+}
