@@ -414,3 +414,71 @@ fn addons_and_plan_addons() {
         .send()
         .expect_status(204);
 }
+
+// The schema's text limits hold on every level of the catalog (found by api_fuzz: an add-on
+// with a 1025-character description was stored and answered, violating the `Addon` schema):
+// a description over 1024 characters or a rate card name over 256 is a critical issue (400),
+// and exactly 1024 is fine.
+#[test]
+fn text_limits_of_plans_and_addons() {
+    let server = TestServer::start();
+    let long = "d".repeat(1025);
+    let cases: [(&str, Value, &str); 4] = [
+        (
+            "/api/v1/addons",
+            {
+                let mut a = addon_body("long_addon", "single");
+                a["description"] = json!(long);
+                a
+            },
+            "description",
+        ),
+        (
+            "/api/v1/plans",
+            {
+                let mut p = plan_body("long_plan");
+                p["description"] = json!(long);
+                p
+            },
+            "description",
+        ),
+        (
+            "/api/v1/plans",
+            {
+                let mut p = plan_body("long_phase");
+                p["phases"][0]["description"] = json!(long);
+                p
+            },
+            "phases[key=trial].description",
+        ),
+        (
+            "/api/v1/plans",
+            {
+                let mut p = plan_body("long_card");
+                p["phases"][1]["rateCards"][0]["name"] = json!("n".repeat(257));
+                p
+            },
+            "phases[key=default].rateCards[key=platform].name",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let problem = server
+            .post(path)
+            .json(&body)
+            .send()
+            .expect_status(400)
+            .json();
+        assert_eq!(
+            problem["extensions"]["validationErrors"][0]["field"], field,
+            "{problem}"
+        );
+    }
+    let mut fits = addon_body("fits", "single");
+    fits["description"] = json!("d".repeat(1024));
+    fits["rateCards"][0]["description"] = json!("d".repeat(1024));
+    server
+        .post("/api/v1/addons")
+        .json(&fits)
+        .send()
+        .expect_status(201);
+}

@@ -175,6 +175,22 @@ fn name_issues(name: &str) -> Vec<Issue> {
     }
 }
 
+/// OpenMeter's schema caps every description of the catalog (plan, phase, rate card,
+/// add-on) at 1024 characters.
+pub const DESCRIPTION_LEN_MAX: usize = 1024;
+
+fn description_issues(description: Option<&str>) -> Vec<Issue> {
+    if description.is_some_and(|d| d.chars().count() > DESCRIPTION_LEN_MAX) {
+        vec![Issue::critical(
+            "description",
+            "resource_description_invalid",
+            format!("description must be at most {DESCRIPTION_LEN_MAX} characters"),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
 fn currency_issues(currency: &str) -> Vec<Issue> {
     if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
         Vec::new()
@@ -191,6 +207,12 @@ fn currency_issues(currency: &str) -> Vec<Issue> {
 /// (prices, discounts, cadence, entitlement template, tax config), all critical.
 pub fn rate_card_issues(card: &RateCard) -> Vec<Issue> {
     let mut out = key_issues(card.key());
+    let (name, description) = match card {
+        RateCard::FlatFee(r) => (&r.name, &r.description),
+        RateCard::UsageBased(r) => (&r.name, &r.description),
+    };
+    out.extend(name_issues(name));
+    out.extend(description_issues(description.as_deref()));
     for issue in card.issues() {
         out.push(Issue::critical(
             issue.field(),
@@ -270,6 +292,7 @@ impl Body for PlanBody {
 
     fn issues(&self) -> Vec<Issue> {
         let mut out = name_issues(&self.name);
+        out.extend(description_issues(self.description.as_deref()));
         out.extend(currency_issues(&self.currency));
         if !PLAN_BILLING_CADENCES.contains(&self.billing_cadence.as_str()) {
             out.push(Issue::critical(
@@ -311,6 +334,7 @@ impl Body for PlanBody {
             let selector = format!("phases[key={}]", phase.key);
             let mut issues = key_issues(&phase.key);
             issues.extend(name_issues(&phase.name));
+            issues.extend(description_issues(phase.description.as_deref()));
             if !keys.insert(phase.key.clone()) {
                 issues.push(Issue::critical(
                     "key",
@@ -363,6 +387,7 @@ impl Body for AddonBody {
 
     fn issues(&self) -> Vec<Issue> {
         let mut out = name_issues(&self.name);
+        out.extend(description_issues(self.description.as_deref()));
         out.extend(currency_issues(&self.currency));
         if !["single", "multiple"].contains(&self.instance_type.as_str()) {
             out.push(Issue::critical(
