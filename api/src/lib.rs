@@ -61,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::plans::configure)
     .configure(routes::subscriptions::configure)
     .configure(routes::invoices::configure)
+    .configure(routes::stripe_webhook::configure)
     .configure(routes::info::configure);
 }
 
@@ -210,6 +211,7 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/billing/invoices/{id}/retry", &["POST"]),
     ("/api/v1/billing/invoices/{id}/snapshot-quantities", &["POST"]),
     ("/api/v1/billing/invoices/{id}/void", &["POST"]),
+    ("/api/v1/apps/{id}/stripe/webhook", &["POST"]),
     ("/api/v1/info/currencies", &["GET"]),
     ("/api/v1/info/progress/{id}", &["GET"]),
 ];

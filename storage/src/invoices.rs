@@ -497,3 +497,36 @@ impl Catalog {
 pub fn time_of_ms(v: i64) -> DateTime<Utc> {
     from_ms(v)
 }
+
+impl Catalog {
+    /// Has this app's webhook event already been acted on?
+    pub async fn webhook_event_seen(&self, app_id: &str, event_id: &str) -> Result<bool> {
+        let seen: Option<i64> = sqlx::query_scalar(
+            "SELECT processed_at FROM stripe_webhook_events WHERE app_id = $1 AND event_id = $2",
+        )
+        .bind(app_id)
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(seen.is_some())
+    }
+
+    /// Records that this app's webhook event was acted on (a second record is a no-op).
+    pub async fn record_webhook_event(
+        &self,
+        app_id: &str,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO stripe_webhook_events (app_id, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (app_id, event_id) DO NOTHING",
+        )
+        .bind(app_id)
+        .bind(event_id)
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -13,5 +13,6 @@ pub mod meters;
 pub mod notifications;
 pub mod plans;
 pub mod sql;
+pub mod stripe_webhook;
 pub mod subjects;
 pub mod subscriptions;

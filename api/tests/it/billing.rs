@@ -255,3 +255,142 @@ fn stripe_receives_each_invoice_once() {
     assert_eq!(totals, vec![3000, 16000]);
     assert_eq!(stripe.violations(), Vec::<String>::new());
 }
+
+/// A Stripe-backed server with the pro plan, and `customers` each linked to a Stripe customer
+/// and subscribed; returns once every customer's first invoice is in `payment_processing`,
+/// with the Stripe invoice id of each.
+fn stripe_customers(stripe: &FakeStripe, customers: &[&str]) -> (TestServer, Vec<String>) {
+    let server = TestServer::start_with_config(&format!(
+        "{METERS}\nstripe:\n  apiBase: {}\n",
+        stripe.base_url()
+    ));
+    setup(&server);
+    server
+        .post("/api/v1/marketplace/listings/stripe/install/apikey")
+        .json(&json!({"apiKey": stripe.api_key(), "name": "Stripe"}))
+        .send()
+        .expect_status(200);
+    for key in customers {
+        if *key != "acme" {
+            server
+                .post("/api/v1/customers")
+                .json(&json!({"name": key, "key": key, "usageAttribution": {"subjectKeys": [key]}}))
+                .send()
+                .expect_status(201);
+        }
+        let cus = stripe.create_customer(key, Some("ops@example.test"));
+        let pm = stripe.create_payment_method(&cus).expect("payment method");
+        server
+            .put(&format!("/api/v1/customers/{key}/stripe"))
+            .json(&json!({"stripeCustomerId": cus, "stripeDefaultPaymentMethodId": pm}))
+            .send()
+            .expect_status(200);
+        server
+            .post("/api/v1/subscriptions")
+            .json(&json!({"customerKey": key, "plan": {"key": "pro"}}))
+            .send()
+            .expect_status(201);
+    }
+    let issued = wait_invoices(&server, customers.len());
+    let ids = customers
+        .iter()
+        .map(|key| {
+            let id = server
+                .get(&format!("/api/v1/customers/{key}"))
+                .send()
+                .expect_status(200)
+                .json()["id"]
+                .clone();
+            issued
+                .iter()
+                .find(|i| i["customer"]["id"] == id)
+                .and_then(|i| i["externalIds"]["invoicing"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    (server, ids)
+}
+
+fn metron_status(server: &TestServer, stripe_id: &str) -> (String, String) {
+    let all = server
+        .get("/api/v1/billing/invoices")
+        .send()
+        .expect_status(200)
+        .json();
+    all["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .find(|i| i["externalIds"]["invoicing"] == stripe_id)
+        .map(|i| {
+            (
+                i["status"].as_str().unwrap_or_default().to_owned(),
+                i["statusDetails"]["extendedStatus"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn wait_status(server: &TestServer, stripe_id: &str, extended: &str) {
+    eventually(Duration::from_secs(20), || {
+        let (_, now) = metron_status(server, stripe_id);
+        if now == extended {
+            Ok(())
+        } else {
+            Err(format!("invoice {stripe_id} is {now}, not {extended}"))
+        }
+    });
+}
+
+// Webhooks from Stripe move invoices: paid, voided, payment failed. A replayed event has no
+// second effect; a bad signature is a 400 and changes nothing.
+#[test]
+fn stripe_webhooks_move_invoices() {
+    let stripe = FakeStripe::start().expect("fake stripe");
+    let (server, ids) = stripe_customers(&stripe, &["acme", "beta", "gamma"]);
+    let (paid, voided, failed) = (&ids[0], &ids[1], &ids[2]);
+    assert_eq!(metron_status(&server, paid).1, "payment_processing.pending");
+
+    // A bad signature changes nothing.
+    let event_of = |invoice: &str, kind: &str| {
+        stripe
+            .state()
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.kind == kind && e.json["data"]["object"]["id"] == invoice)
+            .map(|e| e.id.clone())
+            .unwrap_or_default()
+    };
+    let endpoint = stripe.state().webhook_endpoints[0].id.clone();
+    stripe.pay_invoice(paid).expect("pay");
+    let paid_event = event_of(paid, "invoice.paid");
+    let bad = stripe
+        .webhook_request(&paid_event, &endpoint)
+        .expect("webhook request")
+        .with_bad_signature();
+    assert_eq!(bad.send(), Ok(400));
+
+    stripe.wait_for_webhooks(Duration::from_secs(10));
+    wait_status(&server, paid, "paid");
+    // Replayed: answered, no second effect.
+    assert_eq!(stripe.deliver_event(&paid_event), vec![Ok(201)]);
+    assert_eq!(
+        metron_status(&server, paid),
+        ("paid".to_owned(), "paid".to_owned())
+    );
+
+    stripe.void_invoice(voided).expect("void");
+    stripe.wait_for_webhooks(Duration::from_secs(10));
+    wait_status(&server, voided, "voided");
+
+    stripe.fail_payment(failed).expect("fail payment");
+    stripe.wait_for_webhooks(Duration::from_secs(10));
+    wait_status(&server, failed, "payment_processing.failed");
+    assert_eq!(stripe.violations(), Vec::<String>::new());
+}
