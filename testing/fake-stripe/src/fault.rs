@@ -157,6 +157,11 @@ impl Faults {
         }
     }
 
+    /// The chance of a random fault from now on.
+    pub fn set_rate(&mut self, rate: f64) {
+        self.rate = rate;
+    }
+
     pub fn push(&mut self, rule: FaultRule) {
         self.rules.push((rule, 0));
     }

@@ -21,7 +21,7 @@ pub mod webhook;
 
 pub use error::ApiError;
 pub use fault::{Fault, FaultRule};
-pub use state::{Invoice, InvoiceItem, InvoiceStatus, Store};
+pub use state::{Invoice, InvoiceItem, InvoiceStatus, RequestRecord, Store};
 pub use webhook::WebhookRequest;
 
 use fault::Faults;
@@ -150,6 +150,18 @@ impl FakeStripe {
     /// Queues a fault for a method, path prefix and occurrence.
     pub fn inject_rule(&self, rule: FaultRule) {
         self.shared.faults.lock().push(rule);
+    }
+
+    /// Changes the chance of a random fault from the next request on (the seeded draws go on).
+    pub fn set_fault_rate(&self, rate: f64) {
+        self.shared.faults.lock().set_rate(rate);
+    }
+
+    /// Calls `hook` with every Stripe request, on the server's thread, once the request has
+    /// run (or failed) and before its answer is sent: a test can kill its client there, right
+    /// after a write took effect. The request is in [`Store::requests`] once `hook` returns.
+    pub fn on_request(&self, hook: impl Fn(&state::RequestRecord) + Send + Sync + 'static) {
+        *self.shared.hook.lock() = Some(Arc::new(hook));
     }
 
     /// A copy of everything the fake holds.

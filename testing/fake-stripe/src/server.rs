@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use crate::fault::{Fault, FaultRule, Faults};
 use crate::form::{self, Param};
-use crate::state::Store;
+use crate::state::{RequestRecord, Store};
 use crate::webhook::{self, WebhookRequest};
 use crate::{ops, spec};
 use actix_web::http::StatusCode;
@@ -53,8 +53,13 @@ pub struct Shared {
     pub timeout_hold: Duration,
     pub sender: webhook::Sender,
     pub last_webhook: Mutex<Option<WebhookRequest>>,
+    /// Called with each Stripe request once it is logged, before its answer is sent.
+    pub hook: Mutex<Option<RequestHook>>,
     idempotency: Mutex<HashMap<(String, String, String), Stored>>,
 }
+
+/// A test's callback on every logged Stripe request (see [`crate::FakeStripe::on_request`]).
+pub type RequestHook = Arc<dyn Fn(&RequestRecord) + Send + Sync>;
 
 enum Stored {
     InFlight {
@@ -97,6 +102,7 @@ impl Shared {
             timeout_hold,
             sender,
             last_webhook: Mutex::new(None),
+            hook: Mutex::new(None),
             idempotency: Mutex::new(HashMap::new()),
         })
     }
@@ -381,8 +387,14 @@ async fn run(
     }
     match fault {
         Some(Fault::Timeout) => {
+            // The client may go away during the hold and actix then drops this future: the
+            // guard frees the key all the same (nothing executed).
+            let guard = InFlightGuard {
+                shared,
+                scope: scope.as_ref(),
+            };
             actix_web::rt::time::sleep(shared.timeout_hold).await;
-            release(None);
+            drop(guard);
             return dropped(req, shared, &incoming, fault_name);
         }
         Some(Fault::Drop) => {
@@ -420,6 +432,23 @@ async fn run(
         }
         Some(Fault::DropAfterWrite) => dropped(req, shared, &incoming, fault_name),
         _ => finish(shared, &incoming, status, &body, None, false, &[]),
+    }
+}
+
+/// Removes a key's in-flight claim when dropped, however the request ended.
+struct InFlightGuard<'a> {
+    shared: &'a Shared,
+    scope: Option<&'a (String, String, String)>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(scope) = self.scope {
+            let mut map = self.shared.idempotency.lock();
+            if matches!(map.get(scope), Some(Stored::InFlight { .. })) {
+                map.remove(scope);
+            }
+        }
     }
 }
 
@@ -516,20 +545,21 @@ fn dropped(
 }
 
 fn log(shared: &Shared, incoming: &Incoming, status: u16, fault: Option<String>, replayed: bool) {
-    shared
-        .store
-        .lock()
-        .requests
-        .push(crate::state::RequestRecord {
-            request_id: incoming.request_id.clone(),
-            method: incoming.method.clone(),
-            path: incoming.path.clone(),
-            params: incoming.pairs.clone(),
-            idempotency_key: incoming.key.clone(),
-            status,
-            fault,
-            replayed,
-        });
+    let record = RequestRecord {
+        request_id: incoming.request_id.clone(),
+        method: incoming.method.clone(),
+        path: incoming.path.clone(),
+        params: incoming.pairs.clone(),
+        idempotency_key: incoming.key.clone(),
+        status,
+        fault,
+        replayed,
+    };
+    let hook = shared.hook.lock().clone();
+    if let Some(hook) = hook {
+        hook(&record);
+    }
+    shared.store.lock().requests.push(record);
 }
 
 /// Logs the request and builds the answer with Stripe's headers.

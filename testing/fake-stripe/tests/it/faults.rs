@@ -218,3 +218,48 @@ fn retrying_with_keys_writes_each_object_once_under_random_faults() {
         assert!(fake.violations().is_empty(), "seed {seed}");
     }
 }
+
+/// The request hook sees every request once, after it ran and before its answer, and the
+/// fault rate can be turned up and down while the seeded draws go on.
+#[test]
+fn the_hook_sees_each_request_and_the_fault_rate_can_change() {
+    let fake = FakeStripe::start_with(FakeConfig {
+        seed: 3,
+        fault_kinds: vec![Fault::Status500],
+        ..FakeConfig::default()
+    })
+    .unwrap();
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    fake.on_request(move |r| {
+        sink.lock()
+            .push((r.path.clone(), r.status, r.fault.clone()))
+    });
+    let client = Client::new(&fake);
+    let ok = client
+        .post("/v1/customers", &[("name", "A")], None)
+        .unwrap();
+    fake.set_fault_rate(1.0);
+    let failed = client
+        .post("/v1/customers", &[("name", "B")], None)
+        .unwrap();
+    fake.set_fault_rate(0.0);
+    let again = client
+        .post("/v1/customers", &[("name", "C")], None)
+        .unwrap();
+    assert_eq!((ok.status, failed.status, again.status), (200, 500, 200));
+    let seen = seen.lock().clone();
+    assert_eq!(
+        seen,
+        vec![
+            ("/v1/customers".to_owned(), 200, None),
+            (
+                "/v1/customers".to_owned(),
+                500,
+                Some("Status500".to_owned())
+            ),
+            ("/v1/customers".to_owned(), 200, None),
+        ]
+    );
+    assert_eq!(fake.state().customers.len(), 2);
+}
