@@ -7,6 +7,8 @@
 mod apps;
 mod billing_profiles;
 mod billing;
+mod billing_faults;
+mod billing_prices;
 mod crash;
 mod credit;
 mod customers;
