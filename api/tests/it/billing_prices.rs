@@ -83,7 +83,8 @@ fn every_price_plan() -> Value {
             {"type": "flat_fee", "key": "platform", "name": "Platform fee", "billingCadence": "P1M",
              "price": {"type": "flat", "amount": "30", "paymentTerm": "in_advance"}},
             {"type": "flat_fee", "key": "support", "name": "Support", "billingCadence": "P1M",
-             "price": {"type": "flat", "amount": "12.50", "paymentTerm": "in_arrears"}},
+             "price": {"type": "flat", "amount": "12.50", "paymentTerm": "in_arrears"},
+             "discounts": {"percentage": {"percentage": 10}}},
             usage("api", "API", json!({"type": "unit", "amount": "0.02", "minimumAmount": "50"})),
             usage("storage", "Storage",
                   json!({"type": "unit", "amount": "0.5", "maximumAmount": "100"})),
@@ -254,8 +255,8 @@ fn regular(quantity: &str, total: &str) -> (Decimal, Decimal, String) {
 /// The line totals of the period-end invoice of `every_price_plan`, each worked out by hand:
 /// (line name, amount before discounts and charges, discounts, charges, total).
 const PERIOD_END: [(&str, &str, &str, &str, &str); 10] = [
-    // In arrears: invoiced at the period's end, once.
-    ("Support", "12.50", "0", "0", "12.50"),
+    // In arrears: invoiced at the period's end, once; 10 % off 12.50 is 1.25: 11.25.
+    ("Support", "12.50", "1.25", "0", "11.25"),
     // The next period's fee in advance.
     ("Platform fee", "30", "0", "0", "30"),
     // 1,000 × 0.02 = 20.00 is under the 50.00 minimum: a 30.00 commitment line tops it up.
@@ -277,8 +278,8 @@ const PERIOD_END: [(&str, &str, &str, &str, &str); 10] = [
     ("Emails", "5", "0", "0", "5"),
 ];
 
-/// 12.50 + 30 + 50 + 100 + 210 + 39 + 45 + 41.67 + 44.95 + 5 = 578.12.
-const PERIOD_END_TOTAL: &str = "578.12";
+/// 11.25 + 30 + 50 + 100 + 210 + 39 + 45 + 41.67 + 44.95 + 5 = 576.87.
+const PERIOD_END_TOTAL: &str = "576.87";
 
 /// Checks every line of the period-end invoice against `PERIOD_END`, and the detailed lines
 /// that show how each price type computed.
@@ -299,7 +300,8 @@ fn check_period_end(invoice: &Value) {
         );
     }
     assert_eq!(amount(&invoice["totals"]["total"]), dec(PERIOD_END_TOTAL));
-    assert_eq!(amount(&invoice["totals"]["discountsTotal"]), dec("55"));
+    // 1.25 + 50 + 5.00.
+    assert_eq!(amount(&invoice["totals"]["discountsTotal"]), dec("56.25"));
     assert_eq!(amount(&invoice["totals"]["chargesTotal"]), dec("30"));
 
     let api = line(invoice, "API");
@@ -348,7 +350,7 @@ fn setup_every_price(server: &TestServer) {
 
 // Sandbox, every price type on one subscription. The first invoice is the platform fee in
 // advance alone (30.00; the support fee is in arrears, usage is billed at the end); a month
-// later one invoice of 578.12 (see `PERIOD_END`) bills the first period's usage, its support
+// later one invoice of 576.87 (see `PERIOD_END`) bills the first period's usage, its support
 // fee and the second period's platform fee. Both are paid.
 #[test]
 fn billing_prices_sandbox_every_price_type() {
@@ -379,7 +381,7 @@ fn billing_prices_sandbox_every_price_type() {
 
 // Fake Stripe, every price type: each invoice lands in Stripe once; its items are the detailed
 // lines in cents (a discount as its own negative item), so per detailed line the items sum to
-// its total, and the Stripe total is the invoice's: 3,000 then 57,812 cents.
+// its total, and the Stripe total is the invoice's: 3,000 then 57,687 cents.
 #[test]
 fn billing_prices_stripe_items_equal_the_lines() {
     let stripe = FakeStripe::start().expect("fake stripe");
@@ -388,25 +390,15 @@ fn billing_prices_stripe_items_equal_the_lines() {
         stripe.base_url()
     ));
     setup_every_price(&server);
-    server
-        .post("/api/v1/marketplace/listings/stripe/install/apikey")
-        .json(&json!({"apiKey": stripe.api_key(), "name": "Stripe"}))
-        .send()
-        .expect_status(200);
-    let cus = stripe.create_customer("acme", Some("ops@acme.test"));
-    let pm = stripe.create_payment_method(&cus).expect("payment method");
-    server
-        .put("/api/v1/customers/acme/stripe")
-        .json(&json!({"stripeCustomerId": cus, "stripeDefaultPaymentMethodId": pm}))
-        .send()
-        .expect_status(200);
+    install_stripe(&server, &stripe);
+    link_stripe(&server, &stripe, "acme");
     subscribe(
         &server,
         &json!({"customerKey": "acme", "plan": {"key": "every"}}),
     );
     let first = wait_invoices(&server, "USD", IN_STRIPE, 1).remove(0);
     assert_eq!(amount(&first["totals"]["total"]), dec("30"), "{first}");
-    check_stripe(&stripe, &first, 3000);
+    check_stripe(&stripe, &first, 3000, 2);
 
     ingest(&server, "acme", &USAGE);
     server.set_env(&[("METRON_BILLING_CLOCK_OFFSET_SECONDS", A_MONTH_LATER)]);
@@ -414,14 +406,34 @@ fn billing_prices_stripe_items_equal_the_lines() {
     let all = wait_invoices(&server, "USD", IN_STRIPE, 2);
     let second = &all[1];
     check_period_end(second);
-    check_stripe(&stripe, second, 57812);
+    check_stripe(&stripe, second, 57687, 2);
     assert_eq!(stripe.state().invoices.len(), 2);
     assert_eq!(stripe.violations(), Vec::<String>::new());
 }
 
-/// The invoice's Stripe invoice totals `cents`, and its items are its detailed lines: for
-/// each detailed line, the items carrying its id sum to its total in cents.
-fn check_stripe(stripe: &FakeStripe, invoice: &Value, cents: i64) {
+fn install_stripe(server: &TestServer, stripe: &FakeStripe) {
+    server
+        .post("/api/v1/marketplace/listings/stripe/install/apikey")
+        .json(&json!({"apiKey": stripe.api_key(), "name": "Stripe"}))
+        .send()
+        .expect_status(200);
+}
+
+/// Links the customer `key` to a new Stripe customer with a payment method.
+fn link_stripe(server: &TestServer, stripe: &FakeStripe, key: &str) {
+    let cus = stripe.create_customer(key, Some(&format!("ops@{key}.test")));
+    let pm = stripe.create_payment_method(&cus).expect("payment method");
+    server
+        .put(&format!("/api/v1/customers/{key}/stripe"))
+        .json(&json!({"stripeCustomerId": cus, "stripeDefaultPaymentMethodId": pm}))
+        .send()
+        .expect_status(200);
+}
+
+/// The invoice's Stripe invoice totals `total` minor units (`minor` digits: 2 for cents, 0
+/// for yen), and its items are its detailed lines: for each detailed line, the items carrying
+/// its id sum to its total in minor units.
+fn check_stripe(stripe: &FakeStripe, invoice: &Value, total: i64, minor: u32) {
     let stripe_id = invoice["externalIds"]["invoicing"]
         .as_str()
         .unwrap_or_else(|| panic!("not in Stripe: {invoice}"))
@@ -432,14 +444,15 @@ fn check_stripe(stripe: &FakeStripe, invoice: &Value, cents: i64) {
         .iter()
         .find(|i| i.id == stripe_id)
         .unwrap_or_else(|| panic!("{stripe_id} not in the fake Stripe"));
-    assert_eq!(landed.total, cents);
-    assert_eq!(landed.currency, "usd");
+    assert_eq!(landed.total, total);
+    let currency = invoice["currency"].as_str().unwrap_or_default();
+    assert_eq!(landed.currency, currency.to_lowercase());
     let items: Vec<_> = state
         .invoice_items
         .iter()
         .filter(|i| i.invoice.as_deref() == Some(stripe_id.as_str()))
         .collect();
-    assert_eq!(items.iter().map(|i| i.amount).sum::<i64>(), cents);
+    assert_eq!(items.iter().map(|i| i.amount).sum::<i64>(), total);
     let mut by_child: BTreeMap<String, i64> = BTreeMap::new();
     for item in &items {
         let id = item.metadata.get("om_line_id").cloned().unwrap_or_default();
@@ -449,10 +462,9 @@ fn check_stripe(stripe: &FakeStripe, invoice: &Value, cents: i64) {
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
     for line in invoice["lines"].as_array().cloned().unwrap_or_default() {
         for child in line["children"].as_array().cloned().unwrap_or_default() {
-            let total = amount(&child["totals"]["total"]) * Decimal::ONE_HUNDRED;
             expected.insert(
                 child["id"].as_str().unwrap_or_default().to_owned(),
-                i64::try_from(total).unwrap_or(i64::MIN),
+                minor_units(amount(&child["totals"]["total"]), minor),
             );
         }
     }
@@ -482,72 +494,136 @@ fn pro_rated(amount: &str, from: DateTime<Utc>, anchor: DateTime<Utc>, minor: u3
     (dec(amount) * share).round_dp_with_strategy(minor, RoundingStrategy::MidpointAwayFromZero)
 }
 
-fn flat_plan(key: &str, currency: &str, fee: &str, unit: &str) -> Value {
+fn pro_rated_plan(key: &str, currency: &str, fee: &str, support: &str, unit: &str) -> Value {
     json!({
         "key": key, "name": key, "currency": currency, "billingCadence": "P1M",
         "phases": [{"key": "default", "name": "Default", "duration": null, "rateCards": [
             {"type": "flat_fee", "key": "platform", "name": "Platform fee", "billingCadence": "P1M",
              "price": {"type": "flat", "amount": fee, "paymentTerm": "in_advance"}},
+            {"type": "flat_fee", "key": "support", "name": "Support", "billingCadence": "P1M",
+             "price": {"type": "flat", "amount": support, "paymentTerm": "in_arrears"}},
             usage("calls", "Calls", json!({"type": "unit", "amount": unit}))
         ]}]
     })
 }
 
-// A subscription starting after its billing anchor (anchored ten days back): its first period
-// runs from the start to the anchor a month later, so its flat fee is pro-rated, served/full
-// (computed here from the activeFrom and billingAnchor the API returns). In USD, 30.00 × share
-// rounded to the cent; in JPY (no minor unit), 1,000 × share rounded to the yen. A month later
-// the next period's fee is whole, and the JPY usage 333 × 0.7 = 233.1 rounds to 233 yen:
-// 1,000 + 233 = 1,233 yen; USD 30.00 + 333 × 0.15 = 49.95, 79.95.
+/// One currency's case of the pro-rating test: its plan's prices and its minor-unit digits.
+struct Case {
+    customer: &'static str,
+    currency: &'static str,
+    fee: &'static str,
+    support: &'static str,
+    unit: &'static str,
+    /// `unit × 333` rounded to the currency, worked out by hand.
+    calls: &'static str,
+    minor: u32,
+}
+
+const CASES: [Case; 2] = [
+    // 333 × 0.15 = 49.95.
+    Case {
+        customer: "acme",
+        currency: "USD",
+        fee: "30",
+        support: "12.50",
+        unit: "0.15",
+        calls: "49.95",
+        minor: 2,
+    },
+    // 333 × 0.7 = 233.1, rounded to the yen: 233.
+    Case {
+        customer: "tanaka",
+        currency: "JPY",
+        fee: "1000",
+        support: "500",
+        unit: "0.7",
+        calls: "233",
+        minor: 0,
+    },
+];
+
+/// An amount in the currency's minor units, as Stripe takes it (yen have none).
+fn minor_units(amount: Decimal, minor: u32) -> i64 {
+    let scaled = amount * Decimal::from(10_i64.pow(minor));
+    assert!(
+        scaled.fract().is_zero(),
+        "{amount} is not rounded to {minor} digits"
+    );
+    i64::try_from(scaled).unwrap_or(i64::MIN)
+}
+
+// Fake Stripe, a subscription starting after its billing anchor (anchored 10 days 7 hours 13 minutes back): its
+// first period runs from the start to the anchor a month later, so its flat fees are
+// pro-rated, served/full, computed here from the activeFrom and billingAnchor the API returns.
+// The first invoice is the fee in advance × share; a month later the second bills the support
+// fee in arrears × share, the next period's whole fee, and 333 calls. In USD (cents) and JPY
+// (no minor unit: 1,000 yen is 1000 in Stripe, not 100000), Stripe's totals equal the
+// invoices' and each item its detailed line.
 #[test]
 fn billing_prices_pro_rated_first_period_usd_and_jpy() {
-    let mut server = TestServer::start_with_config(METERS);
+    let stripe = FakeStripe::start().expect("fake stripe");
+    let mut server = TestServer::start_with_config(&format!(
+        "{METERS}\nstripe:\n  apiBase: {}\n",
+        stripe.base_url()
+    ));
     create_features(&server);
-    publish(&server, &flat_plan("usd", "USD", "30", "0.15"));
-    publish(&server, &flat_plan("jpy", "JPY", "1000", "0.7"));
-    create_customer(&server, "acme");
-    create_customer(&server, "tanaka");
-    let anchor = (Utc::now() - TimeDelta::days(10)).to_rfc3339();
-    let usd = subscribe(
-        &server,
-        &json!({"customerKey": "acme", "plan": {"key": "usd"}, "billingAnchor": anchor}),
-    );
-    let jpy = subscribe(
-        &server,
-        &json!({"customerKey": "tanaka", "plan": {"key": "jpy"}, "billingAnchor": anchor}),
-    );
+    install_stripe(&server, &stripe);
+    // Not a whole number of days back, so the share is no round fraction.
+    let back = TimeDelta::days(10) + TimeDelta::hours(7) + TimeDelta::minutes(13);
+    let anchor = (Utc::now() - back).to_rfc3339();
+    let mut subs = Vec::new();
+    for case in &CASES {
+        let plan = pro_rated_plan(
+            case.customer,
+            case.currency,
+            case.fee,
+            case.support,
+            case.unit,
+        );
+        publish(&server, &plan);
+        create_customer(&server, case.customer);
+        link_stripe(&server, &stripe, case.customer);
+        subs.push(subscribe(
+            &server,
+            &json!({"customerKey": case.customer, "plan": {"key": case.customer},
+                    "billingAnchor": anchor}),
+        ));
+    }
 
-    for (sub, currency, fee, minor) in [(&usd, "USD", "30", 2), (&jpy, "JPY", "1000", 0)] {
+    let mut shares = Vec::new();
+    for (case, sub) in CASES.iter().zip(&subs) {
         let (from, anchor) = (time(&sub["activeFrom"]), time(&sub["billingAnchor"]));
         assert!(anchor < from, "{sub}");
-        let expected = pro_rated(fee, from, anchor, minor);
-        assert!(
-            expected > Decimal::ZERO && expected < dec(fee),
-            "{expected}"
-        );
-        let first = wait_invoices(&server, currency, PAID, 1).remove(0);
-        assert_eq!(first["status"], "paid", "{first}");
-        assert_eq!(amount(&first["totals"]["total"]), expected, "{first}");
+        let fee = pro_rated(case.fee, from, anchor, case.minor);
+        let support = pro_rated(case.support, from, anchor, case.minor);
+        // About 20 of 30 or 31 days: a share strictly between 0 and 1.
+        assert!(fee > Decimal::ZERO && fee < dec(case.fee), "{fee}");
+        let first = wait_invoices(&server, case.currency, IN_STRIPE, 1).remove(0);
+        assert_eq!(amount(&first["totals"]["total"]), fee, "{first}");
         let fee_line = line(&first, "Platform fee");
         assert_eq!(time(&fee_line["period"]["from"]), minute(from));
         assert_eq!(
             time(&fee_line["period"]["to"]),
             minute(anchor + Months::new(1))
         );
+        check_stripe(&stripe, &first, minor_units(fee, case.minor), case.minor);
+        shares.push(support);
+        ingest(&server, case.customer, &[("calls", &["333"][..])]);
     }
 
-    ingest(&server, "acme", &[("calls", &["333"][..])]);
-    ingest(&server, "tanaka", &[("calls", &["333"][..])]);
     server.set_env(&[("METRON_BILLING_CLOCK_OFFSET_SECONDS", A_MONTH_LATER)]);
     server.restart();
-    for (currency, total, calls) in [("USD", "79.95", "49.95"), ("JPY", "1233", "233")] {
-        let all = wait_invoices(&server, currency, PAID, 2);
+    for (case, support) in CASES.iter().zip(shares) {
+        let all = wait_invoices(&server, case.currency, IN_STRIPE, 2);
         let second = &all[1];
-        assert_eq!(second["status"], "paid", "{second}");
-        assert_eq!(amount(&second["totals"]["total"]), dec(total), "{second}");
-        assert_eq!(
-            amount(&line(second, "Calls")["totals"]["total"]),
-            dec(calls)
-        );
+        let line_total = |name: &str| amount(&line(second, name)["totals"]["total"]);
+        assert_eq!(line_total("Support"), support, "{second}");
+        assert_eq!(line_total("Platform fee"), dec(case.fee));
+        assert_eq!(line_total("Calls"), dec(case.calls));
+        let total = support + dec(case.fee) + dec(case.calls);
+        assert_eq!(amount(&second["totals"]["total"]), total, "{second}");
+        check_stripe(&stripe, second, minor_units(total, case.minor), case.minor);
     }
+    assert_eq!(stripe.state().invoices.len(), 4);
+    assert_eq!(stripe.violations(), Vec::<String>::new());
 }
