@@ -6,23 +6,28 @@ Usage: scripts/api_fuzz.py PATH/TO/metron [--max-examples N] [--seed S] [--only 
 
 Run it through scripts/api_fuzz, which creates the virtualenv with the pinned Schemathesis.
 
-Starts the binary on a loopback port with a temporary data directory and a config of two
-meters, seeds a small data set through the API (a meter, a feature, a customer with a subject,
-a metered entitlement with a grant, a webhook channel and two rules, test notification events,
-some usage events), then:
+Starts the workspace's fake Stripe (`fake-stripe`, next to the `metron` binary; without it
+Stripe is unreachable and Stripe calls answer 412), then the binary on a loopback port with a
+temporary data directory, a config of two meters and `stripe.apiBase` on the fake, seeds a
+small data set through the API (a meter, a feature, a customer with a subject, a metered
+entitlement with a grant, a webhook channel and two rules, test notification events, some
+usage events; a Stripe app with the customer linked to a Stripe customer, a billing profile
+and the customer's override, published and draft plans and add-ons, a plan add-on, a
+subscription), then:
 
 - sends every method the schema does not define on the paths of OPERATIONS (on the seeded
   objects) and expects a problem+json 405 whose `Allow` lists the methods Metron serves;
 - for each operation of OPERATIONS (the operations of the schema that Metron serves), generates
   cases with Schemathesis' Hypothesis strategies: positive and negative data, most of it on the
   path parameters of the seeded data (so handlers reach real objects), plus the schema's
-  examples; sends them and runs the checks of CHECKS on every response (less EXCLUDED_CHECKS,
+  examples and the valid requests of `explicit_cases` (plans of every price type, custom
+  subscriptions, ...: random bodies almost never pass the catalog's validation); sends them and runs the checks of CHECKS on every response (less EXCLUDED_CHECKS,
   against the schema with SCHEMA_CORRECTIONS applied), and checks /readyz after each one.
 
-Fixed seed, bounded number of cases per operation; reads and creates first, then updates, then
-deletes. Prints one line per operation, the figures, then "api_fuzz: N passed, M failed" (N
+Fixed seed, bounded number of cases per operation; reads and creates first, then updates,
+then lifecycle actions, then deletes. Prints one line per operation, the figures, then "api_fuzz: N passed, M failed" (N
 and M count operations) and exits non-zero when any operation failed. A run of the default
-size takes about a minute against a debug build on two cores.
+size takes about four minutes against a debug build on two cores.
 
 METRON_API_FUZZ_TRACE=FILE appends every request (generation mode, status, curl command,
 answer head) to FILE, to see what was sent.
@@ -41,17 +46,22 @@ import subprocess
 import sys
 import tempfile
 import threading
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
-from metron_server import MetronServer
+from metron_server import FakeStripeServer, MetronServer
 
 SEED = 20250301
 MAX_EXAMPLES = 50
 REQUEST_TIMEOUT = 30
 VISIBLE_SECONDS = 30
+
+# The key the fake Stripe accepts (a test-mode key: Metron refuses live keys).
+STRIPE_API_KEY = "sk_test_api_fuzz_0123456789"
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = ROOT.parent / "shared" / "reference" / "openmeter-openapi-v1.yaml"
@@ -72,11 +82,11 @@ meters:
 """
 
 # The operations of the schema that Metron serves, as registered in api/src/lib.rs and the
-# `configure` functions of api/src/routes/*.rs (customers, subjects, features, entitlements,
-# notifications). Not served, so not listed: the customer apps and Stripe data, customer
-# subscriptions, and everything outside these paths (plans, billing, apps, portal, info, ...).
-# Order matters: reads and creates first, then updates, then deletes, so the seeded data
-# stays in place for as long as possible.
+# `configure` functions of api/src/routes/*.rs. Not served, so not listed: subscription edits
+# (PATCH) and subscription add-ons, the Stripe webhook and OAuth2 install, custom invoicing
+# hooks, portal tokens, invoices and everything else outside these paths.
+# Order matters: reads and creates first, then updates, then lifecycle actions (publish,
+# archive, cancel, ...), then deletes, so the seeded data stays in place for as long as possible.
 OPERATIONS = [
     # events (api/src/lib.rs -> routes/events.rs)
     ("POST", "/api/v1/events"),
@@ -142,6 +152,40 @@ OPERATIONS = [
     ("GET", "/api/v1/notification/events"),
     ("GET", "/api/v1/notification/events/{eventId}"),
     ("POST", "/api/v1/notification/events/{eventId}/resend"),
+    # lookups (routes/info.rs)
+    ("GET", "/api/v1/info/currencies"),
+    ("GET", "/api/v1/info/progress/{id}"),
+    # apps and the marketplace (routes/apps.rs)
+    ("GET", "/api/v1/apps"),
+    ("GET", "/api/v1/apps/{id}"),
+    ("GET", "/api/v1/marketplace/listings"),
+    ("GET", "/api/v1/marketplace/listings/{type}"),
+    ("POST", "/api/v1/marketplace/listings/{type}/install"),
+    ("POST", "/api/v1/marketplace/listings/{type}/install/apikey"),
+    ("GET", "/api/v1/customers/{customerIdOrKey}/apps"),
+    ("GET", "/api/v1/customers/{customerIdOrKey}/stripe"),
+    ("POST", "/api/v1/customers/{customerIdOrKey}/stripe/portal"),
+    ("POST", "/api/v1/stripe/checkout/sessions"),
+    # billing profiles and customer overrides (routes/billing_profiles.rs)
+    ("GET", "/api/v1/billing/profiles"),
+    ("POST", "/api/v1/billing/profiles"),
+    ("GET", "/api/v1/billing/profiles/{id}"),
+    ("GET", "/api/v1/billing/customers"),
+    ("GET", "/api/v1/billing/customers/{customerId}"),
+    # plans, add-ons, plan add-ons (routes/plans.rs)
+    ("GET", "/api/v1/plans"),
+    ("POST", "/api/v1/plans"),
+    ("GET", "/api/v1/plans/{planId}"),
+    ("GET", "/api/v1/plans/{planId}/addons"),
+    ("POST", "/api/v1/plans/{planId}/addons"),
+    ("GET", "/api/v1/plans/{planId}/addons/{planAddonId}"),
+    ("GET", "/api/v1/addons"),
+    ("POST", "/api/v1/addons"),
+    ("GET", "/api/v1/addons/{addonId}"),
+    # subscriptions (routes/subscriptions.rs)
+    ("POST", "/api/v1/subscriptions"),
+    ("GET", "/api/v1/subscriptions/{subscriptionId}"),
+    ("GET", "/api/v1/customers/{customerIdOrKey}/subscriptions"),
     # updates
     ("PUT", "/api/v1/meters/{meterIdOrSlug}"),
     ("PUT", "/api/v1/notification/channels/{channelId}"),
@@ -149,7 +193,35 @@ OPERATIONS = [
     ("PUT", "/api/v1/subjects/{subjectIdOrKey}/entitlements/{entitlementIdOrFeatureKey}/override"),
     ("PUT", "/api/v2/customers/{customerIdOrKey}/entitlements/{entitlementIdOrFeatureKey}/override"),
     ("PUT", "/api/v1/customers/{customerIdOrKey}"),
+    ("PUT", "/api/v1/apps/{id}"),
+    ("PUT", "/api/v1/apps/{id}/stripe/api-key"),
+    ("PUT", "/api/v1/customers/{customerIdOrKey}/apps"),
+    ("PUT", "/api/v1/customers/{customerIdOrKey}/stripe"),
+    ("PUT", "/api/v1/billing/profiles/{id}"),
+    ("PUT", "/api/v1/billing/customers/{customerId}"),
+    ("PUT", "/api/v1/plans/{planId}"),
+    ("PUT", "/api/v1/plans/{planId}/addons/{planAddonId}"),
+    ("PUT", "/api/v1/addons/{addonId}"),
+    # lifecycle actions
+    ("POST", "/api/v1/subscriptions/{subscriptionId}/change"),
+    ("POST", "/api/v1/subscriptions/{subscriptionId}/migrate"),
+    ("POST", "/api/v1/subscriptions/{subscriptionId}/cancel"),
+    ("POST", "/api/v1/subscriptions/{subscriptionId}/unschedule-cancelation"),
+    ("POST", "/api/v1/subscriptions/{subscriptionId}/restore"),
+    ("POST", "/api/v1/plans/{planIdOrKey}/next"),
+    ("POST", "/api/v1/plans/{planId}/publish"),
+    ("POST", "/api/v1/addons/{addonId}/publish"),
+    ("POST", "/api/v1/plans/{planId}/archive"),
+    ("POST", "/api/v1/addons/{addonId}/archive"),
     # deletes
+    ("DELETE", "/api/v1/subscriptions/{subscriptionId}"),
+    ("DELETE", "/api/v1/plans/{planId}/addons/{planAddonId}"),
+    ("DELETE", "/api/v1/plans/{planId}"),
+    ("DELETE", "/api/v1/addons/{addonId}"),
+    ("DELETE", "/api/v1/billing/customers/{customerId}"),
+    ("DELETE", "/api/v1/billing/profiles/{id}"),
+    ("DELETE", "/api/v1/customers/{customerIdOrKey}/apps/{appId}"),
+    ("DELETE", "/api/v1/apps/{id}"),
     ("DELETE", "/api/v1/grants/{grantId}"),
     ("DELETE", "/api/v1/subjects/{subjectIdOrKey}/entitlements/{entitlementId}"),
     ("DELETE", "/api/v2/customers/{customerIdOrKey}/entitlements/{entitlementIdOrFeatureKey}"),
@@ -261,8 +333,9 @@ def must(base: str, method: str, path: str, body=None, expect=(200, 201, 204), *
     return parsed
 
 
-def seed_data(base: str, hook_url: str) -> dict[str, str]:
-    """Creates the data set; returns path parameter values naming its objects."""
+def seed_data(base: str, hook_url: str, stripe: FakeStripeServer | None) -> dict[str, str]:
+    """Creates the data set; returns path parameter values naming its objects (a name
+    scoped to the paths under a prefix is keyed "name@prefix", see `path_values`)."""
     now = time.time()
     iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
     must(base, "POST", "/api/v1/meters", {
@@ -327,7 +400,8 @@ def seed_data(base: str, hook_url: str) -> dict[str, str]:
     else:
         print("api_fuzz: warning: no usage or no threshold event within "
               f"{VISIBLE_SECONDS}s after seeding", flush=True)
-    return {
+    seeded = seed_billing(base, customer, stripe)
+    return seeded | {
         "meterIdOrSlug": "tokens_total",
         "groupByKey": "model",
         "customerIdOrKey": customer["id"],
@@ -341,6 +415,214 @@ def seed_data(base: str, hook_url: str) -> dict[str, str]:
         "ruleId": rule["id"],
         "eventId": event["id"],
     }
+
+
+def stripe_call(stripe: FakeStripeServer, path: str, form: dict[str, str]) -> dict:
+    """One form POST to the fake Stripe with its key (to create what Metron then links)."""
+    req = urllib.request.Request(stripe.url + path, data=urllib.parse.urlencode(form).encode(),
+                                 method="POST")
+    req.add_header("authorization", f"Bearer {stripe.api_key}")
+    with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as resp:
+        return json.loads(resp.read())
+
+
+def seed_billing(base: str, customer: dict, stripe: FakeStripeServer | None) -> dict[str, str]:
+    """The billing side of the data set: a Stripe app installed on the fake Stripe (the default
+    billing profile then invoices with it) and the customer linked to a Stripe customer, a
+    second billing profile on the sandbox app, the customer's billing override, a published
+    plan (a flat fee and graduated tiers on the feature) with the customer subscribed to it, a
+    draft plan with a plan add-on of a published add-on, and a draft add-on."""
+    sandbox = next(a for a in must(base, "GET", "/api/v1/apps")["items"] if a["type"] == "sandbox")
+    app_id = sandbox["id"]
+    if stripe is not None:
+        installed = must(base, "POST", "/api/v1/marketplace/listings/stripe/install/apikey",
+                         {"apiKey": stripe.api_key, "name": "Stripe (fuzz)"})
+        app_id = installed["app"]["id"]
+        stripe_customer = stripe_call(stripe, "/v1/customers", {"name": "ACME"})
+        must(base, "PUT", f"/api/v1/customers/{customer['id']}/stripe",
+             {"stripeCustomerId": stripe_customer["id"]})
+    profile = must(base, "POST", "/api/v1/billing/profiles", {
+        "name": "Fuzz profile", "default": False,
+        "supplier": {"name": "ACME Inc.", "addresses": [{"country": "DE", "city": "Berlin"}]},
+        "workflow": {"payment": {"collectionMethod": "send_invoice"}},
+        "apps": {"tax": sandbox["id"], "invoicing": sandbox["id"], "payment": sandbox["id"]},
+    })
+    default_profile = next(p for p in must(base, "GET", "/api/v1/billing/profiles")["items"]
+                           if p["default"])
+    must(base, "PUT", f"/api/v1/billing/customers/{customer['id']}",
+         {"billingProfileId": default_profile["id"]})
+
+    def plan(key: str) -> dict:
+        return {
+            "key": key, "name": key, "currency": "USD", "billingCadence": "P1M",
+            "phases": [{"key": "default", "name": "Default", "duration": None, "rateCards": [
+                {"type": "flat_fee", "key": "platform", "name": "Platform", "billingCadence": "P1M",
+                 "price": {"type": "flat", "amount": "49", "paymentTerm": "in_advance"}},
+                {"type": "usage_based", "key": "ai_tokens", "name": "AI tokens",
+                 "featureKey": "ai_tokens", "billingCadence": "P1M",
+                 "price": {"type": "tiered", "mode": "graduated", "tiers": [
+                     {"upToAmount": "1000", "unitPrice": {"type": "unit", "amount": "0.01"}},
+                     {"unitPrice": {"type": "unit", "amount": "0.005"},
+                      "flatPrice": {"type": "flat", "amount": "5"}}]}}]}],
+        }
+
+    def addon(key: str) -> dict:
+        return {"key": key, "name": key, "currency": "USD", "instanceType": "multiple",
+                "rateCards": [{"type": "flat_fee", "key": "seats", "name": "Seats",
+                               "billingCadence": "P1M",
+                               "price": {"type": "flat", "amount": "10",
+                                         "paymentTerm": "in_advance"}}]}
+
+    must(base, "POST", "/api/v1/features", {"key": "sso", "name": "SSO"})
+    for key in ("fuzz_team", "fuzz_pro"):
+        published = must(base, "POST", "/api/v1/plans", plan(key))
+        must(base, "POST", f"/api/v1/plans/{published['id']}/publish")
+    draft = must(base, "POST", "/api/v1/plans", plan("fuzz_draft"))
+    seats = must(base, "POST", "/api/v1/addons", addon("fuzz_seats"))
+    must(base, "POST", f"/api/v1/addons/{seats['id']}/publish")
+    storage_addon = must(base, "POST", "/api/v1/addons", addon("fuzz_storage"))
+    must(base, "POST", f"/api/v1/addons/{storage_addon['id']}/publish")
+    fresh = [must(base, "POST", "/api/v1/customers", {"name": key, "key": key})
+             for key in ("fuzz_sub_a", "fuzz_sub_b")]
+    draft_addon = must(base, "POST", "/api/v1/addons", addon("fuzz_extra"))
+    plan_addon = must(base, "POST", f"/api/v1/plans/{draft['id']}/addons",
+                      {"addonId": seats["id"], "fromPlanPhase": "default", "maxQuantity": 5})
+    subscription = must(base, "POST", "/api/v1/subscriptions",
+                        {"customerId": customer["id"], "plan": {"key": "fuzz_pro"}})
+    return {
+        "id@/api/v1/apps/": app_id,
+        "id@/api/v1/billing/profiles/": profile["id"],
+        "id@/api/v1/info/progress/": "fuzz-progress",
+        "type": "stripe" if stripe is not None else "sandbox",
+        "appId": app_id,
+        "customerId": customer["id"],
+        "planId": draft["id"],
+        "planIdOrKey": "fuzz_pro",
+        "planAddonId": plan_addon["addon"]["id"] if "addon" in plan_addon else plan_addon["id"],
+        "addonId": draft_addon["id"],
+        "subscriptionId": subscription["id"],
+        "_sandboxAppId": sandbox["id"],
+        "_publishedAddonId": storage_addon["id"],
+        "_freshCustomerIds": ",".join(c["id"] for c in fresh),
+    }
+
+
+def explicit_cases(seeded: dict[str, str]) -> dict[tuple[str, str], list[dict]]:
+    """Valid requests sent once each, before the generated ones, for the operations whose
+    random bodies almost never pass validation: they create and change real objects of
+    every shape (each price type, discounts, commitments, entitlement templates, tax
+    configs, custom plans, timings), so the answers are checked against the schema too.
+    {(method, path): [{"body": ..., "query": ...}]}."""
+    def card(key, price, **extra):
+        return {"type": "usage_based", "key": key, "name": key.title(), "featureKey": "ai_tokens",
+                "billingCadence": "P1M", "price": price} | extra
+
+    metered = {"type": "metered", "isSoftLimit": True, "issueAfterReset": 1000.5,
+               "issueAfterResetPriority": 5, "preserveOverageAtReset": False,
+               "usagePeriod": "P1M"}
+    usage_cards = [
+        card("ai_tokens", {"type": "unit", "amount": "0.01", "minimumAmount": "10",
+                           "maximumAmount": "1000"},
+             discounts={"percentage": {"percentage": 10}, "usage": {"quantity": "100"}},
+             entitlementTemplate=metered,
+             taxConfig={"behavior": "exclusive", "stripe": {"code": "txcd_10000000"}}),
+        card("ai_tokens", {"type": "tiered", "mode": "volume", "tiers": [
+            {"upToAmount": "100", "flatPrice": {"type": "flat", "amount": "10"}, "unitPrice": None},
+            {"flatPrice": None, "unitPrice": {"type": "unit", "amount": "0.5"}}]}),
+        card("ai_tokens", {"type": "tiered", "mode": "graduated", "minimumAmount": "20", "tiers": [
+            {"upToAmount": "1000", "unitPrice": {"type": "unit", "amount": "0.1"}},
+            {"flatPrice": {"type": "flat", "amount": "5"},
+             "unitPrice": {"type": "unit", "amount": "0.05"}}]}),
+        card("ai_tokens", {"type": "dynamic", "multiplier": "1.2", "maximumAmount": "500"}),
+        card("ai_tokens", {"type": "package", "amount": "25", "quantityPerPackage": "1000"}),
+    ]
+    flat_cards = [
+        {"type": "flat_fee", "key": "setup", "name": "Setup", "billingCadence": None,
+         "price": {"type": "flat", "amount": "0.5", "paymentTerm": "in_advance"}},
+        {"type": "flat_fee", "key": "sso", "name": "SSO", "featureKey": "sso",
+         "entitlementTemplate": {"type": "boolean"}, "billingCadence": "P1M",
+         "price": {"type": "flat", "amount": "100", "paymentTerm": "in_arrears"},
+         "discounts": {"percentage": {"percentage": 12.5}},
+         "taxConfig": {"customInvoicing": {"code": "A1"}}},
+    ]
+    static_card = {"type": "flat_fee", "key": "sso", "name": "SSO", "featureKey": "sso",
+                   "entitlementTemplate": {"type": "static",
+                                           "config": '{"integrations":["github"]}'},
+                   "billingCadence": "P1M", "price": None}
+
+    def plan(key, cards, **extra):
+        return {"key": key, "name": key, "description": "An example plan",
+                "metadata": {"team": "billing"}, "currency": "USD", "billingCadence": "P1M",
+                "phases": [
+                    {"key": "trial", "name": "Trial", "duration": "P14D",
+                     "rateCards": [static_card]},
+                    {"key": "default", "name": "Default", "duration": None,
+                     "description": "After the trial", "rateCards": cards},
+                ]} | extra
+
+    plans = [plan(f"fuzz_example_{i}", [flat_cards[i % 2], usage])
+             for i, usage in enumerate(usage_cards)]
+    plans.append(plan("fuzz_example_eur", flat_cards, currency="EUR", billingCadence="P1Y",
+                      proRatingConfig={"enabled": False, "mode": "prorate_prices"}))
+    addon = {"key": "fuzz_example_addon", "name": "Extra", "description": "An example add-on",
+             "currency": "USD", "instanceType": "single", "rateCards": [usage_cards[0]]}
+    custom_plan = {k: v for k, v in plan("ignored", [flat_cards[0], usage_cards[2]]).items()
+                   if k != "key"}
+    fresh = seeded["_freshCustomerIds"].split(",")
+    sandbox = seeded["_sandboxAppId"]
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    return {
+        ("POST", "/api/v1/plans"): [{"body": b} for b in plans],
+        ("PUT", "/api/v1/plans/{planId}"): [
+            {"body": {k: v for k, v in plan("x", [usage_cards[1]]).items()
+                      if k not in ("key", "currency")}}],
+        ("POST", "/api/v1/addons"): [{"body": addon}],
+        ("PUT", "/api/v1/addons/{addonId}"): [
+            {"body": {k: v for k, v in addon.items() if k not in ("key", "currency")}
+             | {"instanceType": "multiple"}}],
+        ("POST", "/api/v1/plans/{planId}/addons"): [
+            {"body": {"addonId": seeded["_publishedAddonId"], "fromPlanPhase": "default",
+                      "maxQuantity": 3, "metadata": {"a": "b"}}}],
+        ("POST", "/api/v1/subscriptions"): [
+            {"body": {"customerId": fresh[0], "plan": {"key": "fuzz_team", "version": 1},
+                      "name": "Team", "metadata": {"a": "b"}, "timing": "immediate"}},
+            {"body": {"customerId": fresh[1], "customPlan": custom_plan, "timing": soon}},
+        ],
+        ("POST", "/api/v1/subscriptions/{subscriptionId}/change"): [
+            {"body": {"timing": "next_billing_cycle", "plan": {"key": "fuzz_team"}}}],
+        ("POST", "/api/v1/subscriptions/{subscriptionId}/cancel"): [
+            {"body": {"timing": "next_billing_cycle"}}],
+        ("POST", "/api/v1/billing/profiles"): [
+            {"body": {"name": "Example", "description": "An example profile", "default": False,
+                      "supplier": {"name": "ACME Inc.",
+                                   "addresses": [{"country": "US", "city": "Austin"}]},
+                      "workflow": {"collection": {"alignment": {"type": "subscription"}},
+                                   "invoicing": {"autoAdvance": True, "draftPeriod": "P1D"},
+                                   "payment": {"collectionMethod": "charge_automatically"}},
+                      "apps": {"tax": sandbox, "invoicing": sandbox, "payment": sandbox}}}],
+        ("POST", "/api/v1/marketplace/listings/{type}/install"): [
+            {"body": {"name": "Invoicer", "createBillingProfile": False},
+             "path_parameters": {"type": "custom_invoicing"}}],
+        ("POST", "/api/v1/stripe/checkout/sessions"): [
+            {"body": {"customer": {"key": "fuzz_sub_a"},
+                      "options": {"successURL": "https://example.com/ok",
+                                  "cancelURL": "https://example.com/cancel",
+                                  "currency": "USD", "metadata": {"plan": "team"}}}}],
+    }
+
+
+def path_values(path: str, seeded: dict[str, str]) -> dict[str, str]:
+    """The seeded value of each path parameter of `path` that has one: "name@prefix" for
+    the paths under prefix (`{id}` names an app, a billing profile or a progress), else "name"."""
+    values = {}
+    for name in re.findall(r"{(\w+)}", path):
+        scoped = [v for k, v in seeded.items()
+                  if k.startswith(name + "@") and path.startswith(k.split("@", 1)[1])]
+        if scoped:
+            values[name] = scoped[0]
+        elif name in seeded:
+            values[name] = seeded[name]
+    return values
 
 
 # ---- fuzzing ----
@@ -384,7 +666,8 @@ class Outcome:
         return bool(self.failures) or self.error is not None
 
 
-def fuzz_operation(operation, base_url, session, checks, excluded, seeded, max_examples, seed):
+def fuzz_operation(operation, base_url, session, checks, excluded, seeded, explicit,
+                   max_examples, seed):
     import hypothesis
     from hypothesis import strategies as st
     from schemathesis import GenerationMode
@@ -394,7 +677,7 @@ def fuzz_operation(operation, base_url, session, checks, excluded, seeded, max_e
     active = [fn for name, fn in checks.items() if name not in excluded]
     names = {fn: name for name, fn in checks.items()}
     path_names = [p.name for p in operation.path_parameters]
-    fixed = {n: seeded[n] for n in path_names if n in seeded}
+    fixed = path_values(operation.path, seeded)
     strategies = [operation.as_strategy(GenerationMode.POSITIVE),
                   operation.as_strategy(GenerationMode.NEGATIVE)]
     seeded_paths = {"path_parameters": fixed} if path_names and len(fixed) == len(path_names) else {}
@@ -405,6 +688,10 @@ def fuzz_operation(operation, base_url, session, checks, excluded, seeded, max_e
     # The schema's examples (realistic bodies: a CloudEvent with specversion 1.0, a webhook
     # URL, ...), on the seeded objects when every path parameter names one.
     strategies.extend(operation.schema.get_strategies_from_examples(operation, **seeded_paths))
+
+    examples = [operation.Case(path_parameters=fixed | given.get("path_parameters", {}),
+                               body=given["body"], media_type="application/json")
+                for given in explicit]
 
     @hypothesis.seed(seed)
     @hypothesis.settings(
@@ -444,6 +731,8 @@ def fuzz_operation(operation, base_url, session, checks, excluded, seeded, max_e
                              f"    {failure.message.strip()[:1500]}"
                 outcome.failures[key] = (count + 1, sample)
 
+    for case in reversed(examples):
+        run = hypothesis.example(case)(run)
     try:
         run()
     except Exception as error:  # noqa: BLE001 - a generation or transport error fails the operation
@@ -463,7 +752,7 @@ def probe_unserved_methods(base: str, raw_schema: dict, paths: list[str], seeded
     for path in paths:
         defined = {m.upper() for m in raw_schema["paths"][path] if m.upper() in HTTP_METHODS}
         concrete = path
-        for name, value in seeded.items():
+        for name, value in path_values(path, seeded).items():
             concrete = concrete.replace("{" + name + "}", urllib.request.quote(value, safe=""))
         for method in HTTP_METHODS:
             if method in defined:
@@ -540,12 +829,23 @@ def main() -> int:
 
     hook = WebhookReceiver()
     tmp = tempfile.TemporaryDirectory(prefix="metron-api-fuzz-")
-    server = None
+    server, stripe = None, None
     passed, failed = 0, 0
     total_cases, total_5xx, total_violations, probes = 0, 0, 0, 0
     try:
-        server = MetronServer(args.metron, pathlib.Path(tmp.name), CONFIG)
-        seeded = seed_data(server.url, hook.url)
+        stripe_bin = pathlib.Path(args.metron).resolve().parent / "fake-stripe"
+        if stripe_bin.exists():
+            stripe = FakeStripeServer(str(stripe_bin), pathlib.Path(tmp.name), STRIPE_API_KEY)
+            stripe_base = stripe.url
+        else:
+            # Stripe calls then fail to connect: Metron answers 412, as for any provider error.
+            print(f"api_fuzz: warning: no {stripe_bin} (cargo build -p metron-fake-stripe): "
+                  "Stripe is unreachable, no Stripe app is seeded", flush=True)
+            stripe_base = "http://127.0.0.1:9"
+        config = CONFIG + f"stripe:\n  apiBase: {stripe_base}\n"
+        server = MetronServer(args.metron, pathlib.Path(tmp.name), config)
+        seeded = seed_data(server.url, hook.url, stripe)
+        explicit = explicit_cases(seeded)
         print(f"api_fuzz: metron at {server.url}, seeded in {time.monotonic() - started:.1f}s",
               flush=True)
         paths = list(dict.fromkeys(path for (_, path), _ in operations))
@@ -569,7 +869,8 @@ def main() -> int:
             op_started = time.monotonic()
             excluded = EXCLUDED_CHECKS.get((method, path), {})
             outcome = fuzz_operation(operation, server.url, session, checks, excluded, seeded,
-                                     args.max_examples, args.seed)
+                                     explicit.get((method, path), []), args.max_examples,
+                                     args.seed)
             unhealthy = server_health(server)
             if unhealthy:
                 outcome.error = f"after this operation: {unhealthy}"
@@ -600,6 +901,8 @@ def main() -> int:
     finally:
         if server is not None:
             server.stop()
+        if stripe is not None:
+            stripe.stop()
         hook.stop()
         tmp.cleanup()
     print(f"api_fuzz: {len(operations)} operations, {total_cases} cases "

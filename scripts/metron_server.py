@@ -1,5 +1,6 @@
 """The `metron` binary on a loopback port with its own data directory, for the Python
-test scripts (`python_sdk_test.py`, `api_fuzz.py`)."""
+test scripts (`python_sdk_test.py`, `api_fuzz.py`), and the workspace's fake Stripe server
+(`api_fuzz.py` points Metron's Stripe app at it)."""
 
 from __future__ import annotations
 
@@ -75,4 +76,36 @@ class MetronServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
+
+
+class FakeStripeServer:
+    """The workspace's `fake-stripe` binary (testing/fake-stripe) on 127.0.0.1:0 with `api_key`;
+    `url` is its base URL once it printed its listening line."""
+
+    def __init__(self, binary: str, root: pathlib.Path, api_key: str):
+        self.api_key = api_key
+        self.log_path = root / "fake-stripe.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [binary, "--port", "0", "--api-key", api_key],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log,
+        )
+        # The first line is "fake-stripe listening on URL with api key KEY".
+        line = self.proc.stdout.readline().decode(errors="replace").split()
+        if len(line) < 4 or line[:3] != ["fake-stripe", "listening", "on"]:
+            self.stop()
+            raise RuntimeError(f"fake-stripe did not start: {' '.join(line)!r}")
+        self.url = line[3]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.log.close()
