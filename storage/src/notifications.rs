@@ -58,6 +58,10 @@ pub enum RuleType {
     BalanceThreshold,
     #[serde(rename = "entitlements.reset")]
     EntitlementReset,
+    #[serde(rename = "invoice.created")]
+    InvoiceCreated,
+    #[serde(rename = "invoice.updated")]
+    InvoiceUpdated,
 }
 
 impl RuleType {
@@ -65,6 +69,8 @@ impl RuleType {
         match self {
             Self::BalanceThreshold => "entitlements.balance.threshold",
             Self::EntitlementReset => "entitlements.reset",
+            Self::InvoiceCreated => "invoice.created",
+            Self::InvoiceUpdated => "invoice.updated",
         }
     }
 }

@@ -13,10 +13,10 @@
 //! and filters, the customer's subjects, the line's period.
 
 mod actor;
-pub mod webhook;
 pub mod lines;
 pub mod rate;
 pub mod render;
+pub mod webhook;
 
 pub use actor::BillingActor;
 
@@ -439,12 +439,19 @@ impl Billing {
             }
             // draft.created: rate what is known, then advance.
             let mut lines = moved;
-            self.perform(&mut invoice, &mut lines, &invoicing::created_effects(), now)
-                .await
-                .ok();
+            let effects = invoicing::created_effects();
+            if let Err(message) = self.perform(&mut invoice, &mut lines, &effects, now).await {
+                invoice.validation_issues.push(issue(
+                    "critical",
+                    "calculation_error",
+                    message,
+                    "calculation",
+                ));
+            }
             self.catalog()
                 .save_invoice(self.ns(), &invoice, &lines)
                 .await?;
+            self.notify(&invoice, &lines, &effects);
             created.push(invoice.id);
         }
         Ok(created)
@@ -547,7 +554,29 @@ impl Billing {
         self.catalog()
             .save_invoice(self.ns(), invoice, lines)
             .await?;
+        self.notify(invoice, lines, &step.effects);
         Ok(())
+    }
+
+    /// Sends the `invoice.created` / `invoice.updated` notifications the effects name, with
+    /// the invoice as the API answers it (lines included).
+    fn notify(&self, invoice: &Invoice, lines: &[Line], effects: &[Effect]) {
+        use metron_storage::notifications::RuleType;
+        if invoice.is_gathering() {
+            return;
+        }
+        let notifier = self.inner.pipeline.notifier();
+        for effect in effects {
+            let rule_type = match effect {
+                Effect::Notify(invoicing::Notification::InvoiceCreated) => RuleType::InvoiceCreated,
+                Effect::Notify(invoicing::Notification::InvoiceUpdated) => RuleType::InvoiceUpdated,
+                _ => continue,
+            };
+            if notifier.watches(self.ns(), rule_type) {
+                let data = render::invoice_json(self, invoice, lines, true);
+                notifier.invoice_observed(self.ns(), rule_type, data);
+            }
+        }
     }
 
     fn context(

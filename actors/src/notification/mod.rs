@@ -390,6 +390,43 @@ impl Notifier {
         }
     }
 
+    /// Whether an enabled rule of `rule_type` exists in the namespace.
+    pub fn watches(&self, namespace: &str, rule_type: RuleType) -> bool {
+        self.rules_of(namespace).is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| r.rule_type == rule_type && !r.disabled)
+        })
+    }
+
+    /// An invoice was created or changed (`invoice.created` / `invoice.updated`): every
+    /// enabled rule of that type gets an event whose `data` is the invoice as the API
+    /// answers it. Gathering invoices never notify (the caller does not report them).
+    pub fn invoice_observed(&self, namespace: &str, rule_type: RuleType, invoice: Value) {
+        let Some(rules) = self.rules_of(namespace) else {
+            return;
+        };
+        for rule in rules
+            .iter()
+            .filter(|r| r.rule_type == rule_type && !r.disabled)
+        {
+            let event = new_event(
+                ulid::Ulid::new().to_string(),
+                rule,
+                Utc::now(),
+                invoice.clone(),
+                BTreeMap::new(),
+                ("", "", ""),
+            );
+            self.inner.deliveries.do_send(Create {
+                namespace: namespace.to_owned(),
+                event,
+                fired: None,
+                data: None,
+            });
+        }
+    }
+
     // ---- channels ----
 
     pub async fn create_channel(&self, namespace: &str, input: ChannelInput) -> Result<Channel> {

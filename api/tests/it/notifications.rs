@@ -452,3 +452,87 @@ fn balance_thresholds_fire_once_each_from_live_balances_across_a_restart() {
         ("balance_value", 5.0),
     ]);
 }
+
+// `invoice.created` and `invoice.updated` rules: a subscription's first invoice (a fee in
+// advance, issued and paid by the sandbox app at once) is announced when created and on its
+// updates, with the invoice as the API answers it in `data`; gathering invoices never are.
+#[test]
+fn invoice_created_and_updated_notifications() {
+    let server = TestServer::start_with_config("notifications:\n  retrySchedule: [100ms, 100ms]\n");
+    let receiver = Receiver::start();
+    let channel = server
+        .post("/api/v1/notification/channels")
+        .json(
+            &json!({"type": "WEBHOOK", "name": "billing", "url": receiver.url,
+                      "customHeaders": {"X-Tenant": "acme"}}),
+        )
+        .send()
+        .expect_status(201)
+        .json();
+    let secret = channel["signingSecret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for kind in ["invoice.created", "invoice.updated"] {
+        let rule = server
+            .post("/api/v1/notification/rules")
+            .json(&json!({"type": kind, "name": kind, "channels": [channel["id"]]}))
+            .send()
+            .expect_status(201)
+            .json();
+        assert_eq!(rule["type"], kind);
+    }
+    let plan = server
+        .post("/api/v1/plans")
+        .json(
+            &json!({"key": "basic", "name": "Basic", "currency": "USD", "billingCadence": "P1M",
+            "phases": [{"key": "default", "name": "Default", "duration": null, "rateCards": [
+                {"type": "flat_fee", "key": "fee", "name": "Fee", "billingCadence": "P1M",
+                 "price": {"type": "flat", "amount": "12.50", "paymentTerm": "in_advance"}}]}]}),
+        )
+        .send()
+        .expect_status(201)
+        .json();
+    server
+        .post(&format!(
+            "/api/v1/plans/{}/publish",
+            plan["id"].as_str().unwrap_or_default()
+        ))
+        .send()
+        .expect_status(200);
+    server
+        .post("/api/v1/customers")
+        .json(
+            &json!({"name": "ACME", "key": "acme", "usageAttribution": {"subjectKeys": ["acme"]}}),
+        )
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v1/subscriptions")
+        .json(&json!({"customerKey": "acme", "plan": {"key": "basic"}}))
+        .send()
+        .expect_status(201);
+    let payloads = eventually(Duration::from_secs(20), || {
+        let payloads: Vec<Value> = receiver
+            .requests()
+            .iter()
+            .map(|(headers, body)| verify(&secret, headers, body))
+            .collect();
+        let updated_paid = payloads
+            .iter()
+            .any(|p| p["type"] == "invoice.updated" && p["data"]["status"] == "paid");
+        if payloads.iter().any(|p| p["type"] == "invoice.created") && updated_paid {
+            Ok(payloads)
+        } else {
+            Err(format!("{} invoice notifications so far", payloads.len()))
+        }
+    });
+    let created: Vec<&Value> = payloads
+        .iter()
+        .filter(|p| p["type"] == "invoice.created")
+        .collect();
+    assert_eq!(created.len(), 1, "one invoice, created once");
+    assert_eq!(created[0]["data"]["totals"]["total"], "12.5");
+    assert_eq!(created[0]["data"]["lines"][0]["name"], "Fee");
+    assert!(payloads.iter().all(|p| p["data"]["status"] != "gathering"));
+}
