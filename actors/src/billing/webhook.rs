@@ -105,10 +105,11 @@ impl Billing {
         // Re-read the invoice: the event may be late.
         let client = self.stripe(app).await.map_err(Error::Invalid)?;
         let id = stripe_id.to_owned();
-        let current = tokio::task::spawn_blocking(move || client.invoice(&id))
-            .await
-            .map_err(|e| Error::Invalid(e.to_string()))?
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let current =
+            tokio::task::spawn_blocking(move || client.invoice(&id).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?
+                .map_err(Error::Invalid)?;
         let state = invoice.status;
         let status = current.status;
         let (trigger, holds, ignored_in): (Option<Trigger>, bool, &[ExtendedStatus]) = match kind {
