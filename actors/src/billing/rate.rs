@@ -6,7 +6,7 @@ use metron_connectors::stripe::sync::{LineToSync, LineType};
 use metron_engine::billing::rating::{RatingInput, Totals as RatedTotals, rate};
 use metron_engine::billing::{Currency, Period, round_to_minor_units};
 use metron_storage::invoices::{DetailedLine, Line, Totals};
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value;
 
 fn totals(t: &RatedTotals) -> Totals {
@@ -79,28 +79,34 @@ pub fn minor_units(amount: Decimal, currency: &Currency) -> Result<i64, String> 
         .map_err(|_| format!("amount {amount} does not fit in minor units"))
 }
 
+/// A quantity as OpenMeter's Stripe app prints it (`FormatQuantity`, English): thousands
+/// separators, and two decimals when it is fractional.
 fn thousands(n: Decimal) -> String {
-    if n.fract().is_zero() {
-        let digits = n.trunc().abs().to_string();
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        if n.is_sign_negative() {
-            format!("-{out}")
-        } else {
-            out
-        }
+    let n = if n.fract().is_zero() {
+        n.trunc()
     } else {
-        format!("{:.2}", n)
+        n.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+    };
+    let digits = n.trunc().abs().to_string();
+    let mut out = String::new();
+    if n.is_sign_negative() && !n.is_zero() {
+        out.push('-');
     }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if !n.fract().is_zero() {
+        let cents = format!("{:.2}", n.fract().abs());
+        out.push_str(cents.trim_start_matches('0'));
+    }
+    out
 }
 
 /// OpenMeter's item description: the name, and ` ({qty} x {unit price})` when the quantity
-/// is not one (`appinvoice.go`).
+/// is above one or negative (`appinvoice.go`).
 fn description(name: &str, rated: &Value, currency: &Currency) -> String {
     let qty = rated
         .get("quantity")
@@ -112,7 +118,7 @@ fn description(name: &str, rated: &Value, currency: &Currency) -> String {
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<Decimal>().ok())
         .unwrap_or(Decimal::ZERO);
-    if qty == Decimal::ONE {
+    if (Decimal::ZERO..=Decimal::ONE).contains(&qty) {
         name.to_owned()
     } else {
         format!(
@@ -121,6 +127,15 @@ fn description(name: &str, rated: &Value, currency: &Currency) -> String {
             currency.symbol,
             unit.normalize()
         )
+    }
+}
+
+/// A discount item's description: the detailed line's name, and the discount's own
+/// description in brackets when it has one (`getDiscountLineName`).
+fn discount_description(name: &str, discount: &Value) -> String {
+    match discount.get("description").and_then(Value::as_str) {
+        Some(text) => format!("{name} ({text})"),
+        None => name.to_owned(),
     }
 }
 
@@ -175,15 +190,11 @@ pub fn items(lines: &[Line]) -> Result<(Vec<LineToSync>, i64), String> {
                     if minor == 0 {
                         continue;
                     }
-                    let text = d
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .unwrap_or("discount");
                     out.push(LineToSync {
                         line_id: format!("{}-discount-{i}", child.id),
                         line_type: LineType::Discount,
                         amount_minor: -minor,
-                        description: format!("{name} ({text})"),
+                        description: discount_description(&name, d),
                         period_start: from,
                         period_end: to,
                         tax_behavior,
@@ -217,6 +228,7 @@ pub fn items(lines: &[Line]) -> Result<(Vec<LineToSync>, i64), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn minor_units_and_thousands() {
@@ -227,5 +239,46 @@ mod tests {
         assert_eq!(minor_units(Decimal::new(1005, 1), &jpy).unwrap(), 101);
         assert_eq!(thousands(Decimal::from(103_000_025)), "103,000,025");
         assert_eq!(thousands(Decimal::new(3220, 2)), "32.20");
+    }
+
+    // OpenMeter's item description adds ` ({qty} x {unit})` only when the quantity is above
+    // one or negative (`appinvoice.go`): a fractional or zero quantity shows the name alone.
+    // A quantity is printed with thousands separators, and with two decimals when fractional.
+    #[test]
+    fn description_suffix_only_above_one_or_negative() {
+        let usd = Currency::lookup("USD").unwrap();
+        let rated = |q: &str| json!({"quantity": q, "perUnitAmount": "0.15"});
+        for (quantity, expected) in [
+            ("0.5", "Calls"),
+            ("0", "Calls"),
+            ("1", "Calls"),
+            ("333", "Calls (333 x $0.15)"),
+            ("1.5", "Calls (1.50 x $0.15)"),
+            ("1234.567", "Calls (1,234.57 x $0.15)"),
+            ("-2", "Calls (-2 x $0.15)"),
+        ] {
+            assert_eq!(
+                description("Calls", &rated(quantity), &usd),
+                expected,
+                "{quantity}"
+            );
+        }
+    }
+
+    // A discount item is named after its line, with the discount's description in brackets
+    // when it has one; a percentage discount has none (`getDiscountLineName`).
+    #[test]
+    fn discount_item_names() {
+        assert_eq!(
+            discount_description("Calls: usage in period", &json!({"amount": "5"})),
+            "Calls: usage in period"
+        );
+        assert_eq!(
+            discount_description(
+                "Storage",
+                &json!({"amount": "50", "description": "Maximum spend discount for charges over 100"})
+            ),
+            "Storage (Maximum spend discount for charges over 100)"
+        );
     }
 }
