@@ -9,7 +9,8 @@
 # Against real Stripe in test mode (live keys are refused; no webhooks needed):
 #   STRIPE_API_KEY=sk_test_... examples/stripe-invoicing/run.sh
 # METRON_BIN and FAKE_STRIPE_BIN name the binaries (default: the debug builds, built if absent);
-# METRON_PUBLIC_URL is the URL Stripe's webhooks are registered at (real Stripe only).
+# METRON_PUBLIC_URL is the URL Stripe's webhooks are registered at (real Stripe only);
+# STRIPE_API_BASE replaces https://api.stripe.com (a proxy or a Stripe mock).
 set -euo pipefail
 # Binaries named relative to where the script was started from.
 metron="$(realpath -m "${METRON_BIN:-$(dirname "$0")/../../target/debug/metron}")"
@@ -29,9 +30,13 @@ fake_pid=""
 app_id=""
 finish() {
     local status=$?
-    if [ -n "$metron_pid" ] && [ -n "$app_id" ] && [ -n "${STRIPE_API_KEY:-}" ]; then
-        # Uninstalling deletes the webhook endpoint the install registered in the Stripe account.
-        curl -sS -X DELETE "$url/api/v1/apps/$app_id" > /dev/null || true
+    if [ -n "$app_id" ] && [ -n "${STRIPE_API_KEY:-}" ]; then
+        # The webhook endpoint the install registered in the Stripe account. (Metron's uninstall
+        # would delete it too, but refuses while the billing profile uses the app.)
+        for endpoint in $(stripe GET "/v1/webhook_endpoints?limit=100" | json webhooks "$app_id"); do
+            stripe DELETE "/v1/webhook_endpoints/$endpoint" > /dev/null &&
+                echo "deleted the webhook endpoint $endpoint from the Stripe account"
+        done || true
     fi
     for pid in $metron_pid $fake_pid; do
         kill "$pid" 2> /dev/null || true
@@ -59,6 +64,7 @@ die() {
 #   stripe -        a Stripe invoice (`GET /v1/invoices/{id}`) and its lines, in cents
 #   state ID        Stripe invoice ID and its items in the fake's `/_test/state`, in cents
 #   state-total ID  its total in cents
+#   webhooks APP    the ids of the webhook endpoints in a Stripe list registered for app APP
 #   default-profile -   the id of the default billing profile in a profile list
 #   without-tax -   a billing profile as its update body, with automatic tax off
 cat > "$work/show_json.py" << 'PY'
@@ -114,6 +120,10 @@ elif command == "state":
         if item["invoice"] == arg:
             print(f"    {item['description']}: {item['amount']}")
     print(f"    total {invoice['total']} {invoice['currency']}")
+elif command == "webhooks":
+    for endpoint in doc["data"]:
+        if (endpoint.get("metadata") or {}).get("om_app_id") == arg:
+            print(endpoint["id"])
 elif command == "default-profile":
     print(next(p["id"] for p in doc["items"] if p["default"]))
 elif command == "without-tax":
@@ -139,11 +149,12 @@ api() {
     curl -sS --fail-with-body -X "$method" "$url$path" -H 'content-type: application/json' "$@"
 }
 
-# A request to Stripe's API with the key (form-encoded, as Stripe takes it).
+# A request to Stripe's API with the key (form-encoded, as Stripe takes it). The key is read
+# from a file in the private work directory, so that it never shows in the process list.
 stripe() {
     local method="$1" path="$2"
     shift 2
-    curl -sS --fail-with-body -X "$method" -u "$stripe_key:" "$stripe_base$path" "$@"
+    curl -sS --fail-with-body -K "$work/stripe.curlrc" -X "$method" "$stripe_base$path" "$@"
 }
 
 # ---- Stripe: the fake server, or real Stripe in test mode ----
@@ -153,11 +164,12 @@ if [ -n "${STRIPE_API_KEY:-}" ]; then
         *) die "STRIPE_API_KEY must be a test-mode secret key (sk_test_...); live keys are refused" ;;
     esac
     stripe_key="$STRIPE_API_KEY"
-    stripe_base="https://api.stripe.com"
+    stripe_base="${STRIPE_API_BASE:-https://api.stripe.com}"
     # Stripe refuses webhook endpoints on localhost, so the install registers this URL. Nothing
     # below needs a webhook: Metron reads what it needs from Stripe's answers.
     public_url="${METRON_PUBLIC_URL:-https://metron.example.com}"
-    echo "Stripe: real Stripe in test mode; webhooks registered at $public_url"
+    (umask 077 && printf 'user = "%s:"\n' "$stripe_key" > "$work/stripe.curlrc")
+    echo "Stripe: $stripe_base in test mode; webhooks registered at $public_url"
 else
     [ -x "$fake" ] || cargo build -p metron-fake-stripe --bin fake-stripe
     stripe_key="sk_test_example"
@@ -234,8 +246,8 @@ api POST /api/v1/customers -d '{"name": "ACME", "key": "acme", "primaryEmail": "
   "usageAttribution": {"subjectKeys": ["acme"]}}' > /dev/null
 
 # ---- The Stripe app: installed with the API key, it becomes the default billing profile's ----
-app_id="$(api POST /api/v1/marketplace/listings/stripe/install/apikey \
-    -d "{\"apiKey\": \"$stripe_key\", \"name\": \"Stripe\"}" | field app.id)"
+(umask 077 && printf '{"apiKey": "%s", "name": "Stripe"}' "$stripe_key" > "$work/install.json")
+app_id="$(api POST /api/v1/marketplace/listings/stripe/install/apikey -d @"$work/install.json" | field app.id)"
 echo "Stripe app installed: $app_id"
 # Stripe answers "Stripe Tax has not been activated on your account" to an invoice with automatic
 # tax unless Stripe Tax is set up, so the profile the install created bills without it.
