@@ -62,6 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::subscriptions::configure)
     .configure(routes::invoices::configure)
     .configure(routes::stripe_webhook::configure)
+    .configure(routes::custom_invoicing::configure)
     .configure(routes::info::configure);
 }
 
@@ -212,6 +213,15 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/billing/invoices/{id}/snapshot-quantities", &["POST"]),
     ("/api/v1/billing/invoices/{id}/void", &["POST"]),
     ("/api/v1/apps/{id}/stripe/webhook", &["POST"]),
+    (
+        "/api/v1/apps/custom-invoicing/{id}/draft/synchronized",
+        &["POST"],
+    ),
+    (
+        "/api/v1/apps/custom-invoicing/{id}/issuing/synchronized",
+        &["POST"],
+    ),
+    ("/api/v1/apps/custom-invoicing/{id}/payment/status", &["POST"]),
     ("/api/v1/info/currencies", &["GET"]),
     ("/api/v1/info/progress/{id}", &["GET"]),
 ];

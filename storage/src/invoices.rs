@@ -185,6 +185,16 @@ pub struct Invoice {
     pub sent_to_customer_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub payment_processing_entered_at: Option<DateTime<Utc>>,
+    /// The invoicing app (custom invoicing) holds draft syncing until it calls back.
+    #[serde(default)]
+    pub draft_sync_hook: bool,
+    /// The invoicing app (custom invoicing) holds issuing until it calls back.
+    #[serde(default)]
+    pub issuing_sync_hook: bool,
+    #[serde(default)]
+    pub draft_synced_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub issuing_synced_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(default)]

@@ -596,8 +596,11 @@ impl Billing {
                 .validation_issues
                 .iter()
                 .any(|i| i.severity == "critical"),
-            draft_sync: Hook::Disabled,
-            issuing_sync: Hook::Disabled,
+            draft_sync: hook(invoice.draft_sync_hook, invoice.draft_synced_at.is_some()),
+            issuing_sync: hook(
+                invoice.issuing_sync_hook,
+                invoice.issuing_synced_at.is_some(),
+            ),
             lines_empty: lines.iter().all(|l| l.deleted_at.is_some()),
             lines_invoicable: false,
             origin,
@@ -894,11 +897,17 @@ impl Billing {
                 invoice.number = finalized.number;
                 invoice.external_payment_id = finalized.payment_intent;
             }
-            _ => {
+            AppType::CustomInvoicing if invoice.issuing_sync_hook => {}
+            kind => {
                 if invoice.number.is_none() {
+                    let (scope, prefix_text) = if kind == AppType::Sandbox {
+                        ("invoices/app/sandbox", "OM-SANDBOX")
+                    } else {
+                        ("invoices/app/custom-invoicing", "OM")
+                    };
                     let seq = self
                         .catalog()
-                        .next_sequence(self.ns(), "invoices/app/sandbox")
+                        .next_sequence(self.ns(), scope)
                         .await
                         .map_err(|e| e.to_string())?;
                     let prefix: String = invoice
@@ -912,7 +921,7 @@ impl Billing {
                         .take(8)
                         .collect::<String>()
                         .to_ascii_uppercase();
-                    invoice.number = Some(format!("OM-SANDBOX-{prefix}-{seq}"));
+                    invoice.number = Some(format!("{prefix_text}-{prefix}-{seq}"));
                 }
             }
         }
@@ -999,6 +1008,90 @@ impl Billing {
         Ok(out)
     }
 
+    /// The custom invoicing app reports that it synced the draft
+    /// (`POST /api/v1/apps/custom-invoicing/{invoiceId}/draft/synchronized`): its invoice
+    /// number, external id and line ids are kept, and the invoice moves on.
+    pub async fn custom_draft_synced(&self, id: &str, result: &Value) -> Result<Invoice> {
+        self.custom_callback(id, ExtendedStatus::DraftSyncing, |invoice, lines, now| {
+            invoice.draft_synced_at = Some(now);
+            if let Some(n) = result.get("invoiceNumber").and_then(Value::as_str) {
+                invoice.number = Some(n.to_owned());
+            }
+            if let Some(e) = result.get("externalId").and_then(Value::as_str) {
+                invoice.external_invoicing_id = Some(e.to_owned());
+            }
+            for m in result
+                .get("lineExternalIds")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let (Some(line_id), Some(ext)) = (
+                    m.get("lineId").and_then(Value::as_str),
+                    m.get("externalId").and_then(Value::as_str),
+                ) else {
+                    continue;
+                };
+                if let Some(line) = lines.iter_mut().find(|l| l.id == line_id) {
+                    line.external_id = Some(ext.to_owned());
+                }
+            }
+        })
+        .await
+    }
+
+    /// The custom invoicing app reports that it issued the invoice
+    /// (`.../issuing/synchronized`).
+    pub async fn custom_issuing_synced(&self, id: &str, body: &Value) -> Result<Invoice> {
+        self.custom_callback(id, ExtendedStatus::IssuingSyncing, |invoice, _, now| {
+            invoice.issuing_synced_at = Some(now);
+            if let Some(n) = body
+                .pointer("/invoicing/invoiceNumber")
+                .and_then(Value::as_str)
+            {
+                invoice.number = Some(n.to_owned());
+            }
+            if let Some(t) = body
+                .pointer("/invoicing/sentToCustomerAt")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            {
+                invoice.sent_to_customer_at = Some(t.with_timezone(&Utc));
+            }
+            if let Some(e) = body.pointer("/payment/externalId").and_then(Value::as_str) {
+                invoice.external_payment_id = Some(e.to_owned());
+            }
+        })
+        .await
+    }
+
+    async fn custom_callback(
+        &self,
+        id: &str,
+        expected: ExtendedStatus,
+        apply: impl FnOnce(&mut Invoice, &mut [Line], DateTime<Utc>),
+    ) -> Result<Invoice> {
+        let _guard = self.inner.work.lock().await;
+        let now = self.now();
+        let (mut invoice, mut lines) = self.get(id).await?;
+        if invoice.status != expected {
+            return Err(Error::Transition {
+                code: "invoice_action_not_available",
+                message: format!(
+                    "invoice {id} is {}, not {}: nothing to synchronize",
+                    invoice.status.as_str(),
+                    expected.as_str()
+                ),
+            });
+        }
+        apply(&mut invoice, &mut lines, now);
+        invoice.updated_at = now;
+        self.catalog()
+            .save_invoice(self.ns(), &invoice, &lines)
+            .await?;
+        self.advance(id, None, now).await
+    }
+
     /// Reads an invoice and its lines.
     pub async fn get(&self, id: &str) -> Result<(Invoice, Vec<Line>)> {
         let invoice = self
@@ -1014,6 +1107,14 @@ impl Billing {
     pub fn status_details(&self, invoice: &Invoice, lines: &[Line]) -> Value {
         let ctx = self.context(invoice, lines, self.now(), Origin::Api);
         serde_json::to_value(invoicing::status_details(invoice.status, &ctx)).unwrap_or(Value::Null)
+    }
+}
+
+fn hook(enabled: bool, done: bool) -> Hook {
+    match (enabled, done) {
+        (false, _) => Hook::Disabled,
+        (true, false) => Hook::Pending,
+        (true, true) => Hook::Done,
     }
 }
 
@@ -1080,6 +1181,22 @@ fn new_invoice(
         voided_at: None,
         sent_to_customer_at: None,
         payment_processing_entered_at: None,
+        draft_sync_hook: matches!(
+            profile.invoicing_app.kind,
+            metron_storage::apps::AppKind::CustomInvoicing {
+                enable_draft_sync_hook: true,
+                ..
+            }
+        ),
+        issuing_sync_hook: matches!(
+            profile.invoicing_app.kind,
+            metron_storage::apps::AppKind::CustomInvoicing {
+                enable_issuing_sync_hook: true,
+                ..
+            }
+        ),
+        draft_synced_at: None,
+        issuing_synced_at: None,
         created_at: now,
         updated_at: now,
         deleted_at: None,

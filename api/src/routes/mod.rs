@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod billing_profiles;
+pub mod custom_invoicing;
 pub mod customers;
 pub mod entitlements;
 pub mod events;

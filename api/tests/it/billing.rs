@@ -394,3 +394,124 @@ fn stripe_webhooks_move_invoices() {
     wait_status(&server, failed, "payment_processing.failed");
     assert_eq!(stripe.violations(), Vec::<String>::new());
 }
+
+fn invoice_of(server: &TestServer) -> Value {
+    let all = server
+        .get("/api/v1/billing/invoices")
+        .query("expand", "lines")
+        .send()
+        .expect_status(200)
+        .json();
+    all["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|i| i["status"] != "gathering")
+        .unwrap_or_default()
+}
+
+fn wait_extended(server: &TestServer, extended: &str) -> Value {
+    eventually(Duration::from_secs(20), || {
+        let i = invoice_of(server);
+        if i["statusDetails"]["extendedStatus"] == extended {
+            Ok(i)
+        } else {
+            Err(format!(
+                "invoice is {}, not {extended}",
+                i["statusDetails"]["extendedStatus"]
+            ))
+        }
+    })
+}
+
+// Custom invoicing with both sync hooks: the invoice waits in draft.syncing until the app
+// says it synced the draft (its number and line ids kept), in issuing.syncing until it says
+// it issued it, then in payment_processing until it reports the payment.
+#[test]
+fn custom_invoicing_hooks_hold_the_invoice() {
+    let server = TestServer::start_with_config(METERS);
+    setup(&server);
+    let installed = server
+        .post("/api/v1/marketplace/listings/custom_invoicing/install")
+        .json(&json!({"name": "Our invoicer"}))
+        .send()
+        .expect_status(200)
+        .json();
+    let app = installed["app"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    server
+        .put(&format!("/api/v1/apps/{app}"))
+        .json(&json!({"type": "custom_invoicing", "name": "Our invoicer",
+                      "enableDraftSyncHook": true, "enableIssuingSyncHook": true}))
+        .send()
+        .expect_status(200);
+    server
+        .post("/api/v1/billing/profiles")
+        .json(&json!({"name": "custom", "default": true,
+            "supplier": {"name": "Us Inc.", "addresses": [{"country": "DE"}]},
+            "apps": {"tax": app, "invoicing": app, "payment": app}}))
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v1/subscriptions")
+        .json(&json!({"customerKey": "acme", "plan": {"key": "pro"}}))
+        .send()
+        .expect_status(201);
+    let draft = wait_extended(&server, "draft.syncing");
+    let id = draft["id"].as_str().unwrap_or_default().to_owned();
+    let line = draft["lines"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Not the moment for issuing yet.
+    server
+        .post(&format!(
+            "/api/v1/apps/custom-invoicing/{id}/issuing/synchronized"
+        ))
+        .json(&json!({}))
+        .send()
+        .expect_status(400);
+    server
+        .post(&format!(
+            "/api/v1/apps/custom-invoicing/{id}/draft/synchronized"
+        ))
+        .json(
+            &json!({"invoicing": {"invoiceNumber": "INV-7", "externalId": "ext-7",
+                      "lineExternalIds": [{"lineId": line, "externalId": "ext-line-1"}]}}),
+        )
+        .send()
+        .expect_status(204);
+    let issuing = wait_extended(&server, "issuing.syncing");
+    assert_eq!(issuing["number"], "INV-7");
+    assert_eq!(issuing["externalIds"]["invoicing"], "ext-7");
+    assert_eq!(
+        issuing["lines"][0]["externalIds"]["invoicing"],
+        "ext-line-1"
+    );
+    server
+        .post(&format!("/api/v1/apps/custom-invoicing/{id}/issuing/synchronized"))
+        .json(&json!({"invoicing": {"invoiceNumber": "INV-7-FINAL"}, "payment": {"externalId": "pay-7"}}))
+        .send()
+        .expect_status(204);
+    let pending = wait_extended(&server, "payment_processing.pending");
+    assert_eq!(pending["number"], "INV-7-FINAL");
+    assert_eq!(pending["externalIds"]["payment"], "pay-7");
+    server
+        .post(&format!(
+            "/api/v1/apps/custom-invoicing/{id}/payment/status"
+        ))
+        .json(&json!({"trigger": "paid"}))
+        .send()
+        .expect_status(204);
+    wait_extended(&server, "paid");
+    server
+        .post(&format!(
+            "/api/v1/apps/custom-invoicing/{id}/payment/status"
+        ))
+        .json(&json!({"trigger": "nope"}))
+        .send()
+        .expect_status(400);
+}
