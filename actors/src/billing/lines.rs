@@ -2,11 +2,14 @@
 //!
 //! Every priced item of every phase bills once per billing period of its cadence (anchored at
 //! the subscription's `billingAnchor`), each period cut to the item's active time (its phase,
-//! and the subscription's end). A line exists once its period has started: a flat fee in
-//! advance falls due (`invoiceAt`) at the period's start, in arrears and usage at its end. A
-//! one-time fee (no cadence) bills once, at its phase's start. Times are truncated to the
-//! minute, the meters' resolution. A flat fee over part of its period, with pro-rating on,
-//! carries the full period so the rating can pro-rate it.
+//! and the subscription's end). Each line belongs to the plan's billing period holding its
+//! start, clipped to the phase (OpenMeter's `BillingPeriod`): a flat fee in advance falls due
+//! (`invoiceAt`) at that period's start, so its lines of the whole plan period exist from
+//! then; a fee in arrears and usage fall due once their own period and the plan's are over,
+//! and exist once their period has started. A one-time fee (no cadence) bills once, at its
+//! phase's start. Times are truncated to the minute, the meters' resolution. A flat fee over
+//! part of its period, with pro-rating on, carries the full period so the rating can
+//! pro-rate it.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use metron_engine::billing::{BillingCadence, PaymentTerm, Period, Price, RateCard};
@@ -35,14 +38,8 @@ fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
 }
 
-fn lp(p: Period) -> LinePeriod {
-    LinePeriod {
-        from: p.from,
-        to: p.to,
-    }
-}
-
-/// The lines `sub` owes at `now`: those of every billing period that has started.
+/// The lines `sub` owes at `now`: those whose period has started, and every fee in advance
+/// of the plan's current billing period.
 /// Errors name the item whose cadence cannot be expanded.
 pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>, String> {
     let mut out = Vec::new();
@@ -63,11 +60,20 @@ pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>,
             let view = card.view();
             let name = card_name(card);
             let description = card_description(card);
-            let reference = |billing: Period| SubscriptionRef {
+            let reference = |billing: LinePeriod| SubscriptionRef {
                 subscription_id: sub.id.clone(),
                 phase_id: phase.id.clone(),
                 item_id: item.id.clone(),
-                billing_period: lp(billing),
+                billing_period: billing,
+            };
+            let billing_at = |at: DateTime<Utc>| -> Result<LinePeriod, String> {
+                let plan = sub_cadence
+                    .period_containing(sub.billing_anchor, at)
+                    .map_err(|e| e.to_string())?;
+                Ok(LinePeriod {
+                    from: minute(plan.from.max(from)),
+                    to: minute(to.map_or(plan.to, |t| t.min(plan.to))),
+                })
             };
             let cadence = match view.billing_cadence {
                 Some(text) => Some(
@@ -100,14 +106,23 @@ pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>,
                     invoice_at,
                     rate_card: card.clone(),
                     pro_rating_full_period: None,
-                    subscription: reference(full),
+                    subscription: reference(billing_at(from)?),
                 });
                 continue;
             };
-            let horizon = cadence
+            let in_advance =
+                matches!(&price, Price::Flat(f) if f.payment_term == PaymentTerm::InAdvance);
+            let mut horizon = cadence
                 .period_containing(sub.billing_anchor, now)
                 .map_err(|e| e.to_string())?
                 .to;
+            if in_advance {
+                // Fees in advance of the whole current plan period are due at its start.
+                let plan = sub_cadence
+                    .period_containing(sub.billing_anchor, now)
+                    .map_err(|e| e.to_string())?;
+                horizon = horizon.max(plan.to);
+            }
             let active_to = to.map_or(horizon, |t| t.min(horizon));
             if active_to <= from {
                 continue;
@@ -120,7 +135,8 @@ pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>,
                 .service_periods(sub.billing_anchor, active, ITEM_PERIODS_MAX)
                 .map_err(|e| format!("item {}: {e}", card.key()))?;
             for sp in periods {
-                if sp.service.from > now {
+                let billing = billing_at(sp.service.from)?;
+                if sp.service.from > now && !(in_advance && billing.from <= now) {
                     break;
                 }
                 let period = LinePeriod {
@@ -130,17 +146,16 @@ pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>,
                 if period.to <= period.from {
                     continue;
                 }
-                let (invoice_at, pro_rate) = match &price {
-                    Price::Flat(f) => (
-                        if f.payment_term == PaymentTerm::InArrears {
-                            period.to
-                        } else {
-                            period.from
-                        },
-                        sub.pro_rating_config.enabled && sp.service != sp.full,
-                    ),
-                    _ => (period.to, false),
+                // OpenMeter's `GetInvoiceAt`: a fee in advance at the start of the plan's
+                // billing period, everything else once its period and the plan's are over.
+                let invoice_at = if in_advance {
+                    billing.from
+                } else {
+                    period.to.max(billing.to)
                 };
+                let pro_rate = matches!(&price, Price::Flat(_))
+                    && sub.pro_rating_config.enabled
+                    && sp.service != sp.full;
                 out.push(DueLine {
                     key: format!("sub/{}/{}/{}", sub.id, item.id, period.from.timestamp()),
                     name: name.clone(),
@@ -152,7 +167,7 @@ pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>,
                         from: minute(sp.full.from),
                         to: minute(sp.full.to),
                     }),
-                    subscription: reference(sp.full),
+                    subscription: reference(billing),
                 });
             }
         }
@@ -217,22 +232,31 @@ mod tests {
     }
 
     fn sub(from: DateTime<Utc>, anchor: DateTime<Utc>) -> Subscription {
-        let cards: Vec<RateCard> = serde_json::from_value(json!([
+        let cards = json!([
             {"type": "flat_fee", "key": "base", "name": "Base", "billingCadence": "P1M",
              "price": {"type": "flat", "amount": "30", "paymentTerm": "in_advance"}},
             {"type": "usage_based", "key": "tokens", "name": "Tokens", "featureKey": "tokens",
              "billingCadence": "P1M", "price": {"type": "unit", "amount": "1"}},
             {"type": "flat_fee", "key": "setup", "name": "Setup", "billingCadence": null,
              "price": {"type": "flat", "amount": "5", "paymentTerm": "in_advance"}}
-        ]))
-        .unwrap();
+        ]);
+        sub_with("P1M", cards, from, anchor)
+    }
+
+    fn sub_with(
+        cadence: &str,
+        cards: serde_json::Value,
+        from: DateTime<Utc>,
+        anchor: DateTime<Utc>,
+    ) -> Subscription {
+        let cards: Vec<RateCard> = serde_json::from_value(cards).unwrap();
         let body = PlanBody {
             name: "Pro".into(),
             description: None,
             metadata: None,
             alignment: None,
             currency: "USD".into(),
-            billing_cadence: "P1M".into(),
+            billing_cadence: cadence.into(),
             pro_rating_config: ProRatingConfig::default(),
             settlement_mode: "credit_then_invoice".into(),
             phases: vec![PlanPhase {
@@ -319,5 +343,95 @@ mod tests {
         assert_eq!((base.period.from, base.period.to), (t(4, 1), t(4, 11)));
         assert!(base.pro_rating_full_period.is_some());
         assert_eq!(next_line_at(&s, t(4, 20)), None);
+    }
+
+    // A line's billing period (its `subscription.billingPeriod`) is the plan's billing period
+    // clipped to the phase and truncated to the minute, as OpenMeter's `BillingPeriod`: a
+    // subscription started on the 16th at 10:30:45, anchored on the 1st, bills its first
+    // period [16th 10:30, 1st), while its flat fee pro-rates over the full [1st, 1st).
+    #[test]
+    fn billing_period_is_the_plans_clipped_to_the_phase() {
+        let start = Utc.with_ymd_and_hms(2026, 4, 16, 10, 30, 45).unwrap();
+        let s = sub(start, t(4, 1));
+        let lines = due_lines(&s, start).unwrap();
+        let first = LinePeriod {
+            from: Utc.with_ymd_and_hms(2026, 4, 16, 10, 30, 0).unwrap(),
+            to: t(5, 1),
+        };
+        for line in &lines {
+            assert_eq!(line.subscription.billing_period, first, "{}", line.name);
+        }
+        assert_eq!(
+            lines[0].pro_rating_full_period,
+            Some(LinePeriod {
+                from: t(4, 1),
+                to: t(5, 1)
+            })
+        );
+        let later = due_lines(&s, t(5, 2)).unwrap();
+        let second = later.iter().find(|l| l.period.from == t(5, 1)).unwrap();
+        assert_eq!(
+            second.subscription.billing_period,
+            LinePeriod {
+                from: t(5, 1),
+                to: t(6, 1)
+            }
+        );
+    }
+
+    // Items billed weekly in a plan billed every four weeks (OpenMeter's
+    // `TestAlignedSubscriptionInvoicing`): a fee in advance is due at the start of the plan's
+    // billing period, so its four weekly lines all exist and fall due on the first day; a fee
+    // in arrears and usage are due when both their week and the plan's period are over.
+    #[test]
+    fn shorter_cadences_fall_due_with_the_plans_period() {
+        let cards = json!([
+            {"type": "flat_fee", "key": "in-advance", "name": "In advance", "billingCadence": "P1W",
+             "price": {"type": "flat", "amount": "5", "paymentTerm": "in_advance"}},
+            {"type": "flat_fee", "key": "in-arrears", "name": "In arrears", "billingCadence": "P1W",
+             "price": {"type": "flat", "amount": "7", "paymentTerm": "in_arrears"}},
+            {"type": "usage_based", "key": "tokens", "name": "Tokens", "featureKey": "tokens",
+             "billingCadence": "P1W", "price": {"type": "unit", "amount": "1"}}
+        ]);
+        let d = |m: u32, day: u32| Utc.with_ymd_and_hms(2024, m, day, 0, 0, 0).unwrap();
+        let s = sub_with("P4W", cards, d(1, 1), d(1, 1));
+        let lines = due_lines(&s, d(1, 10)).unwrap();
+        let of = |name: &str| -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+            lines
+                .iter()
+                .filter(|l| l.name == name)
+                .map(|l| (l.period.from, l.invoice_at))
+                .collect()
+        };
+        assert_eq!(
+            of("In advance"),
+            vec![
+                (d(1, 1), d(1, 1)),
+                (d(1, 8), d(1, 1)),
+                (d(1, 15), d(1, 1)),
+                (d(1, 22), d(1, 1))
+            ]
+        );
+        let arrears = vec![(d(1, 1), d(1, 29)), (d(1, 8), d(1, 29))];
+        assert_eq!(of("In arrears"), arrears);
+        assert_eq!(of("Tokens"), arrears);
+        for line in &lines {
+            assert_eq!(
+                line.subscription.billing_period,
+                LinePeriod {
+                    from: d(1, 1),
+                    to: d(1, 29)
+                }
+            );
+        }
+        // The next plan period's fees in advance appear when it starts, not before.
+        let next = due_lines(&s, d(1, 29)).unwrap();
+        assert_eq!(
+            next.iter()
+                .filter(|l| l.name == "In advance" && l.invoice_at == d(1, 29))
+                .count(),
+            4
+        );
+        assert_eq!(next_line_at(&s, d(1, 10)), Some(d(1, 15)));
     }
 }
