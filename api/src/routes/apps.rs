@@ -889,9 +889,10 @@ pub async fn create_portal_session(
     state: web::Data<AppState>,
     settings: web::Data<StripeSettings>,
     path: web::Path<String>,
-    body: Option<web::Json<PortalInput>>,
+    body: web::Json<PortalInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body.map(web::Json::into_inner).unwrap_or_default();
+    // The body is required (its fields are optional): a malformed one is a 400.
+    let input = body.into_inner();
     let customer = live_customer(&state, &path).await?;
     let app = profile_app(&state, &customer.id, AppType::Stripe).await?;
     let stripe_customer_id = match state

@@ -413,6 +413,14 @@ fn customer_stripe_data_and_portal() {
     assert_eq!(put[0]["stripeCustomerId"], json!(cus2));
     assert_eq!(put[0]["id"], json!(app_id));
 
+    // A malformed body is a 400 and never reaches Stripe (found by api_fuzz: a body of one
+    // NUL byte created a session with the defaults).
+    let resp = server
+        .post(&format!("{stripe_path}/portal"))
+        .body("application/json", "\u{0}")
+        .send();
+    assert_problem(&resp, 400);
+
     // The portal session.
     let portal = server
         .post(&format!("{stripe_path}/portal"))
