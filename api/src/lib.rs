@@ -191,7 +191,10 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/plans/{plan}/archive", &["POST"]),
     ("/api/v1/plans/{plan}/next", &["POST"]),
     ("/api/v1/plans/{plan}/addons", &["GET", "POST"]),
-    ("/api/v1/plans/{plan}/addons/{addon}", &["GET", "PUT", "DELETE"]),
+    (
+        "/api/v1/plans/{plan}/addons/{addon}",
+        &["GET", "PUT", "DELETE"],
+    ),
     ("/api/v1/addons", &["GET", "POST"]),
     ("/api/v1/addons/{addon}", &["GET", "PUT", "DELETE"]),
     ("/api/v1/addons/{addon}/publish", &["POST"]),
@@ -199,7 +202,10 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/subscriptions", &["POST"]),
     ("/api/v1/subscriptions/{id}", &["GET", "DELETE"]),
     ("/api/v1/subscriptions/{id}/cancel", &["POST"]),
-    ("/api/v1/subscriptions/{id}/unschedule-cancelation", &["POST"]),
+    (
+        "/api/v1/subscriptions/{id}/unschedule-cancelation",
+        &["POST"],
+    ),
     ("/api/v1/subscriptions/{id}/restore", &["POST"]),
     ("/api/v1/subscriptions/{id}/change", &["POST"]),
     ("/api/v1/subscriptions/{id}/migrate", &["POST"]),
@@ -210,8 +216,19 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/billing/invoices/{id}/advance", &["POST"]),
     ("/api/v1/billing/invoices/{id}/approve", &["POST"]),
     ("/api/v1/billing/invoices/{id}/retry", &["POST"]),
-    ("/api/v1/billing/invoices/{id}/snapshot-quantities", &["POST"]),
+    (
+        "/api/v1/billing/invoices/{id}/snapshot-quantities",
+        &["POST"],
+    ),
     ("/api/v1/billing/invoices/{id}/void", &["POST"]),
+    (
+        "/api/v1/billing/customers/{customer}/invoices/pending-lines",
+        &["POST"],
+    ),
+    (
+        "/api/v1/billing/customers/{customer}/invoices/simulate",
+        &["POST"],
+    ),
     ("/api/v1/apps/{id}/stripe/webhook", &["POST"]),
     (
         "/api/v1/apps/custom-invoicing/{id}/draft/synchronized",
@@ -221,7 +238,10 @@ pub const SERVED: &[(&str, &[&str])] = &[
         "/api/v1/apps/custom-invoicing/{id}/issuing/synchronized",
         &["POST"],
     ),
-    ("/api/v1/apps/custom-invoicing/{id}/payment/status", &["POST"]),
+    (
+        "/api/v1/apps/custom-invoicing/{id}/payment/status",
+        &["POST"],
+    ),
     ("/api/v1/info/currencies", &["GET"]),
     ("/api/v1/info/progress/{id}", &["GET"]),
 ];

@@ -121,6 +121,8 @@ impl Action {
 enum Entry {
     Subscription(String),
     Invoice(String),
+    /// Manual lines fall due: collect.
+    Collect,
 }
 
 struct Inner {
@@ -139,6 +141,9 @@ pub struct Billing {
 
 /// Most invoices a collection pass creates (a named limit; the next pass continues).
 pub const COLLECT_CUSTOMERS_MAX: usize = 10_000;
+
+/// The longest a due line waits for collection when nothing else wakes billing up.
+const COLLECT_INTERVAL: Duration = Duration::seconds(60);
 
 /// Most state machine steps one advance takes (the machine has no cycle along `next`).
 const ADVANCE_STEPS_MAX: usize = 64;
@@ -206,6 +211,7 @@ impl Billing {
     /// not final is looked at now.
     pub async fn load(&self) -> Result<()> {
         let now = self.now();
+        self.schedule(now, Entry::Collect);
         for sub in self
             .catalog()
             .all_subscriptions(self.ns())
@@ -260,7 +266,7 @@ impl Billing {
                 handled += 1;
             }
         }
-        if synced || due.iter().any(|e| matches!(e, Entry::Invoice(_))) || !due.is_empty() {
+        if synced || !due.is_empty() {
             for id in self.collect(now).await? {
                 self.schedule(now, Entry::Invoice(id));
             }
@@ -279,6 +285,12 @@ impl Billing {
                 self.schedule(now + Duration::seconds(30), Entry::Invoice(id));
             }
             handled += 1;
+        }
+        // Lines due without a subscription look (manual lines): collected at least every
+        // COLLECT_INTERVAL.
+        let mut schedule = self.inner.schedule.lock();
+        if !schedule.iter().any(|(_, e)| *e == Entry::Collect) {
+            schedule.insert((now + COLLECT_INTERVAL, Entry::Collect));
         }
         Ok(handled)
     }
@@ -1090,6 +1102,191 @@ impl Billing {
             .save_invoice(self.ns(), &invoice, &lines)
             .await?;
         self.advance(id, None, now).await
+    }
+
+    /// A line given by the API (`InvoicePendingLineCreate` / `InvoiceSimulationLine`) as a
+    /// stored line of `customer_id` on `invoice_id`.
+    fn api_line(
+        &self,
+        customer_id: &str,
+        invoice_id: &str,
+        currency: &str,
+        input: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Line> {
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::Invalid("a line needs a name".into()))?;
+        let period: LinePeriod = input
+            .get("period")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .ok_or_else(|| {
+                Error::Invalid(format!("line {name:?}: period {{from, to}} is required"))
+            })?;
+        if period.to < period.from {
+            return Err(Error::Invalid(format!(
+                "line {name:?}: period ends before it starts"
+            )));
+        }
+        let invoice_at = input
+            .get("invoiceAt")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| Error::Invalid(format!("line {name:?}: invoiceAt is required")))?;
+        let rate_card = input.get("rateCard");
+        let price = rate_card
+            .and_then(|r| r.get("price"))
+            .or_else(|| input.get("price"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let feature_key = rate_card
+            .and_then(|r| r.get("featureKey"))
+            .or_else(|| input.get("featureKey"))
+            .cloned();
+        let tax_config = rate_card
+            .and_then(|r| r.get("taxConfig"))
+            .or_else(|| input.get("taxConfig"))
+            .cloned();
+        let mut card = if price.get("type").and_then(Value::as_str) == Some("flat") {
+            json!({"type": "flat_fee", "key": "manual", "name": name, "billingCadence": null, "price": price})
+        } else {
+            json!({"type": "usage_based", "key": "manual", "name": name, "billingCadence": "P1M", "price": price})
+        };
+        if let Value::Object(map) = &mut card {
+            if let Some(f) = feature_key.filter(|f| !f.is_null()) {
+                map.insert("key".into(), f.clone());
+                map.insert("featureKey".into(), f);
+            }
+            if let Some(t) = tax_config.filter(|t| !t.is_null()) {
+                map.insert("taxConfig".into(), t);
+            }
+        }
+        let rate_card: metron_engine::billing::RateCard = serde_json::from_value(card)
+            .map_err(|e| Error::Invalid(format!("line {name:?}: {e}")))?;
+        let issues = rate_card.issues();
+        if let Some(first) = issues.first() {
+            return Err(Error::Invalid(format!("line {name:?}: {first}")));
+        }
+        let quantity = input
+            .get("quantity")
+            .and_then(Value::as_str)
+            .map(|q| {
+                q.parse::<Decimal>()
+                    .map_err(|_| Error::Invalid(format!("line {name:?}: invalid quantity {q:?}")))
+            })
+            .transpose()?;
+        let id = input
+            .get("id")
+            .and_then(Value::as_str)
+            .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned);
+        Ok(Line {
+            line_key: format!("manual/{id}"),
+            id,
+            invoice_id: invoice_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            name: name.to_owned(),
+            description: None,
+            metadata: input
+                .get("metadata")
+                .and_then(|m| serde_json::from_value(m.clone()).ok()),
+            managed_by: "manual".into(),
+            currency: currency.to_owned(),
+            period,
+            invoice_at,
+            rate_card,
+            pro_rating_full_period: None,
+            subscription: None,
+            metered_quantity: quantity,
+            quantity,
+            children: Vec::new(),
+            totals: Totals::default(),
+            external_id: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        })
+    }
+
+    /// `POST /api/v1/billing/customers/{customerId}/invoices/pending-lines`: manual lines on
+    /// the customer's gathering invoice; they are invoiced when due like any other line.
+    /// Returns the lines, the gathering invoice and whether it was new.
+    pub async fn pending_lines(
+        &self,
+        customer_id: &str,
+        currency: &str,
+        inputs: &[Value],
+    ) -> Result<(Vec<Line>, Invoice, bool)> {
+        let _guard = self.inner.work.lock().await;
+        let now = self.now();
+        let currency = metron_engine::billing::Currency::lookup(currency)
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .code;
+        let existed = self
+            .catalog()
+            .list_invoices(
+                self.ns(),
+                &metron_storage::invoices::InvoiceFilter {
+                    customers: vec![customer_id.to_owned()],
+                    extended_statuses: vec!["gathering".into()],
+                    currencies: vec![currency.to_owned()],
+                    ..Default::default()
+                },
+            )
+            .await?
+            .into_iter()
+            .next()
+            .is_some();
+        let gathering = self.gathering(customer_id, currency, now).await?;
+        let mut lines = Vec::new();
+        for input in inputs {
+            let mut line = self.api_line(customer_id, &gathering.id, currency, input, now)?;
+            rate::rate_line(&mut line).map_err(Error::Invalid)?;
+            lines.push(line);
+        }
+        self.catalog().insert_lines(self.ns(), &lines).await?;
+        let due = lines.iter().map(|l| l.invoice_at).min();
+        if let Some(at) = due {
+            self.schedule(at.max(now), Entry::Collect);
+        }
+        Ok((lines, gathering, !existed))
+    }
+
+    /// `POST .../invoices/simulate`: the invoice the given lines (with their quantities)
+    /// would make for the customer, rated, stored nowhere.
+    pub async fn simulate(&self, customer_id: &str, body: &Value) -> Result<(Invoice, Vec<Line>)> {
+        let now = self.now();
+        let currency = body
+            .get("currency")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Invalid("currency is required".into()))?;
+        let currency = metron_engine::billing::Currency::lookup(currency)
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .code;
+        let profile = self.profile(customer_id).await?;
+        let mut invoice = new_invoice(&profile, currency, ExtendedStatus::DraftCreated, now);
+        invoice.number = body
+            .get("number")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut lines = Vec::new();
+        for input in body
+            .get("lines")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            lines.push(self.api_line(customer_id, &invoice.id, currency, input, now)?);
+        }
+        self.calculate(&mut invoice, &mut lines)
+            .map_err(Error::Invalid)?;
+        invoice.period = Some(LinePeriod {
+            from: lines.iter().map(|l| l.period.from).min().unwrap_or(now),
+            to: lines.iter().map(|l| l.period.to).max().unwrap_or(now),
+        });
+        Ok((invoice, lines))
     }
 
     /// Reads an invoice and its lines.

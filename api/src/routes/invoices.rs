@@ -33,7 +33,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/v1/billing/invoices/{id}/snapshot-quantities",
             web::post().to(snapshot_quantities),
         )
-        .route("/api/v1/billing/invoices/{id}/void", web::post().to(void));
+        .route("/api/v1/billing/invoices/{id}/void", web::post().to(void))
+        .route(
+            "/api/v1/billing/customers/{customer}/invoices/pending-lines",
+            web::post().to(pending_lines),
+        )
+        .route(
+            "/api/v1/billing/customers/{customer}/invoices/simulate",
+            web::post().to(simulate),
+        );
 }
 
 pub(crate) fn billing_error(error: BillingError) -> ApiError {
@@ -240,4 +248,65 @@ async fn invoice_now(
         out.push(render(&state, invoice, true).await?);
     }
     Ok(HttpResponse::build(StatusCode::CREATED).json(out))
+}
+
+async fn customer_id(state: &AppState, id_or_key: &str) -> Result<String, ApiError> {
+    Ok(state
+        .pipeline
+        .catalog()
+        .get_customer(state.pipeline.namespace(), id_or_key)
+        .await
+        .map_err(crate::routes::customers::catalog_error)?
+        .ok_or_else(|| ApiError::not_found(format!("customer {id_or_key:?} not found")))?
+        .id)
+}
+
+/// `POST /api/v1/billing/customers/{customerId}/invoices/pending-lines`
+/// (`InvoicePendingLineCreateInput` → `InvoicePendingLineCreateResponse`).
+async fn pending_lines(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = customer_id(&state, &path).await?;
+    let currency = body
+        .get("currency")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("currency is required"))?;
+    let inputs = body
+        .get("lines")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::bad_request("lines must have at least one line"))?;
+    let (lines, invoice, is_new) = state
+        .billing
+        .pending_lines(&customer, currency, inputs)
+        .await
+        .map_err(billing_error)?;
+    let (_, all) = state
+        .billing
+        .get(&invoice.id)
+        .await
+        .map_err(billing_error)?;
+    Ok(HttpResponse::Created().json(json!({
+        "lines": lines.iter().map(|l| metron_actors::billing::render::line_json(&invoice, l)).collect::<Vec<_>>(),
+        "invoice": invoice_json(&state.billing, &invoice, &all, false),
+        "isInvoiceNew": is_new,
+    })))
+}
+
+/// `POST /api/v1/billing/customers/{customerId}/invoices/simulate` (`InvoiceSimulationInput`
+/// → `Invoice`): rated, stored nowhere.
+async fn simulate(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = customer_id(&state, &path).await?;
+    let (invoice, lines) = state
+        .billing
+        .simulate(&customer, &body)
+        .await
+        .map_err(billing_error)?;
+    Ok(HttpResponse::Ok().json(invoice_json(&state.billing, &invoice, &lines, true)))
 }

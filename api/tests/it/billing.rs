@@ -515,3 +515,68 @@ fn custom_invoicing_hooks_hold_the_invoice() {
         .send()
         .expect_status(400);
 }
+
+// Manual pending lines go on the customer's gathering invoice and are invoiced when due;
+// simulate rates lines with given quantities and stores nothing.
+#[test]
+fn pending_lines_and_simulate() {
+    let server = TestServer::start_with_config(METERS);
+    setup(&server);
+    let now = Utc::now();
+    let line = |name: &str, price: Value, at: chrono::DateTime<Utc>| {
+        json!({"name": name, "period": {"from": (at - chrono::Duration::days(1)).to_rfc3339(), "to": at.to_rfc3339()},
+               "invoiceAt": at.to_rfc3339(), "rateCard": {"price": price}})
+    };
+    let created = server
+        .post("/api/v1/billing/customers/acme/invoices/pending-lines")
+        .json(&json!({"currency": "USD", "lines": [
+            line("Setup", json!({"type": "flat", "amount": "99.99", "paymentTerm": "in_advance"}), now - chrono::Duration::minutes(1)),
+            line("Later", json!({"type": "flat", "amount": "1", "paymentTerm": "in_advance"}), now + chrono::Duration::days(3)),
+        ]}))
+        .send()
+        .expect_status(201)
+        .json();
+    assert_eq!(created["isInvoiceNew"], true);
+    assert_eq!(created["invoice"]["status"], "gathering");
+    assert_eq!(created["lines"][0]["managedBy"], "manual");
+    assert_eq!(created["lines"][0]["totals"]["total"], "99.99");
+    let paid = wait_invoices(&server, 1);
+    assert_eq!(paid.len(), 1, "only the due line is invoiced");
+    assert_eq!(paid[0]["totals"]["total"], "99.99");
+    assert_eq!(paid[0]["status"], "paid");
+    server
+        .post("/api/v1/billing/customers/acme/invoices/pending-lines")
+        .json(&json!({"currency": "USD", "lines": []}))
+        .send()
+        .expect_status(400);
+
+    // 2,500 units at a graduated price (1,000 × 0.10 + 1,500 × 0.05 + 5 = 180) and a flat 20.
+    let mut usage = line(
+        "Tokens",
+        json!({"type": "tiered", "mode": "graduated", "tiers": [
+            {"upToAmount": "1000", "unitPrice": {"type": "unit", "amount": "0.10"}},
+            {"unitPrice": {"type": "unit", "amount": "0.05"}, "flatPrice": {"type": "flat", "amount": "5"}}]}),
+        now,
+    );
+    usage["quantity"] = json!("2500");
+    usage["rateCard"]["featureKey"] = json!("tokens");
+    let mut fee = line(
+        "Fee",
+        json!({"type": "flat", "amount": "20", "paymentTerm": "in_arrears"}),
+        now,
+    );
+    fee["quantity"] = json!("1");
+    let simulated = server
+        .post("/api/v1/billing/customers/acme/invoices/simulate")
+        .json(&json!({"currency": "USD", "lines": [usage, fee]}))
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(simulated["totals"]["total"], "200", "{simulated}");
+    assert_eq!(simulated["lines"][0]["totals"]["total"], "180");
+    assert_eq!(
+        wait_invoices(&server, 1).len(),
+        1,
+        "simulate stores nothing"
+    );
+}
