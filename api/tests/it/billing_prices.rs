@@ -407,6 +407,32 @@ fn billing_prices_stripe_items_equal_the_lines() {
     let second = &all[1];
     check_period_end(second);
     check_stripe(&stripe, second, 57687, 2);
+    // Items are named as OpenMeter's Stripe app names them: ` (qty x unit)` above one unit, a
+    // discount after its line, with the discount's description when it has one.
+    let state = stripe.state();
+    let descriptions: Vec<(String, i64)> = state
+        .invoice_items
+        .iter()
+        .map(|i| (i.description.clone().unwrap_or_default(), i.amount))
+        .collect();
+    for expected in [
+        ("Calls: usage in period (333 x $0.15)", 4995),
+        ("Calls: usage in period", -500),
+        ("Storage: usage in period (300 x $0.5)", 15000),
+        (
+            "Storage: usage in period (Maximum spend discount for charges over 100)",
+            -5000,
+        ),
+        ("API: minimum spend", 3000),
+        ("Cost: usage in period", 4167),
+        ("Support", 1250),
+        ("Support", -125),
+    ] {
+        assert!(
+            descriptions.contains(&(expected.0.to_owned(), expected.1)),
+            "{expected:?} not in {descriptions:?}"
+        );
+    }
     assert_eq!(stripe.state().invoices.len(), 2);
     assert_eq!(stripe.violations(), Vec::<String>::new());
 }
@@ -606,6 +632,10 @@ fn billing_prices_pro_rated_first_period_usd_and_jpy() {
             time(&fee_line["period"]["to"]),
             minute(anchor + Months::new(1))
         );
+        // The line's billing period is the plan's, clipped to the subscription's start.
+        let billing = &fee_line["subscription"]["billingPeriod"];
+        assert_eq!(time(&billing["from"]), minute(from), "{fee_line}");
+        assert_eq!(time(&billing["to"]), minute(anchor + Months::new(1)));
         check_stripe(&stripe, &first, minor_units(fee, case.minor), case.minor);
         shares.push(support);
         ingest(&server, case.customer, &[("calls", &["333"][..])]);
