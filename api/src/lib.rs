@@ -221,6 +221,7 @@ pub const SERVED: &[(&str, &[&str])] = &[
         &["POST"],
     ),
     ("/api/v1/billing/invoices/{id}/void", &["POST"]),
+    ("/api/v1/billing/invoices/{id}/taxes/recalculate", &["POST"]),
     (
         "/api/v1/billing/customers/{customer}/invoices/pending-lines",
         &["POST"],

@@ -99,6 +99,8 @@ pub enum Action {
     Void,
     SnapshotQuantities,
     Delete,
+    /// `taxes/recalculate`: the draft is recalculated (OpenMeter's `trigger_updated`).
+    Recalculate,
     /// A payment outcome reported by the payment app (Stripe webhook).
     App(Trigger),
 }
@@ -112,6 +114,7 @@ impl Action {
             Action::Void => Trigger::Void,
             Action::SnapshotQuantities => Trigger::SnapshotQuantities,
             Action::Delete => Trigger::Delete,
+            Action::Recalculate => Trigger::Updated,
             Action::App(t) => t,
         }
     }

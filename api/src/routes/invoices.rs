@@ -35,6 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/api/v1/billing/invoices/{id}/void", web::post().to(void))
         .route(
+            "/api/v1/billing/invoices/{id}/taxes/recalculate",
+            web::post().to(recalculate),
+        )
+        .route(
             "/api/v1/billing/customers/{customer}/invoices/pending-lines",
             web::post().to(pending_lines),
         )
@@ -192,6 +196,16 @@ async fn snapshot_quantities(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     act(&state, &path, Action::SnapshotQuantities).await
+}
+
+/// `taxes/recalculate`: a draft's lines are rated again and its totals recomputed (taxes are
+/// zero until a tax app computes them, as OpenMeter's v1 rating writes them); an immutable
+/// invoice answers 400.
+async fn recalculate(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    act(&state, &path, Action::Recalculate).await
 }
 
 async fn void(

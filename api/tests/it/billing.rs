@@ -462,6 +462,11 @@ fn custom_invoicing_hooks_hold_the_invoice() {
         .expect_status(201);
     let draft = wait_extended(&server, "draft.syncing");
     let id = draft["id"].as_str().unwrap_or_default().to_owned();
+    // While the app syncs the draft it cannot be recalculated (as in OpenMeter).
+    server
+        .post(&format!("/api/v1/billing/invoices/{id}/taxes/recalculate"))
+        .send()
+        .expect_status(400);
     let line = draft["lines"][0]["id"]
         .as_str()
         .unwrap_or_default()
@@ -507,6 +512,11 @@ fn custom_invoicing_hooks_hold_the_invoice() {
         .send()
         .expect_status(204);
     wait_extended(&server, "paid");
+    // Paid: immutable, nothing to recalculate.
+    server
+        .post(&format!("/api/v1/billing/invoices/{id}/taxes/recalculate"))
+        .send()
+        .expect_status(400);
     server
         .post(&format!(
             "/api/v1/apps/custom-invoicing/{id}/payment/status"
@@ -579,4 +589,62 @@ fn pending_lines_and_simulate() {
         1,
         "simulate stores nothing"
     );
+}
+
+// Without auto-advance an invoice waits for approval: it can be recalculated there (and is
+// back waiting), then approved, issued and paid by the sandbox app.
+#[test]
+fn manual_approval_recalculate_and_approve() {
+    let server = TestServer::start_with_config(METERS);
+    setup(&server);
+    let apps = server.get("/api/v1/apps").send().expect_status(200).json();
+    let sandbox = apps["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a["type"] == "sandbox")
+        .and_then(|a| a["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    server
+        .post("/api/v1/billing/profiles")
+        .json(&json!({"name": "manual", "default": true,
+            "supplier": {"name": "Us Inc.", "addresses": [{"country": "DE"}]},
+            "workflow": {"invoicing": {"autoAdvance": false}},
+            "apps": {"tax": sandbox, "invoicing": sandbox, "payment": sandbox}}))
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v1/subscriptions")
+        .json(&json!({"customerKey": "acme", "plan": {"key": "pro"}}))
+        .send()
+        .expect_status(201);
+    let waiting = wait_extended(&server, "draft.manual_approval_needed");
+    let id = waiting["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        waiting["statusDetails"]["availableActions"]["approve"]["resultingState"],
+        "payment_processing.pending",
+        "the sandbox app settles after the machine stops: {waiting}"
+    );
+    let recalculated = server
+        .post(&format!("/api/v1/billing/invoices/{id}/taxes/recalculate"))
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(recalculated["totals"]["total"], "30");
+    assert_eq!(
+        recalculated["statusDetails"]["extendedStatus"],
+        "draft.manual_approval_needed"
+    );
+    let approved = server
+        .post(&format!("/api/v1/billing/invoices/{id}/approve"))
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(approved["status"], "paid", "{approved}");
+    assert!(approved["issuedAt"].is_string());
+    server
+        .post(&format!("/api/v1/billing/invoices/{id}/approve"))
+        .send()
+        .expect_status(400);
 }
