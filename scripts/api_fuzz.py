@@ -82,9 +82,12 @@ meters:
 """
 
 # The operations of the schema that Metron serves, as registered in api/src/lib.rs and the
-# `configure` functions of api/src/routes/*.rs. Not served, so not listed: subscription edits
-# (PATCH) and subscription add-ons, the Stripe webhook and OAuth2 install, custom invoicing
-# hooks, portal tokens, invoices and everything else outside these paths.
+# `configure` functions of api/src/routes/*.rs. Not listed: subscription edits (PATCH) and
+# subscription add-ons, the OAuth2 install, portal tokens (not served); invoices, pending lines,
+# simulation and the custom invoicing hooks (being written: not listed yet); the Stripe webhook
+# (routes/stripe_webhook.rs: its own resource answers other methods a bare 405, not the
+# problem+json of `no_route`; its signed bodies are tested end to end); everything else outside
+# these paths.
 # Order matters: reads and creates first, then updates, then lifecycle actions (publish,
 # archive, cancel, ...), then deletes, so the seeded data stays in place for as long as possible.
 OPERATIONS = [
