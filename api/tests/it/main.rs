@@ -5,10 +5,10 @@
 //! `entitlements`; `crash` and `proptest_queries` are seeded and print their seeds.
 
 mod apps;
-mod billing_profiles;
 mod billing;
 mod billing_faults;
 mod billing_prices;
+mod billing_profiles;
 mod crash;
 mod credit;
 mod customers;
