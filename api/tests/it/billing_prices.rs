@@ -5,7 +5,8 @@
 //! restart) the usage, the flat fee in arrears and the next fee in advance are invoiced
 //! together. Every expected amount is worked out by hand in the comments, to the cent; with the
 //! fake Stripe each Stripe item (in cents) must equal its detailed line. A second scenario
-//! pro-rates a first period that starts after its billing anchor, in USD and in JPY.
+//! pro-rates a first period that starts after its billing anchor, in USD and in JPY; a third
+//! bills weekly items in a plan billed every four weeks.
 
 use crate::server::*;
 use chrono::{DateTime, DurationRound, Months, TimeDelta, Utc};
@@ -656,4 +657,63 @@ fn billing_prices_pro_rated_first_period_usd_and_jpy() {
     }
     assert_eq!(stripe.state().invoices.len(), 4);
     assert_eq!(stripe.violations(), Vec::<String>::new());
+}
+
+// Sandbox, items billed weekly in a plan billed every four weeks (as OpenMeter's
+// `TestAlignedSubscriptionInvoicing`): the weekly fee in advance is due at the start of the
+// plan's period, so the first invoice holds four weekly fees, 4 × 5.00 = 20.00; weekly usage
+// falls due when the plan's period is over, so 32 days later one invoice holds the four usage
+// weeks (333 × 0.15 = 49.95 in the first, nothing after) and the next period's four fees:
+// 49.95 + 20.00 = 69.95.
+#[test]
+fn billing_prices_weekly_items_in_a_four_week_plan() {
+    let mut server = TestServer::start_with_config(METERS);
+    create_features(&server);
+    publish(
+        &server,
+        &json!({
+            "key": "weekly", "name": "Weekly", "currency": "USD", "billingCadence": "P4W",
+            "phases": [{"key": "default", "name": "Default", "duration": null, "rateCards": [
+                {"type": "flat_fee", "key": "seat", "name": "Seat fee", "billingCadence": "P1W",
+                 "price": {"type": "flat", "amount": "5", "paymentTerm": "in_advance"}},
+                {"type": "usage_based", "key": "calls", "name": "Calls", "featureKey": "calls",
+                 "billingCadence": "P1W", "price": {"type": "unit", "amount": "0.15"}}
+            ]}]
+        }),
+    );
+    create_customer(&server, "acme");
+    let sub = subscribe(
+        &server,
+        &json!({"customerKey": "acme", "plan": {"key": "weekly"}}),
+    );
+    let start = minute(time(&sub["activeFrom"]));
+    let first = wait_invoices(&server, "USD", PAID, 1).remove(0);
+    assert_eq!(amount(&first["totals"]["total"]), dec("20"), "{first}");
+    let mut weeks: Vec<DateTime<Utc>> = first["lines"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|l| time(&l["period"]["from"]))
+        .collect();
+    weeks.sort();
+    let expected: Vec<DateTime<Utc>> = (0..4).map(|w| start + TimeDelta::weeks(w)).collect();
+    assert_eq!(weeks, expected, "{first}");
+
+    ingest(&server, "acme", &[("calls", &["333"][..])]);
+    server.set_env(&[("METRON_BILLING_CLOCK_OFFSET_SECONDS", A_MONTH_LATER)]);
+    server.restart();
+    let all = wait_invoices(&server, "USD", PAID, 2);
+    let second = &all[1];
+    assert_eq!(amount(&second["totals"]["total"]), dec("69.95"), "{second}");
+    let lines = second["lines"].as_array().cloned().unwrap_or_default();
+    let calls: Vec<(DateTime<Utc>, Decimal)> = lines
+        .iter()
+        .filter(|l| l["name"] == "Calls")
+        .map(|l| (time(&l["period"]["from"]), amount(&l["totals"]["total"])))
+        .collect();
+    assert_eq!(calls.len(), 4, "{second}");
+    assert!(calls.contains(&(start, dec("49.95"))), "{calls:?}");
+    let fees = lines.iter().filter(|l| l["name"] == "Seat fee").count();
+    assert_eq!(fees, 4, "{second}");
 }
