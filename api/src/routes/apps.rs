@@ -387,11 +387,31 @@ pub struct InstallInput {
     pub create_billing_profile: Option<bool>,
 }
 
+/// A JSON object body whose fields are all optional: an empty body is the defaults; a
+/// malformed one, or one that is no object (serde would read `[]` as a struct of defaults), is
+/// a 400, not the defaults that `Option<web::Json<T>>` would silently make of it.
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let invalid =
+        |e: serde_json::Error| ApiError::bad_request(format!("Json deserialize error: {e}"));
+    let value: Value = serde_json::from_slice(body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "Json deserialize error: the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
+}
+
 /// Installs sandbox or custom invoicing (no credentials).
 pub async fn install(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: Option<web::Json<InstallInput>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let kind = match app_type(&path)? {
         AppType::Sandbox => AppKind::Sandbox,
@@ -405,7 +425,7 @@ pub async fn install(
             ));
         }
     };
-    let input = body.map(web::Json::into_inner).unwrap_or_default();
+    let input: InstallInput = optional_body(&body)?;
     let namespace = state.pipeline.namespace();
     let catalog = state.pipeline.catalog();
     let app = catalog

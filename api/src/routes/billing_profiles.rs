@@ -334,9 +334,9 @@ pub struct OverrideInput {
 pub async fn upsert_override(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: Option<web::Json<OverrideInput>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body.map(web::Json::into_inner).unwrap_or_default();
+    let input: OverrideInput = super::apps::optional_body(&body)?;
     let catalog = state.pipeline.catalog();
     let namespace = state.pipeline.namespace();
     let current = catalog

@@ -108,6 +108,21 @@ fn sandbox_and_custom_invoicing_apps() {
         .json(&json!({}))
         .send();
     assert_problem(&resp, 400);
+    // A malformed body is a 400 and installs nothing (found by api_fuzz: it installed an app
+    // with the defaults); an empty body is the defaults.
+    for malformed in [json!({"name": 5}), json!([])] {
+        let resp = server
+            .post("/api/v1/marketplace/listings/custom_invoicing/install")
+            .json(&malformed)
+            .send();
+        assert_problem(&resp, 400);
+    }
+    let apps = server.get("/api/v1/apps").send().expect_status(200).json();
+    assert_eq!(apps["totalCount"], json!(1), "{apps}");
+    let resp = server
+        .post("/api/v1/marketplace/listings/sandbox/install")
+        .send();
+    assert_problem(&resp, 409);
 
     let installed = server
         .post("/api/v1/marketplace/listings/custom_invoicing/install")

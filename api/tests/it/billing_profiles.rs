@@ -322,6 +322,25 @@ fn customer_overrides() {
         "send_invoice"
     );
     assert_eq!(pinned["customerProfile"]["supplier"]["name"], "ACME Inc.");
+    // A malformed body is a 400 and leaves the pin in place (found by api_fuzz: `[]` was
+    // taken as an empty body and unpinned the customer).
+    for malformed in [json!([]), json!({"billingProfileId": 5})] {
+        let resp = server
+            .put(&format!("/api/v1/billing/customers/{acme_id}"))
+            .json(&malformed)
+            .send();
+        assert_problem(&resp, 400);
+    }
+    let kept = server
+        .get(&format!("/api/v1/billing/customers/{acme_id}"))
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(
+        kept["customerOverride"]["billingProfileId"],
+        json!(other_id),
+        "{kept}"
+    );
     let expanded = server
         .get(&format!("/api/v1/billing/customers/{acme_id}"))
         .query("expand", "apps")
