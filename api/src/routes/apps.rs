@@ -909,10 +909,14 @@ pub async fn create_portal_session(
     state: web::Data<AppState>,
     settings: web::Data<StripeSettings>,
     path: web::Path<String>,
-    body: web::Json<PortalInput>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    // The body is required (its fields are optional): a malformed one is a 400.
-    let input = body.into_inner();
+    // The body is required (its fields are optional): a missing, malformed or non-object one
+    // is a 400.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is required"));
+    }
+    let input: PortalInput = optional_body(&body)?;
     let customer = live_customer(&state, &path).await?;
     let app = profile_app(&state, &customer.id, AppType::Stripe).await?;
     let stripe_customer_id = match state

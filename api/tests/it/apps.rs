@@ -430,11 +430,13 @@ fn customer_stripe_data_and_portal() {
 
     // A malformed body is a 400 and never reaches Stripe (found by api_fuzz: a body of one
     // NUL byte created a session with the defaults).
-    let resp = server
-        .post(&format!("{stripe_path}/portal"))
-        .body("application/json", "\u{0}")
-        .send();
-    assert_problem(&resp, 400);
+    for malformed in ["\u{0}", "[]", ""] {
+        let resp = server
+            .post(&format!("{stripe_path}/portal"))
+            .body("application/json", malformed)
+            .send();
+        assert_problem(&resp, 400);
+    }
 
     // The portal session.
     let portal = server
