@@ -16,7 +16,7 @@
 //! no pending item, no spec violation; and Metron's invoices name those Stripe invoices.
 //!
 //! `METRON_FAULT_SEEDS` (default 200) seeds from `METRON_FAULT_SEED_BASE` (default 0) run on
-//! `METRON_FAULT_THREADS` (default 4) threads, each with its own fake and `metron`;
+//! `METRON_FAULT_THREADS` (default 6) threads, each with its own fake and `metron`;
 //! `METRON_FAULT_SEED=n` replays one seed. Every seed is printed with what happened to it.
 
 use crate::server::*;
@@ -52,7 +52,7 @@ const SECOND_ITEMS: [i64; 4] = [500, 2500, 3000, 10000];
 #[test]
 fn stripe_holds_one_invoice_per_period_under_faults_and_kills() {
     let seeds = seeds();
-    let threads = env_u64("METRON_FAULT_THREADS", 4).clamp(1, 16);
+    let threads = env_u64("METRON_FAULT_THREADS", 6).clamp(1, 16);
     let started = Instant::now();
     let queue = Arc::new(Mutex::new(seeds.clone()));
     let results = Arc::new(Mutex::new(Vec::new()));
@@ -86,18 +86,15 @@ fn stripe_holds_one_invoice_per_period_under_faults_and_kills() {
         .iter()
         .filter_map(|(seed, outcome)| outcome.as_ref().err().map(|e| format!("seed {seed}: {e}")))
         .collect();
-    let kills: u32 = results
+    let passed: Vec<&Report> = results
         .iter()
         .filter_map(|(_, o)| o.as_ref().ok())
-        .map(|r| r.kills)
-        .sum();
-    let faults: u64 = results
-        .iter()
-        .filter_map(|(_, o)| o.as_ref().ok())
-        .map(|r| r.faults)
-        .sum();
+        .collect();
+    let kills: u32 = passed.iter().map(|r| r.kills).sum();
+    let retries: u32 = passed.iter().map(|r| r.retries).sum();
+    let faults: u64 = passed.iter().map(|r| r.faults).sum();
     eprintln!(
-        "billing_faults: {} seeds, {} failed, {kills} SIGKILLs, {faults} Stripe faults, {:.0?}",
+        "billing_faults: {} seeds, {} failed, {kills} SIGKILLs, {faults} Stripe faults, {retries} retries, {:.0?}",
         results.len(),
         failed.len(),
         started.elapsed()
@@ -672,6 +669,17 @@ fn check(stripe: &FakeStripe, customer: &str, metron: &[Value]) -> Result<(), St
         return Err(format!(
             "Metron has {} invoices, not 2: {}",
             metron.len(),
+            summary(metron)
+        ));
+    }
+    let mut totals: Vec<&str> = metron
+        .iter()
+        .map(|i| i["totals"]["total"].as_str().unwrap_or_default())
+        .collect();
+    totals.sort_unstable();
+    if totals != ["160", "30"] {
+        return Err(format!(
+            "Metron's totals are {totals:?}, not 30 and 160: {}",
             summary(metron)
         ));
     }
