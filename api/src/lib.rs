@@ -259,8 +259,14 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
             .collect()
     });
     let mut allowed: Vec<&'static str> = Vec::new();
+    // A path that a static pattern names (`/api/v1/billing/invoices/invoice`) is that
+    // resource, not an id of a dynamic one (`/api/v1/billing/invoices/{id}`), as actix
+    // routes it (static resources are registered first).
+    let exact = table
+        .iter()
+        .any(|(def, _)| def.pattern() == Some(path) && def.is_match(path));
     for (def, methods) in table {
-        if def.is_match(path) {
+        if def.is_match(path) && (!exact || def.pattern() == Some(path)) {
             for method in *methods {
                 if !allowed.contains(method) {
                     allowed.push(method);
@@ -356,7 +362,8 @@ mod tests {
                         resp.headers()
                             .get(header::CONTENT_TYPE)
                             .and_then(|v| v.to_str().ok()),
-                        Some("application/problem+json")
+                        Some("application/problem+json"),
+                        "Content-Type of {method} {path}"
                     );
                 }
             }

@@ -14,9 +14,12 @@ use serde_json::{Value, json};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/billing/invoices", web::get().to(list))
-        .route(
-            "/api/v1/billing/invoices/invoice",
-            web::post().to(invoice_now),
+        // Registered before `{id}`, with every other method answered by `no_route` (405 +
+        // `Allow`), so that `GET .../invoices/invoice` is not read as an invoice id.
+        .service(
+            web::resource("/api/v1/billing/invoices/invoice")
+                .route(web::post().to(invoice_now))
+                .default_service(web::to(crate::no_route)),
         )
         .route("/api/v1/billing/invoices/{id}", web::get().to(get))
         .route("/api/v1/billing/invoices/{id}", web::delete().to(delete))

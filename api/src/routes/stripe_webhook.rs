@@ -18,7 +18,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/apps/{id}/stripe/webhook")
             .app_data(web::PayloadConfig::new(WEBHOOK_BODY_BYTES_MAX))
-            .route(web::post().to(webhook)),
+            .route(web::post().to(webhook))
+            .default_service(web::to(crate::no_route)),
     );
 }
 
