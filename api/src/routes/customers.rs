@@ -146,6 +146,31 @@ pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // As OpenMeter's subscription validator: a customer with a subscription active now
+    // cannot be deleted.
+    if let Some(existing) = state
+        .pipeline
+        .catalog()
+        .get_customer(state.pipeline.namespace(), &path)
+        .await
+        .map_err(catalog_error)?
+    {
+        let now = chrono::Utc::now();
+        let active = state
+            .pipeline
+            .catalog()
+            .customer_subscriptions(state.pipeline.namespace(), &existing.id)
+            .await
+            .map_err(crate::routes::subscriptions::subscription_error)?
+            .into_iter()
+            .any(|s| s.active_from <= now && s.active_to.is_none_or(|to| to > now));
+        if active {
+            return Err(ApiError::bad_request(format!(
+                "customer {} still have active subscriptions, please cancel them before deleting the customer",
+                existing.id
+            )));
+        }
+    }
     let customer = state
         .pipeline
         .catalog()

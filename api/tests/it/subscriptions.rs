@@ -131,6 +131,20 @@ fn subscribe_expand_and_entitlements() {
         .send()
         .expect_status(403);
 
+    // A customer with an active subscription cannot be deleted (OpenMeter's rule).
+    let refused = server
+        .delete("/api/v1/customers/acme")
+        .send()
+        .expect_status(400)
+        .json();
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still have active subscriptions"),
+        "{refused}"
+    );
+
     // One subscription per customer at a time.
     let problem = server
         .post("/api/v1/subscriptions")
