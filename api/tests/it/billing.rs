@@ -83,13 +83,18 @@ fn invoices(server: &TestServer) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn wait_invoices(server: &TestServer, n: usize) -> Vec<Value> {
+/// Waits until `n` invoices have reached `status` (each step of an invoice is written, so a
+/// reader may see it on its way, e.g. `issued` before `payment_processing`).
+fn wait_invoices(server: &TestServer, status: &str, n: usize) -> Vec<Value> {
     eventually(Duration::from_secs(30), || {
-        let all = invoices(server);
+        let all: Vec<Value> = invoices(server)
+            .into_iter()
+            .filter(|i| i["status"] == status)
+            .collect();
         if all.len() >= n {
             Ok(all)
         } else {
-            Err(format!("{} of {n} invoices issued", all.len()))
+            Err(format!("{} of {n} invoices {status}", all.len()))
         }
     })
 }
@@ -118,7 +123,7 @@ fn sandbox_invoices_a_period() {
         .send()
         .expect_status(201)
         .json();
-    let first = wait_invoices(&server, 1);
+    let first = wait_invoices(&server, "paid", 1);
     let first = &first[0];
     assert_eq!(first["status"], "paid", "{first}");
     assert_eq!(first["totals"]["total"], "30");
@@ -148,7 +153,7 @@ fn sandbox_invoices_a_period() {
     });
     server.set_env(&[("METRON_BILLING_CLOCK_OFFSET_SECONDS", A_MONTH_LATER)]);
     server.restart();
-    let all = wait_invoices(&server, 2);
+    let all = wait_invoices(&server, "paid", 2);
     let second = all
         .iter()
         .find(|i| i["id"] != first["id"])
@@ -218,7 +223,7 @@ fn stripe_receives_each_invoice_once() {
         .json(&json!({"customerKey": "acme", "plan": {"key": "pro"}}))
         .send()
         .expect_status(201);
-    let first = wait_invoices(&server, 1);
+    let first = wait_invoices(&server, "payment_processing", 1);
     let first = &first[0];
     assert_eq!(first["status"], "payment_processing", "{first}");
     let stripe_id = first["externalIds"]["invoicing"]
@@ -247,7 +252,7 @@ fn stripe_receives_each_invoice_once() {
     });
     server.set_env(&[("METRON_BILLING_CLOCK_OFFSET_SECONDS", A_MONTH_LATER)]);
     server.restart();
-    wait_invoices(&server, 2);
+    wait_invoices(&server, "payment_processing", 2);
     let state = stripe.state();
     assert_eq!(state.invoices.len(), 2);
     let mut totals: Vec<i64> = state.invoices.iter().map(|i| i.total).collect();
@@ -291,7 +296,7 @@ fn stripe_customers(stripe: &FakeStripe, customers: &[&str]) -> (TestServer, Vec
             .send()
             .expect_status(201);
     }
-    let issued = wait_invoices(&server, customers.len());
+    let issued = wait_invoices(&server, "payment_processing", customers.len());
     let ids = customers
         .iter()
         .map(|key| {
@@ -550,7 +555,7 @@ fn pending_lines_and_simulate() {
     assert_eq!(created["invoice"]["status"], "gathering");
     assert_eq!(created["lines"][0]["managedBy"], "manual");
     assert_eq!(created["lines"][0]["totals"]["total"], "99.99");
-    let paid = wait_invoices(&server, 1);
+    let paid = wait_invoices(&server, "paid", 1);
     assert_eq!(paid.len(), 1, "only the due line is invoiced");
     assert_eq!(paid[0]["totals"]["total"], "99.99");
     assert_eq!(paid[0]["status"], "paid");
@@ -585,7 +590,7 @@ fn pending_lines_and_simulate() {
     assert_eq!(simulated["totals"]["total"], "200", "{simulated}");
     assert_eq!(simulated["lines"][0]["totals"]["total"], "180");
     assert_eq!(
-        wait_invoices(&server, 1).len(),
+        wait_invoices(&server, "paid", 1).len(),
         1,
         "simulate stores nothing"
     );
