@@ -8,8 +8,8 @@
 //! or a retry, inserts nothing the second time. The catalog is the truth; the billing actor
 //! rebuilds its schedule from it.
 
-use crate::catalog::{Catalog, Error as CatalogError};
-use chrono::{DateTime, TimeZone, Utc};
+use crate::catalog::{Catalog, Error as CatalogError, ms};
+use chrono::{DateTime, Utc};
 use metron_engine::billing::RateCard;
 use metron_engine::invoicing::ExtendedStatus;
 use rust_decimal::Decimal;
@@ -217,14 +217,6 @@ pub struct InvoiceFilter {
     pub include_deleted: bool,
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
-}
-
 fn decode<T: serde::de::DeserializeOwned>(row: &sqlx::sqlite::SqliteRow) -> Result<T> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
@@ -241,10 +233,11 @@ async fn put_invoice(
     invoice: &Invoice,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO invoices (id, namespace, customer_id, currency, status, definition, created_at, updated_at, deleted_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+        "INSERT INTO invoices (id, namespace, customer_id, currency, status, definition, created_at, updated_at, deleted_at, external_invoicing_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, definition = excluded.definition, \
-         updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
+         updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
+         external_invoicing_id = excluded.external_invoicing_id",
     )
     .bind(&invoice.id)
     .bind(namespace)
@@ -255,6 +248,7 @@ async fn put_invoice(
     .bind(ms(invoice.created_at))
     .bind(ms(invoice.updated_at))
     .bind(invoice.deleted_at.map(ms))
+    .bind(invoice.external_invoicing_id.as_deref())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -357,17 +351,21 @@ impl Catalog {
         row.as_ref().map(decode).transpose()
     }
 
-    /// The invoice whose invoicing app id (e.g. Stripe's `in_…`) is `external_id`.
+    /// The invoice whose invoicing app id (e.g. Stripe's `in_…`) is `external_id` (indexed).
     pub async fn invoice_by_external_id(
         &self,
         namespace: &str,
         external_id: &str,
     ) -> Result<Option<Invoice>> {
-        Ok(self
-            .list_invoices(namespace, &InvoiceFilter::default())
-            .await?
-            .into_iter()
-            .find(|i| i.external_invoicing_id.as_deref() == Some(external_id)))
+        let row = sqlx::query(
+            "SELECT id, definition FROM invoices WHERE namespace = $1 AND external_invoicing_id = $2 \
+             ORDER BY created_at LIMIT 1",
+        )
+        .bind(namespace)
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode).transpose()
     }
 
     /// Invoices of a namespace, filtered, oldest first.
@@ -501,11 +499,6 @@ impl Catalog {
         tx.commit().await?;
         Ok(value)
     }
-}
-
-/// Milliseconds since the epoch to a time, as the rows keep them.
-pub fn time_of_ms(v: i64) -> DateTime<Utc> {
-    from_ms(v)
 }
 
 impl Catalog {
