@@ -29,6 +29,17 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A time as the catalog's rows keep it: milliseconds since the epoch.
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A time read back from a row's milliseconds (out of range: the epoch).
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
 /// The catalog's handle: a connection pool.
 #[derive(Clone, Debug)]
 pub struct Catalog {

@@ -9,9 +9,9 @@
 //! The stored spec keeps absolute phase starts: phases are resolved once, from the plan's
 //! durations, when the subscription is created; cancelation only sets the end.
 
-use crate::catalog::{Catalog, Error as CatalogError};
+use crate::catalog::{Catalog, Error as CatalogError, ms};
 use crate::product_catalog::plans::{PlanBody, ProRatingConfig, RateCard};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use metron_engine::billing::BillingCadence;
 use metron_engine::credit::IsoDuration;
 use serde::{Deserialize, Serialize};
@@ -303,10 +303,6 @@ pub fn build(new: NewSubscription<'_>, now: DateTime<Utc>) -> Result<Subscriptio
     Ok(sub)
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
 fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<Subscription> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
@@ -445,15 +441,11 @@ async fn save(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, sub: &Subscription) 
     Ok(())
 }
 
-/// Milliseconds to a time (for rows written by this module).
-pub fn from_ms(v: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::product_catalog::plans::PlanPhase;
+    use chrono::TimeZone;
     use serde_json::json;
 
     fn plan() -> PlanBody {

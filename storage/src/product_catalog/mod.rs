@@ -13,8 +13,8 @@ pub mod plans;
 #[cfg(test)]
 mod tests;
 
-use crate::catalog::{Catalog, Error as CatalogError};
-use chrono::{DateTime, TimeZone, Utc};
+use crate::catalog::{Catalog, Error as CatalogError, from_ms, ms};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
@@ -230,14 +230,6 @@ impl Catalog {
             namespace,
         }
     }
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
 fn decode<T: Body>(row: &sqlx::sqlite::SqliteRow) -> Result<Version<T>> {

@@ -248,39 +248,10 @@ fn rate_cards_issues(cards: &[RateCard]) -> Vec<Issue> {
     out
 }
 
-/// Is the text an ISO 8601 duration (`P1M`, `P2W`, `PT1H`, `P1DT12H`)?
+/// Is the text an ISO 8601 duration (`P1M`, `P2W`, `PT1H`, `P1DT12H`)? The credit engine's
+/// parser, the one every duration of the product goes through.
 pub fn is_duration(text: &str) -> bool {
-    let Some(rest) = text.strip_prefix('P') else {
-        return false;
-    };
-    if rest.is_empty() {
-        return false;
-    }
-    let (date, time) = match rest.split_once('T') {
-        Some((d, t)) if !t.is_empty() => (d, Some(t)),
-        Some(_) => return false,
-        None => (rest, None),
-    };
-    let units_ok = |part: &str, units: &str| {
-        let mut number = false;
-        let mut last = None;
-        for c in part.chars() {
-            if c.is_ascii_digit() {
-                number = true;
-            } else {
-                let Some(pos) = units.find(c) else {
-                    return false;
-                };
-                if !number || last.is_some_and(|l| pos <= l) {
-                    return false;
-                }
-                last = Some(pos);
-                number = false;
-            }
-        }
-        !number
-    };
-    units_ok(date, "YMWD") && time.is_none_or(|t| units_ok(t, "HMS"))
+    metron_engine::credit::IsoDuration::parse(text).is_ok()
 }
 
 impl Body for PlanBody {
