@@ -258,18 +258,16 @@ impl Billing {
             due
         };
         let mut handled = 0;
-        let mut synced = false;
         for entry in &due {
             if let Entry::Subscription(id) = entry {
                 if let Err(error) = self.sync_subscription(id, now).await {
                     tracing::warn!(subscription = %id, %error, "Could not bill a subscription; retrying later.");
                     self.schedule(now + Duration::seconds(30), entry.clone());
                 }
-                synced = true;
                 handled += 1;
             }
         }
-        if synced || !due.is_empty() {
+        if !due.is_empty() {
             for id in self.collect(now).await? {
                 self.schedule(now, Entry::Invoice(id));
             }

@@ -773,10 +773,10 @@ pub(crate) async fn create_managed(
 }
 
 /// Moves a managed entitlement's end (a subscription canceled, continued or changed);
-/// `None` makes it open-ended again.
+/// `None` makes it open-ended again. The caller reloads the customer once it moved them all
+/// ([`reload_customer`]).
 pub(crate) async fn set_managed_end(
     state: &AppState,
-    customer_id: &str,
     entitlement_id: &str,
     active_to: Option<DateTime<Utc>>,
 ) -> Result<(), ApiError> {
@@ -792,7 +792,15 @@ pub(crate) async fn set_managed_end(
     record.active_to = active_to;
     record.updated_at = Utc::now();
     state.pipeline.catalog().update_entitlement(&record).await?;
-    state.entitlements.reload(&ns, customer_id).await?;
+    Ok(())
+}
+
+/// Reloads a customer's live entitlements after their records changed.
+pub(crate) async fn reload_customer(state: &AppState, customer_id: &str) -> Result<(), ApiError> {
+    state
+        .entitlements
+        .reload(&namespace(state), customer_id)
+        .await?;
     Ok(())
 }
 

@@ -6,7 +6,9 @@
 
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::routes::entitlements::{create_managed, render_managed, set_managed_end};
+use crate::routes::entitlements::{
+    create_managed, reload_customer, render_managed, set_managed_end,
+};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -279,15 +281,20 @@ async fn create_entitlements(
 /// the subscription again (its lines follow its end).
 async fn align_entitlements(state: &AppState, sub: &Subscription) -> Result<(), ApiError> {
     state.billing.subscription_changed(&sub.id);
+    let mut moved = false;
     for (index, phase) in sub.phases.iter().enumerate() {
         let (from, to) = sub.phase_interval(index);
         // A phase cut off by the end keeps an empty interval: never active.
         let to = to.map(|t| t.max(from));
         for item in &phase.items {
             if let Some(id) = &item.entitlement_id {
-                set_managed_end(state, &sub.customer_id, id, to).await?;
+                set_managed_end(state, id, to).await?;
+                moved = true;
             }
         }
+    }
+    if moved {
+        reload_customer(state, &sub.customer_id).await?;
     }
     Ok(())
 }
