@@ -19,13 +19,16 @@ use metron_storage::product_catalog::{
 use serde_json::{Value, json};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/plans", web::get().to(list_plans))
-        .route("/api/v1/plans", web::post().to(create_plan))
-        .route("/api/v1/plans/{plan}", web::get().to(get_plan))
+    cfg.route("/api/v1/plans", web::get().to(list::<PlanBody>))
+        .route("/api/v1/plans", web::post().to(create::<PlanCreate>))
+        .route("/api/v1/plans/{plan}", web::get().to(get::<PlanBody>))
         .route("/api/v1/plans/{plan}", web::put().to(update_plan))
-        .route("/api/v1/plans/{plan}", web::delete().to(delete_plan))
+        .route("/api/v1/plans/{plan}", web::delete().to(delete::<PlanBody>))
         .route("/api/v1/plans/{plan}/publish", web::post().to(publish_plan))
-        .route("/api/v1/plans/{plan}/archive", web::post().to(archive_plan))
+        .route(
+            "/api/v1/plans/{plan}/archive",
+            web::post().to(archive::<PlanBody>),
+        )
         .route("/api/v1/plans/{plan}/next", web::post().to(next_plan))
         .route(
             "/api/v1/plans/{plan}/addons",
@@ -47,18 +50,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/v1/plans/{plan}/addons/{addon}",
             web::delete().to(delete_plan_addon),
         )
-        .route("/api/v1/addons", web::get().to(list_addons))
-        .route("/api/v1/addons", web::post().to(create_addon))
-        .route("/api/v1/addons/{addon}", web::get().to(get_addon))
+        .route("/api/v1/addons", web::get().to(list::<AddonBody>))
+        .route("/api/v1/addons", web::post().to(create::<AddonCreate>))
+        .route("/api/v1/addons/{addon}", web::get().to(get::<AddonBody>))
         .route("/api/v1/addons/{addon}", web::put().to(update_addon))
-        .route("/api/v1/addons/{addon}", web::delete().to(delete_addon))
+        .route(
+            "/api/v1/addons/{addon}",
+            web::delete().to(delete::<AddonBody>),
+        )
         .route(
             "/api/v1/addons/{addon}/publish",
             web::post().to(publish_addon),
         )
         .route(
             "/api/v1/addons/{addon}/archive",
-            web::post().to(archive_addon),
+            web::post().to(archive::<AddonBody>),
         );
 }
 
@@ -188,20 +194,55 @@ fn include_latest(req: &HttpRequest) -> Result<bool, ApiError> {
         .unwrap_or(false))
 }
 
-// ---- plans ----
+/// What the handlers shared by plans and add-ons need of a document: its read model.
+trait Doc: Body + 'static {
+    fn json(v: &Version<Self>, now: DateTime<Utc>) -> Value;
+}
 
-async fn list_plans(
+impl Doc for PlanBody {
+    fn json(v: &Version<Self>, now: DateTime<Utc>) -> Value {
+        plan_json(v, now)
+    }
+}
+
+impl Doc for AddonBody {
+    fn json(v: &Version<Self>, now: DateTime<Utc>) -> Value {
+        addon_json(v, now)
+    }
+}
+
+/// A create request (`PlanCreate`, `AddonCreate`): a key and a body.
+trait Create: serde::de::DeserializeOwned + 'static {
+    type Body: Doc;
+    fn split(self) -> (String, Self::Body);
+}
+
+impl Create for PlanCreate {
+    type Body = PlanBody;
+    fn split(self) -> (String, PlanBody) {
+        (self.key, self.body)
+    }
+}
+
+impl Create for AddonCreate {
+    type Body = AddonBody;
+    fn split(self) -> (String, AddonBody) {
+        (self.key, self.body)
+    }
+}
+
+async fn list<T: Doc>(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    list_versions::<PlanBody>(&state, &req, plan_json).await
+    list_versions::<T>(&state, &req, T::json).await
 }
 
-async fn create_plan(
+async fn create<C: Create>(
     state: web::Data<AppState>,
-    body: web::Json<PlanCreate>,
+    body: web::Json<C>,
 ) -> Result<HttpResponse, ApiError> {
-    let PlanCreate { key, body } = body.into_inner();
+    let (key, body) = body.into_inner().split();
     check_key(&key).map_err(product_error)?;
     let now = Utc::now();
     let v = catalog(&state)
@@ -209,17 +250,46 @@ async fn create_plan(
         .create(&key, body, now)
         .await
         .map_err(product_error)?;
-    Ok(HttpResponse::Created().json(plan_json(&v, now)))
+    Ok(HttpResponse::Created().json(C::Body::json(&v, now)))
 }
 
-async fn get_plan(
+async fn get<T: Doc>(
     state: web::Data<AppState>,
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let v = find::<PlanBody>(&state, &path, include_latest(&req)?).await?;
-    Ok(HttpResponse::Ok().json(plan_json(&v, Utc::now())))
+    let v = find::<T>(&state, &path, include_latest(&req)?).await?;
+    Ok(HttpResponse::Ok().json(T::json(&v, Utc::now())))
 }
+
+async fn delete<T: Doc>(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = by_id::<T>(&state, &path).await?.id;
+    catalog(&state)
+        .versions(namespace(&state))
+        .delete::<T>(&id, Utc::now())
+        .await
+        .map_err(product_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn archive<T: Doc>(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = by_id::<T>(&state, &path).await?.id;
+    let now = Utc::now();
+    let v = catalog(&state)
+        .versions(namespace(&state))
+        .archive::<T>(&id, now)
+        .await
+        .map_err(product_error)?;
+    Ok(HttpResponse::Ok().json(T::json(&v, now)))
+}
+
+// ---- plans ----
 
 async fn update_plan(
     state: web::Data<AppState>,
@@ -238,19 +308,6 @@ async fn update_plan(
         .await
         .map_err(product_error)?;
     Ok(HttpResponse::Ok().json(plan_json(&v, now)))
-}
-
-async fn delete_plan(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = by_id::<PlanBody>(&state, &path).await?.id;
-    catalog(&state)
-        .versions(namespace(&state))
-        .delete::<PlanBody>(&id, Utc::now())
-        .await
-        .map_err(product_error)?;
-    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn publish_plan(
@@ -297,20 +354,6 @@ async fn publish_plan(
     Ok(HttpResponse::Ok().json(plan_json(&v, now)))
 }
 
-async fn archive_plan(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = by_id::<PlanBody>(&state, &path).await?.id;
-    let now = Utc::now();
-    let v = catalog(&state)
-        .versions(namespace(&state))
-        .archive::<PlanBody>(&id, now)
-        .await
-        .map_err(product_error)?;
-    Ok(HttpResponse::Ok().json(plan_json(&v, now)))
-}
-
 async fn next_plan(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -325,37 +368,6 @@ async fn next_plan(
 }
 
 // ---- add-ons ----
-
-async fn list_addons(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    list_versions::<AddonBody>(&state, &req, addon_json).await
-}
-
-async fn create_addon(
-    state: web::Data<AppState>,
-    body: web::Json<AddonCreate>,
-) -> Result<HttpResponse, ApiError> {
-    let AddonCreate { key, body } = body.into_inner();
-    check_key(&key).map_err(product_error)?;
-    let now = Utc::now();
-    let v = catalog(&state)
-        .versions(namespace(&state))
-        .create(&key, body, now)
-        .await
-        .map_err(product_error)?;
-    Ok(HttpResponse::Created().json(addon_json(&v, now)))
-}
-
-async fn get_addon(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let v = find::<AddonBody>(&state, &path, include_latest(&req)?).await?;
-    Ok(HttpResponse::Ok().json(addon_json(&v, Utc::now())))
-}
 
 async fn update_addon(
     state: web::Data<AppState>,
@@ -381,19 +393,6 @@ async fn update_addon(
     Ok(HttpResponse::Ok().json(addon_json(&v, now)))
 }
 
-async fn delete_addon(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = by_id::<AddonBody>(&state, &path).await?.id;
-    catalog(&state)
-        .versions(namespace(&state))
-        .delete::<AddonBody>(&id, Utc::now())
-        .await
-        .map_err(product_error)?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
 async fn publish_addon(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -403,20 +402,6 @@ async fn publish_addon(
     let v = catalog(&state)
         .versions(namespace(&state))
         .publish::<AddonBody>(&id, now)
-        .await
-        .map_err(product_error)?;
-    Ok(HttpResponse::Ok().json(addon_json(&v, now)))
-}
-
-async fn archive_addon(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = by_id::<AddonBody>(&state, &path).await?.id;
-    let now = Utc::now();
-    let v = catalog(&state)
-        .versions(namespace(&state))
-        .archive::<AddonBody>(&id, now)
         .await
         .map_err(product_error)?;
     Ok(HttpResponse::Ok().json(addon_json(&v, now)))
