@@ -7,7 +7,12 @@
 //! inactive. A customer has at most one subscription at a time.
 //!
 //! The stored spec keeps absolute phase starts: phases are resolved once, from the plan's
-//! durations, when the subscription is created; cancelation only sets the end.
+//! durations, when the subscription is created; cancelation only sets the end. Edits
+//! ([`patch`]) and add-ons (`crate::subscription_addons`) version items: an item may start
+//! after its phase and end before it (`activeFrom`/`activeTo`), so billing and entitlements
+//! see each version only in its own interval.
+
+pub mod patch;
 
 use crate::catalog::{Catalog, Error as CatalogError, ms};
 use crate::product_catalog::plans::{PlanBody, ProRatingConfig, RateCard};
@@ -53,7 +58,9 @@ pub struct PlanRef {
     pub version: i64,
 }
 
-/// One item of a phase: a rate card and the entitlement it created, if any.
+/// One item of a phase: a rate card and the entitlement it created, if any. A phase may hold
+/// several versions of one key one after the other (an edit or an add-on closes a version and
+/// opens the next); without `active_from`/`active_to` an item spans its phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Item {
@@ -61,6 +68,36 @@ pub struct Item {
     pub rate_card: RateCard,
     #[serde(default)]
     pub entitlement_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_from: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_to: Option<DateTime<Utc>>,
+    /// Subscription add-on id → the quantity of it merged into this version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addons: BTreeMap<String, i64>,
+    /// The version exists only because of add-ons (no plan or edit item had the key then):
+    /// it ends once their quantity is zero.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_addons: bool,
+}
+
+impl Item {
+    /// A new item spanning `[from, to)` (`None`: its phase's bound).
+    pub fn new(
+        rate_card: RateCard,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Self {
+        Item {
+            id: ulid::Ulid::new().to_string(),
+            rate_card,
+            entitlement_id: None,
+            active_from: from,
+            active_to: to,
+            addons: BTreeMap::new(),
+            from_addons: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,6 +204,22 @@ impl Subscription {
         (from, to)
     }
 
+    /// An item's active interval: its own bounds clipped to its phase's (`index`). It may be
+    /// empty (an item removed at the instant it was to start).
+    pub fn item_interval(
+        &self,
+        index: usize,
+        item: &Item,
+    ) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let (phase_from, phase_to) = self.phase_interval(index);
+        let from = item.active_from.map_or(phase_from, |f| f.max(phase_from));
+        let to = match (item.active_to, phase_to) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        (from, to)
+    }
+
     /// Phases that have a non-empty interval (a cancelation may cut later phases off).
     pub fn live_phases(&self) -> impl Iterator<Item = (usize, &Phase)> {
         self.phases.iter().enumerate().filter(|(i, _)| {
@@ -252,11 +305,7 @@ pub fn build(new: NewSubscription<'_>, now: DateTime<Utc>) -> Result<Subscriptio
             items: phase
                 .rate_cards
                 .iter()
-                .map(|rc| Item {
-                    id: ulid::Ulid::new().to_string(),
-                    rate_card: rc.clone(),
-                    entitlement_id: None,
-                })
+                .map(|rc| Item::new(rc.clone(), None, None))
                 .collect(),
         });
         let last = i + 1 == body.phases.len();
@@ -426,7 +475,10 @@ impl Catalog {
     }
 }
 
-async fn save(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, sub: &Subscription) -> Result<()> {
+pub(crate) async fn save(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    sub: &Subscription,
+) -> Result<()> {
     sqlx::query(
         "UPDATE subscriptions SET definition = $1, active_from = $2, active_to = $3, updated_at = $4, deleted_at = $5 WHERE id = $6",
     )
