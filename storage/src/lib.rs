@@ -24,6 +24,7 @@ pub mod paths;
 pub mod product_catalog;
 pub mod query;
 pub mod rollups;
+pub mod subscription_addons;
 pub mod subscriptions;
 
 pub use datafusion::arrow;

@@ -89,7 +89,7 @@ pub enum Shift {
 pub enum Patch {
     AddItem {
         phase_key: String,
-        rate_card: RateCard,
+        rate_card: Box<RateCard>,
     },
     RemoveItem {
         phase_key: String,
@@ -133,8 +133,10 @@ impl Patch {
                 let card = value.get("rateCard").ok_or("rateCard is required")?;
                 Patch::AddItem {
                     phase_key: field(value, "phaseKey")?.to_owned(),
-                    rate_card: serde_json::from_value(card.clone())
-                        .map_err(|e| format!("rateCard: {e}"))?,
+                    rate_card: Box::new(
+                        serde_json::from_value(card.clone())
+                            .map_err(|e| format!("rateCard: {e}"))?,
+                    ),
                 }
             }
             "remove_item" => Patch::RemoveItem {
