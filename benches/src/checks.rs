@@ -9,6 +9,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use metron_benches::percentile;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -75,30 +76,9 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// CPU seconds and resident KiB (`RssAnon:`) of the server.
 fn proc_stats(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    // Anonymous resident memory: the binary's own pages (file-backed, tens of MB of
-    // code the first requests touch) are not memory any customer holds.
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("RssAnon:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())?;
-    Some(((utime + stime) / ticks, rss_kb))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    metron_benches::proc_stats(pid, "RssAnon:")
 }
 
 fn summary(label: &str, mut ms: Vec<f64>) -> String {

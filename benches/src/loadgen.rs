@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use metron_benches::percentile;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,20 +70,9 @@ impl Answers {
     }
 }
 
+/// CPU seconds and resident KiB (`VmRSS:`) of the server.
 fn proc_stats(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())?;
-    Some(((utime + stime) / ticks, rss_kb))
+    metron_benches::proc_stats(pid, "VmRSS:")
 }
 
 fn ensure_meter(agent: &ureq::Agent, url: &str) -> Result<()> {
@@ -97,14 +87,6 @@ fn ensure_meter(agent: &ureq::Agent, url: &str) -> Result<()> {
         bail!("creating the meter answered {status}");
     }
     Ok(())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() -> Result<()> {

@@ -554,6 +554,7 @@ fn log(shared: &Shared, incoming: &Incoming, status: u16, fault: Option<String>,
         status,
         fault,
         replayed,
+        at_ms: chrono::Utc::now().timestamp_millis(),
     };
     let hook = shared.hook.lock().clone();
     if let Some(hook) = hook {

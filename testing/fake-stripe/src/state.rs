@@ -168,6 +168,9 @@ pub struct RequestRecord {
     /// The injected fault, if any (`Status500`, `FailAfterWrite`, …).
     pub fault: Option<String>,
     pub replayed: bool,
+    /// When the request was answered (Unix milliseconds): the billing bench measures the time
+    /// from a period's end to its invoice's finalization with it.
+    pub at_ms: i64,
 }
 
 /// One webhook delivery attempt.
