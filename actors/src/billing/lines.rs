@@ -1,8 +1,8 @@
 //! Which invoice lines a subscription owes by a given time: pure, no IO.
 //!
 //! Every priced item of every phase bills once per billing period of its cadence (anchored at
-//! the subscription's `billingAnchor`), each period cut to the item's active time (its phase,
-//! and the subscription's end). Each line belongs to the plan's billing period holding its
+//! the subscription's `billingAnchor`), each period cut to the item's active time (its own
+//! interval, which an edit or an add-on may set, within its phase, and the subscription's end). Each line belongs to the plan's billing period holding its
 //! start, clipped to the phase (OpenMeter's `BillingPeriod`): a flat fee in advance falls due
 //! (`invoiceAt`) at that period's start, so its lines of the whole plan period exist from
 //! then; a fee in arrears and usage fall due once their own period and the plan's are over,
@@ -48,11 +48,16 @@ pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>,
     }
     let sub_cadence = sub.cadence().map_err(|e| e.to_string())?;
     for (index, phase) in sub.live_phases() {
-        let (from, to) = sub.phase_interval(index);
-        if from > now {
+        let (phase_from, phase_to) = sub.phase_interval(index);
+        if phase_from > now {
             continue;
         }
         for item in &phase.items {
+            // An edited or add-on item bills only in its own interval within the phase.
+            let (from, to) = sub.item_interval(index, item);
+            if from > now || to.is_some_and(|to| to <= from) {
+                continue;
+            }
             let card = &item.rate_card;
             let Some(price) = card.price() else {
                 continue;
@@ -71,8 +76,8 @@ pub fn due_lines(sub: &Subscription, now: DateTime<Utc>) -> Result<Vec<DueLine>,
                     .period_containing(sub.billing_anchor, at)
                     .map_err(|e| e.to_string())?;
                 Ok(LinePeriod {
-                    from: minute(plan.from.max(from)),
-                    to: minute(to.map_or(plan.to, |t| t.min(plan.to))),
+                    from: minute(plan.from.max(phase_from)),
+                    to: minute(phase_to.map_or(plan.to, |t| t.min(plan.to))),
                 })
             };
             let cadence = match view.billing_cadence {
@@ -188,9 +193,11 @@ pub fn next_line_at(sub: &Subscription, now: DateTime<Utc>) -> Option<DateTime<U
         }
     };
     for (index, phase) in sub.live_phases() {
-        let (from, _) = sub.phase_interval(index);
-        consider(from);
+        let (phase_from, _) = sub.phase_interval(index);
+        consider(phase_from);
         for item in &phase.items {
+            let (from, _) = sub.item_interval(index, item);
+            consider(from);
             if let Some(Ok(cadence)) = item
                 .rate_card
                 .view()
@@ -433,5 +440,49 @@ mod tests {
             4
         );
         assert_eq!(next_line_at(&s, d(1, 10)), Some(d(1, 15)));
+    }
+
+    // Items with their own interval (an edit added one on the 16th and ended another on the
+    // 11th; a third starts on the 20th): each bills only its interval, a partial flat fee
+    // pro-rated over the full period, and the scheduled one is not billed before it starts.
+    #[test]
+    fn item_intervals_cut_their_lines() {
+        let mut s = sub(t(4, 1), t(4, 1));
+        let added: RateCard = serde_json::from_value(json!({"type": "flat_fee", "key": "support",
+            "name": "Support", "billingCadence": "P1M",
+            "price": {"type": "flat", "amount": "10", "paymentTerm": "in_advance"}}))
+        .unwrap();
+        let phase = &mut s.phases[0];
+        phase.items[0].active_to = Some(t(4, 11));
+        phase.items.push(metron_storage::subscriptions::Item::new(
+            added.clone(),
+            Some(t(4, 16)),
+            None,
+        ));
+        phase.items.push(metron_storage::subscriptions::Item::new(
+            added,
+            Some(t(4, 20)),
+            None,
+        ));
+        let lines = due_lines(&s, t(4, 17)).unwrap();
+        let periods = |name: &str| -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+            lines
+                .iter()
+                .filter(|l| l.name == name)
+                .map(|l| (l.period.from, l.period.to))
+                .collect()
+        };
+        assert_eq!(periods("Base"), vec![(t(4, 1), t(4, 11))]);
+        assert_eq!(periods("Support"), vec![(t(4, 16), t(5, 1))]);
+        let support = lines.iter().find(|l| l.name == "Support").unwrap();
+        assert_eq!(
+            support.pro_rating_full_period,
+            Some(LinePeriod {
+                from: t(4, 1),
+                to: t(5, 1)
+            })
+        );
+        assert_eq!(support.invoice_at, t(4, 1));
+        assert_eq!(next_line_at(&s, t(4, 17)), Some(t(4, 20)));
     }
 }
