@@ -60,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(routes::billing_profiles::configure)
     .configure(routes::plans::configure)
     .configure(routes::subscriptions::configure)
+    .configure(routes::subscription_addons::configure)
     .configure(routes::invoices::configure)
     .configure(routes::stripe_webhook::configure)
     .configure(routes::custom_invoicing::configure)

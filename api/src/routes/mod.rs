@@ -16,4 +16,5 @@ pub mod plans;
 pub mod sql;
 pub mod stripe_webhook;
 pub mod subjects;
+pub mod subscription_addons;
 pub mod subscriptions;

@@ -18,8 +18,9 @@ use metron_engine::event::parse_time;
 use metron_storage::customers::Customer;
 use metron_storage::product_catalog::Status as PlanStatus;
 use metron_storage::product_catalog::plans::PlanBody;
+use metron_storage::subscriptions::patch::{self, Patch, PatchError};
 use metron_storage::subscriptions::{
-    NewSubscription, PlanRef, Status, Subscription, SubscriptionError, build,
+    Item, NewSubscription, PlanRef, Status, Subscription, SubscriptionError, build,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/subscriptions", web::post().to(create))
         .route("/api/v1/subscriptions/{id}", web::get().to(get))
         .route("/api/v1/subscriptions/{id}", web::delete().to(delete))
+        .route("/api/v1/subscriptions/{id}", web::patch().to(edit))
         .route("/api/v1/subscriptions/{id}/cancel", web::post().to(cancel))
         .route(
             "/api/v1/subscriptions/{id}/unschedule-cancelation",
@@ -77,18 +79,18 @@ pub(crate) fn subscription_error(error: SubscriptionError) -> ApiError {
     }
 }
 
-fn ns(state: &AppState) -> &str {
+pub(crate) fn ns(state: &AppState) -> &str {
     state.pipeline.namespace()
 }
 
 /// `SubscriptionTiming`: `immediate`, `next_billing_cycle` or a time.
-enum Timing {
+pub(crate) enum Timing {
     Immediate,
     NextBillingCycle,
     At(DateTime<Utc>),
 }
 
-fn timing(body: &Value, default: Option<Timing>) -> Result<Timing, ApiError> {
+pub(crate) fn timing(body: &Value, default: Option<Timing>) -> Result<Timing, ApiError> {
     match body.get("timing") {
         None | Some(Value::Null) => {
             default.ok_or_else(|| ApiError::bad_request("timing is required"))
@@ -103,7 +105,11 @@ fn timing(body: &Value, default: Option<Timing>) -> Result<Timing, ApiError> {
 }
 
 /// The instant a change to a running subscription takes effect.
-fn resolve(sub: &Subscription, t: Timing, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn resolve(
+    sub: &Subscription,
+    t: Timing,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
     match t {
         Timing::Immediate => Ok(now),
         Timing::NextBillingCycle => Ok(sub.aligned_period_at(now).map_err(subscription_error)?.1),
@@ -124,7 +130,7 @@ fn resolve(sub: &Subscription, t: Timing, now: DateTime<Utc>) -> Result<DateTime
     }
 }
 
-fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -140,7 +146,7 @@ fn opt_time(body: &Value, name: &str) -> Result<Option<DateTime<Utc>>, ApiError>
         .transpose()
 }
 
-fn metadata(body: &Value) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+pub(crate) fn metadata(body: &Value) -> Result<Option<BTreeMap<String, String>>, ApiError> {
     match body.get("metadata") {
         None | Some(Value::Null) => Ok(None),
         Some(v) => serde_json::from_value(v.clone())
@@ -149,7 +155,7 @@ fn metadata(body: &Value) -> Result<Option<BTreeMap<String, String>>, ApiError> 
     }
 }
 
-async fn customer_of(state: &AppState, id_or_key: &str) -> Result<Customer, ApiError> {
+pub(crate) async fn customer_of(state: &AppState, id_or_key: &str) -> Result<Customer, ApiError> {
     state
         .pipeline
         .catalog()
@@ -159,7 +165,7 @@ async fn customer_of(state: &AppState, id_or_key: &str) -> Result<Customer, ApiE
         .ok_or_else(|| ApiError::not_found(format!("customer {id_or_key:?} not found")))
 }
 
-async fn subscription(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
+pub(crate) async fn subscription(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
     state
         .pipeline
         .catalog()
@@ -258,16 +264,24 @@ fn entitlement_body(card: &RateCard, sub: &Subscription) -> Option<Value> {
     Some(Value::Object(body))
 }
 
-/// Creates the entitlements of every item with a template, for its phase's interval.
-async fn create_entitlements(
+/// Creates the entitlement of every item with a template that has none yet, for the item's
+/// interval (items never active get none).
+pub(crate) async fn create_entitlements(
     state: &AppState,
     customer: &Customer,
     sub: &mut Subscription,
 ) -> Result<(), ApiError> {
     for index in 0..sub.phases.len() {
-        let (from, to) = sub.phase_interval(index);
         for item in 0..sub.phases[index].items.len() {
-            let Some(body) = entitlement_body(&sub.phases[index].items[item].rate_card, sub) else {
+            let current = &sub.phases[index].items[item];
+            if current.entitlement_id.is_some() {
+                continue;
+            }
+            let (from, to) = sub.item_interval(index, current);
+            if to.is_some_and(|to| to <= from) {
+                continue;
+            }
+            let Some(body) = entitlement_body(&current.rate_card, sub) else {
                 continue;
             };
             let record = create_managed(state, customer, &body, from, to, &sub.id).await?;
@@ -277,24 +291,63 @@ async fn create_entitlements(
     Ok(())
 }
 
-/// Moves every managed entitlement's end to its phase's (new) end, and has billing look at
-/// the subscription again (its lines follow its end).
-async fn align_entitlements(state: &AppState, sub: &Subscription) -> Result<(), ApiError> {
+/// Moves every managed entitlement's end to its item's (new) end, and has billing look at
+/// the subscription again (its lines follow its end). Versions of an item split by an add-on
+/// share their entitlement: it ends with the last of them.
+pub(crate) async fn align_entitlements(
+    state: &AppState,
+    sub: &Subscription,
+) -> Result<(), ApiError> {
     state.billing.subscription_changed(&sub.id);
-    let mut moved = false;
+    let mut ends: BTreeMap<&str, Option<DateTime<Utc>>> = BTreeMap::new();
     for (index, phase) in sub.phases.iter().enumerate() {
-        let (from, to) = sub.phase_interval(index);
-        // A phase cut off by the end keeps an empty interval: never active.
-        let to = to.map(|t| t.max(from));
         for item in &phase.items {
-            if let Some(id) = &item.entitlement_id {
-                set_managed_end(state, id, to).await?;
-                moved = true;
-            }
+            let Some(id) = &item.entitlement_id else {
+                continue;
+            };
+            let (from, to) = sub.item_interval(index, item);
+            // An item cut off by the end keeps an empty interval: never active.
+            let to = to.map(|t| t.max(from));
+            ends.entry(id)
+                .and_modify(|end| {
+                    *end = match (*end, to) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    }
+                })
+                .or_insert(to);
         }
     }
-    if moved {
+    for (id, to) in &ends {
+        set_managed_end(state, id, *to).await?;
+    }
+    if !ends.is_empty() {
         reload_customer(state, &sub.customer_id).await?;
+    }
+    Ok(())
+}
+
+/// Ends, as never active, the entitlements of items an edit dropped from the spec.
+async fn end_dropped(
+    state: &AppState,
+    before: &Subscription,
+    after: &Subscription,
+) -> Result<(), ApiError> {
+    let kept: std::collections::BTreeSet<&str> = after
+        .phases
+        .iter()
+        .flat_map(|p| &p.items)
+        .filter_map(|i| i.entitlement_id.as_deref())
+        .collect();
+    for (index, phase) in before.phases.iter().enumerate() {
+        for item in &phase.items {
+            if let Some(id) = &item.entitlement_id
+                && !kept.contains(id.as_str())
+            {
+                let (from, _) = before.item_interval(index, item);
+                set_managed_end(state, id, Some(from)).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -436,6 +489,37 @@ fn subscription_json(sub: &Subscription, at: DateTime<Utc>) -> Value {
     out
 }
 
+/// An item version with its active interval.
+type Version<'a> = (DateTime<Utc>, Option<DateTime<Utc>>, &'a Item);
+
+/// An item's `included`: its feature and the entitlement it manages.
+async fn included_json(
+    state: &AppState,
+    customer: &Customer,
+    item: &Item,
+) -> Result<Option<Value>, ApiError> {
+    let Some(key) = item.rate_card.view().feature_key else {
+        return Ok(None);
+    };
+    let feature = state
+        .pipeline
+        .catalog()
+        .get_feature(ns(state), key)
+        .await
+        .map_err(crate::routes::customers::catalog_error)?;
+    let entitlement = match &item.entitlement_id {
+        Some(id) => render_managed(state, customer, id).await?,
+        None => None,
+    };
+    Ok(feature.map(|f| {
+        let mut inc = json!({"feature": f});
+        if let (Value::Object(m), Some(e)) = (&mut inc, entitlement) {
+            m.insert("entitlement".into(), e);
+        }
+        inc
+    }))
+}
+
 /// `SubscriptionExpanded`: phases with their items, each item's feature and entitlement.
 async fn expanded_json(
     state: &AppState,
@@ -449,32 +533,49 @@ async fn expanded_json(
         let (from, to) = sub.phase_interval(index);
         let mut items = Vec::new();
         let mut timelines = Map::new();
+        let mut keys: Vec<&str> = Vec::new();
         for item in &phase.items {
-            let included = match item.rate_card.view().feature_key {
-                Some(key) => {
-                    let feature = state
-                        .pipeline
-                        .catalog()
-                        .get_feature(ns(state), key)
-                        .await
-                        .map_err(crate::routes::customers::catalog_error)?;
-                    let entitlement = match &item.entitlement_id {
-                        Some(id) => render_managed(state, customer, id).await?,
-                        None => None,
-                    };
-                    feature.map(|f| {
-                        let mut inc = json!({"feature": f});
-                        if let (Value::Object(m), Some(e)) = (&mut inc, entitlement) {
-                            m.insert("entitlement".into(), e);
-                        }
-                        inc
-                    })
+            if !keys.contains(&item.rate_card.key()) {
+                keys.push(item.rate_card.key());
+            }
+        }
+        for key in keys {
+            // Every version of the key in time order (never-active ones left out); `items`
+            // shows one per key as OpenMeter flattens them: the one running at `at` in the
+            // current phase, the last of a past phase, the first of a future one.
+            let mut versions: Vec<Version<'_>> = phase
+                .items
+                .iter()
+                .filter(|i| i.rate_card.key() == key)
+                .map(|i| {
+                    let (f, t) = sub.item_interval(index, i);
+                    (f, t, i)
+                })
+                .filter(|(f, t, _)| t.is_none_or(|t| t > *f))
+                .collect();
+            versions.sort_by_key(|(f, _, _)| *f);
+            let shown = if from > at {
+                versions.first()
+            } else if to.is_some_and(|t| t <= at) {
+                versions.last()
+            } else {
+                versions
+                    .iter()
+                    .find(|(f, t, _)| *f <= at && t.is_none_or(|t| at < t))
+            }
+            .map(|(_, _, item)| item.id.clone());
+            let mut timeline = Vec::new();
+            for (f, t, item) in versions {
+                let included = included_json(state, customer, item).await?;
+                let json = item_json(sub, &item.rate_card, &item.id, f, t, included);
+                if shown.as_deref() == Some(item.id.as_str()) {
+                    items.push(json.clone());
                 }
-                None => None,
-            };
-            let json = item_json(sub, &item.rate_card, &item.id, from, to, included);
-            timelines.insert(item.rate_card.key().to_owned(), json!([json.clone()]));
-            items.push(json);
+                timeline.push(json);
+            }
+            if !timeline.is_empty() {
+                timelines.insert(key.to_owned(), json!(timeline));
+            }
         }
         let mut p = json!({
             "id": phase.id,
@@ -593,6 +694,125 @@ fn require(
             status: status.as_str(),
         }))
     }
+}
+
+/// Most operations in one edit (`SubscriptionEdit.customizations`, `maxItems`).
+const EDIT_OPERATIONS_MAX: usize = 100;
+
+fn patch_error(error: PatchError) -> ApiError {
+    let detail = error.to_string();
+    match error {
+        PatchError::Invalid { .. } => ApiError::bad_request(detail),
+        PatchError::RateCard { index, issues } => {
+            let prefix = format!("customizations[{index}].rateCard");
+            crate::routes::plans::product_error(
+                metron_storage::product_catalog::ProductError::Invalid(
+                    issues.into_iter().map(|i| i.under(&prefix)).collect(),
+                ),
+            )
+        }
+        PatchError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, detail),
+        PatchError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, detail),
+    }
+}
+
+/// The edits of a `SubscriptionEdit` body.
+fn customizations(body: &Value) -> Result<Vec<Patch>, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the body must be an object"));
+    }
+    let list = match body.get("customizations") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) | None | Some(Value::Null) => {
+            return Err(ApiError::bad_request("missing customizations"));
+        }
+        Some(_) => return Err(ApiError::bad_request("customizations must be an array")),
+    };
+    if list.len() > EDIT_OPERATIONS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "at most {EDIT_OPERATIONS_MAX} customizations are allowed"
+        )));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(idx, op)| {
+            Patch::from_json(op).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "failed to map patch at idx {idx} to subscription.Patch: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// `PATCH /api/v1/subscriptions/{id}`: applies the edits at `timing` (immediate, or the next
+/// billing cycle within the running phase; OpenMeter refuses a custom time), materialises the
+/// entitlements of added items and ends those of removed ones, and has billing look again.
+/// The plan reference stays, as in OpenMeter.
+async fn edit(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let patches = customizations(&body)?;
+    let before = subscription(&state, &path).await?;
+    let now = Utc::now();
+    require(&before, "update", Status::Active, now)?;
+    let addons = state
+        .pipeline
+        .catalog()
+        .subscription_addons(ns(&state), &before.id)
+        .await
+        .map_err(crate::routes::subscription_addons::addon_error)?;
+    if addons.iter().any(|a| a.last_quantity() > 0) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "subscription with addons cannot be edited",
+        ));
+    }
+    let at = match timing(&body, Some(Timing::Immediate))? {
+        Timing::At(_) => {
+            return Err(ApiError::bad_request(
+                "invalid timing: cannot edit running subscription with custom timing",
+            ));
+        }
+        t => resolve(&before, t, now)?,
+    };
+    if let (Some((current, _)), Some((later, _))) = (before.phase_at(now), before.phase_at(at))
+        && current != later
+    {
+        return Err(ApiError::bad_request(
+            "invalid timing: cannot edit to the next billing cycle as it falls into a different phase",
+        ));
+    }
+    let mut sub = before.clone();
+    patch::apply(&mut sub, &patches, at).map_err(patch_error)?;
+    sub.updated_at = now;
+    let catalog = state.pipeline.catalog();
+    catalog
+        .update_subscription(&sub)
+        .await
+        .map_err(subscription_error)?;
+    end_dropped(&state, &before, &sub).await?;
+    align_entitlements(&state, &sub).await?;
+    let customer = customer_of(&state, &sub.customer_id).await?;
+    if let Err(error) = create_entitlements(&state, &customer, &mut sub).await {
+        // Back to the spec before the edit; entitlements created so far are never active.
+        end_dropped(&state, &sub, &before).await?;
+        catalog
+            .update_subscription(&before)
+            .await
+            .map_err(subscription_error)?;
+        align_entitlements(&state, &before).await?;
+        return Err(error);
+    }
+    catalog
+        .update_subscription(&sub)
+        .await
+        .map_err(subscription_error)?;
+    state.billing.subscription_changed(&sub.id);
+    Ok(HttpResponse::Ok().json(expanded_json(&state, &customer, &sub, now).await?))
 }
 
 async fn delete(

@@ -27,4 +27,5 @@ mod query;
 mod restart;
 mod server;
 mod sql;
+mod subscription_edits;
 mod subscriptions;
