@@ -29,9 +29,25 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub entitlements: EntitlementsSection,
     #[serde(default)]
+    pub billing: BillingSection,
+    #[serde(default)]
     pub stripe: StripeSection,
     #[serde(default)]
     pub server: ServerSection,
+}
+
+/// How billing works (`billing.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BillingSection {
+    /// Subscriptions, collections and invoices one billing pass works on at once (at least 1).
+    pub concurrency: usize,
+}
+
+impl Default for BillingSection {
+    fn default() -> Self {
+        Self { concurrency: 8 }
+    }
 }
 
 /// Where Stripe's API is (tests point it at a fake Stripe).

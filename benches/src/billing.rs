@@ -41,7 +41,8 @@ struct Args {
     /// Concurrent connections for the setup.
     #[arg(long, default_value_t = 8)]
     connections: usize,
-    /// Seconds from the start until the period end: the setup must finish before it.
+    /// Seconds from the start until the period end (rounded up to a whole minute): the setup
+    /// must finish before it.
     #[arg(long, default_value_t = 300)]
     setup_seconds: i64,
     /// Seconds to wait for every invoice after the period end.
@@ -73,7 +74,7 @@ fn main() -> Result<()> {
         base: args.stripe.trim_end_matches('/').to_owned(),
     };
     let started = Instant::now();
-    let period_end = trunc_minute(Utc::now() + ChronoDuration::seconds(args.setup_seconds));
+    let period_end = ceil_minute(Utc::now() + ChronoDuration::seconds(args.setup_seconds));
     let api_key = stripe.get("/_test/config")?["api_key"]
         .as_str()
         .context("the fake's api key")?
@@ -167,8 +168,10 @@ impl Http {
     }
 }
 
-fn trunc_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(60), 0).unwrap_or(t)
+/// The next whole minute at or after `t` (billing periods are whole minutes).
+fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp() + (60 - t.timestamp().rem_euclid(60)) % 60;
+    DateTime::from_timestamp(secs, 0).unwrap_or(t)
 }
 
 /// The Stripe app, a default profile that invoices at once (no collection wait, no draft

@@ -167,6 +167,10 @@ pub struct Invoice {
     pub validation_issues: Vec<ValidationIssue>,
     #[serde(default)]
     pub external_invoicing_id: Option<String>,
+    /// The digest of what the last successful draft sync sent to the invoicing app
+    /// (`InvoiceToSync::digest`): issuing skips re-syncing a draft that has not changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_digest: Option<String>,
     #[serde(default)]
     pub external_payment_id: Option<String>,
     #[serde(default)]

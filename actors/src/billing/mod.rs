@@ -13,7 +13,6 @@
 //! and filters, the customer's subjects, the line's period.
 
 mod actor;
-mod edit;
 pub mod lines;
 pub mod rate;
 pub mod render;
@@ -23,6 +22,7 @@ pub use actor::BillingActor;
 
 use crate::pipeline::Pipeline;
 use chrono::{DateTime, Duration, Utc};
+use futures::stream::{self, StreamExt};
 use metron_connectors::stripe::sync::{self as stripe_sync, InvoiceToSync};
 use metron_connectors::stripe::{CollectionMethod, StripeClient, StripeConfig};
 use metron_engine::credit::IsoDuration;
@@ -77,6 +77,11 @@ pub struct BillingConfig {
     /// Stripe client retries (the sync is safe to repeat; this only bounds one attempt).
     pub stripe_retries_max: u32,
     pub stripe_timeout: std::time::Duration,
+    /// Subscriptions, collections and invoices one pass works on at once (`billing.concurrency`):
+    /// Stripe calls wait on the network, so invoices overlap them. Stripe's rate limits bound
+    /// it (100 requests/s in live mode, 25 in test mode; an invoice takes about 5 requests plus
+    /// one per line).
+    pub concurrency: usize,
 }
 
 impl Default for BillingConfig {
@@ -87,6 +92,7 @@ impl Default for BillingConfig {
             tick: std::time::Duration::from_millis(500),
             stripe_retries_max: 2,
             stripe_timeout: std::time::Duration::from_secs(30),
+            concurrency: 8,
         }
     }
 }
@@ -144,7 +150,13 @@ pub struct Billing {
 }
 
 /// Most invoices a collection pass creates (a named limit; the next pass continues).
-pub const COLLECT_CUSTOMERS_MAX: usize = 10_000;
+pub const COLLECT_CUSTOMERS_MAX: usize = 1_024;
+
+/// Most schedule entries one pass takes (the next pass, a tick later, continues).
+pub const TICK_ENTRIES_MAX: usize = 1_024;
+
+/// When a subscription or invoice whose pass failed is looked at again.
+const RETRY_AFTER: Duration = Duration::seconds(30);
 
 /// The longest a due line waits for collection when nothing else wakes billing up.
 const COLLECT_INTERVAL: Duration = Duration::seconds(60);
@@ -242,14 +254,19 @@ impl Billing {
     }
 
     /// Everything due: subscriptions owing lines, collection of due lines, invoices whose
-    /// wait is over. Returns how many entries were handled.
+    /// wait is over; at most [`TICK_ENTRIES_MAX`] entries, `config.concurrency` at a time
+    /// (the rest stays due for the next tick, so that API actions, which wait for the pass,
+    /// are not held behind a whole period end). Returns how many entries were handled.
     pub async fn tick(&self) -> Result<usize> {
         let _guard = self.inner.work.lock().await;
         let now = self.now();
+        let concurrency = self.inner.config.concurrency.max(1);
         let due: Vec<Entry> = {
             let mut schedule = self.inner.schedule.lock();
             let mut due = Vec::new();
-            while let Some(first) = schedule.first().cloned() {
+            while due.len() < TICK_ENTRIES_MAX
+                && let Some(first) = schedule.first().cloned()
+            {
                 if first.0 > now {
                     break;
                 }
@@ -258,35 +275,60 @@ impl Billing {
             }
             due
         };
-        let mut handled = 0;
-        for entry in &due {
-            if let Entry::Subscription(id) = entry {
-                if let Err(error) = self.sync_subscription(id, now).await {
+        let subscriptions: Vec<&String> = due
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Subscription(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let mut handled = subscriptions.len();
+        let failed: Vec<&String> = stream::iter(subscriptions)
+            .map(|id| async move {
+                let outcome = self.sync_subscription(id, now).await;
+                if let Err(error) = &outcome {
                     tracing::warn!(subscription = %id, %error, "Could not bill a subscription; retrying later.");
-                    self.schedule(now + Duration::seconds(30), entry.clone());
                 }
-                handled += 1;
-            }
+                outcome.err().map(|_| id)
+            })
+            .buffer_unordered(concurrency)
+            .filter_map(|failed| async move { failed })
+            .collect()
+            .await;
+        for id in failed {
+            self.schedule(now + RETRY_AFTER, Entry::Subscription(id.clone()));
         }
-        if !due.is_empty() {
-            for id in self.collect(now).await? {
-                self.schedule(now, Entry::Invoice(id));
-            }
-        }
-        let invoices: BTreeSet<String> = due
+        let mut invoices: BTreeSet<String> = due
             .iter()
             .filter_map(|e| match e {
                 Entry::Invoice(id) => Some(id.clone()),
                 _ => None,
             })
-            .chain(self.take_due_invoices(now))
             .collect();
-        for id in invoices {
-            if let Err(error) = self.advance(&id, None, now).await {
-                tracing::warn!(invoice = %id, %error, "Could not advance an invoice; retrying later.");
-                self.schedule(now + Duration::seconds(30), Entry::Invoice(id));
+        if !due.is_empty() {
+            let (created, more) = self.collect(now).await?;
+            invoices.extend(created);
+            if more {
+                self.schedule(now, Entry::Collect);
             }
-            handled += 1;
+        }
+        handled += invoices.len();
+        let failed: Vec<String> = stream::iter(invoices)
+            .map(|id| async move {
+                match self.advance(&id, None, now).await {
+                    Ok(_) => None,
+                    Err(error) => {
+                        tracing::warn!(invoice = %id, %error, "Could not advance an invoice; retrying later.");
+                        Some(id)
+                    }
+                }
+            })
+            .buffer_unordered(concurrency)
+            .filter_map(|failed| async move { failed })
+            .collect()
+            .await;
+        for id in failed {
+            self.schedule(now + RETRY_AFTER, Entry::Invoice(id));
         }
         // Lines due without a subscription look (manual lines): collected at least every
         // COLLECT_INTERVAL.
@@ -295,23 +337,6 @@ impl Billing {
             schedule.insert((now + COLLECT_INTERVAL, Entry::Collect));
         }
         Ok(handled)
-    }
-
-    fn take_due_invoices(&self, now: DateTime<Utc>) -> Vec<String> {
-        let mut schedule = self.inner.schedule.lock();
-        let mut out = Vec::new();
-        while let Some(first) = schedule.first().cloned() {
-            if first.0 > now {
-                break;
-            }
-            if let Entry::Invoice(id) = &first.1 {
-                schedule.remove(&first);
-                out.push(id.clone());
-            } else {
-                break;
-            }
-        }
-        out
     }
 
     /// Writes the lines a subscription owes by `now` onto the customer's gathering invoice
@@ -419,9 +444,11 @@ impl Billing {
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    /// Moves every due gathering line onto a new standard invoice per customer and currency.
-    /// Returns the invoices created.
-    async fn collect(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    /// Moves every due gathering line onto a new standard invoice per customer and currency,
+    /// for at most [`COLLECT_CUSTOMERS_MAX`] of them, `config.concurrency` at a time. Returns
+    /// the invoices created and whether customers were left for the next pass. A customer
+    /// whose collection fails keeps its lines gathering; the next pass tries again.
+    async fn collect(&self, now: DateTime<Utc>) -> Result<(Vec<String>, bool)> {
         let due = self.catalog().due_gathering_lines(self.ns(), now).await?;
         let mut groups: BTreeMap<(String, String), Vec<Line>> = BTreeMap::new();
         for line in due {
@@ -430,45 +457,66 @@ impl Billing {
                 .or_default()
                 .push(line);
         }
-        let mut created = Vec::new();
-        for ((customer_id, currency), lines) in groups.into_iter().take(COLLECT_CUSTOMERS_MAX) {
-            let profile = self.profile(&customer_id).await?;
-            let mut invoice = new_invoice(&profile, &currency, ExtendedStatus::DraftCreated, now);
-            let interval = &profile.workflow.collection.interval;
-            invoice.collection_at = lines
-                .iter()
-                .filter(|l| matches!(l.rate_card, metron_engine::billing::RateCard::UsageBased(_)))
-                .map(|l| add_iso(l.period.to, interval))
-                .max();
-            invoice.period = Some(LinePeriod {
-                from: lines.iter().map(|l| l.period.from).min().unwrap_or(now),
-                to: lines.iter().map(|l| l.period.to).max().unwrap_or(now),
-            });
-            let moved = self
-                .catalog()
-                .collect_lines(self.ns(), &invoice, &lines)
-                .await?;
-            if moved.is_empty() {
-                continue;
-            }
-            // draft.created: rate what is known, then advance.
-            let mut lines = moved;
-            let effects = invoicing::created_effects();
-            if let Err(message) = self.perform(&mut invoice, &mut lines, &effects, now).await {
-                invoice.validation_issues.push(issue(
-                    "critical",
-                    "calculation_error",
-                    message,
-                    "calculation",
-                ));
-            }
-            self.catalog()
-                .save_invoice(self.ns(), &invoice, &lines)
-                .await?;
-            self.notify(&invoice, &lines, &effects);
-            created.push(invoice.id);
+        let more = groups.len() > COLLECT_CUSTOMERS_MAX;
+        let created = stream::iter(groups.into_iter().take(COLLECT_CUSTOMERS_MAX))
+            .map(|((customer_id, currency), lines)| async move {
+                match self.collect_customer(&customer_id, &currency, lines, now).await {
+                    Ok(created) => created,
+                    Err(error) => {
+                        tracing::warn!(customer = %customer_id, %error, "Could not collect a customer's lines; retrying later.");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(self.inner.config.concurrency.max(1))
+            .filter_map(|created| async move { created })
+            .collect()
+            .await;
+        Ok((created, more))
+    }
+
+    /// One customer's due lines in one currency onto a new invoice, rated as far as is known.
+    async fn collect_customer(
+        &self,
+        customer_id: &str,
+        currency: &str,
+        lines: Vec<Line>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let profile = self.profile(customer_id).await?;
+        let mut invoice = new_invoice(&profile, currency, ExtendedStatus::DraftCreated, now);
+        let interval = &profile.workflow.collection.interval;
+        invoice.collection_at = lines
+            .iter()
+            .filter(|l| matches!(l.rate_card, metron_engine::billing::RateCard::UsageBased(_)))
+            .map(|l| add_iso(l.period.to, interval))
+            .max();
+        invoice.period = Some(LinePeriod {
+            from: lines.iter().map(|l| l.period.from).min().unwrap_or(now),
+            to: lines.iter().map(|l| l.period.to).max().unwrap_or(now),
+        });
+        let mut lines = self
+            .catalog()
+            .collect_lines(self.ns(), &invoice, &lines)
+            .await?;
+        if lines.is_empty() {
+            return Ok(None);
         }
-        Ok(created)
+        // draft.created: rate what is known, then advance.
+        let effects = invoicing::created_effects();
+        if let Err(message) = self.perform(&mut invoice, &mut lines, &effects, now).await {
+            invoice.validation_issues.push(issue(
+                "critical",
+                "calculation_error",
+                message,
+                "calculation",
+            ));
+        }
+        self.catalog()
+            .save_invoice(self.ns(), &invoice, &lines)
+            .await?;
+        self.notify(&invoice, &lines, &effects);
+        Ok(Some(invoice.id))
     }
 
     /// Fires `action` (or, with `None`, only advances) and then advances the invoice as far
@@ -857,6 +905,7 @@ impl Billing {
         }
         let client = self.stripe(&app).await?;
         let input = self.to_sync(invoice, lines, &app).await?;
+        let digest = input.digest();
         let existing = invoice.external_invoicing_id.clone();
         let synced = tokio::task::spawn_blocking(move || {
             stripe_sync::upsert_invoice(&client, &input, existing.as_deref())
@@ -865,6 +914,7 @@ impl Billing {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
         invoice.external_invoicing_id = Some(synced.stripe_invoice_id.clone());
+        invoice.synced_digest = Some(digest);
         for line in lines.iter_mut() {
             if let Some(child) = line.children.first()
                 && let Some(s) = synced.lines.get(&child.id)
@@ -894,7 +944,14 @@ impl Billing {
         };
         match app.app_type() {
             AppType::Stripe => {
-                self.sync_draft(invoice, lines).await?;
+                // The draft sync put this very invoice into Stripe unless something changed
+                // since (OpenMeter's issuing sync only finalizes).
+                let unchanged = invoice.external_invoicing_id.is_some()
+                    && invoice.synced_digest.as_deref()
+                        == Some(self.to_sync(invoice, lines, &app).await?.digest().as_str());
+                if !unchanged {
+                    self.sync_draft(invoice, lines).await?;
+                }
                 let client = self.stripe(&app).await?;
                 let stripe_id = invoice
                     .external_invoicing_id
@@ -1006,17 +1063,27 @@ impl Billing {
         {
             self.sync_subscription(&sub.id, now).await?;
         }
-        let due = self.catalog().due_gathering_lines(self.ns(), at).await?;
-        if !due.iter().any(|l| l.customer_id == customer_id) {
+        let mut currencies: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+        for line in self.catalog().due_gathering_lines(self.ns(), at).await? {
+            if line.customer_id == customer_id {
+                currencies
+                    .entry(line.currency.clone())
+                    .or_default()
+                    .push(line);
+            }
+        }
+        if currencies.is_empty() {
             return Err(Error::Invalid(format!(
                 "customer {customer_id} has no invoicable lines"
             )));
         }
         let mut out = Vec::new();
-        for id in self.collect(at).await? {
-            let invoice = self.advance(&id, None, now).await?;
-            if invoice.customer_id == customer_id {
-                out.push(invoice);
+        for (currency, lines) in currencies {
+            if let Some(id) = self
+                .collect_customer(customer_id, &currency, lines, at)
+                .await?
+            {
+                out.push(self.advance(&id, None, now).await?);
             }
         }
         Ok(out)
@@ -1371,6 +1438,7 @@ fn new_invoice(
         totals: Totals::default(),
         validation_issues: Vec::new(),
         external_invoicing_id: None,
+        synced_digest: None,
         external_payment_id: None,
         draft_until: None,
         collection_at: None,

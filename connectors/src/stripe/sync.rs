@@ -71,6 +71,17 @@ pub struct InvoiceToSync {
     pub expected_total_minor: i64,
 }
 
+impl InvoiceToSync {
+    /// A digest of everything sent to Stripe (hex SHA-256). Equal digests mean the Stripe draft
+    /// synced from one needs no update to match the other; it is only compared within one
+    /// version of Metron (a new version may digest differently, which costs one re-sync).
+    pub fn digest(&self) -> String {
+        let text = format!("{self:?}");
+        let hash = sha2::Sha256::digest(text.as_bytes());
+        hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// `metadata[om_line_type]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LineType {
