@@ -13,6 +13,7 @@
 //! and filters, the customer's subjects, the line's period.
 
 mod actor;
+mod edit;
 pub mod lines;
 pub mod rate;
 pub mod render;
