@@ -202,6 +202,7 @@ OPERATIONS = [
     ("PUT", "/api/v1/customers/{customerIdOrKey}/stripe"),
     ("PUT", "/api/v1/billing/profiles/{id}"),
     ("PUT", "/api/v1/billing/customers/{customerId}"),
+    ("PUT", "/api/v1/billing/invoices/{invoiceId}"),
     ("PUT", "/api/v1/plans/{planId}"),
     ("PUT", "/api/v1/plans/{planId}/addons/{planAddonId}"),
     ("PUT", "/api/v1/addons/{addonId}"),

@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(crate::no_route)),
         )
         .route("/api/v1/billing/invoices/{id}", web::get().to(get))
+        .route("/api/v1/billing/invoices/{id}", web::put().to(replace))
         .route("/api/v1/billing/invoices/{id}", web::delete().to(delete))
         .route(
             "/api/v1/billing/invoices/{id}/advance",
@@ -166,6 +167,23 @@ async fn get(
     // `expand` defaults to lines on a single invoice, as OpenMeter's read does.
     let expand = p.all("expand").is_empty() || expands_lines(&p);
     Ok(HttpResponse::Ok().json(invoice_json(&state.billing, &invoice, &lines, expand)))
+}
+
+/// `PUT /api/v1/billing/invoices/{invoiceId}` (`InvoiceReplaceUpdate` → `Invoice`): the
+/// invoice's lines (and a standard invoice's supplier, customer, metadata and workflow
+/// settings) replaced, recalculated and advanced; answered with its lines, as `GET` renders
+/// it. An immutable invoice answers 400 (`invoice_action_not_available`), as OpenMeter does.
+async fn replace(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (invoice, lines) = state
+        .billing
+        .replace_invoice(&path, &body)
+        .await
+        .map_err(billing_error)?;
+    Ok(HttpResponse::Ok().json(invoice_json(&state.billing, &invoice, &lines, true)))
 }
 
 async fn act(state: &AppState, id: &str, action: Action) -> Result<HttpResponse, ApiError> {

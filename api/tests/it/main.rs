@@ -6,6 +6,7 @@
 
 mod apps;
 mod billing;
+mod billing_edit;
 mod billing_faults;
 mod billing_prices;
 mod billing_profiles;
