@@ -14,7 +14,8 @@ tokens and poll the entitlement value until its usage reflects them. Then the lo
 list, an unknown progress id is a 404) and billing: create a plan with a flat fee in advance and
 a graduated tiered usage price on the feature, publish it, create a customer, subscribe it to
 the plan by key, get the subscription (expanded), list the customer's subscriptions, and list
-the customer's invoices (`invoices.list`, skipped while `GET /api/v1/billing/invoices` is 404).
+the customer's invoices (`invoices.list`: the fee in advance invoiced at once and paid through
+the sandbox app).
 Prints "python_sdk: N passed, M failed" and exits non-zero if anything failed.
 """
 
@@ -336,17 +337,22 @@ def run_checks(server: MetronServer) -> tuple[int, int]:
         assert [s.id for s in page.items_property] == [plan_state["subscription_id"]], page
 
     def list_invoices():
-        # GET /api/v1/billing/invoices: skipped while the route answers 404 (not served yet).
-        from corehttp.exceptions import ResourceNotFoundError
-        try:
+        # The fee in advance is due at the subscription's start: billing (the default profile
+        # on the sandbox app) invoices it at once and the sandbox settles it. Waits for it.
+        deadline = time.monotonic() + 30
+        while True:
             page = client.invoices.list(customers=[plan_state["customer_id"]])
-        except ResourceNotFoundError:
-            print("     (GET /api/v1/billing/invoices answered 404: not served yet, skipped)")
-            return
-        assert page.page >= 1 and page.total_count >= 0, page
-        for invoice in page.items_property:
-            assert invoice.currency == "USD", invoice.currency
-            assert invoice.customer.id == plan_state["customer_id"], invoice.customer
+            assert page.page >= 1, page
+            issued = [i for i in page.items_property if i.status != "gathering"]
+            for invoice in page.items_property:
+                assert invoice.currency == "USD", invoice.currency
+                assert invoice.customer.id == plan_state["customer_id"], invoice.customer
+            if issued and issued[0].status == "paid":
+                break
+            assert time.monotonic() < deadline, f"no paid invoice of the fee after 30 s: {page}"
+            time.sleep(0.2)
+        assert len(issued) == 1, issued
+        assert issued[0].totals.total == "49", issued[0].totals
 
     check("events.ingest_event", ingest_event)
     check("events.ingest_events", ingest_events)
@@ -370,7 +376,7 @@ def run_checks(server: MetronServer) -> tuple[int, int]:
     check("subscriptions.create (plan by key, customer by key)", create_subscription)
     check("subscriptions.get_expanded", get_subscription)
     check("customers.list_customer_subscriptions", list_customer_subscriptions)
-    check("invoices.list (customer)", list_invoices)
+    check("invoices.list (customer: the fee in advance, 49.00, paid)", list_invoices)
     return passed, failed
 
 
