@@ -282,6 +282,28 @@ fn plan_validation_issues() {
         "plan_has_non_last_phase_with_no_duration"
     );
 
+    // A weekly price on a monthly plan: not every month is whole weeks (OpenMeter's
+    // rate_card_billing_cadence_unaligned, a warning). A yearly one is.
+    let mut weekly = plan_body("weekly");
+    weekly["phases"][1]["rateCards"][0]["billingCadence"] = json!("P1W");
+    weekly["phases"][0]["rateCards"][0]["billingCadence"] = json!("P1Y");
+    let draft = server
+        .post("/api/v1/plans")
+        .json(&weekly)
+        .send()
+        .expect_status(201)
+        .json();
+    assert_eq!(
+        draft["validationErrors"],
+        json!([{"code": "rate_card_billing_cadence_unaligned",
+                "field": "phases[key=default].rateCards[key=platform].billingCadence",
+                "message": "ratecards with prices must have compatible billing cadence"}])
+    );
+    server
+        .post(&format!("/api/v1/plans/{}/publish", id(&draft)))
+        .send()
+        .expect_status(400);
+
     server.get("/api/v1/plans/nope").send().expect_status(404);
     server
         .post("/api/v1/plans")
@@ -312,6 +334,29 @@ fn addons_and_plan_addons() {
         .expect_status(201)
         .json();
     let assign = json!({"addonId": id(&addon), "fromPlanPhase": "default", "maxQuantity": 5});
+    // An add-on billed weekly does not fit a monthly plan.
+    let mut weekly = addon_body("weekly_seats", "multiple");
+    weekly["rateCards"][0]["billingCadence"] = json!("P1W");
+    let weekly = server
+        .post("/api/v1/addons")
+        .json(&weekly)
+        .send()
+        .expect_status(201)
+        .json();
+    server
+        .post(&format!("/api/v1/addons/{}/publish", id(&weekly)))
+        .send()
+        .expect_status(200);
+    let problem = server
+        .post(&format!("/api/v1/plans/{}/addons", id(&plan)))
+        .json(&json!({"addonId": id(&weekly), "fromPlanPhase": "default"}))
+        .send()
+        .expect_status(400)
+        .json();
+    assert_eq!(
+        problem["extensions"]["validationErrors"][0]["code"],
+        "rate_card_billing_cadence_unaligned"
+    );
     // A draft add-on cannot be assigned.
     server
         .post(&format!("/api/v1/plans/{}/addons", id(&plan)))

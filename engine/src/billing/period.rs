@@ -48,6 +48,20 @@ pub struct ServicePeriod {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BillingCadence(IsoDuration);
 
+/// The length of `d` in seconds with months of `days_in_month` days and days of
+/// `hours_in_day` hours (OpenMeter's `convertPeriodToSeconds`).
+fn seconds_in(d: &IsoDuration, days_in_month: u64, hours_in_day: u64) -> u64 {
+    let hour = 3_600u64;
+    let day = hours_in_day * hour;
+    u64::from(d.years) * 12 * days_in_month * day
+        + u64::from(d.months) * days_in_month * day
+        + u64::from(d.weeks) * 7 * day
+        + u64::from(d.days) * day
+        + u64::from(d.hours) * hour
+        + u64::from(d.minutes) * 60
+        + u64::from(d.seconds)
+}
+
 /// A half-open interval of time `[from, to)`; on the wire `{"from": …, "to": …}` (RFC 3339).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Period {
@@ -92,6 +106,26 @@ impl BillingCadence {
 
     pub fn at_least_one_hour(&self) -> bool {
         Interval::Iso(self.0).at_least_one_hour()
+    }
+
+    /// Whether a rate card billed every `other` fits a plan billed every `self` (OpenMeter's
+    /// `ValidateBillingCadencesAlign`): the two are equal, or one divides the other without
+    /// remainder for every month length (28–31 days) and day length (23–25 hours), so `P1M`
+    /// fits `P1Y` and `P1D`, while `P1W` does not fit `P1M` (a 29-day month is not whole weeks).
+    pub fn aligned_with(&self, other: &BillingCadence) -> bool {
+        if self.0 == other.0 {
+            return true;
+        }
+        let divides = |large: &IsoDuration, small: &IsoDuration| {
+            [28u64, 29, 30, 31].iter().all(|&days_in_month| {
+                [23u64, 24, 25].iter().all(|&hours_in_day| {
+                    let l = seconds_in(large, days_in_month, hours_in_day);
+                    let s = seconds_in(small, days_in_month, hours_in_day);
+                    l > 0 && s > 0 && l.is_multiple_of(s)
+                })
+            })
+        };
+        divides(&self.0, &other.0) || divides(&other.0, &self.0)
     }
 
     fn recurrence(&self, anchor: DateTime<Utc>) -> Recurrence {

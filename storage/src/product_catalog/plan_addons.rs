@@ -133,6 +133,14 @@ impl Catalog {
                 ),
             )]));
         }
+        // OpenMeter's ValidateAddonBillingCadenceAreAlignedWithPlan.
+        let unaligned = super::plans::cadence_alignment_issues(
+            metron_engine::billing::BillingCadence::parse(&plan.body.billing_cadence).ok(),
+            &addon.body.rate_cards,
+        );
+        if !unaligned.is_empty() {
+            return Err(ProductError::Invalid(unaligned));
+        }
         if self
             .plan_addons(namespace, &plan.id, false)
             .await?

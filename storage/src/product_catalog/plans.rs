@@ -3,6 +3,7 @@
 
 use super::{Body, Issue, Kind, Version};
 use chrono::{DateTime, Utc};
+use metron_engine::billing::BillingCadence;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -248,6 +249,29 @@ fn rate_cards_issues(cards: &[RateCard]) -> Vec<Issue> {
     out
 }
 
+/// OpenMeter's `ValidatePlanHasAlignedBillingCadences`: every priced rate card's billing
+/// cadence must align with the plan's (a warning: the draft is kept, publishing refused).
+pub fn cadence_alignment_issues(plan: Option<BillingCadence>, cards: &[RateCard]) -> Vec<Issue> {
+    let Some(plan) = plan else {
+        return Vec::new();
+    };
+    cards
+        .iter()
+        .filter(|card| card.price().is_some())
+        .filter_map(|card| match card.billing_cadence() {
+            Ok(Some(cadence)) if !plan.aligned_with(&cadence) => Some(
+                Issue::warning(
+                    "billingCadence",
+                    "rate_card_billing_cadence_unaligned",
+                    "ratecards with prices must have compatible billing cadence",
+                )
+                .under(&format!("rateCards[key={}]", card.key())),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Is the text an ISO 8601 duration (`P1M`, `P2W`, `PT1H`, `P1DT12H`)? The credit engine's
 /// parser, the one every duration of the product goes through.
 pub fn is_duration(text: &str) -> bool {
@@ -299,6 +323,7 @@ impl Body for PlanBody {
                 "plan must have at least one phase",
             ));
         }
+        let plan_cadence = BillingCadence::parse(&self.billing_cadence).ok();
         let mut keys = HashSet::new();
         let last = self.phases.len().saturating_sub(1);
         for (idx, phase) in self.phases.iter().enumerate() {
@@ -343,6 +368,7 @@ impl Body for PlanBody {
                 ));
             }
             issues.extend(rate_cards_issues(&phase.rate_cards));
+            issues.extend(cadence_alignment_issues(plan_cadence, &phase.rate_cards));
             out.extend(issues.into_iter().map(|i| i.under(&selector)));
         }
         out

@@ -137,3 +137,36 @@ fn periods_serialize_as_rfc3339() {
         serde_json::json!({"from": "2025-04-01T00:00:00Z", "to": "2025-05-01T00:00:00Z"})
     );
 }
+
+#[test]
+fn cadences_align_as_openmeter_has_it() {
+    let c = |text: &str| BillingCadence::parse(text).unwrap();
+    // Equal, or one divides the other whatever the month and day lengths.
+    for (plan, card) in [
+        ("P1M", "P1M"),
+        ("P1Y", "P1M"),
+        ("P12M", "P1Y"),
+        ("P1M", "P3M"),
+        ("P1M", "P1D"),
+        ("P1M", "PT1H"),
+        ("P2W", "P1W"),
+        ("P1W", "P1D"),
+        ("P4W", "P2W"),
+    ] {
+        assert!(c(plan).aligned_with(&c(card)), "{plan} and {card} align");
+        assert!(c(card).aligned_with(&c(plan)), "{card} and {plan} align");
+    }
+    // A 29-day month is not whole weeks; 3 months are not whole 2-month periods.
+    for (plan, card) in [
+        ("P1M", "P1W"),
+        ("P4W", "P1M"),
+        ("P3M", "P2M"),
+        ("P1D", "PT7H"),
+        ("P1M", "P2D"),
+    ] {
+        assert!(
+            !c(plan).aligned_with(&c(card)),
+            "{plan} and {card} do not align"
+        );
+    }
+}
