@@ -82,6 +82,28 @@ fn addon_json(addon: &SubscriptionAddon, sub: &Subscription, at: DateTime<Utc>) 
     out
 }
 
+/// OpenMeter's bounds on a resource's name and description.
+const NAME_LEN_MAX: usize = 256;
+const DESCRIPTION_LEN_MAX: usize = 1024;
+
+fn name(body: &Value) -> Result<Option<String>, ApiError> {
+    match opt_str(body, "name")? {
+        Some(n) if n.is_empty() || n.chars().count() > NAME_LEN_MAX => Err(ApiError::bad_request(
+            format!("name must be 1 to {NAME_LEN_MAX} characters"),
+        )),
+        n => Ok(n.map(str::to_owned)),
+    }
+}
+
+fn description(body: &Value) -> Result<Option<String>, ApiError> {
+    match opt_str(body, "description")? {
+        Some(d) if d.chars().count() > DESCRIPTION_LEN_MAX => Err(ApiError::bad_request(format!(
+            "description must be at most {DESCRIPTION_LEN_MAX} characters"
+        ))),
+        d => Ok(d.map(str::to_owned)),
+    }
+}
+
 fn quantity(body: &Value) -> Result<Option<i64>, ApiError> {
     match body.get("quantity") {
         None | Some(Value::Null) => Ok(None),
@@ -259,10 +281,8 @@ async fn create(
         id: ulid::Ulid::new().to_string(),
         subscription_id: sub.id.clone(),
         addon: reference,
-        name: opt_str(&body, "name")?
-            .filter(|n| !n.is_empty())
-            .map_or_else(|| version.body.name.clone(), str::to_owned),
-        description: opt_str(&body, "description")?.map(str::to_owned),
+        name: name(&body)?.ok_or_else(|| ApiError::bad_request("name is required"))?,
+        description: description(&body)?,
         metadata: metadata(&body)?,
         rate_cards: version.body.rate_cards.clone(),
         quantities: vec![QuantityChange {
@@ -333,14 +353,11 @@ async fn update(
     let mut sub = subscription(&state, &id).await?;
     let mut addon = find(&state, &sub, &addon_id).await?;
     let now = Utc::now();
-    if let Some(name) = opt_str(&body, "name")? {
-        if name.is_empty() {
-            return Err(ApiError::bad_request("name must not be empty"));
-        }
-        addon.name = name.to_owned();
+    if let Some(name) = name(&body)? {
+        addon.name = name;
     }
-    if let Some(d) = opt_str(&body, "description")? {
-        addon.description = Some(d.to_owned());
+    if let Some(d) = description(&body)? {
+        addon.description = Some(d);
     }
     if body.get("metadata").is_some() {
         addon.metadata = metadata(&body)?;

@@ -282,6 +282,14 @@ fn edits_are_refused_as_openmeter_refuses_them() {
             403,
         ),
         (
+            json!({"customizations": [{"op": "add_phase", "phase": {"key": "later", "name": "Later"}}]}),
+            400,
+        ),
+        (
+            json!({"customizations": [{"op": "add_phase", "phase": {"key": "Bad Key", "name": "B", "startAfter": "P1Y"}}]}),
+            400,
+        ),
+        (
             json!({"customizations": [{"op": "add_item", "phaseKey": "default", "rateCard": flat("platform", "P", "1")}]}),
             403,
         ),
@@ -392,6 +400,11 @@ fn addons_are_bought_changed_and_listed() {
         "not offered by the plan"
     );
     assert_eq!(buy(&server, &id, "01J00000000000000000000000", 1).0, 404);
+    server
+        .post(&format!("/api/v1/subscriptions/{id}/addons"))
+        .json(&json!({"addon": {"id": seats}, "quantity": 1, "timing": "immediate"}))
+        .send()
+        .expect_status(400);
     let (status, bought) = buy(&server, &id, &seats, 2);
     assert_eq!(status, 201, "{bought}");
     assert_eq!(bought["quantity"], 2);

@@ -34,6 +34,10 @@ pub enum PatchError {
 
 pub type Result<T, E = PatchError> = std::result::Result<T, E>;
 
+/// OpenMeter's bounds on a resource's name and description.
+const NAME_LEN_MAX: usize = 256;
+const DESCRIPTION_LEN_MAX: usize = 1024;
+
 fn invalid(message: impl Into<String>) -> PatchError {
     PatchError::Invalid {
         index: 0,
@@ -147,6 +151,11 @@ impl Patch {
                 let phase = value.get("phase").ok_or("phase is required")?;
                 if !phase.is_object() {
                     return Err("phase must be an object".into());
+                }
+                if phase.get("startAfter").is_none() {
+                    return Err(
+                        "phase.startAfter is required (null: the subscription's start)".into(),
+                    );
                 }
                 Patch::AddPhase(NewPhase {
                     key: field(phase, "key")?.to_owned(),
@@ -348,8 +357,25 @@ fn add_phase(sub: &mut Subscription, new: &NewPhase, at: DateTime<Utc>) -> Resul
     if sub.phases.iter().any(|p| p.key == new.key) {
         return Err(conflict(format!("phase {} already exists", new.key)));
     }
-    if new.key.is_empty() || new.name.is_empty() {
-        return Err(invalid("phase key and name are required"));
+    if !crate::features::is_key(&new.key) {
+        return Err(invalid(format!(
+            "phase key {:?} must match ^[a-z0-9]+(?:_[a-z0-9]+)*$ and be at most 64 characters",
+            new.key
+        )));
+    }
+    if new.name.is_empty() || new.name.chars().count() > NAME_LEN_MAX {
+        return Err(invalid(format!(
+            "phase name must be 1 to {NAME_LEN_MAX} characters"
+        )));
+    }
+    if new
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > DESCRIPTION_LEN_MAX)
+    {
+        return Err(invalid(format!(
+            "phase description must be at most {DESCRIPTION_LEN_MAX} characters"
+        )));
     }
     let start = match &new.start_after {
         None => sub.active_from,
