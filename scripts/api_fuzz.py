@@ -82,8 +82,8 @@ meters:
 """
 
 # The operations of the schema that Metron serves, as registered in api/src/lib.rs and the
-# `configure` functions of api/src/routes/*.rs. Not listed: subscription edits (PATCH) and
-# subscription add-ons, the OAuth2 install, portal tokens (not served); invoices, pending lines,
+# `configure` functions of api/src/routes/*.rs. Not listed: the OAuth2 install, portal tokens
+# (not served); invoices, pending lines,
 # simulation and the custom invoicing hooks (being written: not listed yet); the Stripe webhook
 # (routes/stripe_webhook.rs: its own resource answers other methods a bare 405, not the
 # problem+json of `no_route`; its signed bodies are tested end to end); everything else outside
@@ -189,6 +189,9 @@ OPERATIONS = [
     ("POST", "/api/v1/subscriptions"),
     ("GET", "/api/v1/subscriptions/{subscriptionId}"),
     ("GET", "/api/v1/customers/{customerIdOrKey}/subscriptions"),
+    ("GET", "/api/v1/subscriptions/{subscriptionId}/addons"),
+    ("POST", "/api/v1/subscriptions/{subscriptionId}/addons"),
+    ("GET", "/api/v1/subscriptions/{subscriptionId}/addons/{subscriptionAddonId}"),
     # updates
     ("PUT", "/api/v1/meters/{meterIdOrSlug}"),
     ("PUT", "/api/v1/notification/channels/{channelId}"),
@@ -206,6 +209,8 @@ OPERATIONS = [
     ("PUT", "/api/v1/plans/{planId}"),
     ("PUT", "/api/v1/plans/{planId}/addons/{planAddonId}"),
     ("PUT", "/api/v1/addons/{addonId}"),
+    ("PATCH", "/api/v1/subscriptions/{subscriptionId}"),
+    ("PATCH", "/api/v1/subscriptions/{subscriptionId}/addons/{subscriptionAddonId}"),
     # lifecycle actions
     ("POST", "/api/v1/subscriptions/{subscriptionId}/change"),
     ("POST", "/api/v1/subscriptions/{subscriptionId}/migrate"),
