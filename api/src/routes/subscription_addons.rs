@@ -6,8 +6,8 @@
 
 use crate::error::ApiError;
 use crate::routes::subscriptions::{
-    Timing, align_entitlements, create_entitlements, customer_of, metadata, ns, opt_str, resolve,
-    subscription, subscription_error, timing,
+    Timing, align_entitlements, create_entitlements, customer_of, metadata, ns, opt_str, require,
+    resolve, subscription, subscription_error, timing,
 };
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -18,7 +18,7 @@ use metron_storage::product_catalog::plans::AddonBody;
 use metron_storage::subscription_addons::{
     AddonRef, Error, QuantityChange, SubscriptionAddon, apply_quantity,
 };
-use metron_storage::subscriptions::Subscription;
+use metron_storage::subscriptions::{Status, Subscription};
 use serde_json::{Value, json};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -244,6 +244,7 @@ async fn create(
     let requested = timing(&body, None)?;
     let mut sub = subscription(&state, &path).await?;
     let now = Utc::now();
+    require(&sub, "change_addons", Status::Active, now)?;
     let version = state
         .pipeline
         .catalog()
@@ -375,6 +376,7 @@ async fn update(
         }
         let previous = addon.last_quantity();
         if count != previous {
+            require(&sub, "change_addons", Status::Active, now)?;
             require_active_at(&sub, at)?;
             check_quantity(&state, &sub, &addon.addon, count).await?;
             apply_quantity(&mut sub, &addon, previous, count, at).map_err(addon_error)?;

@@ -679,7 +679,8 @@ async fn get(
     Ok(HttpResponse::Ok().json(expanded_json(&state, &customer, &sub, at).await?))
 }
 
-fn require(
+/// OpenMeter's state machine: `action` is allowed only in the `allowed` status (403).
+pub(crate) fn require(
     sub: &Subscription,
     action: &'static str,
     allowed: Status,

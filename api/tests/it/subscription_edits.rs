@@ -474,6 +474,13 @@ fn addons_are_bought_changed_and_listed() {
         ))
         .send()
         .expect_status(404);
+    // Add-ons change only on an active subscription (OpenMeter's change_addons transition).
+    server
+        .post(&format!("/api/v1/subscriptions/{id}/cancel"))
+        .json(&json!({"timing": "next_billing_cycle"}))
+        .send()
+        .expect_status(200);
+    assert_eq!(buy(&server, &id, &badge, 1).0, 403, "canceled");
 }
 
 fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
