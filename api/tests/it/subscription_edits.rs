@@ -607,3 +607,66 @@ fn billing_invoices_an_added_item_and_an_addon() {
     let names: Vec<String> = lines(&server).into_iter().map(|l| l.0).collect();
     assert_eq!(names.len(), 3, "{names:?}");
 }
+
+// An edit at the next billing cycle schedules the change at the period's end (the item runs
+// until then); `unschedule_edit` takes the scheduled end back. In a plan whose next cycle falls
+// in another phase the same edit is refused (400), as in OpenMeter.
+#[test]
+fn an_edit_at_the_next_billing_cycle_can_be_unscheduled() {
+    let server = TestServer::start_with_config(CONFIG);
+    let plan = setup(
+        &server,
+        "pro",
+        json!([{"key": "default", "name": "Default", "duration": null,
+                "rateCards": [flat("platform", "Platform", "30"), flat("support", "Support", "10")]}]),
+    );
+    publish(&server, "plans", &plan);
+    let sub = subscribe(&server, "pro");
+    let id = str_of(&sub["id"]);
+    let period_to = sub["alignment"]["currentAlignedBillingPeriod"]["to"].clone();
+    let (status, edited) = patch(
+        &server,
+        &format!("/api/v1/subscriptions/{id}"),
+        &json!({"customizations": [{"op": "remove_item", "phaseKey": "default", "itemKey": "support"}],
+                "timing": "next_billing_cycle"}),
+    );
+    assert_eq!(status, 200, "{edited}");
+    let support = item(phase(&edited, "default"), "support")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        time_of(&support["activeTo"]),
+        time_of(&period_to),
+        "{support}"
+    );
+    let (status, edited) = edit(&server, &id, json!([{"op": "unschedule_edit"}]));
+    assert_eq!(status, 200, "{edited}");
+    let support = item(phase(&edited, "default"), "support")
+        .cloned()
+        .unwrap_or_default();
+    assert!(support.get("activeTo").is_none(), "{support}");
+    assert_eq!(support["price"]["amount"], "10");
+
+    server
+        .post(&format!("/api/v1/subscriptions/{id}/cancel"))
+        .send()
+        .expect_status(200);
+    let trial = server
+        .post("/api/v1/plans")
+        .json(
+            &json!({"key": "trialled", "name": "Trialled", "currency": "USD",
+                      "billingCadence": "P1M", "phases": trial_then_default()}),
+        )
+        .send()
+        .expect_status(201)
+        .json();
+    publish(&server, "plans", &str_of(&trial["id"]));
+    let other = subscribe(&server, "trialled");
+    let (status, problem) = patch(
+        &server,
+        &format!("/api/v1/subscriptions/{}", str_of(&other["id"])),
+        &json!({"customizations": [{"op": "remove_item", "phaseKey": "trial", "itemKey": "platform"}],
+                "timing": "next_billing_cycle"}),
+    );
+    assert_eq!(status, 400, "{problem}");
+}
