@@ -449,3 +449,52 @@ fn stripe_draft_is_synced_again() {
     );
     assert_eq!(stripe.violations(), Vec::<String>::new());
 }
+
+// A gathering invoice takes only its lines: a pending line's price is edited, another is
+// added, and both are invoiced when due with the edited amounts.
+#[test]
+fn gathering_lines_are_replaced() {
+    let server = TestServer::start_with_config(METERS);
+    setup(&server, None);
+    let h = hour();
+    let later = h + TimeDelta::days(3);
+    pending(
+        &server,
+        &[line("Fee", later - TimeDelta::hours(1), later, flat("10"))],
+    );
+    let all = server
+        .get("/api/v1/billing/invoices")
+        .query("expand", "lines")
+        .query("extendedStatuses", "gathering")
+        .send()
+        .expect_status(200)
+        .json();
+    let gathering = all["items"][0].clone();
+    assert_eq!(gathering["status"], "gathering", "{all}");
+    let id = gathering["id"].as_str().unwrap_or_default().to_owned();
+    let mut body = replacement(&gathering);
+    body["lines"][0]["rateCard"]["price"] = flat("25.50");
+    // Due now: invoiced at once with the edited fee, which stays gathering until its day.
+    let support = line(
+        "Support",
+        h - TimeDelta::hours(3),
+        h - TimeDelta::hours(2),
+        flat("7.25"),
+    );
+    if let Some(lines) = body["lines"].as_array_mut() {
+        lines.push(support);
+    }
+    let edited = put(&server, &id, &body).expect_status(200).json();
+    assert_eq!(edited["status"], "gathering", "{edited}");
+    assert_eq!(line_count(&edited), 2, "{edited}");
+    let fee = named(&edited, "Fee");
+    assert_eq!(fee["managedBy"], "manual");
+    assert_eq!(fee["totals"]["total"], "25.5", "{fee}");
+    let draft = wait_extended(&server, "draft.manual_approval_needed");
+    assert_eq!(line_count(&draft), 1, "{draft}");
+    assert_eq!(draft["totals"]["total"], "7.25", "{draft}");
+    // A gathering line needs a price.
+    let mut free = replacement(&edited);
+    free["lines"][0]["rateCard"]["price"] = Value::Null;
+    put(&server, &id, &free).expect_status(400);
+}
