@@ -213,7 +213,7 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/customers/{customer}/subscriptions", &["GET"]),
     ("/api/v1/billing/invoices", &["GET"]),
     ("/api/v1/billing/invoices/invoice", &["POST"]),
-    ("/api/v1/billing/invoices/{id}", &["GET", "DELETE"]),
+    ("/api/v1/billing/invoices/{id}", &["GET", "PUT", "DELETE"]),
     ("/api/v1/billing/invoices/{id}/advance", &["POST"]),
     ("/api/v1/billing/invoices/{id}/approve", &["POST"]),
     ("/api/v1/billing/invoices/{id}/retry", &["POST"]),
