@@ -2,7 +2,8 @@
 //! one invoice per billing period, with exactly the expected items and amounts.
 //!
 //! One run is one seed: a fake Stripe with seeded random faults on a fraction of requests (429,
-//! 409, 500, timeouts, dropped connections, and failures after the write took effect), and a
+//! 409, 500, timeouts, dropped connections, failures after the write took effect, and 500s kept
+//! for the idempotency key and replayed, before or after the write), and a
 //! real `metron` billing the plan of `billing.rs` (a monthly fee of 30.00 in advance and
 //! graduated usage, 1,500 tokens = 130.00) to a customer linked to Stripe. The seed also plans
 //! SIGKILLs of `metron`: each one fires on the fake's request hook right after the n-th Stripe
@@ -711,7 +712,7 @@ fn check(stripe: &FakeStripe, customer: &str, metron: &[Value]) -> Result<(), St
 fn executed(request: &RequestRecord) -> bool {
     let applied_then_failed = matches!(
         request.fault.as_deref(),
-        Some("FailAfterWrite" | "DropAfterWrite")
+        Some("FailAfterWrite" | "DropAfterWrite" | "StoredFailureAfterWrite")
     );
     applied_then_failed || (request.status == 200 && !request.replayed && request.fault.is_none())
 }

@@ -48,6 +48,18 @@ pub enum Error {
         /// The `Stripe-Should-Retry` header, when Stripe sent one.
         should_retry: Option<bool>,
     },
+    /// A 5xx that Stripe replayed from the idempotency key's cache (`Idempotent-Replayed`):
+    /// Stripe keeps the answer of a request that started executing, a 500 included, and gives
+    /// it to every retry under that key for 24 hours. `original_request` is the first
+    /// request's id (`Original-Request`).
+    #[error(
+        "Stripe replayed the {status} kept for the idempotency key (first request {original_request:?}): {message}"
+    )]
+    ReplayedFailure {
+        status: u16,
+        original_request: String,
+        message: String,
+    },
     /// 401: the key is wrong, revoked or missing.
     #[error("Stripe refused the API key (request {request_id:?}): {message}")]
     Unauthorized {
@@ -88,7 +100,8 @@ pub enum Error {
 impl Error {
     /// Whether the same request (same idempotency key) may be sent again, by stripe-go's rule:
     /// `Stripe-Should-Retry` decides when present; otherwise 409, 429 with `lock_timeout`, 5xx,
-    /// connection errors and timeouts are retried, nothing else.
+    /// connection errors and timeouts are retried, nothing else. A 5xx replayed from the key's
+    /// cache never is: the same key gets the same answer.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api {
@@ -103,6 +116,17 @@ impl Error {
             }),
             Self::Transport { .. } | Self::Timeout { .. } => true,
             _ => false,
+        }
+    }
+
+    /// The first request's id when this is a 5xx Stripe replayed from its idempotency cache:
+    /// retrying under the same key cannot succeed (for 24 hours).
+    pub fn replayed_failure(&self) -> Option<&str> {
+        match self {
+            Self::ReplayedFailure {
+                original_request, ..
+            } => Some(original_request),
+            _ => None,
         }
     }
 
@@ -526,6 +550,8 @@ impl StripeClient {
             "false" => Some(false),
             _ => None,
         });
+        let replayed = (header("idempotent-replayed").as_deref() == Some("true"))
+            .then(|| header("original-request").unwrap_or_default());
         let body = response
             .body_mut()
             .with_config()
@@ -547,7 +573,15 @@ impl StripeClient {
                 message: e.to_string(),
             });
         }
-        Err(api_error(status, &body, request_id, should_retry))
+        let error = api_error(status, &body, request_id, should_retry);
+        match replayed {
+            Some(original_request) if status >= 500 => Err(Error::ReplayedFailure {
+                status,
+                original_request,
+                message: error.to_string(),
+            }),
+            _ => Err(error),
+        }
     }
 }
 

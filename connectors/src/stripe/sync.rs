@@ -165,6 +165,7 @@ pub enum Step {
     DeleteItem,
     FinalizeInvoice,
     DeleteInvoice,
+    VoidInvoice,
 }
 
 impl std::fmt::Display for Step {
@@ -180,6 +181,7 @@ impl std::fmt::Display for Step {
             Self::DeleteItem => "deleting an invoice item",
             Self::FinalizeInvoice => "finalizing the invoice",
             Self::DeleteInvoice => "deleting the invoice",
+            Self::VoidInvoice => "voiding the invoice",
         };
         f.write_str(name)
     }
@@ -357,7 +359,13 @@ pub fn finalize_invoice(
 ) -> Result<FinalizedInvoice> {
     let id = stripe_invoice_id;
     let key = idempotency_key(&["invoice-finalize", metron_invoice_id]);
-    let error = match client.finalize_invoice(id, &key) {
+    let not_draft = || {
+        let current = client
+            .invoice(id)
+            .map_err(|e| Error::stripe(Step::ReadInvoice, Some(id), None, e))?;
+        Ok((current.status != InvoiceStatus::Draft).then_some(current))
+    };
+    let error = match write(&key, |key| client.finalize_invoice(id, key), not_draft)? {
         Ok(invoice) => return Ok(finalized(invoice, false)),
         Err(error) => error,
     };
@@ -392,10 +400,34 @@ pub fn finalize_invoice(
     }
     // The first key's answer (the tax error) is cached by Stripe, so this finalize needs its own.
     let key = idempotency_key(&["invoice-finalize", metron_invoice_id, "without-tax"]);
-    match client.finalize_invoice(id, &key) {
+    match write(&key, |key| client.finalize_invoice(id, key), not_draft)? {
         Ok(invoice) => Ok(finalized(invoice, true)),
         Err(error) => already_finalized(client, id, Step::FinalizeInvoice, error)
             .map(|invoice| finalized(invoice, true)),
+    }
+}
+
+/// Voids a finalized invoice (`POST /v1/invoices/{id}/void`). An invoice already void (by an
+/// earlier attempt whose answer was lost) counts as voided.
+pub fn void_invoice(
+    client: &StripeClient,
+    stripe_invoice_id: &str,
+    metron_invoice_id: &str,
+) -> Result<Invoice> {
+    let id = stripe_invoice_id;
+    let key = idempotency_key(&["invoice-void", metron_invoice_id]);
+    let read = || {
+        client
+            .invoice(id)
+            .map_err(|e| Error::stripe(Step::ReadInvoice, Some(id), None, e))
+    };
+    let void = || Ok(Some(read()?).filter(|i| i.status == InvoiceStatus::Void));
+    match write(&key, |key| client.void_invoice(id, key), void)? {
+        Ok(invoice) => Ok(invoice),
+        Err(error) => match read() {
+            Ok(current) if current.status == InvoiceStatus::Void => Ok(current),
+            _ => Err(Error::stripe(Step::VoidInvoice, Some(id), None, error)),
+        },
     }
 }
 
@@ -427,7 +459,13 @@ fn create_draft(client: &StripeClient, invoice: &InvoiceToSync) -> Result<Invoic
         return Ok(found);
     }
     let key = idempotency_key(&["invoice-create", &invoice.invoice_id]);
-    match client.create_invoice(&invoice_create(invoice), &key) {
+    let params = invoice_create(invoice);
+    let sent = write(
+        &key,
+        |key| client.create_invoice(&params, key),
+        || find_draft(client, invoice),
+    )?;
+    match sent {
         Ok(created) => {
             info!(invoice_id = %invoice.invoice_id, stripe_invoice_id = %created.id, "Created the Stripe draft.");
             Ok(created)
@@ -476,14 +514,19 @@ fn update_invoice(
     let revision = next_revision(&current.metadata, META_INVOICE_REVISION);
     update
         .metadata
-        .insert(META_INVOICE_REVISION.to_owned(), revision);
+        .insert(META_INVOICE_REVISION.to_owned(), revision.clone());
     let key = idempotency_key(&[
         "invoice-update",
         metron_invoice_id,
         &hash_hex(&[&invoice_state(current), &update.to_form().encode()]),
     ]);
-    client
-        .update_invoice(id, &update, &key)
+    let applied = || {
+        let current = client
+            .invoice(id)
+            .map_err(|e| Error::stripe(Step::ReadInvoice, Some(id), None, e))?;
+        Ok((current.metadata.get(META_INVOICE_REVISION) == Some(&revision)).then_some(current))
+    };
+    write(&key, |key| client.update_invoice(id, &update, key), applied)?
         .map_err(|e| Error::stripe(Step::UpdateInvoice, Some(id), None, e))
 }
 
@@ -671,14 +714,34 @@ fn apply(
             Err(error) => return Err(Error::stripe(Step::DeleteItem, Some(id), None, error)),
         }
     }
+    // The item of a line as the draft holds it now, when its metadata says `wanted`.
+    let on_draft = |line_id: &str, wanted: &dyn Fn(&LineItem) -> bool| -> Result<Option<String>> {
+        Ok(list_lines(client, id)?
+            .into_iter()
+            .find(|l| {
+                l.metadata.get(META_LINE_ID).map(String::as_str) == Some(line_id) && wanted(l)
+            })
+            .and_then(|l| l.invoice_item))
+    };
     for (line_id, item_id, params, key) in &plan.updates {
-        client
-            .update_invoice_item(item_id, params, key)
-            .map_err(|e| Error::stripe(Step::UpdateItem, Some(id), Some(line_id), e))?;
+        let revision = params.metadata.get(META_LINE_REVISION);
+        write(
+            key,
+            |key| client.update_invoice_item(item_id, params, key).map(|_| ()),
+            || {
+                Ok(
+                    on_draft(line_id, &|l| l.metadata.get(META_LINE_REVISION) == revision)?
+                        .map(|_| ()),
+                )
+            },
+        )?
+        .map_err(|e| Error::stripe(Step::UpdateItem, Some(id), Some(line_id), e))?;
     }
     let mut created = Vec::with_capacity(plan.creates.len());
     for (line_id, params, key) in &plan.creates {
-        let item = match client.create_invoice_item(params, key) {
+        let send = |key: &str| client.create_invoice_item(params, key).map(|item| item.id);
+        let done = || on_draft(line_id, &|_| true);
+        let item_id = match write(key, send, done)? {
             // The key was first used with other params (the line changed after a create whose
             // item never appeared): none of its items is on the draft, so a key naming these
             // params is as safe.
@@ -689,12 +752,12 @@ fn apply(
                     line_id,
                     &hash_hex(&[&params.to_form().encode()]),
                 ]);
-                client.create_invoice_item(params, &key)
+                write(&key, send, done)?
             }
             other => other,
         }
         .map_err(|e| Error::stripe(Step::CreateItem, Some(id), Some(line_id), e))?;
-        created.push((line_id.clone(), item.id));
+        created.push((line_id.clone(), item_id));
     }
     Ok(created)
 }
@@ -909,6 +972,39 @@ fn finalized(invoice: Invoice, automatic_tax_disabled: bool) -> FinalizedInvoice
 
 // ---------------------------------------------------------------------------------------------
 // Keys
+
+/// Most keys one write goes through while Stripe replays a kept 5xx.
+const KEY_HOPS_MAX: usize = 4;
+
+/// Sends a write under `key`. Stripe keeps the answer of a request that started executing, a
+/// 500 included, and replays it to every retry under that key for 24 hours; the write may or
+/// may not have happened. On such a replay `done` reads Stripe to tell: if it happened, its
+/// result is taken; if not, the write is sent under a key derived from `key` and the replayed
+/// request's id. The chain of keys is the same for every attempt (a crash and a retry derive
+/// the same keys, and meet the same kept answers), and no key is reused for another write.
+/// The outer error is `done`'s; the inner result is the last send's.
+fn write<T>(
+    key: &str,
+    send: impl Fn(&str) -> client::Result<T>,
+    done: impl Fn() -> Result<Option<T>>,
+) -> Result<client::Result<T>> {
+    let mut key = key.to_owned();
+    for _ in 0..KEY_HOPS_MAX {
+        let error = match send(&key) {
+            Err(error) => error,
+            ok => return Ok(ok),
+        };
+        let Some(original) = error.replayed_failure().map(str::to_owned) else {
+            return Ok(Err(error));
+        };
+        if let Some(result) = done()? {
+            return Ok(Ok(result));
+        }
+        warn!(key, original_request = %original, "Stripe replays a failure kept for the idempotency key and the write did not happen; sending it under a derived key.");
+        key = idempotency_key(&[&key, "after", &original]);
+    }
+    Ok(send(&key))
+}
 
 /// `parts` joined with `-`; past Stripe's 255 bytes the tail after the first part is hashed, so
 /// the key stays deterministic and distinct.

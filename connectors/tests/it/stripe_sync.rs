@@ -185,8 +185,9 @@ fn an_upsert_without_the_stored_id_finds_the_earlier_draft() {
     assert_converged(&fake, &other, InvoiceStatus::Draft);
 }
 
-/// Each fault kind, on each call of the way, is absorbed by the client's retries: one invoice,
-/// one item per line, finalized.
+/// Each fault kind, on each call of the way, is absorbed by the client's retries (and, for a
+/// failure Stripe keeps for the key and replays, by a derived key once Stripe shows the write
+/// did not happen): one invoice, one item per line, finalized.
 #[test]
 fn every_fault_on_every_call_yields_one_invoice_and_one_item_per_line() {
     let faults = [
@@ -197,6 +198,8 @@ fn every_fault_on_every_call_yields_one_invoice_and_one_item_per_line() {
         Fault::Drop,
         Fault::FailAfterWrite,
         Fault::DropAfterWrite,
+        Fault::StoredFailure,
+        Fault::StoredFailureAfterWrite,
     ];
     let targets = [
         FaultRule::on("POST", "/v1/invoices", Fault::Drop), // the create
@@ -252,6 +255,8 @@ fn issuing_abandoned_at_any_call_converges_when_run_again() {
         Fault::Status429 {
             lock_timeout: false,
         },
+        Fault::StoredFailure,
+        Fault::StoredFailureAfterWrite,
     ];
     let clean_requests = {
         let fake = fake();
@@ -303,6 +308,8 @@ fn random_faults_with_a_crash_on_every_failure_converge() {
                 Fault::Drop,
                 Fault::FailAfterWrite,
                 Fault::DropAfterWrite,
+                Fault::StoredFailure,
+                Fault::StoredFailureAfterWrite,
             ],
             ..FakeConfig::default()
         })
@@ -450,4 +457,34 @@ fn a_line_removed_and_added_back_is_created_again() {
     changed.expected_total_minor += 1;
     upsert_invoice(&stripe, &changed, Some(&id)).expect("added back changed");
     assert_converged(&fake, &changed, InvoiceStatus::Draft);
+}
+
+/// Voiding an issued invoice converges whatever Stripe keeps for the void's key: a 500 kept
+/// before the write (a derived key voids it), a 500 kept after it (the read shows it void),
+/// and a repeat of a void that went through.
+#[test]
+fn voiding_converges_through_failures_stripe_keeps_for_the_key() {
+    for fault in [
+        None,
+        Some(Fault::StoredFailure),
+        Some(Fault::StoredFailureAfterWrite),
+        Some(Fault::FailAfterWrite),
+    ] {
+        let fake = fake();
+        let stripe = client(&fake, 1);
+        let customer = fake.create_customer("ACME", None);
+        let metron = invoice("inv1", &customer);
+        let mut stored = None;
+        let finalized = issue(&stripe, &metron, &mut stored).expect("issued");
+        if let Some(fault) = fault {
+            fake.inject_rule(FaultRule::on("POST", "/v1/invoices/", fault));
+        }
+        let voided = sync::void_invoice(&stripe, &finalized.stripe_invoice_id, "inv1")
+            .unwrap_or_else(|e| panic!("{fault:?}: {e:?}"));
+        assert_eq!(voided.status, Status::Void, "{fault:?}");
+        let again = sync::void_invoice(&stripe, &finalized.stripe_invoice_id, "inv1")
+            .unwrap_or_else(|e| panic!("{fault:?}, again: {e:?}"));
+        assert_eq!(again.status, Status::Void, "{fault:?}");
+        assert_converged(&fake, &metron, InvoiceStatus::Void);
+    }
 }

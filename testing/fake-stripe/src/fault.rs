@@ -25,11 +25,17 @@ pub enum Fault {
     /// The write is applied (and its answer kept for the idempotency key), then the connection
     /// is closed without a response.
     DropAfterWrite,
+    /// Execution starts and fails before writing: 500, and (as Stripe does once an endpoint
+    /// started executing) the 500 is kept for the idempotency key and replayed to every retry.
+    StoredFailure,
+    /// The write is applied, then 500, kept for the idempotency key and replayed: a retry under
+    /// the key cannot tell the write happened.
+    StoredFailureAfterWrite,
 }
 
 impl Fault {
     /// Every kind, for the random mode's default.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Status429 { lock_timeout: true },
         Fault::Status429 {
             lock_timeout: false,
@@ -40,6 +46,8 @@ impl Fault {
         Fault::Drop,
         Fault::FailAfterWrite,
         Fault::DropAfterWrite,
+        Fault::StoredFailure,
+        Fault::StoredFailureAfterWrite,
     ];
 
     /// The answer of a fault that answers before anything executes, with its
@@ -79,13 +87,21 @@ impl Fault {
                 ApiError::api(500, "An unknown error occurred (injected)."),
                 None,
             )),
-            Fault::Timeout | Fault::Drop | Fault::FailAfterWrite | Fault::DropAfterWrite => None,
+            Fault::Timeout
+            | Fault::Drop
+            | Fault::FailAfterWrite
+            | Fault::DropAfterWrite
+            | Fault::StoredFailure
+            | Fault::StoredFailureAfterWrite => None,
         }
     }
 
     /// Whether the request's write takes effect under this fault.
     pub fn applies_write(self) -> bool {
-        matches!(self, Fault::FailAfterWrite | Fault::DropAfterWrite)
+        matches!(
+            self,
+            Fault::FailAfterWrite | Fault::DropAfterWrite | Fault::StoredFailureAfterWrite
+        )
     }
 }
 

@@ -403,6 +403,24 @@ async fn run(
         }
         _ => {}
     }
+    let stored_failure = || {
+        ApiError::api(
+            500,
+            "An unknown error occurred (injected, kept for the key).",
+        )
+        .body()
+        .to_string()
+    };
+    if fault == Some(Fault::StoredFailure) {
+        let body = stored_failure();
+        release(Some(Stored::Done {
+            params: canonical,
+            status: 500,
+            body: body.clone(),
+            request_id: incoming.request_id.clone(),
+        }));
+        return finish(shared, &incoming, 500, &body, fault_name, false, &[]);
+    }
     let (status, body) = {
         let mut store = shared.store.lock();
         store.current_request = Some((incoming.request_id.clone(), incoming.key.clone()));
@@ -414,6 +432,11 @@ async fn run(
         }
     };
     shared.dispatch();
+    let (status, body) = if fault == Some(Fault::StoredFailureAfterWrite) {
+        (500, stored_failure())
+    } else {
+        (status, body)
+    };
     release(Some(Stored::Done {
         params: canonical,
         status,
@@ -431,6 +454,9 @@ async fn run(
             finish(shared, &incoming, 500, &body, fault_name, false, &[])
         }
         Some(Fault::DropAfterWrite) => dropped(req, shared, &incoming, fault_name),
+        Some(Fault::StoredFailureAfterWrite) => {
+            finish(shared, &incoming, status, &body, fault_name, false, &[])
+        }
         _ => finish(shared, &incoming, status, &body, None, false, &[]),
     }
 }

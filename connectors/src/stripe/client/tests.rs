@@ -423,6 +423,22 @@ fn failures_that_are_not_retryable_are_returned_at_once() {
         (Reply::Answer(200, &[], "not json"), |e| {
             matches!(e, Error::Decode { status: 200, .. })
         }),
+        // A 5xx Stripe kept for the key and replays: the same key gets it again.
+        (
+            Reply::Answer(
+                500,
+                &[
+                    ("idempotent-replayed", "true"),
+                    ("original-request", "req_9"),
+                ],
+                API_ERROR,
+            ),
+            |e| e.replayed_failure() == Some("req_9") && !e.is_retryable(),
+        ),
+        (
+            Reply::Answer(500, &[("idempotent-replayed", "true")], API_ERROR),
+            |e| e.replayed_failure() == Some(""),
+        ),
     ];
     for (reply, expected) in cases {
         let server = Scripted::start(vec![reply]);
