@@ -2,15 +2,17 @@
 //! subscription, with a timeline of quantity changes. Its rate cards are merged into the
 //! subscription's spec from each change on, as OpenMeter's `addon/diff` does: an item of the
 //! same key is split at the change and its later version gets the add-on's rate card applied
-//! `quantity` times (flat amounts add up; a card without a price takes the add-on's); where
-//! no item has the key a new item carries the add-on's card, its flat amount times the
-//! quantity, and ends when the quantity drops to zero. The add-on row and the changed
+//! `quantity` times (flat amounts add up, a card without a price takes the add-on's, metered
+//! entitlement templates add up their `issueAfterReset`); where no item has the key a new item
+//! carries the add-on's card, its flat amount and grant times the quantity, and ends when the
+//! quantity drops to zero. A version whose template changed gets a new entitlement (the
+//! caller creates it; the previous one ends with the previous version). The add-on row and the changed
 //! subscription are written in one transaction.
 
 use crate::catalog::{Catalog, Error as CatalogError, ms};
 use crate::subscriptions::{self, Item, Subscription, SubscriptionError};
 use chrono::{DateTime, Utc};
-use metron_engine::billing::{Price, RateCard};
+use metron_engine::billing::{EntitlementTemplate, Price, RateCard};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -224,7 +226,11 @@ fn merge_from(
             drop.push(i);
             continue;
         }
-        item.rate_card = merge(&item.rate_card, card, delta, single)?;
+        let merged = merge(&item.rate_card, card, delta, single)?;
+        if merged.view().entitlement_template != item.rate_card.view().entitlement_template {
+            item.entitlement_id = None;
+        }
+        item.rate_card = merged;
     }
     for i in drop.into_iter().rev() {
         sub.phases[index].items.remove(i);
@@ -266,6 +272,7 @@ fn fill_gaps(
     }
     let mut base = card.clone();
     set_price(&mut base, None).map_err(|reason| merge_error(card, reason))?;
+    set_template(&mut base, None);
     let merged = merge(&base, card, quantity, false)?;
     for (from, to) in gaps {
         let mut item = Item::new(
@@ -285,6 +292,51 @@ fn merge_error(card: &RateCard, reason: impl Into<String>) -> Error {
         key: card.key().to_owned(),
         reason: reason.into(),
     }
+}
+
+fn set_template(card: &mut RateCard, template: Option<EntitlementTemplate>) {
+    match card {
+        RateCard::FlatFee(r) => r.entitlement_template = template,
+        RateCard::UsageBased(r) => r.entitlement_template = template,
+    }
+}
+
+/// The entitlement template after applying the add-on's `times` times: metered grants add up
+/// (`issueAfterReset`); a card without a template takes the add-on's; boolean and static
+/// templates are kept as they are.
+fn merge_template(
+    target: Option<&EntitlementTemplate>,
+    addon: Option<&EntitlementTemplate>,
+    times: i64,
+) -> Result<Option<EntitlementTemplate>, String> {
+    let Some(addon) = addon else {
+        return Ok(target.cloned());
+    };
+    Ok(match (target, addon) {
+        (Some(EntitlementTemplate::Metered(t)), EntitlementTemplate::Metered(a)) => {
+            let mut merged = t.clone();
+            let issue = t.issue_after_reset.unwrap_or_default()
+                + a.issue_after_reset.unwrap_or_default() * Decimal::from(times);
+            if issue.is_sign_negative() && !issue.is_zero() {
+                return Err("restoring the entitlement would yield a negative grant".into());
+            }
+            merged.issue_after_reset = Some(issue);
+            Some(EntitlementTemplate::Metered(merged))
+        }
+        (Some(t), a) if std::mem::discriminant(t) != std::mem::discriminant(a) => {
+            return Err("entitlement template types differ".into());
+        }
+        (Some(t), _) => Some(t.clone()),
+        (None, EntitlementTemplate::Metered(a)) if times > 0 => {
+            let mut merged = a.clone();
+            merged.issue_after_reset = a
+                .issue_after_reset
+                .map(|issue| issue * Decimal::from(times));
+            Some(EntitlementTemplate::Metered(merged))
+        }
+        (None, a) if times > 0 => Some(a.clone()),
+        (None, _) => None,
+    })
 }
 
 fn set_price(card: &mut RateCard, price: Option<Price>) -> Result<(), String> {
@@ -317,8 +369,12 @@ pub fn merge(target: &RateCard, card: &RateCard, times: i64, single: bool) -> Re
     if t.billing_cadence != a.billing_cadence {
         return Err(fail("billing cadences differ"));
     }
+    let template = merge_template(t.entitlement_template, a.entitlement_template, times)
+        .map_err(|reason| fail(&reason))?;
+    let mut out = target.clone();
+    set_template(&mut out, template);
     let Some(price) = card.price() else {
-        return Ok(target.clone());
+        return Ok(out);
     };
     let merged = match (target.price(), &price) {
         (None, Price::Flat(f)) if times > 0 => {
@@ -353,7 +409,6 @@ pub fn merge(target: &RateCard, card: &RateCard, times: i64, single: bool) -> Re
             )));
         }
     };
-    let mut out = target.clone();
     set_price(&mut out, merged).map_err(|reason| fail(&reason))?;
     Ok(out)
 }

@@ -6,8 +6,8 @@
 
 use crate::error::ApiError;
 use crate::routes::subscriptions::{
-    Timing, align_entitlements, create_entitlements, customer_of, metadata, ns, opt_str, require,
-    resolve, subscription, subscription_error, timing,
+    Timing, align_entitlements, create_entitlements, customer_of, end_dropped, metadata, ns,
+    opt_str, require, resolve, subscription, subscription_error, timing,
 };
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -202,11 +202,12 @@ fn require_active_at(sub: &Subscription, at: DateTime<Utc>) -> Result<(), ApiErr
     }
 }
 
-/// Stores the add-on with the subscription it changed, then materialises entitlements of new
-/// items and lets billing know.
+/// Stores the add-on with the subscription it changed (`before`: as it was), then ends the
+/// entitlements no item holds any more, materialises those of new items and lets billing know.
 async fn commit(
     state: &AppState,
     addon: &SubscriptionAddon,
+    before: &Subscription,
     mut sub: Subscription,
     insert: bool,
 ) -> Result<Subscription, ApiError> {
@@ -215,6 +216,7 @@ async fn commit(
         .save_subscription_addon(ns(state), addon, &sub, insert)
         .await
         .map_err(addon_error)?;
+    end_dropped(state, before, &sub).await?;
     align_entitlements(state, &sub).await?;
     let customer = customer_of(state, &sub.customer_id).await?;
     create_entitlements(state, &customer, &mut sub).await?;
@@ -293,9 +295,10 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
+    let before = sub.clone();
     apply_quantity(&mut sub, &addon, 0, count, at).map_err(addon_error)?;
     sub.updated_at = now;
-    let sub = commit(&state, &addon, sub, true).await?;
+    let sub = commit(&state, &addon, &before, sub, true).await?;
     Ok(HttpResponse::Created().json(addon_json(&addon, &sub, now)))
 }
 
@@ -352,6 +355,7 @@ async fn update(
     }
     let (id, addon_id) = path.into_inner();
     let mut sub = subscription(&state, &id).await?;
+    let before = sub.clone();
     let mut addon = find(&state, &sub, &addon_id).await?;
     let now = Utc::now();
     if let Some(name) = name(&body)? {
@@ -391,6 +395,6 @@ async fn update(
         }
     }
     addon.updated_at = now;
-    let sub = commit(&state, &addon, sub, false).await?;
+    let sub = commit(&state, &addon, &before, sub, false).await?;
     Ok(HttpResponse::Ok().json(addon_json(&addon, &sub, now)))
 }

@@ -327,8 +327,9 @@ pub(crate) async fn align_entitlements(
     Ok(())
 }
 
-/// Ends, as never active, the entitlements of items an edit dropped from the spec.
-async fn end_dropped(
+/// Ends, as never active, the entitlements no item of the spec holds any more (an edit dropped
+/// the item, or an add-on changed its template).
+pub(crate) async fn end_dropped(
     state: &AppState,
     before: &Subscription,
     after: &Subscription,

@@ -670,3 +670,61 @@ fn an_edit_at_the_next_billing_cycle_can_be_unscheduled() {
     );
     assert_eq!(status, 400, "{problem}");
 }
+
+// An add-on granting 500 more tokens a month, bought twice on a plan granting 1000: from the
+// purchase the tokens item carries a new entitlement granting 2000, and the plan's one ends
+// at the purchase.
+#[test]
+fn an_addon_grant_adds_up_in_a_new_entitlement() {
+    let server = TestServer::start_with_config(CONFIG);
+    let plan = setup(
+        &server,
+        "pro",
+        json!([{"key": "default", "name": "Default", "duration": null,
+                "rateCards": [tokens_card()]}]),
+    );
+    let more = addon(
+        &server,
+        "more_tokens",
+        "multiple",
+        json!({"type": "usage_based", "key": "tokens", "name": "Tokens", "featureKey": "tokens",
+               "billingCadence": "P1M",
+               "entitlementTemplate": {"type": "metered", "issueAfterReset": 500, "isSoftLimit": true}}),
+    );
+    offer(&server, &plan, &more, None);
+    publish(&server, "plans", &plan);
+    let sub = subscribe(&server, "pro");
+    let id = str_of(&sub["id"]);
+    let first = str_of(
+        &item(phase(&sub, "default"), "tokens")
+            .cloned()
+            .unwrap_or_default()["included"]["entitlement"]["id"],
+    );
+    assert!(!first.is_empty(), "{sub}");
+    let (status, bought) = buy(&server, &id, &more, 2);
+    assert_eq!(status, 201, "{bought}");
+    let view = server
+        .get(&format!("/api/v1/subscriptions/{id}"))
+        .send()
+        .expect_status(200)
+        .json();
+    let tokens = item(phase(&view, "default"), "tokens")
+        .cloned()
+        .unwrap_or_default();
+    let entitlement = tokens["included"]["entitlement"].clone();
+    assert_ne!(str_of(&entitlement["id"]), first, "{tokens}");
+    assert_eq!(entitlement["issueAfterReset"], 2000, "{entitlement}");
+    assert_eq!(entitlement["activeFrom"], bought["activeFrom"]);
+    let old = server
+        .get(&format!("/api/v2/entitlements/{first}"))
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(old["activeTo"], bought["activeFrom"], "{old}");
+    assert_eq!(
+        view["phases"][0]["itemTimelines"]["tokens"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}

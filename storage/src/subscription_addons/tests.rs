@@ -264,3 +264,66 @@ async fn rows_round_trip_and_an_addon_is_bought_once() {
             .is_none()
     );
 }
+
+fn metered(issue: Option<u32>) -> RateCard {
+    let mut template = json!({"type": "metered", "isSoftLimit": true});
+    if let Some(issue) = issue {
+        template["issueAfterReset"] = json!(issue);
+    }
+    serde_json::from_value(
+        json!({"type": "usage_based", "key": "tokens", "name": "Tokens",
+        "featureKey": "tokens", "billingCadence": "P1M", "entitlementTemplate": template}),
+    )
+    .unwrap()
+}
+
+fn grant(card: &RateCard) -> Option<Decimal> {
+    match card.view().entitlement_template {
+        Some(metron_engine::billing::EntitlementTemplate::Metered(m)) => m.issue_after_reset,
+        _ => None,
+    }
+}
+
+// Metered grants add up per unit (1000 + 2 × 500), and come off again; the version with the
+// bigger grant drops its entitlement so a new one is made for it, while the version before
+// the purchase keeps the old one.
+#[test]
+fn metered_grants_add_up_and_the_changed_version_needs_a_new_entitlement() {
+    let target = metered(Some(1000));
+    let two = merge(&target, &metered(Some(500)), 2, false).unwrap();
+    assert_eq!(grant(&two), Some(Decimal::from(2000)));
+    assert_eq!(
+        grant(&merge(&two, &metered(Some(500)), -2, false).unwrap()),
+        Some(Decimal::from(1000))
+    );
+    assert!(merge(&target, &metered(Some(5000)), -1, false).is_err());
+
+    let mut s = sub();
+    let mut item = crate::subscriptions::Item::new(target, None, None);
+    item.entitlement_id = Some("ent1".into());
+    s.phases[0].items.push(item);
+    let a = addon(vec![metered(Some(500))], "multiple");
+    apply_quantity(&mut s, &a, 0, 2, t(1, 10)).unwrap();
+    let tokens: Vec<(Option<&str>, Option<Decimal>)> = s.phases[0]
+        .items
+        .iter()
+        .filter(|i| i.rate_card.key() == "tokens")
+        .map(|i| (i.entitlement_id.as_deref(), grant(&i.rate_card)))
+        .collect();
+    assert_eq!(
+        tokens,
+        vec![
+            (Some("ent1"), Some(Decimal::from(1000))),
+            (None, Some(Decimal::from(2000)))
+        ]
+    );
+    // A new key's item gets the add-on's grant times the quantity.
+    let mut s = sub();
+    apply_quantity(&mut s, &a, 0, 3, t(1, 10)).unwrap();
+    let created = s.phases[0]
+        .items
+        .iter()
+        .find(|i| i.rate_card.key() == "tokens")
+        .unwrap();
+    assert_eq!(grant(&created.rate_card), Some(Decimal::from(1500)));
+}
