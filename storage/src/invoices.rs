@@ -7,6 +7,11 @@
 //! `line_key` (subscription, item, billing period start): generating it twice, after a crash
 //! or a retry, inserts nothing the second time. The catalog is the truth; the billing actor
 //! rebuilds its schedule from it.
+//!
+//! Progressive billing splits a gathering usage line at a time: the part before it moves to a
+//! standard invoice, the rest stays gathering under a new key (the group's key plus the split
+//! time). Both parts share a [`Split`] group (OpenMeter's split line group); the split is
+//! written in one transaction ([`Catalog::split_lines`]).
 
 use crate::catalog::{Catalog, Error as CatalogError, ms};
 use chrono::{DateTime, Utc};
@@ -97,6 +102,37 @@ pub struct DetailedLine {
     pub totals: Totals,
 }
 
+/// A line's place in its split line group (OpenMeter's `SplitLineGroup`): a usage line billed
+/// progressively, part by part, over the group's whole period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Split {
+    /// The group's id (OpenMeter's `splitLineGroupId`), shared by every part.
+    pub group_id: String,
+    /// The key of the line split first (the whole period's line): what a subscription knows
+    /// the group by.
+    pub group_key: String,
+    /// The whole service period the parts bill together (the rating's billing period).
+    pub group_period: LinePeriod,
+    /// Usage metered in the group before this part's period (snapshotted with the quantity).
+    #[serde(default, with = "metron_engine::billing::numeric::option")]
+    pub metered_pre_line_period_quantity: Option<Decimal>,
+    /// The same after usage discounts (written by the rating).
+    #[serde(default, with = "metron_engine::billing::numeric::option")]
+    pub pre_line_period_quantity: Option<Decimal>,
+    /// What earlier parts billed (the sum of their `totals.amount` on live standard invoices),
+    /// read before each rating.
+    #[serde(default, with = "metron_engine::billing::numeric")]
+    pub previously_billed_amount: Decimal,
+}
+
+impl Split {
+    /// The key of the part of `group_key` that starts at `at`.
+    pub fn key_at(group_key: &str, at: DateTime<Utc>) -> String {
+        format!("{group_key}/split/{}", at.timestamp())
+    }
+}
+
 /// One invoice line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +170,9 @@ pub struct Line {
     /// The invoicing app's id of the line (Stripe: `il_…`).
     #[serde(default)]
     pub external_id: Option<String>,
+    /// Progressive billing: the split line group this line is a part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
@@ -279,6 +318,39 @@ async fn put_line(
     Ok(())
 }
 
+/// One split for [`Catalog::split_lines`].
+#[derive(Clone, Copy, Debug)]
+pub struct SplitWrite<'a> {
+    /// The line's period as it was read (the split applies only to that).
+    pub read: LinePeriod,
+    /// The line cut at the split time.
+    pub part: &'a Line,
+    /// The rest of the period, a new line (none: nothing is left).
+    pub rest: Option<&'a Line>,
+}
+
+async fn insert_line(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    namespace: &str,
+    line: &Line,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO invoice_lines (id, namespace, invoice_id, customer_id, line_key, definition, invoice_at, created_at, updated_at, deleted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL) ON CONFLICT (namespace, line_key) DO NOTHING",
+    )
+    .bind(&line.id)
+    .bind(namespace)
+    .bind(&line.invoice_id)
+    .bind(&line.customer_id)
+    .bind(&line.line_key)
+    .bind(encode(line))
+    .bind(ms(line.invoice_at))
+    .bind(ms(line.created_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 impl Catalog {
     /// The customer's gathering invoice in `currency`, created (from `make`) if missing.
     pub async fn gathering_invoice(
@@ -312,21 +384,7 @@ impl Catalog {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut inserted = 0;
         for line in lines {
-            let done = sqlx::query(
-                "INSERT INTO invoice_lines (id, namespace, invoice_id, customer_id, line_key, definition, invoice_at, created_at, updated_at, deleted_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL) ON CONFLICT (namespace, line_key) DO NOTHING",
-            )
-            .bind(&line.id)
-            .bind(namespace)
-            .bind(&line.invoice_id)
-            .bind(&line.customer_id)
-            .bind(&line.line_key)
-            .bind(encode(line))
-            .bind(ms(line.invoice_at))
-            .bind(ms(line.created_at))
-            .execute(&mut *tx)
-            .await?;
-            inserted += done.rows_affected() as usize;
+            inserted += insert_line(&mut tx, namespace, line).await? as usize;
         }
         tx.commit().await?;
         Ok(inserted)
@@ -463,6 +521,76 @@ impl Catalog {
         Ok(moved)
     }
 
+    /// Splits gathering lines, in one transaction: each `(part, rest)` writes `part` (the line
+    /// cut short, same id and key) and inserts `rest` (the remainder, under its own key).
+    /// A line no longer on the gathering invoice it was read from, no longer with the period it
+    /// was read with (`read`), or whose rest's key exists is left alone: repeating a split
+    /// writes nothing. Returns the parts written.
+    pub async fn split_lines(
+        &self,
+        namespace: &str,
+        splits: &[SplitWrite<'_>],
+    ) -> Result<Vec<Line>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut written = Vec::new();
+        for split in splits {
+            let row = sqlx::query(
+                "SELECT id, definition FROM invoice_lines WHERE namespace = $1 AND id = $2 \
+                 AND invoice_id = $3 AND deleted_at IS NULL",
+            )
+            .bind(namespace)
+            .bind(&split.part.id)
+            .bind(&split.part.invoice_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { continue };
+            let stored: Line = decode(&row)?;
+            if stored.period != split.read {
+                continue;
+            }
+            // A rest whose key exists was split off already: leave the line as it is.
+            if let Some(rest) = split.rest
+                && insert_line(&mut tx, namespace, rest).await? == 0
+            {
+                continue;
+            }
+            put_line(&mut tx, namespace, split.part).await?;
+            written.push(split.part.clone());
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Every line of a split line group, with its invoice (deleted ones included).
+    pub async fn split_group_lines(
+        &self,
+        namespace: &str,
+        customer_id: &str,
+        group_id: &str,
+    ) -> Result<Vec<(Line, Invoice)>> {
+        let rows = sqlx::query(
+            "SELECT l.id AS id, l.definition AS definition, i.id AS invoice_row_id, i.definition AS invoice_definition \
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+             WHERE l.namespace = $1 AND l.customer_id = $2 \
+             AND json_extract(l.definition, '$.split.groupId') = $3 ORDER BY l.invoice_at, l.id",
+        )
+        .bind(namespace)
+        .bind(customer_id)
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let line: Line = decode(row)?;
+            let id: String = row.try_get("invoice_row_id")?;
+            let definition: String = row.try_get("invoice_definition")?;
+            let invoice: Invoice = serde_json::from_str(&definition)
+                .map_err(|source| CatalogError::Decode { id, source })?;
+            out.push((line, invoice));
+        }
+        Ok(out)
+    }
+
     /// Writes an invoice and its lines in one transaction.
     pub async fn save_invoice(
         &self,
@@ -537,3 +665,6 @@ impl Catalog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
