@@ -376,7 +376,7 @@ fn buy(server: &TestServer, sub: &str, addon: &str, quantity: i64) -> (u16, Valu
 // subscription with add-ons cannot be edited.
 #[test]
 fn addons_are_bought_changed_and_listed() {
-    let server = TestServer::start_with_config(CONFIG);
+    let mut server = TestServer::start_with_config(CONFIG);
     let plan = setup(
         &server,
         "pro",
@@ -467,7 +467,11 @@ fn addons_are_bought_changed_and_listed() {
         .json();
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     assert_eq!(listed[0]["id"], bought["id"]);
-    server.get(&path).send().expect_status(200);
+    // The add-on and its timeline survive a restart.
+    server.restart();
+    let again = server.get(&path).send().expect_status(200).json();
+    assert_eq!(again["timeline"], changed["timeline"]);
+    assert_eq!(again["rateCards"], changed["rateCards"]);
     server
         .get(&format!(
             "/api/v1/subscriptions/{id}/addons/01J00000000000000000000000"
