@@ -12,8 +12,9 @@
 //! pro-rate it.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use metron_engine::billing::TieredMode;
 use metron_engine::billing::{BillingCadence, PaymentTerm, Period, Price, RateCard};
-use metron_storage::invoices::{LinePeriod, SubscriptionRef};
+use metron_storage::invoices::{Line, LinePeriod, Split, SubscriptionRef, Totals};
 use metron_storage::subscriptions::Subscription;
 
 /// Most billing periods one item is billed for in one pass (a named limit: a subscription
@@ -34,7 +35,9 @@ pub struct DueLine {
     pub subscription: SubscriptionRef,
 }
 
-fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+/// A time truncated to the minute, the meters' resolution: every line boundary, and the time
+/// invoice-now bills up to (OpenMeter truncates by its `MinimumWindowSizeDuration`).
+pub fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
 }
 
@@ -210,6 +213,151 @@ pub fn next_line_at(sub: &Subscription, now: DateTime<Utc>) -> Option<DateTime<U
         }
     }
     next
+}
+
+/// What of a gathering line invoice-now bills at `as_of` (OpenMeter's `ResolveBillablePeriod`
+/// and `gatherInScopeLines`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Billable {
+    /// Nothing yet.
+    No,
+    /// The whole line.
+    Whole,
+    /// Progressive billing: the line's period up to this time; the rest stays gathering.
+    Until(DateTime<Utc>),
+}
+
+/// The line is split or splittable, but its price cannot be billed progressively
+/// (OpenMeter's `invoice_progressive_billing_not_supported`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line_id}: progressive billing is not supported")]
+pub struct ProgressiveNotSupported {
+    pub line_id: String,
+}
+
+/// What of `line` invoice-now bills at `as_of` (a whole minute). A flat fee is billed whole
+/// once it is due and never split. With `progressive` on, a usage line whose meter only grows
+/// (`meter_only_grows`: sum, count, max, unique count) is billed up to `as_of` once `as_of` is
+/// past its start; a volume-tiered price, or a meter that can go down, only once its period
+/// is over. With `progressive` off, only lines due by `as_of` (`invoiceAt`) are billed.
+pub fn billable(
+    line: &Line,
+    as_of: DateTime<Utc>,
+    progressive: bool,
+    meter_only_grows: bool,
+) -> Result<Billable, ProgressiveNotSupported> {
+    let not_supported = || ProgressiveNotSupported {
+        line_id: line.id.clone(),
+    };
+    let due = minute(line.invoice_at) <= as_of;
+    let (from, to) = (minute(line.period.from), minute(line.period.to));
+    let outcome = match line.rate_card.price() {
+        None | Some(Price::Flat(_)) => {
+            if line.split.is_some() {
+                return Err(not_supported());
+            }
+            if due { Billable::Whole } else { Billable::No }
+        }
+        Some(Price::Tiered(t)) if t.mode == TieredMode::Volume => {
+            if line.split.is_some() {
+                return Err(not_supported());
+            }
+            if as_of < to {
+                Billable::No
+            } else {
+                Billable::Whole
+            }
+        }
+        Some(_) if progressive && meter_only_grows => {
+            if as_of <= from {
+                Billable::No
+            } else if as_of < to {
+                Billable::Until(as_of)
+            } else {
+                Billable::Whole
+            }
+        }
+        Some(_) => {
+            if as_of < to {
+                Billable::No
+            } else {
+                Billable::Whole
+            }
+        }
+    };
+    // Without progressive billing a line is billed only once it is due, even when its own
+    // period is over (a weekly item of a monthly plan waits for the plan's period end).
+    Ok(if !progressive && !due {
+        Billable::No
+    } else {
+        outcome
+    })
+}
+
+/// `line` split at `at` (inside its period): the part `[from, at)`, due at `at`, keeps the
+/// line's id and key; the rest `[at, to)` is a new line `rest_id` keyed by the group's key and
+/// `at`. Both join the line's split group, or a new one `group_id` over the line's period.
+pub fn split_at(
+    line: &Line,
+    at: DateTime<Utc>,
+    group_id: String,
+    rest_id: String,
+    now: DateTime<Utc>,
+) -> (Line, Line) {
+    let split = line.split.clone().unwrap_or_else(|| Split {
+        group_id,
+        group_key: line.line_key.clone(),
+        group_period: line.period,
+        metered_pre_line_period_quantity: None,
+        pre_line_period_quantity: None,
+        previously_billed_amount: rust_decimal::Decimal::ZERO,
+    });
+    let mut part = line.clone();
+    part.period.to = at;
+    part.invoice_at = at;
+    part.split = Some(split.clone());
+    part.updated_at = now;
+    let mut rest = line.clone();
+    rest.id = rest_id;
+    rest.line_key = Split::key_at(&split.group_key, at);
+    rest.period.from = at;
+    rest.split = Some(Split {
+        metered_pre_line_period_quantity: None,
+        pre_line_period_quantity: None,
+        ..split
+    });
+    rest.metered_quantity = None;
+    rest.quantity = None;
+    rest.children = Vec::new();
+    rest.totals = Totals::default();
+    rest.external_id = None;
+    rest.created_at = now;
+    rest.updated_at = now;
+    (part, rest)
+}
+
+/// A gathering part of a split group after its subscription changed to owe `due` over the
+/// group's key: the group takes the new period, the part keeps its start and takes the new end
+/// (deleted when nothing of it is left). `None`: nothing changed.
+pub fn follow_group(line: &Line, due: &DueLine, now: DateTime<Utc>) -> Option<Line> {
+    let split = line.split.as_ref()?;
+    if split.group_period == due.period && line.invoice_at == due.invoice_at {
+        return None;
+    }
+    let mut out = line.clone();
+    out.period = LinePeriod {
+        from: line.period.from.max(due.period.from),
+        to: due.period.to,
+    };
+    out.invoice_at = due.invoice_at;
+    if let Some(s) = &mut out.split {
+        s.group_period = due.period;
+    }
+    if out.period.to <= out.period.from {
+        out.deleted_at = Some(now);
+    }
+    out.updated_at = now;
+    Some(out)
 }
 
 fn card_name(card: &RateCard) -> String {
@@ -484,5 +632,148 @@ mod tests {
         );
         assert_eq!(support.invoice_at, t(4, 1));
         assert_eq!(next_line_at(&s, t(4, 17)), Some(t(4, 20)));
+    }
+
+    fn stored(price: serde_json::Value, from: u32, to: u32) -> Line {
+        let card = if price["type"] == "flat" {
+            json!({"type": "flat_fee", "key": "f", "name": "Fee", "billingCadence": "P1M",
+                   "price": price})
+        } else {
+            json!({"type": "usage_based", "key": "u", "name": "Usage", "featureKey": "u",
+                   "billingCadence": "P1M", "price": price})
+        };
+        serde_json::from_value(json!({
+            "id": "l1", "invoiceId": "g", "customerId": "c", "lineKey": "sub/s/i/1",
+            "name": "Usage", "managedBy": "subscription", "currency": "USD",
+            "period": {"from": t(4, from), "to": t(5, to)}, "invoiceAt": t(5, to),
+            "rateCard": card, "createdAt": t(4, 1), "updatedAt": t(4, 1)
+        }))
+        .unwrap()
+    }
+
+    // OpenMeter's billable periods at invoice-now: with progressive billing a usage line on a
+    // meter that only grows is billed up to `asOf` once `asOf` is past its start; a volume
+    // price or a meter that can go down waits for the period end; a flat fee for its due time;
+    // without progressive billing everything waits until it is due.
+    #[test]
+    fn billable_follows_price_meter_and_progressive_billing() {
+        let unit = stored(json!({"type": "unit", "amount": "1"}), 1, 1);
+        let volume = stored(
+            json!({"type": "tiered", "mode": "volume", "tiers": [
+                {"unitPrice": {"type": "unit", "amount": "1"}}]}),
+            1,
+            1,
+        );
+        let flat = stored(
+            json!({"type": "flat", "amount": "5", "paymentTerm": "in_arrears"}),
+            1,
+            1,
+        );
+        let mid = t(4, 16);
+        let cases = [
+            (&unit, mid, true, true, Billable::Until(mid)),
+            (&unit, t(4, 1), true, true, Billable::No),
+            (&unit, t(5, 1), true, true, Billable::Whole),
+            (&unit, t(5, 3), true, true, Billable::Whole),
+            (&unit, mid, true, false, Billable::No),
+            (&unit, mid, false, true, Billable::No),
+            (&unit, t(5, 1), false, false, Billable::Whole),
+            (&volume, mid, true, true, Billable::No),
+            (&volume, t(5, 1), true, true, Billable::Whole),
+            (&flat, mid, true, true, Billable::No),
+            (&flat, t(5, 1), true, true, Billable::Whole),
+        ];
+        for (i, (line, at, progressive, grows, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                billable(line, at, progressive, grows),
+                Ok(expected),
+                "case {i}"
+            );
+        }
+        // Due only at the plan's period end: without progressive billing it waits for that.
+        let mut weekly = unit.clone();
+        weekly.invoice_at = t(5, 10);
+        assert_eq!(billable(&weekly, t(5, 2), false, true), Ok(Billable::No));
+        assert_eq!(billable(&weekly, t(5, 2), true, true), Ok(Billable::Whole));
+        // A split volume line is OpenMeter's `invoice_progressive_billing_not_supported`.
+        let (part, _) = split_at(&volume, mid, "g".into(), "r".into(), mid);
+        assert!(billable(&part, t(5, 1), true, true).is_err());
+    }
+
+    // A split cuts the line at the time: the part keeps id and key and falls due then, the
+    // rest gets its own key and is not rated yet; both in one new group over the whole period.
+    // Splitting the rest again keeps the group and its key. A changed subscription moves the
+    // group's end, and deletes a part left with nothing.
+    #[test]
+    fn split_parts_share_a_group() {
+        let mut line = stored(json!({"type": "unit", "amount": "1"}), 1, 1);
+        line.quantity = Some(rust_decimal::Decimal::from(3));
+        let (part, rest) = split_at(&line, t(4, 11), "g1".into(), "r1".into(), t(4, 11));
+        let whole = line.period;
+        assert_eq!(
+            (part.id.as_str(), part.line_key.as_str()),
+            ("l1", "sub/s/i/1")
+        );
+        assert_eq!(
+            (part.period.from, part.period.to, part.invoice_at),
+            (t(4, 1), t(4, 11), t(4, 11))
+        );
+        assert_eq!(
+            (rest.period.from, rest.period.to, rest.invoice_at),
+            (t(4, 11), t(5, 1), t(5, 1))
+        );
+        assert_eq!(
+            rest.line_key,
+            format!("sub/s/i/1/split/{}", t(4, 11).timestamp())
+        );
+        assert_eq!(rest.quantity, None);
+        for l in [&part, &rest] {
+            let s = l.split.as_ref().unwrap();
+            assert_eq!(
+                (s.group_id.as_str(), s.group_key.as_str(), s.group_period),
+                ("g1", "sub/s/i/1", whole)
+            );
+        }
+        let (again, last) = split_at(&rest, t(4, 21), "g2".into(), "r2".into(), t(4, 21));
+        assert_eq!(again.split.as_ref().unwrap().group_id, "g1");
+        assert_eq!(
+            last.line_key,
+            format!("sub/s/i/1/split/{}", t(4, 21).timestamp())
+        );
+
+        let due = |to: u32| DueLine {
+            key: "sub/s/i/1".into(),
+            name: "Usage".into(),
+            description: None,
+            period: LinePeriod {
+                from: t(4, 1),
+                to: t(4, to),
+            },
+            invoice_at: t(4, to),
+            rate_card: line.rate_card.clone(),
+            pro_rating_full_period: None,
+            subscription: SubscriptionRef {
+                subscription_id: "s".into(),
+                phase_id: "p".into(),
+                item_id: "i".into(),
+                billing_period: whole,
+            },
+        };
+        let mut unchanged = due(1);
+        unchanged.period.to = t(5, 1);
+        unchanged.invoice_at = t(5, 1);
+        assert_eq!(follow_group(&rest, &unchanged, t(4, 12)), None);
+        let shorter = follow_group(&rest, &due(20), t(4, 12)).unwrap();
+        assert_eq!(
+            (shorter.period.from, shorter.period.to),
+            (t(4, 11), t(4, 20))
+        );
+        assert_eq!(shorter.split.unwrap().group_period.to, t(4, 20));
+        assert!(
+            follow_group(&rest, &due(5), t(4, 12))
+                .unwrap()
+                .deleted_at
+                .is_some()
+        );
     }
 }

@@ -33,7 +33,7 @@ use metron_engine::invoicing::{
 use metron_engine::query::MeterQuery;
 use metron_storage::apps::{App, AppType, CustomerAppData, SECRET_STRIPE_API_KEY};
 use metron_storage::billing_profiles::{BillingWorkflow, ResolvedProfile};
-use metron_storage::invoices::{Invoice, Line, LinePeriod, Totals, ValidationIssue};
+use metron_storage::invoices::{Invoice, Line, LinePeriod, SplitWrite, Totals, ValidationIssue};
 use metron_storage::subscriptions::Subscription;
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
@@ -366,7 +366,15 @@ impl Billing {
                 .as_ref()
                 .is_some_and(|s| s.subscription_id == sub.id)
         }) {
-            match wanted.get(line.line_key.as_str()) {
+            // A part of a split group is known to the subscription by its group's key.
+            let key = line
+                .split
+                .as_ref()
+                .map_or(line.line_key.as_str(), |s| s.group_key.as_str());
+            match wanted.get(key) {
+                Some(d) if line.split.is_some() => {
+                    changed.extend(lines::follow_group(line, d, now));
+                }
                 Some(d) if d.period == line.period && d.invoice_at == line.invoice_at => {}
                 Some(d) => {
                     let mut l = line.clone();
@@ -411,6 +419,7 @@ impl Billing {
                 children: Vec::new(),
                 totals: Totals::default(),
                 external_id: None,
+                split: None,
                 created_at: now,
                 updated_at: now,
                 deleted_at: None,
@@ -697,9 +706,13 @@ impl Billing {
                         i.severity = "warning".into();
                     }
                 }
-                Effect::Calculate => self.calculate(invoice, lines)?,
+                Effect::Calculate => {
+                    self.previously_billed(lines).await?;
+                    self.calculate(invoice, lines)?;
+                }
                 Effect::SnapshotQuantities => {
                     self.snapshot(invoice, lines).await?;
+                    self.previously_billed(lines).await?;
                     invoice.quantity_snapshoted_at = Some(now);
                     self.calculate(invoice, lines)?;
                 }
@@ -783,28 +796,83 @@ impl Billing {
                 .get_meter(self.ns(), slug)
                 .await
                 .map_err(|e| e.to_string())?;
-            let query = MeterQuery {
-                from: Some(line.period.from),
-                to: Some(line.period.to),
-                subjects: subjects.clone(),
-                filters: feature.group_filters(),
-                ..Default::default()
+            let filters = feature.group_filters();
+            let usage = |from, to| self.usage(&meter, &subjects, &filters, from, to);
+            // A later part of a split group: its usage is the group's up to its end minus the
+            // group's before its start (OpenMeter's `getFeatureUsage`), so that a max or unique
+            // count is not counted twice.
+            let (total, pre) = match &line.split {
+                Some(split) if split.group_period.from < line.period.from => {
+                    let pre = usage(split.group_period.from, line.period.from).await?;
+                    let upto = usage(split.group_period.from, line.period.to).await?;
+                    (upto - pre, Some(pre))
+                }
+                _ => (usage(line.period.from, line.period.to).await?, None),
             };
-            let rows = if subjects.is_empty() {
-                Vec::new()
-            } else {
-                self.inner
-                    .pipeline
-                    .query_meter(&meter, &query)
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
-            let mut total = Decimal::ZERO;
-            for row in rows {
-                total += row.value.to_decimal();
-            }
             line.metered_quantity = Some(total);
             line.quantity = Some(total);
+            if let Some(split) = &mut line.split {
+                split.metered_pre_line_period_quantity = Some(pre.unwrap_or(Decimal::ZERO));
+            }
+        }
+        Ok(())
+    }
+
+    /// A meter's usage by `subjects` in `[from, to)`, as a meter query answers it.
+    async fn usage(
+        &self,
+        meter: &metron_engine::meter::Meter,
+        subjects: &[String],
+        filters: &BTreeMap<String, metron_engine::filter::StringFilter>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Decimal, String> {
+        if subjects.is_empty() {
+            return Ok(Decimal::ZERO);
+        }
+        let query = MeterQuery {
+            from: Some(from),
+            to: Some(to),
+            subjects: subjects.to_vec(),
+            filters: filters.clone(),
+            ..Default::default()
+        };
+        let rows = self
+            .inner
+            .pipeline
+            .query_meter(meter, &query)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows.iter().map(|row| row.value.to_decimal()).sum())
+    }
+
+    /// What the earlier parts of each split line billed (OpenMeter's `SumNetAmount`: their
+    /// `totals.amount` on standard invoices not deleted), for the rating.
+    async fn previously_billed(&self, lines: &mut [Line]) -> Result<(), String> {
+        for line in lines.iter_mut().filter(|l| l.deleted_at.is_none()) {
+            let Some(split) = &line.split else {
+                continue;
+            };
+            let members = self
+                .catalog()
+                .split_group_lines(self.ns(), &line.customer_id, &split.group_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let billed = members
+                .iter()
+                .filter(|(l, invoice)| {
+                    l.id != line.id
+                        && l.deleted_at.is_none()
+                        && l.period.to <= line.period.from
+                        && !invoice.is_gathering()
+                        && invoice.deleted_at.is_none()
+                        && invoice.status != ExtendedStatus::Deleted
+                })
+                .map(|(l, _)| l.totals.amount)
+                .sum();
+            if let Some(split) = &mut line.split {
+                split.previously_billed_amount = billed;
+            }
         }
         Ok(())
     }
@@ -1046,16 +1114,34 @@ impl Billing {
         self.advance(id, Some(action), now).await
     }
 
-    /// `POST /api/v1/billing/invoices/invoice`: the customer's gathering lines due by `as_of`
-    /// become invoices now. Returns the invoices created.
+    /// `POST /api/v1/billing/invoices/invoice` with the billing profile's progressive billing:
+    /// see [`Billing::invoice_pending`].
     pub async fn invoice_now(
         &self,
         customer_id: &str,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Vec<Invoice>> {
+        self.invoice_pending(customer_id, as_of, None).await
+    }
+
+    /// `POST /api/v1/billing/invoices/invoice` (OpenMeter's `InvoicePendingLines`): the
+    /// customer's gathering lines billable at `as_of` (default now, never later, truncated to
+    /// the minute) become a new invoice per currency, returned. Flat fees and lines of a
+    /// period that is over are billable once due; with progressive billing (the effective
+    /// workflow's `invoicing.progressiveBilling`, or `progressive`), a usage line in progress
+    /// is split at `as_of`: the part before it is invoiced, the rest stays gathering in the
+    /// same split group (see [`lines::billable`]). The split is written in one transaction
+    /// before the invoice is created; a repeated request splits and invoices nothing more.
+    /// Nothing billable is an `invoice_create_no_lines` error, as OpenMeter's.
+    pub async fn invoice_pending(
+        &self,
+        customer_id: &str,
+        as_of: Option<DateTime<Utc>>,
+        progressive: Option<bool>,
+    ) -> Result<Vec<Invoice>> {
         let _guard = self.inner.work.lock().await;
         let now = self.now();
-        let at = as_of.unwrap_or(now).min(now);
+        let at = lines::minute(as_of.unwrap_or(now).min(now));
         for sub in self
             .catalog()
             .customer_subscriptions(self.ns(), customer_id)
@@ -1064,19 +1150,55 @@ impl Billing {
         {
             self.sync_subscription(&sub.id, now).await?;
         }
-        let mut currencies: BTreeMap<String, Vec<Line>> = BTreeMap::new();
-        for line in self.catalog().due_gathering_lines(self.ns(), at).await? {
-            if line.customer_id == customer_id {
-                currencies
-                    .entry(line.currency.clone())
-                    .or_default()
-                    .push(line);
+        let progressive = match progressive {
+            Some(p) => p,
+            None => {
+                self.profile(customer_id)
+                    .await?
+                    .workflow
+                    .invoicing
+                    .progressive_billing
+            }
+        };
+        let mut whole = Vec::new();
+        let mut splits = Vec::new();
+        for line in self.gathering_lines(customer_id).await? {
+            let grows = progressive && self.meter_only_grows(&line).await?;
+            let billable =
+                lines::billable(&line, at, progressive, grows).map_err(|e| Error::Transition {
+                    code: "invoice_progressive_billing_not_supported",
+                    message: e.to_string(),
+                })?;
+            match billable {
+                lines::Billable::No => {}
+                lines::Billable::Whole => whole.push(line),
+                lines::Billable::Until(t) => {
+                    let group = ulid::Ulid::new().to_string();
+                    let rest = ulid::Ulid::new().to_string();
+                    let (part, rest) = lines::split_at(&line, t, group, rest, now);
+                    splits.push((line.period, part, rest));
+                }
             }
         }
-        if currencies.is_empty() {
-            return Err(Error::Invalid(format!(
-                "customer {customer_id} has no invoicable lines"
-            )));
+        if !splits.is_empty() {
+            let writes: Vec<SplitWrite<'_>> = splits
+                .iter()
+                .map(|(read, part, rest)| SplitWrite {
+                    read: *read,
+                    part,
+                    rest: Some(rest),
+                })
+                .collect();
+            let parts = self.catalog().split_lines(self.ns(), &writes).await?;
+            tracing::info!(customer = %customer_id, lines = parts.len(), %at, "Split usage lines for progressive billing.");
+            whole.extend(parts);
+        }
+        let mut currencies: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+        for line in whole {
+            currencies
+                .entry(line.currency.clone())
+                .or_default()
+                .push(line);
         }
         let mut out = Vec::new();
         for (currency, lines) in currencies {
@@ -1087,7 +1209,63 @@ impl Billing {
                 out.push(self.advance(&id, None, now).await?);
             }
         }
+        if out.is_empty() {
+            return Err(Error::Transition {
+                code: "invoice_create_no_lines",
+                message: format!(
+                    "the new invoice would have no lines: customer {customer_id} has nothing to invoice as of {at}"
+                ),
+            });
+        }
         Ok(out)
+    }
+
+    /// The live lines on the customer's gathering invoices.
+    async fn gathering_lines(&self, customer_id: &str) -> Result<Vec<Line>> {
+        let filter = metron_storage::invoices::InvoiceFilter {
+            customers: vec![customer_id.to_owned()],
+            extended_statuses: vec![ExtendedStatus::Gathering.as_str().to_owned()],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for invoice in self.catalog().list_invoices(self.ns(), &filter).await? {
+            out.extend(self.catalog().invoice_lines(self.ns(), &invoice.id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Whether a usage line's meter only grows over time (sum, count, max, unique count), so
+    /// that it can be billed progressively (OpenMeter's `isDependingOnIncreaseOnlyMeters`). A
+    /// line without a feature or meter cannot.
+    async fn meter_only_grows(&self, line: &Line) -> Result<bool> {
+        use metron_engine::aggregate::Aggregation;
+        let metron_engine::billing::RateCard::UsageBased(card) = &line.rate_card else {
+            return Ok(false);
+        };
+        let Some(feature_key) = &card.feature_key else {
+            return Ok(false);
+        };
+        let Some(feature) = self
+            .catalog()
+            .get_feature(self.ns(), feature_key)
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))?
+        else {
+            return Ok(false);
+        };
+        let Some(slug) = &feature.meter_slug else {
+            return Ok(false);
+        };
+        let meter = self
+            .inner
+            .pipeline
+            .get_meter(self.ns(), slug)
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(matches!(
+            meter.aggregation,
+            Aggregation::Sum | Aggregation::Count | Aggregation::Max | Aggregation::UniqueCount
+        ))
     }
 
     /// The custom invoicing app reports that it synced the draft
@@ -1274,6 +1452,7 @@ impl Billing {
             children: Vec::new(),
             totals: Totals::default(),
             external_id: None,
+            split: None,
             created_at: now,
             updated_at: now,
             deleted_at: None,

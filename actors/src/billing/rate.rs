@@ -35,6 +35,21 @@ pub fn rate_line(line: &mut Line) -> Result<(), String> {
         from: line.period.from,
         to: line.period.to,
     };
+    // A part of a split line group is rated within the group's whole period, after the usage
+    // and the amounts of the parts before it (OpenMeter's progressive billing).
+    let (billing_period, pre_quantity, billed) = match &line.split {
+        Some(split) => (
+            Period {
+                from: split.group_period.from,
+                to: split.group_period.to,
+            },
+            split
+                .metered_pre_line_period_quantity
+                .unwrap_or(Decimal::ZERO),
+            split.previously_billed_amount,
+        ),
+        None => (period, Decimal::ZERO, Decimal::ZERO),
+    };
     let quantity = line.quantity.unwrap_or(Decimal::ZERO);
     let correlation = line
         .subscription
@@ -47,10 +62,10 @@ pub fn rate_line(line: &mut Line) -> Result<(), String> {
         discount_correlation_id: correlation,
         currency: &currency,
         quantity,
-        pre_line_period_quantity: Decimal::ZERO,
-        previously_billed_amount: Decimal::ZERO,
+        pre_line_period_quantity: pre_quantity,
+        previously_billed_amount: billed,
         service_period: period,
-        billing_period: period,
+        billing_period,
         pro_rating_full_period: line.pro_rating_full_period.map(|p| Period {
             from: p.from,
             to: p.to,
@@ -67,6 +82,9 @@ pub fn rate_line(line: &mut Line) -> Result<(), String> {
         })
         .collect();
     line.totals = totals(&rated.totals);
+    if let Some(split) = &mut line.split {
+        split.pre_line_period_quantity = Some(rated.pre_line_period_quantity);
+    }
     Ok(())
 }
 

@@ -52,7 +52,17 @@ pub fn line_json(invoice: &Invoice, line: &Line) -> Value {
                 .map(|q| json!(q.normalize().to_string())),
         );
         if line.quantity.is_some() {
-            map.insert("preLinePeriodQuantity".into(), json!("0"));
+            // Progressive billing: the usage earlier parts of the split group billed.
+            let split = line.split.as_ref();
+            let pre = split.and_then(|s| s.pre_line_period_quantity);
+            let metered = split.and_then(|s| s.metered_pre_line_period_quantity);
+            let text = |q: Option<rust_decimal::Decimal>| {
+                json!(q.unwrap_or_default().normalize().to_string())
+            };
+            map.insert("preLinePeriodQuantity".into(), text(pre));
+            if metered.is_some_and(|q| !q.is_zero()) {
+                map.insert("meteredPreLinePeriodQuantity".into(), text(metered));
+            }
         }
         put(map, "featureKey", card.get("featureKey").cloned());
         put(map, "price", card.get("price").cloned());
