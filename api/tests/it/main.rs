@@ -10,6 +10,7 @@ mod billing_edit;
 mod billing_faults;
 mod billing_prices;
 mod billing_profiles;
+mod billing_progressive;
 mod crash;
 mod credit;
 mod customers;
