@@ -500,7 +500,6 @@ fn unschedule_edit(sub: &mut Subscription, at: DateTime<Utc>) -> Result<()> {
         .iter()
         .map(|i| i.rate_card.key().to_owned())
         .collect();
-    keys.dedup();
     keys.sort();
     keys.dedup();
     let mut drop = Vec::new();
