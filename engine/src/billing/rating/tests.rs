@@ -533,3 +533,55 @@ fn detailed_lines_serialize_like_openmeter() {
         })
     );
 }
+
+/// Progressive billing changes when a period is billed, not what: however the period's usage
+/// (1,500) is cut into parts, each rated after the parts before it, the parts add up to the
+/// whole period's rating. Graduated 1,000 @0.10 then @0.05: 125.00; 15 per started 1,000:
+/// 30.00; 0.10 with a maximum of 100: 100.00; 0.02 with a minimum of 100: 100.00.
+#[test]
+fn parts_of_a_period_add_up_to_the_whole() {
+    let usd = usd();
+    let package = Price::Package(crate::billing::price::PackagePrice {
+        amount: d("15"),
+        quantity_per_package: d("1000"),
+        commitments: Commitments::default(),
+    });
+    let graduated = tiered(
+        TieredMode::Graduated,
+        vec![
+            tier(Some("1000"), None, Some("0.10")),
+            tier(None, None, Some("0.05")),
+        ],
+    );
+    let cases = [
+        (graduated, "125.00"),
+        (package, "30.00"),
+        (unit("0.10", None, Some("100")), "100.00"),
+        (unit("0.02", Some("100"), None), "100.00"),
+    ];
+    let cuts: [&[(u32, &str)]; 3] = [
+        &[(1, "1500")],
+        &[(1, "600"), (16, "900")],
+        &[(1, "200"), (11, "400"), (21, "900")],
+    ];
+    for (price, whole) in &cases {
+        for parts in cuts {
+            let (mut before, mut billed, mut total) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+            for (i, (from, quantity)) in parts.iter().enumerate() {
+                let to = parts.get(i + 1).map(|(next, _)| *next);
+                let part = split(
+                    input(price, &usd, quantity),
+                    *from,
+                    to,
+                    &before.to_string(),
+                    &billed.to_string(),
+                );
+                let rating = rate(&part).unwrap();
+                before += d(quantity);
+                billed += rating.totals.amount;
+                total += rating.totals.total;
+            }
+            assert_eq!(total, d(whole), "{price:?} cut {parts:?}");
+        }
+    }
+}
