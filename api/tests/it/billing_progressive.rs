@@ -274,7 +274,25 @@ fn graduated_usage_invoiced_mid_period_then_at_the_end() {
         "{part}"
     );
 
-    // The same request again creates nothing: the rest starts at asOf.
+    // The rest of the period stays gathering, from asOf; the same request again creates
+    // nothing.
+    let gathering = server
+        .get("/api/v1/billing/invoices")
+        .query("expand", "lines")
+        .query("extendedStatuses", "gathering")
+        .send()
+        .expect_status(200)
+        .json();
+    let waiting = line(&gathering["items"][0], "tokens");
+    assert_eq!(
+        waiting["period"]["from"].as_str(),
+        Some(
+            as_of
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                .as_str()
+        ),
+        "{gathering}"
+    );
     assert_no_lines(&invoice_now(&server, &customer, as_of));
     assert_eq!(paid(&server).len(), 1);
 
