@@ -303,8 +303,8 @@ async fn put_line(
     line: &Line,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE invoice_lines SET invoice_id = $1, definition = $2, invoice_at = $3, updated_at = $4, deleted_at = $5 \
-         WHERE id = $6 AND namespace = $7",
+        "UPDATE invoice_lines SET invoice_id = $1, definition = $2, invoice_at = $3, updated_at = $4, deleted_at = $5, \
+         split_group_id = $8 WHERE id = $6 AND namespace = $7",
     )
     .bind(&line.invoice_id)
     .bind(encode(line))
@@ -313,6 +313,7 @@ async fn put_line(
     .bind(line.deleted_at.map(ms))
     .bind(&line.id)
     .bind(namespace)
+    .bind(line.split.as_ref().map(|s| s.group_id.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -335,8 +336,8 @@ async fn insert_line(
     line: &Line,
 ) -> Result<u64> {
     let done = sqlx::query(
-        "INSERT INTO invoice_lines (id, namespace, invoice_id, customer_id, line_key, definition, invoice_at, created_at, updated_at, deleted_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL) ON CONFLICT (namespace, line_key) DO NOTHING",
+        "INSERT INTO invoice_lines (id, namespace, invoice_id, customer_id, line_key, definition, invoice_at, created_at, updated_at, deleted_at, split_group_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL, $9) ON CONFLICT (namespace, line_key) DO NOTHING",
     )
     .bind(&line.id)
     .bind(namespace)
@@ -346,6 +347,7 @@ async fn insert_line(
     .bind(encode(line))
     .bind(ms(line.invoice_at))
     .bind(ms(line.created_at))
+    .bind(line.split.as_ref().map(|s| s.group_id.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
@@ -571,8 +573,8 @@ impl Catalog {
         let rows = sqlx::query(
             "SELECT l.id AS id, l.definition AS definition, i.id AS invoice_row_id, i.definition AS invoice_definition \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
-             WHERE l.namespace = $1 AND l.customer_id = $2 \
-             AND json_extract(l.definition, '$.split.groupId') = $3 ORDER BY l.invoice_at, l.id",
+             WHERE l.namespace = $1 AND l.split_group_id = $3 AND l.customer_id = $2 \
+             ORDER BY l.invoice_at, l.id",
         )
         .bind(namespace)
         .bind(customer_id)
