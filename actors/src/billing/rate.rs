@@ -76,7 +76,7 @@ pub fn rate_line(line: &mut Line) -> Result<(), String> {
         .detailed_lines
         .iter()
         .map(|d| DetailedLine {
-            id: format!("{}-{}", line.id, d.child_unique_reference_id),
+            id: derived_id(&line.id, &d.child_unique_reference_id),
             rated: serde_json::to_value(d).unwrap_or(Value::Null),
             totals: totals(&d.totals),
         })
@@ -86,6 +86,42 @@ pub fn rate_line(line: &mut Line) -> Result<(), String> {
         split.pre_line_period_quantity = Some(rated.pre_line_period_quantity);
     }
     Ok(())
+}
+
+/// Crockford's base 32, the alphabet of ULIDs.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// The id of a part of `parent` (a detailed line of a line, a discount of a detailed line):
+/// shaped like a ULID, as the API's ids are (`^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$`),
+/// and the same every time for the same parent and part, so that rating a line again keeps
+/// its children's ids (and their Stripe items). The parent's time part when the parent is a
+/// ULID, then 80 bits of SHA-256 over both.
+pub fn derived_id(parent: &str, part: &str) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update((parent.len() as u64).to_le_bytes());
+    hasher.update(parent.as_bytes());
+    hasher.update(part.as_bytes());
+    let hash = hasher.finalize();
+    let mut bits = hash
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    let mut out = vec![b'0'; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = CROCKFORD[(bits & 31) as usize];
+        bits >>= 5;
+    }
+    let time = parent.get(..10).filter(|t| {
+        parent.len() == 26
+            && t.bytes()
+                .all(|b| CROCKFORD.contains(&b.to_ascii_uppercase()))
+            && matches!(t.as_bytes()[0], b'0'..=b'7')
+    });
+    // Without it the first character holds the top 3 of 128 bits: 0 to 7, as a ULID's.
+    if let Some(t) = time {
+        out[..10].copy_from_slice(t.to_ascii_uppercase().as_bytes());
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Minor units of an amount already rounded to the currency (`round(total × 10^subunits)`,
@@ -209,7 +245,7 @@ pub fn items(lines: &[Line]) -> Result<(Vec<LineToSync>, i64), String> {
                         continue;
                     }
                     out.push(LineToSync {
-                        line_id: format!("{}-discount-{i}", child.id),
+                        line_id: derived_id(&child.id, &format!("discount-{i}")),
                         line_type: LineType::Discount,
                         amount_minor: -minor,
                         description: discount_description(&name, d),
@@ -245,6 +281,32 @@ pub fn items(lines: &[Line]) -> Result<(Vec<LineToSync>, i64), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn derived_ids_are_ulid_shaped_and_stable() {
+        let ulid_like = |id: &str| {
+            id.len() == 26
+                && matches!(id.as_bytes()[0], b'0'..=b'7')
+                && id
+                    .bytes()
+                    .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
+        };
+        let parent = "01JD6Z755AFWAKHE12NY0CQ9FH";
+        let a = derived_id(parent, "unit-price-usage");
+        assert!(ulid_like(&a), "{a}");
+        assert_eq!(&a[..10], &parent[..10], "the parent's time part");
+        assert_eq!(a, derived_id(parent, "unit-price-usage"));
+        assert_ne!(a, derived_id(parent, "min-spend"));
+        assert_ne!(
+            a,
+            derived_id("01JD6Z755AFWAKHE12NY0CQ9FJ", "unit-price-usage")
+        );
+        // A parent that is not a ULID (or a derived id's own parts) still gives one.
+        for parent in ["line-1", "", "ZZZZZZZZZZZZZZZZZZZZZZZZZZ", &a] {
+            let id = derived_id(parent, "discount-0");
+            assert!(ulid_like(&id), "{parent:?} -> {id}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -121,10 +121,10 @@ fn child_json(line: &Line, child: &metron_storage::invoices::DetailedLine) -> Va
     {
         map.insert(
             "discounts".into(),
-            json!({"amount": discounts.iter().map(|d| {
+            json!({"amount": discounts.iter().enumerate().map(|(i, d)| {
                 let mut d = d.clone();
                 if let Value::Object(m) = &mut d {
-                    m.insert("id".into(), json!(format!("{}-discount", child.id)));
+                    m.insert("id".into(), json!(super::rate::derived_id(&child.id, &format!("discount-{i}"))));
                     m.insert("createdAt".into(), json!(line.created_at));
                     m.insert("updatedAt".into(), json!(line.updated_at));
                 }

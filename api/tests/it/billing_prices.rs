@@ -480,20 +480,29 @@ fn check_stripe(stripe: &FakeStripe, invoice: &Value, total: i64, minor: u32) {
         .filter(|i| i.invoice.as_deref() == Some(stripe_id.as_str()))
         .collect();
     assert_eq!(items.iter().map(|i| i.amount).sum::<i64>(), total);
+    // A discount's item names the discount (its id as the API shows it); it counts to its
+    // detailed line.
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for line in invoice["lines"].as_array().cloned().unwrap_or_default() {
+        for child in line["children"].as_array().cloned().unwrap_or_default() {
+            let id = child["id"].as_str().unwrap_or_default().to_owned();
+            for discount in child["discounts"]["amount"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let discount = discount["id"].as_str().unwrap_or_default().to_owned();
+                owner.insert(discount, id.clone());
+            }
+            expected.insert(id, minor_units(amount(&child["totals"]["total"]), minor));
+        }
+    }
     let mut by_child: BTreeMap<String, i64> = BTreeMap::new();
     for item in &items {
         let id = item.metadata.get("om_line_id").cloned().unwrap_or_default();
-        let child = id.split("-discount-").next().unwrap_or_default().to_owned();
+        let child = owner.get(&id).cloned().unwrap_or(id);
         *by_child.entry(child).or_default() += item.amount;
-    }
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    for line in invoice["lines"].as_array().cloned().unwrap_or_default() {
-        for child in line["children"].as_array().cloned().unwrap_or_default() {
-            expected.insert(
-                child["id"].as_str().unwrap_or_default().to_owned(),
-                minor_units(amount(&child["totals"]["total"]), minor),
-            );
-        }
     }
     assert_eq!(by_child, expected);
 }
