@@ -307,10 +307,18 @@ impl Billing {
             })
             .collect();
         if !due.is_empty() {
-            let (created, more) = self.collect(now).await?;
-            invoices.extend(created);
-            if more {
-                self.schedule(now, Entry::Collect);
+            match self.collect(now).await {
+                Ok((created, more)) => {
+                    invoices.extend(created);
+                    if more {
+                        self.schedule(now, Entry::Collect);
+                    }
+                }
+                // The invoices taken from the schedule are still advanced below.
+                Err(error) => {
+                    tracing::warn!(%error, "Could not collect due lines; retrying later.");
+                    self.schedule(now + RETRY_AFTER, Entry::Collect);
+                }
             }
         }
         handled += invoices.len();
@@ -361,10 +369,13 @@ impl Billing {
         let mut changed = Vec::new();
         let wanted: BTreeMap<&str, &lines::DueLine> =
             due.iter().map(|l| (l.key.as_str(), l)).collect();
+        // Lines a user edited (`managedBy: manual`, see `edit.rs`) are the user's now: the
+        // subscription leaves them alone, as OpenMeter's sync does.
         for line in existing.iter().filter(|l| {
-            l.subscription
-                .as_ref()
-                .is_some_and(|s| s.subscription_id == sub.id)
+            l.managed_by == "subscription"
+                && l.subscription
+                    .as_ref()
+                    .is_some_and(|s| s.subscription_id == sub.id)
         }) {
             // A part of a split group is known to the subscription by its group's key.
             let key = line
@@ -1096,10 +1107,9 @@ impl Billing {
             return Ok(());
         }
         let client = self.stripe(&app).await?;
-        let key = format!("invoice-void-{}", invoice.id);
+        let id = invoice.id.clone();
         tokio::task::spawn_blocking(move || {
-            client
-                .void_invoice(&stripe_id, &key)
+            stripe_sync::void_invoice(&client, &stripe_id, &id)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
@@ -1121,7 +1131,7 @@ impl Billing {
         customer_id: &str,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Vec<Invoice>> {
-        self.invoice_pending(customer_id, as_of, None).await
+        self.invoice_pending(customer_id, as_of, None, None).await
     }
 
     /// `POST /api/v1/billing/invoices/invoice` (OpenMeter's `InvoicePendingLines`): the
@@ -1138,6 +1148,7 @@ impl Billing {
         customer_id: &str,
         as_of: Option<DateTime<Utc>>,
         progressive: Option<bool>,
+        line_ids: Option<&[String]>,
     ) -> Result<Vec<Invoice>> {
         let _guard = self.inner.work.lock().await;
         let now = self.now();
@@ -1163,6 +1174,10 @@ impl Billing {
         let mut whole = Vec::new();
         let mut splits = Vec::new();
         for line in self.gathering_lines(customer_id).await? {
+            // `filters.lineIds`: only the named pending lines.
+            if line_ids.is_some_and(|ids| !ids.contains(&line.id)) {
+                continue;
+            }
             let grows = progressive && self.meter_only_grows(&line).await?;
             let billable =
                 lines::billable(&line, at, progressive, grows).map_err(|e| Error::Transition {

@@ -273,9 +273,28 @@ async fn invoice_now(
         ),
         Some(_) => return Err(ApiError::bad_request("asOf must be a date-time")),
     };
+    let progressive = match body.get("progressiveBillingOverride") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "progressiveBillingOverride must be a boolean",
+            ));
+        }
+    };
+    let line_ids: Option<Vec<String>> = match body.get("filters").map(|f| f.get("lineIds")) {
+        None | Some(None) | Some(Some(Value::Null)) => None,
+        Some(Some(Value::Array(ids))) => Some(
+            ids.iter()
+                .map(|id| id.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or_else(|| ApiError::bad_request("filters.lineIds must be strings"))?,
+        ),
+        Some(Some(_)) => return Err(ApiError::bad_request("filters.lineIds must be an array")),
+    };
     let invoices = state
         .billing
-        .invoice_now(&customer.id, as_of)
+        .invoice_pending(&customer.id, as_of, progressive, line_ids.as_deref())
         .await
         .map_err(billing_error)?;
     let mut out = Vec::new();

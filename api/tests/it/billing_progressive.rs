@@ -246,6 +246,23 @@ fn graduated_usage_invoiced_mid_period_then_at_the_end() {
     ingest(&server, "a", from, &[("tokens", 600)], 600);
     let as_of = from + Span::days(15);
 
+    // The request can turn the profile's progressive billing off, and name the lines it
+    // invoices: either way nothing is billable yet.
+    for extra in [
+        json!({"progressiveBillingOverride": false}),
+        json!({"filters": {"lineIds": ["01JNOSUCHLINE0000000000000"]}}),
+    ] {
+        let mut body = json!({"customerId": customer, "asOf": as_of.to_rfc3339()});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
+        let resp = server
+            .post("/api/v1/billing/invoices/invoice")
+            .json(&body)
+            .send();
+        assert_no_lines(&resp);
+    }
+
     let created = invoice_now(&server, &customer, as_of)
         .expect_status(201)
         .json();
