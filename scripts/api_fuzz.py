@@ -83,8 +83,7 @@ meters:
 
 # The operations of the schema that Metron serves, as registered in api/src/lib.rs and the
 # `configure` functions of api/src/routes/*.rs. Not listed: the OAuth2 install, portal tokens
-# (not served); invoices, pending lines,
-# simulation and the custom invoicing hooks (being written: not listed yet); the Stripe webhook
+# (not served); the Stripe webhook
 # (routes/stripe_webhook.rs: its own resource answers other methods a bare 405, not the
 # problem+json of `no_route`; its signed bodies are tested end to end); everything else outside
 # these paths.
@@ -192,6 +191,12 @@ OPERATIONS = [
     ("GET", "/api/v1/subscriptions/{subscriptionId}/addons"),
     ("POST", "/api/v1/subscriptions/{subscriptionId}/addons"),
     ("GET", "/api/v1/subscriptions/{subscriptionId}/addons/{subscriptionAddonId}"),
+    # invoices (routes/invoices.rs)
+    ("GET", "/api/v1/billing/invoices"),
+    ("GET", "/api/v1/billing/invoices/{invoiceId}"),
+    ("POST", "/api/v1/billing/customers/{customerId}/invoices/pending-lines"),
+    ("POST", "/api/v1/billing/customers/{customerId}/invoices/simulate"),
+    ("POST", "/api/v1/billing/invoices/invoice"),
     # updates
     ("PUT", "/api/v1/meters/{meterIdOrSlug}"),
     ("PUT", "/api/v1/notification/channels/{channelId}"),
@@ -212,6 +217,15 @@ OPERATIONS = [
     ("PATCH", "/api/v1/subscriptions/{subscriptionId}"),
     ("PATCH", "/api/v1/subscriptions/{subscriptionId}/addons/{subscriptionAddonId}"),
     # lifecycle actions
+    ("POST", "/api/v1/billing/invoices/{invoiceId}/snapshot-quantities"),
+    ("POST", "/api/v1/billing/invoices/{invoiceId}/taxes/recalculate"),
+    ("POST", "/api/v1/billing/invoices/{invoiceId}/advance"),
+    ("POST", "/api/v1/billing/invoices/{invoiceId}/approve"),
+    ("POST", "/api/v1/billing/invoices/{invoiceId}/retry"),
+    ("POST", "/api/v1/apps/custom-invoicing/{invoiceId}/draft/synchronized"),
+    ("POST", "/api/v1/apps/custom-invoicing/{invoiceId}/issuing/synchronized"),
+    ("POST", "/api/v1/apps/custom-invoicing/{invoiceId}/payment/status"),
+    ("POST", "/api/v1/billing/invoices/{invoiceId}/void"),
     ("POST", "/api/v1/subscriptions/{subscriptionId}/change"),
     ("POST", "/api/v1/subscriptions/{subscriptionId}/migrate"),
     ("POST", "/api/v1/subscriptions/{subscriptionId}/cancel"),
@@ -223,6 +237,7 @@ OPERATIONS = [
     ("POST", "/api/v1/plans/{planId}/archive"),
     ("POST", "/api/v1/addons/{addonId}/archive"),
     # deletes
+    ("DELETE", "/api/v1/billing/invoices/{invoiceId}"),
     ("DELETE", "/api/v1/subscriptions/{subscriptionId}"),
     ("DELETE", "/api/v1/plans/{planId}/addons/{planAddonId}"),
     ("DELETE", "/api/v1/plans/{planId}"),
@@ -498,7 +513,24 @@ def seed_billing(base: str, customer: dict, stripe: FakeStripeServer | None) -> 
                       {"addonId": seats["id"], "fromPlanPhase": "default", "maxQuantity": 5})
     subscription = must(base, "POST", "/api/v1/subscriptions",
                         {"customerId": customer["id"], "plan": {"key": "fuzz_pro"}})
+    # The fee in advance is invoiced at the subscription's start (a standard invoice, which the
+    # invoice operations act on); a pending line keeps a gathering invoice around as well.
+    must(base, "POST", f"/api/v1/billing/customers/{customer['id']}/invoices/pending-lines",
+         {"currency": "USD", "lines": [{
+             "name": "Support hours", "featureKey": "ai_tokens",
+             "period": {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+             "invoiceAt": "2030-01-02T00:00:00Z",
+             "price": {"type": "unit", "amount": "1"}}]})
+    deadline = time.monotonic() + 20
+    while True:
+        invoices = must(base, "GET", f"/api/v1/billing/invoices?customers={customer['id']}")
+        standard = [i["id"] for i in invoices["items"] if i["status"] != "gathering"]
+        if standard or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    invoice_id = standard[0] if standard else invoices["items"][0]["id"]
     return {
+        "invoiceId": invoice_id,
         "id@/api/v1/apps/": app_id,
         "id@/api/v1/billing/profiles/": profile["id"],
         "id@/api/v1/info/progress/": "fuzz-progress",
