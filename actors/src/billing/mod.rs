@@ -144,6 +144,13 @@ struct Inner {
     schedule: Mutex<BTreeSet<(DateTime<Utc>, Entry)>>,
 }
 
+/// Steps of one advance not written yet, and the effects they had (for notifications).
+#[derive(Default)]
+struct Unsaved {
+    dirty: bool,
+    effects: Vec<Effect>,
+}
+
 /// The billing service of one namespace (cheap to clone).
 #[derive(Clone)]
 pub struct Billing {
@@ -541,7 +548,11 @@ impl Billing {
     }
 
     /// Fires `action` (or, with `None`, only advances) and then advances the invoice as far
-    /// as it goes by itself, persisting every step.
+    /// as it goes by itself. The state is written after every step that called the invoicing
+    /// app (its answer is kept before the next call) and at the end; the steps in between
+    /// only change Metron's own record, and a crash before they are written repeats them
+    /// (the app's calls are idempotent). One write per stretch instead of one per step: each
+    /// is a synced commit, the bound of a period end's throughput.
     pub async fn advance(
         &self,
         id: &str,
@@ -554,6 +565,7 @@ impl Billing {
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let mut lines = self.catalog().invoice_lines(self.ns(), id).await?;
+        let mut unsaved = Unsaved::default();
         if let Some(action) = action {
             let origin = if matches!(action, Action::App(_)) {
                 Origin::App
@@ -562,7 +574,8 @@ impl Billing {
             };
             let ctx = self.context(&invoice, &lines, now, origin);
             let step = invoicing::fire(invoice.status, action.trigger(), &ctx)?;
-            self.step(&mut invoice, &mut lines, step, now).await?;
+            self.step_deferred(&mut invoice, &mut lines, step, now, &mut unsaved)
+                .await?;
         }
         for _ in 0..ADVANCE_STEPS_MAX {
             let ctx = self.context(&invoice, &lines, now, Origin::Api);
@@ -570,7 +583,8 @@ impl Billing {
                 break;
             };
             let before = invoice.status;
-            self.step(&mut invoice, &mut lines, step, now).await?;
+            self.step_deferred(&mut invoice, &mut lines, step, now, &mut unsaved)
+                .await?;
             if invoice.status == before {
                 break;
             }
@@ -593,16 +607,19 @@ impl Billing {
             };
             let ctx = self.context(&invoice, &lines, now, Origin::App);
             if let Ok(step) = invoicing::fire(invoice.status, trigger, &ctx) {
-                self.step(&mut invoice, &mut lines, step, now).await?;
+                self.step_deferred(&mut invoice, &mut lines, step, now, &mut unsaved)
+                    .await?;
                 for _ in 0..ADVANCE_STEPS_MAX {
                     let ctx = self.context(&invoice, &lines, now, Origin::App);
                     let Ok(step) = invoicing::fire(invoice.status, Trigger::Next, &ctx) else {
                         break;
                     };
-                    self.step(&mut invoice, &mut lines, step, now).await?;
+                    self.step_deferred(&mut invoice, &mut lines, step, now, &mut unsaved)
+                        .await?;
                 }
             }
         }
+        self.flush(&invoice, &lines, &mut unsaved).await?;
         let ctx = self.context(&invoice, &lines, now, Origin::Api);
         if let Some(at) = invoicing::wake_at(invoice.status, &ctx) {
             self.schedule(at, Entry::Invoice(invoice.id.clone()));
@@ -610,14 +627,30 @@ impl Billing {
         Ok(invoice)
     }
 
-    /// One transition: perform its effects; on failure, record the issue and fire `failed`
-    /// from the state arrived in. Persisted before returning.
+    /// One transition, written at once (with its notifications).
     async fn step(
         &self,
         invoice: &mut Invoice,
         lines: &mut [Line],
         step: invoicing::Transition,
         now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut unsaved = Unsaved::default();
+        self.step_deferred(invoice, lines, step, now, &mut unsaved)
+            .await?;
+        self.flush(invoice, lines, &mut unsaved).await
+    }
+
+    /// One transition: perform its effects; on failure, record the issue and fire `failed`
+    /// from the state arrived in. Written (with the steps before it) when it called the
+    /// invoicing app; otherwise left to the next [`Billing::flush`].
+    async fn step_deferred(
+        &self,
+        invoice: &mut Invoice,
+        lines: &mut [Line],
+        step: invoicing::Transition,
+        now: DateTime<Utc>,
+        unsaved: &mut Unsaved,
     ) -> Result<()> {
         invoice.status = step.to;
         invoice.updated_at = now;
@@ -634,10 +667,36 @@ impl Billing {
                 invoice.status = failed.to;
             }
         }
+        unsaved.dirty = true;
+        unsaved.effects.extend(step.effects.iter().copied());
+        let called_app = step.effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::SyncDraft | Effect::SyncIssuing | Effect::DeleteInApp | Effect::VoidInApp
+            )
+        });
+        if called_app {
+            self.flush(invoice, lines, unsaved).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the steps not written yet, then sends their notifications (each kind once).
+    async fn flush(&self, invoice: &Invoice, lines: &[Line], unsaved: &mut Unsaved) -> Result<()> {
+        if !unsaved.dirty {
+            return Ok(());
+        }
         self.catalog()
             .save_invoice(self.ns(), invoice, lines)
             .await?;
-        self.notify(invoice, lines, &step.effects);
+        let mut notes: Vec<Effect> = Vec::new();
+        for effect in std::mem::take(&mut unsaved.effects) {
+            if matches!(effect, Effect::Notify(_)) && !notes.contains(&effect) {
+                notes.push(effect);
+            }
+        }
+        self.notify(invoice, lines, &notes);
+        unsaved.dirty = false;
         Ok(())
     }
 
