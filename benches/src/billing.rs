@@ -57,12 +57,14 @@ struct Args {
 /// 500 × 0.05 + 5 flat = 130.00.
 const EXPECTED_CENTS: i64 = 16_000;
 const TOKENS: u64 = 1_500;
+/// The largest answer read (the fake Stripe's whole state).
+const STATE_BYTES_MAX: u64 = 4 << 30;
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
+        .timeout_global(Some(Duration::from_secs(600)))
         .build()
         .into();
     let metron = Http {
@@ -104,11 +106,15 @@ fn main() -> Result<()> {
     std::thread::sleep((period_end - now).to_std().unwrap_or_default());
     let cpu_at_end = cpu_seconds(args.metron_pid);
     let deadline = Instant::now() + Duration::from_secs(args.deadline_seconds);
-    let state = loop {
-        let state = stripe.get("/_test/state")?;
-        let finalized = finalized_invoices(&state).len();
-        if finalized >= args.subscriptions {
-            break state;
+    loop {
+        // Finalized invoices are open (charge_automatically) or paid by now.
+        let summary = stripe.get("/_test/summary")?;
+        let finalized: u64 = ["open", "paid", "uncollectible", "void"]
+            .iter()
+            .filter_map(|s| summary["invoices"][s].as_u64())
+            .sum();
+        if finalized >= args.subscriptions as u64 {
+            break;
         }
         if Instant::now() > deadline {
             bail!(
@@ -117,8 +123,9 @@ fn main() -> Result<()> {
                 args.deadline_seconds
             );
         }
-        std::thread::sleep(Duration::from_secs(2));
-    };
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let state = stripe.get("/_test/state")?;
     let billing_cpu = cpu_seconds(args.metron_pid)
         .zip(cpu_at_end)
         .map(|(a, b)| a - b);
@@ -138,7 +145,12 @@ impl Http {
             .call()
             .with_context(|| format!("GET {path}"))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string()?;
+        // The fake's state (every request of 10,000 invoices) is far above ureq's 10 MB default.
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(STATE_BYTES_MAX)
+            .read_to_string()?;
         if status != 200 {
             bail!("GET {path}: {status} {text}");
         }

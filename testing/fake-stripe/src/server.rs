@@ -622,6 +622,7 @@ fn finish(
 pub fn control(config: &mut web::ServiceConfig) {
     config
         .route("/_test/state", web::get().to(state))
+        .route("/_test/summary", web::get().to(summary))
         .route("/_test/violations", web::get().to(violations))
         .route("/_test/config", web::get().to(config_json))
         .route("/_test/faults", web::post().to(fault))
@@ -639,6 +640,17 @@ pub fn control(config: &mut web::ServiceConfig) {
 
 async fn state(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(&*shared.store.lock())
+}
+
+/// Invoices by status and the number of requests: what a load test polls, without the
+/// whole state.
+async fn summary(shared: web::Data<Shared>) -> HttpResponse {
+    let store = shared.store.lock();
+    let mut invoices: std::collections::BTreeMap<&str, usize> = Default::default();
+    for invoice in &store.invoices {
+        *invoices.entry(invoice.status.as_str()).or_default() += 1;
+    }
+    HttpResponse::Ok().json(json!({"invoices": invoices, "requests": store.requests.len()}))
 }
 
 async fn violations(shared: web::Data<Shared>) -> HttpResponse {
