@@ -841,9 +841,10 @@ async fn delete(
 async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: Option<web::Json<Value>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    // Empty is the defaults; malformed or not an object is a 400.
+    let body: Value = crate::routes::apps::optional_body(&body)?;
     let mut sub = subscription(&state, &path).await?;
     let now = Utc::now();
     require(&sub, "cancel", Status::Active, now)?;
@@ -986,9 +987,10 @@ async fn change(
 async fn migrate(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: Option<web::Json<Value>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    // Empty is the defaults; malformed or not an object is a 400.
+    let body: Value = crate::routes::apps::optional_body(&body)?;
     let current = subscription(&state, &path).await?;
     let now = Utc::now();
     require(&current, "update", Status::Active, now)?;

@@ -241,6 +241,14 @@ fn cancel_and_continue() {
         .json(&json!({"timing": off_period.to_rfc3339()}))
         .send()
         .expect_status(400);
+    // A malformed body is a 400, not an immediate cancel.
+    for bad in ["{\"timing\": ", "[]"] {
+        server
+            .post(&format!("/api/v1/subscriptions/{id}/cancel"))
+            .body("application/json", bad.to_owned())
+            .send()
+            .expect_status(400);
+    }
     let ended = server
         .post(&format!("/api/v1/subscriptions/{id}/cancel"))
         .send()
