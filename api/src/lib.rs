@@ -203,7 +203,10 @@ pub const SERVED: &[(&str, &[&str])] = &[
     ("/api/v1/subscriptions", &["POST"]),
     ("/api/v1/subscriptions/{id}", &["GET", "PATCH", "DELETE"]),
     ("/api/v1/subscriptions/{id}/addons", &["GET", "POST"]),
-    ("/api/v1/subscriptions/{id}/addons/{addon}", &["GET", "PATCH"]),
+    (
+        "/api/v1/subscriptions/{id}/addons/{addon}",
+        &["GET", "PATCH"],
+    ),
     ("/api/v1/subscriptions/{id}/cancel", &["POST"]),
     (
         "/api/v1/subscriptions/{id}/unschedule-cancelation",
