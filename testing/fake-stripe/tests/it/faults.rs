@@ -180,7 +180,8 @@ fn random_faults_are_deterministic_per_seed() {
 
 /// Under random faults, a client that retries with the same key until it gets an answer makes
 /// each object exactly once, for every seed: the fake never loses or doubles an acknowledged
-/// write, and never writes on a fault that promises no write.
+/// write, and never writes on a fault that promises no write. (Not the failures kept for the
+/// key: those answer every retry under it alike, see the next test.)
 #[test]
 fn retrying_with_keys_writes_each_object_once_under_random_faults() {
     for seed in 0..60 {
@@ -188,6 +189,10 @@ fn retrying_with_keys_writes_each_object_once_under_random_faults() {
             seed,
             fault_rate: 0.3,
             timeout_hold: Duration::from_millis(100),
+            fault_kinds: Fault::ALL
+                .into_iter()
+                .filter(|f| !matches!(f, Fault::StoredFailure | Fault::StoredFailureAfterWrite))
+                .collect(),
             ..FakeConfig::default()
         };
         let fake = FakeStripe::start_with(config).unwrap();
@@ -216,6 +221,41 @@ fn retrying_with_keys_writes_each_object_once_under_random_faults() {
         let stored: Vec<&str> = state.customers.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(stored, ids, "seed {seed}");
         assert!(fake.violations().is_empty(), "seed {seed}");
+    }
+}
+
+/// A failure kept for the key (as Stripe keeps the answer of a request that started
+/// executing) is replayed to every retry under the key, marked `Idempotent-Replayed` with the
+/// first request's id; the write happened only with `StoredFailureAfterWrite`. Another key
+/// writes as usual.
+#[test]
+fn failures_kept_for_the_key_are_replayed() {
+    for (fault, written) in [
+        (Fault::StoredFailure, 0),
+        (Fault::StoredFailureAfterWrite, 1),
+    ] {
+        let fake = FakeStripe::start().unwrap();
+        let client = Client::new(&fake);
+        fake.inject(fault);
+        let form = [("name", "ACME")];
+        let first = client.post("/v1/customers", &form, Some("k1")).unwrap();
+        assert_eq!(first.status, 500, "{fault:?}");
+        let again = client.post("/v1/customers", &form, Some("k1")).unwrap();
+        assert_eq!(again.status, 500, "{fault:?}");
+        assert_eq!(
+            again.header("idempotent-replayed"),
+            Some("true"),
+            "{fault:?}"
+        );
+        assert_eq!(
+            again.header("original-request"),
+            first.header("request-id"),
+            "{fault:?}"
+        );
+        assert_eq!(fake.state().customers.len(), written, "{fault:?}");
+        let other = client.post("/v1/customers", &form, Some("k2")).unwrap();
+        assert_eq!(other.status, 200, "{fault:?}");
+        assert_eq!(fake.state().customers.len(), written + 1, "{fault:?}");
     }
 }
 
