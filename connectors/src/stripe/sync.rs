@@ -72,13 +72,12 @@ pub struct InvoiceToSync {
 }
 
 impl InvoiceToSync {
-    /// A digest of everything sent to Stripe (hex SHA-256). Equal digests mean the Stripe draft
-    /// synced from one needs no update to match the other; it is only compared within one
-    /// version of Metron (a new version may digest differently, which costs one re-sync).
+    /// A digest of everything sent to Stripe (128 bits of SHA-256, as the keys hash). Equal
+    /// digests mean the Stripe draft synced from one needs no update to match the other; it is
+    /// only compared within one version of Metron (a new version may digest differently, which
+    /// costs one re-sync).
     pub fn digest(&self) -> String {
-        let text = format!("{self:?}");
-        let hash = sha2::Sha256::digest(text.as_bytes());
-        hash.iter().map(|b| format!("{b:02x}")).collect()
+        hash_hex(&[&format!("{self:?}")])
     }
 }
 
