@@ -40,7 +40,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct BillingSection {
-    /// Subscriptions, collections and invoices one billing pass works on at once (at least 1).
+    /// Subscriptions, collections and invoices one billing pass works on at once (1 to 64: each
+    /// Stripe call holds a thread of the blocking pool).
     pub concurrency: usize,
 }
 

@@ -174,7 +174,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metron_actors::billing::BillingConfig {
                 stripe_api_base: config.stripe.api_base.clone(),
                 clock_offset: chrono::Duration::seconds(clock_offset_seconds),
-                concurrency: config.billing.concurrency.max(1),
+                concurrency: config.billing.concurrency.clamp(1, 64),
                 ..Default::default()
             },
         );
