@@ -1,8 +1,10 @@
 //! The CloudEvent model and its validation, with OpenMeter's rules.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, de};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// A validated usage event. `time` is always set (UTC); `data` is a JSON object or absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,14 +36,14 @@ pub struct IngestedEvent {
 }
 
 impl IngestedEvent {
-    /// The stream's record payload.
+    /// The stream's record payload ([`crate::record`]).
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::record::encode_event(self)
     }
 
-    /// Reads a record payload back.
-    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
+    /// Reads a record payload back, of the current layout or the older JSON one.
+    pub fn decode(payload: &[u8]) -> Result<Self, crate::record::RecordError> {
+        crate::record::decode(payload)
     }
 }
 
@@ -119,6 +121,44 @@ pub enum BodyError {
     TooManyEvents { count: usize, max: usize },
 }
 
+/// One validated event whose texts borrow the request body where they can (a text
+/// with escapes is unescaped into its own string). `data` is the data object's compact
+/// JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventParts<'a> {
+    pub id: Cow<'a, str>,
+    pub source: Cow<'a, str>,
+    pub event_type: Cow<'a, str>,
+    pub subject: Cow<'a, str>,
+    pub time: DateTime<Utc>,
+    pub datacontenttype: Option<Cow<'a, str>>,
+    pub dataschema: Option<Cow<'a, str>>,
+    pub data: Option<Cow<'a, str>>,
+}
+
+impl EventParts<'_> {
+    /// The owned event, its data decoded.
+    pub fn to_cloud_event(&self) -> CloudEvent {
+        CloudEvent {
+            id: self.id.to_string(),
+            source: self.source.to_string(),
+            specversion: "1.0".to_owned(),
+            event_type: self.event_type.to_string(),
+            subject: self.subject.to_string(),
+            time: self.time,
+            datacontenttype: self.datacontenttype.as_deref().map(str::to_owned),
+            dataschema: self.dataschema.as_deref().map(str::to_owned),
+            data: self
+                .data
+                .as_deref()
+                .and_then(|text| match serde_json::from_str(text) {
+                    Ok(Value::Object(map)) => Some(map),
+                    _ => None,
+                }),
+        }
+    }
+}
+
 /// Parses a request body into validated events. A batch with one invalid event is
 /// rejected whole, naming the index of the bad event.
 pub fn parse_events(
@@ -136,16 +176,31 @@ pub fn parse_events_within(
     now: DateTime<Utc>,
     limits: &EventLimits,
 ) -> Result<Vec<CloudEvent>, BodyError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
-    let one = |value| {
-        parse_event(value, now)
-            .and_then(|e| check_limits(e, limits))
-            .map_err(BodyError::Event)
+    Ok(parse_parts(body, kind, now, limits)?
+        .iter()
+        .map(EventParts::to_cloud_event)
+        .collect())
+}
+
+/// Parses a request body into validated events in one pass, without a tree of the
+/// body: each event's attributes and data are read as spans of the body.
+pub fn parse_parts<'a>(
+    body: &'a [u8],
+    kind: BodyKind,
+    now: DateTime<Utc>,
+    limits: &EventLimits,
+) -> Result<Vec<EventParts<'a>>, BodyError> {
+    let top: Top<'a> = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
+    let one = |item: Item<'a>| match item {
+        Item::Event(raw) => raw.validate(now, limits),
+        Item::Other => Err(EventError::NotAnObject),
     };
-    match (kind, value) {
-        (BodyKind::Single, value) => Ok(vec![one(value)?]),
-        (BodyKind::Json, Value::Object(map)) => Ok(vec![one(Value::Object(map))?]),
-        (BodyKind::Batch | BodyKind::Json, Value::Array(items)) => {
+    match (kind, top) {
+        (BodyKind::Single, Top::Event(item)) => Ok(vec![one(item).map_err(BodyError::Event)?]),
+        (BodyKind::Json, Top::Event(Item::Event(raw))) => {
+            Ok(vec![raw.validate(now, limits).map_err(BodyError::Event)?])
+        }
+        (BodyKind::Batch | BodyKind::Json, Top::Events(items)) => {
             if items.is_empty() {
                 return Err(BodyError::Empty);
             }
@@ -158,125 +213,346 @@ pub fn parse_events_within(
             items
                 .into_iter()
                 .enumerate()
-                .map(|(index, item)| {
-                    parse_event(item, now)
-                        .and_then(|e| check_limits(e, limits))
-                        .map_err(|error| BodyError::EventAt { index, error })
-                })
+                .map(|(index, item)| one(item).map_err(|error| BodyError::EventAt { index, error }))
                 .collect()
         }
         (BodyKind::Batch, _) => Err(BodyError::NotAnArray),
-        (BodyKind::Json, Value::Null) => Err(BodyError::Empty),
+        (BodyKind::Json, Top::Null) => Err(BodyError::Empty),
         (BodyKind::Json, _) => Err(BodyError::Event(EventError::NotAnObject)),
+        (BodyKind::Single, Top::Null | Top::Events(_)) => {
+            Err(BodyError::Event(EventError::NotAnObject))
+        }
+    }
+}
+
+/// A request body: one event, an array of them, or anything else.
+enum Top<'a> {
+    Event(Item<'a>),
+    Events(Vec<Item<'a>>),
+    /// A JSON null.
+    Null,
+}
+
+/// An array item or a single body: an object (an event to validate) or not.
+enum Item<'a> {
+    Event(RawEvent<'a>),
+    Other,
+}
+
+/// An event's attributes as spans of JSON text, before validation (last one wins for a
+/// repeated name, as in a decoded map).
+#[derive(Default)]
+struct RawEvent<'a> {
+    id: Option<&'a RawValue>,
+    source: Option<&'a RawValue>,
+    specversion: Option<&'a RawValue>,
+    event_type: Option<&'a RawValue>,
+    subject: Option<&'a RawValue>,
+    time: Option<&'a RawValue>,
+    datacontenttype: Option<&'a RawValue>,
+    dataschema: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    data_base64: bool,
+}
+
+/// The JSON text of a value, or `None` for a missing or null one.
+fn present(raw: Option<&RawValue>) -> Option<&str> {
+    raw.map(RawValue::get).filter(|t| *t != "null")
+}
+
+/// The text of a JSON string's span, or `None` when it is not a string.
+fn text_of(raw: &str) -> Option<Cow<'_, str>> {
+    crate::rawjson::string_value(raw)
+}
+
+impl<'a> RawEvent<'a> {
+    /// OpenMeter's rules, in the order [`parse_event`] checks them, then the limits.
+    fn validate(
+        self,
+        now: DateTime<Utc>,
+        limits: &EventLimits,
+    ) -> Result<EventParts<'a>, EventError> {
+        let required = |raw: Option<&'a RawValue>, field: &'static str| {
+            let text = present(raw).ok_or(EventError::Missing { field })?;
+            match text_of(text) {
+                Some(s) if !s.is_empty() => Ok(s),
+                _ => Err(EventError::NotAString { field }),
+            }
+        };
+        let id = required(self.id, "id")?;
+        let source = required(self.source, "source")?;
+        if let Some(text) = present(self.specversion) {
+            match text_of(text) {
+                Some(v) if v == "1.0" => {}
+                Some(v) => return Err(EventError::SpecVersion(v.into_owned())),
+                None => {
+                    return Err(EventError::NotAString {
+                        field: "specversion",
+                    });
+                }
+            }
+        }
+        let event_type = required(self.event_type, "type")?;
+        let subject = required(self.subject, "subject")?;
+        let time = match present(self.time) {
+            None => now,
+            Some(text) => match text_of(text) {
+                Some(t) => parse_time(&t).ok_or_else(|| EventError::Time(t.into_owned()))?,
+                None => return Err(EventError::Time(text.to_owned())),
+            },
+        };
+        let datacontenttype = match present(self.datacontenttype) {
+            None => None,
+            Some(text) => match text_of(text) {
+                Some(ct) => {
+                    let essence = ct
+                        .split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_ascii_lowercase();
+                    if essence != "application/json" {
+                        return Err(EventError::ContentType(ct.into_owned()));
+                    }
+                    Some(ct)
+                }
+                None => return Err(EventError::ContentType(text.to_owned())),
+            },
+        };
+        let dataschema = match present(self.dataschema) {
+            None => None,
+            Some(text) => Some(text_of(text).ok_or(EventError::DataSchema)?),
+        };
+        let data = match present(self.data) {
+            None => None,
+            Some(text) => match text.as_bytes().first() {
+                Some(b'{') => Some(text),
+                Some(b'"') => return Err(EventError::Data("a string")),
+                Some(b'[') => return Err(EventError::Data("an array")),
+                Some(b't' | b'f') => return Err(EventError::Data("a boolean")),
+                _ => return Err(EventError::Data("a number")),
+            },
+        };
+        if self.data_base64 {
+            return Err(EventError::Data("base64 data"));
+        }
+        let max = limits.attribute_bytes_max;
+        for (field, value) in [
+            ("id", &id),
+            ("source", &source),
+            ("type", &event_type),
+            ("subject", &subject),
+        ] {
+            if value.len() > max {
+                return Err(EventError::TooLong { field, max });
+            }
+        }
+        let data = match data {
+            None => None,
+            Some(text) => {
+                let (values, spaced) = crate::rawjson::census(text, limits.data_values_max);
+                if values > limits.data_values_max {
+                    return Err(EventError::TooManyValues {
+                        max: limits.data_values_max,
+                    });
+                }
+                Some(if spaced {
+                    Cow::Owned(crate::rawjson::compact(text))
+                } else {
+                    Cow::Borrowed(text)
+                })
+            }
+        };
+        Ok(EventParts {
+            id,
+            source,
+            event_type,
+            subject,
+            time,
+            datacontenttype,
+            dataschema,
+            data,
+        })
+    }
+}
+
+/// The attribute names an event's reader tells apart.
+enum Name {
+    Id,
+    Source,
+    SpecVersion,
+    Type,
+    Subject,
+    Time,
+    DataContentType,
+    DataSchema,
+    Data,
+    DataBase64,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an attribute name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Name, E> {
+                Ok(match name {
+                    "id" => Name::Id,
+                    "source" => Name::Source,
+                    "specversion" => Name::SpecVersion,
+                    "type" => Name::Type,
+                    "subject" => Name::Subject,
+                    "time" => Name::Time,
+                    "datacontenttype" => Name::DataContentType,
+                    "dataschema" => Name::DataSchema,
+                    "data" => Name::Data,
+                    "data_base64" => Name::DataBase64,
+                    _ => Name::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(V)
+    }
+}
+
+/// Reads any JSON value: an object becomes an event's spans, anything else is skipped.
+struct ItemVisitor;
+
+impl<'de> de::Visitor<'de> for ItemVisitor {
+    type Value = Item<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+        let mut raw = RawEvent::default();
+        while let Some(name) = map.next_key::<Name>()? {
+            let slot = match name {
+                Name::Id => &mut raw.id,
+                Name::Source => &mut raw.source,
+                Name::SpecVersion => &mut raw.specversion,
+                Name::Type => &mut raw.event_type,
+                Name::Subject => &mut raw.subject,
+                Name::Time => &mut raw.time,
+                Name::DataContentType => &mut raw.datacontenttype,
+                Name::DataSchema => &mut raw.dataschema,
+                Name::Data => &mut raw.data,
+                Name::DataBase64 => {
+                    raw.data_base64 = true;
+                    map.next_value::<de::IgnoredAny>()?;
+                    continue;
+                }
+                Name::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<&'de RawValue>()?);
+        }
+        Ok(Item::Event(raw))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Item::Other)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event or an array of events")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Top<'de>, A::Error> {
+                ItemVisitor.visit_map(map).map(Top::Event)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Top<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(4096));
+                while let Some(item) = seq.next_element::<Item<'de>>()? {
+                    items.push(item);
+                }
+                Ok(Top::Events(items))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Top<'de>, E> {
+                Ok(Top::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Top<'de>, E> {
+                Ok(Top::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Top<'de>, E> {
+                Ok(Top::Event(Item::Other))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Top<'de>, E> {
+                Ok(Top::Event(Item::Other))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Top<'de>, E> {
+                Ok(Top::Event(Item::Other))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Top<'de>, E> {
+                Ok(Top::Event(Item::Other))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Top<'de>, E> {
+                Ok(Top::Event(Item::Other))
+            }
+        }
+        deserializer.deserialize_any(V)
     }
 }
 
 /// Validates one event; a missing `time` becomes `now`, a missing `specversion` "1.0".
+/// No limits apply.
 pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<CloudEvent, EventError> {
-    let Value::Object(mut map) = value else {
+    if !value.is_object() {
         return Err(EventError::NotAnObject);
-    };
-    let id = required_string(&mut map, "id")?;
-    let source = required_string(&mut map, "source")?;
-    let specversion = match map.remove("specversion") {
-        None | Some(Value::Null) => "1.0".to_owned(),
-        Some(Value::String(v)) if v == "1.0" => v,
-        Some(Value::String(v)) => return Err(EventError::SpecVersion(v)),
-        Some(_) => {
-            return Err(EventError::NotAString {
-                field: "specversion",
-            });
-        }
-    };
-    let event_type = required_string(&mut map, "type")?;
-    let subject = required_string(&mut map, "subject")?;
-    let time = match map.remove("time") {
-        None | Some(Value::Null) => now,
-        Some(Value::String(text)) => parse_time(&text).ok_or(EventError::Time(text))?,
-        Some(other) => return Err(EventError::Time(other.to_string())),
-    };
-    let datacontenttype = match map.remove("datacontenttype") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(ct)) => {
-            let essence = ct
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            if essence != "application/json" {
-                return Err(EventError::ContentType(ct));
-            }
-            Some(ct)
-        }
-        Some(other) => return Err(EventError::ContentType(other.to_string())),
-    };
-    let dataschema = match map.remove("dataschema") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(EventError::DataSchema),
-    };
-    let data = match map.remove("data") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(data)) => Some(data),
-        Some(Value::String(_)) => return Err(EventError::Data("a string")),
-        Some(Value::Array(_)) => return Err(EventError::Data("an array")),
-        Some(Value::Number(_)) => return Err(EventError::Data("a number")),
-        Some(Value::Bool(_)) => return Err(EventError::Data("a boolean")),
-    };
-    if map.contains_key("data_base64") {
-        return Err(EventError::Data("base64 data"));
     }
-    Ok(CloudEvent {
-        id,
-        source,
-        specversion,
-        event_type,
-        subject,
-        time,
-        datacontenttype,
-        dataschema,
-        data,
-    })
-}
-
-fn check_limits(event: CloudEvent, limits: &EventLimits) -> Result<CloudEvent, EventError> {
-    let max = limits.attribute_bytes_max;
-    for (field, value) in [
-        ("id", &event.id),
-        ("source", &event.source),
-        ("type", &event.event_type),
-        ("subject", &event.subject),
-    ] {
-        if value.len() > max {
-            return Err(EventError::TooLong { field, max });
-        }
-    }
-    if let Some(data) = &event.data {
-        let mut budget = limits.data_values_max;
-        let mut stack: Vec<&Value> = data.values().collect();
-        while let Some(value) = stack.pop() {
-            budget = budget.checked_sub(1).ok_or(EventError::TooManyValues {
-                max: limits.data_values_max,
-            })?;
-            match value {
-                Value::Object(map) => stack.extend(map.values()),
-                Value::Array(items) => stack.extend(items.iter()),
-                _ => {}
-            }
-        }
-    }
-    Ok(event)
-}
-
-fn required_string(
-    map: &mut Map<String, Value>,
-    field: &'static str,
-) -> Result<String, EventError> {
-    match map.remove(field) {
-        None | Some(Value::Null) => Err(EventError::Missing { field }),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(_) => Err(EventError::NotAString { field }),
+    let text = value.to_string();
+    let unlimited = EventLimits {
+        events_per_request_max: usize::MAX,
+        attribute_bytes_max: usize::MAX,
+        data_values_max: usize::MAX,
+    };
+    match parse_parts(text.as_bytes(), BodyKind::Single, now, &unlimited) {
+        Ok(parts) => parts
+            .first()
+            .map(EventParts::to_cloud_event)
+            .ok_or(EventError::NotAnObject),
+        Err(BodyError::Event(error) | BodyError::EventAt { error, .. }) => Err(error),
+        Err(_) => Err(EventError::NotAnObject),
     }
 }
 

@@ -73,6 +73,11 @@ impl JsonPath {
         Ok(Self { steps })
     }
 
+    /// The path's steps.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
     /// The value at this path, or `None` when a step is missing.
     pub fn lookup<'v>(&self, root: &'v Value) -> Option<&'v Value> {
         self.walk(root, &self.steps)

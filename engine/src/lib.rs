@@ -20,6 +20,8 @@ pub mod invoicing;
 pub mod jsonpath;
 pub mod meter;
 pub mod quantity;
+pub mod rawjson;
+pub mod record;
 pub mod query;
 pub mod window;
 

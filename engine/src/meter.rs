@@ -2,11 +2,13 @@
 
 use crate::aggregate::{Aggregation, SampleValue};
 use crate::event::{CloudEvent, rfc3339};
-use crate::jsonpath::{Found, JsonPath, go_value_text};
+use crate::jsonpath::{Found, JsonPath, go_float_text, go_value_text};
 use crate::quantity::Quantity;
+use crate::rawjson::{self, RawFound};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// A meter: which events count (`eventType`, `eventFrom`), what value each carries
@@ -307,10 +309,12 @@ impl CompiledMeter {
 
     /// Does the event belong to this meter?
     pub fn matches(&self, event: &CloudEvent) -> bool {
-        event.event_type == self.event_type
-            && self
-                .event_from_ms
-                .is_none_or(|from| event.time.timestamp_millis() >= from)
+        self.matches_at(&event.event_type, event.time.timestamp_millis())
+    }
+
+    /// [`Self::matches`] on an event's type and time (milliseconds).
+    pub fn matches_at(&self, event_type: &str, time_ms: i64) -> bool {
+        event_type == self.event_type && self.event_from_ms.is_none_or(|from| time_ms >= from)
     }
 
     /// Reads the event's value and group-by values, with OpenMeter's parse rules and texts.
@@ -323,15 +327,36 @@ impl CompiledMeter {
 
     /// [`Self::extract`] on the data alone (the event is known to match).
     pub fn extract_data(&self, data: Option<&Map<String, Value>>) -> Extract {
+        self.extract_with(data.is_some(), |path| {
+            match data.map(|d| path.lookup_in(d)) {
+                None | Some(Found::Missing) => Leaf::Missing,
+                Some(Found::Value(value)) => Leaf::of_value(value),
+                Some(Found::Root) => match data {
+                    Some(d) => Leaf::Composite(Cow::Owned(Value::Object(d.clone()))),
+                    None => Leaf::Missing,
+                },
+            }
+        })
+    }
+
+    /// [`Self::extract_data`] on the data object's JSON text (a record's), reading only
+    /// the values the meter's paths name.
+    pub fn extract_text(&self, data: Option<&str>) -> Extract {
+        self.extract_with(data.is_some(), |path| {
+            match data.map(|d| rawjson::lookup(d, path.steps())) {
+                None | Some(RawFound::Missing) => Leaf::Missing,
+                Some(RawFound::Value(raw)) => Leaf::of_text(raw),
+                Some(RawFound::Root) => data.map_or(Leaf::Missing, Leaf::of_text),
+            }
+        })
+    }
+
+    fn extract_with<'a>(&self, has_data: bool, find: impl Fn(&JsonPath) -> Leaf<'a>) -> Extract {
         let group = self
             .group_by
             .iter()
-            .map(|(_, path)| match (path, data) {
-                (Some(path), Some(data)) => match path.lookup_in(data) {
-                    Found::Value(value) => go_value_text(value),
-                    Found::Root => go_value_text(&Value::Object(data.clone())),
-                    Found::Missing => String::new(),
-                },
+            .map(|(_, path)| match path {
+                Some(path) if has_data => find(path).go_text(),
                 _ => String::new(),
             })
             .collect();
@@ -341,39 +366,37 @@ impl CompiledMeter {
                 group,
             });
         }
-        let Some(data) = data else {
+        if !has_data {
             return invalid("null and missing value property");
-        };
+        }
         let Some(path) = &self.value else {
             return invalid("non count meter value property is missing");
         };
-        let root;
-        let raw = match path.lookup_in(data) {
-            Found::Missing => {
+        let leaf = find(path);
+        match leaf {
+            Leaf::Missing => {
                 return invalid(&format!("missing value property: {:?}", self.value_text));
             }
-            Found::Value(Value::Null) => return invalid("value cannot be null"),
-            Found::Value(raw) => raw,
-            Found::Root => {
-                root = Value::Object(data.clone());
-                &root
-            }
-        };
+            Leaf::Null => return invalid("value cannot be null"),
+            _ => {}
+        }
         if self.aggregation == Aggregation::UniqueCount {
             return Extract::Sample(Sample {
-                value: SampleValue::Text(go_value_text(raw)),
+                value: SampleValue::Text(leaf.go_text()),
                 group,
             });
         }
-        let number = match raw {
-            Value::String(text) => Quantity::parse(text),
-            Value::Number(number) => Quantity::from_json_number(number),
-            Value::Bool(_) => return invalid("unsupported value property type: bool"),
-            Value::Array(_) => return invalid("unsupported value property type: []interface {}"),
-            Value::Object(_) => {
+        let number = match &leaf {
+            Leaf::Text(text) => Quantity::parse(text),
+            Leaf::Number(text) => Quantity::parse(text),
+            Leaf::Bool(_) => return invalid("unsupported value property type: bool"),
+            Leaf::Composite(value) if value.is_array() => {
+                return invalid("unsupported value property type: []interface {}");
+            }
+            Leaf::Composite(_) => {
                 return invalid("unsupported value property type: map[string]interface {}");
             }
-            Value::Null => return invalid("value cannot be null"),
+            Leaf::Missing | Leaf::Null => return invalid("value cannot be null"),
         };
         match number {
             Ok(value) => Extract::Sample(Sample {
@@ -381,6 +404,60 @@ impl CompiledMeter {
                 group,
             }),
             Err(error) => invalid(&error.to_string()),
+        }
+    }
+}
+
+/// A value a meter's path found, from a decoded tree or from JSON text.
+enum Leaf<'a> {
+    Missing,
+    Null,
+    Bool(bool),
+    /// A JSON number's text.
+    Number(Cow<'a, str>),
+    /// A JSON string's (unescaped) text.
+    Text(Cow<'a, str>),
+    /// An array or an object.
+    Composite(Cow<'a, Value>),
+}
+
+impl<'a> Leaf<'a> {
+    fn of_value(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Leaf::Null,
+            Value::Bool(b) => Leaf::Bool(*b),
+            Value::Number(n) => Leaf::Number(Cow::Borrowed(n.as_str())),
+            Value::String(s) => Leaf::Text(Cow::Borrowed(s)),
+            Value::Array(_) | Value::Object(_) => Leaf::Composite(Cow::Borrowed(value)),
+        }
+    }
+
+    fn of_text(raw: &'a str) -> Self {
+        match raw.as_bytes().first() {
+            Some(b'"') => rawjson::string_value(raw).map_or(Leaf::Missing, Leaf::Text),
+            Some(b'{' | b'[') => {
+                serde_json::from_str(raw).map_or(Leaf::Missing, |v| Leaf::Composite(Cow::Owned(v)))
+            }
+            Some(b't') => Leaf::Bool(true),
+            Some(b'f') => Leaf::Bool(false),
+            Some(b'n') => Leaf::Null,
+            Some(_) => Leaf::Number(Cow::Borrowed(raw)),
+            None => Leaf::Missing,
+        }
+    }
+
+    /// Go's `%v` text of the value ("" when missing).
+    fn go_text(&self) -> String {
+        match self {
+            Leaf::Missing => String::new(),
+            Leaf::Null => "<nil>".to_owned(),
+            Leaf::Bool(b) => b.to_string(),
+            Leaf::Number(text) => match text.parse::<f64>() {
+                Ok(f) if f.is_finite() => go_float_text(f),
+                _ => text.to_string(),
+            },
+            Leaf::Text(text) => text.to_string(),
+            Leaf::Composite(value) => go_value_text(value),
         }
     }
 }
@@ -567,5 +644,53 @@ mod tests {
         let mut other = event(json!({}));
         other.event_type = "other".into();
         assert_eq!(count.extract(&other), Extract::Skip);
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e9f64..1e9)
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            Just(json!(1e300)),
+            "[a-z0-9.\\\" ]{0,5}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[ab]", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        // A record's data is read as text, an event's as a tree: every meter reads the
+        // same samples and the same validation errors from both, pretty-printed or not.
+        #[test]
+        fn text_and_tree_extract_alike(
+            data in proptest::collection::btree_map("[ab]", arb_value(), 0..4),
+            pretty in proptest::prelude::any::<bool>(),
+        ) {
+            let data: Map<String, Value> = data.into_iter().collect();
+            let object = Value::Object(data.clone());
+            let text = if pretty { serde_json::to_string_pretty(&object) } else { serde_json::to_string(&object) }
+                .expect("json");
+            for aggregation in ["SUM", "COUNT", "UNIQUE_COUNT", "MAX"] {
+                for value in ["$.a", "$.a.b", "$.b[1]", "$"] {
+                    let mut c = create(aggregation, (aggregation != "COUNT").then_some(value));
+                    c.group_by = Some(BTreeMap::from([
+                        ("x".into(), "$.a.a".into()),
+                        ("y".into(), "$.b[0]".into()),
+                        ("z".into(), "$.b.a".into()),
+                    ]));
+                    let m = c.into_meter("01J".into(), "default", now()).expect("valid meter").compile();
+                    proptest::prop_assert_eq!(m.extract_text(Some(&text)), m.extract_data(Some(&data)));
+                    proptest::prop_assert_eq!(m.extract_text(None), m.extract_data(None));
+                }
+            }
+        }
     }
 }
