@@ -6,11 +6,12 @@ use crate::health::Health;
 use crate::meter::{Fold, MeterActor, Reservation, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
+use bytes::Bytes;
 use chrono::Utc;
 use metron_connectors::{EventStream, PartitionId, Record};
-use metron_engine::event::IngestedEvent;
 use metron_engine::failpoint::Action;
 use metron_engine::meter::{CompiledMeter, Extract};
+use metron_engine::record::{self, RecordView};
 use metron_engine::window::floor_minute_ms;
 use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
 use metron_storage::manifest::EventFile;
@@ -45,13 +46,21 @@ pub struct ReadLimits {
     pub live_window_bytes_max: usize,
 }
 
-/// Resident bytes one held event takes, estimated from its record's size: the parsed
-/// tree (strings, the map of `data`, allocator overhead) is about three times the JSON,
-/// plus the fixed parts; a checkpoint copies the events it writes once more. Kept on the
-/// high side: an underestimate lets resident memory pass the budget (the overload bench
-/// measured 1,005 MiB of a 1 GiB budget with twice the JSON + 256 bytes).
+/// Records held in memory: one shared chunk per batch read (a read of the held events
+/// shares them instead of copying). Each is a slice of the stream's read buffer.
+pub type Chunk = Arc<Vec<Bytes>>;
+
+/// The records of a chunk, read in place (every held record was parsed once already).
+pub fn views(chunk: &[Bytes]) -> impl Iterator<Item = RecordView<'_>> {
+    chunk.iter().filter_map(|r| RecordView::parse(r).ok())
+}
+
+/// Resident bytes one held event takes, estimated from its record's size: the record's
+/// bytes, its `Bytes` handle and its share of the buffer it came in; a checkpoint
+/// encodes the events it writes once more as Arrow columns. Kept on the high side: an
+/// underestimate lets resident memory pass the budget.
 pub fn held_bytes_of(record_len: usize) -> usize {
-    record_len * 3 + 512
+    record_len * 2 + 64
 }
 
 pub struct PartitionActor {
@@ -65,13 +74,12 @@ pub struct PartitionActor {
     consumed: Arc<Vec<AtomicU64>>,
     metrics: Arc<Metrics>,
     limits: ReadLimits,
-    /// Events since the last seal, one shared chunk per batch read (a read of the held
-    /// events shares them instead of copying).
-    pending: Vec<Arc<Vec<IngestedEvent>>>,
+    /// Events since the last seal, one shared chunk per batch read.
+    pending: Vec<Chunk>,
     pending_events: usize,
     pending_bytes: usize,
     /// Sealed events whose checkpoint is not committed yet, and their estimated bytes.
-    sealed: Vec<(u64, Arc<Vec<IngestedEvent>>, usize)>,
+    sealed: Vec<(u64, Chunk, usize)>,
     /// Stopped reading at the memory share; a commit resumes.
     full: bool,
     /// A look at the shares is scheduled (live windows shrink on commits this actor
@@ -226,21 +234,25 @@ impl PartitionActor {
         let mut kept = Vec::with_capacity(events.len());
         let mut usage = Usage::new();
         let mut activate: std::collections::BTreeSet<(String, String)> = Default::default();
-        for (event, is_new) in events.into_iter().zip(fresh) {
+        for (payload, is_new) in events.into_iter().zip(fresh) {
             if !is_new {
                 continue;
             }
-            let data = event.event.data.as_ref();
-            let time_ms = event.event.time.timestamp_millis();
+            let Ok(event) = RecordView::parse(&payload) else {
+                continue;
+            };
+            let time_ms = event.time_ms();
             for (route, fold) in self.routes.iter().zip(folds.iter_mut()) {
-                if route.namespace != event.namespace || !route.compiled.matches(&event.event) {
+                if route.namespace != event.namespace
+                    || !route.compiled.matches_at(event.event_type, time_ms)
+                {
                     continue;
                 }
-                match route.compiled.extract_data(data) {
+                match route.compiled.extract_text(event.data) {
                     Extract::Sample(sample) => {
                         let key = (
                             floor_minute_ms(time_ms),
-                            event.event.subject.clone(),
+                            event.subject.to_owned(),
                             sample.group,
                         );
                         fold.fold(key, route.compiled.aggregation, &sample.value, time_ms);
@@ -250,14 +262,12 @@ impl PartitionActor {
                 }
             }
 
-            if !route_usage(&self.subscriptions, &event, &mut usage)
-                && let Some(customer) = self
-                    .activation
-                    .customer_of(&event.namespace, &event.event.subject)
+            if !route_usage(&self.subscriptions, &event, time_ms, &mut usage)
+                && let Some(customer) = self.activation.customer_of(event.namespace, event.subject)
             {
-                activate.insert((event.namespace.clone(), customer));
+                activate.insert((event.namespace.to_owned(), customer));
             }
-            kept.push(event);
+            kept.push(payload);
         }
         Metrics::add(
             &self.metrics.events_duplicate_total,
@@ -330,7 +340,9 @@ struct Deduped {
     records: usize,
     /// Estimated bytes the batch's events hold.
     bytes: usize,
-    events: Vec<IngestedEvent>,
+    /// The records, each parsed once already (a record of the older JSON layout is
+    /// rewritten in the current one here).
+    events: Vec<Bytes>,
     /// Per event: not a duplicate.
     fresh: Vec<bool>,
 }
@@ -354,18 +366,19 @@ async fn dedup_batch(
     let next_offset = last.offset + 1;
     let bytes: usize = records.iter().map(|r| held_bytes_of(r.payload.len())).sum();
     let mut events = Vec::with_capacity(records.len());
-    for record in &records {
-        match IngestedEvent::decode(&record.payload) {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                return Err(format!("record {} is not an event: {error}", record.offset));
-            }
-        }
+    let mut keys: Vec<u128> = Vec::with_capacity(records.len());
+    for record in records {
+        let not_an_event = |error: record::RecordError| {
+            format!("record {} is not an event: {error}", record.offset)
+        };
+        let payload = match record::upgrade(&record.payload).map_err(not_an_event)? {
+            None => record.payload,
+            Some(current) => Bytes::from(current),
+        };
+        let view = RecordView::parse(&payload).map_err(not_an_event)?;
+        keys.push(dedup_key(view.namespace, view.source, view.id));
+        events.push(payload);
     }
-    let keys: Vec<u128> = events
-        .iter()
-        .map(|e| dedup_key(&e.namespace, &e.event.source, &e.event.id))
-        .collect();
     let now = Utc::now().timestamp_millis();
     let fresh = tokio::task::spawn_blocking(move || dedup.lock().insert_batch(&keys, now))
         .await
@@ -373,7 +386,7 @@ async fn dedup_batch(
         .map_err(|e| e.to_string())?;
     Ok(Deduped {
         next_offset,
-        records: records.len(),
+        records: events.len(),
         bytes,
         events,
         fresh,
@@ -391,7 +404,7 @@ pub struct SealReply {
     pub partition: PartitionId,
     /// Every record below it is in `events` or an earlier checkpoint.
     pub offset: u64,
-    pub events: Arc<Vec<IngestedEvent>>,
+    pub events: Chunk,
     pub dedup: DedupState,
 }
 
@@ -452,26 +465,27 @@ type Usage = HashMap<String, HashMap<(usize, u64), (CustomerRef, Vec<UsageSample
 /// subscribed (false when not).
 fn route_usage(
     subscriptions: &HashMap<String, Routes>,
-    event: &IngestedEvent,
+    event: &RecordView<'_>,
+    time_ms: i64,
     usage: &mut Usage,
 ) -> bool {
     let Some(routed) = subscriptions
-        .get(&event.namespace)
-        .and_then(|routes| routes.by_subject.get(event.event.subject.as_str()))
+        .get(event.namespace)
+        .and_then(|routes| routes.by_subject.get(event.subject))
     else {
         return false;
     };
     let mut samples = routed
         .matchers
         .iter()
-        .filter_map(|m| m.sample(&event.event))
+        .filter_map(|m| m.sample_at(event.event_type, time_ms, event.data))
         .peekable();
     if samples.peek().is_none() {
         return true;
     }
-    let of_namespace = match usage.get_mut(&event.namespace) {
+    let of_namespace = match usage.get_mut(event.namespace) {
         Some(of_namespace) => of_namespace,
-        None => usage.entry(event.namespace.clone()).or_default(),
+        None => usage.entry(event.namespace.to_owned()).or_default(),
     };
     of_namespace
         .entry((routed.who.address(), routed.generation))
@@ -527,10 +541,11 @@ impl Handler<Subscribe> for PartitionActor {
             });
         }
         let subjects: Vec<&str> = sub.subjects().collect();
-        let admits = |e: &IngestedEvent| {
-            *e.namespace == *sub.namespace && subjects.contains(&e.event.subject.as_str())
+        let admits = |r: &Bytes| {
+            RecordView::parse(r)
+                .is_ok_and(|e| e.namespace == &*sub.namespace && subjects.contains(&e.subject))
         };
-        let events: Vec<Arc<Vec<IngestedEvent>>> = self
+        let events: Vec<Chunk> = self
             .sealed
             .iter()
             .map(|(_, list, _)| list)
@@ -599,12 +614,12 @@ pub struct ReadHeld;
 
 pub struct Held {
     pub files: Vec<EventFile>,
-    pub events: Vec<Arc<Vec<IngestedEvent>>>,
+    pub events: Vec<Chunk>,
 }
 
 impl PartitionActor {
     fn held(&self) -> Held {
-        let events: Vec<Arc<Vec<IngestedEvent>>> = self
+        let events: Vec<Chunk> = self
             .sealed
             .iter()
             .map(|(_, e, _)| e.clone())

@@ -6,14 +6,18 @@ use crate::health::Health;
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::notification::Notifier;
-use crate::partition::{Held, PartitionActor, ReadHeld, ReadLimits, Subscribe, Unsubscribe};
+use crate::partition::{
+    self, Chunk, Held, PartitionActor, ReadHeld, ReadLimits, Subscribe, Unsubscribe,
+};
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use metron_connectors::{EmbeddedLog, EmbeddedLogConfig, EventStream};
-use metron_engine::event::{CloudEvent, IngestedEvent};
+use metron_engine::event::{CloudEvent, EventParts, IngestedEvent};
 use metron_engine::meter::{CompiledMeter, Extract, Meter, MeterCreate, MeterUpdate};
 use metron_engine::query::{MeterQuery, ResultRow, RollupRow, evaluate};
+use metron_engine::record;
+use metron_engine::record::RecordView;
 use metron_engine::window::floor_minute_ms;
 use metron_storage::catalog::{self, Catalog};
 use metron_storage::dedup::{DedupConfig, DedupIndex};
@@ -157,31 +161,88 @@ impl EventKey {
 impl EventFilter {
     fn admits(&self, e: &IngestedEvent) -> bool {
         let ev = &e.event;
+        self.admits_attrs(&Attrs {
+            namespace: &e.namespace,
+            id: &ev.id,
+            source: &ev.source,
+            subject: &ev.subject,
+            event_type: &ev.event_type,
+            time: (ev.time.timestamp(), ev.time.timestamp_subsec_nanos()),
+            time_us: ev.time.timestamp_micros(),
+            ingested_us: e.ingested_at.timestamp_micros(),
+        })
+    }
+
+    /// [`Self::admits`] of a stream record, read in place.
+    fn admits_view(&self, e: &RecordView<'_>) -> bool {
+        self.admits_attrs(&Attrs {
+            namespace: e.namespace,
+            id: e.id,
+            source: e.source,
+            subject: e.subject,
+            event_type: e.event_type,
+            time: (e.time_secs, e.time_nanos),
+            time_us: e.time_us(),
+            ingested_us: e.ingested_at_us,
+        })
+    }
+
+    fn admits_attrs(&self, e: &Attrs<'_>) -> bool {
+        let at = |t: &DateTime<Utc>| (t.timestamp(), t.timestamp_subsec_nanos());
+        let has = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
         e.namespace == self.namespace
-            && self.from.is_none_or(|f| ev.time >= f)
-            && self.to.is_none_or(|t| ev.time < t)
-            && self.ingested_from.is_none_or(|f| e.ingested_at >= f)
-            && self.ingested_to.is_none_or(|t| e.ingested_at < t)
-            && (self.subjects.is_empty() || self.subjects.contains(&ev.subject))
-            && (self.customer_subjects.is_empty() || self.customer_subjects.contains(&ev.subject))
+            && self.from.is_none_or(|f| e.time >= at(&f))
+            && self.to.is_none_or(|t| e.time < at(&t))
+            && self
+                .ingested_from
+                .is_none_or(|f| e.ingested_us >= f.timestamp_micros())
+            && self
+                .ingested_to
+                .is_none_or(|t| e.ingested_us < t.timestamp_micros())
+            && has(&self.subjects, e.subject)
+            && has(&self.customer_subjects, e.subject)
             && self
                 .id_contains
                 .as_ref()
-                .is_none_or(|s| ev.id.contains(s.as_str()))
-            && (self.ids.is_empty() || self.ids.contains(&ev.id))
-            && (self.sources.is_empty() || self.sources.contains(&ev.source))
-            && (self.types.is_empty() || self.types.contains(&ev.event_type))
+                .is_none_or(|s| e.id.contains(s.as_str()))
+            && has(&self.ids, e.id)
+            && has(&self.sources, e.source)
+            && has(&self.types, e.event_type)
             && self.matchers.iter().all(|(field, f)| {
                 let v = match *field {
-                    "id" => &ev.id,
-                    "source" => &ev.source,
-                    "subject" => &ev.subject,
-                    _ => &ev.event_type,
+                    "id" => e.id,
+                    "source" => e.source,
+                    "subject" => e.subject,
+                    _ => e.event_type,
                 };
                 f.matches(Some(v))
             })
-            && self.before.as_ref().is_none_or(|b| EventKey::of(e) < *b)
+            && self.before.as_ref().is_none_or(|b| {
+                (e.time_us, e.ingested_us, e.id) < (b.time_us, b.ingested_us, b.id.as_str())
+            })
     }
+}
+
+/// The attributes an [`EventFilter`] reads, of a decoded event or a record.
+struct Attrs<'a> {
+    namespace: &'a str,
+    id: &'a str,
+    source: &'a str,
+    subject: &'a str,
+    event_type: &'a str,
+    /// Seconds and nanoseconds.
+    time: (i64, u32),
+    time_us: i64,
+    ingested_us: i64,
+}
+
+/// The held records a filter admits, decoded.
+fn admitted(chunks: &[Chunk], filter: &EventFilter) -> impl Iterator<Item = IngestedEvent> {
+    chunks
+        .iter()
+        .flat_map(|chunk| partition::views(chunk))
+        .filter(|v| filter.admits_view(v))
+        .filter_map(|v| v.to_ingested().ok())
 }
 
 /// A listed event with OpenMeter's `validationError` against the current meters.
@@ -368,7 +429,7 @@ impl Pipeline {
     }
 
     /// Appends events to their partitions; returns once all of them are durable.
-    pub async fn ingest(&self, namespace: &str, events: Vec<CloudEvent>) -> Result<()> {
+    pub async fn ingest(&self, namespace: &str, events: &[EventParts<'_>]) -> Result<()> {
         let health = &self.inner.health;
         if let Some(reason) = health.fatal_reason() {
             return Err(Error::Unavailable(format!(
@@ -383,31 +444,40 @@ impl Pipeline {
             )));
         }
         let partitions = self.inner.config.partitions;
-        let mut groups: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); partitions as usize];
-        let now = Utc::now();
+        let now_us = Utc::now().timestamp_micros();
         let count = events.len() as u64;
         let max = self.inner.stream.config().record_bytes_max;
         // Every record is made and checked before any is appended: a request is
-        // stored whole or not at all.
-        for (index, event) in events.into_iter().enumerate() {
+        // stored whole or not at all. A partition's records share one buffer.
+        let mut buffers: Vec<(Vec<u8>, Vec<usize>)> =
+            vec![(Vec::new(), Vec::new()); partitions as usize];
+        for (index, event) in events.iter().enumerate() {
             let p = partition_of(namespace, &event.subject, partitions);
-            let record = IngestedEvent {
-                namespace: namespace.to_owned(),
-                ingested_at: now,
-                event,
+            let Some((buffer, ends)) = buffers.get_mut(p as usize) else {
+                continue;
+            };
+            let start = buffer.len();
+            record::encode_into(buffer, namespace, now_us, event);
+            let bytes = buffer.len() - start;
+            if bytes > max {
+                return Err(Error::EventTooLarge { index, bytes, max });
             }
-            .encode();
-            if record.len() > max {
-                return Err(Error::EventTooLarge {
-                    index,
-                    bytes: record.len(),
-                    max,
-                });
-            }
-            if let Some(group) = groups.get_mut(p as usize) {
-                group.push(bytes::Bytes::from(record));
-            }
+            ends.push(buffer.len());
         }
+        let groups: Vec<Vec<bytes::Bytes>> = buffers
+            .into_iter()
+            .map(|(buffer, ends)| {
+                let buffer = bytes::Bytes::from(buffer);
+                let mut start = 0;
+                ends.into_iter()
+                    .map(|end| {
+                        let record = buffer.slice(start..end);
+                        start = end;
+                        record
+                    })
+                    .collect()
+            })
+            .collect();
         for (p, group) in groups.iter().enumerate() {
             if group.is_empty() {
                 continue;
@@ -511,7 +581,11 @@ impl Pipeline {
         let compiled = meter.compile();
         for h in &held {
             for events in &h.events {
-                rows.extend(fold_events(&compiled, &meter.namespace, events.iter()));
+                rows.extend(fold_records(
+                    &compiled,
+                    &meter.namespace,
+                    partition::views(events),
+                ));
             }
         }
         Ok(rows)
@@ -692,9 +766,7 @@ impl Pipeline {
         let mut found: Vec<IngestedEvent> = Vec::new();
         let mut urls = Vec::new();
         for held in held {
-            for events in &held.events {
-                found.extend(events.iter().filter(|e| filter.admits(e)).cloned());
-            }
+            found.extend(admitted(&held.events, filter));
             urls.extend(
                 held.files
                     .iter()
@@ -790,10 +862,8 @@ impl Pipeline {
         let mut top = TopEvents::new(filter.limit);
         let mut files = Vec::new();
         for h in held {
-            for events in &h.events {
-                for e in events.iter().filter(|e| filter.admits(e)) {
-                    top.offer(e);
-                }
+            for e in admitted(&h.events, filter) {
+                top.offer(&e);
             }
             files.extend(h.files.into_iter().filter(|f| {
                 f.namespace == filter.namespace
@@ -870,16 +940,14 @@ impl Pipeline {
         timeout: Duration,
     ) -> Result<SqlAnswer> {
         let mut tables = Vec::new();
-        let mut live_events = Vec::new();
+        let mut live_chunks: Vec<Chunk> = Vec::new();
         let mut event_urls = Vec::new();
         // Live rows are copied only for the tables the text can name (a word of it).
         let words = sql_words(&sql);
         let named = |table: &str| words.contains(&table.to_ascii_lowercase());
         for addr in self.inner.partitions.iter().filter(|_| named("events")) {
             let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
-            for events in &held.events {
-                live_events.extend(events.iter().filter(|e| e.namespace == namespace).cloned());
-            }
+            live_chunks.extend(held.events);
             event_urls.extend(
                 held.files
                     .iter()
@@ -887,7 +955,13 @@ impl Pipeline {
                     .map(|f| self.url_of(&f.path)),
             );
         }
-        let live = events::to_batch(&live_events).map_err(|e| Error::Storage(e.to_string()))?;
+        let live_events: Vec<RecordView<'_>> = live_chunks
+            .iter()
+            .flat_map(|chunk| partition::views(chunk))
+            .filter(|e| e.namespace == namespace)
+            .collect();
+        let live =
+            events::to_batch_views(&live_events).map_err(|e| Error::Storage(e.to_string()))?;
         tables.push(SqlTable {
             name: "events".into(),
             schema: events::schema(),
@@ -1138,6 +1212,27 @@ pub fn validation_error(meters: &[CompiledMeter], event: &CloudEvent) -> Option<
         Extract::Invalid(text) => Some(text),
         _ => None,
     })
+}
+
+/// Folds stream records into minute rollups for one meter, reading each record's
+/// data in place.
+pub fn fold_records<'a>(
+    meter: &CompiledMeter,
+    namespace: &str,
+    records: impl Iterator<Item = RecordView<'a>>,
+) -> Vec<RollupRow> {
+    let mut map = Rollups::default();
+    for e in records {
+        let time_ms = e.time_ms();
+        if e.namespace != namespace || !meter.matches_at(e.event_type, time_ms) {
+            continue;
+        }
+        if let Extract::Sample(sample) = meter.extract_text(e.data) {
+            let key = (floor_minute_ms(time_ms), e.subject.to_owned(), sample.group);
+            map.fold(key, meter.aggregation, &sample.value, time_ms);
+        }
+    }
+    map.drain_rows()
 }
 
 /// The partition of a (namespace, subject): a stable hash, so a subject's events stay in order.

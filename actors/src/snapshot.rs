@@ -9,8 +9,8 @@ use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes};
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::EventStream;
-use metron_engine::event::IngestedEvent;
 use metron_engine::meter::Meter;
+use metron_engine::record::RecordView;
 use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState, RollupFile};
 use metron_storage::query::QueryService;
 use metron_storage::{events, objects, paths, rollups};
@@ -310,28 +310,31 @@ async fn write(
             offset: reply.offset,
             dedup_runs: reply.dedup.runs.iter().map(DedupRun::from).collect(),
         });
-        let mut by_day: BTreeMap<(String, chrono::NaiveDate), Vec<IngestedEvent>> = BTreeMap::new();
-        for event in reply.events.iter() {
+        let mut by_day: BTreeMap<(&str, chrono::NaiveDate), Vec<RecordView<'_>>> = BTreeMap::new();
+        for event in partition::views(&reply.events) {
+            let Ok(time) = event.time() else {
+                continue;
+            };
             by_day
-                .entry((event.namespace.clone(), event.event.time.date_naive()))
+                .entry((event.namespace, time.date_naive()))
                 .or_default()
-                .push(event.clone());
+                .push(event);
         }
         for ((namespace, day), list) in by_day {
-            let path = paths::event_file(&namespace, day, epoch, reply.partition, 0);
-            let batch = events::to_batch(&list).map_err(|e| e.to_string())?;
-            let times_us = list.iter().map(|e| e.event.time.timestamp_micros()).fold(
-                None,
-                |acc: Option<(i64, i64)>, t| {
-                    Some(acc.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))))
-                },
-            );
+            let path = paths::event_file(namespace, day, epoch, reply.partition, 0);
+            let batch = events::to_batch_views(&list).map_err(|e| e.to_string())?;
+            let times_us =
+                list.iter()
+                    .map(RecordView::time_us)
+                    .fold(None, |acc: Option<(i64, i64)>, t| {
+                        Some(acc.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))))
+                    });
             let rows = query
                 .write_parquet(path.clone(), batch)
                 .await
                 .map_err(|e| e.to_string())?;
             manifest.event_files.push(EventFile {
-                namespace,
+                namespace: namespace.to_owned(),
                 partition: reply.partition,
                 day: day.to_string(),
                 path: path.to_string(),

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::error::ArrowError;
 use metron_engine::event::{CloudEvent, IngestedEvent};
+use metron_engine::record::{self, RecordView};
 use std::sync::{Arc, LazyLock};
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -37,36 +38,50 @@ pub fn schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
+/// The batch of decoded events.
 pub fn to_batch(events: &[IngestedEvent]) -> Result<RecordBatch, ArrowError> {
-    let mut strings: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+    let records: Vec<Vec<u8>> = events.iter().map(record::encode_event).collect();
+    let views: Vec<RecordView<'_>> = records
+        .iter()
+        .filter_map(|r| RecordView::parse(r).ok())
+        .collect();
+    to_batch_views(&views)
+}
+
+/// The batch of stream records, read in place: each column is built straight from
+/// the records' texts (`data` is the record's JSON text as it is).
+pub fn to_batch_views(events: &[RecordView<'_>]) -> Result<RecordBatch, ArrowError> {
+    let texts: usize = events
+        .iter()
+        .map(|e| {
+            e.namespace.len() + e.id.len() + e.source.len() + e.subject.len() + e.event_type.len()
+        })
+        .sum();
+    let mut strings: Vec<StringBuilder> = (0..5)
+        .map(|_| StringBuilder::with_capacity(events.len(), texts / 4))
+        .collect();
     let mut time = TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
     let mut ingested =
         TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
-    let mut data = StringBuilder::new();
-    let mut spec = StringBuilder::new();
+    let data_bytes: usize = events.iter().map(|e| e.data.map_or(0, str::len)).sum();
+    let mut data = StringBuilder::with_capacity(events.len(), data_bytes);
+    let mut spec = StringBuilder::with_capacity(events.len(), events.len() * 3);
     let mut ct = StringBuilder::new();
     let mut ds = StringBuilder::new();
     for e in events {
-        let ev = &e.event;
-        for (builder, value) in strings.iter_mut().zip([
-            &e.namespace,
-            &ev.id,
-            &ev.source,
-            &ev.subject,
-            &ev.event_type,
-        ]) {
+        for (builder, value) in
+            strings
+                .iter_mut()
+                .zip([e.namespace, e.id, e.source, e.subject, e.event_type])
+        {
             builder.append_value(value);
         }
-        time.append_value(ev.time.timestamp_micros());
-        ingested.append_value(e.ingested_at.timestamp_micros());
-        data.append_option(
-            ev.data
-                .as_ref()
-                .map(|d| serde_json::Value::Object(d.clone()).to_string()),
-        );
-        spec.append_value(&ev.specversion);
-        ct.append_option(ev.datacontenttype.as_deref());
-        ds.append_option(ev.dataschema.as_deref());
+        time.append_value(e.time_us());
+        ingested.append_value(e.ingested_at_us);
+        data.append_option(e.data);
+        spec.append_value("1.0");
+        ct.append_option(e.datacontenttype);
+        ds.append_option(e.dataschema);
     }
     let mut columns: Vec<ArrayRef> = strings
         .iter_mut()

@@ -101,15 +101,34 @@ impl Matcher {
         if !shape.compiled.matches(event) {
             return None;
         }
-        let Extract::Sample(sample) = shape.compiled.extract_data(event.data.as_ref()) else {
+        let extract = shape.compiled.extract_data(event.data.as_ref());
+        self.admit(extract, event.time.timestamp_millis())
+    }
+
+    /// [`Self::sample`] of a stream record's type, time and data text.
+    pub fn sample_at(
+        &self,
+        event_type: &str,
+        time_ms: i64,
+        data: Option<&str>,
+    ) -> Option<UsageSample> {
+        if !self.shape.compiled.matches_at(event_type, time_ms) {
+            return None;
+        }
+        self.admit(self.shape.compiled.extract_text(data), time_ms)
+    }
+
+    fn admit(&self, extract: Extract, time_ms: i64) -> Option<UsageSample> {
+        let shape = &self.shape;
+        let Extract::Sample(sample) = extract else {
             return None;
         };
         let admitted = shape.filters.iter().all(|(index, filter)| {
             filter.matches(index.and_then(|i| sample.group.get(i)).map(String::as_str))
         });
-        admitted.then(|| UsageSample {
+        admitted.then_some(UsageSample {
             ledger: self.ledger,
-            time_ms: event.time.timestamp_millis(),
+            time_ms,
             value: sample.value,
         })
     }

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use metron_actors::metrics::Metrics;
 use metron_actors::pipeline::{EventFilter, EventKey, ListedEvent};
-use metron_engine::event::{BodyError, BodyKind, format_time, parse_events};
+use metron_engine::event::{BodyError, BodyKind, EventLimits, format_time, parse_parts};
 use metron_engine::filter::StringFilter;
 use serde_json::{Value, json};
 
@@ -48,8 +48,9 @@ pub async fn ingest(
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok());
+    let limits = EventLimits::default();
     let parsed = body_kind(content_type).and_then(|kind| {
-        parse_events(&body, kind, Utc::now()).map_err(|e| match e {
+        parse_parts(&body, kind, Utc::now(), &limits).map_err(|e| match e {
             BodyError::TooManyEvents { .. } => ApiError::new(
                 actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                 e.to_string(),
@@ -66,7 +67,7 @@ pub async fn ingest(
     };
     match state
         .pipeline
-        .ingest(state.pipeline.namespace(), events)
+        .ingest(state.pipeline.namespace(), &events)
         .await
     {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
