@@ -13,7 +13,7 @@ use metron_engine::failpoint::Action;
 use metron_engine::meter::{CompiledMeter, Extract};
 use metron_engine::record::{self, RecordView};
 use metron_engine::window::floor_minute_ms;
-use metron_storage::dedup::{DedupIndex, DedupState, dedup_key};
+use metron_storage::dedup::{DedupIndex, dedup_key};
 use metron_storage::manifest::EventFile;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -50,6 +50,9 @@ pub struct ReadLimits {
 /// shares them instead of copying). Each is a slice of the stream's read buffer.
 pub type Chunk = Arc<Vec<Bytes>>;
 
+/// The one dedup index of all partitions.
+pub type SharedDedup = Arc<parking_lot::Mutex<DedupIndex>>;
+
 /// The records of a chunk, read in place (every held record was parsed once already).
 pub fn views(chunk: &[Bytes]) -> impl Iterator<Item = RecordView<'_>> {
     chunk.iter().filter_map(|r| RecordView::parse(r).ok())
@@ -66,9 +69,11 @@ pub fn held_bytes_of(record_len: usize) -> usize {
 pub struct PartitionActor {
     partition: PartitionId,
     stream: Arc<dyn EventStream>,
+    /// The dedup index every partition shares, so that an event is a duplicate of any
+    /// earlier one with its (namespace, source, id), whatever its subject and partition.
     /// Used only on blocking threads (its lookups read run files, its spills and
-    /// checkpoints write and fsync them); the lock is never contended.
-    dedup: Arc<parking_lot::Mutex<DedupIndex>>,
+    /// checkpoints write and fsync them).
+    dedup: SharedDedup,
     routes: Arc<Vec<Route>>,
     next_offset: u64,
     consumed: Arc<Vec<AtomicU64>>,
@@ -102,7 +107,7 @@ impl PartitionActor {
     pub fn new(
         partition: PartitionId,
         stream: Arc<dyn EventStream>,
-        dedup: DedupIndex,
+        dedup: SharedDedup,
         routes: Arc<Vec<Route>>,
         offset: u64,
         files: Vec<EventFile>,
@@ -118,7 +123,7 @@ impl PartitionActor {
             checkpoint_wanted,
             partition,
             stream,
-            dedup: Arc::new(parking_lot::Mutex::new(dedup)),
+            dedup,
             routes,
             next_offset: offset,
             consumed,
@@ -405,7 +410,6 @@ pub struct SealReply {
     /// Every record below it is in `events` or an earlier checkpoint.
     pub offset: u64,
     pub events: Chunk,
-    pub dedup: DedupState,
 }
 
 #[derive(Message)]
@@ -644,15 +648,16 @@ impl PartitionActor {
 }
 
 impl Handler<Seal> for PartitionActor {
-    type Result = ResponseActFuture<Self, Result<SealReply, String>>;
+    type Result = MessageResult<Seal>;
     fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
-        // The partition pauses here: no insert into the dedup index happens until Resume,
-        // so the index's checkpoint (on a blocking thread: it writes and fsyncs a run)
-        // describes exactly the records below the sealed offset.
+        // The partition pauses here: no insert into the shared dedup index happens
+        // until Resume, so the index's checkpoint, taken once every partition is sealed,
+        // describes exactly the records below the sealed offsets.
         let chunks = std::mem::take(&mut self.pending);
         let mut events = Vec::with_capacity(self.pending_events);
         for chunk in chunks {
-            // A chunk a reader still holds is copied; otherwise it is moved.
+            // A chunk a reader still holds is copied (its records are shared); otherwise
+            // it is moved.
             match Arc::try_unwrap(chunk) {
                 Ok(list) => events.extend(list),
                 Err(shared) => events.extend(shared.iter().cloned()),
@@ -663,21 +668,10 @@ impl Handler<Seal> for PartitionActor {
         self.pending_events = 0;
         self.sealed.push((msg.epoch, events.clone(), bytes));
         self.paused = true;
-        let (partition, offset, dedup) = (self.partition, self.next_offset, self.dedup.clone());
-        let now = Utc::now().timestamp_millis();
-        let checkpoint = async move {
-            tokio::task::spawn_blocking(move || dedup.lock().checkpoint(now))
-                .await
-                .map_err(|e| format!("the dedup thread failed: {e}"))?
-                .map_err(|e| e.to_string())
-        };
-        Box::pin(checkpoint.into_actor(self).map(move |dedup, _, _| {
-            Ok(SealReply {
-                partition,
-                offset,
-                events,
-                dedup: dedup?,
-            })
+        MessageResult(Ok(SealReply {
+            partition: self.partition,
+            offset: self.next_offset,
+            events,
         }))
     }
 }

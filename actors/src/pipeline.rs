@@ -7,7 +7,7 @@ use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::notification::Notifier;
 use crate::partition::{
-    self, Chunk, Held, PartitionActor, ReadHeld, ReadLimits, Subscribe, Unsubscribe,
+    self, Chunk, Held, PartitionActor, ReadHeld, ReadLimits, SharedDedup, Subscribe, Unsubscribe,
 };
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
@@ -1214,6 +1214,15 @@ pub fn validation_error(meters: &[CompiledMeter], event: &CloudEvent) -> Option<
     })
 }
 
+/// The partition of a (namespace, subject): a stable hash, so a subject's events stay in order.
+pub fn partition_of(namespace: &str, subject: &str, partitions: u32) -> u32 {
+    let mut key = Vec::with_capacity(namespace.len() + subject.len() + 1);
+    key.extend_from_slice(namespace.as_bytes());
+    key.push(0);
+    key.extend_from_slice(subject.as_bytes());
+    (xxh3_64(&key) % u64::from(partitions.max(1))) as u32
+}
+
 /// Folds stream records into minute rollups for one meter, reading each record's
 /// data in place.
 pub fn fold_records<'a>(
@@ -1233,15 +1242,6 @@ pub fn fold_records<'a>(
         }
     }
     map.drain_rows()
-}
-
-/// The partition of a (namespace, subject): a stable hash, so a subject's events stay in order.
-pub fn partition_of(namespace: &str, subject: &str, partitions: u32) -> u32 {
-    let mut key = Vec::with_capacity(namespace.len() + subject.len() + 1);
-    key.extend_from_slice(namespace.as_bytes());
-    key.push(0);
-    key.extend_from_slice(subject.as_bytes());
-    (xxh3_64(&key) % u64::from(partitions.max(1))) as u32
 }
 
 /// Folds events into minute rollups for one meter.
@@ -1314,6 +1314,49 @@ async fn scan_backfill(
         .await?;
     let mut rollups = rollups;
     Ok(rollups.drain_rows())
+}
+
+/// The dedup index all partitions share, as the manifest records it. A manifest of
+/// the time when each partition had an index of its own names their runs instead: their
+/// keys are folded into a new shared index, which the next checkpoint records (until
+/// then a restart folds them again, from the same runs).
+fn open_dedup(
+    root: &std::path::Path,
+    config: &DedupConfig,
+    manifest: &Manifest,
+) -> Result<DedupIndex> {
+    let storage = |e: metron_storage::dedup::Error| Error::Storage(e.to_string());
+    let shared = root.join("all");
+    if let Some(state) = manifest.dedup_state() {
+        let index = DedupIndex::open(&shared, config.clone(), Some(&state)).map_err(storage)?;
+        // Per-partition indexes, folded in by an earlier start, are garbage now.
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("p-")
+                    && let Err(error) = std::fs::remove_dir_all(entry.path())
+                {
+                    tracing::warn!(path = %entry.path().display(), %error, "Could not delete an old per-partition dedup index.");
+                }
+            }
+        }
+        return Ok(index);
+    }
+    let mut index = DedupIndex::open(&shared, config.clone(), None).map_err(storage)?;
+    for state in manifest
+        .partitions
+        .iter()
+        .filter(|s| !s.dedup_runs.is_empty())
+    {
+        let dir = root.join(format!("p-{:05}", state.partition));
+        let old =
+            DedupIndex::open(&dir, config.clone(), Some(&state.dedup_state())).map_err(storage)?;
+        index.absorb(old).map_err(storage)?;
+        tracing::info!(
+            partition = state.partition,
+            "Folded a partition's dedup index into the shared one."
+        );
+    }
+    Ok(index)
 }
 
 fn pick(arbiters: &[ArbiterHandle], next: &AtomicU64) -> ArbiterHandle {
@@ -1444,13 +1487,13 @@ mod anyhow_free {
         let dyn_stream: Arc<dyn EventStream> = stream.clone();
         let mut partitions = Vec::new();
         let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dedup: SharedDedup = Arc::new(parking_lot::Mutex::new(open_dedup(
+            &data.join("dedup"),
+            &config.dedup,
+            &manifest,
+        )?));
         for state in &manifest.partitions {
-            let dedup_state = state.dedup_state();
-            let dir = data.join("dedup").join(format!("p-{:05}", state.partition));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
-            let dedup = DedupIndex::open(&dir, config.dedup.clone(), Some(&dedup_state))
-                .map_err(|e| Error::Storage(e.to_string()))?;
+            let dedup = dedup.clone();
             if let Some(c) = consumed.get(state.partition as usize) {
                 c.store(state.offset, Ordering::Release);
             }
@@ -1491,6 +1534,7 @@ mod anyhow_free {
         let snapshot = SnapshotActor::new(
             manifest,
             partitions.clone(),
+            dedup,
             meters.clone(),
             dyn_stream,
             query.clone(),

@@ -5,12 +5,13 @@ use crate::compaction;
 use crate::health::Health;
 use crate::meter::{self, MeterActor};
 use crate::metrics::Metrics;
-use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes};
+use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes, SharedDedup};
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::EventStream;
 use metron_engine::meter::Meter;
 use metron_engine::record::RecordView;
+use metron_storage::dedup::DedupState;
 use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState, RollupFile};
 use metron_storage::query::QueryService;
 use metron_storage::{events, objects, paths, rollups};
@@ -30,12 +31,15 @@ struct Pending {
     epoch: u64,
     partitions: Vec<SealReply>,
     meters: Vec<meter::Sealed>,
+    /// The shared dedup index's runs at the seal.
+    dedup: DedupState,
 }
 
 pub struct SnapshotActor {
     epoch: u64,
     manifest: Manifest,
     partitions: Vec<Addr<PartitionActor>>,
+    dedup: SharedDedup,
     meters: BTreeMap<String, MeterEntry>,
     stream: Arc<dyn EventStream>,
     query: QueryService,
@@ -73,6 +77,7 @@ impl SnapshotActor {
     pub fn new(
         manifest: Manifest,
         partitions: Vec<Addr<PartitionActor>>,
+        dedup: SharedDedup,
         meters: BTreeMap<String, MeterEntry>,
         stream: Arc<dyn EventStream>,
         query: QueryService,
@@ -89,6 +94,7 @@ impl SnapshotActor {
             epoch: manifest.epoch,
             manifest,
             partitions,
+            dedup,
             meters,
             stream,
             query,
@@ -135,6 +141,7 @@ impl SnapshotActor {
         let epoch = self.epoch + 1;
         let pending = self.pending.take();
         let partitions = self.partitions.clone();
+        let dedup = self.dedup.clone();
         let meters: Vec<Addr<MeterActor>> = self.meters.values().map(|m| m.addr.clone()).collect();
         let base = self.manifest.clone();
         let query = self.query.clone();
@@ -154,7 +161,7 @@ impl SnapshotActor {
             }
             let pending = match pending {
                 Some(p) => p,
-                None => seal(epoch, &partitions, &meters).await?,
+                None => seal(epoch, &partitions, &dedup, &meters).await?,
             };
             match write(&query, &base, &pending).await {
                 Ok((manifest, superseded)) => {
@@ -249,11 +256,13 @@ impl SnapshotActor {
 
 type SealResult = Result<Pending, (String, Option<Pending>)>;
 
-/// Seals every partition (each pauses), then every meter (after the folds the
-/// partitions sent before sealing), then resumes the partitions.
+/// Seals every partition (each pauses), checkpoints the dedup index they share, then
+/// seals every meter (after the folds the partitions sent before sealing), then resumes
+/// the partitions.
 async fn seal(
     epoch: u64,
     partitions: &[Addr<PartitionActor>],
+    dedup: &SharedDedup,
     meters: &[Addr<MeterActor>],
 ) -> SealResult {
     let mut replies = Vec::with_capacity(partitions.len());
@@ -263,6 +272,18 @@ async fn seal(
             Ok(Ok(reply)) => replies.push(reply),
             Ok(Err(reason)) => failure = Some(reason),
             Err(error) => failure = Some(error.to_string()),
+        }
+    }
+    let mut dedup_state = DedupState::default();
+    if failure.is_none() {
+        // Every partition is paused: nothing inserts until Resume. Written and fsynced
+        // on a blocking thread.
+        let dedup = dedup.clone();
+        let now = Utc::now().timestamp_millis();
+        match tokio::task::spawn_blocking(move || dedup.lock().checkpoint(now)).await {
+            Ok(Ok(state)) => dedup_state = state,
+            Ok(Err(error)) => failure = Some(format!("the dedup checkpoint failed: {error}")),
+            Err(error) => failure = Some(format!("the dedup thread failed: {error}")),
         }
     }
     let mut sealed = Vec::with_capacity(meters.len());
@@ -284,6 +305,7 @@ async fn seal(
             epoch,
             partitions: replies,
             meters: sealed,
+            dedup: dedup_state,
         }),
     }
 }
@@ -303,12 +325,13 @@ async fn write(
         meters: Vec::new(),
         rollup_files: Vec::new(),
         event_files: base.event_files.clone(),
+        dedup_runs: Some(pending.dedup.runs.iter().map(DedupRun::from).collect()),
     };
     for reply in &pending.partitions {
         manifest.partitions.push(PartitionState {
             partition: reply.partition,
             offset: reply.offset,
-            dedup_runs: reply.dedup.runs.iter().map(DedupRun::from).collect(),
+            dedup_runs: Vec::new(),
         });
         let mut by_day: BTreeMap<(&str, chrono::NaiveDate), Vec<RecordView<'_>>> = BTreeMap::new();
         for event in partition::views(&reply.events) {

@@ -29,6 +29,32 @@ pub struct Manifest {
     pub meters: Vec<String>,
     pub rollup_files: Vec<RollupFile>,
     pub event_files: Vec<EventFile>,
+    /// The runs of the one dedup index every partition shares. Absent in manifests
+    /// written when each partition had an index of its own
+    /// ([`PartitionState::dedup_runs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_runs: Option<Vec<DedupRun>>,
+}
+
+impl Manifest {
+    /// The shared dedup index's state, if this manifest records one.
+    pub fn dedup_state(&self) -> Option<crate::dedup::DedupState> {
+        self.dedup_runs.as_deref().map(dedup_state)
+    }
+}
+
+fn dedup_state(runs: &[DedupRun]) -> crate::dedup::DedupState {
+    crate::dedup::DedupState {
+        runs: runs
+            .iter()
+            .map(|r| crate::dedup::RunMeta {
+                file_name: r.file_name.clone(),
+                keys: r.keys,
+                first_insert_ms: r.first_insert_ms,
+                last_insert_ms: r.last_insert_ms,
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +63,9 @@ pub struct PartitionState {
     pub partition: u32,
     /// Every record below this offset is reflected in the files.
     pub offset: u64,
+    /// The partition's own dedup index, in manifests written before the index was
+    /// shared (empty since).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dedup_runs: Vec<DedupRun>,
 }
 
@@ -73,20 +102,10 @@ pub struct EventFile {
 }
 
 impl PartitionState {
-    /// The dedup index's state this checkpoint recorded for the partition.
+    /// The partition's own dedup index's state, in manifests written before the
+    /// index was shared.
     pub fn dedup_state(&self) -> crate::dedup::DedupState {
-        crate::dedup::DedupState {
-            runs: self
-                .dedup_runs
-                .iter()
-                .map(|r| crate::dedup::RunMeta {
-                    file_name: r.file_name.clone(),
-                    keys: r.keys,
-                    first_insert_ms: r.first_insert_ms,
-                    last_insert_ms: r.last_insert_ms,
-                })
-                .collect(),
-        }
+        dedup_state(&self.dedup_runs)
     }
 }
 

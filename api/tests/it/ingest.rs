@@ -269,6 +269,52 @@ fn dedupe_key_is_source_and_id() {
 }
 
 #[test]
+fn dedupe_is_global_whatever_the_subject() {
+    // OpenMeter's dedup key is (namespace, source, id), whatever the subject. Events are
+    // partitioned by subject, so the repeats below land in several partitions: they must
+    // still count once, before and after a SIGKILL (with and without a checkpoint since).
+    const CONFIG: &str = r#"
+meters:
+  - slug: spread
+    eventType: spread
+    aggregation: COUNT
+partitions: 4
+checkpointInterval: 1s
+"#;
+    let subjects: Vec<String> = (0..16).map(|i| format!("subject-{i}")).collect();
+    let spread: std::collections::BTreeSet<u32> = subjects
+        .iter()
+        .map(|s| metron_actors::pipeline::partition_of("default", s, 4))
+        .collect();
+    assert!(spread.len() > 1, "the subjects must span partitions: {spread:?}");
+    let mut server = TestServer::start_with_config(CONFIG);
+    let time = Utc::now() - Duration::minutes(5);
+    let ev = |id: &str, subject: &str| cloud_event(id, "app", "spread", subject, time, json!({}));
+    let repeats: Vec<Value> = subjects.iter().map(|s| ev("same-id", s)).collect();
+    server.ingest_batch(&repeats[..8]).expect_status(204);
+    for event in &repeats[8..] {
+        server.ingest_one(event).expect_status(204);
+    }
+    // A sentinel after the repeats: once it counts, they were read too.
+    server.ingest_one(&ev("sentinel-1", "subject-0")).expect_status(204);
+    wait_for_total(&server, "spread", 2.0);
+    // Killed before a checkpoint could cover the repeats: the replay drops them again.
+    server.kill();
+    server.restart();
+    wait_for_total(&server, "spread", 2.0);
+    server.ingest_batch(&repeats).expect_status(204);
+    server.ingest_one(&ev("sentinel-2", "subject-1")).expect_status(204);
+    wait_for_total(&server, "spread", 3.0);
+    // After checkpoints (every second), the shared index is in the manifest.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    server.kill();
+    server.restart();
+    server.ingest_batch(&repeats).expect_status(204);
+    server.ingest_one(&ev("sentinel-3", "subject-2")).expect_status(204);
+    wait_for_total(&server, "spread", 4.0);
+}
+
+#[test]
 fn malformed_requests_are_rejected_with_problem_json() {
     // Requests that are not valid CloudEvents are 400 application/problem+json with status,
     // title and detail; nothing of them is stored.

@@ -462,6 +462,47 @@ impl DedupIndex {
         Ok(state)
     }
 
+    /// Records every key `other` holds on disk, each at its run's last insert time,
+    /// so it expires no sooner than it would have in `other`. Used once, to fold the
+    /// per-partition indexes of older checkpoints into one index for every partition.
+    pub fn absorb(&mut self, mut other: DedupIndex) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let result = self.absorb_inner(&mut other);
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn absorb_inner(&mut self, other: &mut DedupIndex) -> Result<()> {
+        const BATCH: usize = 64 * 1024;
+        let mut keys = Vec::with_capacity(BATCH);
+        for run in &other.runs {
+            let mut reader = run.reader();
+            loop {
+                let next = reader.next_key()?;
+                if let Some(key) = next {
+                    keys.push(key);
+                }
+                if keys.len() == BATCH || (next.is_none() && !keys.is_empty()) {
+                    self.insert_batch_inner(&keys, run.meta.last_insert_ms)?;
+                    keys.clear();
+                }
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+        // An index opened from a checkpoint's state holds nothing in memory; keys
+        // inserted since (not yet spilled) carry no time of their own.
+        if other.mem.len() > 0 {
+            let last_ms = other.mem.last_ms();
+            let keys = other.mem.sort_for_spill().to_vec();
+            self.insert_batch_inner(&keys, last_ms)?;
+        }
+        Ok(())
+    }
+
     pub fn stats(&self) -> DedupStats {
         DedupStats {
             keys_in_memory: self.mem.len() as u64,

@@ -805,3 +805,50 @@ proptest! {
         }
     }
 }
+
+// Proves the migration from per-partition indexes: every key another index holds (on
+// disk and in memory) is a duplicate in the index that absorbed it, and keeps its run's
+// insert time, so it expires when it would have, never sooner.
+#[test]
+fn an_absorbed_index_keeps_its_keys_and_their_times() {
+    let (a, b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let horizon = 1_000_000;
+    let cfg = config(1_000, 1 << 20, horizon);
+    let old = Keys(7).take(2_500);
+    let mut other = DedupIndex::open(a.path(), cfg.clone(), None).expect("open");
+    other.insert_batch(&old[..2_000], T0).expect("insert");
+    let state = other.checkpoint(T0).expect("checkpoint");
+    drop(other);
+    let mut other = DedupIndex::open(a.path(), cfg.clone(), Some(&state)).expect("reopen");
+    other.insert_batch(&old[2_000..], T0 + 10).expect("insert");
+    let mut global = DedupIndex::open(b.path(), cfg, None).expect("open");
+    global.absorb(other).expect("absorb");
+    assert!(
+        global
+            .insert_batch(&old, T0 + 20)
+            .expect("insert")
+            .iter()
+            .all(|&new| !new)
+    );
+    let fresh = Keys(8).take(10);
+    assert!(
+        global
+            .insert_batch(&fresh, T0 + 20)
+            .expect("insert")
+            .iter()
+            .all(|&new| new)
+    );
+    // Past the horizon of the old keys' times they are new again.
+    let late = T0 + 10 + horizon * 3;
+    global.checkpoint(late).expect("checkpoint");
+    assert!(
+        global
+            .insert_batch(&old[..10], late)
+            .expect("insert")
+            .iter()
+            .all(|&new| new)
+    );
+}
