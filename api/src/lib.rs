@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fast;
 pub mod limits;
 pub mod params;
 pub mod routes;
@@ -21,6 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(error::json_error),
     )
     .app_data(web::PayloadConfig::default().limit(limits::INGEST_BODY_BYTES_MAX))
+    // First: value checks matched by bytes, before any route's regular expression.
+    .service(fast::ValueChecks)
     .route("/api/v1/events", web::post().to(events::ingest))
     .configure(routes::entitlements::configure_checks)
     .route("/healthz", web::get().to(health::healthz))

@@ -31,21 +31,21 @@ use std::collections::BTreeMap;
 
 /// Who owns the entitlements a route names, and which read models it answers with.
 #[derive(Clone, Copy)]
-struct Api {
+pub(crate) struct Api {
     by_subject: bool,
     flavor: Flavor,
 }
 
-const V2_CUSTOMER: Api = Api {
+pub(crate) const V2_CUSTOMER: Api = Api {
     by_subject: false,
     flavor: Flavor::V2,
 };
-const V1_SUBJECT: Api = Api {
+pub(crate) const V1_SUBJECT: Api = Api {
     by_subject: true,
     flavor: Flavor::V1,
 };
 /// `GET /api/v1/customers/{c}/entitlements/{featureKey}/value`: customer-scoped, v1 value.
-const CUSTOMER_V1: Api = Api {
+pub(crate) const CUSTOMER_V1: Api = Api {
     by_subject: false,
     flavor: Flavor::V1,
 };
@@ -151,8 +151,12 @@ impl From<metron_storage::catalog::Error> for ApiError {
 /// The customer a route names: by id or key (v2), or whose usage attribution holds the
 /// subject (v1).
 async fn owner(state: &AppState, req: &HttpRequest, api: Api) -> Result<Customer, ApiError> {
+    owner_named(state, path_part(req, "owner")?, api).await
+}
+
+/// [`owner`] by the path's `{owner}` segment.
+async fn owner_named(state: &AppState, name: &str, api: Api) -> Result<Customer, ApiError> {
     let ns = namespace(state);
-    let name = path_part(req, "owner")?;
     let catalog = state.pipeline.catalog();
     let found = if api.by_subject {
         match state.pipeline.attribution().customer_of(&ns, name) {
@@ -174,25 +178,24 @@ async fn owner(state: &AppState, req: &HttpRequest, api: Api) -> Result<Customer
 /// The id of the customer a route names, from the in-memory attribution index (the
 /// hot path of value and access checks: no catalog query); the catalog answers only
 /// when the index does not know the name.
-async fn owner_id(state: &AppState, req: &HttpRequest, api: Api) -> Result<String, ApiError> {
-    let ns = namespace(state);
-    let name = path_part(req, "owner")?;
+async fn owner_id(state: &AppState, name: &str, api: Api) -> Result<String, ApiError> {
+    let ns = state.pipeline.namespace();
     let attribution = state.pipeline.attribution();
     let known = if api.by_subject {
         attribution
-            .customer_of(&ns, name)
+            .customer_of(ns, name)
             .map(|c| c.id().to_string())
-    } else if attribution.knows(&ns, name) {
+    } else if attribution.knows(ns, name) {
         Some(name.to_owned())
     } else {
         attribution
-            .customer_of(&ns, name)
+            .customer_of(ns, name)
             .filter(|c| c.key() == Some(name))
             .map(|c| c.id().to_string())
     };
     match known {
         Some(id) => Ok(id),
-        None => Ok(owner(state, req, api).await?.id),
+        None => Ok(owner_named(state, name, api).await?.id),
     }
 }
 
@@ -1233,7 +1236,7 @@ async fn void_grant(
 
 // ---- values, access, history, reset ----
 
-fn value_json(answer: &ValueAnswer, flavor: Flavor) -> Value {
+pub(crate) fn value_json(answer: &ValueAnswer, flavor: Flavor) -> Value {
     match answer {
         ValueAnswer::Inactive => views::plain_value_view(false, None),
         ValueAnswer::Granted { config } => views::plain_value_view(true, config.as_deref()),
@@ -1250,15 +1253,37 @@ async fn value(
     req: HttpRequest,
     api: Api,
 ) -> Result<HttpResponse, ApiError> {
+    value_check(
+        &state,
+        api,
+        path_part(&req, "owner")?,
+        path_part(&req, "ent")?,
+        req.query_string(),
+    )
+    .await
+}
+
+/// An entitlement value check, `GET .../{owner}/entitlements/{ent}/value?time=`: the
+/// router's handler and the hot path in front of the router ([`crate::fast`]) both answer
+/// with this, so that the two answer alike, errors included.
+pub(crate) async fn value_check(
+    state: &AppState,
+    api: Api,
+    owner: &str,
+    ent: &str,
+    query: &str,
+) -> Result<HttpResponse, ApiError> {
     state.ready()?;
-    let p = Params::parse(req.query_string())?;
-    let at = p.time("time")?.unwrap_or_else(Utc::now);
-    let customer_id = owner_id(&state, &req, api).await?;
-    let ent = path_part(&req, "ent")?;
-    let ns = namespace(&state);
-    let answer = match state.entitlements.value(&ns, &customer_id, ent, at).await {
+    let at = if query.is_empty() {
+        Utc::now()
+    } else {
+        Params::parse(query)?.time("time")?.unwrap_or_else(Utc::now)
+    };
+    let customer_id = owner_id(state, owner, api).await?;
+    let ns = state.pipeline.namespace();
+    let answer = match state.entitlements.value(ns, &customer_id, ent, at).await {
         Ok(answer) => answer,
-        Err(error) => match before_measurement(&state, &customer_id, ent, at).await? {
+        Err(error) => match before_measurement(state, &customer_id, ent, at).await? {
             Some(Unmeasured::Inactive) => Some(ValueAnswer::Inactive),
             Some(Unmeasured::NotYetMeasured(from)) => {
                 return Err(ApiError::bad_request(format!(
@@ -1271,7 +1296,14 @@ async fn value(
         },
     }
     .ok_or_else(|| ApiError::not_found(format!("entitlement {ent} not found")))?;
-    Ok(HttpResponse::Ok().json(value_json(&answer, api.flavor)))
+    let mut body = Vec::with_capacity(256);
+    crate::fast::write_value(&mut body, &answer, api.flavor);
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::HeaderValue::from_static("application/json"),
+        ))
+        .body(body))
 }
 
 /// Why a metered entitlement has no value at a time before its `measureUsageFrom`.
@@ -1323,7 +1355,7 @@ async fn before_measurement(
 
 async fn access(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.ready()?;
-    let customer_id = owner_id(&state, &req, V2_CUSTOMER).await?;
+    let customer_id = owner_id(&state, path_part(&req, "owner")?, V2_CUSTOMER).await?;
     let now = Utc::now();
     let answers = match state
         .entitlements

@@ -1308,3 +1308,197 @@ fn history_windows_and_burndown() {
         .send();
     assert_eq!(bad.status, 400, "windowSize is required: {bad}");
 }
+
+// ----- the value checks' hot path (issue 13) -----
+
+/// The same request through actix's router: the owner's first byte percent-encoded. The
+/// router decodes it before matching; the hot path leaves every path with a `%` to it.
+fn through_router(path: &str, owner: &str) -> String {
+    let encoded = format!("%{:02X}{}", owner.as_bytes()[0], &owner[1..]);
+    path.replacen(&format!("/{owner}/"), &format!("/{encoded}/"), 1)
+}
+
+/// A problem+json body without its `instance` (a per-request counter); other bodies as sent.
+fn comparable(resp: &Resp) -> String {
+    match resp.content_type() {
+        Some("application/problem+json") => {
+            let mut problem = resp.json();
+            problem.as_object_mut().map(|m| m.remove("instance"));
+            problem.to_string()
+        }
+        _ => resp.body.clone(),
+    }
+}
+
+#[test]
+fn value_checks_answer_as_the_router_did() {
+    // Every value route (v2 by customer, v1 by subject, v1 by customer), each kind of
+    // entitlement, `time` raw and percent-encoded, a time before `measureUsageFrom`, and the
+    // 404s and 400s: the hot path in front of the router answers the router's status,
+    // content type and bytes (problem+json without its `instance`). A POST is still the
+    // router's 405.
+    let server = TestServer::start();
+    server.create_meter(&json!({"slug": "fast_tokens", "eventType": "fast_tokens",
+        "aggregation": "SUM", "valueProperty": "$.tokens"}));
+    let (customer, subject) = ("fast-customer", "fast-subject");
+    create_customer_with_subject(&server, customer, subject);
+    let t0 = minute_floor(Utc::now()) - Duration::minutes(30);
+    let feature = |key: &str| {
+        create_feature(
+            &server,
+            &json!({"key": key, "name": key, "meterSlug": "fast_tokens"}),
+        )
+    };
+    feature("fast_metered");
+    feature("fast_later");
+    feature("fast_bool");
+    feature("fast_static");
+    let metered = create_customer_entitlement(
+        &server,
+        customer,
+        &json!({"type": "metered",
+        "featureKey": "fast_metered", "usagePeriod": {"anchor": rfc3339(t0), "interval": "MONTH"},
+        "measureUsageFrom": rfc3339(t0), "issueAfterReset": 1000.5}),
+    );
+    create_customer_entitlement(
+        &server,
+        customer,
+        &json!({"type": "metered",
+        "featureKey": "fast_later", "usagePeriod": {"anchor": rfc3339(t0), "interval": "DAY"},
+        "measureUsageFrom": rfc3339(Utc::now() + Duration::days(2)), "issueAfterReset": 10}),
+    );
+    create_customer_entitlement(
+        &server,
+        customer,
+        &json!({"type": "boolean", "featureKey": "fast_bool"}),
+    );
+    create_customer_entitlement(
+        &server,
+        customer,
+        &json!({"type": "static",
+        "featureKey": "fast_static", "config": "{\"seats\": 3}"}),
+    );
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            cloud_event(
+                &new_id(),
+                "fast",
+                "fast_tokens",
+                subject,
+                t0 + Duration::minutes(i * 5),
+                json!({"tokens": 12.25}),
+            )
+        })
+        .collect();
+    server.ingest_batch(&events).expect_status(204);
+    let value = format!("/api/v2/customers/{customer}/entitlements/fast_metered/value");
+    eventually(VISIBLE, || {
+        let v = server.get(&value).send().json();
+        (v["usage"] == json!(36.75))
+            .then_some(())
+            .ok_or(format!("{v}"))
+    });
+
+    let id = text(&metered, "id");
+    let past = rfc3339(t0 + Duration::minutes(7));
+    // Before `fast_later`'s `measureUsageFrom`: a 400 that names the time.
+    let tomorrow = rfc3339(t0 + Duration::days(1));
+    let cases: Vec<(String, &str)> = [
+        ("v2/customers", customer, "fast_metered", String::new()),
+        ("v2/customers", customer, id.as_str(), String::new()),
+        (
+            "v2/customers",
+            customer,
+            "fast_metered",
+            format!("?time={past}"),
+        ),
+        (
+            "v2/customers",
+            customer,
+            "fast_metered",
+            format!("?time={}", past.replace(':', "%3A")),
+        ),
+        (
+            "v2/customers",
+            customer,
+            "fast_metered",
+            "?time=2020-01-01T00:00:00Z".into(),
+        ),
+        (
+            "v2/customers",
+            customer,
+            "fast_metered",
+            "?time=yesterday".into(),
+        ),
+        (
+            "v2/customers",
+            customer,
+            "fast_metered",
+            "?time=%ZZ&x".into(),
+        ),
+        (
+            "v2/customers",
+            customer,
+            "fast_later",
+            format!("?time={tomorrow}"),
+        ),
+        ("v2/customers", customer, "fast_bool", String::new()),
+        ("v2/customers", customer, "fast_static", String::new()),
+        ("v2/customers", customer, "no_such_feature", String::new()),
+        (
+            "v2/customers",
+            "no-such-customer",
+            "fast_metered",
+            String::new(),
+        ),
+        ("v1/subjects", subject, "fast_metered", String::new()),
+        (
+            "v1/subjects",
+            subject,
+            "fast_static",
+            format!("?time={past}"),
+        ),
+        (
+            "v1/subjects",
+            "no-such-subject",
+            "fast_metered",
+            String::new(),
+        ),
+        ("v1/customers", customer, "fast_metered", String::new()),
+        ("v1/customers", customer, id.as_str(), String::new()),
+    ]
+    .into_iter()
+    .map(|(api, owner, ent, query)| {
+        (
+            format!("/api/{api}/{owner}/entitlements/{ent}/value{query}"),
+            owner,
+        )
+    })
+    .collect();
+    let mut statuses = Vec::new();
+    for (path, owner) in &cases {
+        let fast = server.get(path).send();
+        let routed = server.get(&through_router(path, owner)).send();
+        assert_eq!(fast.status, routed.status, "{path}: {fast} / {routed}");
+        assert_eq!(fast.content_type(), routed.content_type(), "{path}");
+        assert_eq!(comparable(&fast), comparable(&routed), "{path}");
+        statuses.push(fast.status);
+    }
+    // The cases cover answers and errors alike.
+    for status in [200, 400, 404] {
+        assert!(statuses.contains(&status), "no {status} among {statuses:?}");
+    }
+    let v2 = server.get(&value).send().expect_status(200);
+    assert_eq!(v2.content_type(), Some("application/json"));
+    assert!(
+        v2.body
+            .starts_with(r#"{"balance":963.75,"grantBalances":{"#),
+        "{v2}"
+    );
+    let post = server
+        .post(&value)
+        .json(&json!({}))
+        .send()
+        .expect_status(405);
+    assert_eq!(post.header("allow"), Some("GET"));
+}
