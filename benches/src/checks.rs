@@ -65,6 +65,10 @@ struct Args {
     /// customer stays as it was (packed, if it was).
     #[arg(long, default_value_t = 0.0)]
     warmup_seconds: f64,
+    /// The value route of the check runs: `v2` (`/api/v2/customers/{key}/...`) or `v1`
+    /// (`/api/v1/subjects/{subject}/...`; each customer's subject is its key).
+    #[arg(long, default_value = "v2", value_parser = ["v1", "v2"])]
+    route: String,
 }
 
 /// One agent per thread: ureq pools at most a few idle connections per host and agent.
@@ -267,16 +271,21 @@ fn ingest(agent: &ureq::Agent, url: &str, events: &[Value]) -> Result<()> {
     Ok(())
 }
 
-fn value_path(names: &Names, c: usize, f: usize) -> String {
+fn value_path(args: &Args, names: &Names, c: usize, f: usize) -> String {
+    let owner = if args.route == "v1" {
+        "v1/subjects"
+    } else {
+        "v2/customers"
+    };
     format!(
-        "/api/v2/customers/{}/entitlements/{}/value",
+        "/api/{owner}/{}/entitlements/{}/value",
         names.customer("c", c),
         names.feature("c", f)
     )
 }
 
 fn value_url(args: &Args, names: &Names, c: usize, f: usize) -> String {
-    format!("{}{}", args.url, value_path(names, c, f))
+    format!("{}{}", args.url, value_path(args, names, c, f))
 }
 
 /// A minimal HTTP/1.1 keep-alive client for the check runs: one request written in one
@@ -466,7 +475,7 @@ fn checks_run(args: &Args, names: &Names, rate: Option<u64>) -> Result<RunResult
                     )
                 };
                 let sent = Instant::now();
-                let answered = match connection.get(&value_path(&names, c, f)) {
+                let answered = match connection.get(&value_path(&args, &names, c, f)) {
                     Ok((200, body)) => contains(body, b"\"balance\""),
                     Ok(_) => false,
                     Err(_) => {
