@@ -5,8 +5,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use metron_benches::percentile;
+use metron_benches::{RawConnection, percentile};
 use serde_json::json;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -107,8 +108,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut senders = Vec::new();
     for c in 0..args.connections {
-        let (agent, url, sent, rejected, stop, answers, acked_tokens) = (
-            agent.clone(),
+        let (url, sent, rejected, stop, answers, acked_tokens) = (
             args.url.clone(),
             sent.clone(),
             rejected.clone(),
@@ -121,7 +121,9 @@ fn main() -> Result<()> {
         let interval = (args.rate > 0).then(|| {
             Duration::from_secs_f64(batch as f64 * args.connections as f64 / args.rate as f64)
         });
-        senders.push(std::thread::spawn(move || {
+        senders.push(std::thread::spawn(move || -> Result<()> {
+            let mut conn = RawConnection::open(&url)?;
+            let mut body = Vec::with_capacity(batch * 160);
             let mut seq = 0u64;
             let mut due = Instant::now();
             while !stop.load(Ordering::Relaxed) {
@@ -134,37 +136,41 @@ fn main() -> Result<()> {
                 }
                 let mut tokens_sum = 0u64;
                 let now = chrono::Utc::now().to_rfc3339();
-                let events: Vec<serde_json::Value> = (0..batch)
-                    .map(|i| {
-                        seq += 1;
-                        let model = ["a", "b", "c"][(seq % 3) as usize];
-                        let tokens = (seq % 100) as i64;
-                        tokens_sum += tokens as u64;
-                        json!({"id": format!("{run_id}-{c}-{seq}"), "source": "loadgen", "specversion": "1.0",
-                            "type": "loadgen", "subject": format!("customer-{}", (seq as usize + i) % subjects),
-                            "time": now, "data": {"tokens": tokens, "model": model}})
-                    })
-                    .collect();
-                match agent
-                    .post(&format!("{url}/api/v1/events"))
-                    .header("content-type", "application/cloudevents-batch+json")
-                    .send_json(&events)
-                {
-                    Ok(r) if r.status().as_u16() == 204 => {
+                body.clear();
+                body.push(b'[');
+                for i in 0..batch {
+                    seq += 1;
+                    let model = ["a", "b", "c"][(seq % 3) as usize];
+                    let tokens = seq % 100;
+                    tokens_sum += tokens;
+                    let subject = (seq as usize + i) % subjects;
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    write!(
+                        body,
+                        r#"{{"id":"{run_id}-{c}-{seq}","source":"loadgen","specversion":"1.0","type":"loadgen","subject":"customer-{subject}","time":"{now}","data":{{"tokens":{tokens},"model":"{model}"}}}}"#
+                    )?;
+                }
+                body.push(b']');
+                let status = match conn.post("/api/v1/events", "application/cloudevents-batch+json", &body) {
+                    Ok((status, _)) => status,
+                    Err(_) => {
+                        // The connection broke: count it and open another.
+                        conn = RawConnection::open(&url)?;
+                        0
+                    }
+                };
+                match status {
+                    204 => {
                         sent.fetch_add(batch as u64, Ordering::Relaxed);
                         acked_tokens.fetch_add(tokens_sum, Ordering::Relaxed);
                         answers.ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(r) if r.status().as_u16() == 429 => {
+                    429 | 503 => {
                         rejected.fetch_add(1, Ordering::Relaxed);
-                        answers.overloaded.fetch_add(1, Ordering::Relaxed);
-                        if interval.is_none() {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                    Ok(r) if r.status().as_u16() == 503 => {
-                        rejected.fetch_add(1, Ordering::Relaxed);
-                        answers.unavailable.fetch_add(1, Ordering::Relaxed);
+                        let counter = if status == 429 { &answers.overloaded } else { &answers.unavailable };
+                        counter.fetch_add(1, Ordering::Relaxed);
                         if interval.is_none() {
                             std::thread::sleep(Duration::from_millis(50));
                         }
@@ -175,6 +181,7 @@ fn main() -> Result<()> {
                     }
                 }
             }
+            Ok(())
         }));
     }
     // Every second: answers by status and resident memory.
@@ -244,7 +251,11 @@ fn main() -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     for s in senders {
-        let _ = s.join();
+        match s.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("a sender stopped: {error:#}"),
+            Err(_) => eprintln!("a sender panicked"),
+        }
     }
     if let Some(r) = reporter {
         let _ = r.join();
