@@ -7,7 +7,7 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
@@ -58,6 +58,8 @@ pub enum Error {
     /// Every SQL slot is taken.
     #[error("{0} SQL queries are running already; retry later")]
     Busy(usize),
+    #[error(transparent)]
+    Pruned(#[from] pruned::Error),
 }
 
 /// What free SQL may take.
@@ -130,6 +132,8 @@ pub struct QueryService {
     env: Arc<RuntimeEnv>,
     sql_limits: SqlLimits,
     sql_slots: Arc<tokio::sync::Semaphore>,
+    /// Metadata of the Parquet files meter queries read ([`Self::scan_rollups`]).
+    footers: Arc<footers::Footers>,
 }
 
 impl QueryService {
@@ -144,6 +148,7 @@ impl QueryService {
             sql_slots: Arc::new(tokio::sync::Semaphore::new(
                 SqlLimits::default().concurrent_max,
             )),
+            footers: Arc::new(footers::Footers::new(footers::FOOTERS_BYTES_MAX)),
         }
     }
 
@@ -169,6 +174,7 @@ impl QueryService {
         };
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), Arc::new(env));
         guard::install(&ctx, self.sql_limits.values);
+        utc::install(&ctx);
         ctx
     }
 
@@ -239,6 +245,51 @@ impl QueryService {
         let limit = self.sql_limits.memory_bytes;
         self.scan_within(schema, urls, range, in_list, equals, Some(limit))
             .await
+    }
+
+    /// The rollup rows `scan` selects, read without a DataFusion plan: row groups and
+    /// pages pruned by the files' cached statistics, then rows filtered exactly. Like
+    /// [`Self::scan_for_query`], it holds a SQL slot and keeps at most one SQL query's
+    /// memory share.
+    pub async fn scan_rollups(&self, scan: pruned::RollupScan) -> Result<Vec<RecordBatch>> {
+        if scan.paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _slot = self
+            .sql_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Join(e.to_string()))?;
+        let limit = self.sql_limits.memory_bytes;
+        let store = self.root.store();
+        let footers = self.footers.clone();
+        self.run(async move {
+            let batches = pruned::read(store, footers, Arc::new(scan)).await?;
+            let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+            if bytes > limit {
+                return Err(Error::Memory {
+                    limit,
+                    detail: "the rollups in range take more than a query's memory share; \
+                             ask for a shorter range (from, to) or fewer subjects"
+                        .to_owned(),
+                });
+            }
+            Ok(batches)
+        })
+        .await
+    }
+
+    /// Forgets the cached metadata of files that compaction superseded.
+    pub fn forget_files<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
+        for path in paths {
+            self.footers.forget(path);
+        }
+    }
+
+    /// Files whose metadata is cached, and its decoded bytes.
+    pub fn footers_usage(&self) -> (usize, usize) {
+        self.footers.usage()
     }
 
     async fn scan_within(
@@ -435,25 +486,79 @@ async fn table_view(
     ctx: &SessionContext,
     table: &SqlTable,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
-    let live = MemTable::try_new(table.schema.clone(), vec![table.live.clone()])?;
+    let schema = view_types(&table.schema);
+    let live = table
+        .live
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| with_schema(b, &schema))
+        .collect::<Result<Vec<_>>>()?;
+    let memory = MemTable::try_new(schema.clone(), vec![live.clone()])?;
     if table.urls.is_empty() {
-        return Ok(Arc::new(live));
+        return Ok(Arc::new(memory));
     }
     let files: DataFrame = ctx
         .read_parquet(
             table.urls.clone(),
-            ParquetReadOptions::default().schema(&table.schema),
+            ParquetReadOptions::default().schema(&schema),
         )
         .await?;
-    let live = ctx.read_table(Arc::new(live))?;
-    Ok(files.union(live)?.into_view())
+    // Without live rows the table is the files alone: no union in the plan, so an
+    // aggregate such as count(*) can be answered from the files' statistics.
+    if live.is_empty() {
+        return Ok(files.into_view());
+    }
+    let memory = ctx.read_table(Arc::new(memory))?;
+    Ok(files.union(memory)?.into_view())
+}
+
+/// The schema SQL reads a table as: text columns as `Utf8View`, which the Parquet
+/// reader fills without copying each string into one buffer and which DataFusion groups
+/// and compares faster (its own default for Parquet).
+fn view_types(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => Field::clone(f).with_data_type(DataType::Utf8View),
+            _ => Field::clone(f),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// A batch cast to `schema` (same columns, possibly other types).
+fn with_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// A record batch as Parquet bytes (Snappy).
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
-    let props = WriterProperties::builder()
+    // Small pages with a page index: a reader of one subject's rows in a file sorted by
+    // (subject, minute) decodes a page or two per column instead of a row group. Only
+    // text columns keep a dictionary: a reader of one page must decode the column's
+    // whole dictionary page first, which for minutes, values and times is as large as the
+    // column itself.
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .build();
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS);
+    for field in batch.schema().fields() {
+        if !matches!(field.data_type(), DataType::Utf8 | DataType::List(_)) {
+            props = props.set_column_dictionary_enabled(
+                datafusion::parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                false,
+            );
+        }
+    }
+    let props = props.build();
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
     writer.write(batch)?;
@@ -461,6 +566,14 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
     Ok(Bytes::from(buffer))
 }
 
+/// Rows per row group of the Parquet files Metron writes.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per data page at most (the page index's granularity).
+pub const PAGE_ROWS: usize = 1024;
+
+pub mod footers;
 pub mod guard;
+pub mod pruned;
 #[cfg(test)]
 mod tests;
+pub mod utc;

@@ -17,7 +17,8 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::error::ArrowError;
 use metron_engine::aggregate::{AggState, Aggregation};
 use metron_engine::quantity::Quantity;
-use metron_engine::query::RollupRow;
+use metron_engine::query::{MeterQuery, RollupRow};
+use metron_engine::window::WindowSize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -71,7 +72,18 @@ type StateColumns<'a> = (
     Option<&'a BTreeSet<String>>,
 );
 
-/// Rollup rows to one record batch.
+/// The order rollup files keep rows in: by subject, then minute, then group, so that one
+/// subject's rows of a file are a few consecutive pages (see `query::pruned`).
+fn file_order(rows: &[RollupRow]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&rows[a], &rows[b]);
+        (&a.subject, a.minute_ms, &a.group).cmp(&(&b.subject, b.minute_ms, &b.group))
+    });
+    order
+}
+
+/// Rollup rows to one record batch, ordered by (subject, minute, group).
 pub fn to_batch(group_keys: &[String], rows: &[RollupRow]) -> Result<RecordBatch, ArrowError> {
     let mut minute = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
     let mut subject = StringBuilder::new();
@@ -81,7 +93,7 @@ pub fn to_batch(group_keys: &[String], rows: &[RollupRow]) -> Result<RecordBatch
     let mut count = Int64Builder::with_capacity(rows.len());
     let mut latest = Int64Builder::with_capacity(rows.len());
     let mut uniques = ListBuilder::new(StringBuilder::new());
-    for row in rows {
+    for row in file_order(rows).into_iter().map(|i| &rows[i]) {
         minute.append_value(row.minute_ms);
         subject.append_value(&row.subject);
         for (i, builder) in groups.iter_mut().enumerate() {
@@ -124,95 +136,177 @@ pub fn from_batch(
     aggregation: Aggregation,
     batch: &RecordBatch,
 ) -> Result<Vec<RollupRow>, ArrowError> {
-    let missing =
-        |name: &str| ArrowError::SchemaError(format!("rollup batch has no column {name}"));
-    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| missing(name));
-    let minute = column("minute")?
-        .as_primitive_opt::<TimestampMillisecondType>()
-        .ok_or_else(|| missing("minute (timestamp)"))?;
-    let subject = column("subject")?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| missing("subject (utf8)"))?;
-    let groups: Vec<Option<&datafusion::arrow::array::StringArray>> = group_keys
-        .iter()
-        .map(|k| {
-            batch
-                .column_by_name(&group_column(k))
-                .and_then(|c| c.as_string_opt::<i32>())
+    from_batch_in_slots(group_keys, aggregation, batch, MINUTE_MS)
+}
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The widest slot a query's rows may be merged into without changing its answer: an
+/// hour when its windows are hours, days or months in UTC and its range starts and ends
+/// on hours (every window then holds whole UTC hours), else a minute.
+pub fn query_slot_ms(query: &MeterQuery) -> i64 {
+    let on_hour = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.is_none_or(|t| t.timestamp_micros().rem_euclid(HOUR_MS * 1000) == 0)
+    };
+    let windows = matches!(
+        query.window_size,
+        Some(WindowSize::Hour | WindowSize::Day | WindowSize::Month)
+    );
+    if windows && query.time_zone.name() == "UTC" && on_hour(query.from) && on_hour(query.to) {
+        HOUR_MS
+    } else {
+        MINUTE_MS
+    }
+}
+
+/// [`from_batch`], with each row's minute floored to a multiple of `slot_ms` and adjacent
+/// rows of one (slot, subject, group) merged into one. Rows sorted by (subject, minute)
+/// (as files keep them) come out one per (slot, subject, group); strings are copied once
+/// per row that comes out, not per row read.
+pub fn from_batch_in_slots(
+    group_keys: &[String],
+    aggregation: Aggregation,
+    batch: &RecordBatch,
+    slot_ms: i64,
+) -> Result<Vec<RollupRow>, ArrowError> {
+    let columns = Columns::of(group_keys, batch)?;
+    let slot_ms = slot_ms.max(1);
+    let mut rows: Vec<RollupRow> = Vec::new();
+    // Rows of the current (slot, subject): one per group, merged as they come.
+    let mut open = 0usize;
+    for i in 0..batch.num_rows() {
+        let slot = columns.minute.value(i).div_euclid(slot_ms) * slot_ms;
+        let subject = columns.subject.value(i);
+        let current = rows
+            .get(open)
+            .is_some_and(|r| r.minute_ms == slot && r.subject == subject);
+        if !current {
+            open = rows.len();
+        }
+        let state = columns.state(aggregation, i);
+        let same_group = |r: &RollupRow| {
+            r.group
+                .iter()
+                .enumerate()
+                .all(|(g, value)| value == columns.group(g, i))
+        };
+        match rows[open..].iter_mut().find(|r| same_group(r)) {
+            Some(row) => row.state.merge(&state),
+            None => rows.push(RollupRow {
+                minute_ms: slot,
+                subject: subject.to_owned(),
+                group: (0..group_keys.len())
+                    .map(|g| columns.group(g, i).to_owned())
+                    .collect(),
+                state,
+            }),
+        }
+    }
+    Ok(rows)
+}
+
+/// The columns of a rollup batch, typed.
+struct Columns<'a> {
+    minute: &'a datafusion::arrow::array::TimestampMillisecondArray,
+    subject: &'a datafusion::arrow::array::StringArray,
+    groups: Vec<Option<&'a datafusion::arrow::array::StringArray>>,
+    value: &'a ArrayRef,
+    count: &'a datafusion::arrow::array::Int64Array,
+    latest: &'a datafusion::arrow::array::Int64Array,
+    uniques: &'a datafusion::arrow::array::ListArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(group_keys: &[String], batch: &'a RecordBatch) -> Result<Self, ArrowError> {
+        let missing =
+            |name: &str| ArrowError::SchemaError(format!("rollup batch has no column {name}"));
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| missing(name));
+        let value = column("value")?;
+        if value.as_primitive_opt::<Decimal256Type>().is_none()
+            && value.as_primitive_opt::<Decimal128Type>().is_none()
+        {
+            return Err(missing("value (decimal)"));
+        }
+        Ok(Self {
+            minute: column("minute")?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| missing("minute (timestamp)"))?,
+            subject: column("subject")?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| missing("subject (utf8)"))?,
+            groups: group_keys
+                .iter()
+                .map(|k| {
+                    batch
+                        .column_by_name(&group_column(k))
+                        .and_then(|c| c.as_string_opt::<i32>())
+                })
+                .collect(),
+            value,
+            count: column("count")?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| missing("count (int64)"))?,
+            latest: column("latest_ms")?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| missing("latest_ms (int64)"))?,
+            uniques: column("uniques")?
+                .as_list_opt::<i32>()
+                .ok_or_else(|| missing("uniques (list)"))?,
         })
-        .collect();
-    let value_column = column("value")?;
-    let value_at = |i: usize| -> Option<Quantity> {
-        if let Some(array) = value_column.as_primitive_opt::<Decimal256Type>() {
+    }
+
+    /// Group value `g` of row `i` ("" when null or the column is missing).
+    fn group(&self, g: usize, i: usize) -> &'a str {
+        match self.groups.get(g).copied().flatten() {
+            Some(column) if !column.is_null(i) => column.value(i),
+            _ => "",
+        }
+    }
+
+    fn value(&self, i: usize) -> Option<Quantity> {
+        if let Some(array) = self.value.as_primitive_opt::<Decimal256Type>() {
             return (!array.is_null(i)).then(|| Quantity::from_raw(array.value(i)));
         }
-        let array = value_column.as_primitive_opt::<Decimal128Type>()?;
+        let array = self.value.as_primitive_opt::<Decimal128Type>()?;
         let factor = i256::from_i128(10).wrapping_pow(Quantity::SCALE - LEGACY_SCALE);
         (!array.is_null(i))
             .then(|| Quantity::from_raw(i256::from_i128(array.value(i)).wrapping_mul(factor)))
-    };
-    if value_column.as_primitive_opt::<Decimal256Type>().is_none()
-        && value_column.as_primitive_opt::<Decimal128Type>().is_none()
-    {
-        return Err(missing("value (decimal)"));
     }
-    let count = column("count")?
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| missing("count (int64)"))?;
-    let latest = column("latest_ms")?
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| missing("latest_ms (int64)"))?;
-    let uniques = column("uniques")?
-        .as_list_opt::<i32>()
-        .ok_or_else(|| missing("uniques (list)"))?;
-    let mut rows = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        let v = value_at(i).unwrap_or(Quantity::ZERO);
-        let c = if count.is_null(i) {
+
+    fn state(&self, aggregation: Aggregation, i: usize) -> AggState {
+        let v = self.value(i).unwrap_or(Quantity::ZERO);
+        let c = if self.count.is_null(i) {
             0
         } else {
-            u64::try_from(count.value(i)).unwrap_or(0)
+            u64::try_from(self.count.value(i)).unwrap_or(0)
         };
-        let state = match aggregation {
+        match aggregation {
             Aggregation::Sum => AggState::Sum(v),
             Aggregation::Count => AggState::Count(c),
             Aggregation::Avg => AggState::Avg { sum: v, count: c },
             Aggregation::Min => AggState::Min(v),
             Aggregation::Max => AggState::Max(v),
             Aggregation::Latest => AggState::Latest {
-                time_ms: if latest.is_null(i) {
+                time_ms: if self.latest.is_null(i) {
                     0
                 } else {
-                    latest.value(i)
+                    self.latest.value(i)
                 },
                 value: v,
             },
             Aggregation::UniqueCount => {
                 let mut set = BTreeSet::new();
-                if !uniques.is_null(i) {
-                    let items = uniques.value(i);
+                if !self.uniques.is_null(i) {
+                    let items = self.uniques.value(i);
                     if let Some(strings) = items.as_string_opt::<i32>() {
                         set.extend(strings.iter().flatten().map(str::to_owned));
                     }
                 }
                 AggState::UniqueCount(set)
             }
-        };
-        rows.push(RollupRow {
-            minute_ms: minute.value(i),
-            subject: subject.value(i).to_owned(),
-            group: groups
-                .iter()
-                .map(|g| {
-                    g.filter(|g| !g.is_null(i))
-                        .map(|g| g.value(i).to_owned())
-                        .unwrap_or_default()
-                })
-                .collect(),
-            state,
-        });
+        }
     }
-    Ok(rows)
 }
 
 #[cfg(test)]
@@ -255,6 +349,122 @@ mod tests {
             from_batch(&keys, Aggregation::Sum, &old).expect("rows"),
             rows
         );
+    }
+
+    // Batches (and so files) hold rows by subject, then minute, then group, whatever order
+    // they came in: a reader of one subject finds its rows on a few consecutive pages.
+    #[test]
+    fn batches_are_ordered_by_subject_then_minute() {
+        let keys = vec!["model".to_owned()];
+        let row = |minute_ms: i64, subject: &str, model: &str| RollupRow {
+            minute_ms,
+            subject: subject.into(),
+            group: vec![model.into()],
+            state: AggState::Count(1),
+        };
+        let rows = vec![
+            row(120_000, "b", "x"),
+            row(60_000, "b", "y"),
+            row(180_000, "a", "x"),
+            row(60_000, "b", "x"),
+            row(60_000, "a", "z"),
+        ];
+        let batch = to_batch(&keys, &rows).expect("batch");
+        let back = from_batch(&keys, Aggregation::Count, &batch).expect("rows");
+        let order: Vec<(i64, &str, &str)> = back
+            .iter()
+            .map(|r| (r.minute_ms, r.subject.as_str(), r.group[0].as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (60_000, "a", "z"),
+                (180_000, "a", "x"),
+                (60_000, "b", "x"),
+                (60_000, "b", "y"),
+                (120_000, "b", "x"),
+            ]
+        );
+    }
+
+    // Rows merged per hour keep every state whole: the per-hour totals of the merged rows
+    // equal those of the minute rows, for each subject and group, sorted or not.
+    #[test]
+    fn rows_merged_into_hours_keep_their_totals() {
+        let keys = vec!["model".to_owned()];
+        let mut rows = Vec::new();
+        for minute in 0..180i64 {
+            for (subject, model) in [("a", "x"), ("a", "y"), ("b", "x")] {
+                rows.push(RollupRow {
+                    minute_ms: minute * MINUTE_MS,
+                    subject: subject.into(),
+                    group: vec![model.into()],
+                    state: AggState::Sum(Quantity::from(minute + 1)),
+                });
+            }
+        }
+        let totals = |rows: &[RollupRow]| {
+            let mut map = std::collections::BTreeMap::new();
+            for r in rows {
+                let key = (r.minute_ms / HOUR_MS, r.subject.clone(), r.group.clone());
+                map.entry(key)
+                    .or_insert(AggState::Sum(Quantity::ZERO))
+                    .merge(&r.state);
+            }
+            map
+        };
+        let batch = to_batch(&keys, &rows).expect("batch");
+        let merged = from_batch_in_slots(&keys, Aggregation::Sum, &batch, HOUR_MS).expect("rows");
+        assert_eq!(merged.len(), 3 * 3, "one row per (hour, subject, group)");
+        assert!(merged.iter().all(|r| r.minute_ms % HOUR_MS == 0));
+        assert_eq!(totals(&merged), totals(&rows));
+        let minutes = from_batch(&keys, Aggregation::Sum, &batch).expect("rows");
+        assert_eq!(minutes.len(), rows.len(), "minute slots merge nothing here");
+    }
+
+    // Hours are taken only when no window can tell: hour, day or month windows in UTC
+    // over a range that starts and ends on an hour.
+    #[test]
+    fn queries_merge_hours_only_when_windows_hold_whole_hours() {
+        let at = |text: &str| Some(text.parse::<chrono::DateTime<chrono::Utc>>().expect("time"));
+        let day = MeterQuery {
+            window_size: Some(WindowSize::Day),
+            from: at("2026-11-01T00:00:00Z"),
+            to: at("2026-12-01T00:00:00Z"),
+            ..MeterQuery::default()
+        };
+        assert_eq!(query_slot_ms(&day), HOUR_MS);
+        let unbounded = MeterQuery {
+            from: None,
+            to: None,
+            ..day.clone()
+        };
+        assert_eq!(query_slot_ms(&unbounded), HOUR_MS);
+        let cases = [
+            MeterQuery {
+                window_size: Some(WindowSize::Minute),
+                ..day.clone()
+            },
+            MeterQuery {
+                window_size: None,
+                ..day.clone()
+            },
+            MeterQuery {
+                from: at("2026-11-01T00:30:00Z"),
+                ..day.clone()
+            },
+            MeterQuery {
+                to: at("2026-11-30T23:59:00Z"),
+                ..day.clone()
+            },
+            MeterQuery {
+                time_zone: "Asia/Kolkata".parse().expect("zone"),
+                ..day.clone()
+            },
+        ];
+        for query in cases {
+            assert_eq!(query_slot_ms(&query), MINUTE_MS, "{query:?}");
+        }
     }
 
     // Every aggregation's state survives the trip through Arrow unchanged.
