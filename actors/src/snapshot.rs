@@ -256,9 +256,9 @@ impl SnapshotActor {
 
 type SealResult = Result<Pending, (String, Option<Pending>)>;
 
-/// Seals every partition (each pauses), checkpoints the dedup index they share, then
-/// seals every meter (after the folds the partitions sent before sealing), then resumes
-/// the partitions.
+/// Seals every partition (each pauses), freezes the memory tier of the dedup index they
+/// share, seals every meter (after the folds the partitions sent before sealing), then
+/// resumes the partitions and writes the frozen tier. The pause holds no disk write.
 async fn seal(
     epoch: u64,
     partitions: &[Addr<PartitionActor>],
@@ -274,16 +274,13 @@ async fn seal(
             Err(error) => failure = Some(error.to_string()),
         }
     }
-    let mut dedup_state = DedupState::default();
+    // Every partition is paused: nothing inserts until Resume. The rotation only
+    // freezes the index's memory tier; it is written after the partitions resume.
+    let mut spill = None;
     if failure.is_none() {
-        // Every partition is paused: nothing inserts until Resume. Written and fsynced
-        // on a blocking thread.
-        let dedup = dedup.clone();
-        let now = Utc::now().timestamp_millis();
-        match tokio::task::spawn_blocking(move || dedup.lock().checkpoint(now)).await {
-            Ok(Ok(state)) => dedup_state = state,
-            Ok(Err(error)) => failure = Some(format!("the dedup checkpoint failed: {error}")),
-            Err(error) => failure = Some(format!("the dedup thread failed: {error}")),
+        match dedup.lock().rotate(Utc::now().timestamp_millis()) {
+            Ok(job) => spill = Some(job),
+            Err(error) => failure = Some(format!("the dedup checkpoint failed: {error}")),
         }
     }
     let mut sealed = Vec::with_capacity(meters.len());
@@ -297,6 +294,20 @@ async fn seal(
     }
     for addr in partitions {
         addr.do_send(partition::Resume);
+    }
+    let mut dedup_state = DedupState::default();
+    if let (None, Some(job)) = (&failure, spill) {
+        let dedup = dedup.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let spilled = job.write()?;
+            dedup.lock().install(spilled, Utc::now().timestamp_millis())
+        })
+        .await;
+        match written {
+            Ok(Ok(state)) => dedup_state = state,
+            Ok(Err(error)) => failure = Some(format!("the dedup checkpoint failed: {error}")),
+            Err(error) => failure = Some(format!("the dedup thread failed: {error}")),
+        }
     }
     match failure {
         // The caller ends the process (no pending state to retry with).

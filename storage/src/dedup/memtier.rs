@@ -134,6 +134,18 @@ impl MemTier {
         self.slots.len() * size_of::<Key>()
     }
 
+    /// The keys, sorted ascending, in a vector of their own (the tier stays a set).
+    pub(crate) fn sorted_keys(&self) -> Vec<Key> {
+        debug_assert!(!self.scrambled);
+        let mut keys: Vec<Key> = Vec::with_capacity(self.len);
+        if self.has_zero {
+            keys.push(0);
+        }
+        keys.extend(self.slots.iter().copied().filter(|k| *k != 0));
+        keys.sort_unstable();
+        keys
+    }
+
     /// Sorts the keys ascending in place and returns them. The tier is not
     /// usable as a set until `reset`.
     pub(crate) fn sort_for_spill(&mut self) -> &[Key] {

@@ -1,7 +1,7 @@
 //! On-disk deduplication index.
 //!
 //! Metron drops duplicate events by key (namespace, source, id) over a dedup
-//! horizon. A [`DedupIndex`] (one per stream partition) answers "have I seen
+//! horizon. A [`DedupIndex`] (one for all stream partitions) answers "have I seen
 //! this key within the horizon?" for batches of keys, holding recent keys in
 //! memory and older ones in immutable sorted run files on disk, with memory
 //! for filters and keys bounded by [`DedupConfig::memory_budget_bytes`].
@@ -9,7 +9,9 @@
 //! # Layout
 //! * **Memory tier** (`memtier.rs`): a fixed-size hash set of the keys inserted
 //!   since the last spill. It is written as a run when it holds
-//!   `memory_keys_max` keys and at every checkpoint.
+//!   `memory_keys_max` keys and at every checkpoint. A checkpoint freezes it
+//!   ([`DedupIndex::rotate`]) and writes it off the insert path while a second
+//!   table takes new keys.
 //! * **Runs** (`run.rs`): `run-<seq>.dat`, keys sorted ascending, looked up by
 //!   interpolation with `pread` — no per-key memory.
 //! * **Bloom filters** (`bloom.rs`): one per run, in memory only. They are
@@ -17,8 +19,8 @@
 //!   the run's checksum, so they always fit the budget in force at open.
 //!
 //! # Memory budget
-//! The memory tier's table is allocated once and charged up front (at most
-//! half the budget; `memory_keys_max` is lowered if it would not fit). The
+//! The memory tier's two tables are allocated once and charged up front (at
+//! most half the budget together; `memory_keys_max` is lowered if it would not fit). The
 //! rest is the bloom budget. A new filter gets `bloom_budget * 8 / total keys
 //! on disk` bits per key (capped at 16), rounded to a power-of-two block count;
 //! then, while the filters' sum exceeds the bloom budget, the filter with the
@@ -63,6 +65,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
@@ -179,6 +182,40 @@ pub struct DedupState {
     pub runs: Vec<RunMeta>,
 }
 
+/// A frozen memory tier to write as a run: see [`DedupIndex::rotate`]. Runs on any
+/// thread, without the index.
+pub struct SpillJob {
+    tier: Arc<MemTier>,
+    /// The run's path, sequence number and bloom filter (none when the tier is empty).
+    run: Option<(PathBuf, u64, Bloom)>,
+}
+
+/// What a [`SpillJob`] wrote, for [`DedupIndex::install`].
+pub struct Spilled {
+    run: Option<Run>,
+    tier: Arc<MemTier>,
+}
+
+impl SpillJob {
+    /// Sorts a copy of the tier's keys and writes them as a run, fsynced.
+    pub fn write(self) -> Result<Spilled> {
+        let SpillJob { tier, run } = self;
+        let Some((path, seq, bloom)) = run else {
+            return Ok(Spilled { run: None, tier });
+        };
+        let mut writer = RunWriter::create(path, bloom)?;
+        for key in tier.sorted_keys() {
+            writer.push(key)?;
+        }
+        let mut run = writer.finish(seq, tier.first_ms(), tier.last_ms())?;
+        run.sync()?;
+        Ok(Spilled {
+            run: Some(run),
+            tier,
+        })
+    }
+}
+
 /// Counters and sizes of an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DedupStats {
@@ -223,11 +260,13 @@ struct Sizing {
 impl Sizing {
     fn new(config: &DedupConfig) -> Self {
         let budget = config.memory_budget_bytes.max(MIN_BUDGET);
-        let half_slots = budget / 2 / size_of::<Key>();
-        // Largest power of two not above half the budget, in slots.
-        let max_slots = 1usize << (usize::BITS - 1 - half_slots.leading_zeros());
+        // Two tables (the live one and the one a checkpoint writes, see `rotate`)
+        // within half the budget.
+        let quarter_slots = budget / 4 / size_of::<Key>();
+        // Largest power of two not above a quarter of the budget, in slots.
+        let max_slots = 1usize << (usize::BITS - 1 - quarter_slots.leading_zeros());
         let mem_keys_max = config.memory_keys_max.clamp(1, max_slots / 4 * 3);
-        let mem_bytes = MemTier::slots_for(mem_keys_max) * size_of::<Key>();
+        let mem_bytes = 2 * MemTier::slots_for(mem_keys_max) * size_of::<Key>();
         Self {
             budget,
             mem_keys_max,
@@ -236,12 +275,18 @@ impl Sizing {
     }
 }
 
-/// The on-disk dedup index of one stream partition. See the module docs.
+/// The on-disk dedup index the stream's partitions share. See the module docs.
 pub struct DedupIndex {
     dir: PathBuf,
     config: DedupConfig,
     sizing: Sizing,
     mem: MemTier,
+    /// The memory tier a [`DedupIndex::rotate`] froze: still a set of keys for lookups
+    /// while its [`SpillJob`] writes it, until [`DedupIndex::install`].
+    sealing: Option<Arc<MemTier>>,
+    /// A tier written by its job, kept for the next rotation (so the two tables are
+    /// allocated once).
+    spare: Option<MemTier>,
     /// Live runs ordered by (last_insert_ms, seq): lookups go newest first.
     runs: Vec<Run>,
     next_seq: u64,
@@ -355,6 +400,8 @@ impl DedupIndex {
         Ok(Self {
             dir: dir.to_path_buf(),
             mem: MemTier::new(sizing.mem_keys_max),
+            sealing: None,
+            spare: None,
             config,
             sizing,
             runs,
@@ -390,7 +437,12 @@ impl DedupIndex {
                 out.push(false);
                 continue;
             };
-            if in_runs(&self.runs, key, cutoff, &mut self.counters)? {
+            if self
+                .sealing
+                .as_ref()
+                .is_some_and(|t| matches!(t.probe(key), Probe::Present))
+                || in_runs(&self.runs, key, cutoff, &mut self.counters)?
+            {
                 out.push(false);
                 continue;
             }
@@ -421,6 +473,83 @@ impl DedupIndex {
     }
 
     fn checkpoint_inner(&mut self, now_ms: i64) -> Result<DedupState> {
+        if self.sealing.is_some() {
+            return Err(Error::InvalidState {
+                reason: "a rotated memory tier is not installed yet".into(),
+            });
+        }
+        self.expire_memory(self.cutoff(now_ms));
+        self.spill()?;
+        self.finish_checkpoint(now_ms)
+    }
+
+    /// The checkpoint in two steps, so that inserts wait for neither the sorting nor
+    /// the writing of the memory tier: `rotate` (cheap, under the caller's lock, at the
+    /// moment the checkpoint describes) freezes the memory tier and starts an empty
+    /// one; [`SpillJob::write`] writes the frozen tier as a run (no lock: it shares
+    /// nothing mutable with the index); [`Self::install`] adds the run and returns the
+    /// state, which describes exactly the keys inserted before the rotation. Keys
+    /// inserted after it stay in memory for the next checkpoint.
+    pub fn rotate(&mut self, now_ms: i64) -> Result<SpillJob> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if self.sealing.is_some() {
+            self.poisoned = true;
+            return Err(Error::InvalidState {
+                reason: "a rotated memory tier is not installed yet".into(),
+            });
+        }
+        self.expire_memory(self.cutoff(now_ms));
+        let fresh = self
+            .spare
+            .take()
+            .unwrap_or_else(|| MemTier::new(self.sizing.mem_keys_max));
+        let frozen = Arc::new(std::mem::replace(&mut self.mem, fresh));
+        let keys = frozen.len() as u64;
+        let run = (keys > 0).then(|| {
+            let bloom = self.new_bloom(keys);
+            let seq = self.alloc_seq();
+            (self.dir.join(run::file_name(seq)), seq, bloom)
+        });
+        self.sealing = Some(frozen.clone());
+        Ok(SpillJob { tier: frozen, run })
+    }
+
+    /// Adds what a [`SpillJob`] wrote and completes the checkpoint it began.
+    pub fn install(&mut self, spilled: Spilled, now_ms: i64) -> Result<DedupState> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let result = self.install_inner(spilled, now_ms);
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn install_inner(&mut self, spilled: Spilled, now_ms: i64) -> Result<DedupState> {
+        let Spilled { run, tier } = spilled;
+        let frozen = self.sealing.take().ok_or_else(|| Error::InvalidState {
+            reason: "no rotated memory tier to install".into(),
+        })?;
+        if !Arc::ptr_eq(&frozen, &tier) {
+            return Err(Error::InvalidState {
+                reason: "the spilled tier is not the rotated one".into(),
+            });
+        }
+        drop(frozen);
+        if let Some(run) = run {
+            tracing::debug!(file = %run.meta.file_name, keys = run.meta.keys, "dedup memory tier spilled");
+            self.insert_run(run);
+            self.counters.spills += 1;
+        }
+        if let Ok(mut tier) = Arc::try_unwrap(tier) {
+            tier.reset();
+            self.spare = Some(tier);
+        }
+        self.finish_checkpoint(now_ms)
+    }
+
+    fn finish_checkpoint(&mut self, now_ms: i64) -> Result<DedupState> {
         // The previous call's state stopped naming these; the caller has
         // recorded that state since, so nothing can point to them any more.
         for path in std::mem::take(&mut self.deferred) {
@@ -428,8 +557,6 @@ impl DedupIndex {
             self.dir_dirty = true;
         }
         let cutoff = self.cutoff(now_ms);
-        self.expire_memory(cutoff);
-        self.spill()?;
         let (expired, live): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.runs)
             .into_iter()
             .partition(|r| r.meta.last_insert_ms < cutoff);
@@ -506,7 +633,9 @@ impl DedupIndex {
     pub fn stats(&self) -> DedupStats {
         DedupStats {
             keys_in_memory: self.mem.len() as u64,
-            memory_bytes: self.mem.bytes(),
+            memory_bytes: self.mem.bytes()
+                + self.sealing.as_ref().map_or(0, |t| t.bytes())
+                + self.spare.as_ref().map_or(0, MemTier::bytes),
             runs: self.runs.len() as u64,
             keys_on_disk: self.keys_on_disk(),
             bloom_bytes: self.runs.iter().map(|r| r.bloom.bytes()).sum(),
