@@ -7,6 +7,9 @@
 # PERF=1 records the last round's loops with `perf record -g` into the work dir and prints
 # the top of `perf report --no-children`. ROUTE=v1 checks `/api/v1/subjects/{subject}/...`
 # instead of `/api/v2/customers/{key}/...`. METRON_HTTP_WORKERS sets the server's workers.
+# PIN=1 pins the server's threads to CPU 0 and the load generator to CPU 1 after the setup.
+# BATCH=1 runs the load generator as SCHED_BATCH (`chrt -b 0`): its wake-ups no longer
+# preempt the server's workers.
 # Usage: benches/scripts/entitlements-cpu.sh [N] [work dir]   (release binaries in BIN, default target/release)
 set -uo pipefail
 N=${1:-300}
@@ -16,6 +19,8 @@ ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-20000}
 PERF=${PERF:-0}
 ROUTE=${ROUTE:-v2}
+PIN=${PIN:-0}
+BATCH=${BATCH:-0}
 . "$(dirname "$0")/entitlements-lib.sh"
 require_binaries
 rm -rf "$W" && mkdir -p "$W"
@@ -26,6 +31,9 @@ start "$W"; echo "server pid $PID at $ADDR"
   --seconds 2 --phases closed --server-pid "$PID" > "$W/setup.out" 2>&1
 RUN=$(awk '/^run /{print $2}' "$W/setup.out")
 [ -n "$RUN" ] || { cat "$W/setup.out"; kill -TERM "$PID"; exit 1; }
+CLIENT=()
+if [ "$PIN" = 1 ]; then taskset -a -p -c 0 "$PID" > /dev/null; CLIENT=(taskset -c 1); fi
+if [ "$BATCH" = 1 ]; then CLIENT+=(chrt -b 0); fi
 sleep 2; T0=$(ticks "$PID"); sleep 10; T1=$(ticks "$PID")
 echo "server CPU at rest: $(( (T1 - T0) * 10 )) ms over 10 s"
 loop() { # $1: phase, $2: round
@@ -34,7 +42,7 @@ loop() { # $1: phase, $2: round
     perf record -g -o "$W/perf-$1.data" -p "$PID" -- sleep 10.5 > "$W/perf-$1.log" 2>&1 &
     rec=$!; sleep 0.2
   fi
-  "$BIN/checks" --url "http://$ADDR" --customers "$N" --connections 16 --rate "$RATE" --seconds 10 \
+  "${CLIENT[@]}" "$BIN/checks" --url "http://$ADDR" --customers "$N" --connections 16 --rate "$RATE" --seconds 10 \
     --phases "$1" --route "$ROUTE" --server-pid "$PID" --reuse-run "$RUN" 2>&1 | grep -vE "^run |resident memory"
   [ -z "$rec" ] || wait "$rec"
 }
