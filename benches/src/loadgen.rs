@@ -32,8 +32,8 @@ struct Args {
     /// PID of the server, for CPU time and resident memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Visibility probes (one every 200 ms).
-    #[arg(long, default_value_t = true)]
+    /// Visibility probes (one every 200 ms); `--probe false` for none.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     probe: bool,
     /// Open loop: offer this many events per second in all (0: each connection sends
     /// as fast as it is answered). A connection whose answers come slower than its
