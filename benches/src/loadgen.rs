@@ -281,9 +281,10 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "ack -> visible in query: p50 {:.1} ms, p99 {:.1} ms over {} probes",
+        "ack -> visible in query: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} probes",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
         latencies.len()
     );
     let [ok, overloaded, unavailable, other] = answers.snapshot();
