@@ -1,16 +1,19 @@
 //! The event stream's record: one accepted event as compact bytes, written once by the
 //! API and read in place by everything after it (partitions, checkpoints, replay).
 //!
-//! Layout (version 1), integers little-endian, texts as a LEB128 length and UTF-8 bytes:
+//! Layout (version 1), integers little-endian:
 //!
 //! ```text
 //! u8   version (1)
 //! u8   flags: 1 = datacontenttype, 2 = dataschema, 4 = data
 //! i64  time, seconds since the epoch      u32  time, nanoseconds
 //! i64  ingested_at, microseconds since the epoch
-//! text namespace, id, source, type, subject
-//! text datacontenttype, dataschema, data   (each only if its flag is set)
+//! LEB128 byte lengths of namespace, id, source, type, subject, then of
+//!        datacontenttype, dataschema, data (each only if its flag is set)
+//! the texts, in that order, back to back (UTF-8)
 //! ```
+//!
+//! The texts come last and together, so a reader checks their UTF-8 once per record.
 //!
 //! `data` is the event's data object as compact JSON text, exactly as accepted: a
 //! meter reads the values it needs from the text ([`crate::rawjson`]), nothing builds
@@ -93,20 +96,23 @@ pub fn encode_into(
     out.extend_from_slice(&event.time.timestamp().to_le_bytes());
     out.extend_from_slice(&event.time.timestamp_subsec_nanos().to_le_bytes());
     out.extend_from_slice(&ingested_at_us.to_le_bytes());
-    for text in [
-        namespace,
-        &event.id,
-        &event.source,
-        &event.event_type,
-        &event.subject,
-    ] {
-        put_text(out, text);
-    }
-    for text in [&event.datacontenttype, &event.dataschema, &event.data]
+    let optional = [&event.datacontenttype, &event.dataschema, &event.data];
+    let texts = || {
+        [
+            namespace,
+            &event.id,
+            &event.source,
+            &event.event_type,
+            &event.subject,
+        ]
         .into_iter()
-        .flatten()
-    {
-        put_text(out, text);
+        .chain(optional.into_iter().flatten().map(|t| &**t))
+    };
+    for text in texts() {
+        put_len(out, text.len());
+    }
+    for text in texts() {
+        out.extend_from_slice(text.as_bytes());
     }
 }
 
@@ -117,8 +123,8 @@ pub fn encode(namespace: &str, ingested_at_us: i64, event: &EventParts<'_>) -> V
     out
 }
 
-fn put_text(out: &mut Vec<u8>, text: &str) {
-    let mut len = text.len() as u64;
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    let mut len = len as u64;
     loop {
         let byte = (len & 0x7f) as u8;
         len >>= 7;
@@ -128,7 +134,6 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
         }
         out.push(byte | 0x80);
     }
-    out.extend_from_slice(text.as_bytes());
 }
 
 /// A cursor over a record's bytes.
@@ -154,17 +159,31 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn text(&mut self) -> Result<&'a str, RecordError> {
+    fn len(&mut self) -> Result<usize, RecordError> {
         let mut len = 0u64;
         for shift in (0..64).step_by(7) {
             let [byte] = self.array::<1>()?;
             len |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
-                let len = usize::try_from(len).map_err(|_| RecordError::Truncated)?;
-                return std::str::from_utf8(self.take(len)?).map_err(|_| RecordError::Utf8);
+                return usize::try_from(len).map_err(|_| RecordError::Truncated);
             }
         }
         Err(RecordError::Truncated)
+    }
+}
+
+/// The texts of a record, cut from their one checked string.
+struct Texts<'a> {
+    all: &'a str,
+    at: usize,
+}
+
+impl<'a> Texts<'a> {
+    fn next(&mut self, len: usize) -> Result<&'a str, RecordError> {
+        let end = self.at.checked_add(len).ok_or(RecordError::Truncated)?;
+        let text = self.all.get(self.at..end).ok_or(RecordError::Utf8)?;
+        self.at = end;
+        Ok(text)
     }
 }
 
@@ -179,14 +198,41 @@ impl<'a> RecordView<'a> {
         let time_secs = i64::from_le_bytes(r.array()?);
         let time_nanos = u32::from_le_bytes(r.array()?);
         let ingested_at_us = i64::from_le_bytes(r.array()?);
-        let (namespace, id, source, event_type, subject) =
-            (r.text()?, r.text()?, r.text()?, r.text()?, r.text()?);
+        let mut lens = [0usize; 8];
+        let mut count = 5;
+        for len in lens.iter_mut().take(5) {
+            *len = r.len()?;
+        }
+        for flag in [HAS_CONTENT_TYPE, HAS_SCHEMA, HAS_DATA] {
+            if flags & flag != 0 {
+                lens[count] = r.len()?;
+                count += 1;
+            }
+        }
+        let rest = r.bytes.get(r.pos..).ok_or(RecordError::Truncated)?;
+        let total = lens.iter().try_fold(0usize, |sum, l| sum.checked_add(*l));
+        if total != Some(rest.len()) {
+            return Err(RecordError::Truncated);
+        }
+        let mut t = Texts {
+            all: std::str::from_utf8(rest).map_err(|_| RecordError::Utf8)?,
+            at: 0,
+        };
+        let (namespace, id, source, event_type, subject) = (
+            t.next(lens[0])?,
+            t.next(lens[1])?,
+            t.next(lens[2])?,
+            t.next(lens[3])?,
+            t.next(lens[4])?,
+        );
+        let mut next = 5;
         let mut optional = |flag: u8| -> Result<Option<&'a str>, RecordError> {
             if flags & flag == 0 {
-                Ok(None)
-            } else {
-                r.text().map(Some)
+                return Ok(None);
             }
+            let len = lens.get(next).copied().ok_or(RecordError::Truncated)?;
+            next += 1;
+            t.next(len).map(Some)
         };
         let datacontenttype = optional(HAS_CONTENT_TYPE)?;
         let dataschema = optional(HAS_SCHEMA)?;
@@ -344,5 +390,44 @@ mod tests {
         assert_eq!(RecordView::parse(&other), Err(RecordError::Version(9)));
         assert!(decode(b"{not json").is_err());
         assert!(decode(&[1, 0, 0xff, 0xff]).is_err());
+    }
+
+    proptest::proptest! {
+        // Any texts round-trip, and no change of a record's bytes makes a reader panic.
+        #[test]
+        fn any_texts_round_trip(
+            texts in proptest::collection::vec(".{0,40}", 5),
+            optional in proptest::collection::vec(proptest::option::of(".{0,40}"), 3),
+            secs in -62_135_596_800i64..253_402_300_799,
+            nanos in 0u32..1_000_000_000,
+            flip in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            let data = optional[2].as_ref().map(|t| serde_json::json!({"k": t}).to_string());
+            let parts = EventParts {
+                id: Cow::Borrowed(&texts[1]),
+                source: Cow::Borrowed(&texts[2]),
+                event_type: Cow::Borrowed(&texts[3]),
+                subject: Cow::Borrowed(&texts[4]),
+                time: DateTime::from_timestamp(secs, nanos).expect("in range"),
+                datacontenttype: optional[0].as_deref().map(Cow::Borrowed),
+                dataschema: optional[1].as_deref().map(Cow::Borrowed),
+                data: data.as_deref().map(Cow::Borrowed),
+            };
+            let bytes = encode(&texts[0], 7, &parts);
+            let view = RecordView::parse(&bytes).expect("view");
+            proptest::prop_assert_eq!(
+                [view.namespace, view.id, view.source, view.event_type, view.subject],
+                [&*texts[0], &*texts[1], &*texts[2], &*texts[3], &*texts[4]]
+            );
+            proptest::prop_assert_eq!(view.datacontenttype, optional[0].as_deref());
+            proptest::prop_assert_eq!(view.dataschema, optional[1].as_deref());
+            proptest::prop_assert_eq!(view.data, data.as_deref());
+            proptest::prop_assert_eq!((view.time_secs, view.time_nanos, view.ingested_at_us), (secs, nanos, 7));
+            let mut damaged = bytes.clone();
+            let at = flip.0 % damaged.len();
+            damaged[at] ^= flip.1 | 1;
+            let _ = RecordView::parse(&damaged).map(|v| v.to_ingested());
+            let _ = decode(&damaged);
+        }
     }
 }
