@@ -6,7 +6,7 @@ use metron_engine::aggregate::{AggState, Aggregation, SampleValue};
 use metron_engine::meter::Meter;
 use metron_engine::query::{MeterQuery, RollupRow};
 use metron_storage::manifest::RollupFile;
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,7 +17,9 @@ pub type RollupKey = (i64, String, Vec<String>);
 /// accumulate. Folding a sample and merging a state are the only two ways in.
 #[derive(Debug, Default)]
 pub struct Rollups {
-    states: HashMap<RollupKey, AggState>,
+    /// hashbrown with its default hasher (foldhash): a fold looks its key up by
+    /// reference ([`KeyRef`]), so a sample of an existing minute allocates nothing.
+    states: hashbrown::HashMap<RollupKey, AggState>,
     /// Estimated resident bytes of the states and their keys.
     bytes: usize,
 }
@@ -63,7 +65,26 @@ impl Rollups {
         sample: &SampleValue,
         time_ms: i64,
     ) {
-        match self.states.get_mut(&key) {
+        let (minute_ms, subject, group) = key;
+        self.fold_at(minute_ms, &subject, group, aggregation, sample, time_ms);
+    }
+
+    /// [`Self::fold`] with the subject borrowed: copied only for a new key.
+    pub fn fold_at(
+        &mut self,
+        minute_ms: i64,
+        subject: &str,
+        group: Vec<String>,
+        aggregation: Aggregation,
+        sample: &SampleValue,
+        time_ms: i64,
+    ) {
+        let lookup = KeyRef {
+            minute_ms,
+            subject,
+            group: &group,
+        };
+        match self.states.get_mut(&lookup) {
             Some(state) => {
                 let before = state.size_bytes();
                 state.fold(sample, time_ms);
@@ -71,6 +92,7 @@ impl Rollups {
             }
             None => {
                 if let Some(state) = AggState::from_sample(aggregation, sample, time_ms) {
+                    let key = (minute_ms, subject.to_owned(), group);
                     self.bytes += entry_bytes(&key, &state);
                     self.states.insert(key, state);
                 }
@@ -132,6 +154,28 @@ impl Rollups {
             .map(|((m, s, g), st)| ((m, s, remap(&g)), st))
             .collect();
         self.bytes = self.states.iter().map(|(k, s)| entry_bytes(k, s)).sum();
+    }
+}
+
+/// A [`RollupKey`] by reference. It hashes as the tuple does (the `i64`, then the
+/// subject as a `str`, then the group as a slice), so it finds the owned key.
+struct KeyRef<'a> {
+    minute_ms: i64,
+    subject: &'a str,
+    group: &'a [String],
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.minute_ms.hash(state);
+        self.subject.hash(state);
+        self.group.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<RollupKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &RollupKey) -> bool {
+        self.minute_ms == key.0 && self.subject == key.1 && self.group == key.2.as_slice()
     }
 }
 
@@ -380,5 +424,64 @@ impl Handler<Read> for MeterActor {
             files: self.files.clone(),
             rows,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metron_engine::quantity::Quantity;
+
+    // A fold by reference finds the key an owned fold or a merge made: KeyRef hashes as
+    // the owned tuple does.
+    #[test]
+    fn a_borrowed_key_finds_the_owned_one() {
+        let mut rollups = Rollups::default();
+        let one = SampleValue::Number(Quantity::from_i64(1));
+        let group = || vec!["gpt-4".to_owned(), String::new()];
+        rollups.fold(
+            (60_000, "alice".into(), group()),
+            Aggregation::Sum,
+            &one,
+            60_001,
+        );
+        for i in 0..10 {
+            rollups.fold_at(60_000, "alice", group(), Aggregation::Sum, &one, 60_002 + i);
+        }
+        rollups.fold_at(60_000, "bob", group(), Aggregation::Sum, &one, 60_003);
+        rollups.fold_at(120_000, "alice", group(), Aggregation::Sum, &one, 120_000);
+        rollups.fold_at(
+            60_000,
+            "alice",
+            vec!["gpt-4".into()],
+            Aggregation::Sum,
+            &one,
+            60_004,
+        );
+        let mut rows = rollups.drain_rows();
+        rows.sort_by(|a, b| {
+            (a.minute_ms, &a.subject, &a.group).cmp(&(b.minute_ms, &b.subject, &b.group))
+        });
+        let states: Vec<(i64, &str, usize, AggState)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.minute_ms,
+                    r.subject.as_str(),
+                    r.group.len(),
+                    r.state.clone(),
+                )
+            })
+            .collect();
+        let sum = |n: i64| AggState::Sum(Quantity::from_i64(n));
+        assert_eq!(
+            states,
+            vec![
+                (60_000, "alice", 1, sum(1)),
+                (60_000, "alice", 2, sum(11)),
+                (60_000, "bob", 2, sum(1)),
+                (120_000, "alice", 2, sum(1)),
+            ]
+        );
     }
 }

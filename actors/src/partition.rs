@@ -254,14 +254,14 @@ impl PartitionActor {
                     continue;
                 }
                 match route.compiled.extract_text(event.data) {
-                    Extract::Sample(sample) => {
-                        let key = (
-                            floor_minute_ms(time_ms),
-                            event.subject.to_owned(),
-                            sample.group,
-                        );
-                        fold.fold(key, route.compiled.aggregation, &sample.value, time_ms);
-                    }
+                    Extract::Sample(sample) => fold.fold_at(
+                        floor_minute_ms(time_ms),
+                        event.subject,
+                        sample.group,
+                        route.compiled.aggregation,
+                        &sample.value,
+                        time_ms,
+                    ),
                     Extract::Invalid(_) => invalid += 1,
                     Extract::Skip => {}
                 }

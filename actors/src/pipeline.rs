@@ -1237,8 +1237,14 @@ pub fn fold_records<'a>(
             continue;
         }
         if let Extract::Sample(sample) = meter.extract_text(e.data) {
-            let key = (floor_minute_ms(time_ms), e.subject.to_owned(), sample.group);
-            map.fold(key, meter.aggregation, &sample.value, time_ms);
+            map.fold_at(
+                floor_minute_ms(time_ms),
+                e.subject,
+                sample.group,
+                meter.aggregation,
+                &sample.value,
+                time_ms,
+            );
         }
     }
     map.drain_rows()
