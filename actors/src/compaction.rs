@@ -3,10 +3,12 @@
 //! the epoch's files are written and before its manifest is.
 
 use crate::meter;
+use metron_engine::meter::Meter;
 use metron_storage::manifest::{EventFile, Manifest, RollupFile};
 use metron_storage::query::{QueryService, TimeRange};
 use metron_storage::{events, objects, paths, rollups};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Small files of one group are merged once there are this many.
 pub const COMPACT_FILES_MIN: usize = 8;
@@ -42,6 +44,21 @@ pub(crate) async fn compact_rollups(
     manifest: &mut Manifest,
     live: &HashMap<&str, &meter::Sealed>,
 ) -> Result<Vec<String>, String> {
+    let meters: HashMap<String, Arc<Meter>> = live
+        .iter()
+        .map(|(id, sealed)| ((*id).to_owned(), sealed.meter.clone()))
+        .collect();
+    compact_meter_rollups(query, manifest, &meters).await
+}
+
+/// Merges the small rollup files of each of `meters` (by id; files of other meters are
+/// left alone) into files sorted by (subject, minute, group); returns the superseded
+/// paths. Public for the benches' loader, which builds state as checkpoints do.
+pub async fn compact_meter_rollups(
+    query: &QueryService,
+    manifest: &mut Manifest,
+    meters: &HashMap<String, Arc<Meter>>,
+) -> Result<Vec<String>, String> {
     let mut superseded = Vec::new();
     let mut groups: BTreeMap<String, Vec<RollupFile>> = BTreeMap::new();
     for f in &manifest.rollup_files {
@@ -52,13 +69,12 @@ pub(crate) async fn compact_rollups(
     }
     let mut seq = 1u32;
     for (meter_id, files) in groups {
-        let Some(sealed) = live.get(meter_id.as_str()) else {
+        let Some(meter) = meters.get(meter_id.as_str()) else {
             continue;
         };
         let Some(files) = pick_merge(files, |f| f.rows) else {
             continue;
         };
-        let meter = &sealed.meter;
         let keys: Vec<String> = meter.group_by.keys().cloned().collect();
         let batches = read_all(
             query,
@@ -93,13 +109,15 @@ pub(crate) async fn compact_rollups(
                 rows: written,
             },
         );
+        query.forget_files(files.iter().map(|f| f.path.as_str()));
         superseded.extend(files.into_iter().map(|f| f.path));
     }
     Ok(superseded)
 }
 
-/// Merges each (namespace, partition, day)'s small event files; returns the superseded paths.
-pub(crate) async fn compact_events(
+/// Merges each (namespace, partition, day)'s small event files; returns the superseded
+/// paths. Public for the benches' loader.
+pub async fn compact_events(
     query: &QueryService,
     manifest: &mut Manifest,
 ) -> Result<Vec<String>, String> {
@@ -151,6 +169,7 @@ pub(crate) async fn compact_events(
                 times_us,
             },
         );
+        query.forget_files(files.iter().map(|f| f.path.as_str()));
         superseded.extend(files.into_iter().map(|f| f.path));
     }
     Ok(superseded)

@@ -39,7 +39,7 @@ pub(crate) use keyed_by_str;
 
 pub mod attribution;
 pub mod billing;
-mod compaction;
+pub mod compaction;
 pub mod customer;
 pub mod health;
 pub mod memory;

@@ -671,29 +671,24 @@ impl Pipeline {
             .await
             .map_err(|_| Error::Stopped)?;
         let keys: Vec<String> = snapshot.meter.group_by.keys().cloned().collect();
-        let urls: Vec<String> = snapshot
-            .files
-            .iter()
-            .map(|f| self.url_of(&f.path))
-            .collect();
         let (lo, hi) = query.minute_range_ms();
-        let range = TimeRange {
-            column: "minute",
-            lo: (lo != i64::MIN).then_some(lo),
-            hi: (hi != i64::MAX).then_some(hi),
-            micros: false,
+        // Files are read by a pruned reader (cached footers, row groups and pages pruned
+        // by minute and subject), not a DataFusion plan: this shape is fixed.
+        let scan = metron_storage::query::pruned::RollupScan {
+            paths: snapshot.files.iter().map(|f| f.path.clone()).collect(),
+            lo_ms: (lo != i64::MIN).then_some(lo),
+            hi_ms: (hi != i64::MAX).then_some(hi),
+            subjects: query.subjects_to_scan().into_iter().collect(),
         };
-        let scanned = query.subjects_to_scan();
-        let subjects = (!scanned.is_empty()).then_some(("subject", scanned));
-        let batches = self
-            .inner
-            .query
-            .scan_for_query(rollups::schema(&keys), urls, range, subjects, Vec::new())
-            .await?;
+        let batches = self.inner.query.scan_rollups(scan).await?;
         let mut rows = snapshot.rows;
+        // A query of whole UTC hours takes file rows merged per hour: the same answer
+        // from up to 60 times fewer rows to evaluate.
+        let slot_ms = rollups::query_slot_ms(query);
         for batch in &batches {
-            let from_file = rollups::from_batch(&keys, snapshot.meter.aggregation, batch)
-                .map_err(|e| Error::Storage(e.to_string()))?;
+            let from_file =
+                rollups::from_batch_in_slots(&keys, snapshot.meter.aggregation, batch, slot_ms)
+                    .map_err(|e| Error::Storage(e.to_string()))?;
             rows.extend(from_file.into_iter().filter(|r| query.admits(&keys, r)));
         }
         // A `from` or `to` inside a minute: that minute comes from the raw events,
