@@ -679,6 +679,10 @@ impl Pipeline {
             lo_ms: (lo != i64::MIN).then_some(lo),
             hi_ms: (hi != i64::MAX).then_some(hi),
             subjects: query.subjects_to_scan().into_iter().collect(),
+            skip: rollups::unused_columns(snapshot.meter.aggregation)
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
         };
         let batches = self.inner.query.scan_rollups(scan).await?;
         let mut rows = snapshot.rows;

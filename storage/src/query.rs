@@ -172,7 +172,12 @@ impl QueryService {
             cache_manager: self.env.cache_manager.clone(),
             object_store_registry: self.env.object_store_registry.clone(),
         };
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), Arc::new(env));
+        // Filters run inside the Parquet scan (late materialization): a selective
+        // predicate on `subject` decodes the other columns only for the rows it keeps.
+        let config = SessionConfig::new()
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        let ctx = SessionContext::new_with_config_rt(config, Arc::new(env));
         guard::install(&ctx, self.sql_limits.values);
         utc::install(&ctx);
         ctx

@@ -142,6 +142,19 @@ pub fn from_batch(
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 
+/// The state columns an aggregation never reads: a reader may leave them out.
+pub fn unused_columns(aggregation: Aggregation) -> &'static [&'static str] {
+    match aggregation {
+        Aggregation::Sum | Aggregation::Min | Aggregation::Max => {
+            &["count", "latest_ms", "uniques"]
+        }
+        Aggregation::Count => &["value", "latest_ms", "uniques"],
+        Aggregation::Avg => &["latest_ms", "uniques"],
+        Aggregation::Latest => &["count", "uniques"],
+        Aggregation::UniqueCount => &["value", "count", "latest_ms"],
+    }
+}
+
 /// The widest slot a query's rows may be merged into without changing its answer: an
 /// hour when its windows are hours, days or months in UTC and its range starts and ends
 /// on hours (every window then holds whole UTC hours), else a minute.
@@ -211,10 +224,10 @@ struct Columns<'a> {
     minute: &'a datafusion::arrow::array::TimestampMillisecondArray,
     subject: &'a datafusion::arrow::array::StringArray,
     groups: Vec<Option<&'a datafusion::arrow::array::StringArray>>,
-    value: &'a ArrayRef,
-    count: &'a datafusion::arrow::array::Int64Array,
-    latest: &'a datafusion::arrow::array::Int64Array,
-    uniques: &'a datafusion::arrow::array::ListArray,
+    value: Option<&'a ArrayRef>,
+    count: Option<&'a datafusion::arrow::array::Int64Array>,
+    latest: Option<&'a datafusion::arrow::array::Int64Array>,
+    uniques: Option<&'a datafusion::arrow::array::ListArray>,
 }
 
 impl<'a> Columns<'a> {
@@ -222,12 +235,31 @@ impl<'a> Columns<'a> {
         let missing =
             |name: &str| ArrowError::SchemaError(format!("rollup batch has no column {name}"));
         let column = |name: &str| batch.column_by_name(name).ok_or_else(|| missing(name));
-        let value = column("value")?;
-        if value.as_primitive_opt::<Decimal256Type>().is_none()
-            && value.as_primitive_opt::<Decimal128Type>().is_none()
-        {
+        // State columns the aggregation does not use may be left out of a read
+        // ([`unused_columns`]); one that is there must have its type.
+        let value = batch.column_by_name("value");
+        if value.is_some_and(|v| {
+            v.as_primitive_opt::<Decimal256Type>().is_none()
+                && v.as_primitive_opt::<Decimal128Type>().is_none()
+        }) {
             return Err(missing("value (decimal)"));
         }
+        let typed = |name: &str, ok: bool| if ok { Ok(()) } else { Err(missing(name)) };
+        let count = batch.column_by_name("count");
+        let latest = batch.column_by_name("latest_ms");
+        let uniques = batch.column_by_name("uniques");
+        typed(
+            "count (int64)",
+            count.is_none_or(|c| c.as_primitive_opt::<Int64Type>().is_some()),
+        )?;
+        typed(
+            "latest_ms (int64)",
+            latest.is_none_or(|c| c.as_primitive_opt::<Int64Type>().is_some()),
+        )?;
+        typed(
+            "uniques (list)",
+            uniques.is_none_or(|c| c.as_list_opt::<i32>().is_some()),
+        )?;
         Ok(Self {
             minute: column("minute")?
                 .as_primitive_opt::<TimestampMillisecondType>()
@@ -244,15 +276,9 @@ impl<'a> Columns<'a> {
                 })
                 .collect(),
             value,
-            count: column("count")?
-                .as_primitive_opt::<Int64Type>()
-                .ok_or_else(|| missing("count (int64)"))?,
-            latest: column("latest_ms")?
-                .as_primitive_opt::<Int64Type>()
-                .ok_or_else(|| missing("latest_ms (int64)"))?,
-            uniques: column("uniques")?
-                .as_list_opt::<i32>()
-                .ok_or_else(|| missing("uniques (list)"))?,
+            count: count.and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            latest: latest.and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            uniques: uniques.and_then(|c| c.as_list_opt::<i32>()),
         })
     }
 
@@ -265,10 +291,11 @@ impl<'a> Columns<'a> {
     }
 
     fn value(&self, i: usize) -> Option<Quantity> {
-        if let Some(array) = self.value.as_primitive_opt::<Decimal256Type>() {
+        let value = self.value?;
+        if let Some(array) = value.as_primitive_opt::<Decimal256Type>() {
             return (!array.is_null(i)).then(|| Quantity::from_raw(array.value(i)));
         }
-        let array = self.value.as_primitive_opt::<Decimal128Type>()?;
+        let array = value.as_primitive_opt::<Decimal128Type>()?;
         let factor = i256::from_i128(10).wrapping_pow(Quantity::SCALE - LEGACY_SCALE);
         (!array.is_null(i))
             .then(|| Quantity::from_raw(i256::from_i128(array.value(i)).wrapping_mul(factor)))
@@ -276,10 +303,9 @@ impl<'a> Columns<'a> {
 
     fn state(&self, aggregation: Aggregation, i: usize) -> AggState {
         let v = self.value(i).unwrap_or(Quantity::ZERO);
-        let c = if self.count.is_null(i) {
-            0
-        } else {
-            u64::try_from(self.count.value(i)).unwrap_or(0)
+        let c = match self.count {
+            Some(count) if !count.is_null(i) => u64::try_from(count.value(i)).unwrap_or(0),
+            _ => 0,
         };
         match aggregation {
             Aggregation::Sum => AggState::Sum(v),
@@ -288,17 +314,18 @@ impl<'a> Columns<'a> {
             Aggregation::Min => AggState::Min(v),
             Aggregation::Max => AggState::Max(v),
             Aggregation::Latest => AggState::Latest {
-                time_ms: if self.latest.is_null(i) {
-                    0
-                } else {
-                    self.latest.value(i)
+                time_ms: match self.latest {
+                    Some(latest) if !latest.is_null(i) => latest.value(i),
+                    _ => 0,
                 },
                 value: v,
             },
             Aggregation::UniqueCount => {
                 let mut set = BTreeSet::new();
-                if !self.uniques.is_null(i) {
-                    let items = self.uniques.value(i);
+                if let Some(uniques) = self.uniques
+                    && !uniques.is_null(i)
+                {
+                    let items = uniques.value(i);
                     if let Some(strings) = items.as_string_opt::<i32>() {
                         set.extend(strings.iter().flatten().map(str::to_owned));
                     }
@@ -464,6 +491,44 @@ mod tests {
         ];
         for query in cases {
             assert_eq!(query_slot_ms(&query), MINUTE_MS, "{query:?}");
+        }
+    }
+
+    // A batch without the columns its aggregation never reads gives the same rows.
+    #[test]
+    fn unused_columns_may_be_left_out() {
+        let keys = vec!["model".to_owned()];
+        for aggregation in Aggregation::ALL {
+            let state = match aggregation {
+                Aggregation::Sum => AggState::Sum(q("1.5")),
+                Aggregation::Count => AggState::Count(7),
+                Aggregation::Avg => AggState::Avg {
+                    sum: q("3"),
+                    count: 2,
+                },
+                Aggregation::Min => AggState::Min(q("-1")),
+                Aggregation::Max => AggState::Max(q("9")),
+                Aggregation::Latest => AggState::Latest {
+                    time_ms: 99,
+                    value: q("4"),
+                },
+                Aggregation::UniqueCount => AggState::UniqueCount(BTreeSet::from(["a".into()])),
+            };
+            let rows = vec![RollupRow {
+                minute_ms: 60_000,
+                subject: "s".into(),
+                group: vec!["gpt".into()],
+                state,
+            }];
+            let batch = to_batch(&keys, &rows).expect("batch");
+            let unused = unused_columns(aggregation);
+            let kept: Vec<usize> = (0..batch.num_columns())
+                .filter(|&i| !unused.contains(&batch.schema().field(i).name().as_str()))
+                .collect();
+            let narrow = batch.project(&kept).expect("project");
+            assert!(narrow.num_columns() < batch.num_columns());
+            let back = from_batch(&keys, aggregation, &narrow).expect("rows");
+            assert_eq!(back, rows, "{aggregation:?}");
         }
     }
 

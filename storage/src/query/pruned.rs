@@ -14,8 +14,8 @@ use datafusion::arrow::datatypes::TimestampMillisecondType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::object_store::ObjectStore;
 use futures::{StreamExt, TryStreamExt};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::RowSelection;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -37,6 +37,8 @@ pub struct RollupScan {
     pub lo_ms: Option<i64>,
     pub hi_ms: Option<i64>,
     pub subjects: BTreeSet<String>,
+    /// Top-level columns not to read (say, state columns the aggregation never uses).
+    pub skip: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +84,21 @@ async fn read_file(
     let Some(plan) = plan(&meta, scan) else {
         return Ok(Vec::new());
     };
-    let reader = ObjectReader::new(store.clone(), location, size).with_metadata(meta);
+    let reader = ObjectReader::new(store.clone(), location, size).with_metadata(meta.clone());
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
         .with_batch_size(BATCH_ROWS)
         .with_row_groups(plan.row_groups);
+    if !scan.skip.is_empty() {
+        let schema = meta.file_metadata().schema_descr();
+        let roots = schema
+            .root_schema()
+            .get_fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !scan.skip.contains(f.name()))
+            .map(|(i, _)| i);
+        builder = builder.with_projection(ProjectionMask::roots(schema, roots));
+    }
     if let Some(selection) = plan.selection {
         builder = builder.with_row_selection(selection);
     }
