@@ -183,6 +183,8 @@ impl hashbrown::Equivalent<RollupKey> for KeyRef<'_> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Fold {
+    /// The partition that folded them (see [`Barrier`]).
+    pub partition: u32,
     pub rows: Vec<RollupRow>,
     /// The rows' bytes, counted in `live_window_bytes` when sent (so that the partition
     /// sees them before its next read) and released when the message is gone.
@@ -220,11 +222,22 @@ pub struct Backfill {
     pub rows: Vec<RollupRow>,
 }
 
-/// Moves the live rows into a sealed delta of `epoch` and returns them.
+/// A partition cut its events for the checkpoint of dedup generation `generation`: its
+/// folds before this message belong to that checkpoint, its folds after it to the next.
 #[derive(Message)]
-#[rtype(result = "Sealed")]
+#[rtype(result = "()")]
+pub struct Barrier {
+    pub partition: u32,
+    pub generation: u64,
+}
+
+/// The rows of dedup generation `generation` for checkpoint `epoch`: answered once the
+/// barrier of that generation came from every partition.
+#[derive(Message)]
+#[rtype(result = "Result<Sealed, String>")]
 pub struct Seal {
     pub epoch: u64,
+    pub generation: u64,
 }
 
 pub struct Sealed {
@@ -267,8 +280,16 @@ pub struct MeterActor {
     meter: Arc<Meter>,
     group_keys: Vec<String>,
     live: Rollups,
-    /// Rows sealed into a checkpoint not yet committed, with their estimated bytes.
-    sealed: Vec<(u64, Arc<Vec<RollupRow>>, usize)>,
+    /// Stream partitions, each of which sends a barrier per checkpoint.
+    partitions: u32,
+    /// The checkpoint whose barriers are arriving: which partitions passed theirs, and
+    /// the rows those partitions folded since (the next checkpoint's).
+    aligning: Option<Aligning>,
+    /// A Seal that came before the last barrier of its generation.
+    waiting: Option<(u64, u64, tokio::sync::oneshot::Sender<Sealed>)>,
+    /// Rows sealed into a checkpoint not yet committed: its epoch, the rows, their
+    /// estimated bytes and the dedup generation they were aligned for.
+    sealed: Vec<(u64, Arc<Vec<RollupRow>>, usize, u64)>,
     files: Vec<RollupFile>,
     complete: bool,
     /// The process-wide `live_window_bytes` gauge this actor's live and sealed rows count in.
@@ -283,6 +304,7 @@ impl MeterActor {
         meter: Arc<Meter>,
         files: Vec<RollupFile>,
         complete: bool,
+        partitions: u32,
         metrics: Arc<Metrics>,
     ) -> Self {
         let group_keys = meter.group_by.keys().cloned().collect();
@@ -290,6 +312,9 @@ impl MeterActor {
             meter,
             group_keys,
             live: Rollups::default(),
+            partitions,
+            aligning: None,
+            waiting: None,
             sealed: Vec::new(),
             files,
             complete,
@@ -307,7 +332,9 @@ impl MeterActor {
 
     /// Brings the gauge up to date with the live and sealed rows' bytes.
     fn recount(&mut self) {
-        let now = self.live.bytes() + self.sealed.iter().map(|(_, _, b)| b).sum::<usize>();
+        let now = self.live.bytes()
+            + self.aligning.as_ref().map_or(0, |a| a.ahead.bytes())
+            + self.sealed.iter().map(|(_, _, b, _)| b).sum::<usize>();
         let gauge = &self.metrics.live_window_bytes;
         if now >= self.counted {
             gauge.fetch_add((now - self.counted) as u64, Ordering::Relaxed);
@@ -334,7 +361,15 @@ impl Handler<Fold> for MeterActor {
     type Result = ();
     fn handle(&mut self, msg: Fold, _: &mut Context<Self>) {
         // Counted by the merge; the reservation is released when `msg.reserved` drops.
-        self.merge(msg.rows);
+        match &mut self.aligning {
+            Some(a) if a.passed.contains(&msg.partition) => {
+                for row in msg.rows {
+                    a.ahead.merge(row);
+                }
+                self.recount();
+            }
+            _ => self.merge(msg.rows),
+        }
     }
 }
 
@@ -346,19 +381,95 @@ impl Handler<Backfill> for MeterActor {
     }
 }
 
-impl Handler<Seal> for MeterActor {
-    type Result = MessageResult<Seal>;
-    fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
-        let bytes = self.live.bytes();
-        let rows = Arc::new(self.live.drain_rows());
-        if !rows.is_empty() {
-            self.sealed.push((msg.epoch, rows.clone(), bytes));
+/// Barriers of one checkpoint arriving.
+struct Aligning {
+    generation: u64,
+    passed: std::collections::HashSet<u32>,
+    /// Rows folded by partitions past their barrier.
+    ahead: Rollups,
+}
+
+impl Handler<Barrier> for MeterActor {
+    type Result = ();
+    fn handle(&mut self, msg: Barrier, _: &mut Context<Self>) {
+        let aligning = self.aligning.get_or_insert_with(|| Aligning {
+            generation: msg.generation,
+            passed: Default::default(),
+            ahead: Rollups::default(),
+        });
+        if aligning.generation != msg.generation {
+            tracing::error!(meter = %self.meter.slug, aligning = aligning.generation, barrier = msg.generation, "A barrier of another checkpoint came while aligning one.");
+            return;
         }
+        aligning.passed.insert(msg.partition);
+        if aligning.passed.len() < self.partitions as usize {
+            return;
+        }
+        // Every partition passed: the live rows are the checkpoint's, the rows ahead
+        // are the next one's.
+        let Some(aligned) = self.aligning.take() else {
+            return;
+        };
+        let bytes = self.live.bytes();
+        let rows = Arc::new(std::mem::replace(&mut self.live, aligned.ahead).drain_rows());
+        self.sealed
+            .push((UNASSIGNED_EPOCH, rows, bytes, aligned.generation));
         self.recount();
-        MessageResult(Sealed {
+        if let Some((epoch, generation, reply)) = self.waiting.take() {
+            let _ = reply.send(self.assign(epoch, generation));
+        }
+    }
+}
+
+/// The epoch of rows aligned for a checkpoint whose Seal has not come yet.
+const UNASSIGNED_EPOCH: u64 = u64::MAX;
+
+impl MeterActor {
+    /// Names the checkpoint of the rows aligned for `generation` (and of any aligned
+    /// earlier whose Seal never came, so that no aligned row is left out of a file).
+    fn assign(&mut self, epoch: u64, generation: u64) -> Sealed {
+        let mut rows: Option<Arc<Vec<RollupRow>>> = None;
+        for entry in self
+            .sealed
+            .iter_mut()
+            .filter(|(e, _, _, g)| *e == UNASSIGNED_EPOCH && *g <= generation)
+        {
+            entry.0 = epoch;
+            rows = Some(match rows.take() {
+                None => entry.1.clone(),
+                Some(before) => {
+                    let mut all = Vec::with_capacity(before.len() + entry.1.len());
+                    all.extend(before.iter().cloned());
+                    all.extend(entry.1.iter().cloned());
+                    Arc::new(all)
+                }
+            });
+        }
+        Sealed {
             meter: self.meter.clone(),
-            rows,
+            rows: rows.unwrap_or_default(),
             complete: self.complete,
+        }
+    }
+}
+
+impl Handler<Seal> for MeterActor {
+    type Result = ResponseFuture<Result<Sealed, String>>;
+    fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
+        let aligned = self
+            .sealed
+            .iter()
+            .any(|(e, _, _, g)| *e == UNASSIGNED_EPOCH && *g == msg.generation);
+        if aligned {
+            let sealed = self.assign(msg.epoch, msg.generation);
+            return Box::pin(async move { Ok(sealed) });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting = Some((msg.epoch, msg.generation, tx));
+        let slug = self.meter.slug.clone();
+        Box::pin(async move {
+            rx.await
+                .map_err(|_| format!("meter {slug} stopped before its barriers came"))
         })
     }
 }
@@ -366,7 +477,7 @@ impl Handler<Seal> for MeterActor {
 impl Handler<Committed> for MeterActor {
     type Result = ();
     fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
-        self.sealed.retain(|(epoch, _, _)| *epoch > msg.epoch);
+        self.sealed.retain(|(epoch, _, _, _)| *epoch > msg.epoch);
         self.files = msg.files;
         self.recount();
     }
@@ -390,10 +501,13 @@ impl Handler<Redefine> for MeterActor {
                     .collect()
             };
             self.live.regroup(remap);
+            if let Some(a) = &mut self.aligning {
+                a.ahead.regroup(remap);
+            }
             self.sealed = self
                 .sealed
                 .iter()
-                .map(|(e, rows, bytes)| {
+                .map(|(e, rows, bytes, generation)| {
                     let rows = rows
                         .iter()
                         .map(|r| RollupRow {
@@ -401,7 +515,7 @@ impl Handler<Redefine> for MeterActor {
                             ..r.clone()
                         })
                         .collect();
-                    (*e, Arc::new(rows), *bytes)
+                    (*e, Arc::new(rows), *bytes, *generation)
                 })
                 .collect();
             self.group_keys = new_keys;
@@ -416,7 +530,10 @@ impl Handler<Read> for MeterActor {
     fn handle(&mut self, msg: Read, _: &mut Context<Self>) -> Self::Result {
         let keys = &self.group_keys;
         let mut rows = self.live.rows_where(|r| msg.query.admits(keys, r));
-        for (_, sealed, _) in &self.sealed {
+        if let Some(a) = &self.aligning {
+            rows.extend(a.ahead.rows_where(|r| msg.query.admits(keys, r)));
+        }
+        for (_, sealed, _, _) in &self.sealed {
             rows.extend(sealed.iter().filter(|r| msg.query.admits(keys, r)).cloned());
         }
         MessageResult(Snapshot {

@@ -3,7 +3,7 @@
 use crate::attribution::CustomerRef;
 use crate::customer::{Activation, CustomerKey, Matcher, Subscription, UsageSample, UsageSink};
 use crate::health::Health;
-use crate::meter::{Fold, MeterActor, Reservation, Rollups};
+use crate::meter::{Barrier, Fold, MeterActor, Reservation, Rollups};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use bytes::Bytes;
@@ -92,7 +92,12 @@ pub struct PartitionActor {
     rechecking: bool,
     /// Event files of this partition in the last committed checkpoint.
     files: Vec<EventFile>,
-    paused: bool,
+    /// The dedup index's generation the pending events belong to: a batch of a later
+    /// one (the index rotated for a checkpoint) first cuts the pending events.
+    generation: u64,
+    /// Events cut for the checkpoint of generation `.0` (up to offset `.1`), kept in
+    /// `sealed` under [`UNASSIGNED`] until the Seal message names the checkpoint's epoch.
+    cut: Option<(u64, u64)>,
     polling: bool,
     checkpoint_wanted: Arc<AtomicBool>,
     /// Customers with live balances, by namespace and subject: their usage is sent
@@ -136,7 +141,8 @@ impl PartitionActor {
             full: false,
             rechecking: false,
             files,
-            paused: false,
+            generation: 0,
+            cut: None,
             polling: false,
             subscriptions: HashMap::new(),
             activation,
@@ -144,7 +150,7 @@ impl PartitionActor {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.polling || self.health.fatal_reason().is_some() {
+        if self.polling || self.health.fatal_reason().is_some() {
             return;
         }
         let windows = self.live_window_bytes();
@@ -201,7 +207,16 @@ impl PartitionActor {
             act.polling = false;
             match result {
                 Ok(batch) => {
-                    if let Err(reason) = batch.and_then(|b| act.process(b)) {
+                    let processed = batch.and_then(|b| {
+                        if b.generation > act.generation {
+                            // The dedup index rotated before this batch: what came before
+                            // it belongs to that checkpoint.
+                            act.cut();
+                            act.generation = b.generation;
+                        }
+                        act.process(b)
+                    });
+                    if let Err(reason) = processed {
                         act.health.fatal(format!("partition {}: {reason}", act.partition));
                         return;
                     }
@@ -229,6 +244,7 @@ impl PartitionActor {
             bytes,
             events,
             fresh,
+            generation: _,
         } = batch;
         if record_count == 0 {
             return Ok(());
@@ -283,6 +299,7 @@ impl PartitionActor {
             if !fold.is_empty() {
                 let reserved = Reservation::new(self.metrics.clone(), fold.bytes());
                 route.addr.do_send(Fold {
+                    partition: self.partition,
                     rows: fold.drain_rows(),
                     reserved,
                 });
@@ -350,6 +367,8 @@ struct Deduped {
     events: Vec<Bytes>,
     /// Per event: not a duplicate.
     fresh: Vec<bool>,
+    /// The dedup index's generation the keys went into.
+    generation: u64,
 }
 
 /// Decodes records and checks them against the dedup index, whose lookups, spills and
@@ -366,6 +385,7 @@ async fn dedup_batch(
             bytes: 0,
             events: Vec::new(),
             fresh: Vec::new(),
+            generation: 0,
         });
     };
     let next_offset = last.offset + 1;
@@ -385,24 +405,33 @@ async fn dedup_batch(
         events.push(payload);
     }
     let now = Utc::now().timestamp_millis();
-    let fresh = tokio::task::spawn_blocking(move || dedup.lock().insert_batch(&keys, now))
-        .await
-        .map_err(|e| format!("the dedup thread failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+    let (fresh, generation) = tokio::task::spawn_blocking(move || {
+        let mut index = dedup.lock();
+        index
+            .insert_batch(&keys, now)
+            .map(|f| (f, index.generation()))
+    })
+    .await
+    .map_err(|e| format!("the dedup thread failed: {e}"))?
+    .map_err(|e| e.to_string())?;
     Ok(Deduped {
         next_offset,
         records: events.len(),
         bytes,
         events,
         fresh,
+        generation,
     })
 }
 
-/// Seals the events read so far for checkpoint `epoch` and pauses reading until [`Resume`].
+/// Seals the events of dedup generation `generation` for checkpoint `epoch`: those read
+/// before the index rotated. The partition never stops reading: a batch read after the
+/// rotation cut them already (see [`PartitionActor::cut`]); otherwise they are cut now.
 #[derive(Message)]
 #[rtype(result = "Result<SealReply, String>")]
 pub struct Seal {
     pub epoch: u64,
+    pub generation: u64,
 }
 
 pub struct SealReply {
@@ -412,9 +441,8 @@ pub struct SealReply {
     pub events: Chunk,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Resume;
+/// The epoch of events cut for a checkpoint whose Seal message has not come yet.
+const UNASSIGNED: u64 = u64::MAX;
 
 /// Checkpoint `epoch` is durable; these are the partition's event files now.
 #[derive(Message)]
@@ -647,12 +675,11 @@ impl PartitionActor {
     }
 }
 
-impl Handler<Seal> for PartitionActor {
-    type Result = MessageResult<Seal>;
-    fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
-        // The partition pauses here: no insert into the shared dedup index happens
-        // until Resume, so the index's checkpoint, taken once every partition is sealed,
-        // describes exactly the records below the sealed offsets.
+impl PartitionActor {
+    /// Cuts the pending events for the checkpoint of the current dedup generation, and
+    /// tells every meter: its folds from this partition before the barrier belong to
+    /// that checkpoint, those after it to the next (asynchronous barrier snapshot).
+    fn cut(&mut self) {
         let chunks = std::mem::take(&mut self.pending);
         let mut events = Vec::with_capacity(self.pending_events);
         for chunk in chunks {
@@ -663,24 +690,50 @@ impl Handler<Seal> for PartitionActor {
                 Err(shared) => events.extend(shared.iter().cloned()),
             }
         }
-        let events = Arc::new(events);
         let bytes = std::mem::take(&mut self.pending_bytes);
         self.pending_events = 0;
-        self.sealed.push((msg.epoch, events.clone(), bytes));
-        self.paused = true;
-        MessageResult(Ok(SealReply {
-            partition: self.partition,
-            offset: self.next_offset,
-            events,
-        }))
+        self.sealed.push((UNASSIGNED, Arc::new(events), bytes));
+        self.cut = Some((self.generation, self.next_offset));
+        for route in self.routes.iter() {
+            route.addr.do_send(Barrier {
+                partition: self.partition,
+                generation: self.generation,
+            });
+        }
     }
 }
 
-impl Handler<Resume> for PartitionActor {
-    type Result = ();
-    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
-        self.paused = false;
-        self.poll(ctx);
+impl Handler<Seal> for PartitionActor {
+    type Result = MessageResult<Seal>;
+    fn handle(&mut self, msg: Seal, _: &mut Context<Self>) -> Self::Result {
+        if self.generation == msg.generation {
+            // No batch since the rotation: everything read so far is before it.
+            self.cut();
+            self.generation += 1;
+        }
+        let reply = match self.cut.take() {
+            Some((generation, offset)) if generation == msg.generation => {
+                match self.sealed.iter_mut().find(|(e, _, _)| *e == UNASSIGNED) {
+                    Some(entry) => {
+                        entry.0 = msg.epoch;
+                        Ok(SealReply {
+                            partition: self.partition,
+                            offset,
+                            events: entry.1.clone(),
+                        })
+                    }
+                    None => Err(format!(
+                        "partition {}: the cut events of generation {generation} are missing",
+                        self.partition
+                    )),
+                }
+            }
+            other => Err(format!(
+                "partition {}: asked to seal generation {} but the cut is {other:?} (at generation {})",
+                self.partition, msg.generation, self.generation
+            )),
+        };
+        MessageResult(reply)
     }
 }
 

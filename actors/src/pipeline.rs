@@ -299,8 +299,9 @@ impl Pipeline {
         let arbiter = pick(&self.inner.arbiters, &self.inner.next_arbiter);
         let m = meter.clone();
         let metrics = self.inner.metrics.clone();
+        let partitions = self.inner.config.partitions;
         let addr = MeterActor::start_in_arbiter(&arbiter, move |_| {
-            MeterActor::new(m, files, complete, metrics)
+            MeterActor::new(m, files, complete, partitions, metrics)
         });
         MeterEntry { meter, addr }
     }
@@ -1453,8 +1454,9 @@ mod anyhow_free {
             let m = meter.clone();
             let arbiter = pick(&arbiters, &next_arbiter);
             let mm = metrics.clone();
+            let partitions_count = config.partitions;
             let addr = MeterActor::start_in_arbiter(&arbiter, move |_| {
-                MeterActor::new(m, files, true, mm)
+                MeterActor::new(m, files, true, partitions_count, mm)
             });
             if let Some(rows) = backfill {
                 addr.do_send(Backfill { rows });

@@ -48,6 +48,11 @@ pub struct SnapshotActor {
     pending: Option<Pending>,
     garbage: Vec<Garbage>,
     running: bool,
+    /// A meter change is re-routing the partitions: no checkpoint may start (its
+    /// barriers would miss the meters a partition does not route to yet).
+    routing: bool,
+    /// Meter changes that came during a checkpoint, applied after it.
+    deferred: Vec<SetMeters>,
     again: bool,
     waiting: Vec<Done>,
     wanted: Arc<std::sync::atomic::AtomicBool>,
@@ -103,6 +108,8 @@ impl SnapshotActor {
             pending: None,
             garbage: Vec::new(),
             running: false,
+            routing: false,
+            deferred: Vec::new(),
             again: false,
             waiting: Vec::new(),
             wanted,
@@ -127,7 +134,7 @@ impl SnapshotActor {
 
     fn checkpoint(&mut self, ctx: &mut Context<Self>, done: Option<Done>) {
         // One checkpoint at a time: a tick or request during one is served by the next.
-        if self.running {
+        if self.running || self.routing {
             self.waiting.extend(done);
             self.again = true;
             return;
@@ -246,7 +253,12 @@ impl SnapshotActor {
                         }
                     }
                 }
-                if std::mem::take(&mut act.again) {
+                if !act.deferred.is_empty() {
+                    // Meter changes first; the last one starts the checkpoint asked for.
+                    for msg in std::mem::take(&mut act.deferred) {
+                        ctx.notify(msg);
+                    }
+                } else if std::mem::take(&mut act.again) {
                     act.checkpoint(ctx, None);
                 }
             },
@@ -256,47 +268,64 @@ impl SnapshotActor {
 
 type SealResult = Result<Pending, (String, Option<Pending>)>;
 
-/// Seals every partition (each pauses), freezes the memory tier of the dedup index they
-/// share, seals every meter (after the folds the partitions sent before sealing), then
-/// resumes the partitions and writes the frozen tier. The pause holds no disk write.
+/// An asynchronous barrier snapshot: the dedup index every partition shares rotates (the
+/// cut, an instant under its lock: a partition's batches before it belong to this
+/// checkpoint, after it to the next); each partition cuts its events at its first batch
+/// after the rotation, or at this Seal if none came, and sends a barrier to every meter;
+/// each meter answers once every partition's barrier came. No partition stops reading.
+/// Then the frozen dedup tier is written.
 async fn seal(
     epoch: u64,
     partitions: &[Addr<PartitionActor>],
     dedup: &SharedDedup,
     meters: &[Addr<MeterActor>],
 ) -> SealResult {
-    let mut replies = Vec::with_capacity(partitions.len());
+    let started = Instant::now();
+    let rotated = {
+        let mut index = dedup.lock();
+        let generation = index.generation();
+        index
+            .rotate(Utc::now().timestamp_millis())
+            .map(|job| (job, generation))
+    };
+    let (job, generation) = match rotated {
+        Ok(rotated) => rotated,
+        Err(error) => return Err((format!("the dedup checkpoint failed: {error}"), None)),
+    };
     let mut failure = None;
-    for addr in partitions {
-        match addr.send(partition::Seal { epoch }).await {
-            Ok(Ok(reply)) => replies.push(reply),
+    let replies = futures::future::join_all(
+        partitions
+            .iter()
+            .map(|addr| addr.send(partition::Seal { epoch, generation })),
+    )
+    .await;
+    let mut sealed_partitions = Vec::with_capacity(partitions.len());
+    for reply in replies {
+        match reply {
+            Ok(Ok(reply)) => sealed_partitions.push(reply),
             Ok(Err(reason)) => failure = Some(reason),
             Err(error) => failure = Some(error.to_string()),
         }
     }
-    // Every partition is paused: nothing inserts until Resume. The rotation only
-    // freezes the index's memory tier; it is written after the partitions resume.
-    let mut spill = None;
-    if failure.is_none() {
-        match dedup.lock().rotate(Utc::now().timestamp_millis()) {
-            Ok(job) => spill = Some(job),
-            Err(error) => failure = Some(format!("the dedup checkpoint failed: {error}")),
-        }
-    }
     let mut sealed = Vec::with_capacity(meters.len());
     if failure.is_none() {
-        for addr in meters {
-            match addr.send(meter::Seal { epoch }).await {
-                Ok(s) => sealed.push(s),
+        let replies = futures::future::join_all(
+            meters
+                .iter()
+                .map(|addr| addr.send(meter::Seal { epoch, generation })),
+        )
+        .await;
+        for reply in replies {
+            match reply {
+                Ok(Ok(s)) => sealed.push(s),
+                Ok(Err(reason)) => failure = Some(reason),
                 Err(error) => failure = Some(error.to_string()),
             }
         }
     }
-    for addr in partitions {
-        addr.do_send(partition::Resume);
-    }
+    let aligned_ms = started.elapsed().as_millis();
     let mut dedup_state = DedupState::default();
-    if let (None, Some(job)) = (&failure, spill) {
+    if failure.is_none() {
         let dedup = dedup.clone();
         let written = tokio::task::spawn_blocking(move || {
             let spilled = job.write()?;
@@ -309,12 +338,18 @@ async fn seal(
             Err(error) => failure = Some(format!("the dedup thread failed: {error}")),
         }
     }
+    tracing::debug!(
+        epoch,
+        aligned_ms,
+        sealed_ms = started.elapsed().as_millis(),
+        "Sealed a checkpoint."
+    );
     match failure {
         // The caller ends the process (no pending state to retry with).
         Some(reason) => Err((reason, None)),
         None => Ok(Pending {
             epoch,
-            partitions: replies,
+            partitions: sealed_partitions,
             meters: sealed,
             dedup: dedup_state,
         }),
@@ -479,6 +514,12 @@ impl SnapshotActor {
 impl Handler<SetMeters> for SnapshotActor {
     type Result = ();
     fn handle(&mut self, msg: SetMeters, ctx: &mut Context<Self>) {
+        if self.running || self.routing {
+            // A checkpoint's barriers must reach exactly the meters it seals.
+            self.deferred.push(msg);
+            return;
+        }
+        self.routing = true;
         self.meters_changed = true;
         for id in msg.remove {
             self.meters.remove(&id);
@@ -503,6 +544,15 @@ impl Handler<SetMeters> for SnapshotActor {
             let _ = msg.done.send(held);
         };
         // Waits so that no checkpoint seals between the route change and the answer.
-        ctx.wait(work.into_actor(self));
+        ctx.wait(work.into_actor(self).map(|(), act, ctx| {
+            act.routing = false;
+            if !act.deferred.is_empty() {
+                for msg in std::mem::take(&mut act.deferred) {
+                    ctx.notify(msg);
+                }
+            } else if std::mem::take(&mut act.again) {
+                act.checkpoint(ctx, None);
+            }
+        }));
     }
 }

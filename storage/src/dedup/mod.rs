@@ -284,6 +284,9 @@ pub struct DedupIndex {
     /// The memory tier a [`DedupIndex::rotate`] froze: still a set of keys for lookups
     /// while its [`SpillJob`] writes it, until [`DedupIndex::install`].
     sealing: Option<Arc<MemTier>>,
+    /// Rotations so far: the keys of an `insert_batch` belong to the checkpoint that
+    /// the next rotation begins.
+    generation: u64,
     /// A tier written by its job, kept for the next rotation (so the two tables are
     /// allocated once).
     spare: Option<MemTier>,
@@ -401,6 +404,7 @@ impl DedupIndex {
             dir: dir.to_path_buf(),
             mem: MemTier::new(sizing.mem_keys_max),
             sealing: None,
+            generation: 0,
             spare: None,
             config,
             sizing,
@@ -513,7 +517,14 @@ impl DedupIndex {
             (self.dir.join(run::file_name(seq)), seq, bloom)
         });
         self.sealing = Some(frozen.clone());
+        self.generation += 1;
         Ok(SpillJob { tier: frozen, run })
+    }
+
+    /// How many times [`Self::rotate`] ran since the index was opened: keys inserted
+    /// now are in the state of the rotation after this many.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Adds what a [`SpillJob`] wrote and completes the checkpoint it began.
