@@ -9,6 +9,7 @@ use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes, Shared
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::EventStream;
+use metron_engine::failpoint::Action;
 use metron_engine::meter::Meter;
 use metron_engine::record::RecordView;
 use metron_storage::dedup::DedupState;
@@ -306,6 +307,14 @@ async fn seal(
             Ok(Err(reason)) => failure = Some(reason),
             Err(error) => failure = Some(error.to_string()),
         }
+    }
+    // Every partition has cut its events: it reads on meanwhile (a failpoint holds the
+    // checkpoint here in the tests that show it).
+    match metron_engine::failpoint::eval("checkpoint.align") {
+        None => {}
+        Some(Action::Sleep(d)) => tokio::time::sleep(d).await,
+        Some(Action::Error) => failure = Some("failpoint checkpoint.align".into()),
+        Some(Action::Panic) => panic!("failpoint checkpoint.align"),
     }
     let mut sealed = Vec::with_capacity(meters.len());
     if failure.is_none() {

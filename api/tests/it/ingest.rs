@@ -286,7 +286,10 @@ checkpointInterval: 1s
         .iter()
         .map(|s| metron_actors::pipeline::partition_of("default", s, 4))
         .collect();
-    assert!(spread.len() > 1, "the subjects must span partitions: {spread:?}");
+    assert!(
+        spread.len() > 1,
+        "the subjects must span partitions: {spread:?}"
+    );
     let mut server = TestServer::start_with_config(CONFIG);
     let time = Utc::now() - Duration::minutes(5);
     let ev = |id: &str, subject: &str| cloud_event(id, "app", "spread", subject, time, json!({}));
@@ -296,22 +299,67 @@ checkpointInterval: 1s
         server.ingest_one(event).expect_status(204);
     }
     // A sentinel after the repeats: once it counts, they were read too.
-    server.ingest_one(&ev("sentinel-1", "subject-0")).expect_status(204);
+    server
+        .ingest_one(&ev("sentinel-1", "subject-0"))
+        .expect_status(204);
     wait_for_total(&server, "spread", 2.0);
     // Killed before a checkpoint could cover the repeats: the replay drops them again.
     server.kill();
     server.restart();
     wait_for_total(&server, "spread", 2.0);
     server.ingest_batch(&repeats).expect_status(204);
-    server.ingest_one(&ev("sentinel-2", "subject-1")).expect_status(204);
+    server
+        .ingest_one(&ev("sentinel-2", "subject-1"))
+        .expect_status(204);
     wait_for_total(&server, "spread", 3.0);
     // After checkpoints (every second), the shared index is in the manifest.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     server.kill();
     server.restart();
     server.ingest_batch(&repeats).expect_status(204);
-    server.ingest_one(&ev("sentinel-3", "subject-2")).expect_status(204);
+    server
+        .ingest_one(&ev("sentinel-3", "subject-2"))
+        .expect_status(204);
     wait_for_total(&server, "spread", 4.0);
+}
+
+#[test]
+fn partitions_read_on_while_a_checkpoint_seals() {
+    // Checkpoints are barrier snapshots: while one is held between the partitions' cut
+    // and the meters' seal (the failpoint, for a minute), events acknowledged meanwhile
+    // are read and counted. When partitions paused for the seal, they were not.
+    const CONFIG: &str = r#"
+meters:
+  - slug: during
+    eventType: during
+    aggregation: COUNT
+partitions: 4
+checkpointInterval: 100ms
+"#;
+    let server = TestServer::builder()
+        .with_config(CONFIG)
+        .with_env("METRON_FAILPOINTS", "checkpoint.align=sleep(60000)")
+        .start();
+    let time = Utc::now() - Duration::minutes(5);
+    let ev = |i: usize| {
+        cloud_event(
+            &format!("during-{i}"),
+            "app",
+            "during",
+            &format!("s-{i}"),
+            time,
+            json!({}),
+        )
+    };
+    server
+        .ingest_batch(&(0..8).map(ev).collect::<Vec<_>>())
+        .expect_status(204);
+    // The first checkpoint starts within 100 ms and holds at the failpoint.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    server
+        .ingest_batch(&(8..16).map(ev).collect::<Vec<_>>())
+        .expect_status(204);
+    wait_for_total(&server, "during", 16.0);
 }
 
 #[test]
