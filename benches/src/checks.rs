@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use metron_benches::percentile;
+use metron_benches::{RawConnection, percentile};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -286,81 +286,6 @@ fn value_path(args: &Args, names: &Names, c: usize, f: usize) -> String {
 
 fn value_url(args: &Args, names: &Names, c: usize, f: usize) -> String {
     format!("{}{}", args.url, value_path(args, names, c, f))
-}
-
-/// A minimal HTTP/1.1 keep-alive client for the check runs: one request written in one
-/// call, the answer read by its Content-Length. A general client (ureq) spends several
-/// times the server's CPU per request building and parsing; on a 2-core machine shared
-/// with the server that, not the server, set the rate.
-struct RawConnection {
-    stream: std::net::TcpStream,
-    host: String,
-    buf: Vec<u8>,
-    request: Vec<u8>,
-}
-
-impl RawConnection {
-    fn open(url: &str) -> Result<Self> {
-        let host = url
-            .strip_prefix("http://")
-            .context("the raw client speaks plain http:// only")?
-            .trim_end_matches('/')
-            .to_owned();
-        let stream = std::net::TcpStream::connect(&host)?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            host,
-            buf: Vec::with_capacity(4096),
-            request: Vec::with_capacity(256),
-        })
-    }
-
-    /// `GET path`: the status and the body.
-    fn get(&mut self, path: &str) -> Result<(u16, &[u8])> {
-        use std::io::{Read, Write};
-        self.request.clear();
-        write!(
-            self.request,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
-            self.host
-        )?;
-        self.stream.write_all(&self.request)?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        let header_end = loop {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                bail!("the server closed the connection");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-        };
-        let head = std::str::from_utf8(&self.buf[..header_end])?;
-        let status: u16 = head
-            .get(9..12)
-            .context("no status line")?
-            .parse()
-            .context("bad status")?;
-        let length: usize = head
-            .split("\r\n")
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .context("no Content-Length")?;
-        while self.buf.len() < header_end + length {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                bail!("the server closed the connection mid-body");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok((status, &self.buf[header_end..header_end + length]))
-    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
