@@ -20,9 +20,9 @@ pub mod invoicing;
 pub mod jsonpath;
 pub mod meter;
 pub mod quantity;
+pub mod query;
 pub mod rawjson;
 pub mod record;
-pub mod query;
 pub mod window;
 
 /// The namespace every event, meter and query carries until tenancy arrives.
