@@ -39,18 +39,16 @@ for _ in $(seq 200); do [ -s "$work/addr" ] && break; sleep 0.1; done
 url="http://$(cat "$work/addr")"
 until curl -sf "$url/readyz" >/dev/null; do sleep 0.1; done
 # The load generator sends for as long as it takes to pass $events (it reports what it sent).
-rate_guess=100000
+rate_guess=600000
 seconds=$(( events / rate_guess + 1 ))
 echo "== loading about $events events ($connections connections x $batch), no checkpoint"
+# --verify-seconds: wait until the meter counts every acknowledged event (processed, still
+# unchecked), which gives the exact total the restart must reproduce.
 "$bin/loadgen" --url "$url" --seconds "$seconds" --connections "$connections" --batch "$batch" \
-    --server-pid "$pid" > "$work/load.txt"
-grep -E "events acknowledged|server CPU" "$work/load.txt"
+    --server-pid "$pid" --verify-seconds 300 > "$work/load.txt"
+grep -E "events acknowledged|server CPU|verified" "$work/load.txt"
 acked=$(awk '/events acknowledged/ {print $3}' "$work/load.txt")
-while [ "$acked" -lt "$events" ]; do
-    "$bin/loadgen" --url "$url" --seconds 5 --connections "$connections" --batch "$batch" > "$work/more.txt"
-    acked=$(( acked + $(awk '/events acknowledged/ {print $3}' "$work/more.txt") ))
-done
-tokens=$(curl -sf "$url/api/v1/meters/loadgen_tokens/query" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(int(d[0]["value"]) if d else 0)')
+tokens=$(sed -n 's/^verified: .*(\([0-9]*\))$/\1/p' "$work/load.txt")
 du -sh "$work/data"/* | sed 's/^/   /'
 echo "== SIGKILL with $acked acknowledged events unchecked; meter total $tokens"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
