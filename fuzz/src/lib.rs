@@ -672,6 +672,7 @@ fn small_dedup_config() -> DedupConfig {
         horizon_ms: 24 * 60 * 60 * 1000,
         memory_budget_bytes: 64 << 10,
         memory_keys_max: 1024,
+        ..DedupConfig::default()
     }
 }
 

@@ -399,6 +399,7 @@ fn real_run(keys: &[u128], now_ms: i64) -> Result<Vec<u8>> {
         horizon_ms: 24 * 60 * 60 * 1000,
         memory_budget_bytes: 1 << 20,
         memory_keys_max: 100_000,
+        ..DedupConfig::default()
     };
     let mut index = DedupIndex::open(dir.path(), config, None)?;
     index.insert_batch(keys, now_ms)?;

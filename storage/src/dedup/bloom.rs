@@ -9,6 +9,13 @@
 //!   no run has to be re-read. Folding keeps `k`, so a folded filter has a
 //!   somewhat higher false-positive rate than a fresh one of the same size,
 //!   but never a false negative.
+//! * `k` is chosen for half the filter's bits per key: a growing index folds every filter as
+//!   the budget is shared by more keys, and a filter built for its first size with the `k`
+//!   best there (up to 8) answers "maybe" for most keys once folded twice (at 4 bits per key,
+//!   k = 8 gives 31 % false positives, k = 3 gives 15 %, before blocking's loss). The price
+//!   unfolded is small (16 bits per key, k = 6: 0.09 % instead of 0.06 % with k = 8).
+//! * Filters with the same block count can be joined (`union`): the result holds every key of
+//!   each, queried with the smallest `k`.
 //! * An empty filter (no blocks) answers "maybe" for every key.
 
 use super::Key;
@@ -74,7 +81,7 @@ impl Bloom {
         }
         debug_assert!(blocks.is_power_of_two());
         let bits_per_key = blocks as f64 * BLOCK_BITS / keys.max(1) as f64;
-        let k = ((bits_per_key * std::f64::consts::LN_2).round() as u32).clamp(1, MAX_K);
+        let k = ((bits_per_key / 2.0 * std::f64::consts::LN_2).round() as u32).clamp(1, MAX_K);
         Self {
             blocks: vec![Block::default(); blocks],
             k,
@@ -123,6 +130,38 @@ impl Bloom {
         }
         self.blocks.truncate(n / 2);
         self.blocks.shrink_to_fit();
+    }
+
+    /// One filter holding every key of `filters`, in the memory of the smallest: each is
+    /// folded to its block count, OR-ed in, and queried with the smallest `k` (the first `k`
+    /// bit positions of a key are the same whatever `k` it was inserted with). No filter if any
+    /// is none.
+    pub(crate) fn union(filters: Vec<Bloom>) -> Bloom {
+        let Some(blocks) = filters.iter().map(Bloom::blocks).min() else {
+            return Self::none();
+        };
+        if blocks == 0 {
+            return Self::none();
+        }
+        let mut filters = filters.into_iter();
+        let Some(mut out) = filters.next() else {
+            return Self::none();
+        };
+        while out.blocks() > blocks {
+            out.fold();
+        }
+        for mut f in filters {
+            while f.blocks() > blocks {
+                f.fold();
+            }
+            out.k = out.k.min(f.k);
+            for (o, b) in out.blocks.iter_mut().zip(&f.blocks) {
+                for (ow, bw) in o.0.iter_mut().zip(b.0.iter()) {
+                    *ow |= *bw;
+                }
+            }
+        }
+        out
     }
 
     pub(crate) fn blocks(&self) -> usize {

@@ -12,17 +12,20 @@
 //!   `memory_keys_max` keys and at every checkpoint. A checkpoint freezes it
 //!   ([`DedupIndex::rotate`]) and writes it off the insert path while a second
 //!   table takes new keys.
-//! * **Runs** (`run.rs`): `run-<seq>.dat`, keys sorted ascending, looked up by
-//!   interpolation with `pread` — no per-key memory.
-//! * **Bloom filters** (`bloom.rs`): one per run, in memory only. They are
-//!   *rebuilt from the run on open*, in the same sequential pass that verifies
-//!   the run's checksum, so they always fit the budget in force at open.
+//! * **Runs** (`run.rs`): `run-<seq>.dat`, keys sorted ascending. Every 256th key
+//!   stays in memory as a fence (half a bit per key), so a lookup is one `pread`
+//!   of at most 4 KiB.
+//! * **Bloom filters** (`bloom.rs`): one per run, in memory only. They and the
+//!   fences are *rebuilt from the run on open*, in the same sequential pass that
+//!   verifies the run's checksum, so they always fit the budget in force at open.
 //!
 //! # Memory budget
 //! The memory tier's two tables are allocated once and charged up front (at
-//! most half the budget together; `memory_keys_max` is lowered if it would not fit). The
-//! rest is the bloom budget. A new filter gets `bloom_budget * 8 / total keys
-//! on disk` bits per key (capped at 16), rounded to a power-of-two block count;
+//! most an eighth of the budget together; `memory_keys_max` is lowered if it would not fit). The
+//! rest is the bloom budget; the fences, and during a merge the joined filter of its
+//! inputs and the filter and fences its job builds, are taken from it first. A new
+//! filter gets `what is left * 8 / total keys on disk` bits per key (capped at 16),
+//! rounded to a power-of-two block count;
 //! then, while the filters' sum exceeds the bloom budget, the filter with the
 //! most bits per key is halved in place ("folded"). So as the index grows every
 //! filter gets fewer bits per key, the sum never exceeds the budget, and a
@@ -44,9 +47,14 @@
 //! Size-tiered within time windows of `horizon / 8` (by a run's last insert
 //! time): in the current window, once 4 or more runs share a size tier (tier 0:
 //! up to `memory_keys_max` keys, each further tier ×4) they are merged into
-//! one; a window that has closed is merged into a single run. Merges run inside
-//! `checkpoint`, and inside `insert_batch` when a spill leaves more than 16
-//! runs. A merged run keeps the min first and max last insert time, so expiry
+//! one; a window that has closed is merged into a single run. By default merges
+//! run inside `checkpoint`, and inside `insert_batch` when a spill leaves more
+//! than 16 runs. With [`DedupConfig::background_merges`] the owner runs them on a
+//! thread of its own: [`DedupIndex::plan_merge`] takes the runs out of the live
+//! list into a merge that lookups (through one filter joining theirs) and
+//! checkpoints still see; [`MergeJob::run`] writes the merged run without the
+//! index; [`DedupIndex::install_merge`] puts it in their place. Either way one
+//! merge is under way at a time. A merged run keeps the min first and max last insert time, so expiry
 //! (whole runs, `last_insert_ms < now - horizon`) keeps a key at most about one
 //! window (plus one checkpoint interval) past the horizon, never less.
 //!
@@ -71,7 +79,7 @@ use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
 use bloom::{Bloom, desired_blocks, fit_to_budget, target_bits_per_key};
 use memtier::{MemTier, Probe};
-use run::{Run, RunWriter};
+use run::{Run, RunSource, RunWriter, fence_bytes};
 
 /// A dedup key: a 128-bit hash of (namespace, source, id).
 pub type Key = u128;
@@ -149,12 +157,17 @@ pub struct DedupConfig {
     /// How long a key stays a duplicate (default 35 days). Keys expire with
     /// whole runs, so a key may stay a duplicate somewhat longer, never shorter.
     pub horizon_ms: i64,
-    /// Bound on bloom filters plus the memory tier (default 64 MiB; at least
+    /// Bound on the memory tier, bloom filters and fences (default 64 MiB; at least
     /// 64 KiB is used).
     pub memory_budget_bytes: usize,
     /// The memory tier is spilled to a run when it holds this many keys
-    /// (default 1 000 000; lowered if the tier would take over half the budget).
+    /// (default 1 000 000; lowered if the two tables would take over an eighth of the
+    /// budget).
     pub memory_keys_max: usize,
+    /// `false` (default): inserts and checkpoints merge runs themselves, holding the index.
+    /// `true`: they never merge; the owner runs [`DedupIndex::plan_merge`], [`MergeJob::run`]
+    /// (on a thread of its own, without the index) and [`DedupIndex::install_merge`].
+    pub background_merges: bool,
 }
 
 impl Default for DedupConfig {
@@ -163,6 +176,7 @@ impl Default for DedupConfig {
             horizon_ms: 35 * 24 * 60 * 60 * 1000,
             memory_budget_bytes: 64 << 20,
             memory_keys_max: 1_000_000,
+            background_merges: false,
         }
     }
 }
@@ -216,6 +230,71 @@ impl SpillJob {
     }
 }
 
+/// Runs being merged. They have left `runs` but are still looked up (through one filter that
+/// joins theirs, so that the merged run's filter fits the budget meanwhile) and named by
+/// checkpoints, until the merged run is installed.
+struct Merging {
+    inputs: Vec<Run>,
+    union: Bloom,
+    /// The sequence number of the job merging them (`None`: the last job failed, and the next
+    /// [`DedupIndex::plan_merge`] retries).
+    job: Option<u64>,
+    /// The memory the job's filter and fences take, reserved from the budget until install.
+    job_bytes: usize,
+}
+
+/// A merge of runs to write on any thread, without the index: see
+/// [`DedupIndex::plan_merge`].
+pub struct MergeJob {
+    sources: Vec<RunSource>,
+    path: PathBuf,
+    seq: u64,
+    first_ms: i64,
+    last_ms: i64,
+    bloom: Bloom,
+}
+
+/// What a [`MergeJob`] wrote, for [`DedupIndex::install_merge`].
+pub struct Merged {
+    run: Run,
+}
+
+impl MergeJob {
+    /// The job's number, for [`DedupIndex::merge_failed`].
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Merges the runs into a new file (fsynced; it takes its run file name at install).
+    pub fn run(self) -> Result<Merged> {
+        let MergeJob {
+            sources,
+            path,
+            seq,
+            first_ms,
+            last_ms,
+            bloom,
+        } = self;
+        let merged = RunWriter::create(path.clone(), bloom)
+            .and_then(|writer| run::merge(&sources, writer, seq, first_ms, last_ms))
+            .and_then(|mut run| run.sync().map(|()| run));
+        match merged {
+            Ok(run) => {
+                tracing::debug!(
+                    inputs = sources.len(),
+                    keys = run.meta.keys,
+                    "dedup runs merged"
+                );
+                Ok(Merged { run })
+            }
+            Err(error) => {
+                remove_logged(&path);
+                Err(error)
+            }
+        }
+    }
+}
+
 /// Counters and sizes of an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DedupStats {
@@ -261,10 +340,12 @@ impl Sizing {
     fn new(config: &DedupConfig) -> Self {
         let budget = config.memory_budget_bytes.max(MIN_BUDGET);
         // Two tables (the live one and the one a checkpoint writes, see `rotate`)
-        // within half the budget.
-        let quarter_slots = budget / 4 / size_of::<Key>();
-        // Largest power of two not above a quarter of the budget, in slots.
-        let max_slots = 1usize << (usize::BITS - 1 - quarter_slots.leading_zeros());
+        // within an eighth of the budget: the rest goes to filters, whose bits per key
+        // decide how many lookups read a file. At high rates checkpoints spill the
+        // table long before it fills, so a larger one would buy little.
+        let table_slots = budget / 16 / size_of::<Key>();
+        // Largest power of two not above a sixteenth of the budget, in slots.
+        let max_slots = 1usize << (usize::BITS - 1 - table_slots.leading_zeros());
         let mem_keys_max = config.memory_keys_max.clamp(1, max_slots / 4 * 3);
         let mem_bytes = 2 * MemTier::slots_for(mem_keys_max) * size_of::<Key>();
         Self {
@@ -292,6 +373,8 @@ pub struct DedupIndex {
     spare: Option<MemTier>,
     /// Live runs ordered by (last_insert_ms, seq): lookups go newest first.
     runs: Vec<Run>,
+    /// Live runs a merge is rewriting as one.
+    merging: Option<Merging>,
     next_seq: u64,
     /// Files named by the last returned state (or the state opened from).
     named: HashSet<String>,
@@ -357,10 +440,13 @@ impl DedupIndex {
         let mut on_disk = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
-            if let Some(name) = entry.file_name().to_str()
-                && let Some(seq) = run::parse_file_name(name)
-            {
-                on_disk.push((seq, name.to_owned()));
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Some(seq) = run::parse_file_name(&name) {
+                on_disk.push((seq, name));
+            } else if run::is_merge_file(&name) {
+                remove_logged(&dir.join(&name));
             }
         }
         let next_seq = on_disk
@@ -409,6 +495,7 @@ impl DedupIndex {
             config,
             sizing,
             runs,
+            merging: None,
             next_seq,
             named,
             retired_named: Vec::new(),
@@ -446,6 +533,7 @@ impl DedupIndex {
                 .as_ref()
                 .is_some_and(|t| matches!(t.probe(key), Probe::Present))
                 || in_runs(&self.runs, key, cutoff, &mut self.counters)?
+                || in_merging(self.merging.as_ref(), key, &mut self.counters)?
             {
                 out.push(false);
                 continue;
@@ -454,7 +542,7 @@ impl DedupIndex {
             out.push(true);
             if self.mem.is_full() {
                 self.spill()?;
-                if self.runs.len() > SPILL_COMPACTION_RUNS {
+                if !self.config.background_merges && self.runs.len() > SPILL_COMPACTION_RUNS {
                     self.compact(now_ms)?;
                 }
             }
@@ -576,8 +664,11 @@ impl DedupIndex {
             tracing::debug!(file = %run.meta.file_name, last_insert_ms = run.meta.last_insert_ms, "dedup run expired");
             self.retire(run);
         }
-        self.compact(now_ms)?;
-        for run in &mut self.runs {
+        if !self.config.background_merges {
+            self.compact(now_ms)?;
+        }
+        let merging = self.merging.iter_mut().flat_map(|m| m.inputs.iter_mut());
+        for run in self.runs.iter_mut().chain(merging) {
             if !run.synced {
                 run.sync()?;
                 self.dir_dirty = true;
@@ -588,7 +679,7 @@ impl DedupIndex {
             self.dir_dirty = false;
         }
         let state = DedupState {
-            runs: self.runs.iter().map(|r| r.meta.clone()).collect(),
+            runs: self.live_runs().map(|r| r.meta.clone()).collect(),
         };
         self.named = state.runs.iter().map(|m| m.file_name.clone()).collect();
         self.deferred = std::mem::take(&mut self.retired_named);
@@ -647,9 +738,9 @@ impl DedupIndex {
             memory_bytes: self.mem.bytes()
                 + self.sealing.as_ref().map_or(0, |t| t.bytes())
                 + self.spare.as_ref().map_or(0, MemTier::bytes),
-            runs: self.runs.len() as u64,
+            runs: self.live_runs().count() as u64,
             keys_on_disk: self.keys_on_disk(),
-            bloom_bytes: self.runs.iter().map(|r| r.bloom.bytes()).sum(),
+            bloom_bytes: self.filter_bytes(),
             budget_bytes: self.sizing.budget,
             disk_lookups: self.counters.disk_lookups,
             disk_reads: self.counters.disk_reads,
@@ -660,7 +751,26 @@ impl DedupIndex {
     }
 
     fn keys_on_disk(&self) -> u64 {
-        self.runs.iter().map(|r| r.meta.keys).sum()
+        self.live_runs().map(|r| r.meta.keys).sum()
+    }
+
+    /// Every run a checkpoint names: the live ones and those being merged.
+    fn live_runs(&self) -> impl Iterator<Item = &Run> {
+        let merging = self.merging.iter().flat_map(|m| m.inputs.iter());
+        self.runs.iter().chain(merging)
+    }
+
+    /// Memory outside the memory tier: filters, fences, a merge's joined filter and what its
+    /// job reserved.
+    fn filter_bytes(&self) -> usize {
+        let merging = self
+            .merging
+            .as_ref()
+            .map_or(0, |m| m.union.bytes() + m.job_bytes);
+        self.live_runs()
+            .map(|r| r.bloom.bytes() + r.fence_bytes())
+            .sum::<usize>()
+            + merging
     }
 
     /// Insert times below this are past the horizon.
@@ -684,14 +794,23 @@ impl DedupIndex {
     /// A bloom filter for a new run of `keys` keys, after folding existing
     /// filters so that all of them, the new one included, fit the budget.
     fn new_bloom(&mut self, keys: u64) -> Bloom {
-        let target = target_bits_per_key(self.sizing.bloom_budget, self.keys_on_disk() + keys);
+        // Fences, the merge's joined filter and its job's reservation are not foldable: the
+        // filters share what they leave.
+        let fixed = self.live_runs().map(Run::fence_bytes).sum::<usize>()
+            + fence_bytes(keys)
+            + self
+                .merging
+                .as_ref()
+                .map_or(0, |m| m.union.bytes() + m.job_bytes);
+        let budget = self.sizing.bloom_budget.saturating_sub(fixed);
+        let target = target_bits_per_key(budget, self.keys_on_disk() + keys);
         let mut plan: Vec<(u64, usize)> = self
             .runs
             .iter()
             .map(|r| (r.meta.keys, r.bloom.blocks()))
             .collect();
         plan.push((keys, desired_blocks(keys, target)));
-        fit_to_budget(&mut plan, self.sizing.bloom_budget);
+        fit_to_budget(&mut plan, budget);
         for (run, (_, blocks)) in self.runs.iter_mut().zip(&plan) {
             while run.bloom.blocks() > *blocks {
                 run.bloom.fold();
@@ -742,10 +861,126 @@ impl DedupIndex {
 
     /// Merges runs until the policy finds nothing to merge.
     fn compact(&mut self, now_ms: i64) -> Result<()> {
-        while let Some(group) = self.pick_compaction(now_ms) {
-            self.merge_group(group)?;
+        while let Some(job) = self.plan_merge_inner(now_ms)? {
+            let merged = job.run()?;
+            self.install_merge_inner(merged)?;
         }
         Ok(())
+    }
+
+    /// The next merge the policy wants (see the module docs), if none is under way: its
+    /// runs leave the live list for a `Merging` that lookups and checkpoints still see.
+    /// The caller runs the job (on any thread, without the index) and hands the result to
+    /// [`Self::install_merge`], or reports its failure to [`Self::merge_failed`].
+    pub fn plan_merge(&mut self, now_ms: i64) -> Result<Option<MergeJob>> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let result = self.plan_merge_inner(now_ms);
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn plan_merge_inner(&mut self, now_ms: i64) -> Result<Option<MergeJob>> {
+        match &self.merging {
+            Some(m) if m.job.is_some() => return Ok(None),
+            Some(_) => {} // the last job failed: try again
+            None => {
+                let Some(mut indices) = self.pick_compaction(now_ms) else {
+                    return Ok(None);
+                };
+                indices.sort_unstable();
+                let mut inputs: Vec<Run> =
+                    indices.iter().rev().map(|&i| self.runs.remove(i)).collect();
+                let filters = inputs
+                    .iter_mut()
+                    .map(|r| std::mem::replace(&mut r.bloom, Bloom::none()))
+                    .collect();
+                self.merging = Some(Merging {
+                    inputs,
+                    union: Bloom::union(filters),
+                    job: None,
+                    job_bytes: 0,
+                });
+            }
+        }
+        let (keys, first_ms, last_ms, sources) = {
+            let Some(m) = &self.merging else {
+                return Ok(None);
+            };
+            let sources = m
+                .inputs
+                .iter()
+                .map(Run::source)
+                .collect::<Result<Vec<_>>>()?;
+            (
+                m.inputs.iter().map(|r| r.meta.keys).sum::<u64>(),
+                m.inputs.iter().map(|r| r.meta.first_insert_ms).min(),
+                m.inputs.iter().map(|r| r.meta.last_insert_ms).max(),
+                sources,
+            )
+        };
+        let bloom = self.new_bloom(keys);
+        let seq = self.alloc_seq();
+        let job_bytes = bloom.bytes() + fence_bytes(keys);
+        if let Some(m) = &mut self.merging {
+            m.job = Some(seq);
+            m.job_bytes = job_bytes;
+        }
+        Ok(Some(MergeJob {
+            sources,
+            path: self.dir.join(run::merge_file_name(seq)),
+            seq,
+            first_ms: first_ms.unwrap_or(0),
+            last_ms: last_ms.unwrap_or(0),
+            bloom,
+        }))
+    }
+
+    /// Replaces the merged runs by the run a [`MergeJob`] wrote. Their files are deleted as
+    /// any retired run's are (see the module docs).
+    pub fn install_merge(&mut self, merged: Merged) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let result = self.install_merge_inner(merged);
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn install_merge_inner(&mut self, merged: Merged) -> Result<()> {
+        let Merged { mut run } = merged;
+        let Some(m) = self.merging.take_if(|m| m.job == Some(run.seq)) else {
+            remove_logged(&run.path);
+            return Err(Error::InvalidState {
+                reason: format!("no merge under way wrote {}", run.path.display()),
+            });
+        };
+        run.rename(self.dir.join(&run.meta.file_name))?;
+        self.dir_dirty = true;
+        tracing::debug!(
+            inputs = m.inputs.len(),
+            keys = run.meta.keys,
+            file = %run.meta.file_name,
+            "dedup merge installed"
+        );
+        self.insert_run(run);
+        for input in m.inputs {
+            self.retire(input);
+        }
+        self.counters.compactions += 1;
+        Ok(())
+    }
+
+    /// The job of this sequence number failed (its output is deleted): its runs stay under
+    /// merge, still looked up, and the next [`Self::plan_merge`] tries again.
+    pub fn merge_failed(&mut self, seq: u64) {
+        if let Some(m) = &mut self.merging
+            && m.job == Some(seq)
+        {
+            m.job = None;
+            m.job_bytes = 0;
+        }
     }
 
     /// Indices of runs to merge next, if any (see the module docs).
@@ -773,41 +1008,6 @@ impl DedupIndex {
             .map(|(_, runs)| runs)
             .min_by_key(|runs| runs.iter().map(|&i| self.runs[i].meta.keys).sum::<u64>())
     }
-
-    fn merge_group(&mut self, mut indices: Vec<usize>) -> Result<()> {
-        indices.sort_unstable();
-        let mut inputs: Vec<Run> = indices.iter().rev().map(|&i| self.runs.remove(i)).collect();
-        for input in &mut inputs {
-            input.bloom = Bloom::none(); // give its memory to the merged filter
-        }
-        let keys: u64 = inputs.iter().map(|r| r.meta.keys).sum();
-        let first_ms = inputs
-            .iter()
-            .map(|r| r.meta.first_insert_ms)
-            .min()
-            .unwrap_or(0);
-        let last_ms = inputs
-            .iter()
-            .map(|r| r.meta.last_insert_ms)
-            .max()
-            .unwrap_or(0);
-        let bloom = self.new_bloom(keys);
-        let seq = self.alloc_seq();
-        let writer = RunWriter::create(self.dir.join(run::file_name(seq)), bloom)?;
-        let merged = run::merge(&inputs, writer, seq, first_ms, last_ms)?;
-        tracing::debug!(
-            inputs = inputs.len(),
-            keys = merged.meta.keys,
-            file = %merged.meta.file_name,
-            "dedup runs merged"
-        );
-        self.insert_run(merged);
-        for input in inputs {
-            self.retire(input);
-        }
-        self.counters.compactions += 1;
-        Ok(())
-    }
 }
 
 /// Whether a live run (newest first) holds `key`.
@@ -816,6 +1016,24 @@ fn in_runs(runs: &[Run], key: Key, cutoff: i64, counters: &mut Counters) -> Resu
         if run.meta.last_insert_ms < cutoff || !run.in_range(key) || !run.bloom.may_contain(key) {
             continue;
         }
+        counters.disk_lookups += 1;
+        if run.contains(key, &mut counters.disk_reads)? {
+            return Ok(true);
+        }
+        counters.bloom_false_positives += 1;
+    }
+    Ok(false)
+}
+
+/// Whether runs under merge hold `key`: their joined filter first, then each file.
+fn in_merging(merging: Option<&Merging>, key: Key, counters: &mut Counters) -> Result<bool> {
+    let Some(m) = merging else {
+        return Ok(false);
+    };
+    if !m.union.may_contain(key) {
+        return Ok(false);
+    }
+    for run in m.inputs.iter().filter(|r| r.in_range(key)) {
         counters.disk_lookups += 1;
         if run.contains(key, &mut counters.disk_reads)? {
             return Ok(true);

@@ -10,12 +10,11 @@
 //! Checksums are xxh3-64. The header is a multiple of 16 bytes, so every key
 //! lies inside one 4 KiB page of the file and a page-aligned read yields whole keys.
 //!
-//! Lookups need no per-key memory: keys are uniform hashes, so a key's
-//! position is estimated by interpolation between two known keys (at first the
-//! run's min and max), one page around the estimate is read with `pread`, and
-//! the bracket is narrowed until the key is found or the bracket is empty.
-//! When an interpolation step fails to halve the bracket the next step bisects,
-//! so skewed key sets still take O(log n) reads; uniform ones take 1–3.
+//! A lookup reads at most one stretch of [`FENCE_KEYS`] keys (4 KiB): the run keeps every
+//! [`FENCE_KEYS`]-th key in memory (its fences, 16 bytes per 256 keys, half a bit per key),
+//! and a search over them names the stretch that can hold the key, whatever the keys'
+//! distribution. Keys are uniform hashes, so interpolation inside the stretch finds the key
+//! in a 1 KiB window with one `pread`, nearly always; skewed keys take a second.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -34,19 +33,32 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const HEADER_LEN: u64 = 48;
 pub(crate) const TRAILER_LEN: u64 = 8;
 pub(crate) const KEY_LEN: u64 = 16;
-const PAGE: u64 = 4096;
-/// When at most this many candidates remain, read them all in one go (8 KiB).
-const SMALL_WINDOW_KEYS: u64 = 512;
-/// An interpolated read covers up to this many pages either side of the
-/// estimate's page, as many as 1.5 standard deviations of the estimate need.
-const MAX_RADIUS_PAGES: u64 = 4;
-const KEYS_PER_PAGE: u64 = PAGE / KEY_LEN;
-const MAX_WINDOW_BYTES: usize = ((2 * MAX_RADIUS_PAGES + 1) * PAGE) as usize;
+/// Every this many keys one is kept in memory as a fence: a lookup reads the keys between two
+/// fences (4 KiB).
+pub(crate) const FENCE_KEYS: u64 = 256;
+const FENCE_WINDOW_BYTES: usize = (FENCE_KEYS * KEY_LEN) as usize;
+/// Keys a lookup reads around the interpolated place of its key in a stretch (1 KiB).
+const WINDOW_KEYS: usize = 64;
 /// Keys per sequential read or write chunk (64 KiB).
 const CHUNK_KEYS: u64 = 4096;
 
+/// Memory the fences of a run of `keys` keys take.
+pub(crate) fn fence_bytes(keys: u64) -> usize {
+    keys.div_ceil(FENCE_KEYS) as usize * size_of::<Key>()
+}
+
 pub(crate) fn file_name(seq: u64) -> String {
     format!("run-{seq:016x}.dat")
+}
+
+/// Where a merge writes its run until the index installs it under [`file_name`].
+pub(crate) fn merge_file_name(seq: u64) -> String {
+    format!("merge-{seq:016x}.tmp")
+}
+
+/// Whether `name` is a merge's unfinished output (deleted when an index opens).
+pub(crate) fn is_merge_file(name: &str) -> bool {
+    name.starts_with("merge-") && name.ends_with(".tmp")
 }
 
 /// The sequence number of a run file name as written by [`file_name`].
@@ -127,6 +139,7 @@ pub(crate) struct RunWriter {
     min: Key,
     last: Option<Key>,
     bloom: Bloom,
+    fences: Vec<Key>,
 }
 
 impl RunWriter {
@@ -147,6 +160,7 @@ impl RunWriter {
             min: 0,
             last: None,
             bloom,
+            fences: Vec::new(),
         })
     }
 
@@ -162,6 +176,9 @@ impl RunWriter {
             None => self.min = key,
         }
         self.last = Some(key);
+        if self.count.is_multiple_of(FENCE_KEYS) {
+            self.fences.push(key);
+        }
         self.buf.extend_from_slice(&key.to_be_bytes());
         self.bloom.insert(key);
         self.count += 1;
@@ -217,6 +234,7 @@ impl RunWriter {
             max_key: max,
             body_checksum,
             bloom: self.bloom,
+            fences: self.fences,
             synced: false,
         })
     }
@@ -232,6 +250,8 @@ pub(crate) struct Run {
     max_key: Key,
     body_checksum: u64,
     pub(crate) bloom: Bloom,
+    /// Every [`FENCE_KEYS`]-th key, from the first.
+    fences: Vec<Key>,
     /// Whether the file has been fsynced since it was written.
     pub(crate) synced: bool,
 }
@@ -271,9 +291,15 @@ impl Run {
         }
         let mut bloom = Bloom::new(bloom_blocks, header.count);
         let (mut min_key, mut max_key) = (None, 0);
-        let mut reader = RunReader::new(&file, &path, &header);
+        let mut fences = Vec::with_capacity(header.count.div_ceil(FENCE_KEYS) as usize);
+        let mut reader = RunReader::new(&file, &path, header.count, header.body_checksum);
+        let mut index = 0u64;
         while let Some(key) = reader.next_key()? {
             bloom.insert(key);
+            if index.is_multiple_of(FENCE_KEYS) {
+                fences.push(key);
+            }
+            index += 1;
             min_key.get_or_insert(key);
             max_key = key;
         }
@@ -287,6 +313,7 @@ impl Run {
             max_key,
             body_checksum: header.body_checksum,
             bloom,
+            fences,
             synced: true,
         })
     }
@@ -302,17 +329,32 @@ impl Run {
     /// A sequential reader over the keys, verifying order and checksum again
     /// (so a merge never propagates a run that rotted on disk).
     pub(crate) fn reader(&self) -> RunReader<'_> {
-        RunReader {
-            file: &self.file,
-            path: &self.path,
+        RunReader::new(&self.file, &self.path, self.meta.keys, self.body_checksum)
+    }
+
+    /// The file as a merge reads it, on any thread, while the run stays in use.
+    pub(crate) fn source(&self) -> Result<RunSource> {
+        Ok(RunSource {
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| Error::io(&self.path, e))?,
+            path: self.path.clone(),
             count: self.meta.keys,
-            next_index: 0,
-            buf: Vec::new(),
-            pos: 0,
-            hasher: Xxh3Default::new(),
-            expected_checksum: Some(self.body_checksum),
-            prev: None,
-        }
+            body_checksum: self.body_checksum,
+        })
+    }
+
+    /// Memory of the fences.
+    pub(crate) fn fence_bytes(&self) -> usize {
+        self.fences.len() * size_of::<Key>()
+    }
+
+    /// Moves the file (a merge's output to its final name).
+    pub(crate) fn rename(&mut self, to: PathBuf) -> Result<()> {
+        std::fs::rename(&self.path, &to).map_err(|e| Error::io(&self.path, e))?;
+        self.path = to;
+        Ok(())
     }
 
     /// Whether `key` lies within the run's key range (no I/O).
@@ -321,7 +363,12 @@ impl Run {
         (self.min_key..=self.max_key).contains(&key)
     }
 
-    /// Whether the run holds `key`; adds the number of preads to `reads`.
+    /// Whether the run holds `key`; adds the `pread`s it took to `reads`. The fences name
+    /// the stretch of at most [`FENCE_KEYS`] keys that can hold it (found by interpolation
+    /// and a galloping search, a cache miss or two); the key's place in the stretch is
+    /// interpolated too, and a window of [`WINDOW_KEYS`] keys around it read (1 KiB). Keys
+    /// are uniform hashes, so the window nearly always brackets the key; when it does not,
+    /// the rest of the stretch on that side is read.
     pub(crate) fn contains(&self, key: Key, reads: &mut u64) -> Result<bool> {
         if key < self.min_key || key > self.max_key {
             return Ok(false);
@@ -329,84 +376,137 @@ impl Run {
         if key == self.min_key || key == self.max_key {
             return Ok(true);
         }
-        // Invariant: keys[lo] == klo < key < khi == keys[hi]; candidates are (lo, hi).
-        let (mut lo, mut hi) = (0u64, self.meta.keys - 1);
-        let (mut klo, mut khi) = (self.min_key, self.max_key);
-        let mut buf = [0u8; MAX_WINDOW_BYTES];
-        let mut bisect = false;
-        loop {
-            let candidates = hi - lo - 1;
-            if candidates == 0 {
-                return Ok(false);
-            }
-            let (start, end) = if candidates <= SMALL_WINDOW_KEYS {
-                (lo + 1, hi)
-            } else {
-                let (estimate, radius) = if bisect {
-                    (lo + (hi - lo) / 2, 0)
-                } else {
-                    interpolate(key, lo, hi, klo, khi)
-                };
-                page_window(estimate, radius, lo + 1, hi)
-            };
-            let n = (end - start) as usize;
-            let bytes = &mut buf[..n * KEY_LEN as usize];
-            self.file
-                .read_exact_at(bytes, HEADER_LEN + start * KEY_LEN)
-                .map_err(|e| Error::io(&self.path, e))?;
-            *reads += 1;
-            let (first, last) = (key_at(bytes, 0), key_at(bytes, n - 1));
-            if first <= klo || last >= khi || first > last {
-                return Err(Error::corrupt(
-                    &self.path,
-                    "keys out of order (file changed after it was opened?)",
-                ));
-            }
-            if key < first {
-                hi = start;
-                khi = first;
-            } else if key > last {
-                lo = end - 1;
-                klo = last;
-            } else {
-                let (mut a, mut b) = (0, n);
-                while a < b {
-                    let mid = a + (b - a) / 2;
-                    match key_at(bytes, mid).cmp(&key) {
-                        std::cmp::Ordering::Less => a = mid + 1,
-                        std::cmp::Ordering::Greater => b = mid,
-                        std::cmp::Ordering::Equal => return Ok(true),
-                    }
-                }
-                return Ok(false);
-            }
-            // Bisect next time if this step did not at least halve the bracket.
-            bisect = !bisect && (hi - lo).saturating_sub(1) > candidates / 2;
+        let guess = interpolate(key, self.min_key, self.max_key, self.fences.len());
+        let stretch = last_at_most(&self.fences, key, guess);
+        let lo_key = self.fences[stretch];
+        if lo_key == key {
+            return Ok(true);
         }
+        let start = stretch as u64 * FENCE_KEYS;
+        let n = (self.meta.keys - start).min(FENCE_KEYS) as usize;
+        // The stretch's keys lie in [lo_key, hi_key), or up to max_key (the last key) for
+        // the last stretch.
+        let (hi_key, hi_index) = match self.fences.get(stretch + 1) {
+            Some(next) => (*next, n),
+            None => (self.max_key, n - 1),
+        };
+        let at = interpolate(key, lo_key, hi_key, hi_index + 1);
+        let first = at
+            .saturating_sub(WINDOW_KEYS / 2)
+            .min(n.saturating_sub(WINDOW_KEYS));
+        let end = (first + WINDOW_KEYS).min(n);
+        let mut buf = [0u8; FENCE_WINDOW_BYTES];
+        let window = self.read_keys(&mut buf, start, first, end, reads)?;
+        if first == 0 && key_at(window, 0) != lo_key {
+            return Err(Error::corrupt(
+                &self.path,
+                "a key differs from its fence (file changed after it was opened?)",
+            ));
+        }
+        let count = end - first;
+        if key < key_at(window, 0) && first > 0 {
+            let before = self.read_keys(&mut buf, start, 0, first, reads)?;
+            return Ok(search(before, first, key));
+        }
+        if key > key_at(window, count - 1) && end < n {
+            let after = self.read_keys(&mut buf, start, end, n, reads)?;
+            return Ok(search(after, n - end, key));
+        }
+        Ok(search(window, count, key))
+    }
+
+    /// Reads keys `[first, end)` of the stretch beginning at key `start` into `buf`.
+    fn read_keys<'b>(
+        &self,
+        buf: &'b mut [u8; FENCE_WINDOW_BYTES],
+        start: u64,
+        first: usize,
+        end: usize,
+        reads: &mut u64,
+    ) -> Result<&'b [u8]> {
+        let bytes = &mut buf[..(end - first) * KEY_LEN as usize];
+        self.file
+            .read_exact_at(bytes, HEADER_LEN + (start + first as u64) * KEY_LEN)
+            .map_err(|e| Error::io(&self.path, e))?;
+        *reads += 1;
+        Ok(bytes)
     }
 }
 
-/// Estimated index of `key` between two known keys, strictly inside (lo, hi),
-/// and how many pages either side of it to read. For uniform keys the
-/// estimate's error is binomial: sigma = sqrt(n f (1 - f)) positions.
-fn interpolate(key: Key, lo: u64, hi: u64, klo: Key, khi: Key) -> (u64, u64) {
-    let frac = (key - klo) as f64 / (khi - klo) as f64;
-    let span = (hi - lo) as f64;
-    let estimate = (lo + (frac * span) as u64).clamp(lo + 1, hi - 1);
-    let sigma = (span * frac * (1.0 - frac)).sqrt();
-    let radius = ((1.5 * sigma) / KEYS_PER_PAGE as f64).ceil() as u64;
-    (estimate, radius.min(MAX_RADIUS_PAGES))
+/// Whether the `n` sorted keys in `bytes` hold `key`.
+fn search(bytes: &[u8], n: usize, key: Key) -> bool {
+    let (mut a, mut b) = (0, n);
+    while a < b {
+        let mid = a + (b - a) / 2;
+        match key_at(bytes, mid).cmp(&key) {
+            std::cmp::Ordering::Less => a = mid + 1,
+            std::cmp::Ordering::Greater => b = mid,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
 }
 
-/// The keys `[start, end)` in the file pages within `radius` pages of the
-/// page holding key `index`, clipped to `[min_start, max_end)`.
-fn page_window(index: u64, radius: u64, min_start: u64, max_end: u64) -> (u64, u64) {
-    let page = (HEADER_LEN + index * KEY_LEN) / PAGE;
-    let first_byte = page.saturating_sub(radius) * PAGE;
-    let end_byte = (page + radius + 1) * PAGE;
-    let first = first_byte.saturating_sub(HEADER_LEN) / KEY_LEN;
-    let end = (end_byte - HEADER_LEN) / KEY_LEN;
-    (first.max(min_start), end.min(max_end))
+/// The index in `0..n` that `key` would have among `n` keys spread evenly over
+/// `[lo, hi]` (`lo <= key <= hi`).
+fn interpolate(key: Key, lo: Key, hi: Key, n: usize) -> usize {
+    if hi <= lo || n == 0 {
+        return 0;
+    }
+    let frac = (key - lo) as f64 / (hi - lo) as f64;
+    ((frac * n as f64) as usize).min(n - 1)
+}
+
+/// The last index whose fence is at most `key` (`fences[0] <= key`), searched outwards
+/// from `guess` in doubling steps, then by bisection.
+fn last_at_most(fences: &[Key], key: Key, guess: usize) -> usize {
+    let n = fences.len();
+    let guess = guess.min(n - 1);
+    let (lo, hi) = if fences[guess] <= key {
+        // Up: fences[lo] <= key; find hi with fences[hi] > key (or n).
+        let (mut lo, mut step) = (guess, 1);
+        loop {
+            let next = lo + step;
+            if next >= n {
+                break (lo, n);
+            }
+            if fences[next] > key {
+                break (lo, next);
+            }
+            lo = next;
+            step *= 2;
+        }
+    } else {
+        // Down: fences[hi] > key; find lo with fences[lo] <= key (fences[0] is).
+        let (mut hi, mut step) = (guess, 1);
+        loop {
+            if hi <= step {
+                break (0, hi);
+            }
+            let next = hi - step;
+            if fences[next] <= key {
+                break (next, hi);
+            }
+            hi = next;
+            step *= 2;
+        }
+    };
+    lo + fences[lo..hi].partition_point(|f| *f <= key) - 1
+}
+
+/// A run's file as a merge reads it: a handle of its own, so that the merge runs on any thread
+/// while the index goes on using the run.
+pub(crate) struct RunSource {
+    file: File,
+    path: PathBuf,
+    count: u64,
+    body_checksum: u64,
+}
+
+impl RunSource {
+    fn reader(&self) -> RunReader<'_> {
+        RunReader::new(&self.file, &self.path, self.count, self.body_checksum)
+    }
 }
 
 fn read_header(file: &File, path: &Path) -> Result<Header> {
@@ -463,16 +563,16 @@ pub(crate) struct RunReader<'a> {
 }
 
 impl<'a> RunReader<'a> {
-    fn new(file: &'a File, path: &'a Path, header: &Header) -> Self {
+    fn new(file: &'a File, path: &'a Path, count: u64, body_checksum: u64) -> Self {
         Self {
             file,
             path,
-            count: header.count,
+            count,
             next_index: 0,
             buf: Vec::new(),
             pos: 0,
             hasher: Xxh3Default::new(),
-            expected_checksum: Some(header.body_checksum),
+            expected_checksum: Some(body_checksum),
             prev: None,
         }
     }
@@ -508,13 +608,13 @@ impl<'a> RunReader<'a> {
 
 /// Merges `inputs` into `writer` (dropping keys present in several inputs).
 pub(crate) fn merge(
-    inputs: &[Run],
+    inputs: &[RunSource],
     mut writer: RunWriter,
     seq: u64,
     first_ms: i64,
     last_ms: i64,
 ) -> Result<Run> {
-    let mut readers: Vec<RunReader<'_>> = inputs.iter().map(Run::reader).collect();
+    let mut readers: Vec<RunReader<'_>> = inputs.iter().map(RunSource::reader).collect();
     let mut heap = BinaryHeap::with_capacity(readers.len());
     for (i, reader) in readers.iter_mut().enumerate() {
         if let Some(key) = reader.next_key()? {
