@@ -28,8 +28,9 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition of every counter plus the given gauges.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// Prometheus text exposition of every counter, the given counters kept elsewhere
+    /// (name, help, value) and the given gauges.
+    pub fn render(&self, more: &[(&str, &str, u64)], gauges: &[(&str, &str, f64)]) -> String {
         let counters: [(&str, &AtomicU64, &str); 12] = [
             (
                 "metron_events_ingested_total",
@@ -98,6 +99,12 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, value) in more {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
         for (name, help, value) in gauges {

@@ -278,6 +278,8 @@ struct Inner {
     health: Arc<Health>,
     /// Records the partitions had to replay at the start (0 after a clean shutdown).
     replay_records: u64,
+    /// The dedup index (its figures for `/metrics`).
+    dedup: SharedDedup,
 }
 
 impl Pipeline {
@@ -1047,7 +1049,41 @@ impl Pipeline {
         }
         let stats = self.inner.stream.stats();
         let meters = self.inner.meters.read().len() as f64;
-        self.inner.metrics.render(&[
+        let dedup = self.inner.dedup.lock().stats();
+        self.inner.metrics.render(
+            &[
+                (
+                    "metron_dedup_disk_probes_total",
+                    "Dedup lookups that read a run file (its filter said maybe).",
+                    dedup.disk_lookups,
+                ),
+                (
+                    "metron_dedup_filter_false_positives_total",
+                    "Dedup lookups that read a run file without finding the key.",
+                    dedup.bloom_false_positives,
+                ),
+                (
+                    "metron_dedup_merges_total",
+                    "Dedup run merges installed.",
+                    dedup.compactions,
+                ),
+            ],
+            &[
+            (
+                "metron_dedup_runs",
+                "Dedup run files in use.",
+                dedup.runs as f64,
+            ),
+            (
+                "metron_dedup_keys_on_disk",
+                "Keys in the dedup run files.",
+                dedup.keys_on_disk as f64,
+            ),
+            (
+                "metron_dedup_memory_bytes",
+                "Memory of the dedup index: its memory tables, filters and fences.",
+                (dedup.memory_bytes + dedup.bloom_bytes) as f64,
+            ),
             (
                 "metron_stream_backlog_records",
                 "Records appended but not yet read by partition actors.",
@@ -1091,7 +1127,8 @@ impl Pipeline {
                     self.inner.health.checkpoints_failing_since().is_some(),
                 )),
             ),
-        ])
+        ],
+        )
     }
 }
 
@@ -1365,6 +1402,62 @@ fn open_dedup(
     Ok(index)
 }
 
+/// How often the merger looks for runs to merge.
+const DEDUP_MERGE_POLL: Duration = Duration::from_millis(200);
+/// How long the merger waits after a failed merge.
+const DEDUP_MERGE_RETRY: Duration = Duration::from_secs(5);
+
+/// Merges the shared dedup index's runs on a thread of its own, so that no partition waits
+/// for a merge: the thread holds the index only to plan a merge and to install it. It ends
+/// when the index is dropped.
+fn spawn_dedup_merger(dedup: &SharedDedup) -> Result<()> {
+    let weak = Arc::downgrade(dedup);
+    std::thread::Builder::new()
+        .name("dedup-merge".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(DEDUP_MERGE_POLL);
+                let Some(index) = weak.upgrade() else {
+                    return;
+                };
+                let planned = index.lock().plan_merge(Utc::now().timestamp_millis());
+                drop(index);
+                let job = match planned {
+                    Ok(Some(job)) => job,
+                    Ok(None) => continue,
+                    // A poisoned index fails the partitions' inserts too; the pipeline's
+                    // recovery reopens it. Nothing to merge until then.
+                    Err(metron_storage::dedup::Error::Poisoned) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "Could not plan a dedup merge.");
+                        continue;
+                    }
+                };
+                let seq = job.seq();
+                let result = job.run();
+                let Some(index) = weak.upgrade() else {
+                    return;
+                };
+                let mut index = index.lock();
+                match result {
+                    Ok(merged) => {
+                        if let Err(error) = index.install_merge(merged) {
+                            tracing::warn!(%error, "Could not install a dedup merge.");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "A dedup merge failed; it is tried again in 5 s.");
+                        index.merge_failed(seq);
+                        drop(index);
+                        std::thread::sleep(DEDUP_MERGE_RETRY);
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| Error::Storage(format!("could not start the dedup merger: {e}")))
+}
+
 fn pick(arbiters: &[ArbiterHandle], next: &AtomicU64) -> ArbiterHandle {
     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
     match arbiters.get(i % arbiters.len().max(1)) {
@@ -1494,11 +1587,17 @@ mod anyhow_free {
         let dyn_stream: Arc<dyn EventStream> = stream.clone();
         let mut partitions = Vec::new();
         let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dedup_config = DedupConfig {
+            background_merges: true,
+            ..config.dedup.clone()
+        };
         let dedup: SharedDedup = Arc::new(parking_lot::Mutex::new(open_dedup(
             &data.join("dedup"),
-            &config.dedup,
+            &dedup_config,
             &manifest,
         )?));
+        spawn_dedup_merger(&dedup)?;
+        let dedup_for_metrics = dedup.clone();
         for state in &manifest.partitions {
             let dedup = dedup.clone();
             if let Some(c) = consumed.get(state.partition as usize) {
@@ -1571,6 +1670,7 @@ mod anyhow_free {
                 notifier,
                 health,
                 replay_records,
+                dedup: dedup_for_metrics,
             }),
         })
     }

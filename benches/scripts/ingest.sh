@@ -16,7 +16,7 @@
 #   PIN          1: the server on CPU 0, the load generator on CPU 1 (taskset); default:
 #                both on the same two cores, unpinned
 #   CONFIG       extra lines for the server's config file
-#   PERF         N: `perf record -g` the server for N seconds from the 10th second, into
+#   PERF         N: `perf record -g` the server for N seconds from second PERF_AT (default 10), into
 #                $PERF_OUT (default /tmp/metron-ingest.perf)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,11 +41,15 @@ url="http://$(cat "$work/addr")"
 until curl -sf "$url/readyz" >/dev/null; do sleep 0.1; done
 echo "== $(date -u +%FT%TZ) $seconds s, rate ${rate:-closed loop}, $connections connections x $batch events, server CPUs $server_cpus, load generator CPUs $client_cpus"
 if [ -n "${PERF:-}" ]; then
-    (sleep 10; perf record -F 499 -g -p "$pid" -o "${PERF_OUT:-/tmp/metron-ingest.perf}" -- sleep "$PERF" >/dev/null 2>&1) &
+    (sleep "${PERF_AT:-10}"; perf record -F 499 -g -p "$pid" -o "${PERF_OUT:-/tmp/metron-ingest.perf}" -- sleep "$PERF" >/dev/null 2>&1) &
 fi
 taskset -c "$client_cpus" "$bin/loadgen" --url "$url" --seconds "$seconds" --connections "$connections" \
     --batch "$batch" --rate "$rate" --server-pid "$pid" --every-second --verify-seconds 60 > "$work/out.txt" || {
     cat "$work/out.txt"; tail -20 "$work/server.log"; exit 1; }
 # Every tenth second of the per-second table, then the summary.
 awk '/^second/ {print; next} /^ *[0-9]+ / {if ($1 % 10 == 0) print; next} {print}' "$work/out.txt"
+echo "-- the server's memory at the end (/proc/$pid/smaps_rollup):"
+grep -E "^(Rss|Anonymous|Pss_File)" "/proc/$pid/smaps_rollup" 2>/dev/null | tr -s ' ' | paste -sd ' ' || true
+echo "-- the dedup index at the end (/metrics):"
+curl -sf "$url/metrics" | grep -E '^metron_dedup' || true
 grep -E "WARN|ERROR" "$work/server.log" | tail -5 || true

@@ -324,6 +324,70 @@ checkpointInterval: 1s
 }
 
 #[test]
+fn dedup_runs_merge_in_the_background_and_stay_exact() {
+    // The smallest dedup budget spills the memory table every few hundred keys, so the
+    // index's runs pile up and the merger thread merges them while events flow. Repeats
+    // sent after merges, and after a SIGKILL, still count once.
+    const CONFIG: &str = r#"
+meters:
+  - slug: merged
+    eventType: merged
+    aggregation: COUNT
+partitions: 4
+checkpointInterval: 1s
+dedupMemoryBytes: 65536
+"#;
+    let mut server = TestServer::start_with_config(CONFIG);
+    let time = Utc::now() - Duration::minutes(5);
+    let events: Vec<Value> = (0..12_000)
+        .map(|i| {
+            cloud_event(
+                &format!("m-{i}"),
+                "app",
+                "merged",
+                &format!("s-{}", i % 37),
+                time,
+                json!({}),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        server.ingest_batch(chunk).expect_status(204);
+    }
+    wait_for_total(&server, "merged", 12_000.0);
+    // Without merges there would be a run per spill (12,000 / 192 or more).
+    eventually(VISIBLE, || {
+        let merges = gauge(&server, "metron_dedup_merges_total").unwrap_or(0);
+        let keys = gauge(&server, "metron_dedup_keys_on_disk").unwrap_or(0);
+        let runs = gauge(&server, "metron_dedup_runs").unwrap_or(u64::MAX);
+        (merges >= 1 && keys >= 12_000 && runs <= 16)
+            .then_some(())
+            .ok_or(format!("merges {merges}, keys on disk {keys}, runs {runs}"))
+    });
+    for chunk in events.chunks(2_000) {
+        server.ingest_batch(chunk).expect_status(204);
+    }
+    let sentinel = |id: &str| cloud_event(id, "app", "merged", "s-0", time, json!({}));
+    server
+        .ingest_one(&sentinel("sentinel-1"))
+        .expect_status(204);
+    wait_for_total(&server, "merged", 12_001.0);
+    assert!(
+        gauge(&server, "metron_dedup_disk_probes_total").unwrap_or(0) > 0,
+        "the repeats were found in the run files"
+    );
+    server.kill();
+    server.restart();
+    for chunk in events.chunks(2_000) {
+        server.ingest_batch(chunk).expect_status(204);
+    }
+    server
+        .ingest_one(&sentinel("sentinel-2"))
+        .expect_status(204);
+    wait_for_total(&server, "merged", 12_002.0);
+}
+
+#[test]
 fn partitions_read_on_while_a_checkpoint_seals() {
     // Checkpoints are barrier snapshots: while one is held between the partitions' cut
     // and the meters' seal (the failpoint, for a minute), events acknowledged meanwhile
