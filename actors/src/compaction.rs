@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 /// Small files of one group are merged once there are this many.
 pub const COMPACT_FILES_MIN: usize = 8;
-/// A merge reads at most this many rows (its memory bound); files of at least
-/// half of it count as large and are never merged again.
+/// A merge writes at most this many rows; files of at least half of it count as large
+/// and are never merged again. Event files are merged one input at a time (memory: one
+/// input's rows and the output's encoded bytes); rollup files are read together, to sum
+/// their rows.
 pub const COMPACT_ROWS_MAX: u64 = 1_000_000;
 
 /// The files to merge in one group, if it has enough small ones: the smallest
@@ -137,13 +139,6 @@ pub async fn compact_events(
         let Ok(date) = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
             continue;
         };
-        let batches = read_all(
-            query,
-            events::schema(),
-            files.iter().map(|f| f.path.as_str()),
-        )
-        .await?;
-        let batch = datafusion_concat(&batches)?;
         // The merged file spans its parts' times (unknown if any part's is).
         let times_us = files.iter().try_fold(None, |acc: Option<(i64, i64)>, f| {
             f.times_us
@@ -152,8 +147,12 @@ pub async fn compact_events(
         let times_us = times_us.flatten();
         let path = paths::event_file(&namespace, date, manifest.epoch, partition, seq);
         seq += 1;
+        let urls = files
+            .iter()
+            .map(|f| query.root().url_of(&objects::object_path(&f.path)))
+            .collect();
         let written = query
-            .write_parquet(path.clone(), batch)
+            .merge_parquet(events::schema(), urls, path.clone())
             .await
             .map_err(|e| e.to_string())?;
         replace_files(
@@ -201,13 +200,6 @@ fn replace_files<F>(list: &mut Vec<F>, merged: &[F], path: impl Fn(&F) -> &Strin
     let gone: HashSet<&str> = merged.iter().map(|f| path(f).as_str()).collect();
     list.retain(|f| !gone.contains(path(f).as_str()));
     list.push(merge);
-}
-
-fn datafusion_concat(
-    batches: &[metron_storage::arrow::array::RecordBatch],
-) -> Result<metron_storage::arrow::array::RecordBatch, String> {
-    metron_storage::arrow::compute::concat_batches(&events::schema(), batches)
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

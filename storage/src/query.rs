@@ -215,6 +215,50 @@ impl QueryService {
         .await
     }
 
+    /// Rewrites the rows of Parquet files of `schema` as one file, in their order, and
+    /// writes it durably; returns the number of rows. One input at a time is decoded and
+    /// encoded into the output, so the memory it takes is one input's rows and the
+    /// output's encoded bytes, not every input's rows at once (and a copy of them).
+    pub async fn merge_parquet(
+        &self,
+        schema: SchemaRef,
+        urls: Vec<String>,
+        path: ObjectPath,
+    ) -> Result<u64> {
+        let this = self.clone();
+        self.run(async move {
+            let props = writer_properties(&schema);
+            let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
+            let mut rows = 0u64;
+            for url in urls {
+                let everything = TimeRange {
+                    column: "",
+                    lo: None,
+                    hi: None,
+                    micros: false,
+                };
+                let batches = this
+                    .scan(schema.clone(), vec![url], everything, None, Vec::new())
+                    .await?;
+                rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                writer = tokio::task::spawn_blocking(move || {
+                    for batch in &batches {
+                        writer.write(batch)?;
+                    }
+                    Ok::<_, Error>(writer)
+                })
+                .await
+                .map_err(|e| Error::Join(e.to_string()))??;
+            }
+            let bytes = tokio::task::spawn_blocking(move || writer.into_inner().map(Bytes::from))
+                .await
+                .map_err(|e| Error::Join(e.to_string()))??;
+            this.root.put(&path, bytes).await?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Reads Parquet files of `schema` (missing columns read as null), filtered by a
     /// time range and optionally by one string column's values.
     pub async fn scan(
@@ -545,6 +589,16 @@ fn with_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 
 /// A record batch as Parquet bytes (Snappy).
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
+    let props = writer_properties(&batch.schema());
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(Bytes::from(buffer))
+}
+
+/// How Metron writes Parquet.
+fn writer_properties(schema: &Schema) -> WriterProperties {
     // Small pages with a page index: a reader of one subject's rows in a file sorted by
     // (subject, minute) decodes a page or two per column instead of a row group. Only
     // text columns keep a dictionary: a reader of one page must decode the column's
@@ -555,7 +609,7 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS);
-    for field in batch.schema().fields() {
+    for field in schema.fields() {
         if !matches!(field.data_type(), DataType::Utf8 | DataType::List(_)) {
             props = props.set_column_dictionary_enabled(
                 datafusion::parquet::schema::types::ColumnPath::from(field.name().as_str()),
@@ -563,12 +617,7 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
             );
         }
     }
-    let props = props.build();
-    let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
-    writer.write(batch)?;
-    writer.close()?;
-    Ok(Bytes::from(buffer))
+    props.build()
 }
 
 /// Rows per row group of the Parquet files Metron writes.

@@ -388,6 +388,72 @@ dedupMemoryBytes: 65536
 }
 
 #[test]
+fn event_files_merge_one_input_at_a_time_and_keep_every_event() {
+    // A checkpoint a round writes a small event file; from 8 on, compaction merges them,
+    // one input at a time, into one file. Every event stays, in SQL and after a restart.
+    const CONFIG: &str = r#"
+meters:
+  - slug: rounds
+    eventType: rounds
+    aggregation: COUNT
+partitions: 1
+checkpointInterval: 100ms
+"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = TestServer::builder()
+        .with_config(CONFIG)
+        .with_data_dir(dir.path())
+        .start();
+    let time = Utc::now() - Duration::minutes(5);
+    for round in 0..10 {
+        let events: Vec<Value> = (0..40)
+            .map(|i| {
+                cloud_event(
+                    &format!("r{round}-{i}"),
+                    "app",
+                    "rounds",
+                    &format!("s-{}", i % 3),
+                    time,
+                    json!({"round": round}),
+                )
+            })
+            .collect();
+        server.ingest_batch(&events).expect_status(204);
+        wait_for_total(&server, "rounds", f64::from(40 * (round + 1)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // Event files the newest manifest names (merged-away files are deleted minutes later).
+    let files = || {
+        let checkpoints = dir.path().join("objects").join("checkpoints");
+        let newest = std::fs::read_dir(&checkpoints)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".json"))
+            .max();
+        newest
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|m| m["eventFiles"].as_array().map(Vec::len))
+            .unwrap_or(usize::MAX)
+    };
+    let check = |server: &TestServer| {
+        eventually(VISIBLE, || {
+            let n = files();
+            let answer = server.sql("SELECT count(*), count(DISTINCT id) FROM events");
+            (n < 8 && answer["rows"] == json!([[400, 400]]))
+                .then_some(())
+                .ok_or(format!("{n} event files; {answer}"))
+        })
+    };
+    check(&server);
+    server.kill();
+    server.restart();
+    check(&server);
+}
+
+#[test]
 fn partitions_read_on_while_a_checkpoint_seals() {
     // Checkpoints are barrier snapshots: while one is held between the partitions' cut
     // and the meters' seal (the failpoint, for a minute), events acknowledged meanwhile
