@@ -18,7 +18,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     #[serde(deserialize_with = "human_duration")]
     pub dedup_horizon: Duration,
-    pub dedup_memory_bytes: usize,
+    /// The dedup index's share (`None`: a quarter of the budget).
+    pub dedup_memory_bytes: Option<usize>,
     pub batch_records_max: usize,
     pub backlog_records_max: u64,
     pub pending_events_max: usize,
@@ -224,20 +225,21 @@ impl Config {
             .sql
             .memory_bytes
             .saturating_mul(self.sql.concurrent_max.max(1));
+        let dedup = self.dedup_memory_bytes.unwrap_or(total / 4);
         let left = total
-            .checked_sub(self.dedup_memory_bytes)
+            .checked_sub(dedup)
             .and_then(|l| l.checked_sub(sql))
             .filter(|l| *l >= 64 << 20)
             .ok_or_else(|| {
                 ConfigError::Invalid(format!(
                     "memoryBytes {total} leaves less than 64 MiB after dedupMemoryBytes \
                      ({}) and sql.memoryBytes x sql.concurrentMax ({sql})",
-                    self.dedup_memory_bytes
+                    dedup
                 ))
             })?;
         Ok(MemoryShares {
             total,
-            dedup: self.dedup_memory_bytes,
+            dedup,
             sql,
             held_events: left / 2,
             live_windows: left / 4,
@@ -378,11 +380,11 @@ mod tests {
         );
         std::fs::write(&path, "memoryBytes: 1073741824\n").expect("write");
         let config = Config::load(Some(&path)).expect("file");
-        // 1 GiB - 64 MiB dedup - 4 x 128 MiB SQL leaves 448 MiB: 224 MiB for held events.
-        assert_eq!(
-            config.memory_shares().expect("shares").held_events,
-            224 << 20
-        );
+        // 1 GiB - 256 MiB dedup (a quarter) - 4 x 128 MiB SQL leaves 256 MiB: 128 MiB for
+        // held events.
+        let shares = config.memory_shares().expect("shares");
+        assert_eq!(shares.dedup, 256 << 20);
+        assert_eq!(shares.held_events, 128 << 20);
         std::fs::write(&path, "memoryBytes: 536870912\n").expect("write");
         assert!(
             Config::load(Some(&path))
@@ -395,7 +397,14 @@ mod tests {
             .expect("file")
             .memory_shares()
             .expect("shares");
-        assert_eq!(shares.held_events, 736 << 20);
+        assert_eq!(shares.held_events, 512 << 20);
+        std::fs::write(&path, "memoryBytes: 2147483648\ndedupMemoryBytes: 67108864\n")
+            .expect("write");
+        let shares = Config::load(Some(&path))
+            .expect("file")
+            .memory_shares()
+            .expect("shares");
+        assert_eq!((shares.dedup, shares.held_events), (64 << 20, 736 << 20));
         std::fs::write(&path, "partitons: 2\n").expect("write");
         assert!(
             Config::load(Some(&path)).is_err(),

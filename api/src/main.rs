@@ -132,7 +132,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         checkpoint_interval: config.checkpoint_interval,
         dedup: DedupConfig {
             horizon_ms: i64::try_from(config.dedup_horizon.as_millis()).unwrap_or(i64::MAX),
-            memory_budget_bytes: config.dedup_memory_bytes,
+            memory_budget_bytes: shares.dedup,
             ..DedupConfig::default()
         },
         batch_records_max: config.batch_records_max,
