@@ -398,8 +398,11 @@ mod tests {
             .memory_shares()
             .expect("shares");
         assert_eq!(shares.held_events, 512 << 20);
-        std::fs::write(&path, "memoryBytes: 2147483648\ndedupMemoryBytes: 67108864\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "memoryBytes: 2147483648\ndedupMemoryBytes: 67108864\n",
+        )
+        .expect("write");
         let shares = Config::load(Some(&path))
             .expect("file")
             .memory_shares()
