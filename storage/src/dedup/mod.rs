@@ -600,7 +600,7 @@ impl DedupIndex {
         let frozen = Arc::new(std::mem::replace(&mut self.mem, fresh));
         let keys = frozen.len() as u64;
         let run = (keys > 0).then(|| {
-            let bloom = self.new_bloom(keys);
+            let bloom = self.new_bloom(keys, false);
             let seq = self.alloc_seq();
             (self.dir.join(run::file_name(seq)), seq, bloom)
         });
@@ -792,8 +792,9 @@ impl DedupIndex {
     }
 
     /// A bloom filter for a new run of `keys` keys, after folding existing
-    /// filters so that all of them, the new one included, fit the budget.
-    fn new_bloom(&mut self, keys: u64) -> Bloom {
+    /// filters so that all of them, the new one included, fit the budget. A merged
+    /// run's keys replace those of the runs under merge: they are counted once.
+    fn new_bloom(&mut self, keys: u64, merged: bool) -> Bloom {
         // Fences, the merge's joined filter and its job's reservation are not foldable: the
         // filters share what they leave.
         let fixed = self.live_runs().map(Run::fence_bytes).sum::<usize>()
@@ -803,7 +804,11 @@ impl DedupIndex {
                 .as_ref()
                 .map_or(0, |m| m.union.bytes() + m.job_bytes);
         let budget = self.sizing.bloom_budget.saturating_sub(fixed);
-        let target = target_bits_per_key(budget, self.keys_on_disk() + keys);
+        let replaced = match &self.merging {
+            Some(m) if merged => m.inputs.iter().map(|r| r.meta.keys).sum(),
+            _ => 0,
+        };
+        let target = target_bits_per_key(budget, self.keys_on_disk() - replaced + keys);
         let mut plan: Vec<(u64, usize)> = self
             .runs
             .iter()
@@ -832,7 +837,7 @@ impl DedupIndex {
         if n == 0 {
             return Ok(());
         }
-        let bloom = self.new_bloom(n);
+        let bloom = self.new_bloom(n, false);
         let seq = self.alloc_seq();
         let path = self.dir.join(run::file_name(seq));
         let (first_ms, last_ms) = (self.mem.first_ms(), self.mem.last_ms());
@@ -920,7 +925,7 @@ impl DedupIndex {
                 sources,
             )
         };
-        let bloom = self.new_bloom(keys);
+        let bloom = self.new_bloom(keys, true);
         let seq = self.alloc_seq();
         let job_bytes = bloom.bytes() + fence_bytes(keys);
         if let Some(m) = &mut self.merging {
