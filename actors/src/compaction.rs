@@ -147,10 +147,7 @@ pub async fn compact_events(
         let times_us = times_us.flatten();
         let path = paths::event_file(&namespace, date, manifest.epoch, partition, seq);
         seq += 1;
-        let urls = files
-            .iter()
-            .map(|f| query.root().url_of(&objects::object_path(&f.path)))
-            .collect();
+        let urls = urls_of(query, files.iter().map(|f| f.path.as_str()));
         let written = query
             .merge_parquet(events::schema(), urls, path.clone())
             .await
@@ -180,19 +177,23 @@ async fn read_all<'a>(
     schema: metron_storage::arrow::datatypes::SchemaRef,
     paths: impl Iterator<Item = &'a str>,
 ) -> Result<Vec<metron_storage::arrow::array::RecordBatch>, String> {
-    let urls = paths
-        .map(|p| query.root().url_of(&objects::object_path(p)))
-        .collect();
-    let everything = TimeRange {
-        column: "",
-        lo: None,
-        hi: None,
-        micros: false,
-    };
     query
-        .scan(schema, urls, everything, None, Vec::new())
+        .scan(
+            schema,
+            urls_of(query, paths),
+            TimeRange::everything(),
+            None,
+            Vec::new(),
+        )
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The URLs the query service reads these object paths at.
+fn urls_of<'a>(query: &QueryService, paths: impl Iterator<Item = &'a str>) -> Vec<String> {
+    paths
+        .map(|p| query.root().url_of(&objects::object_path(p)))
+        .collect()
 }
 
 /// Swaps merged files for their merge in a manifest list.

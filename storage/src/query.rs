@@ -119,6 +119,18 @@ pub struct TimeRange {
     pub micros: bool,
 }
 
+impl TimeRange {
+    /// No bound: every row.
+    pub fn everything() -> Self {
+        Self {
+            column: "",
+            lo: None,
+            hi: None,
+            micros: false,
+        }
+    }
+}
+
 /// Handle to the query runtime and the object root.
 #[derive(Clone, Debug)]
 pub struct QueryService {
@@ -231,14 +243,14 @@ impl QueryService {
             let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
             let mut rows = 0u64;
             for url in urls {
-                let everything = TimeRange {
-                    column: "",
-                    lo: None,
-                    hi: None,
-                    micros: false,
-                };
                 let batches = this
-                    .scan(schema.clone(), vec![url], everything, None, Vec::new())
+                    .scan(
+                        schema.clone(),
+                        vec![url],
+                        TimeRange::everything(),
+                        None,
+                        Vec::new(),
+                    )
                     .await?;
                 rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                 writer = tokio::task::spawn_blocking(move || {
