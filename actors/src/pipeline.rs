@@ -1402,7 +1402,7 @@ fn open_dedup(
     Ok(index)
 }
 
-/// How often the merger looks for runs to merge.
+/// How often an idle merger looks for runs to merge.
 const DEDUP_MERGE_POLL: Duration = Duration::from_millis(200);
 /// How long the merger waits after a failed merge.
 const DEDUP_MERGE_RETRY: Duration = Duration::from_secs(5);
@@ -1416,7 +1416,6 @@ fn spawn_dedup_merger(dedup: &SharedDedup) -> Result<()> {
         .name("dedup-merge".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(DEDUP_MERGE_POLL);
                 let Some(index) = weak.upgrade() else {
                     return;
                 };
@@ -1424,12 +1423,17 @@ fn spawn_dedup_merger(dedup: &SharedDedup) -> Result<()> {
                 drop(index);
                 let job = match planned {
                     Ok(Some(job)) => job,
-                    Ok(None) => continue,
-                    // A poisoned index fails the partitions' inserts too; the pipeline's
-                    // recovery reopens it. Nothing to merge until then.
-                    Err(metron_storage::dedup::Error::Poisoned) => continue,
+                    // Nothing to merge, or a poisoned index (it fails the partitions'
+                    // inserts too; the pipeline's recovery reopens it): look again later.
+                    // After a merge the next is planned at once, so that merges keep up
+                    // with spills.
+                    Ok(None) | Err(metron_storage::dedup::Error::Poisoned) => {
+                        std::thread::sleep(DEDUP_MERGE_POLL);
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "Could not plan a dedup merge.");
+                        std::thread::sleep(DEDUP_MERGE_POLL);
                         continue;
                     }
                 };
