@@ -13,8 +13,9 @@
 //!   ([`DedupIndex::rotate`]) and writes it off the insert path while a second
 //!   table takes new keys.
 //! * **Runs** (`run.rs`): `run-<seq>.dat`, keys sorted ascending. Every 256th key
-//!   stays in memory as a fence (half a bit per key), so a lookup is one `pread`
-//!   of at most 4 KiB.
+//!   stays in memory as a fence (half a bit per key), so a lookup reads a 1 KiB
+//!   window with one `pread` (a second, within the same 4 KiB stretch, when the
+//!   key's interpolated place misses).
 //! * **Bloom filters** (`bloom.rs`): one per run, in memory only. They and the
 //!   fences are *rebuilt from the run on open*, in the same sequential pass that
 //!   verifies the run's checksum, so they always fit the budget in force at open.
