@@ -80,11 +80,9 @@ impl Bloom {
             return Self::none();
         }
         debug_assert!(blocks.is_power_of_two());
-        let bits_per_key = blocks as f64 * BLOCK_BITS / keys.max(1) as f64;
-        let k = ((bits_per_key / 2.0 * std::f64::consts::LN_2).round() as u32).clamp(1, MAX_K);
         Self {
             blocks: vec![Block::default(); blocks],
-            k,
+            k: k_for(blocks, keys),
         }
     }
 
@@ -168,14 +166,37 @@ impl Bloom {
         self.blocks.len()
     }
 
+    /// Bits a key sets and a lookup tests.
+    pub(crate) fn k(&self) -> u32 {
+        self.k
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         self.blocks.len() * BLOCK_BYTES
     }
 }
 
-/// Bits per key that spreads `budget_bytes` evenly over `total_keys`, capped.
-pub(crate) fn target_bits_per_key(budget_bytes: usize, total_keys: u64) -> f64 {
-    (budget_bytes as f64 * 8.0 / total_keys.max(1) as f64).min(MAX_BITS_PER_KEY)
+/// The `k` a filter of `blocks` blocks for `keys` keys is built with: the best `k` for half
+/// its bits per key (see the module docs), 1 to 8.
+pub(crate) fn k_for(blocks: usize, keys: u64) -> u32 {
+    let bits_per_key = blocks as f64 * BLOCK_BITS / keys.max(1) as f64;
+    ((bits_per_key / 2.0 * std::f64::consts::LN_2).round() as u32).clamp(1, MAX_K)
+}
+
+/// The false-positive rate of a filter of `blocks` blocks holding `keys` keys and queried with
+/// `k` bits per key (the classic estimate `(1 - e^(-k/c))^k` at `c` bits per key; blocking
+/// costs a little more, alike for every filter, so comparisons between filters hold). A
+/// missing filter answers "maybe" to everything.
+pub(crate) fn false_positive_rate(keys: u64, blocks: usize, k: u32) -> f64 {
+    if blocks == 0 {
+        return 1.0;
+    }
+    if keys == 0 {
+        return 0.0;
+    }
+    let bits_per_key = blocks as f64 * BLOCK_BITS / keys as f64;
+    let k = f64::from(k.max(1));
+    (1.0 - (-k / bits_per_key).exp()).powf(k)
 }
 
 /// The power-of-two block count (at least 1) nearest, on a log scale, to
@@ -194,23 +215,58 @@ pub(crate) fn desired_blocks(keys: u64, bits_per_key: f64) -> usize {
     }
 }
 
-/// Shrinks block counts until their sum fits `budget_bytes`: repeatedly halves
-/// the filter with the most bits per key (a one-block filter goes to none).
-/// `filters` holds `(keys, blocks)` pairs.
-pub(crate) fn fit_to_budget(filters: &mut [(u64, usize)], budget_bytes: usize) {
-    let bits_per_key = |f: &(u64, usize)| f.1 as f64 / f.0.max(1) as f64;
-    loop {
-        let total: usize = filters.iter().map(|f| f.1 * BLOCK_BYTES).sum();
-        if total <= budget_bytes {
-            return;
+/// One filter in a budget plan: a run's key count, its filter's block count, and the `k` it
+/// is queried with (`None` for a filter not built yet, whose `k` follows its final size).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Planned {
+    pub keys: u64,
+    pub blocks: usize,
+    pub k: Option<u32>,
+}
+
+impl Planned {
+    /// A filter still to be built, asked for at the most bits per key worth having.
+    pub(crate) fn new_filter(keys: u64) -> Self {
+        Self {
+            keys,
+            blocks: desired_blocks(keys, MAX_BITS_PER_KEY),
+            k: None,
         }
-        let Some(fattest) = filters
+    }
+
+    fn false_positive_rate(&self, blocks: usize) -> f64 {
+        let k = self.k.unwrap_or_else(|| k_for(blocks, self.keys));
+        false_positive_rate(self.keys, blocks, k)
+    }
+}
+
+/// Shrinks block counts until their sum fits `budget_bytes`, halving each time the filter
+/// whose halving adds the fewest expected false positives per byte it gives back (a one-block
+/// filter goes to none).
+///
+/// A new key is looked up in every run, so the expected number of disk probes per new key is
+/// the *sum* of the filters' false-positive rates. Spreading the bits evenly over the keys
+/// (equal rates) is far from the least sum: a small run's filter costs little memory at a
+/// very low rate, while the same bytes taken from the largest run raise its rate only a
+/// little. This greedy choice gives each run a rate roughly in proportion to its size, as
+/// Monkey (Dayan et al., SIGMOD 2017) does for LSM trees.
+pub(crate) fn fit_to_budget(filters: &mut [Planned], budget_bytes: usize) {
+    let mut total: usize = filters.iter().map(|f| f.blocks * BLOCK_BYTES).sum();
+    while total > budget_bytes {
+        let cost = |f: &Planned| {
+            let half = f.blocks / 2;
+            let added = f.false_positive_rate(half) - f.false_positive_rate(f.blocks);
+            added / ((f.blocks - half) * BLOCK_BYTES) as f64
+        };
+        let Some(cheapest) = filters
             .iter_mut()
-            .filter(|f| f.1 > 0)
-            .max_by(|x, y| bits_per_key(x).total_cmp(&bits_per_key(y)))
+            .filter(|f| f.blocks > 0)
+            .min_by(|x, y| cost(x).total_cmp(&cost(y)))
         else {
             return;
         };
-        fattest.1 /= 2;
+        let half = cheapest.blocks / 2;
+        total -= (cheapest.blocks - half) * BLOCK_BYTES;
+        cheapest.blocks = half;
     }
 }

@@ -78,7 +78,7 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
-use bloom::{Bloom, desired_blocks, fit_to_budget, target_bits_per_key};
+use bloom::{Bloom, Planned, fit_to_budget};
 use memtier::{MemTier, Probe};
 use run::{Run, RunSource, RunWriter, fence_bytes};
 
@@ -459,15 +459,15 @@ impl DedupIndex {
 
         let sizing = Sizing::new(&config);
         let total_keys: u64 = metas.iter().map(|(_, m)| m.keys).sum();
-        let target = target_bits_per_key(sizing.bloom_budget, total_keys);
-        let mut plan: Vec<(u64, usize)> = metas
+        let fences: usize = metas.iter().map(|(_, m)| fence_bytes(m.keys)).sum();
+        let mut plan: Vec<Planned> = metas
             .iter()
-            .map(|(_, m)| (m.keys, desired_blocks(m.keys, target)))
+            .map(|(_, m)| Planned::new_filter(m.keys))
             .collect();
-        fit_to_budget(&mut plan, sizing.bloom_budget);
+        fit_to_budget(&mut plan, sizing.bloom_budget.saturating_sub(fences));
         let mut runs = Vec::with_capacity(metas.len());
-        for ((seq, meta), (_, blocks)) in metas.iter().zip(&plan) {
-            runs.push(Run::open(dir, meta, *seq, *blocks)?);
+        for ((seq, meta), planned) in metas.iter().zip(&plan) {
+            runs.push(Run::open(dir, meta, *seq, planned.blocks)?);
         }
         runs.sort_by_key(|r| (r.meta.last_insert_ms, r.seq));
 
@@ -601,7 +601,7 @@ impl DedupIndex {
         let frozen = Arc::new(std::mem::replace(&mut self.mem, fresh));
         let keys = frozen.len() as u64;
         let run = (keys > 0).then(|| {
-            let bloom = self.new_bloom(keys, false);
+            let bloom = self.new_bloom(keys);
             let seq = self.alloc_seq();
             (self.dir.join(run::file_name(seq)), seq, bloom)
         });
@@ -793,9 +793,9 @@ impl DedupIndex {
     }
 
     /// A bloom filter for a new run of `keys` keys, after folding existing
-    /// filters so that all of them, the new one included, fit the budget. A merged
-    /// run's keys replace those of the runs under merge: they are counted once.
-    fn new_bloom(&mut self, keys: u64, merged: bool) -> Bloom {
+    /// filters so that all of them, the new one included, fit the budget (the new one is
+    /// asked for at the most bits per key worth having; `fit_to_budget` says who gives way).
+    fn new_bloom(&mut self, keys: u64) -> Bloom {
         // Fences, the merge's joined filter and its job's reservation are not foldable: the
         // filters share what they leave.
         let fixed = self.live_runs().map(Run::fence_bytes).sum::<usize>()
@@ -805,24 +805,23 @@ impl DedupIndex {
                 .as_ref()
                 .map_or(0, |m| m.union.bytes() + m.job_bytes);
         let budget = self.sizing.bloom_budget.saturating_sub(fixed);
-        let replaced = match &self.merging {
-            Some(m) if merged => m.inputs.iter().map(|r| r.meta.keys).sum(),
-            _ => 0,
-        };
-        let target = target_bits_per_key(budget, self.keys_on_disk() - replaced + keys);
-        let mut plan: Vec<(u64, usize)> = self
+        let mut plan: Vec<Planned> = self
             .runs
             .iter()
-            .map(|r| (r.meta.keys, r.bloom.blocks()))
+            .map(|r| Planned {
+                keys: r.meta.keys,
+                blocks: r.bloom.blocks(),
+                k: Some(r.bloom.k()),
+            })
             .collect();
-        plan.push((keys, desired_blocks(keys, target)));
+        plan.push(Planned::new_filter(keys));
         fit_to_budget(&mut plan, budget);
-        for (run, (_, blocks)) in self.runs.iter_mut().zip(&plan) {
-            while run.bloom.blocks() > *blocks {
+        for (run, planned) in self.runs.iter_mut().zip(&plan) {
+            while run.bloom.blocks() > planned.blocks {
                 run.bloom.fold();
             }
         }
-        Bloom::new(plan.last().map_or(0, |p| p.1), keys)
+        Bloom::new(plan.last().map_or(0, |p| p.blocks), keys)
     }
 
     fn insert_run(&mut self, run: Run) {
@@ -838,7 +837,7 @@ impl DedupIndex {
         if n == 0 {
             return Ok(());
         }
-        let bloom = self.new_bloom(n, false);
+        let bloom = self.new_bloom(n);
         let seq = self.alloc_seq();
         let path = self.dir.join(run::file_name(seq));
         let (first_ms, last_ms) = (self.mem.first_ms(), self.mem.last_ms());
@@ -926,7 +925,7 @@ impl DedupIndex {
                 sources,
             )
         };
-        let bloom = self.new_bloom(keys, true);
+        let bloom = self.new_bloom(keys);
         let seq = self.alloc_seq();
         let job_bytes = bloom.bytes() + fence_bytes(keys);
         if let Some(m) = &mut self.merging {

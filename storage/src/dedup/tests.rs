@@ -687,9 +687,77 @@ fn bloom_fold_keeps_members_and_plan_fits_budget() {
         bloom.fold();
     }
     assert!(bloom.may_contain(keys[0]), "no filter = maybe");
-    let mut plan = vec![(1_000, 64), (100_000, 4_096), (10, 1), (5_000, 1)];
+    let planned = |keys, blocks| bloom::Planned {
+        keys,
+        blocks,
+        k: Some(4),
+    };
+    let mut plan = vec![
+        planned(1_000, 64),
+        planned(100_000, 4_096),
+        planned(10, 1),
+        planned(5_000, 1),
+    ];
     bloom::fit_to_budget(&mut plan, 64 * 1_000);
-    assert!(plan.iter().map(|p| p.1 * 64).sum::<usize>() <= 64_000);
+    assert!(plan.iter().map(|p| p.blocks * 64).sum::<usize>() <= 64_000);
+}
+
+// Proves the budget goes where it saves the most disk probes: a new key is looked up in every
+// run, so what counts is the sum of the filters' false-positive rates. Sizes as the tiered
+// merges leave them (two large runs, three of each smaller tier), at about 5 bits per key.
+// Equal bits per key (what the index did before) sums to more than the greedy plan, and the
+// greedy plan gives small runs more bits per key than large ones.
+#[test]
+fn budget_plan_minimises_expected_probes() {
+    let m = 1u64 << 20;
+    let sizes = [
+        64 * m,
+        64 * m,
+        16 * m,
+        16 * m,
+        16 * m,
+        4 * m,
+        4 * m,
+        4 * m,
+        m,
+        m,
+        m,
+    ];
+    let total: u64 = sizes.iter().sum();
+    let budget = usize::try_from(total * 5 / 8).expect("fits");
+    let mut plan: Vec<bloom::Planned> = sizes
+        .iter()
+        .map(|&n| bloom::Planned::new_filter(n))
+        .collect();
+    bloom::fit_to_budget(&mut plan, budget);
+    let bytes: usize = plan.iter().map(|p| p.blocks * 64).sum();
+    assert!(bytes <= budget, "{bytes} > {budget}");
+    let rate = |p: &bloom::Planned| {
+        bloom::false_positive_rate(p.keys, p.blocks, bloom::k_for(p.blocks, p.keys))
+    };
+    let greedy: f64 = plan.iter().map(rate).sum();
+    let bits = |p: &bloom::Planned| p.blocks as f64 * 512.0 / p.keys as f64;
+    assert!(bits(&plan[10]) > bits(&plan[0]), "{plan:?}");
+
+    // Equal shares: every filter at the budget's bits per key, rounded down to fit.
+    let mut even: Vec<bloom::Planned> = sizes
+        .iter()
+        .map(|&n| bloom::Planned {
+            keys: n,
+            blocks: bloom::desired_blocks(n, 5.0),
+            k: None,
+        })
+        .collect();
+    while even.iter().map(|p| p.blocks * 64).sum::<usize>() > budget {
+        if let Some(fattest) = even.iter_mut().max_by(|x, y| bits(x).total_cmp(&bits(y))) {
+            fattest.blocks /= 2;
+        }
+    }
+    let uniform: f64 = even.iter().map(rate).sum();
+    assert!(
+        greedy < uniform * 0.8,
+        "greedy {greedy:.3} probes per new key, even shares {uniform:.3}"
+    );
 }
 
 // Proves a directory can be open by one index at a time, and that an I/O
