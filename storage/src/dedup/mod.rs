@@ -25,12 +25,14 @@
 //! most an eighth of the budget together; `memory_keys_max` is lowered if it would not fit). The
 //! rest is the bloom budget; the fences, and during a merge the joined filter of its
 //! inputs and the filter and fences its job builds, are taken from it first. A new
-//! filter gets `what is left * 8 / total keys on disk` bits per key (capped at 16),
-//! rounded to a power-of-two block count;
-//! then, while the filters' sum exceeds the bloom budget, the filter with the
-//! most bits per key is halved in place ("folded"). So as the index grows every
-//! filter gets fewer bits per key, the sum never exceeds the budget, and a
-//! bloom "maybe" is always checked on disk, so answers stay exact.
+//! filter is asked for at 16 bits per key (a power-of-two block count); then, while the
+//! filters' sum exceeds what is left, the filter whose halving adds the fewest expected
+//! false positives per byte given back is halved (a filter already built is "folded" in
+//! place). A new key is looked up in every run, so the sum of the rates is the expected
+//! number of disk probes per new key, and this keeps it near its least for the budget:
+//! small runs keep many bits per key, large ones give way (as Monkey does for LSM
+//! trees). The sum never exceeds the budget, and a bloom "maybe" is always checked on
+//! disk, so answers stay exact.
 //!
 //! # Checkpoints and file lifetime
 //! [`DedupIndex::checkpoint`] spills the memory tier, drops expired runs,
