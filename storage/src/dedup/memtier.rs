@@ -50,8 +50,11 @@ impl MemTier {
 
     pub(crate) fn new(max_keys: usize) -> Self {
         let max_keys = max_keys.max(1);
+        // Zeroed memory this large comes fresh from the kernel, untouched: the advice holds.
+        let slots = vec![0; Self::slots_for(max_keys)];
+        super::bloom::advise_huge_pages(slots.as_ptr() as usize, slots.len() * size_of::<Key>());
         Self {
-            slots: vec![0; Self::slots_for(max_keys)],
+            slots,
             len: 0,
             has_zero: false,
             max_keys,
@@ -67,6 +70,14 @@ impl MemTier {
     fn home(&self, key: Key) -> usize {
         let h = mix64(key as u64 ^ self.seed ^ mix64((key >> 64) as u64));
         h as usize & (self.slots.len() - 1)
+    }
+
+    /// Brings the slot `key` hashes to into the cache (see `Bloom::prefetch`).
+    #[inline]
+    pub(crate) fn prefetch(&self, key: Key) {
+        if !self.scrambled {
+            super::bloom::prefetch_line(&self.slots[self.home(key)]);
+        }
     }
 
     #[inline]

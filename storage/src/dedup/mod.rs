@@ -526,7 +526,10 @@ impl DedupIndex {
         let cutoff = self.cutoff(now_ms);
         self.expire_memory(cutoff);
         let mut out = Vec::with_capacity(keys.len());
-        for &key in keys {
+        for (i, &key) in keys.iter().enumerate() {
+            if let Some(&ahead) = keys.get(i + PREFETCH_AHEAD) {
+                self.prefetch(ahead, cutoff);
+            }
             let Probe::Vacant(slot) = self.mem.probe(key) else {
                 out.push(false);
                 continue;
@@ -551,6 +554,24 @@ impl DedupIndex {
             }
         }
         Ok(out)
+    }
+
+    /// Brings into the cache what a lookup of `key` will read in memory: its slot in the
+    /// memory tables and its block in each filter it will be checked against.
+    #[inline]
+    fn prefetch(&self, key: Key, cutoff: i64) {
+        self.mem.prefetch(key);
+        if let Some(sealing) = &self.sealing {
+            sealing.prefetch(key);
+        }
+        for run in &self.runs {
+            if run.meta.last_insert_ms >= cutoff && run.in_range(key) {
+                run.bloom.prefetch(key);
+            }
+        }
+        if let Some(m) = &self.merging {
+            m.union.prefetch(key);
+        }
     }
 
     /// Makes everything inserted so far durable as run files (fsynced, and the
@@ -1049,6 +1070,11 @@ fn in_merging(merging: Option<&Merging>, key: Key, counters: &mut Counters) -> R
     }
     Ok(false)
 }
+
+/// How many keys ahead a batch's lookups prefetch (see [`DedupIndex::prefetch`]): enough
+/// for the memory reads of several keys to overlap, few enough that the lines are still in
+/// the cache when their key's turn comes.
+const PREFETCH_AHEAD: usize = 4;
 
 /// 0 for runs up to `base` keys, then one more per factor of `FANOUT`.
 fn size_tier(keys: u64, base: u64) -> u32 {

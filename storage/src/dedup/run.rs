@@ -139,6 +139,8 @@ pub(crate) struct RunWriter {
     min: Key,
     last: Option<Key>,
     bloom: Bloom,
+    /// Keys of `buf` not yet in `bloom`: inserted together at each flush, prefetching ahead.
+    pending: Vec<Key>,
     fences: Vec<Key>,
 }
 
@@ -160,6 +162,7 @@ impl RunWriter {
             min: 0,
             last: None,
             bloom,
+            pending: Vec::with_capacity(CHUNK_KEYS as usize),
             fences: Vec::new(),
         })
     }
@@ -180,7 +183,7 @@ impl RunWriter {
             self.fences.push(key);
         }
         self.buf.extend_from_slice(&key.to_be_bytes());
-        self.bloom.insert(key);
+        self.pending.push(key);
         self.count += 1;
         if self.buf.len() >= (CHUNK_KEYS * KEY_LEN) as usize {
             self.flush()?;
@@ -189,6 +192,8 @@ impl RunWriter {
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.bloom.insert_all(&self.pending);
+        self.pending.clear();
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -294,8 +299,13 @@ impl Run {
         let mut fences = Vec::with_capacity(header.count.div_ceil(FENCE_KEYS) as usize);
         let mut reader = RunReader::new(&file, &path, header.count, header.body_checksum);
         let mut index = 0u64;
+        let mut pending = Vec::with_capacity(CHUNK_KEYS as usize);
         while let Some(key) = reader.next_key()? {
-            bloom.insert(key);
+            pending.push(key);
+            if pending.len() == CHUNK_KEYS as usize {
+                bloom.insert_all(&pending);
+                pending.clear();
+            }
             if index.is_multiple_of(FENCE_KEYS) {
                 fences.push(key);
             }
@@ -303,6 +313,7 @@ impl Run {
             min_key.get_or_insert(key);
             max_key = key;
         }
+        bloom.insert_all(&pending);
         let min_key = min_key.ok_or_else(|| Error::corrupt(&path, "empty run"))?;
         Ok(Self {
             meta: meta.clone(),
