@@ -225,6 +225,12 @@ impl SnapshotActor {
                         }
                         Metrics::add(&act.metrics.checkpoints_total, 1);
                         act.health.checkpoint_outcome(true);
+                        // The checkpoint freed what it wrote (the partitions' held events,
+                        // their Arrow batches and Parquet bytes, compaction's buffers): hand
+                        // the pages back, or the allocator keeps them. Measured at full rate
+                        // with a 512 MiB budget: 372 MB free but resident in glibc's arenas,
+                        // 45 % of the process's anonymous memory.
+                        tokio::task::spawn_blocking(crate::memory::release_freed_memory);
                         tracing::debug!(epoch = manifest.epoch, "Committed a checkpoint.");
                         let epoch = manifest.epoch;
                         act.manifest = manifest;

@@ -49,7 +49,7 @@ taskset -c "$client_cpus" "$bin/loadgen" --url "$url" --seconds "$seconds" --con
 # Every tenth second of the per-second table, then the summary.
 awk '/^second/ {print; next} /^ *[0-9]+ / {if ($1 % 10 == 0) print; next} {print}' "$work/out.txt"
 echo "-- the server's memory at the end (/proc/$pid/smaps_rollup):"
-grep -E "^(Rss|Anonymous|Pss_File)" "/proc/$pid/smaps_rollup" 2>/dev/null | tr -s ' ' | paste -sd ' ' || true
+grep -E "^(Rss|Anonymous|AnonHugePages|Pss_File)" "/proc/$pid/smaps_rollup" 2>/dev/null | tr -s ' ' | paste -sd ' ' || true
 echo "-- the dedup index at the end (/metrics):"
 curl -sf "$url/metrics" | grep -E '^metron_dedup' || true
 grep -E "WARN|ERROR" "$work/server.log" | tail -5 || true
