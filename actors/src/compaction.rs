@@ -147,9 +147,12 @@ pub async fn compact_events(
         let times_us = times_us.flatten();
         let path = paths::event_file(&namespace, date, manifest.epoch, partition, seq);
         seq += 1;
-        let urls = urls_of(query, files.iter().map(|f| f.path.as_str()));
+        let inputs = files
+            .iter()
+            .map(|f| objects::object_path(&f.path))
+            .collect();
         let written = query
-            .merge_parquet(events::schema(), urls, path.clone())
+            .merge_parquet(events::schema(), inputs, path.clone())
             .await
             .map_err(|e| e.to_string())?;
         replace_files(

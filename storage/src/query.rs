@@ -15,6 +15,7 @@ use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, col, lit};
@@ -227,14 +228,17 @@ impl QueryService {
         .await
     }
 
-    /// Rewrites the rows of Parquet files of `schema` as one file, in their order, and
-    /// writes it durably; returns the number of rows. One input at a time is decoded and
-    /// encoded into the output, so the memory it takes is one input's rows and the
-    /// output's encoded bytes, not every input's rows at once (and a copy of them).
+    /// Rewrites the rows of Parquet files of `schema` (object paths under this service's
+    /// root) as one file, in their order, and writes it durably; returns the number of
+    /// rows. Inputs are read one at a time, in batches of [`PAGE_ROWS`] × 8 rows straight
+    /// from their Parquet bytes, so the memory it takes is one input's compressed bytes,
+    /// one batch and the output's encoded bytes. An input whose columns differ from
+    /// `schema` (a file of an older version) goes through [`Self::scan`], which fills
+    /// missing columns with nulls: it is decoded whole.
     pub async fn merge_parquet(
         &self,
         schema: SchemaRef,
-        urls: Vec<String>,
+        inputs: Vec<ObjectPath>,
         path: ObjectPath,
     ) -> Result<u64> {
         let this = self.clone();
@@ -242,7 +246,30 @@ impl QueryService {
             let props = writer_properties(&schema);
             let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
             let mut rows = 0u64;
-            for url in urls {
+            for input in inputs {
+                let bytes = this.root.get(&input).await?;
+                let expected = schema.clone();
+                let (back, streamed) = tokio::task::spawn_blocking(move || {
+                    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+                    if builder.schema().fields() != expected.fields() {
+                        return Ok::<_, Error>((writer, None));
+                    }
+                    let mut rows = 0u64;
+                    for batch in builder.with_batch_size(PAGE_ROWS * 8).build()? {
+                        let batch = batch?;
+                        rows += batch.num_rows() as u64;
+                        writer.write(&batch)?;
+                    }
+                    Ok((writer, Some(rows)))
+                })
+                .await
+                .map_err(|e| Error::Join(e.to_string()))??;
+                writer = back;
+                if let Some(n) = streamed {
+                    rows += n;
+                    continue;
+                }
+                let url = this.root.url_of(&input);
                 let batches = this
                     .scan(
                         schema.clone(),

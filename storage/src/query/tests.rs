@@ -76,3 +76,67 @@ async fn scans_read_every_file() {
         .await;
     assert!(matches!(denied, Err(Error::Sql(_))), "COPY is rejected");
 }
+
+// Proves merge_parquet keeps every row of every input, in order, streaming the inputs of
+// the current schema and filling the columns an older file lacks with nulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_parquet_streams_inputs_and_fills_older_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = ObjectRoot::local(dir.path().to_owned()).expect("root");
+    let service = QueryService::new(tokio::runtime::Handle::current(), root.clone());
+    let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default();
+    let mut inputs = Vec::new();
+    // Two current files, the second larger than one streamed batch.
+    for (file, n) in [(1u64, 5usize), (2, PAGE_ROWS * 8 + 7)] {
+        let rows: Vec<IngestedEvent> = (0..n).map(|i| event(file as usize * 100_000 + i)).collect();
+        let path = paths::event_file("default", day, file, 0, 0);
+        service
+            .write_parquet(path.clone(), events::to_batch(&rows).expect("batch"))
+            .await
+            .expect("write");
+        inputs.push(path);
+    }
+    // An older file: the current schema without its last column.
+    let full = events::to_batch(&[event(900_000), event(900_001)]).expect("batch");
+    let kept = full.num_columns() - 1;
+    let older = full
+        .project(&(0..kept).collect::<Vec<_>>())
+        .expect("project");
+    let path = paths::event_file("default", day, 3, 0, 0);
+    service
+        .write_parquet(path.clone(), older)
+        .await
+        .expect("write");
+    inputs.push(path);
+
+    let merged = paths::event_file("default", day, 4, 0, 1);
+    let rows = service
+        .merge_parquet(events::schema(), inputs, merged.clone())
+        .await
+        .expect("merge");
+    let expected = 5 + PAGE_ROWS * 8 + 7 + 2;
+    assert_eq!(rows, expected as u64);
+    let batches = service
+        .scan(
+            events::schema(),
+            vec![root.url_of(&merged)],
+            TimeRange::everything(),
+            None,
+            Vec::new(),
+        )
+        .await
+        .expect("scan");
+    let all =
+        datafusion::arrow::compute::concat_batches(&events::schema(), &batches).expect("concat");
+    assert_eq!(all.num_rows(), expected);
+    let back = events::from_batch(&all).expect("events");
+    let ids: Vec<&str> = back.iter().map(|e| e.event.id.as_str()).collect();
+    assert_eq!(ids[0], "100000");
+    assert_eq!(ids[5], "200000");
+    assert_eq!(ids[expected - 2..], ["900000", "900001"]);
+    let last = all.column(kept);
+    assert!(
+        last.is_null(expected - 2) && last.is_null(expected - 1),
+        "the older file's missing column reads as null"
+    );
+}
