@@ -276,7 +276,8 @@ pub(crate) fn desired_blocks(keys: u64, bits_per_key: f64) -> usize {
     if want <= 1.0 {
         return 1;
     }
-    let exp = want.log2().floor().min(f64::from(usize::BITS - 2)) as u32;
+    // At most 2^(BITS - 8) blocks, so that a filter's bytes fit a usize.
+    let exp = want.log2().floor().min(f64::from(usize::BITS - 8)) as u32;
     let lower = 1usize << exp;
     if want >= lower as f64 * std::f64::consts::SQRT_2 {
         lower * 2
@@ -321,12 +322,15 @@ impl Planned {
 /// little. This greedy choice gives each run a rate roughly in proportion to its size, as
 /// Monkey (Dayan et al., SIGMOD 2017) does for LSM trees.
 pub(crate) fn fit_to_budget(filters: &mut [Planned], budget_bytes: usize) {
-    let mut total: usize = filters.iter().map(|f| f.blocks * BLOCK_BYTES).sum();
-    while total > budget_bytes {
+    // In u128: key counts come from files and checkpoint states, so a plan may ask for
+    // more bytes than a usize can count before it is cut down.
+    let bytes = |blocks: usize| blocks as u128 * BLOCK_BYTES as u128;
+    let mut total: u128 = filters.iter().map(|f| bytes(f.blocks)).sum();
+    while total > budget_bytes as u128 {
         let cost = |f: &Planned| {
             let half = f.blocks / 2;
             let added = f.false_positive_rate(half) - f.false_positive_rate(f.blocks);
-            added / ((f.blocks - half) * BLOCK_BYTES) as f64
+            added / bytes(f.blocks - half) as f64
         };
         let Some(cheapest) = filters
             .iter_mut()
@@ -336,7 +340,7 @@ pub(crate) fn fit_to_budget(filters: &mut [Planned], budget_bytes: usize) {
             return;
         };
         let half = cheapest.blocks / 2;
-        total -= (cheapest.blocks - half) * BLOCK_BYTES;
+        total -= bytes(cheapest.blocks - half);
         cheapest.blocks = half;
     }
 }

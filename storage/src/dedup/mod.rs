@@ -461,7 +461,9 @@ impl DedupIndex {
 
         let sizing = Sizing::new(&config);
         let total_keys: u64 = metas.iter().map(|(_, m)| m.keys).sum();
-        let fences: usize = metas.iter().map(|(_, m)| fence_bytes(m.keys)).sum();
+        let fences = metas.iter().fold(0usize, |sum, (_, m)| {
+            sum.saturating_add(fence_bytes(m.keys))
+        });
         let mut plan: Vec<Planned> = metas
             .iter()
             .map(|(_, m)| Planned::new_filter(m.keys))
