@@ -145,14 +145,14 @@ impl Bloom {
         prefetch_line(&self.blocks[a as usize & (self.blocks.len() - 1)]);
     }
 
-    /// Inserts `keys`, prefetching a few ahead (see [`Self::prefetch`]).
-    pub(crate) fn insert_all(&mut self, keys: &[Key]) {
+    /// Inserts the key of each item, prefetching a few ahead (see [`Self::prefetch`]).
+    pub(crate) fn insert_all<T>(&mut self, items: &[T], key: impl Fn(&T) -> Key) {
         const AHEAD: usize = 8;
-        for (i, &key) in keys.iter().enumerate() {
-            if let Some(&next) = keys.get(i + AHEAD) {
-                self.prefetch(next);
+        for (i, item) in items.iter().enumerate() {
+            if let Some(next) = items.get(i + AHEAD) {
+                self.prefetch(key(next));
             }
-            self.insert(key);
+            self.insert(key(item));
         }
     }
 

@@ -139,8 +139,6 @@ pub(crate) struct RunWriter {
     min: Key,
     last: Option<Key>,
     bloom: Bloom,
-    /// Keys of `buf` not yet in `bloom`: inserted together at each flush, prefetching ahead.
-    pending: Vec<Key>,
     fences: Vec<Key>,
 }
 
@@ -162,7 +160,6 @@ impl RunWriter {
             min: 0,
             last: None,
             bloom,
-            pending: Vec::with_capacity(CHUNK_KEYS as usize),
             fences: Vec::new(),
         })
     }
@@ -183,7 +180,6 @@ impl RunWriter {
             self.fences.push(key);
         }
         self.buf.extend_from_slice(&key.to_be_bytes());
-        self.pending.push(key);
         self.count += 1;
         if self.buf.len() >= (CHUNK_KEYS * KEY_LEN) as usize {
             self.flush()?;
@@ -192,8 +188,9 @@ impl RunWriter {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.bloom.insert_all(&self.pending);
-        self.pending.clear();
+        // The chunk's keys go into the filter together, prefetching ahead.
+        let (keys, _) = self.buf.as_chunks::<{ KEY_LEN as usize }>();
+        self.bloom.insert_all(keys, |k| Key::from_be_bytes(*k));
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -303,7 +300,7 @@ impl Run {
         while let Some(key) = reader.next_key()? {
             pending.push(key);
             if pending.len() == CHUNK_KEYS as usize {
-                bloom.insert_all(&pending);
+                bloom.insert_all(&pending, |k| *k);
                 pending.clear();
             }
             if index.is_multiple_of(FENCE_KEYS) {
@@ -313,7 +310,7 @@ impl Run {
             min_key.get_or_insert(key);
             max_key = key;
         }
-        bloom.insert_all(&pending);
+        bloom.insert_all(&pending, |k| *k);
         let min_key = min_key.ok_or_else(|| Error::corrupt(&path, "empty run"))?;
         Ok(Self {
             meta: meta.clone(),
