@@ -5,7 +5,7 @@ use actix::prelude::*;
 use metron_engine::aggregate::{AggState, Aggregation, SampleValue};
 use metron_engine::meter::Meter;
 use metron_engine::query::{MeterQuery, RollupRow};
-use metron_storage::manifest::RollupFile;
+use metron_storage::manifest::{MeterFiles, RollupFile};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -252,7 +252,7 @@ pub struct Sealed {
 #[rtype(result = "()")]
 pub struct Committed {
     pub epoch: u64,
-    pub files: Vec<RollupFile>,
+    pub files: MeterFiles,
 }
 
 /// The meter's definition changed (name, group-by keys added).
@@ -272,7 +272,11 @@ pub struct Read {
 
 pub struct Snapshot {
     pub meter: Arc<Meter>,
+    /// The minute files.
     pub files: Vec<RollupFile>,
+    /// The hourly files, when they hold what the minute files hold: a query of whole
+    /// hours may read them instead.
+    pub hourly: Option<Vec<RollupFile>>,
     pub rows: Vec<RollupRow>,
 }
 
@@ -290,7 +294,7 @@ pub struct MeterActor {
     /// Rows sealed into a checkpoint not yet committed: its epoch, the rows, their
     /// estimated bytes and the dedup generation they were aligned for.
     sealed: Vec<(u64, Arc<Vec<RollupRow>>, usize, u64)>,
-    files: Vec<RollupFile>,
+    files: MeterFiles,
     complete: bool,
     /// The process-wide `live_window_bytes` gauge this actor's live and sealed rows count in.
     metrics: Arc<Metrics>,
@@ -302,7 +306,7 @@ impl MeterActor {
     /// `complete` is false for a meter that still waits for its backfill.
     pub fn new(
         meter: Arc<Meter>,
-        files: Vec<RollupFile>,
+        files: MeterFiles,
         complete: bool,
         partitions: u32,
         metrics: Arc<Metrics>,
@@ -538,7 +542,8 @@ impl Handler<Read> for MeterActor {
         }
         MessageResult(Snapshot {
             meter: self.meter.clone(),
-            files: self.files.clone(),
+            files: self.files.minute.clone(),
+            hourly: self.files.hourly.clone(),
             rows,
         })
     }

@@ -13,9 +13,9 @@ use metron_engine::failpoint::Action;
 use metron_engine::meter::Meter;
 use metron_engine::record::RecordView;
 use metron_storage::dedup::DedupState;
-use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState, RollupFile};
+use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState};
 use metron_storage::query::QueryService;
-use metron_storage::{events, objects, paths, rollups};
+use metron_storage::{events, objects, paths};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -200,15 +200,9 @@ impl SnapshotActor {
                                 path,
                             }));
                         for entry in act.meters.values() {
-                            let files = manifest
-                                .rollup_files
-                                .iter()
-                                .filter(|f| f.meter_id == entry.meter.id)
-                                .cloned()
-                                .collect();
                             entry.addr.do_send(meter::Committed {
                                 epoch: manifest.epoch,
-                                files,
+                                files: manifest.meter_files(&entry.meter.id),
                             });
                         }
                         for (i, addr) in act.partitions.iter().enumerate() {
@@ -385,6 +379,7 @@ async fn write(
         partitions: Vec::new(),
         meters: Vec::new(),
         rollup_files: Vec::new(),
+        hourly_meters: Vec::new(),
         event_files: base.event_files.clone(),
         dedup_runs: Some(pending.dedup.runs.iter().map(DedupRun::from).collect()),
     };
@@ -438,26 +433,17 @@ async fn write(
         .filter(|f| live.contains_key(f.meter_id.as_str()))
         .cloned()
         .collect();
+    manifest.hourly_meters = base
+        .hourly_meters
+        .iter()
+        .filter(|id| live.contains_key(id.as_str()))
+        .cloned()
+        .collect();
     for sealed in &pending.meters {
         if sealed.complete {
             manifest.meters.push(sealed.meter.id.clone());
         }
-        if sealed.rows.is_empty() {
-            continue;
-        }
-        let keys: Vec<String> = sealed.meter.group_by.keys().cloned().collect();
-        let batch = rollups::to_batch(&keys, &sealed.rows).map_err(|e| e.to_string())?;
-        let path = paths::rollup_file(&sealed.meter.namespace, &sealed.meter.id, epoch, 0);
-        let rows = query
-            .write_parquet(path.clone(), batch)
-            .await
-            .map_err(|e| e.to_string())?;
-        manifest.rollup_files.push(RollupFile {
-            namespace: sealed.meter.namespace.clone(),
-            meter_id: sealed.meter.id.clone(),
-            path: path.to_string(),
-            rows,
-        });
+        compaction::write_rollups(query, &mut manifest, &sealed.meter, &sealed.rows).await?;
     }
     let mut superseded = compaction::compact_rollups(query, &mut manifest, &live).await?;
     superseded.extend(compaction::compact_events(query, &mut manifest).await?);

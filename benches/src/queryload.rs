@@ -23,10 +23,10 @@ use metron_engine::event::{CloudEvent, IngestedEvent};
 use metron_engine::meter::Meter;
 use metron_engine::quantity::Quantity;
 use metron_engine::query::RollupRow;
-use metron_storage::manifest::{self, EventFile, RollupFile};
+use metron_storage::manifest::{self, EventFile};
 use metron_storage::objects::{ObjectRoot, object_path};
 use metron_storage::query::QueryService;
-use metron_storage::{events, paths, rollups};
+use metron_storage::{events, paths};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -156,7 +156,6 @@ async fn main() -> Result<()> {
     let mut manifest = manifest::load_latest(&root, args.partitions)
         .await?
         .context("no manifest: start the server once (it writes one at its first checkpoint)")?;
-    let keys = vec!["model".to_owned()];
     let meters: HashMap<String, Arc<Meter>> = HashMap::from([(meter.id.clone(), meter.clone())]);
     let now = Utc::now();
     let started = std::time::Instant::now();
@@ -233,16 +232,9 @@ async fn main() -> Result<()> {
                 state: AggState::Sum(Quantity::from(tokens as i64)),
             })
             .collect();
-        let path = paths::rollup_file(NAMESPACE, &meter.id, epoch, 0);
-        let written = query
-            .write_parquet(path.clone(), rollups::to_batch(&keys, &rows)?)
-            .await?;
-        manifest.rollup_files.push(RollupFile {
-            namespace: NAMESPACE.into(),
-            meter_id: meter.id.clone(),
-            path: path.to_string(),
-            rows: written,
-        });
+        compaction::write_rollups(&query, &mut manifest, &meter, &rows)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let mut superseded = compaction::compact_meter_rollups(&query, &mut manifest, &meters)
             .await
             .map_err(anyhow::Error::msg)?;

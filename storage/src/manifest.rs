@@ -27,7 +27,15 @@ pub struct Manifest {
     pub partitions: Vec<PartitionState>,
     /// Meters whose rollups these files hold completely (up to the offsets).
     pub meters: Vec<String>,
+    /// Every meter's rollup files: minute files, and for the meters of
+    /// [`Manifest::hourly_meters`] hourly files besides ([`RollupFile::hourly`]).
     pub rollup_files: Vec<RollupFile>,
+    /// Meters whose hourly rollup files hold exactly what their minute files hold,
+    /// merged per hour: a query of whole UTC hours may read those instead. Absent in
+    /// manifests written before hourly files; compaction then writes them from the
+    /// minute files (see `metron_actors::compaction`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hourly_meters: Vec<String>,
     pub event_files: Vec<EventFile>,
     /// The runs of the one dedup index every partition shares. Absent in manifests
     /// written when each partition had an index of its own
@@ -37,6 +45,21 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A meter's rollup files, by tier.
+    pub fn meter_files(&self, meter_id: &str) -> MeterFiles {
+        let (hourly, minute): (Vec<RollupFile>, Vec<RollupFile>) = self
+            .rollup_files
+            .iter()
+            .filter(|f| f.meter_id == meter_id)
+            .cloned()
+            .partition(|f| f.hourly);
+        let complete = self.hourly_meters.iter().any(|m| m == meter_id);
+        MeterFiles {
+            minute,
+            hourly: complete.then_some(hourly),
+        }
+    }
+
     /// The shared dedup index's state, if this manifest records one.
     pub fn dedup_state(&self) -> Option<crate::dedup::DedupState> {
         self.dedup_runs.as_deref().map(dedup_state)
@@ -85,6 +108,18 @@ pub struct RollupFile {
     pub meter_id: String,
     pub path: String,
     pub rows: u64,
+    /// Rows per (hour, subject, group), the `minute` column holding the hour's start:
+    /// the hourly tier of the meter's rollups. False for minute files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hourly: bool,
+}
+
+/// One meter's rollup files in a manifest, by tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterFiles {
+    pub minute: Vec<RollupFile>,
+    /// The hourly files, when they hold everything the minute files hold.
+    pub hourly: Option<Vec<RollupFile>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use datafusion::object_store::local::LocalFileSystem;
-use datafusion::object_store::path::Path as ObjectPath;
+pub use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use futures::TryStreamExt;
 use metron_engine::failpoint::Action;

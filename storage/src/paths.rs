@@ -13,7 +13,15 @@ pub const EVENTS: &str = "events";
 /// A minute-rollup file of one meter, written by checkpoint `epoch`.
 pub fn rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> ObjectPath {
     ObjectPath::from(format!(
-        "rollups/namespace={namespace}/meter={meter_id}/e{epoch:020}-{seq:05}.parquet"
+        "{ROLLUPS}/namespace={namespace}/meter={meter_id}/e{epoch:020}-{seq:05}.parquet"
+    ))
+}
+
+/// An hourly-rollup file of one meter (rows per hour: see `manifest::RollupFile::hourly`),
+/// written by checkpoint `epoch`.
+pub fn hourly_rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> ObjectPath {
+    ObjectPath::from(format!(
+        "{ROLLUPS}/namespace={namespace}/meter={meter_id}/hourly/e{epoch:020}-{seq:05}.parquet"
     ))
 }
 

@@ -140,7 +140,8 @@ pub fn from_batch(
 }
 
 const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
+/// The slot of hourly rollup rows and files.
+pub const HOUR_MS: i64 = 3_600_000;
 
 /// The state columns an aggregation never reads: a reader may leave them out.
 pub fn unused_columns(aggregation: Aggregation) -> &'static [&'static str] {

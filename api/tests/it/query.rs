@@ -171,6 +171,62 @@ fn query_window_day() {
     );
 }
 
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn whole_hour_queries_read_the_hourly_rollups() {
+    // After a checkpoint, a query of whole UTC hours (here DAY windows) reads the meter's
+    // hourly rollup files: with every minute file gone it still answers, while a MINUTE
+    // query, which needs them, cannot.
+    let mut f = QueryFixture::start();
+    f.wait_all_visible();
+    f.server.restart(); // SIGTERM writes the final checkpoint; nothing is live after it
+    let files = files_under(&f.server.data_dir().join("objects/rollups"));
+    let (hourly, minute): (Vec<_>, Vec<_>) = files
+        .iter()
+        .partition(|p| p.components().any(|c| c.as_os_str() == "hourly"));
+    assert!(!hourly.is_empty(), "no hourly rollup files in {files:?}");
+    assert!(!minute.is_empty(), "no minute rollup files in {files:?}");
+    for path in &minute {
+        std::fs::remove_file(path).expect("remove a minute file");
+    }
+    let (t, d) = (f.t, Duration::days(1));
+    let expected = windowed(
+        "DAY",
+        vec![
+            Row::plain(1500.0, t, t + d),
+            Row::plain(500.0, t + d, t + d * 2),
+        ],
+    );
+    wait_for_query(
+        &f.server,
+        "query",
+        &[("windowSize", "DAY".into())],
+        &expected,
+    );
+    let resp = f
+        .server
+        .get("/api/v1/meters/query/query")
+        .query("windowSize", "MINUTE")
+        .send();
+    assert_ne!(
+        resp.status, 200,
+        "a MINUTE query answered without the minute files: {resp}"
+    );
+}
+
 #[test]
 fn query_subject_filter() {
     // TestQuery/Subject: two subject filters group by subject; each row carries its subject

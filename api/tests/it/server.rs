@@ -343,6 +343,11 @@ impl TestServer {
 
     /// Stops the server (SIGTERM) if it is running and starts it again on the same data
     /// directory and config; the new process listens on a new port.
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     pub fn restart(&mut self) {
         self.try_restart()
             .unwrap_or_else(|e| panic!("metron did not restart: {e:#}"));
