@@ -39,7 +39,8 @@ host, port = addr.rsplit(":", 1)
 db = duckdb.connect()
 db.execute("SET TimeZone = 'UTC'")
 db.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{objects}/events/**/*.parquet', hive_partitioning = false)")
-db.execute(f"CREATE VIEW meter_bench_tokens AS SELECT minute, subject FROM read_parquet('{objects}/rollups/**/*.parquet', hive_partitioning = false)")
+# The minute rollups, as meter_<slug> in Metron: not the hourly tier under <meter>/hourly/.
+db.execute(f"CREATE VIEW meter_bench_tokens AS SELECT minute, subject FROM read_parquet('{objects}/rollups/*/*/*.parquet', hive_partitioning = false)")
 
 def cpu(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
