@@ -86,6 +86,18 @@ impl QueryFixture {
         }
     }
 
+    /// The answer to a query by UTC day once everything is visible.
+    fn days(&self) -> QueryResult {
+        let (t, d) = (self.t, Duration::days(1));
+        windowed(
+            "DAY",
+            vec![
+                Row::plain(1500.0, t, t + d),
+                Row::plain(500.0, t + d, t + d * 2),
+            ],
+        )
+    }
+
     fn wait_all_visible(&self) {
         wait_for_query(&self.server, "query", &[], &self.total());
     }
@@ -155,19 +167,11 @@ fn query_window_hour() {
 fn query_window_day() {
     // TestQuery/WindowSize/Day: UTC days (the default windowTimeZone).
     let f = QueryFixture::start();
-    let (t, d) = (f.t, Duration::days(1));
-    let expected = windowed(
-        "DAY",
-        vec![
-            Row::plain(1500.0, t, t + d),
-            Row::plain(500.0, t + d, t + d * 2),
-        ],
-    );
     wait_for_query(
         &f.server,
         "query",
         &[("windowSize", "DAY".into())],
-        &expected,
+        &f.days(),
     );
 }
 
@@ -202,19 +206,11 @@ fn whole_hour_queries_read_the_hourly_rollups() {
     for path in &minute {
         std::fs::remove_file(path).expect("remove a minute file");
     }
-    let (t, d) = (f.t, Duration::days(1));
-    let expected = windowed(
-        "DAY",
-        vec![
-            Row::plain(1500.0, t, t + d),
-            Row::plain(500.0, t + d, t + d * 2),
-        ],
-    );
     wait_for_query(
         &f.server,
         "query",
         &[("windowSize", "DAY".into())],
-        &expected,
+        &f.days(),
     );
     let resp = f
         .server
