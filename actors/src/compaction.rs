@@ -120,22 +120,13 @@ async fn backfill_hourly(
         .cloned()
         .collect();
     for file in &minute {
-        let batches = read_all(
+        let rows = read_merged(
             query,
-            rollups::schema(&keys),
+            meter,
             std::iter::once(file.path.as_str()),
+            rollups::HOUR_MS,
         )
         .await?;
-        let mut hours = meter::Rollups::default();
-        for batch in &batches {
-            for row in
-                rollups::from_batch_in_slots(&keys, meter.aggregation, batch, rollups::HOUR_MS)
-                    .map_err(|e| e.to_string())?
-            {
-                hours.merge(row);
-            }
-        }
-        let rows = hours.drain_rows();
         if rows.is_empty() {
             continue;
         }
@@ -197,21 +188,13 @@ pub async fn compact_meter_rollups(
             continue;
         };
         let keys: Vec<String> = meter.group_by.keys().cloned().collect();
-        let batches = read_all(
+        let rows = read_merged(
             query,
-            rollups::schema(&keys),
+            meter,
             files.iter().map(|f| f.path.as_str()),
+            rollups::MINUTE_MS,
         )
         .await?;
-        let mut merged = meter::Rollups::default();
-        for batch in &batches {
-            for row in
-                rollups::from_batch(&keys, meter.aggregation, batch).map_err(|e| e.to_string())?
-            {
-                merged.merge(row);
-            }
-        }
-        let rows = merged.drain_rows();
         let batch = rollups::to_batch(&keys, &rows).map_err(|e| e.to_string())?;
         let path = if hourly {
             paths::hourly_rollup_file(&meter.namespace, &meter.id, manifest.epoch, seq)
@@ -296,6 +279,27 @@ pub async fn compact_events(
         superseded.extend(files.into_iter().map(|f| f.path));
     }
     Ok(superseded)
+}
+
+/// The rows of a meter's rollup files, each minute floored to a multiple of `slot_ms` and
+/// rows of one (slot, subject, group) merged into one.
+async fn read_merged<'a>(
+    query: &QueryService,
+    meter: &Meter,
+    paths: impl Iterator<Item = &'a str>,
+    slot_ms: i64,
+) -> Result<Vec<RollupRow>, String> {
+    let keys: Vec<String> = meter.group_by.keys().cloned().collect();
+    let batches = read_all(query, rollups::schema(&keys), paths).await?;
+    let mut merged = meter::Rollups::default();
+    for batch in &batches {
+        for row in rollups::from_batch_in_slots(&keys, meter.aggregation, batch, slot_ms)
+            .map_err(|e| e.to_string())?
+        {
+            merged.merge(row);
+        }
+    }
+    Ok(merged.drain_rows())
 }
 
 /// Every row of these files (of one schema).

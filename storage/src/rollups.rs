@@ -139,7 +139,8 @@ pub fn from_batch(
     from_batch_in_slots(group_keys, aggregation, batch, MINUTE_MS)
 }
 
-const MINUTE_MS: i64 = 60_000;
+/// The slot of minute rollup rows and files.
+pub const MINUTE_MS: i64 = 60_000;
 /// The slot of hourly rollup rows and files.
 pub const HOUR_MS: i64 = 3_600_000;
 
