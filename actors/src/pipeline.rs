@@ -7,7 +7,8 @@ use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::notification::Notifier;
 use crate::partition::{
-    self, Chunk, Held, PartitionActor, ReadHeld, ReadLimits, SharedDedup, Subscribe, Unsubscribe,
+    self, Chunk, Held, PartitionActor, PartitionHandle, ReadHeld, ReadLimits, SharedDedup,
+    Subscribe, Unsubscribe,
 };
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
@@ -267,7 +268,7 @@ struct Inner {
     query: QueryService,
     metrics: Arc<Metrics>,
     consumed: Arc<Vec<AtomicU64>>,
-    partitions: Vec<Addr<PartitionActor>>,
+    partitions: Vec<PartitionHandle>,
     snapshot: Addr<SnapshotActor>,
     meters: parking_lot::RwLock<BTreeMap<String, MeterEntry>>,
     attribution: Attribution,
@@ -1614,9 +1615,10 @@ mod anyhow_free {
                 .collect();
             let limits = ReadLimits {
                 batch_records_max: config.batch_records_max,
-                // A read waits this long for records while the mailbox (seals, subscriptions,
-                // reads of held events) waits behind it: keep it short.
-                wait: Duration::from_millis(5),
+                // A read waits this long for records; a message for the partition (seals,
+                // subscriptions, reads of held events) ends the wait at once
+                // (`PartitionHandle`), so it only bounds how often an idle partition wakes.
+                wait: Duration::from_millis(250),
                 pending_events_max: config.pending_events_max,
                 held_bytes_max: config.held_events_bytes / (config.partitions.max(1) as usize),
                 live_window_bytes_max: config.live_windows_bytes,
@@ -1633,12 +1635,12 @@ mod anyhow_free {
                 metrics.clone(),
             );
             let h = health.clone();
-            let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
+            let handle = PartitionHandle::start(&arbiter, move || {
                 PartitionActor::new(
                     partition, s, dedup, r, offset, files, c, mm, limits, w, act, h,
                 )
             });
-            partitions.push(addr);
+            partitions.push(handle);
         }
         let snapshot = SnapshotActor::new(
             manifest,

@@ -5,7 +5,7 @@ use crate::compaction;
 use crate::health::Health;
 use crate::meter::{self, MeterActor};
 use crate::metrics::Metrics;
-use crate::partition::{self, PartitionActor, Route, SealReply, SetRoutes, SharedDedup};
+use crate::partition::{self, PartitionHandle, Route, SealReply, SetRoutes, SharedDedup};
 use actix::prelude::*;
 use chrono::Utc;
 use metron_connectors::EventStream;
@@ -39,7 +39,7 @@ struct Pending {
 pub struct SnapshotActor {
     epoch: u64,
     manifest: Manifest,
-    partitions: Vec<Addr<PartitionActor>>,
+    partitions: Vec<PartitionHandle>,
     dedup: SharedDedup,
     meters: BTreeMap<String, MeterEntry>,
     stream: Arc<dyn EventStream>,
@@ -82,7 +82,7 @@ impl SnapshotActor {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         manifest: Manifest,
-        partitions: Vec<Addr<PartitionActor>>,
+        partitions: Vec<PartitionHandle>,
         dedup: SharedDedup,
         meters: BTreeMap<String, MeterEntry>,
         stream: Arc<dyn EventStream>,
@@ -277,7 +277,7 @@ type SealResult = Result<Pending, (String, Option<Pending>)>;
 /// Then the frozen dedup tier is written.
 async fn seal(
     epoch: u64,
-    partitions: &[Addr<PartitionActor>],
+    partitions: &[PartitionHandle],
     dedup: &SharedDedup,
     meters: &[Addr<MeterActor>],
 ) -> SealResult {

@@ -148,7 +148,9 @@ pub trait EventStream: Send + Sync + 'static {
 
     /// Reads records with offset >= `from`, at most `max_records`; if none is
     /// available yet, waits up to `max_wait` for new appends, then returns an
-    /// empty Vec. Records returned are durable.
+    /// empty Vec. Records returned are durable. The future is cancel-safe: dropped
+    /// before it resolves, it has consumed nothing (a partition ends a long wait this way
+    /// when a message comes for it).
     fn read(
         &self,
         partition: PartitionId,
