@@ -110,6 +110,9 @@ pub struct PartitionActor {
     attention: Arc<tokio::sync::Notify>,
 }
 
+/// Messages a partition's mailbox holds before a sender waits (actix's default is 16).
+const MAILBOX_CAPACITY: usize = 4096;
+
 /// The address of a partition actor, for every sender of its messages.
 ///
 /// A partition waits in its stream's read for records, and its mailbox waits behind the
@@ -133,9 +136,10 @@ impl PartitionHandle {
         let attention = Arc::new(tokio::sync::Notify::new());
         let shared = attention.clone();
         let addr = PartitionActor::start_in_arbiter(arbiter, move |ctx| {
-            // Few messages come, each awaited or small: never hold one back at the
-            // mailbox's door, where the notification would not see it.
-            ctx.set_mailbox_capacity(usize::MAX);
+            // Few messages come, each awaited or small: room for far more than ever
+            // wait, so that none is held back at the mailbox's door, where the
+            // notification would not see it.
+            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             let mut actor = make();
             actor.attention = shared;
             actor

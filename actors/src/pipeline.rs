@@ -46,6 +46,9 @@ pub struct PipelineConfig {
     pub backlog_records_max: u64,
     /// A partition holding this many events since the last checkpoint asks for the next one early.
     pub pending_events_max: usize,
+    /// How long a partition's read waits for records before the partition wakes anyway; a
+    /// message for the partition ends the wait at once (`PartitionHandle`).
+    pub read_wait_max: Duration,
     /// Meters declared in the config file (created in the catalog if missing).
     pub meters: Vec<MeterCreate>,
     pub namespace: String,
@@ -1615,10 +1618,10 @@ mod anyhow_free {
                 .collect();
             let limits = ReadLimits {
                 batch_records_max: config.batch_records_max,
-                // A read waits this long for records; a message for the partition (seals,
-                // subscriptions, reads of held events) ends the wait at once
-                // (`PartitionHandle`), so it only bounds how often an idle partition wakes.
-                wait: Duration::from_millis(250),
+                // A message for the partition (seals, subscriptions, reads of held events)
+                // ends the wait at once (`PartitionHandle`): this only bounds how often an
+                // idle partition wakes.
+                wait: config.read_wait_max,
                 pending_events_max: config.pending_events_max,
                 held_bytes_max: config.held_events_bytes / (config.partitions.max(1) as usize),
                 live_window_bytes_max: config.live_windows_bytes,

@@ -23,6 +23,10 @@ pub struct Config {
     pub batch_records_max: usize,
     pub backlog_records_max: u64,
     pub pending_events_max: usize,
+    /// How long a partition's read waits for records before the partition wakes anyway
+    /// (a message for the partition ends the wait at once).
+    #[serde(deserialize_with = "human_duration")]
+    pub read_wait_max: Duration,
     #[serde(deserialize_with = "human_duration")]
     pub checkpoint_failure_deadline: Duration,
     pub sql: SqlSection,
@@ -272,6 +276,12 @@ impl Config {
         if config.checkpoint_interval < Duration::from_millis(50) {
             return Err(ConfigError::Invalid(
                 "checkpointInterval must be at least 50ms".into(),
+            ));
+        }
+        if config.read_wait_max < Duration::from_millis(1) {
+            // Shorter, an idle partition would spin on its reads.
+            return Err(ConfigError::Invalid(
+                "readWaitMax must be at least 1ms".into(),
             ));
         }
         Ok(config)

@@ -138,6 +138,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         batch_records_max: config.batch_records_max,
         backlog_records_max: config.backlog_records_max,
         pending_events_max: config.pending_events_max,
+        read_wait_max: config.read_wait_max,
         meters: config.meters.clone(),
         namespace: config.namespace.clone(),
         notifications: (&config.notifications).into(),

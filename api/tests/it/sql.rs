@@ -224,3 +224,48 @@ fn abusive_sql_is_refused_and_the_server_keeps_serving() {
     statuses.sort_unstable();
     eprintln!("abusive SQL answers: {statuses:?}");
 }
+
+#[test]
+fn idle_partitions_answer_at_once_however_long_their_reads_wait() {
+    // With `readWaitMax: 1h` an idle partition's read of the log waits an hour for records,
+    // and only a message for the partition ends the wait at once (`PartitionHandle`). The SQL
+    // view reads the events the partitions hold (no checkpoint for an hour), and SIGTERM's
+    // final checkpoint seals every partition: both must answer now, not in an hour (the
+    // client gives up after two minutes).
+    let mut server = TestServer::start_with_config("readWaitMax: 1h\ncheckpointInterval: 1h\n");
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 3_600, 0).expect("time");
+    let events: Vec<Value> = (0..10)
+        .map(|i| {
+            cloud_event(
+                &format!("idle-{i}"),
+                "idle-test",
+                "request",
+                &format!("s{i}"),
+                t0 + Duration::seconds(i),
+                json!({}),
+            )
+        })
+        .collect();
+    server.ingest_batch(&events).expect_status(204);
+    // Let every partition go back to its hour-long read.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for _ in 0..3 {
+        let answer = server.sql("SELECT count(*) AS n FROM events");
+        assert_eq!(answer["rows"], json!([[10]]), "{answer}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let status = server.terminate().expect("SIGTERM");
+    assert!(
+        status.success(),
+        "exit: {status:?}\n{}",
+        server.log_tail(30)
+    );
+    assert!(
+        server.log_tail(50).contains("Wrote the final checkpoint."),
+        "{}",
+        server.log_tail(50)
+    );
+    server.restart();
+    let answer = server.sql("SELECT count(*) AS n FROM events");
+    assert_eq!(answer["rows"], json!([[10]]), "{answer}");
+}
