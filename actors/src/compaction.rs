@@ -339,7 +339,6 @@ mod tests {
     use super::*;
     use metron_engine::aggregate::AggState;
     use metron_engine::quantity::Quantity;
-    use metron_storage::objects::ObjectRoot;
 
     fn test_meter() -> Meter {
         Meter {
@@ -421,76 +420,80 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hourly_files_hold_what_minute_files_hold() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = ObjectRoot::local(dir.path().to_owned()).expect("root");
-        let query = QueryService::new(tokio::runtime::Handle::current(), root);
-        let meter = Arc::new(test_meter());
-        let meters: HashMap<String, Arc<Meter>> = [(meter.id.clone(), meter.clone())].into();
-        let keys: Vec<String> = meter.group_by.keys().cloned().collect();
-        // A manifest from before hourly files: two minute files.
-        let mut manifest = Manifest {
-            epoch: 1,
-            ..Manifest::default()
-        };
-        for seq in 0..2 {
-            let path = paths::rollup_file("default", &meter.id, 1, seq);
-            let batch = rollups::to_batch(&keys, &rows(i64::from(seq))).expect("batch");
-            write_rollup_file(&query, &mut manifest, &meter, path, batch, false)
-                .await
-                .expect("write");
-        }
-        assert_eq!(manifest.meter_files(&meter.id).hourly, None);
-        // A checkpoint of the meter writes its minute file only.
-        manifest.epoch = 2;
-        write_rollups(&query, &mut manifest, &meter, &rows(2))
-            .await
-            .expect("checkpoint");
-        assert_eq!(manifest.rollup_files.len(), 3);
-        assert!(manifest.rollup_files.iter().all(|f| !f.hourly));
-        // Compaction writes one hourly file per minute file.
-        compact_meter_rollups(&query, &mut manifest, &meters)
-            .await
-            .expect("compaction");
-        let files = manifest.meter_files(&meter.id);
-        assert_eq!(files.minute.len(), 3);
-        assert_eq!(files.hourly.as_ref().map(Vec::len), Some(3));
-        let minute = tier(&query, &manifest, &meter, false).await;
-        assert_eq!(minute.len(), 4 * 3 * 2, "hours × subjects × models");
-        assert_eq!(tier(&query, &manifest, &meter, true).await, minute);
-        // Checkpoints now write both tiers; compaction merges each within itself.
-        for epoch in 3..3 + COMPACT_FILES_MIN as u64 {
-            manifest.epoch = epoch;
-            write_rollups(&query, &mut manifest, &meter, &rows(epoch as i64))
+        for (backend, root) in
+            metron_storage::objects::testing::roots(dir.path(), "hourly-files").expect("roots")
+        {
+            eprintln!("backend: {backend}");
+            let query = QueryService::new(tokio::runtime::Handle::current(), root);
+            let meter = Arc::new(test_meter());
+            let meters: HashMap<String, Arc<Meter>> = [(meter.id.clone(), meter.clone())].into();
+            let keys: Vec<String> = meter.group_by.keys().cloned().collect();
+            // A manifest from before hourly files: two minute files.
+            let mut manifest = Manifest {
+                epoch: 1,
+                ..Manifest::default()
+            };
+            for seq in 0..2 {
+                let path = paths::rollup_file("default", &meter.id, 1, seq);
+                let batch = rollups::to_batch(&keys, &rows(i64::from(seq))).expect("batch");
+                write_rollup_file(&query, &mut manifest, &meter, path, batch, false)
+                    .await
+                    .expect("write");
+            }
+            assert_eq!(manifest.meter_files(&meter.id).hourly, None);
+            // A checkpoint of the meter writes its minute file only.
+            manifest.epoch = 2;
+            write_rollups(&query, &mut manifest, &meter, &rows(2))
                 .await
                 .expect("checkpoint");
+            assert_eq!(manifest.rollup_files.len(), 3);
+            assert!(manifest.rollup_files.iter().all(|f| !f.hourly));
+            // Compaction writes one hourly file per minute file.
             compact_meter_rollups(&query, &mut manifest, &meters)
                 .await
                 .expect("compaction");
+            let files = manifest.meter_files(&meter.id);
+            assert_eq!(files.minute.len(), 3);
+            assert_eq!(files.hourly.as_ref().map(Vec::len), Some(3));
+            let minute = tier(&query, &manifest, &meter, false).await;
+            assert_eq!(minute.len(), 4 * 3 * 2, "hours × subjects × models");
+            assert_eq!(tier(&query, &manifest, &meter, true).await, minute);
+            // Checkpoints now write both tiers; compaction merges each within itself.
+            for epoch in 3..3 + COMPACT_FILES_MIN as u64 {
+                manifest.epoch = epoch;
+                write_rollups(&query, &mut manifest, &meter, &rows(epoch as i64))
+                    .await
+                    .expect("checkpoint");
+                compact_meter_rollups(&query, &mut manifest, &meters)
+                    .await
+                    .expect("compaction");
+            }
+            let files = manifest.meter_files(&meter.id);
+            let hourly = files.hourly.clone().expect("hourly files");
+            assert!(
+                files.minute.len() < 3 + COMPACT_FILES_MIN,
+                "{:?}",
+                files.minute
+            );
+            assert!(hourly.len() < 3 + COMPACT_FILES_MIN, "{hourly:?}");
+            assert!(hourly.iter().all(|f| f.path.contains("/hourly/")));
+            let hourly_rows: u64 = hourly.iter().map(|f| f.rows).sum();
+            let minute_rows: u64 = files.minute.iter().map(|f| f.rows).sum();
+            assert!(
+                hourly_rows * 5 < minute_rows,
+                "{hourly_rows} vs {minute_rows}"
+            );
+            assert_eq!(
+                tier(&query, &manifest, &meter, true).await,
+                tier(&query, &manifest, &meter, false).await
+            );
+            // A meter with no files yet starts with complete hourly files.
+            let mut fresh = Manifest::default();
+            write_rollups(&query, &mut fresh, &meter, &[])
+                .await
+                .expect("empty");
+            assert_eq!(fresh.meter_files(&meter.id).hourly, Some(Vec::new()));
         }
-        let files = manifest.meter_files(&meter.id);
-        let hourly = files.hourly.clone().expect("hourly files");
-        assert!(
-            files.minute.len() < 3 + COMPACT_FILES_MIN,
-            "{:?}",
-            files.minute
-        );
-        assert!(hourly.len() < 3 + COMPACT_FILES_MIN, "{hourly:?}");
-        assert!(hourly.iter().all(|f| f.path.contains("/hourly/")));
-        let hourly_rows: u64 = hourly.iter().map(|f| f.rows).sum();
-        let minute_rows: u64 = files.minute.iter().map(|f| f.rows).sum();
-        assert!(
-            hourly_rows * 5 < minute_rows,
-            "{hourly_rows} vs {minute_rows}"
-        );
-        assert_eq!(
-            tier(&query, &manifest, &meter, true).await,
-            tier(&query, &manifest, &meter, false).await
-        );
-        // A meter with no files yet starts with complete hourly files.
-        let mut fresh = Manifest::default();
-        write_rollups(&query, &mut fresh, &meter, &[])
-            .await
-            .expect("empty");
-        assert_eq!(fresh.meter_files(&meter.id).hourly, Some(Vec::new()));
     }
 
     // Merges start at COMPACT_FILES_MIN small files, take the smallest first and

@@ -65,6 +65,9 @@ pub struct PipelineConfig {
     /// Where free SQL runs (the query runtime when `None`) and what it may take.
     pub sql_runtime: Option<tokio::runtime::Handle>,
     pub sql_limits: metron_storage::query::SqlLimits,
+    /// Where Parquet files and checkpoint manifests live (`<data_dir>/objects` when its
+    /// URL is unset); the stream, catalog and dedup runs stay in `data_dir`.
+    pub storage: metron_storage::objects::StorageOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1502,8 +1505,9 @@ mod anyhow_free {
         let catalog = Catalog::open_sqlite(&data.join("catalog.db")).await?;
         let attribution = Attribution::load(&catalog).await?;
         let activation = Activation::new(attribution.clone());
-        let root =
-            ObjectRoot::local(data.join("objects")).map_err(|e| Error::Storage(e.to_string()))?;
+        let root = ObjectRoot::open(&config.storage, data.join("objects"))
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        tracing::info!(url = root.url(), "Opened the object store.");
         let sql_runtime = config
             .sql_runtime
             .clone()

@@ -1,6 +1,8 @@
 //! Checkpoint manifests: which Parquet files make up the state, each partition's
 //! stream offset and dedup runs, and which meters the rollups cover. A manifest is
-//! written whole and atomically; the newest one that reads back valid wins.
+//! written whole and atomically, once: each epoch has its own name and the put is
+//! create-only (a conditional put on S3), so no manifest is ever overwritten or seen
+//! half-written; the newest one that reads back valid wins.
 
 use crate::objects::{self, ObjectRoot};
 use crate::paths;
@@ -14,6 +16,9 @@ pub enum Error {
     Objects(#[from] objects::Error),
     #[error("manifest {path} is not valid: {reason}")]
     Invalid { path: String, reason: String },
+    /// Another writer committed a different manifest for the same epoch first.
+    #[error("manifest {path} was written by another writer for the same epoch")]
+    Conflict { path: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -192,7 +197,10 @@ impl Manifest {
     }
 }
 
-/// Writes a manifest; returns once it is durable.
+/// Writes a manifest under its epoch's name, never over another; returns once it is
+/// durable. A manifest already there that equals this one but for its creation time is
+/// this writer's own (a retried put whose answer was lost): success. Any other is
+/// [`Error::Conflict`]: two writers on one epoch.
 pub async fn write(root: &ObjectRoot, manifest: &Manifest, partitions: u32) -> Result<()> {
     let path = paths::manifest(manifest.epoch);
     manifest
@@ -205,8 +213,26 @@ pub async fn write(root: &ObjectRoot, manifest: &Manifest, partitions: u32) -> R
         path: path.to_string(),
         reason: e.to_string(),
     })?;
-    root.put(&path, bytes.into()).await?;
-    Ok(())
+    match root.put_new(&path, bytes.into()).await {
+        Ok(()) => Ok(()),
+        Err(objects::Error::Exists { .. }) => {
+            let there = root.get(&path).await?;
+            let same = serde_json::from_slice::<Manifest>(&there).is_ok_and(|m| {
+                Manifest {
+                    created_at_ms: manifest.created_at_ms,
+                    ..m
+                } == *manifest
+            });
+            if same {
+                Ok(())
+            } else {
+                Err(Error::Conflict {
+                    path: path.to_string(),
+                })
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The newest manifest that reads back valid, if any.
@@ -250,7 +276,78 @@ pub async fn prune(root: &ObjectRoot, newest: u64, keep: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::EventFile;
+    use super::*;
+    use crate::objects::testing::roots;
+
+    fn manifest(epoch: u64, offset: u64) -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            epoch,
+            created_at_ms: 1_700_000_000_000 + epoch as i64,
+            partitions: (0..2)
+                .map(|partition| PartitionState {
+                    partition,
+                    offset,
+                    dedup_runs: Vec::new(),
+                })
+                .collect(),
+            ..Manifest::default()
+        }
+    }
+
+    // On every backend: the newest manifest loads, pruning keeps the newest ones, and a
+    // retried write of the same checkpoint (another creation time) is accepted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn manifests_load_newest_and_prune() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        for (backend, root) in roots(dir.path(), "manifests-newest")? {
+            assert_eq!(load_latest(&root, 2).await?, None, "{backend}: empty");
+            for epoch in 1..=5 {
+                write(&root, &manifest(epoch, epoch * 10), 2).await?;
+            }
+            let retried = Manifest {
+                created_at_ms: 1,
+                ..manifest(5, 50)
+            };
+            write(&root, &retried, 2).await?;
+            assert_eq!(
+                load_latest(&root, 2).await?,
+                Some(manifest(5, 50)),
+                "{backend}"
+            );
+            prune(&root, 5, 3).await?;
+            let mut left: Vec<u64> = root
+                .list(paths::CHECKPOINTS)
+                .await?
+                .iter()
+                .filter_map(paths::manifest_epoch)
+                .collect();
+            left.sort_unstable();
+            assert_eq!(left, vec![3, 4, 5], "{backend}");
+        }
+        Ok(())
+    }
+
+    // Two writers on one epoch: the second gets `Conflict`, and the first one's manifest
+    // is what loads, never a mix.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_writer_on_an_epoch_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        for (backend, root) in roots(dir.path(), "manifests-conflict")? {
+            write(&root, &manifest(7, 100), 2).await?;
+            let other = write(&root, &manifest(7, 200), 2).await;
+            assert!(
+                matches!(other, Err(Error::Conflict { .. })),
+                "{backend}: {other:?}"
+            );
+            assert_eq!(
+                load_latest(&root, 2).await?,
+                Some(manifest(7, 100)),
+                "{backend}"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn event_files_are_skipped_only_outside_their_times() {

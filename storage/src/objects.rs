@@ -1,13 +1,22 @@
-//! The object store under a configurable root (a local directory by default).
+//! The object store under a configurable root: a local directory by default, or a
+//! bucket and prefix on S3 (or an S3-compatible server).
 
 use bytes::Bytes;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::object_store::local::LocalFileSystem;
 pub use datafusion::object_store::path::Path as ObjectPath;
-use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use datafusion::object_store::prefix::PrefixStore;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use futures::TryStreamExt;
 use metron_engine::failpoint::Action;
+use object_store::aws::AmazonS3Builder;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,6 +37,32 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A create-only put found the object there already (another writer made it).
+    #[error("object {path} exists already")]
+    Exists { path: String },
+    #[error("storage URL {url:?}: {reason}")]
+    Url { url: String, reason: &'static str },
+    #[error("cannot open the S3 bucket {bucket}: {source}")]
+    S3 {
+        bucket: String,
+        source: datafusion::object_store::Error,
+    },
+}
+
+/// Where the objects live and how to reach them (the `storage` section of the config).
+/// A setting left `None` comes from the usual AWS variables (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_ALLOW_HTTP`), read by object_store's `AmazonS3Builder::from_env`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// `s3://bucket/prefix`, `file:///path`, or `None` for the default directory.
+    pub url: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Plain HTTP to the endpoint (an S3-compatible server on loopback).
+    pub allow_http: Option<bool>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,12 +70,87 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Where Parquet files and checkpoints live, and the URL DataFusion reads them by.
 #[derive(Clone, Debug)]
 pub struct ObjectRoot {
+    /// Paths are relative to the root (the prefix is the store's).
     store: Arc<dyn ObjectStore>,
     url: String,
     local: Option<PathBuf>,
+    /// The bucket's whole store and its URL (`s3://bucket`), which DataFusion reads
+    /// [`Self::url_of`] URLs through; `None` for a local root (DataFusion knows `file://`).
+    bucket: Option<(ObjectStoreUrl, Arc<dyn ObjectStore>)>,
 }
 
 impl ObjectRoot {
+    /// The root `options` name: `s3://bucket/prefix`, `file:///path`, or `default_dir`
+    /// when no URL is given.
+    pub fn open(options: &StorageOptions, default_dir: PathBuf) -> Result<Self> {
+        let Some(url) = options.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Self::local(default_dir);
+        };
+        let invalid = |reason| Error::Url {
+            url: url.to_owned(),
+            reason,
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(invalid("a file URL needs an absolute path (file:///dir)"));
+            }
+            return Self::local(PathBuf::from(path));
+        }
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(invalid("use s3://bucket/prefix or file:///path"));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("the bucket is missing (s3://bucket/prefix)"));
+        }
+        Self::s3(bucket, prefix, options)
+    }
+
+    /// A prefix (possibly empty) of an S3 bucket. Settings not in `options` come from
+    /// the AWS variables; the bucket must exist.
+    pub fn s3(bucket: &str, prefix: &str, options: &StorageOptions) -> Result<Self> {
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &options.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &options.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &options.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        if let Some(allow) = options.allow_http {
+            builder = builder.with_allow_http(allow);
+        }
+        let s3: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(|source| Error::S3 {
+            bucket: bucket.to_owned(),
+            source,
+        })?);
+        let bucket_url =
+            ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|_| Error::Url {
+                url: format!("s3://{bucket}"),
+                reason: "the bucket is not a valid host name",
+            })?;
+        let prefix = ObjectPath::from(prefix);
+        let (store, url): (Arc<dyn ObjectStore>, String) = if prefix.as_ref().is_empty() {
+            (s3.clone(), format!("s3://{bucket}"))
+        } else {
+            (
+                Arc::new(PrefixStore::new(s3.clone(), prefix.clone())),
+                format!("s3://{bucket}/{prefix}"),
+            )
+        };
+        Ok(Self {
+            store,
+            url,
+            local: None,
+            bucket: Some((bucket_url, s3)),
+        })
+    }
+
     /// A local directory (created if missing).
     pub fn local(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|source| Error::Root {
@@ -60,11 +170,24 @@ impl ObjectRoot {
             store: Arc::new(store),
             url,
             local: Some(dir),
+            bucket: None,
         })
     }
 
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// The root's URL: `file:///dir` or `s3://bucket/prefix`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Lets DataFusion sessions on `env` read this root's [`Self::url_of`] URLs.
+    pub fn register(&self, env: &RuntimeEnv) {
+        if let Some((url, store)) = &self.bucket {
+            env.register_object_store(url.as_ref(), store.clone());
+        }
     }
 
     /// The URL of an object, as DataFusion reads it.
@@ -75,6 +198,17 @@ impl ObjectRoot {
     /// Writes an object whole. Returns once it is durable: on a local root the file
     /// is fsynced (the store writes a temporary file and renames it).
     pub async fn put(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
+        self.put_mode(path, bytes, PutMode::Overwrite).await
+    }
+
+    /// Writes an object whole if none is at `path`, atomically: on S3 a conditional
+    /// put (`If-None-Match: *`), on a local root a hard link of the written temporary
+    /// file. [`Error::Exists`] when the object is there already; durable like [`Self::put`].
+    pub async fn put_new(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
+        self.put_mode(path, bytes, PutMode::Create).await
+    }
+
+    async fn put_mode(&self, path: &ObjectPath, bytes: Bytes, mode: PutMode) -> Result<()> {
         match metron_engine::failpoint::eval("objects.put") {
             None => {}
             Some(Action::Error) => {
@@ -85,12 +219,21 @@ impl ObjectRoot {
             Some(Action::Panic) => panic!("failpoint objects.put"),
             Some(Action::Sleep(d)) => tokio::time::sleep(d).await,
         }
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
         self.store
-            .put(path, PutPayload::from(bytes))
+            .put_opts(path, PutPayload::from(bytes), options)
             .await
-            .map_err(|source| Error::Store {
-                path: path.to_string(),
-                source,
+            .map_err(|source| match source {
+                datafusion::object_store::Error::AlreadyExists { .. } => Error::Exists {
+                    path: path.to_string(),
+                },
+                source => Error::Store {
+                    path: path.to_string(),
+                    source,
+                },
             })?;
         if let Some(root) = &self.local {
             // fsync blocks: on a blocking thread, never on the caller's runtime worker.

@@ -151,12 +151,16 @@ pub struct QueryService {
 
 impl QueryService {
     /// `runtime` must be a multi-threaded runtime that outlives the service.
+    /// DataFusion reads the root's URLs through the root's store (an S3 bucket is
+    /// registered for its `s3://bucket` URL).
     pub fn new(runtime: tokio::runtime::Handle, root: ObjectRoot) -> Self {
+        let env = RuntimeEnv::default();
+        root.register(&env);
         Self {
             sql_runtime: runtime.clone(),
             runtime,
             root,
-            env: Arc::new(RuntimeEnv::default()),
+            env: Arc::new(env),
             sql_limits: SqlLimits::default(),
             sql_slots: Arc::new(tokio::sync::Semaphore::new(
                 SqlLimits::default().concurrent_max,

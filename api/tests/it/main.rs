@@ -27,6 +27,7 @@ mod plans;
 mod proptest_queries;
 mod query;
 mod restart;
+mod s3;
 mod server;
 mod sql;
 mod subscription_edits;
