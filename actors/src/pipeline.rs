@@ -1518,6 +1518,10 @@ mod anyhow_free {
             .map_err(|e| Error::Storage(e.to_string()))?
             .unwrap_or_else(|| empty_manifest(config.partitions));
         tracing::info!(epoch = manifest.epoch, "Loaded the newest checkpoint.");
+        let highest_epoch = manifest::highest_epoch(query.root())
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .unwrap_or(0);
         collect_garbage(query.root(), &manifest).await?;
 
         // Meters declared in the config file join the catalog once.
@@ -1662,6 +1666,7 @@ mod anyhow_free {
             health.clone(),
             config.checkpoint_failure_deadline,
         )
+        .with_epoch_floor(highest_epoch)
         .start();
         watch_replay(health.clone(), consumed.clone(), replay_to);
         Ok(Pipeline {

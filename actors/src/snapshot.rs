@@ -118,6 +118,21 @@ impl SnapshotActor {
         }
     }
 
+    /// Numbers the next checkpoints above `epoch` (the highest manifest name in the
+    /// store, which may be one `manifest::load_latest` could not read): manifests are
+    /// written create-only, so reusing its epoch would fail every checkpoint.
+    pub fn with_epoch_floor(mut self, epoch: u64) -> Self {
+        if epoch > self.epoch {
+            tracing::warn!(
+                loaded = self.epoch,
+                highest = epoch,
+                "A newer checkpoint manifest than the one loaded exists; the next checkpoints are numbered above it."
+            );
+            self.epoch = epoch;
+        }
+        self
+    }
+
     /// The routes every partition uses for the current meters.
     pub fn routes(meters: &BTreeMap<String, MeterEntry>) -> Arc<Vec<Route>> {
         Arc::new(

@@ -262,6 +262,18 @@ pub async fn load_latest(root: &ObjectRoot, partitions: u32) -> Result<Option<Ma
     Ok(None)
 }
 
+/// The highest epoch any manifest is named by, readable or not. Manifests are written
+/// create-only, so the next checkpoint must be numbered above this one, not only above
+/// the newest manifest [`load_latest`] could read.
+pub async fn highest_epoch(root: &ObjectRoot) -> Result<Option<u64>> {
+    Ok(root
+        .list(paths::CHECKPOINTS)
+        .await?
+        .iter()
+        .filter_map(paths::manifest_epoch)
+        .max())
+}
+
 /// Deletes manifests older than the newest `keep`.
 pub async fn prune(root: &ObjectRoot, newest: u64, keep: u64) -> Result<()> {
     for path in root.list(paths::CHECKPOINTS).await? {

@@ -166,3 +166,62 @@ fn answers_survive_clean_restart() {
     server.restart();
     wait_for_total(&server, "req_count", 301.0);
 }
+
+#[test]
+fn an_unreadable_newer_manifest_does_not_stop_the_checkpoints() {
+    // Manifests are written create-only (a conditional put on S3). A newer manifest that
+    // cannot be read (torn by a disk, or from a newer version) is skipped at start; the next
+    // checkpoints must be numbered above it, not collide with its name until the checkpoint
+    // failure deadline ends the process.
+    let mut server = TestServer::start_with_config(
+        "meters:\n  - { slug: n, eventType: e, aggregation: COUNT }\npartitions: 2\ncheckpointInterval: 200ms\ncheckpointFailureDeadline: 5s\n",
+    );
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 3_600, 0).expect("time");
+    let batch = |from: usize| -> Vec<Value> {
+        (from..from + 20)
+            .map(|i| cloud_event(&format!("m-{i}"), "manifest-test", "e", "s", t0, json!({})))
+            .collect()
+    };
+    server.ingest_batch(&batch(0)).expect_status(204);
+    wait_for_total(&server, "n", 20.0);
+    server.terminate().expect("SIGTERM");
+    let checkpoints = server.data_dir().join("objects").join("checkpoints");
+    let manifests = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&checkpoints)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("manifest-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let newest = manifests()
+        .last()
+        .cloned()
+        .expect("a manifest after SIGTERM");
+    let epoch: u64 = newest
+        .trim_start_matches("manifest-")
+        .trim_end_matches(".json")
+        .parse()
+        .expect("epoch");
+    let torn = format!("manifest-{:020}.json", epoch + 3);
+    std::fs::write(checkpoints.join(&torn), b"{\"epoch\": ").expect("write a torn manifest");
+
+    server.restart();
+    server.ingest_batch(&batch(20)).expect_status(204);
+    wait_for_total(&server, "n", 40.0);
+    // Checkpoints go on above the torn one (the process would have ended by now otherwise).
+    eventually(VISIBLE, || {
+        let names = manifests();
+        match names.last() {
+            Some(last) if *last > torn => Ok(()),
+            _ => Err(format!("manifests: {names:?}")),
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert!(server.is_running(), "{}", server.log_tail(30));
+    server.restart();
+    wait_for_total(&server, "n", 40.0);
+}
