@@ -4,7 +4,7 @@
 //! the credit engine's inputs and the API's read models are derived from them in
 //! `actors` and `api`. Grants are immutable but for `voided_at` and `deleted_at`.
 
-use crate::catalog::{Catalog, Error, Result};
+use crate::catalog::{Catalog, CatalogRow, Error, Result, Tx};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -162,7 +162,7 @@ impl Catalog {
         grants: &[GrantRecord],
         replaces: Option<&EntitlementRecord>,
     ) -> Result<Insert> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(old) = replaces {
             sqlx::query("UPDATE entitlements SET definition = $1, deleted_at = $2 WHERE id = $3")
                 .bind(encode(old))
@@ -267,10 +267,11 @@ impl Catalog {
         decode_rows(rows, include_deleted)
     }
 
-    /// The customers of a namespace that have a live entitlement.
+    /// The customers of a namespace that have a live entitlement, by id.
     pub async fn entitled_customers(&self, namespace: &str) -> Result<Vec<String>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT customer_id FROM entitlements WHERE namespace = $1 AND deleted_at IS NULL",
+            "SELECT DISTINCT customer_id FROM entitlements WHERE namespace = $1 AND deleted_at IS NULL \
+             ORDER BY customer_id",
         )
         .bind(namespace)
         .fetch_all(&self.pool)
@@ -279,7 +280,7 @@ impl Catalog {
     }
 
     pub async fn insert_grant(&self, grant: &GrantRecord) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         insert_grant_in(&mut tx, grant).await?;
         tx.commit().await?;
         Ok(())
@@ -352,10 +353,7 @@ impl Catalog {
     }
 }
 
-async fn insert_grant_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    grant: &GrantRecord,
-) -> Result<()> {
+async fn insert_grant_in(tx: &mut Tx, grant: &GrantRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO grants (id, namespace, entitlement_id, definition, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -369,10 +367,7 @@ async fn insert_grant_in(
     Ok(())
 }
 
-fn decode_rows(
-    rows: Vec<sqlx::sqlite::SqliteRow>,
-    include_deleted: bool,
-) -> Result<Vec<EntitlementRecord>> {
+fn decode_rows(rows: Vec<CatalogRow>, include_deleted: bool) -> Result<Vec<EntitlementRecord>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let deleted: Option<i64> = row.try_get("deleted_at")?;
@@ -383,7 +378,7 @@ fn decode_rows(
     Ok(out)
 }
 
-fn decode_row<T: for<'de> Deserialize<'de>>(row: &sqlx::sqlite::SqliteRow) -> Result<T> {
+fn decode_row<T: for<'de> Deserialize<'de>>(row: &CatalogRow) -> Result<T> {
     decode(row.try_get("id")?, row.try_get("definition")?)
 }
 

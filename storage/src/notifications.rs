@@ -4,7 +4,7 @@
 //! Channels and rules are soft-deleted (`deletedAt`), as in OpenMeter: events keep naming them.
 //! Every document is stored as JSON beside the columns queries filter on.
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogRow};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -445,7 +445,7 @@ impl Catalog {
 
     /// Stores an event and its deliveries in one transaction.
     pub async fn insert_event(&self, namespace: &str, event: &Event) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO notification_events (id, namespace, rule_id, created_at, definition) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -572,7 +572,7 @@ impl Catalog {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let text = encode("threshold", threshold)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO notification_thresholds (dedup_key, namespace, threshold, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (dedup_key) DO UPDATE SET threshold = excluded.threshold, updated_at = excluded.updated_at",
         )
@@ -620,10 +620,7 @@ impl Catalog {
     }
 }
 
-fn decode_row<T: for<'de> Deserialize<'de>>(
-    table: &'static str,
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<T> {
+fn decode_row<T: for<'de> Deserialize<'de>>(table: &'static str, row: &CatalogRow) -> Result<T> {
     let id: String = row.try_get("id")?;
     let text: String = row.try_get("definition")?;
     decode(table, &id, &text)
