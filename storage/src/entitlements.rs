@@ -423,107 +423,110 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn entitlements_grants_resets_round_trip_and_conflict() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db")).await?;
-        let first = entitlement("e1", "c1", "f1");
-        let now = first.created_at;
-        let grant = GrantRecord {
-            id: "g1".into(),
-            namespace: "default".into(),
-            entitlement_id: "e1".into(),
-            amount: Decimal::from_str("100.5")?,
-            priority: 1,
-            effective_at: now,
-            expiration: None,
-            expires_at: None,
-            max_rollover_amount: Decimal::ZERO,
-            min_rollover_amount: Decimal::ZERO,
-            recurrence: None,
-            metadata: None,
-            annotations: None,
-            created_at: now,
-            updated_at: now,
-            voided_at: None,
-            deleted_at: None,
-        };
-        assert!(matches!(
-            catalog
-                .insert_entitlement(&first, std::slice::from_ref(&grant), None)
-                .await?,
-            Insert::Created
-        ));
-        match catalog
-            .insert_entitlement(&entitlement("e2", "c1", "f1"), &[], None)
-            .await?
-        {
-            Insert::Conflict { existing_id } => assert_eq!(existing_id, "e1"),
-            Insert::Created => anyhow::bail!("a second active entitlement for the feature"),
-        }
-        // Override: the old one is deleted in the same transaction.
-        let mut old = first.clone();
-        old.deleted_at = Some(now);
-        assert!(matches!(
-            catalog
-                .insert_entitlement(&entitlement("e3", "c1", "f1"), &[], Some(&old))
-                .await?,
-            Insert::Created
-        ));
-        let live = catalog
-            .customer_entitlements("default", "c1", false)
-            .await?;
-        assert_eq!(
-            live.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["e3"]
-        );
-        assert_eq!(
-            catalog
-                .customer_entitlements("default", "c1", true)
+    crate::catalog_test! {
+        #[tokio::test]
+        async fn entitlements_grants_resets_round_trip_and_conflict(db) -> anyhow::Result<()> {
+            let catalog = db.open().await;
+            let first = entitlement("e1", "c1", "f1");
+            let now = first.created_at;
+            let grant = GrantRecord {
+                id: "g1".into(),
+                namespace: "default".into(),
+                entitlement_id: "e1".into(),
+                amount: Decimal::from_str("100.5")?,
+                priority: 1,
+                effective_at: now,
+                expiration: None,
+                expires_at: None,
+                max_rollover_amount: Decimal::ZERO,
+                min_rollover_amount: Decimal::ZERO,
+                recurrence: None,
+                metadata: None,
+                annotations: None,
+                created_at: now,
+                updated_at: now,
+                voided_at: None,
+                deleted_at: None,
+            };
+            assert!(matches!(
+                catalog
+                    .insert_entitlement(&first, std::slice::from_ref(&grant), None)
+                    .await?,
+                Insert::Created
+            ));
+            match catalog
+                .insert_entitlement(&entitlement("e2", "c1", "f1"), &[], None)
                 .await?
-                .len(),
-            2
-        );
-        assert_eq!(catalog.entitlement_grants("e1").await?, vec![grant.clone()]);
-        let mut voided = grant.clone();
-        voided.voided_at = Some(now);
-        catalog.update_grant(&voided).await?;
-        assert_eq!(catalog.get_grant("default", "g1").await?, Some(voided));
-        let reset = ResetRecord {
-            id: "r1".into(),
-            entitlement_id: "e3".into(),
-            at: now,
-            retain_anchor: false,
-            preserve_overage: true,
-            created_at: now,
-        };
-        catalog.insert_reset("default", &reset).await?;
-        assert_eq!(catalog.entitlement_resets("e3").await?, vec![reset]);
-        assert_eq!(
-            catalog.entitled_customers("default").await?,
-            vec!["c1".to_string()]
-        );
-        Ok(())
+            {
+                Insert::Conflict { existing_id } => assert_eq!(existing_id, "e1"),
+                Insert::Created => anyhow::bail!("a second active entitlement for the feature"),
+            }
+            // Override: the old one is deleted in the same transaction.
+            let mut old = first.clone();
+            old.deleted_at = Some(now);
+            assert!(matches!(
+                catalog
+                    .insert_entitlement(&entitlement("e3", "c1", "f1"), &[], Some(&old))
+                    .await?,
+                Insert::Created
+            ));
+            let live = catalog
+                .customer_entitlements("default", "c1", false)
+                .await?;
+            assert_eq!(
+                live.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+                ["e3"]
+            );
+            assert_eq!(
+                catalog
+                    .customer_entitlements("default", "c1", true)
+                    .await?
+                    .len(),
+                2
+            );
+            assert_eq!(catalog.entitlement_grants("e1").await?, vec![grant.clone()]);
+            let mut voided = grant.clone();
+            voided.voided_at = Some(now);
+            catalog.update_grant(&voided).await?;
+            assert_eq!(catalog.get_grant("default", "g1").await?, Some(voided));
+            let reset = ResetRecord {
+                id: "r1".into(),
+                entitlement_id: "e3".into(),
+                at: now,
+                retain_anchor: false,
+                preserve_overage: true,
+                created_at: now,
+            };
+            catalog.insert_reset("default", &reset).await?;
+            assert_eq!(catalog.entitlement_resets("e3").await?, vec![reset]);
+            assert_eq!(
+                catalog.entitled_customers("default").await?,
+                vec!["c1".to_string()]
+            );
+            Ok(())
+        }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_writers_wait_instead_of_failing() -> anyhow::Result<()> {
-        // Deferred transactions that upgrade to write fail with SQLITE_BUSY under
-        // concurrency; write transactions begin IMMEDIATE and queue on the lock.
-        let dir = tempfile::tempdir()?;
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db")).await?;
-        let mut tasks = Vec::new();
-        for i in 0..32 {
-            let catalog = catalog.clone();
-            tasks.push(tokio::spawn(async move {
-                let e = entitlement(&format!("e{i}"), &format!("c{i}"), "f1");
-                catalog.insert_entitlement(&e, &[], None).await
-            }));
+    crate::catalog_test! {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_writers_wait_instead_of_failing(db) -> anyhow::Result<()> {
+            // Deferred transactions that upgrade to write fail with SQLITE_BUSY under
+            // concurrency; write transactions take the write lock first (BEGIN IMMEDIATE,
+            // PostgreSQL's advisory lock) and queue on it.
+            let catalog = db.open().await;
+            let mut tasks = Vec::new();
+            for i in 0..32 {
+                let catalog = catalog.clone();
+                tasks.push(tokio::spawn(async move {
+                    let e = entitlement(&format!("e{i}"), &format!("c{i}"), "f1");
+                    catalog.insert_entitlement(&e, &[], None).await
+                }));
+            }
+            for task in tasks {
+                assert!(matches!(task.await??, Insert::Created));
+            }
+            assert_eq!(catalog.all_entitlements("default", false).await?.len(), 32);
+            Ok(())
         }
-        for task in tasks {
-            assert!(matches!(task.await??, Insert::Created));
-        }
-        assert_eq!(catalog.all_entitlements("default", false).await?.len(), 32);
-        Ok(())
     }
 }
