@@ -410,117 +410,115 @@ mod tests {
     }
 
     // The index follows the catalog through reloads and tells its listeners.
-    #[tokio::test]
-    async fn reload_follows_the_catalog() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
-            .await
-            .expect("open");
-        let attribution = Attribution::load(&catalog).await.expect("load");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let seen = calls.clone();
-        attribution.on_change(Box::new(move |_| {
-            seen.fetch_add(1, Ordering::SeqCst);
-        }));
-        let customer = catalog
-            .create_customer(
-                "default",
-                CustomerInput {
-                    name: "A".into(),
-                    key: Some("acme".into()),
-                    usage_attribution: Some(UsageAttribution {
-                        subject_keys: vec!["s1".into()],
-                    }),
-                    ..CustomerInput::default()
-                },
-            )
-            .await
-            .expect("create");
-        assert!(attribution.customer_of("default", "s1").is_none());
-        attribution.reload(&catalog).await.expect("reload");
-        assert_eq!(attribution.version(), 1);
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            attribution
-                .customer_of("default", "s1")
-                .map(|c| c.id().to_string()),
-            Some(customer.id.clone())
-        );
-        assert!(attribution.customer_of("other", "s1").is_none());
-        assert_eq!(
-            attribution.subjects_of("default", &customer.id),
-            vec!["acme", "s1"]
-        );
-        catalog
-            .delete_customer("default", "acme")
-            .await
-            .expect("delete");
-        attribution.reload(&catalog).await.expect("reload");
-        assert!(attribution.customer_of("default", "acme").is_none());
-        assert!(attribution.subjects_of("default", &customer.id).is_empty());
+    metron_storage::catalog_test! {
+        #[tokio::test]
+        async fn reload_follows_the_catalog(db) {
+            let catalog = db.open().await;
+            let attribution = Attribution::load(&catalog).await.expect("load");
+            let calls = Arc::new(AtomicUsize::new(0));
+            let seen = calls.clone();
+            attribution.on_change(Box::new(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }));
+            let customer = catalog
+                .create_customer(
+                    "default",
+                    CustomerInput {
+                        name: "A".into(),
+                        key: Some("acme".into()),
+                        usage_attribution: Some(UsageAttribution {
+                            subject_keys: vec!["s1".into()],
+                        }),
+                        ..CustomerInput::default()
+                    },
+                )
+                .await
+                .expect("create");
+            assert!(attribution.customer_of("default", "s1").is_none());
+            attribution.reload(&catalog).await.expect("reload");
+            assert_eq!(attribution.version(), 1);
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert_eq!(
+                attribution
+                    .customer_of("default", "s1")
+                    .map(|c| c.id().to_string()),
+                Some(customer.id.clone())
+            );
+            assert!(attribution.customer_of("other", "s1").is_none());
+            assert_eq!(
+                attribution.subjects_of("default", &customer.id),
+                vec!["acme", "s1"]
+            );
+            catalog
+                .delete_customer("default", "acme")
+                .await
+                .expect("delete");
+            attribution.reload(&catalog).await.expect("reload");
+            assert!(attribution.customer_of("default", "acme").is_none());
+            assert!(attribution.subjects_of("default", &customer.id).is_empty());
+        }
     }
 
-    #[tokio::test]
-    async fn update_follows_one_customer() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
-            .await
-            .expect("open");
-        let attribution = Attribution::load(&catalog).await.expect("load");
-        let told = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
-        let seen = told.clone();
-        attribution.on_change(Box::new(move |changed| {
-            seen.lock()
-                .push(changed.map_or("all".into(), |(_, id)| id.to_owned()));
-        }));
-        let input = |subjects: &[&str]| CustomerInput {
-            name: "A".into(),
-            key: Some("acme".into()),
-            usage_attribution: Some(UsageAttribution {
-                subject_keys: subjects.iter().map(|s| (*s).to_owned()).collect(),
-            }),
-            ..CustomerInput::default()
-        };
-        let customer = catalog
-            .create_customer("default", input(&["s1", "s2"]))
-            .await
-            .expect("create");
-        attribution
-            .update(&catalog, "default", &customer.id)
-            .await
-            .expect("update");
-        let owner = |s: &str| {
+    metron_storage::catalog_test! {
+        #[tokio::test]
+        async fn update_follows_one_customer(db) {
+            let catalog = db.open().await;
+            let attribution = Attribution::load(&catalog).await.expect("load");
+            let told = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+            let seen = told.clone();
+            attribution.on_change(Box::new(move |changed| {
+                seen.lock()
+                    .push(changed.map_or("all".into(), |(_, id)| id.to_owned()));
+            }));
+            let input = |subjects: &[&str]| CustomerInput {
+                name: "A".into(),
+                key: Some("acme".into()),
+                usage_attribution: Some(UsageAttribution {
+                    subject_keys: subjects.iter().map(|s| (*s).to_owned()).collect(),
+                }),
+                ..CustomerInput::default()
+            };
+            let customer = catalog
+                .create_customer("default", input(&["s1", "s2"]))
+                .await
+                .expect("create");
             attribution
-                .customer_of("default", s)
-                .map(|c| c.id().to_string())
-        };
-        assert_eq!(owner("s2"), Some(customer.id.clone()));
-        assert_eq!(owner("acme"), Some(customer.id.clone()));
-        catalog
-            .replace_customer("default", &customer.id, input(&["s3"]))
-            .await
-            .expect("replace");
-        attribution
-            .update(&catalog, "default", &customer.id)
-            .await
-            .expect("update");
-        assert_eq!(
-            owner("s2"),
-            None,
-            "a subject that left the customer is free"
-        );
-        assert_eq!(owner("s3"), Some(customer.id.clone()));
-        catalog
-            .delete_customer("default", &customer.id)
-            .await
-            .expect("delete");
-        attribution
-            .update(&catalog, "default", &customer.id)
-            .await
-            .expect("update");
-        assert_eq!(owner("s3"), None);
-        assert!(attribution.subjects_of("default", &customer.id).is_empty());
-        assert_eq!(told.lock().len(), 3);
-        assert_eq!(attribution.version(), 3);
+                .update(&catalog, "default", &customer.id)
+                .await
+                .expect("update");
+            let owner = |s: &str| {
+                attribution
+                    .customer_of("default", s)
+                    .map(|c| c.id().to_string())
+            };
+            assert_eq!(owner("s2"), Some(customer.id.clone()));
+            assert_eq!(owner("acme"), Some(customer.id.clone()));
+            catalog
+                .replace_customer("default", &customer.id, input(&["s3"]))
+                .await
+                .expect("replace");
+            attribution
+                .update(&catalog, "default", &customer.id)
+                .await
+                .expect("update");
+            assert_eq!(
+                owner("s2"),
+                None,
+                "a subject that left the customer is free"
+            );
+            assert_eq!(owner("s3"), Some(customer.id.clone()));
+            catalog
+                .delete_customer("default", &customer.id)
+                .await
+                .expect("delete");
+            attribution
+                .update(&catalog, "default", &customer.id)
+                .await
+                .expect("update");
+            assert_eq!(owner("s3"), None);
+            assert!(attribution.subjects_of("default", &customer.id).is_empty());
+            assert_eq!(told.lock().len(), 3);
+            assert_eq!(attribution.version(), 3);
+        }
     }
 }

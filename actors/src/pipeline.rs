@@ -37,6 +37,9 @@ use xxhash_rust::xxh3::xxh3_64;
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub data_dir: PathBuf,
+    /// The catalog's database URL (`postgres://...`, `sqlite://...`); `None`: the SQLite file
+    /// `catalog.db` in `data_dir`.
+    pub catalog_url: Option<String>,
     pub partitions: u32,
     pub checkpoint_interval: Duration,
     pub dedup: DedupConfig,
@@ -1502,7 +1505,11 @@ mod anyhow_free {
                 ..EmbeddedLogConfig::default()
             },
         )?;
-        let catalog = Catalog::open_sqlite(&data.join("catalog.db")).await?;
+        let catalog = match &config.catalog_url {
+            Some(url) => Catalog::connect(url).await?,
+            None => Catalog::open_sqlite(&data.join("catalog.db")).await?,
+        };
+        tracing::info!(backend = catalog.backend().as_str(), "Opened the catalog.");
         let attribution = Attribution::load(&catalog).await?;
         let activation = Activation::new(attribution.clone());
         let root = ObjectRoot::open(&config.storage, data.join("objects"))

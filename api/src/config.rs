@@ -41,6 +41,17 @@ pub struct Config {
     pub stripe: StripeSection,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub database: DatabaseSection,
+}
+
+/// Where the catalog is (`database.*`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` or `sqlite://PATH`; empty: the SQLite
+    /// file `catalog.db` in the data directory.
+    pub url: String,
 }
 
 /// How billing works (`billing.*`).
@@ -83,6 +94,16 @@ pub struct ServerSection {
 }
 
 impl Config {
+    /// The catalog's database URL: `override_url` (`--database-url`, `DATABASE_URL`) when set,
+    /// else `database.url`; `None` (both empty): the SQLite file in the data directory.
+    pub fn catalog_url(&self, override_url: Option<&str>) -> Option<String> {
+        [override_url.unwrap_or_default(), self.database.url.as_str()]
+            .into_iter()
+            .map(str::trim)
+            .find(|url| !url.is_empty())
+            .map(str::to_owned)
+    }
+
     /// The Stripe settings the app routes use.
     pub fn stripe_settings(&self) -> crate::routes::apps::StripeSettings {
         crate::routes::apps::StripeSettings {
@@ -302,6 +323,13 @@ impl Config {
         if config.partitions == 0 || config.partitions > 1024 {
             return Err(ConfigError::Invalid("partitions must be 1 to 1024".into()));
         }
+        let url = config.database.url.trim();
+        if !url.is_empty() && metron_storage::catalog::Backend::of_url(url).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "database.url {:?} must start with postgres:// or sqlite://",
+                metron_storage::catalog::redact(url)
+            )));
+        }
         if config.checkpoint_interval < Duration::from_millis(50) {
             return Err(ConfigError::Invalid(
                 "checkpointInterval must be at least 50ms".into(),
@@ -447,6 +475,35 @@ mod tests {
             .memory_shares()
             .expect("shares");
         assert_eq!((shares.dedup, shares.held_events), (64 << 20, 736 << 20));
+        assert_eq!(config.catalog_url(None), None, "default: the SQLite file");
+        std::fs::write(
+            &path,
+            "database:\n  url: postgres://m:pw@127.0.0.1/metron\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("file");
+        assert_eq!(
+            config.catalog_url(None).as_deref(),
+            Some("postgres://m:pw@127.0.0.1/metron")
+        );
+        assert_eq!(
+            config.catalog_url(Some("sqlite:///tmp/c.db")).as_deref(),
+            Some("sqlite:///tmp/c.db"),
+            "--database-url and DATABASE_URL win over the file"
+        );
+        assert_eq!(
+            config.catalog_url(Some("")).as_deref(),
+            Some("postgres://m:pw@127.0.0.1/metron"),
+            "an empty DATABASE_URL is unset"
+        );
+        std::fs::write(&path, "database:\n  url: mysql://m:secret@h/db\n").expect("write");
+        let error = Config::load(Some(&path))
+            .expect_err("unknown scheme")
+            .to_string();
+        assert!(
+            error.contains("postgres://") && !error.contains("secret"),
+            "{error}"
+        );
         std::fs::write(&path, "partitons: 2\n").expect("write");
         assert!(
             Config::load(Some(&path)).is_err(),

@@ -32,6 +32,11 @@ struct ServeArgs {
     /// Directory for the catalog, the event log, Parquet files and checkpoints.
     #[arg(long, env = "METRON_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// The catalog's database URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE or
+    /// sqlite://PATH); wins over `database.url` of the config file. Unset: the config's, else
+    /// the SQLite file catalog.db in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// YAML config file (meters, partitions, checkpointInterval, dedupHorizon, ...).
     #[arg(long, env = "METRON_CONFIG")]
     config: Option<PathBuf>,
@@ -128,6 +133,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sql_runtime: Some(sql_runtime.handle().clone()),
         sql_limits: (&config.sql).into(),
         data_dir: args.data_dir.clone(),
+        catalog_url: config.catalog_url(args.database_url.as_deref()),
         partitions: config.partitions,
         checkpoint_interval: config.checkpoint_interval,
         dedup: DedupConfig {

@@ -8,7 +8,7 @@
 //! Talking to Stripe is the API's work: this module only stores what it learnt.
 
 use crate::billing_profiles::BillingProfileError;
-use crate::catalog::{Catalog, Error as CatalogError};
+use crate::catalog::{Catalog, Error as CatalogError, Tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -372,7 +372,7 @@ impl Catalog {
             status: AppStatus::Ready,
             kind: install.kind,
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if kind == AppType::Sandbox {
             let existing: Option<String> = sqlx::query_scalar(
                 "SELECT definition FROM apps WHERE namespace = $1 AND type = $2 AND deleted_at IS NULL \
@@ -533,7 +533,7 @@ impl Catalog {
         let now = Utc::now();
         app.deleted_at = Some(now);
         app.updated_at = now;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE apps SET definition = $1, deleted_at = $2 WHERE id = $3")
             .bind(encode(&app))
             .bind(now.timestamp_millis())
@@ -570,7 +570,7 @@ impl Catalog {
         app: &App,
         secrets: &[(String, String)],
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for (name, value) in secrets {
             put_secret(&mut tx, namespace, &app.id, name, value).await?;
         }
@@ -712,10 +712,8 @@ impl Catalog {
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
-
 async fn put_secret(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     namespace: &str,
     app_id: &str,
     name: &str,

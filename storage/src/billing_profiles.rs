@@ -9,7 +9,7 @@
 //! engine.
 
 use crate::apps::{App, AppError, AppInstall, AppKind, AppType, decode_app};
-use crate::catalog::{Catalog, Error as CatalogError};
+use crate::catalog::{Catalog, Error as CatalogError, Tx};
 use crate::customers::{Address, Customer};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -636,8 +636,6 @@ fn contains_folded(value: Option<&str>, needle: &Option<String>) -> bool {
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
-
 impl Catalog {
     /// What OpenMeter's namespace bootstrap provisions, idempotently: a sandbox app, and a
     /// default profile using it when the namespace has no default profile.
@@ -840,7 +838,7 @@ impl Catalog {
             },
             default: input.default,
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if profile.default {
             demote_default(&mut tx, namespace, now).await?;
         }
@@ -890,7 +888,7 @@ impl Catalog {
             default: input.default,
             ..old.clone()
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if profile.default && !old.default {
             demote_default(&mut tx, namespace, now).await?;
         }
@@ -1247,7 +1245,7 @@ fn merged_workflow(profile: &BillingProfile, o: Option<&CustomerOverride>) -> Bi
 }
 
 /// Unsets the namespace's live default (in the caller's transaction).
-async fn demote_default(tx: &mut Tx<'_>, namespace: &str, now: DateTime<Utc>) -> Result<()> {
+async fn demote_default(tx: &mut Tx, namespace: &str, now: DateTime<Utc>) -> Result<()> {
     let row = sqlx::query(
         "SELECT id, definition FROM billing_profiles WHERE namespace = $1 AND is_default = 1 AND deleted_at IS NULL",
     )

@@ -1,12 +1,18 @@
-//! The catalog: meters (and, in later issues, customers, features, plans) in SQL.
-//! sqlx on SQLite by default; the SQL is kept portable for PostgreSQL.
+//! The catalog: meters, customers, features, entitlements, notifications, apps, billing,
+//! the product catalog, subscriptions and invoices, in SQL. sqlx's `Any` driver runs the same
+//! queries on SQLite (a file, the default) or PostgreSQL (`Catalog::connect`); what differs
+//! between the two is here: how a connection is set up, the migration history
+//! (`migrations/sqlite`, `migrations/postgres`) and how a writer takes the write lock
+//! ([`Catalog::begin_write`]). The SQL itself is portable: `$n` parameters, `ON CONFLICT`,
+//! times as `i64` milliseconds, booleans as `0`/`1`, documents as JSON text.
 
 use chrono::{DateTime, Utc};
 use metron_engine::meter::Meter;
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -14,6 +20,13 @@ use std::str::FromStr;
 pub enum Error {
     #[error("catalog database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    #[error("catalog database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error(
+        "catalog database URL {url:?}: expected postgres://USER:PASSWORD@HOST:PORT/DATABASE \
+         or sqlite://PATH (without parameters)"
+    )]
+    Url { url: String },
     #[error("catalog migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("catalog query failed: {0}")]
@@ -40,10 +53,54 @@ pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
+/// A row of any backend.
+pub(crate) type CatalogRow = sqlx::any::AnyRow;
+
+/// A write transaction (from [`Catalog::begin_write`]).
+pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The database a catalog is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names (`postgres://`, `postgresql://`, `sqlite:`).
+    pub fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "sqlite" => Some(Self::Sqlite),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The key of the PostgreSQL advisory lock every catalog writer holds until it commits
+/// (ASCII "metroncw": metron catalog writer). Advisory locks are per database.
+const POSTGRES_WRITER_LOCK: i64 = 0x6d65_7472_6f6e_6377;
+
+/// Connections of one catalog: SQLite has one writer at a time anyway.
+const SQLITE_CONNECTIONS_MAX: u32 = 4;
+const POSTGRES_CONNECTIONS_MAX: u32 = 8;
+
 /// The catalog's handle: a connection pool.
 #[derive(Clone, Debug)]
 pub struct Catalog {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    backend: Backend,
 }
 
 /// Meter definitions as stored: the JSON of [`Meter`] with its namespace.
@@ -55,29 +112,113 @@ struct StoredMeter {
 }
 
 impl Catalog {
+    /// Opens (creating if needed) the catalog a database URL names and runs the migrations:
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (the database must exist; sqlx's URL
+    /// parameters such as `sslmode` apply) or `sqlite://PATH` (a file, created if missing).
+    pub async fn connect(url: &str) -> Result<Self> {
+        match Backend::of_url(url) {
+            Some(Backend::Postgres) => Self::open_postgres(url).await,
+            Some(Backend::Sqlite) => {
+                let invalid = || Error::Url {
+                    url: url.to_owned(),
+                };
+                // A catalog is a file: no in-memory database, no parameters (`mode=ro`, ...).
+                if url.contains('?') || url.contains(":memory:") {
+                    return Err(invalid());
+                }
+                let options = SqliteConnectOptions::from_str(url).map_err(|_| invalid())?;
+                let path = options.get_filename();
+                if path.as_os_str().is_empty() {
+                    return Err(invalid());
+                }
+                Self::open_sqlite(path).await
+            }
+            None => Err(Error::Url { url: redact(url) }),
+        }
+    }
+
     /// Opens (creating if needed) the SQLite catalog file and runs the migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
-            })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            // Writers queue on the lock (BEGIN IMMEDIATE) instead of failing with "database is locked".
-            .busy_timeout(std::time::Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+        let open_error = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let absolute = std::path::absolute(path).map_err(|e| open_error(sqlx::Error::Io(e)))?;
+        let url = format!("{}?mode=rwc", sqlite_url(&absolute));
+        let options = AnyConnectOptions::from_str(&url).map_err(open_error)?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(SQLITE_CONNECTIONS_MAX)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Writers queue on the lock (BEGIN IMMEDIATE) for 30 s instead of failing
+                    // with "database is locked"; WAL lets readers read beside the writer.
+                    for pragma in [
+                        "PRAGMA busy_timeout = 30000",
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
-            .map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+            .map_err(open_error)?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Self> {
+        let connect_error = |source| Error::Connect {
+            url: redact(url),
+            source,
+        };
+        let options = AnyConnectOptions::from_str(url).map_err(connect_error)?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS_MAX)
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    /// The database this catalog is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a write transaction. Such transactions run one at a time and each sees every
+    /// write committed before it began, on both backends: SQLite's `BEGIN IMMEDIATE` takes the
+    /// database's write lock; on PostgreSQL the transaction (read committed: every statement
+    /// sees what committed before it) first takes a transaction-scoped advisory lock, released
+    /// at commit or rollback. Readers never wait. A check-then-write (a free slug, one default
+    /// profile, no overlapping subscription) is therefore safe in such a transaction; a
+    /// single-statement write outside one is atomic on its own.
+    pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => {
+                let mut tx = self
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    .await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(POSTGRES_WRITER_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// Every meter of a namespace, oldest first.
@@ -131,7 +272,7 @@ impl Catalog {
 
     /// Inserts a new meter; its slug must be free among live meters of the namespace.
     pub async fn insert_meter(&self, meter: &Meter) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let taken: Option<String> = sqlx::query_scalar(
             "SELECT id FROM meters WHERE namespace = $1 AND slug = $2 AND deleted_at IS NULL",
         )
@@ -173,6 +314,36 @@ impl Catalog {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The `sqlite://` URL of a catalog file: every byte but `A-Z a-z 0-9 / - . _ ~` is
+/// percent-encoded (sqlx decodes the path; a `%`, `?` or `#` in it stays itself).
+pub fn sqlite_url(path: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for &byte in path.as_os_str().as_encoded_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url
+}
+
+/// The URL without its password (for errors and logs).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 

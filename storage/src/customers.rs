@@ -5,7 +5,7 @@
 //! `customer_subjects`, whose primary key makes a subject belong to at most one live
 //! customer: a create or replace that would share one answers a conflict.
 
-use crate::catalog::{Catalog, Error, Result};
+use crate::catalog::{Catalog, Error, Result, Tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -339,7 +339,7 @@ impl Catalog {
         input.validate()?;
         let now = Utc::now();
         let customer = customer_of(ulid::Ulid::new().to_string(), input, now, now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         check_free(&mut tx, namespace, &customer).await?;
         sqlx::query(
             "INSERT INTO customers (id, namespace, key, definition, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5, NULL)",
@@ -370,7 +370,7 @@ impl Catalog {
             .ok_or_else(|| CustomerError::NotFound(id_or_key.to_owned()))?;
         let mut customer = customer_of(old.id.clone(), input, old.created_at, Utc::now());
         customer.annotations = old.annotations;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         check_free(&mut tx, namespace, &customer).await?;
         sqlx::query("UPDATE customers SET key = $1, definition = $2 WHERE id = $3")
             .bind(&customer.key)
@@ -400,7 +400,7 @@ impl Catalog {
         let now = Utc::now();
         customer.deleted_at = Some(now);
         customer.updated_at = now;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE customers SET definition = $1, deleted_at = $2 WHERE id = $3")
             .bind(encode_customer(&customer))
             .bind(now.timestamp_millis())
@@ -435,11 +435,9 @@ impl Catalog {
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
-
 /// Refuses a key or attribution value another live customer holds.
 async fn check_free(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     namespace: &str,
     customer: &Customer,
 ) -> Result<(), CustomerError> {
@@ -487,7 +485,7 @@ async fn check_free(
 }
 
 async fn insert_attribution(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     namespace: &str,
     customer: &Customer,
 ) -> Result<(), CustomerError> {
@@ -590,7 +588,7 @@ impl Catalog {
             ));
         }
         let now = Utc::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut out = Vec::with_capacity(upserts.len());
         for u in upserts {
             let old = sqlx::query(

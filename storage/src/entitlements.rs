@@ -4,7 +4,7 @@
 //! the credit engine's inputs and the API's read models are derived from them in
 //! `actors` and `api`. Grants are immutable but for `voided_at` and `deleted_at`.
 
-use crate::catalog::{Catalog, Error, Result};
+use crate::catalog::{Catalog, CatalogRow, Error, Result, Tx};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -162,7 +162,7 @@ impl Catalog {
         grants: &[GrantRecord],
         replaces: Option<&EntitlementRecord>,
     ) -> Result<Insert> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(old) = replaces {
             sqlx::query("UPDATE entitlements SET definition = $1, deleted_at = $2 WHERE id = $3")
                 .bind(encode(old))
@@ -267,10 +267,11 @@ impl Catalog {
         decode_rows(rows, include_deleted)
     }
 
-    /// The customers of a namespace that have a live entitlement.
+    /// The customers of a namespace that have a live entitlement, by id.
     pub async fn entitled_customers(&self, namespace: &str) -> Result<Vec<String>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT customer_id FROM entitlements WHERE namespace = $1 AND deleted_at IS NULL",
+            "SELECT DISTINCT customer_id FROM entitlements WHERE namespace = $1 AND deleted_at IS NULL \
+             ORDER BY customer_id",
         )
         .bind(namespace)
         .fetch_all(&self.pool)
@@ -279,7 +280,7 @@ impl Catalog {
     }
 
     pub async fn insert_grant(&self, grant: &GrantRecord) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         insert_grant_in(&mut tx, grant).await?;
         tx.commit().await?;
         Ok(())
@@ -352,10 +353,7 @@ impl Catalog {
     }
 }
 
-async fn insert_grant_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    grant: &GrantRecord,
-) -> Result<()> {
+async fn insert_grant_in(tx: &mut Tx, grant: &GrantRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO grants (id, namespace, entitlement_id, definition, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -369,10 +367,7 @@ async fn insert_grant_in(
     Ok(())
 }
 
-fn decode_rows(
-    rows: Vec<sqlx::sqlite::SqliteRow>,
-    include_deleted: bool,
-) -> Result<Vec<EntitlementRecord>> {
+fn decode_rows(rows: Vec<CatalogRow>, include_deleted: bool) -> Result<Vec<EntitlementRecord>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let deleted: Option<i64> = row.try_get("deleted_at")?;
@@ -383,7 +378,7 @@ fn decode_rows(
     Ok(out)
 }
 
-fn decode_row<T: for<'de> Deserialize<'de>>(row: &sqlx::sqlite::SqliteRow) -> Result<T> {
+fn decode_row<T: for<'de> Deserialize<'de>>(row: &CatalogRow) -> Result<T> {
     decode(row.try_get("id")?, row.try_get("definition")?)
 }
 
@@ -428,107 +423,110 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn entitlements_grants_resets_round_trip_and_conflict() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db")).await?;
-        let first = entitlement("e1", "c1", "f1");
-        let now = first.created_at;
-        let grant = GrantRecord {
-            id: "g1".into(),
-            namespace: "default".into(),
-            entitlement_id: "e1".into(),
-            amount: Decimal::from_str("100.5")?,
-            priority: 1,
-            effective_at: now,
-            expiration: None,
-            expires_at: None,
-            max_rollover_amount: Decimal::ZERO,
-            min_rollover_amount: Decimal::ZERO,
-            recurrence: None,
-            metadata: None,
-            annotations: None,
-            created_at: now,
-            updated_at: now,
-            voided_at: None,
-            deleted_at: None,
-        };
-        assert!(matches!(
-            catalog
-                .insert_entitlement(&first, std::slice::from_ref(&grant), None)
-                .await?,
-            Insert::Created
-        ));
-        match catalog
-            .insert_entitlement(&entitlement("e2", "c1", "f1"), &[], None)
-            .await?
-        {
-            Insert::Conflict { existing_id } => assert_eq!(existing_id, "e1"),
-            Insert::Created => anyhow::bail!("a second active entitlement for the feature"),
-        }
-        // Override: the old one is deleted in the same transaction.
-        let mut old = first.clone();
-        old.deleted_at = Some(now);
-        assert!(matches!(
-            catalog
-                .insert_entitlement(&entitlement("e3", "c1", "f1"), &[], Some(&old))
-                .await?,
-            Insert::Created
-        ));
-        let live = catalog
-            .customer_entitlements("default", "c1", false)
-            .await?;
-        assert_eq!(
-            live.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["e3"]
-        );
-        assert_eq!(
-            catalog
-                .customer_entitlements("default", "c1", true)
+    crate::catalog_test! {
+        #[tokio::test]
+        async fn entitlements_grants_resets_round_trip_and_conflict(db) -> anyhow::Result<()> {
+            let catalog = db.open().await;
+            let first = entitlement("e1", "c1", "f1");
+            let now = first.created_at;
+            let grant = GrantRecord {
+                id: "g1".into(),
+                namespace: "default".into(),
+                entitlement_id: "e1".into(),
+                amount: Decimal::from_str("100.5")?,
+                priority: 1,
+                effective_at: now,
+                expiration: None,
+                expires_at: None,
+                max_rollover_amount: Decimal::ZERO,
+                min_rollover_amount: Decimal::ZERO,
+                recurrence: None,
+                metadata: None,
+                annotations: None,
+                created_at: now,
+                updated_at: now,
+                voided_at: None,
+                deleted_at: None,
+            };
+            assert!(matches!(
+                catalog
+                    .insert_entitlement(&first, std::slice::from_ref(&grant), None)
+                    .await?,
+                Insert::Created
+            ));
+            match catalog
+                .insert_entitlement(&entitlement("e2", "c1", "f1"), &[], None)
                 .await?
-                .len(),
-            2
-        );
-        assert_eq!(catalog.entitlement_grants("e1").await?, vec![grant.clone()]);
-        let mut voided = grant.clone();
-        voided.voided_at = Some(now);
-        catalog.update_grant(&voided).await?;
-        assert_eq!(catalog.get_grant("default", "g1").await?, Some(voided));
-        let reset = ResetRecord {
-            id: "r1".into(),
-            entitlement_id: "e3".into(),
-            at: now,
-            retain_anchor: false,
-            preserve_overage: true,
-            created_at: now,
-        };
-        catalog.insert_reset("default", &reset).await?;
-        assert_eq!(catalog.entitlement_resets("e3").await?, vec![reset]);
-        assert_eq!(
-            catalog.entitled_customers("default").await?,
-            vec!["c1".to_string()]
-        );
-        Ok(())
+            {
+                Insert::Conflict { existing_id } => assert_eq!(existing_id, "e1"),
+                Insert::Created => anyhow::bail!("a second active entitlement for the feature"),
+            }
+            // Override: the old one is deleted in the same transaction.
+            let mut old = first.clone();
+            old.deleted_at = Some(now);
+            assert!(matches!(
+                catalog
+                    .insert_entitlement(&entitlement("e3", "c1", "f1"), &[], Some(&old))
+                    .await?,
+                Insert::Created
+            ));
+            let live = catalog
+                .customer_entitlements("default", "c1", false)
+                .await?;
+            assert_eq!(
+                live.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+                ["e3"]
+            );
+            assert_eq!(
+                catalog
+                    .customer_entitlements("default", "c1", true)
+                    .await?
+                    .len(),
+                2
+            );
+            assert_eq!(catalog.entitlement_grants("e1").await?, vec![grant.clone()]);
+            let mut voided = grant.clone();
+            voided.voided_at = Some(now);
+            catalog.update_grant(&voided).await?;
+            assert_eq!(catalog.get_grant("default", "g1").await?, Some(voided));
+            let reset = ResetRecord {
+                id: "r1".into(),
+                entitlement_id: "e3".into(),
+                at: now,
+                retain_anchor: false,
+                preserve_overage: true,
+                created_at: now,
+            };
+            catalog.insert_reset("default", &reset).await?;
+            assert_eq!(catalog.entitlement_resets("e3").await?, vec![reset]);
+            assert_eq!(
+                catalog.entitled_customers("default").await?,
+                vec!["c1".to_string()]
+            );
+            Ok(())
+        }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_writers_wait_instead_of_failing() -> anyhow::Result<()> {
-        // Deferred transactions that upgrade to write fail with SQLITE_BUSY under
-        // concurrency; write transactions begin IMMEDIATE and queue on the lock.
-        let dir = tempfile::tempdir()?;
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db")).await?;
-        let mut tasks = Vec::new();
-        for i in 0..32 {
-            let catalog = catalog.clone();
-            tasks.push(tokio::spawn(async move {
-                let e = entitlement(&format!("e{i}"), &format!("c{i}"), "f1");
-                catalog.insert_entitlement(&e, &[], None).await
-            }));
+    crate::catalog_test! {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_writers_wait_instead_of_failing(db) -> anyhow::Result<()> {
+            // Deferred transactions that upgrade to write fail with SQLITE_BUSY under
+            // concurrency; write transactions take the write lock first (BEGIN IMMEDIATE,
+            // PostgreSQL's advisory lock) and queue on it.
+            let catalog = db.open().await;
+            let mut tasks = Vec::new();
+            for i in 0..32 {
+                let catalog = catalog.clone();
+                tasks.push(tokio::spawn(async move {
+                    let e = entitlement(&format!("e{i}"), &format!("c{i}"), "f1");
+                    catalog.insert_entitlement(&e, &[], None).await
+                }));
+            }
+            for task in tasks {
+                assert!(matches!(task.await??, Insert::Created));
+            }
+            assert_eq!(catalog.all_entitlements("default", false).await?.len(), 32);
+            Ok(())
         }
-        for task in tasks {
-            assert!(matches!(task.await??, Insert::Created));
-        }
-        assert_eq!(catalog.all_entitlements("default", false).await?.len(), 32);
-        Ok(())
     }
 }

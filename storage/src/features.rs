@@ -226,7 +226,7 @@ impl Catalog {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let taken: Option<String> = sqlx::query_scalar(
             "SELECT id FROM features WHERE namespace = $1 AND key = $2 AND archived_at IS NULL",
         )

@@ -13,7 +13,7 @@
 //! time). Both parts share a [`Split`] group (OpenMeter's split line group); the split is
 //! written in one transaction ([`Catalog::split_lines`]).
 
-use crate::catalog::{Catalog, Error as CatalogError, ms};
+use crate::catalog::{Catalog, CatalogRow, Error as CatalogError, Tx, ms};
 use chrono::{DateTime, Utc};
 use metron_engine::billing::RateCard;
 use metron_engine::invoicing::ExtendedStatus;
@@ -260,7 +260,7 @@ pub struct InvoiceFilter {
     pub include_deleted: bool,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(row: &sqlx::sqlite::SqliteRow) -> Result<T> {
+fn decode<T: serde::de::DeserializeOwned>(row: &CatalogRow) -> Result<T> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
     serde_json::from_str(&definition).map_err(|source| CatalogError::Decode { id, source })
@@ -270,11 +270,7 @@ fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-async fn put_invoice(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    namespace: &str,
-    invoice: &Invoice,
-) -> Result<()> {
+async fn put_invoice(tx: &mut Tx, namespace: &str, invoice: &Invoice) -> Result<()> {
     sqlx::query(
         "INSERT INTO invoices (id, namespace, customer_id, currency, status, definition, created_at, updated_at, deleted_at, external_invoicing_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
@@ -297,11 +293,7 @@ async fn put_invoice(
     Ok(())
 }
 
-async fn put_line(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    namespace: &str,
-    line: &Line,
-) -> Result<()> {
+async fn put_line(tx: &mut Tx, namespace: &str, line: &Line) -> Result<()> {
     sqlx::query(
         "UPDATE invoice_lines SET invoice_id = $1, definition = $2, invoice_at = $3, updated_at = $4, deleted_at = $5, \
          split_group_id = $8 WHERE id = $6 AND namespace = $7",
@@ -330,11 +322,7 @@ pub struct SplitWrite<'a> {
     pub rest: Option<&'a Line>,
 }
 
-async fn insert_line(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    namespace: &str,
-    line: &Line,
-) -> Result<u64> {
+async fn insert_line(tx: &mut Tx, namespace: &str, line: &Line) -> Result<u64> {
     let done = sqlx::query(
         "INSERT INTO invoice_lines (id, namespace, invoice_id, customer_id, line_key, definition, invoice_at, created_at, updated_at, deleted_at, split_group_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL, $9) ON CONFLICT (namespace, line_key) DO NOTHING",
@@ -362,7 +350,7 @@ impl Catalog {
         currency: &str,
         make: impl FnOnce() -> Invoice,
     ) -> Result<Invoice> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT id, definition FROM invoices WHERE namespace = $1 AND customer_id = $2 AND currency = $3 \
              AND status = 'gathering' AND deleted_at IS NULL",
@@ -383,7 +371,7 @@ impl Catalog {
 
     /// Inserts the lines whose `line_key` is new; returns how many were inserted.
     pub async fn insert_lines(&self, namespace: &str, lines: &[Line]) -> Result<usize> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut inserted = 0;
         for line in lines {
             inserted += insert_line(&mut tx, namespace, line).await? as usize;
@@ -496,7 +484,7 @@ impl Catalog {
         invoice: &Invoice,
         lines: &[Line],
     ) -> Result<Vec<Line>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut moved = Vec::new();
         for line in lines {
             let done = sqlx::query(
@@ -533,7 +521,7 @@ impl Catalog {
         namespace: &str,
         splits: &[SplitWrite<'_>],
     ) -> Result<Vec<Line>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut written = Vec::new();
         for split in splits {
             let row = sqlx::query(
@@ -600,7 +588,7 @@ impl Catalog {
         invoice: &Invoice,
         lines: &[Line],
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         put_invoice(&mut tx, namespace, invoice).await?;
         for line in lines {
             put_line(&mut tx, namespace, line).await?;
@@ -611,7 +599,7 @@ impl Catalog {
 
     /// The next number of a sequence (per namespace and scope), committed at once.
     pub async fn next_sequence(&self, namespace: &str, scope: &str) -> Result<i64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sequences (namespace, scope, value) VALUES ($1, $2, 0) ON CONFLICT (namespace, scope) DO NOTHING",
         )

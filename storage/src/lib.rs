@@ -1,7 +1,9 @@
 //! Metron's state at rest.
 //!
-//! The [`catalog`] (sqlx; SQLite by default) holds meter definitions, and
-//! [`notifications`] the notification channels, rules, events and delivery status. Checkpoints
+//! The [`catalog`] (sqlx on a SQLite file by default, or PostgreSQL) holds meter definitions,
+//! customers, entitlements, billing and the product catalog, and [`notifications`] the
+//! notification channels, rules, events and delivery status; [`testing`] gives tests a catalog
+//! on every backend. Checkpoints
 //! write minute rollups ([`rollups`]) and raw events ([`events`]) as Parquet through
 //! the [`objects`] root (a local directory by default), then a [`manifest`] that
 //! names the files and records each partition's offset and dedup runs ([`dedup`]).
@@ -26,5 +28,7 @@ pub mod query;
 pub mod rollups;
 pub mod subscription_addons;
 pub mod subscriptions;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use datafusion::arrow;

@@ -4,7 +4,7 @@
 //! Channels and rules are soft-deleted (`deletedAt`), as in OpenMeter: events keep naming them.
 //! Every document is stored as JSON beside the columns queries filter on.
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogRow};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -445,7 +445,7 @@ impl Catalog {
 
     /// Stores an event and its deliveries in one transaction.
     pub async fn insert_event(&self, namespace: &str, event: &Event) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO notification_events (id, namespace, rule_id, created_at, definition) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -572,7 +572,7 @@ impl Catalog {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let text = encode("threshold", threshold)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO notification_thresholds (dedup_key, namespace, threshold, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (dedup_key) DO UPDATE SET threshold = excluded.threshold, updated_at = excluded.updated_at",
         )
@@ -620,10 +620,7 @@ impl Catalog {
     }
 }
 
-fn decode_row<T: for<'de> Deserialize<'de>>(
-    table: &'static str,
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<T> {
+fn decode_row<T: for<'de> Deserialize<'de>>(table: &'static str, row: &CatalogRow) -> Result<T> {
     let id: String = row.try_get("id")?;
     let text: String = row.try_get("definition")?;
     decode(table, &id, &text)
@@ -651,180 +648,179 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    #[tokio::test]
-    async fn channels_rules_events_and_thresholds_round_trip() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
-            .await
-            .expect("open");
-        let t = at("2025-01-01T00:00:00Z");
-        let channel = Channel {
-            id: "c1".into(),
-            name: "hook".into(),
-            disabled: false,
-            url: "http://x".into(),
-            custom_headers: BTreeMap::new(),
-            signing_secret: "whsec_x".into(),
-            metadata: None,
-            created_at: t,
-            updated_at: t,
-            deleted_at: None,
-        };
-        catalog
-            .insert_channel("ns", &channel)
-            .await
-            .expect("insert");
-        assert_eq!(
-            catalog.get_channel("ns", "c1").await.expect("get"),
-            Some(channel.clone())
-        );
-        assert_eq!(catalog.get_channel("other", "c1").await.expect("get"), None);
-
-        let threshold: Threshold =
-            serde_json::from_str(r#"{"value": 0.1, "type": "PERCENT"}"#).expect("threshold");
-        assert_eq!(threshold.value, Decimal::new(1, 1));
-        assert_eq!(
-            serde_json::to_string(&threshold).expect("json"),
-            r#"{"value":0.1,"type":"PERCENT"}"#
-        );
-        let rule = Rule {
-            id: "r1".into(),
-            rule_type: RuleType::BalanceThreshold,
-            name: "r".into(),
-            disabled: false,
-            channels: vec!["c1".into()],
-            thresholds: vec![threshold],
-            features: vec!["f".into()],
-            metadata: None,
-            created_at: t,
-            updated_at: t,
-            deleted_at: None,
-        };
-        catalog.insert_rule("ns", &rule).await.expect("insert rule");
-        assert_eq!(
-            catalog.all_live_rules().await.expect("rules"),
-            vec![("ns".to_owned(), rule.clone())]
-        );
-
-        let event = Event {
-            id: "e1".into(),
-            event_type: RuleType::BalanceThreshold,
-            created_at: t,
-            rule_id: "r1".into(),
-            payload: serde_json::json!({"id": "e1"}),
-            annotations: BTreeMap::new(),
-            feature_id: Some("fid".into()),
-            feature_key: Some("f".into()),
-            subject_key: Some("s".into()),
-            deliveries: vec![Delivery {
-                channel_id: "c1".into(),
-                state: DeliveryState::Pending,
-                reason: String::new(),
+    crate::catalog_test! {
+        #[tokio::test]
+        async fn channels_rules_events_and_thresholds_round_trip(db) {
+            let catalog = db.open().await;
+            let t = at("2025-01-01T00:00:00Z");
+            let channel = Channel {
+                id: "c1".into(),
+                name: "hook".into(),
+                disabled: false,
+                url: "http://x".into(),
+                custom_headers: BTreeMap::new(),
+                signing_secret: "whsec_x".into(),
+                metadata: None,
+                created_at: t,
                 updated_at: t,
-                next_attempt: Some(t),
-                attempts: Vec::new(),
-                failures: 0,
-            }],
-        };
-        catalog
-            .insert_event("ns", &event)
-            .await
-            .expect("insert event");
-        assert_eq!(
-            catalog.get_event("ns", "e1").await.expect("get"),
-            Some(event.clone())
-        );
-        assert_eq!(catalog.open_deliveries().await.expect("open").len(), 1);
-        let mut done = event.deliveries[0].clone();
-        done.state = DeliveryState::Success;
-        catalog.update_delivery("e1", &done).await.expect("update");
-        assert!(catalog.open_deliveries().await.expect("open").is_empty());
-
-        let filter = |f: EventFilter| {
-            let catalog = catalog.clone();
-            async move { catalog.list_events("ns", &f).await.expect("list").len() }
-        };
-        assert_eq!(filter(EventFilter::default()).await, 1);
-        assert_eq!(
-            filter(EventFilter {
-                features: vec!["fid".into()],
-                ..Default::default()
-            })
-            .await,
-            1
-        );
-        assert_eq!(
-            filter(EventFilter {
-                subjects: vec!["z".into()],
-                ..Default::default()
-            })
-            .await,
-            0
-        );
-        assert_eq!(
-            filter(EventFilter {
-                channels: vec!["c1".into()],
-                ..Default::default()
-            })
-            .await,
-            1
-        );
-        assert_eq!(
-            filter(EventFilter {
-                from: Some(at("2025-01-02T00:00:00Z")),
-                ..Default::default()
-            })
-            .await,
-            0
-        );
-
-        catalog
-            .set_fired_threshold("ns", "k", &threshold, t)
-            .await
-            .expect("fire");
-        let other = Threshold {
-            value: Decimal::ONE,
-            kind: ThresholdType::BalanceValue,
-        };
-        catalog
-            .set_fired_threshold("ns", "k", &other, t)
-            .await
-            .expect("fire again");
-        assert_eq!(
-            catalog.fired_thresholds().await.expect("fired"),
-            vec![("k".to_owned(), other)]
-        );
-
-        // A later period of the same key replaces the earlier ones; a subject that only
-        // starts with the same text (`a/b` vs `a`) is another key and stays.
-        let key = |subject: &str, period: &str| {
-            format!("ns/r/balance/e/f/{subject}/{period}T00:00:00.000Z/2024-01-01T00:00:00.000Z")
-        };
-        for k in [
-            key("a", "2025-01-01"),
-            key("a/b", "2025-01-01"),
-            key("a", "2025-02-01"),
-        ] {
+                deleted_at: None,
+            };
             catalog
-                .set_fired_threshold("ns", &k, &threshold, t)
+                .insert_channel("ns", &channel)
+                .await
+                .expect("insert");
+            assert_eq!(
+                catalog.get_channel("ns", "c1").await.expect("get"),
+                Some(channel.clone())
+            );
+            assert_eq!(catalog.get_channel("other", "c1").await.expect("get"), None);
+
+            let threshold: Threshold =
+                serde_json::from_str(r#"{"value": 0.1, "type": "PERCENT"}"#).expect("threshold");
+            assert_eq!(threshold.value, Decimal::new(1, 1));
+            assert_eq!(
+                serde_json::to_string(&threshold).expect("json"),
+                r#"{"value":0.1,"type":"PERCENT"}"#
+            );
+            let rule = Rule {
+                id: "r1".into(),
+                rule_type: RuleType::BalanceThreshold,
+                name: "r".into(),
+                disabled: false,
+                channels: vec!["c1".into()],
+                thresholds: vec![threshold],
+                features: vec!["f".into()],
+                metadata: None,
+                created_at: t,
+                updated_at: t,
+                deleted_at: None,
+            };
+            catalog.insert_rule("ns", &rule).await.expect("insert rule");
+            assert_eq!(
+                catalog.all_live_rules().await.expect("rules"),
+                vec![("ns".to_owned(), rule.clone())]
+            );
+
+            let event = Event {
+                id: "e1".into(),
+                event_type: RuleType::BalanceThreshold,
+                created_at: t,
+                rule_id: "r1".into(),
+                payload: serde_json::json!({"id": "e1"}),
+                annotations: BTreeMap::new(),
+                feature_id: Some("fid".into()),
+                feature_key: Some("f".into()),
+                subject_key: Some("s".into()),
+                deliveries: vec![Delivery {
+                    channel_id: "c1".into(),
+                    state: DeliveryState::Pending,
+                    reason: String::new(),
+                    updated_at: t,
+                    next_attempt: Some(t),
+                    attempts: Vec::new(),
+                    failures: 0,
+                }],
+            };
+            catalog
+                .insert_event("ns", &event)
+                .await
+                .expect("insert event");
+            assert_eq!(
+                catalog.get_event("ns", "e1").await.expect("get"),
+                Some(event.clone())
+            );
+            assert_eq!(catalog.open_deliveries().await.expect("open").len(), 1);
+            let mut done = event.deliveries[0].clone();
+            done.state = DeliveryState::Success;
+            catalog.update_delivery("e1", &done).await.expect("update");
+            assert!(catalog.open_deliveries().await.expect("open").is_empty());
+
+            let filter = |f: EventFilter| {
+                let catalog = catalog.clone();
+                async move { catalog.list_events("ns", &f).await.expect("list").len() }
+            };
+            assert_eq!(filter(EventFilter::default()).await, 1);
+            assert_eq!(
+                filter(EventFilter {
+                    features: vec!["fid".into()],
+                    ..Default::default()
+                })
+                .await,
+                1
+            );
+            assert_eq!(
+                filter(EventFilter {
+                    subjects: vec!["z".into()],
+                    ..Default::default()
+                })
+                .await,
+                0
+            );
+            assert_eq!(
+                filter(EventFilter {
+                    channels: vec!["c1".into()],
+                    ..Default::default()
+                })
+                .await,
+                1
+            );
+            assert_eq!(
+                filter(EventFilter {
+                    from: Some(at("2025-01-02T00:00:00Z")),
+                    ..Default::default()
+                })
+                .await,
+                0
+            );
+
+            catalog
+                .set_fired_threshold("ns", "k", &threshold, t)
                 .await
                 .expect("fire");
-        }
-        let mut keys: Vec<String> = catalog
-            .fired_thresholds()
-            .await
-            .expect("fired")
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        keys.sort();
-        assert_eq!(
-            keys,
-            vec![
-                "k".to_owned(),
+            let other = Threshold {
+                value: Decimal::ONE,
+                kind: ThresholdType::BalanceValue,
+            };
+            catalog
+                .set_fired_threshold("ns", "k", &other, t)
+                .await
+                .expect("fire again");
+            assert_eq!(
+                catalog.fired_thresholds().await.expect("fired"),
+                vec![("k".to_owned(), other)]
+            );
+
+            // A later period of the same key replaces the earlier ones; a subject that only
+            // starts with the same text (`a/b` vs `a`) is another key and stays.
+            let key = |subject: &str, period: &str| {
+                format!("ns/r/balance/e/f/{subject}/{period}T00:00:00.000Z/2024-01-01T00:00:00.000Z")
+            };
+            for k in [
+                key("a", "2025-01-01"),
+                key("a/b", "2025-01-01"),
                 key("a", "2025-02-01"),
-                key("a/b", "2025-01-01")
-            ]
-        );
+            ] {
+                catalog
+                    .set_fired_threshold("ns", &k, &threshold, t)
+                    .await
+                    .expect("fire");
+            }
+            let mut keys: Vec<String> = catalog
+                .fired_thresholds()
+                .await
+                .expect("fired")
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            keys.sort();
+            assert_eq!(
+                keys,
+                vec![
+                    "k".to_owned(),
+                    key("a", "2025-02-01"),
+                    key("a/b", "2025-01-01")
+                ]
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! caller creates it; the previous one ends with the previous version). The add-on row and the changed
 //! subscription are written in one transaction.
 
-use crate::catalog::{Catalog, Error as CatalogError, ms};
+use crate::catalog::{Catalog, CatalogRow, Error as CatalogError, ms};
 use crate::subscriptions::{self, Item, Subscription, SubscriptionError};
 use chrono::{DateTime, Utc};
 use metron_engine::billing::{EntitlementTemplate, Price, RateCard};
@@ -420,7 +420,7 @@ fn price_type(price: &Price) -> String {
         .unwrap_or_default()
 }
 
-fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<SubscriptionAddon> {
+fn decode(row: &CatalogRow) -> Result<SubscriptionAddon> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
     serde_json::from_str(&definition)
@@ -475,7 +475,7 @@ impl Catalog {
         sub: &Subscription,
         insert: bool,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if insert {
             let taken = sqlx::query(
                 "SELECT id FROM subscription_addons WHERE namespace = $1 AND subscription_id = $2 AND addon_id = $3",

@@ -14,7 +14,7 @@
 
 pub mod patch;
 
-use crate::catalog::{Catalog, Error as CatalogError, ms};
+use crate::catalog::{Catalog, CatalogRow, Error as CatalogError, Tx, ms};
 use crate::product_catalog::plans::{PlanBody, ProRatingConfig, RateCard};
 use chrono::{DateTime, Utc};
 use metron_engine::billing::BillingCadence;
@@ -352,7 +352,7 @@ pub fn build(new: NewSubscription<'_>, now: DateTime<Utc>) -> Result<Subscriptio
     Ok(sub)
 }
 
-fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<Subscription> {
+fn decode(row: &CatalogRow) -> Result<Subscription> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
     serde_json::from_str(&definition)
@@ -425,7 +425,7 @@ impl Catalog {
         sub: &Subscription,
         ending: Option<&Subscription>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(end) = ending {
             save(&mut tx, end).await?;
         }
@@ -468,17 +468,14 @@ impl Catalog {
 
     /// Saves a changed subscription (its end, its items' entitlements, its deletion).
     pub async fn update_subscription(&self, sub: &Subscription) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         save(&mut tx, sub).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-pub(crate) async fn save(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    sub: &Subscription,
-) -> Result<()> {
+pub(crate) async fn save(tx: &mut Tx, sub: &Subscription) -> Result<()> {
     sqlx::query(
         "UPDATE subscriptions SET definition = $1, active_from = $2, active_to = $3, updated_at = $4, deleted_at = $5 WHERE id = $6",
     )

@@ -119,95 +119,95 @@ async fn delivered_thresholds(notifier: &Notifier, count: usize) -> Vec<Value> {
     }
 }
 
-#[actix_rt::test]
-async fn balance_observations_fire_once_per_highest_threshold_and_period() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
-        .await
-        .expect("catalog");
-    let notifier = Notifier::start(
-        catalog.clone(),
-        NotifierConfig::default(),
-        &Arbiter::current(),
-    )
-    .await
-    .expect("start");
-    let (url, received) = receiver();
-    let channel = notifier
-        .create_channel(
-            "default",
-            ChannelInput {
-                name: "hook".into(),
-                url,
-                ..ChannelInput::default()
-            },
+metron_storage::catalog_test! {
+    #[actix_rt::test]
+    async fn balance_observations_fire_once_per_highest_threshold_and_period(db) {
+        let catalog = db.open().await;
+        let notifier = Notifier::start(
+            catalog.clone(),
+            NotifierConfig::default(),
+            &Arbiter::current(),
         )
         .await
-        .expect("channel");
-    let usage = |v: i64| Threshold {
-        value: Decimal::from(v),
-        kind: ThresholdType::UsageValue,
-    };
-    notifier
-        .create_rule(
-            "default",
-            RuleInput {
-                rule_type: RuleType::BalanceThreshold,
-                name: "usage".into(),
-                disabled: false,
-                channels: vec![channel.id.clone()],
-                thresholds: vec![usage(50), usage(80)],
-                features: vec!["tokens".into()],
-                metadata: None,
-            },
-        )
-        .await
-        .expect("rule");
+        .expect("start");
+        let (url, received) = receiver();
+        let channel = notifier
+            .create_channel(
+                "default",
+                ChannelInput {
+                    name: "hook".into(),
+                    url,
+                    ..ChannelInput::default()
+                },
+            )
+            .await
+            .expect("channel");
+        let usage = |v: i64| Threshold {
+            value: Decimal::from(v),
+            kind: ThresholdType::UsageValue,
+        };
+        notifier
+            .create_rule(
+                "default",
+                RuleInput {
+                    rule_type: RuleType::BalanceThreshold,
+                    name: "usage".into(),
+                    disabled: false,
+                    channels: vec![channel.id.clone()],
+                    thresholds: vec![usage(50), usage(80)],
+                    features: vec!["tokens".into()],
+                    metadata: None,
+                },
+            )
+            .await
+            .expect("rule");
 
-    let period = "2025-02-01T00:00:00Z";
-    for u in [10, 50, 60, 90, 95] {
-        notifier.balance_observed(observation(u, period));
+        let period = "2025-02-01T00:00:00Z";
+        for u in [10, 50, 60, 90, 95] {
+            notifier.balance_observed(observation(u, period));
+        }
+        assert_eq!(
+            delivered_thresholds(&notifier, 2).await,
+            vec![json!(50), json!(80)]
+        );
+
+        // The webhook is signed with the channel's secret over the exact body.
+        let (headers, body) = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("webhook");
+        let get = |k: &str| headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.clone());
+        let id = get("webhook-id").expect("webhook-id");
+        let ts: i64 = get("svix-timestamp")
+            .and_then(|t| t.parse().ok())
+            .expect("timestamp");
+        let expected = webhook::sign(&channel.signing_secret, &id, ts, body.as_bytes()).expect("sign");
+        assert_eq!(get("webhook-signature"), Some(expected.clone()));
+        assert_eq!(get("svix-signature"), Some(expected));
+        let payload: Value = serde_json::from_str(&body).expect("json body");
+        assert_eq!(payload["type"], "entitlements.balance.threshold");
+        assert_eq!(payload["id"], id.as_str());
+
+        // A restarted notifier remembers what fired: the same value fires nothing, a new
+        // period does.
+        let restarted = Notifier::start(
+            catalog.clone(),
+            NotifierConfig::default(),
+            &Arbiter::current(),
+        )
+        .await
+        .expect("restart");
+        restarted.balance_observed(observation(95, period));
+        restarted.balance_observed(observation(55, "2025-03-01T00:00:00Z"));
+        assert_eq!(
+            delivered_thresholds(&restarted, 3).await,
+            vec![json!(50), json!(50), json!(80)]
+        );
+        // An unrelated feature matches no rule.
+        let mut other = observation(99, "2025-04-01T00:00:00Z");
+        other.feature_key = "other".into();
+        other.feature_id = "feat2".into();
+        restarted.balance_observed(other);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(delivered_thresholds(&restarted, 3).await.len(), 3);
     }
-    assert_eq!(
-        delivered_thresholds(&notifier, 2).await,
-        vec![json!(50), json!(80)]
-    );
-
-    // The webhook is signed with the channel's secret over the exact body.
-    let (headers, body) = received
-        .recv_timeout(Duration::from_secs(10))
-        .expect("webhook");
-    let get = |k: &str| headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.clone());
-    let id = get("webhook-id").expect("webhook-id");
-    let ts: i64 = get("svix-timestamp")
-        .and_then(|t| t.parse().ok())
-        .expect("timestamp");
-    let expected = webhook::sign(&channel.signing_secret, &id, ts, body.as_bytes()).expect("sign");
-    assert_eq!(get("webhook-signature"), Some(expected.clone()));
-    assert_eq!(get("svix-signature"), Some(expected));
-    let payload: Value = serde_json::from_str(&body).expect("json body");
-    assert_eq!(payload["type"], "entitlements.balance.threshold");
-    assert_eq!(payload["id"], id.as_str());
-
-    // A restarted notifier remembers what fired: the same value fires nothing, a new period does.
-    let restarted = Notifier::start(
-        catalog.clone(),
-        NotifierConfig::default(),
-        &Arbiter::current(),
-    )
-    .await
-    .expect("restart");
-    restarted.balance_observed(observation(95, period));
-    restarted.balance_observed(observation(55, "2025-03-01T00:00:00Z"));
-    assert_eq!(
-        delivered_thresholds(&restarted, 3).await,
-        vec![json!(50), json!(50), json!(80)]
-    );
-    // An unrelated feature matches no rule.
-    let mut other = observation(99, "2025-04-01T00:00:00Z");
-    other.feature_key = "other".into();
-    other.feature_id = "feat2".into();
-    restarted.balance_observed(other);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(delivered_thresholds(&restarted, 3).await.len(), 3);
 }

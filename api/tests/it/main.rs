@@ -2,7 +2,8 @@
 //! [`server::TestServer`]) on a loopback port with its own data directory and talks OpenMeter's
 //! v1 HTTP API to it. The scenarios of OpenMeter's Go e2e suite (`e2e/e2e_test.go`) are ported
 //! in `ingest` and `query`, its credit and entitlement scenarios in `credit` and
-//! `entitlements`; `crash` and `proptest_queries` are seeded and print their seeds.
+//! `entitlements`; `crash` and `proptest_queries` are seeded and print their seeds; `postgres` runs
+//! the server with its catalog on PostgreSQL.
 
 mod apps;
 mod billing;
@@ -24,6 +25,7 @@ mod listing;
 mod meters;
 mod notifications;
 mod plans;
+mod postgres;
 mod proptest_queries;
 mod query;
 mod restart;

@@ -1,14 +1,6 @@
 use super::*;
 use crate::customers::CustomerInput;
 
-async fn open() -> (tempfile::TempDir, Catalog) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open_sqlite(&dir.path().join("catalog.db"))
-        .await
-        .expect("open");
-    (dir, catalog)
-}
-
 fn supplier() -> BillingParty {
     BillingParty {
         name: Some("Supplier".into()),
@@ -48,225 +40,233 @@ fn update_of(p: &BillingProfile, default: bool) -> BillingProfileUpdate {
 }
 
 // The bootstrap is idempotent: one sandbox, one default profile using it.
-#[tokio::test]
-async fn defaults_are_provisioned_once() {
-    let (_dir, catalog) = open().await;
-    catalog.ensure_billing_defaults("ns").await.expect("first");
-    catalog.ensure_billing_defaults("ns").await.expect("second");
-    let apps = catalog.list_apps("ns", None, 1, 100).await.expect("apps");
-    assert_eq!(apps.total_count, 1);
-    let default = catalog
-        .default_billing_profile("ns")
-        .await
-        .expect("default")
-        .expect("some");
-    assert_eq!(default.name, DEFAULT_PROFILE_NAME);
-    assert_eq!(default.apps.invoicing.id, apps.items[0].id);
-    assert_eq!(default.workflow.collection.interval, "PT1H");
-    assert_eq!(default.workflow.invoicing.due_after, "P30D");
+crate::catalog_test! {
+    #[tokio::test]
+    async fn defaults_are_provisioned_once(db) {
+        let catalog = db.open().await;
+        catalog.ensure_billing_defaults("ns").await.expect("first");
+        catalog.ensure_billing_defaults("ns").await.expect("second");
+        let apps = catalog.list_apps("ns", None, 1, 100).await.expect("apps");
+        assert_eq!(apps.total_count, 1);
+        let default = catalog
+            .default_billing_profile("ns")
+            .await
+            .expect("default")
+            .expect("some");
+        assert_eq!(default.name, DEFAULT_PROFILE_NAME);
+        assert_eq!(default.apps.invoicing.id, apps.items[0].id);
+        assert_eq!(default.workflow.collection.interval, "PT1H");
+        assert_eq!(default.workflow.invoicing.due_after, "P30D");
+    }
 }
 
 // Exactly one default: a new default demotes the old one, which then can be deleted; the
 // default can neither be unset nor deleted; a pinned profile cannot be deleted.
-#[tokio::test]
-async fn one_default_and_delete_rules() {
-    let (_dir, catalog) = open().await;
-    catalog
-        .ensure_billing_defaults("ns")
-        .await
-        .expect("defaults");
-    let first = catalog
-        .default_billing_profile("ns")
-        .await
-        .expect("get")
-        .expect("some");
-    assert!(matches!(
-        catalog.delete_billing_profile("ns", &first.id).await,
-        Err(BillingProfileError::DefaultCannotBeDeleted(_))
-    ));
-    assert!(matches!(
+crate::catalog_test! {
+    #[tokio::test]
+    async fn one_default_and_delete_rules(db) {
+        let catalog = db.open().await;
         catalog
-            .update_billing_profile("ns", &first.id, update_of(&first, false))
-            .await,
-        Err(BillingProfileError::DefaultCannotBeUnset(_))
-    ));
-    let second = catalog
-        .create_billing_profile("ns", create("second", true, "sandbox"))
-        .await
-        .expect("create by type");
-    assert_eq!(second.apps.tax.id, first.apps.tax.id);
-    let demoted = catalog
-        .get_billing_profile("ns", &first.id)
-        .await
-        .expect("get")
-        .expect("some");
-    assert!(!demoted.default);
-    assert_eq!(
-        catalog
+            .ensure_billing_defaults("ns")
+            .await
+            .expect("defaults");
+        let first = catalog
             .default_billing_profile("ns")
             .await
             .expect("get")
-            .map(|p| p.id),
-        Some(second.id.clone())
-    );
-    let customer = catalog
-        .create_customer(
-            "ns",
-            CustomerInput {
-                name: "C".into(),
-                key: Some("c".into()),
-                ..CustomerInput::default()
-            },
-        )
-        .await
-        .expect("customer");
-    catalog
-        .upsert_customer_override("ns", &customer.id, Some(first.id.clone()), None)
-        .await
-        .expect("pin");
-    let err = catalog.delete_billing_profile("ns", &first.id).await;
-    assert!(
-        matches!(&err, Err(BillingProfileError::Referenced { customer_ids, .. }) if customer_ids == &vec![customer.id.clone()]),
-        "{err:?}"
-    );
-    catalog
-        .delete_customer_override("ns", &customer.id)
-        .await
-        .expect("unpin");
-    catalog
-        .delete_billing_profile("ns", &first.id)
-        .await
-        .expect("delete");
-    catalog
-        .delete_billing_profile("ns", &first.id)
-        .await
-        .expect("deleting again does nothing");
-    assert!(matches!(
+            .expect("some");
+        assert!(matches!(
+            catalog.delete_billing_profile("ns", &first.id).await,
+            Err(BillingProfileError::DefaultCannotBeDeleted(_))
+        ));
+        assert!(matches!(
+            catalog
+                .update_billing_profile("ns", &first.id, update_of(&first, false))
+                .await,
+            Err(BillingProfileError::DefaultCannotBeUnset(_))
+        ));
+        let second = catalog
+            .create_billing_profile("ns", create("second", true, "sandbox"))
+            .await
+            .expect("create by type");
+        assert_eq!(second.apps.tax.id, first.apps.tax.id);
+        let demoted = catalog
+            .get_billing_profile("ns", &first.id)
+            .await
+            .expect("get")
+            .expect("some");
+        assert!(!demoted.default);
+        assert_eq!(
+            catalog
+                .default_billing_profile("ns")
+                .await
+                .expect("get")
+                .map(|p| p.id),
+            Some(second.id.clone())
+        );
+        let customer = catalog
+            .create_customer(
+                "ns",
+                CustomerInput {
+                    name: "C".into(),
+                    key: Some("c".into()),
+                    ..CustomerInput::default()
+                },
+            )
+            .await
+            .expect("customer");
         catalog
-            .update_billing_profile("ns", &first.id, update_of(&first, false))
-            .await,
-        Err(BillingProfileError::AlreadyDeleted(_))
-    ));
+            .upsert_customer_override("ns", &customer.id, Some(first.id.clone()), None)
+            .await
+            .expect("pin");
+        let err = catalog.delete_billing_profile("ns", &first.id).await;
+        assert!(
+            matches!(&err, Err(BillingProfileError::Referenced { customer_ids, .. }) if customer_ids == &vec![customer.id.clone()]),
+            "{err:?}"
+        );
+        catalog
+            .delete_customer_override("ns", &customer.id)
+            .await
+            .expect("unpin");
+        catalog
+            .delete_billing_profile("ns", &first.id)
+            .await
+            .expect("delete");
+        catalog
+            .delete_billing_profile("ns", &first.id)
+            .await
+            .expect("deleting again does nothing");
+        assert!(matches!(
+            catalog
+                .update_billing_profile("ns", &first.id, update_of(&first, false))
+                .await,
+            Err(BillingProfileError::AlreadyDeleted(_))
+        ));
+    }
 }
 
 // Validation: supplier name and country, ISO durations, one app for all three roles.
-#[tokio::test]
-async fn invalid_profiles_are_refused() {
-    let (_dir, catalog) = open().await;
-    catalog
-        .ensure_billing_defaults("ns")
-        .await
-        .expect("defaults");
-    let ci = catalog
-        .install_app(
-            "ns",
-            AppInstall {
-                name: String::new(),
-                kind: AppKind::CustomInvoicing {
-                    enable_draft_sync_hook: false,
-                    enable_issuing_sync_hook: false,
-                },
-                id: None,
-                secrets: Vec::new(),
-            },
-        )
-        .await
-        .expect("ci");
-    let mut mixed = create("mixed", false, "sandbox");
-    mixed.apps.payment = ci.id.clone();
-    assert!(matches!(
-        catalog.create_billing_profile("ns", mixed).await,
-        Err(BillingProfileError::AppsDiffer)
-    ));
-    let mut no_country = create("x", false, "sandbox");
-    no_country.supplier.addresses = None;
-    assert!(matches!(
-        catalog.create_billing_profile("ns", no_country).await,
-        Err(BillingProfileError::Invalid(m)) if m.contains("country")
-    ));
-    let mut bad_duration = create("x", false, "sandbox");
-    bad_duration.workflow.invoicing.due_after = "30 days".into();
-    assert!(matches!(
-        catalog.create_billing_profile("ns", bad_duration).await,
-        Err(BillingProfileError::Invalid(_))
-    ));
-    assert!(matches!(
+crate::catalog_test! {
+    #[tokio::test]
+    async fn invalid_profiles_are_refused(db) {
+        let catalog = db.open().await;
         catalog
-            .create_billing_profile("ns", create("x", false, "01J00000000000000000000000"))
-            .await,
-        Err(BillingProfileError::AppNotFound { .. })
-    ));
-    // The app is in use by the default profile: it cannot be uninstalled.
-    let sandbox = catalog
-        .list_apps("ns", Some(AppType::Sandbox), 1, 1)
-        .await
-        .expect("list")
-        .items
-        .remove(0);
-    assert!(matches!(
-        catalog.uninstall_app("ns", &sandbox.id).await,
-        Err(AppError::InUse { count: 1, .. })
-    ));
+            .ensure_billing_defaults("ns")
+            .await
+            .expect("defaults");
+        let ci = catalog
+            .install_app(
+                "ns",
+                AppInstall {
+                    name: String::new(),
+                    kind: AppKind::CustomInvoicing {
+                        enable_draft_sync_hook: false,
+                        enable_issuing_sync_hook: false,
+                    },
+                    id: None,
+                    secrets: Vec::new(),
+                },
+            )
+            .await
+            .expect("ci");
+        let mut mixed = create("mixed", false, "sandbox");
+        mixed.apps.payment = ci.id.clone();
+        assert!(matches!(
+            catalog.create_billing_profile("ns", mixed).await,
+            Err(BillingProfileError::AppsDiffer)
+        ));
+        let mut no_country = create("x", false, "sandbox");
+        no_country.supplier.addresses = None;
+        assert!(matches!(
+            catalog.create_billing_profile("ns", no_country).await,
+            Err(BillingProfileError::Invalid(m)) if m.contains("country")
+        ));
+        let mut bad_duration = create("x", false, "sandbox");
+        bad_duration.workflow.invoicing.due_after = "30 days".into();
+        assert!(matches!(
+            catalog.create_billing_profile("ns", bad_duration).await,
+            Err(BillingProfileError::Invalid(_))
+        ));
+        assert!(matches!(
+            catalog
+                .create_billing_profile("ns", create("x", false, "01J00000000000000000000000"))
+                .await,
+            Err(BillingProfileError::AppNotFound { .. })
+        ));
+        // The app is in use by the default profile: it cannot be uninstalled.
+        let sandbox = catalog
+            .list_apps("ns", Some(AppType::Sandbox), 1, 1)
+            .await
+            .expect("list")
+            .items
+            .remove(0);
+        assert!(matches!(
+            catalog.uninstall_app("ns", &sandbox.id).await,
+            Err(AppError::InUse { count: 1, .. })
+        ));
+    }
 }
 
 // The effective profile: the pinned one (else the default), workflow overrides merged.
-#[tokio::test]
-async fn effective_profile_merges_the_override() {
-    let (_dir, catalog) = open().await;
-    catalog
-        .ensure_billing_defaults("ns")
-        .await
-        .expect("defaults");
-    let customer = catalog
-        .create_customer(
-            "ns",
-            CustomerInput {
-                name: "C".into(),
-                key: Some("c".into()),
-                ..CustomerInput::default()
-            },
-        )
-        .await
-        .expect("customer");
-    let resolved = catalog
-        .effective_billing_profile("ns", "c")
-        .await
-        .expect("resolve");
-    assert!(resolved.profile.default);
-    assert_eq!(resolved.invoicing_app.app_type(), AppType::Sandbox);
-    let mut other = create("other", false, "sandbox");
-    other.workflow.payment.collection_method = CollectionMethod::SendInvoice;
-    let other = catalog
-        .create_billing_profile("ns", other)
-        .await
-        .expect("create");
-    catalog
-        .upsert_customer_override(
-            "ns",
-            &customer.id,
-            Some(other.id.clone()),
-            Some(WorkflowOverride {
-                due_after: Some("P7D".into()),
-                ..WorkflowOverride::default()
-            }),
-        )
-        .await
-        .expect("override");
-    let resolved = catalog
-        .effective_billing_profile("ns", &customer.id)
-        .await
-        .expect("resolve");
-    assert_eq!(resolved.profile.id, other.id);
-    assert_eq!(resolved.workflow.invoicing.due_after, "P7D");
-    assert_eq!(
-        resolved.workflow.payment.collection_method,
-        CollectionMethod::SendInvoice
-    );
-    assert_eq!(resolved.profile.workflow.invoicing.due_after, "P30D");
-    assert!(matches!(
-        catalog.effective_billing_profile("ns", "nobody").await,
-        Err(BillingProfileError::CustomerNotFound(_))
-    ));
+crate::catalog_test! {
+    #[tokio::test]
+    async fn effective_profile_merges_the_override(db) {
+        let catalog = db.open().await;
+        catalog
+            .ensure_billing_defaults("ns")
+            .await
+            .expect("defaults");
+        let customer = catalog
+            .create_customer(
+                "ns",
+                CustomerInput {
+                    name: "C".into(),
+                    key: Some("c".into()),
+                    ..CustomerInput::default()
+                },
+            )
+            .await
+            .expect("customer");
+        let resolved = catalog
+            .effective_billing_profile("ns", "c")
+            .await
+            .expect("resolve");
+        assert!(resolved.profile.default);
+        assert_eq!(resolved.invoicing_app.app_type(), AppType::Sandbox);
+        let mut other = create("other", false, "sandbox");
+        other.workflow.payment.collection_method = CollectionMethod::SendInvoice;
+        let other = catalog
+            .create_billing_profile("ns", other)
+            .await
+            .expect("create");
+        catalog
+            .upsert_customer_override(
+                "ns",
+                &customer.id,
+                Some(other.id.clone()),
+                Some(WorkflowOverride {
+                    due_after: Some("P7D".into()),
+                    ..WorkflowOverride::default()
+                }),
+            )
+            .await
+            .expect("override");
+        let resolved = catalog
+            .effective_billing_profile("ns", &customer.id)
+            .await
+            .expect("resolve");
+        assert_eq!(resolved.profile.id, other.id);
+        assert_eq!(resolved.workflow.invoicing.due_after, "P7D");
+        assert_eq!(
+            resolved.workflow.payment.collection_method,
+            CollectionMethod::SendInvoice
+        );
+        assert_eq!(resolved.profile.workflow.invoicing.due_after, "P30D");
+        assert!(matches!(
+            catalog.effective_billing_profile("ns", "nobody").await,
+            Err(BillingProfileError::CustomerNotFound(_))
+        ));
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ pub mod plans;
 #[cfg(test)]
 mod tests;
 
-use crate::catalog::{Catalog, Error as CatalogError, from_ms, ms};
+use crate::catalog::{Catalog, CatalogRow, Error as CatalogError, from_ms, ms};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -232,7 +232,7 @@ impl Catalog {
     }
 }
 
-fn decode<T: Body>(row: &sqlx::sqlite::SqliteRow) -> Result<Version<T>> {
+fn decode<T: Body>(row: &CatalogRow) -> Result<Version<T>> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
     let stored: Stored<T> =
@@ -287,7 +287,7 @@ fn check_critical<T: Body>(body: &T) -> Result<()> {
 }
 
 impl Versions<'_> {
-    fn pool(&self) -> &sqlx::SqlitePool {
+    fn pool(&self) -> &sqlx::AnyPool {
         &self.catalog.pool
     }
 
@@ -301,7 +301,7 @@ impl Versions<'_> {
     ) -> Result<Version<T>> {
         check_critical(&body)?;
         let kind = T::KIND;
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.catalog.begin_write().await?;
         let rows = sqlx::query(select_versions!(
             "WHERE namespace = $1 AND kind = $2 AND key = $3"
         ))

@@ -4,7 +4,7 @@
 
 use super::plans::{AddonBody, PlanAddonBody, PlanBody, addon_json, plan_addon_issues};
 use super::{Issue, ProductError, Result, Status, Version, from_ms, ms};
-use crate::catalog::{Catalog, Error as CatalogError};
+use crate::catalog::{Catalog, CatalogRow, Error as CatalogError};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -50,7 +50,7 @@ pub fn plan_addon_json(
     out
 }
 
-fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<PlanAddon> {
+fn decode(row: &CatalogRow) -> Result<PlanAddon> {
     let id: String = row.try_get("id")?;
     let definition: String = row.try_get("definition")?;
     let body = serde_json::from_str(&definition).map_err(|source| CatalogError::Decode {

@@ -209,60 +209,59 @@ fn timeline_and_quantity_at() {
 
 // The add-on and the subscription it changed are written together; a second purchase of
 // the same add-on is refused.
-#[tokio::test]
-async fn rows_round_trip_and_an_addon_is_bought_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
-        .await
-        .unwrap();
-    let mut s = sub();
-    catalog.insert_subscription("ns", &s, None).await.unwrap();
-    let mut a = addon(vec![flat("base", Some("5"))], "multiple");
-    a.subscription_id = s.id.clone();
-    apply_quantity(&mut s, &a, 0, 2, t(1, 10)).unwrap();
-    catalog
-        .save_subscription_addon("ns", &a, &s, true)
-        .await
-        .unwrap();
-    let stored = catalog
-        .get_subscription("ns", &s.id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored, s);
-    assert_eq!(
-        catalog.subscription_addons("ns", &s.id).await.unwrap(),
-        vec![a.clone()]
-    );
-    let mut again = a.clone();
-    again.id = "sa2".into();
-    assert!(matches!(
+crate::catalog_test! {
+    #[tokio::test]
+    async fn rows_round_trip_and_an_addon_is_bought_once(db) {
+        let catalog = db.open().await;
+        let mut s = sub();
+        catalog.insert_subscription("ns", &s, None).await.unwrap();
+        let mut a = addon(vec![flat("base", Some("5"))], "multiple");
+        a.subscription_id = s.id.clone();
+        apply_quantity(&mut s, &a, 0, 2, t(1, 10)).unwrap();
         catalog
-            .save_subscription_addon("ns", &again, &s, true)
-            .await,
-        Err(Error::Duplicate)
-    ));
-    a.quantities.push(QuantityChange {
-        active_from: t(2, 1),
-        quantity: 1,
-    });
-    catalog
-        .save_subscription_addon("ns", &a, &s, false)
-        .await
-        .unwrap();
-    let got = catalog
-        .get_subscription_addon("ns", &s.id, "sa1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.quantities.len(), 2);
-    assert!(
-        catalog
-            .get_subscription_addon("ns", "other", "sa1")
+            .save_subscription_addon("ns", &a, &s, true)
+            .await
+            .unwrap();
+        let stored = catalog
+            .get_subscription("ns", &s.id)
             .await
             .unwrap()
-            .is_none()
-    );
+            .unwrap();
+        assert_eq!(stored, s);
+        assert_eq!(
+            catalog.subscription_addons("ns", &s.id).await.unwrap(),
+            vec![a.clone()]
+        );
+        let mut again = a.clone();
+        again.id = "sa2".into();
+        assert!(matches!(
+            catalog
+                .save_subscription_addon("ns", &again, &s, true)
+                .await,
+            Err(Error::Duplicate)
+        ));
+        a.quantities.push(QuantityChange {
+            active_from: t(2, 1),
+            quantity: 1,
+        });
+        catalog
+            .save_subscription_addon("ns", &a, &s, false)
+            .await
+            .unwrap();
+        let got = catalog
+            .get_subscription_addon("ns", &s.id, "sa1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.quantities.len(), 2);
+        assert!(
+            catalog
+                .get_subscription_addon("ns", "other", "sa1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 }
 
 fn metered(issue: Option<u32>) -> RateCard {
