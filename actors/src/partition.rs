@@ -111,6 +111,8 @@ pub struct PartitionActor {
 }
 
 /// Messages a partition's mailbox holds before a sender waits (actix's default is 16).
+/// Past it, a message enqueues only when its sender is polled again, after the
+/// notification: the partition may then handle it at its next wake-up, `readWaitMax` later.
 const MAILBOX_CAPACITY: usize = 4096;
 
 /// The address of a partition actor, for every sender of its messages.

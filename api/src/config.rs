@@ -31,7 +31,8 @@ pub struct Config {
     pub checkpoint_failure_deadline: Duration,
     pub sql: SqlSection,
     #[serde(default)]
-    pub storage: StorageSection,
+    /// Where Parquet files and checkpoint manifests live (`storage.*`).
+    pub storage: metron_storage::objects::StorageOptions,
     pub meters: Vec<MeterCreate>,
     pub notifications: NotificationsConfig,
     pub entitlements: EntitlementsSection,
@@ -148,33 +149,6 @@ impl From<&SqlSection> for metron_storage::query::SqlLimits {
                 string_bytes_max: c.string_bytes_max,
                 list_elements_max: c.list_elements_max,
             },
-        }
-    }
-}
-
-/// Where Parquet files and checkpoint manifests live (`storage.*`). Unset S3 settings come
-/// from the usual AWS variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct StorageSection {
-    /// `s3://bucket/prefix` or `file:///path`; empty: `<data_dir>/objects`.
-    pub url: Option<String>,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub allow_http: Option<bool>,
-}
-
-impl From<&StorageSection> for metron_storage::objects::StorageOptions {
-    fn from(c: &StorageSection) -> Self {
-        Self {
-            url: c.url.clone(),
-            endpoint: c.endpoint.clone(),
-            region: c.region.clone(),
-            access_key_id: c.access_key_id.clone(),
-            secret_access_key: c.secret_access_key.clone(),
-            allow_http: c.allow_http,
         }
     }
 }

@@ -149,7 +149,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         namespace: config.namespace.clone(),
         notifications: (&config.notifications).into(),
         checkpoint_failure_deadline: config.checkpoint_failure_deadline,
-        storage: (&config.storage).into(),
+        storage: config.storage.clone(),
     };
     let failpoints = std::env::var("METRON_FAILPOINTS").ok();
     if let Some(spec) = &failpoints {

@@ -53,7 +53,8 @@ pub enum Error {
 /// A setting left `None` comes from the usual AWS variables (`AWS_ENDPOINT_URL`,
 /// `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_ALLOW_HTTP`), read by object_store's `AmazonS3Builder::from_env`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StorageOptions {
     /// `s3://bucket/prefix`, `file:///path`, or `None` for the default directory.
     pub url: Option<String>,
