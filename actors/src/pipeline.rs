@@ -13,7 +13,7 @@ use crate::partition::{
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use metron_connectors::{EmbeddedLog, EmbeddedLogConfig, EventStream};
+use metron_connectors::{EmbeddedLog, EmbeddedLogConfig, EventStream, KafkaConfig, KafkaStream};
 use metron_engine::event::{CloudEvent, EventParts, IngestedEvent};
 use metron_engine::meter::{CompiledMeter, Extract, Meter, MeterCreate, MeterUpdate};
 use metron_engine::query::{MeterQuery, ResultRow, RollupRow, evaluate};
@@ -71,6 +71,9 @@ pub struct PipelineConfig {
     /// Where Parquet files and checkpoint manifests live (`<data_dir>/objects` when its
     /// URL is unset); the stream, catalog and dedup runs stay in `data_dir`.
     pub storage: metron_storage::objects::StorageOptions,
+    /// The stream on a Kafka topic (its `partitions` is set from `partitions`); `None`: the
+    /// embedded log in `<data_dir>/stream`.
+    pub kafka: Option<metron_connectors::KafkaConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,7 +275,7 @@ pub struct Pipeline {
 
 struct Inner {
     config: PipelineConfig,
-    stream: Arc<EmbeddedLog>,
+    stream: Arc<dyn EventStream>,
     catalog: Catalog,
     query: QueryService,
     metrics: Arc<Metrics>,
@@ -459,7 +462,7 @@ impl Pipeline {
         let partitions = self.inner.config.partitions;
         let now_us = Utc::now().timestamp_micros();
         let count = events.len() as u64;
-        let max = self.inner.stream.config().record_bytes_max;
+        let max = self.inner.stream.record_bytes_max();
         // Every record is made and checked before any is appended: a request is
         // stored whole or not at all. A partition's records share one buffer.
         let mut buffers: Vec<(Vec<u8>, Vec<usize>)> =
@@ -527,6 +530,11 @@ impl Pipeline {
                     // known. End the process; the restart reads the log as it is.
                     health.fatal(format!("appending to the event log failed: {error}"));
                     return Err(error.into());
+                }
+                Err(error @ metron_connectors::Error::Unavailable { .. }) => {
+                    // The brokers did not take the records (or did not say so in time): the
+                    // client retries, and the dedup index drops what did land twice.
+                    return Err(Error::Unavailable(error.to_string()));
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -1106,7 +1114,7 @@ impl Pipeline {
             ),
             (
                 "metron_stream_syncs",
-                "fsyncs done by the stream writer (group commit).",
+                "Writes that made appends durable: fsyncs of the embedded log's writer (group commit), produce requests on Kafka.",
                 stats.syncs as f64,
             ),
             (
@@ -1498,13 +1506,22 @@ mod anyhow_free {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .map_err(|e| Error::Storage(format!("{}: {e}", data.display())))?;
-        let stream = EmbeddedLog::open(
-            &data.join("stream"),
-            EmbeddedLogConfig {
-                partitions: config.partitions,
-                ..EmbeddedLogConfig::default()
-            },
-        )?;
+        let stream: Arc<dyn EventStream> = match &config.kafka {
+            Some(kafka) => Arc::new(
+                KafkaStream::connect(KafkaConfig {
+                    partitions: config.partitions,
+                    ..kafka.clone()
+                })
+                .await?,
+            ),
+            None => EmbeddedLog::open(
+                &data.join("stream"),
+                EmbeddedLogConfig {
+                    partitions: config.partitions,
+                    ..EmbeddedLogConfig::default()
+                },
+            )?,
+        };
         let catalog = match &config.catalog_url {
             Some(url) => Catalog::connect(url).await?,
             None => Catalog::open_sqlite(&data.join("catalog.db")).await?,
@@ -1595,6 +1612,23 @@ mod anyhow_free {
         for p in 0..config.partitions {
             replay_to.push(stream.end_offset(p)?);
         }
+        for state in &manifest.partitions {
+            let end = replay_to
+                .get(state.partition as usize)
+                .copied()
+                .unwrap_or(0);
+            if state.offset > end {
+                // The checkpoint covers records the stream does not have: it is not the stream
+                // the checkpoints were taken from (a recreated topic, a deleted log directory).
+                // Reading on would wait for offsets that are someone else's records.
+                return Err(Error::Storage(format!(
+                    "the checkpoint (epoch {}) covers partition {} up to offset {}, but the \
+                     event stream ends at {end}: the stream is not the one the checkpoints were \
+                     taken from (a recreated topic or a deleted log directory?)",
+                    manifest.epoch, state.partition, state.offset
+                )));
+            }
+        }
         let replay_records: u64 = manifest
             .partitions
             .iter()
@@ -1606,7 +1640,7 @@ mod anyhow_free {
                 )
             })
             .sum();
-        let dyn_stream: Arc<dyn EventStream> = stream.clone();
+        let dyn_stream = stream.clone();
         let mut partitions = Vec::new();
         let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let dedup_config = DedupConfig {

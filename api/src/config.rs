@@ -44,6 +44,110 @@ pub struct Config {
     pub server: ServerSection,
     #[serde(default)]
     pub database: DatabaseSection,
+    #[serde(default)]
+    pub stream: StreamSection,
+}
+
+/// Where ingested events wait for the partitions (`stream.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StreamSection {
+    /// `kafka://HOST:PORT[,HOST:PORT...]/TOPIC`; empty: the embedded log in `<data_dir>/stream`.
+    pub url: String,
+    /// Replication factor of a Kafka topic Metron creates.
+    pub replication_factor: i16,
+    /// The client id Kafka's brokers see.
+    pub client_id: String,
+    /// A Kafka request (an append, a lookup) failing or unanswered this long fails (503).
+    #[serde(deserialize_with = "human_duration")]
+    pub request_timeout: Duration,
+    /// The longest one Kafka fetch waits on the brokers for records.
+    #[serde(deserialize_with = "human_duration")]
+    pub fetch_wait_max: Duration,
+    /// Delete a partition's records below each checkpoint (Kafka's DeleteRecords); off: the
+    /// topic's retention decides.
+    pub delete_committed: bool,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        let d = metron_connectors::KafkaConfig::default();
+        Self {
+            url: String::new(),
+            replication_factor: d.replication_factor,
+            client_id: d.client_id,
+            request_timeout: d.request_timeout,
+            fetch_wait_max: d.fetch_wait_max,
+            delete_committed: d.delete_committed,
+        }
+    }
+}
+
+impl StreamSection {
+    /// The Kafka stream `url` (or `override_url`, from `--stream-url`) names, with `partitions`
+    /// partitions; `None`: the embedded log.
+    pub fn kafka(
+        &self,
+        override_url: Option<&str>,
+        partitions: u32,
+    ) -> Result<Option<metron_connectors::KafkaConfig>, ConfigError> {
+        let Some(url) = [override_url.unwrap_or_default(), self.url.as_str()]
+            .into_iter()
+            .map(str::trim)
+            .find(|url| !url.is_empty())
+        else {
+            return Ok(None);
+        };
+        let invalid = |why: &str| {
+            ConfigError::Invalid(format!(
+                "stream.url {url:?} {why}; expected kafka://HOST:PORT[,HOST:PORT...]/TOPIC"
+            ))
+        };
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| invalid("does not start with kafka://"))?;
+        let (hosts, topic) = rest
+            .split_once('/')
+            .ok_or_else(|| invalid("names no topic"))?;
+        let brokers: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if brokers.is_empty() || brokers.iter().any(|b| !b.contains(':')) {
+            return Err(invalid("needs HOST:PORT for each broker"));
+        }
+        if topic.is_empty() || topic.contains('/') {
+            return Err(invalid("names no single topic"));
+        }
+        if self.replication_factor < 1 {
+            return Err(ConfigError::Invalid(
+                "stream.replicationFactor must be at least 1".into(),
+            ));
+        }
+        if self.fetch_wait_max < Duration::from_millis(1) {
+            return Err(ConfigError::Invalid(
+                "stream.fetchWaitMax must be at least 1ms".into(),
+            ));
+        }
+        if self.request_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "stream.requestTimeout must be at least 100ms".into(),
+            ));
+        }
+        Ok(Some(metron_connectors::KafkaConfig {
+            brokers,
+            topic: topic.to_owned(),
+            partitions,
+            replication_factor: self.replication_factor,
+            client_id: self.client_id.clone(),
+            request_timeout: self.request_timeout,
+            fetch_wait_max: self.fetch_wait_max,
+            delete_committed: self.delete_committed,
+            ..metron_connectors::KafkaConfig::default()
+        }))
+    }
 }
 
 /// Where the catalog is (`database.*`).
@@ -304,6 +408,7 @@ impl Config {
                 metron_storage::catalog::redact(url)
             )));
         }
+        config.stream.kafka(None, config.partitions)?;
         if config.checkpoint_interval < Duration::from_millis(50) {
             return Err(ConfigError::Invalid(
                 "checkpointInterval must be at least 50ms".into(),
@@ -469,6 +574,51 @@ mod tests {
             config.catalog_url(Some("")).as_deref(),
             Some("postgres://m:pw@127.0.0.1/metron"),
             "an empty DATABASE_URL is unset"
+        );
+        assert!(
+            config.stream.kafka(None, 4).expect("default").is_none(),
+            "default: embedded"
+        );
+        std::fs::write(
+            &path,
+            "partitions: 3\nstream:\n  url: kafka://b1:9092, b2:9093/usage.events\n  requestTimeout: 5s\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("file");
+        let kafka = config
+            .stream
+            .kafka(None, config.partitions)
+            .expect("valid")
+            .expect("kafka");
+        assert_eq!(kafka.brokers, ["b1:9092", "b2:9093"]);
+        assert_eq!(
+            (kafka.topic.as_str(), kafka.partitions),
+            ("usage.events", 3)
+        );
+        assert_eq!(kafka.request_timeout, Duration::from_secs(5));
+        let other = config
+            .stream
+            .kafka(Some("kafka://k:1/t"), 3)
+            .expect("valid")
+            .expect("kafka");
+        assert_eq!(
+            (other.brokers[0].as_str(), other.topic.as_str()),
+            ("k:1", "t"),
+            "--stream-url wins"
+        );
+        for bad in [
+            "nats://h:1/t",
+            "kafka://h:1",
+            "kafka://h/t",
+            "kafka://h:1/",
+            "kafka:///t",
+        ] {
+            assert!(config.stream.kafka(Some(bad), 3).is_err(), "{bad}");
+        }
+        std::fs::write(&path, "stream:\n  url: kafka://nohost\n").expect("write");
+        assert!(
+            Config::load(Some(&path)).is_err(),
+            "a bad stream.url fails at load"
         );
         std::fs::write(&path, "database:\n  url: mysql://m:secret@h/db\n").expect("write");
         let error = Config::load(Some(&path))

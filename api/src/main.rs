@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the server with embedded defaults (SQLite catalog, local data directory, embedded event log).
+    /// Runs the server: embedded defaults (SQLite catalog, local data directory, embedded event
+    /// log), or PostgreSQL, S3 and Kafka as the config and flags say.
     Serve(ServeArgs),
 }
 
@@ -37,6 +38,10 @@ struct ServeArgs {
     /// the SQLite file catalog.db in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// The event stream: kafka://HOST:PORT[,HOST:PORT...]/TOPIC; wins over `stream.url` of
+    /// the config file. Unset: the config's, else the embedded log in the data directory.
+    #[arg(long, env = "METRON_STREAM_URL")]
+    stream_url: Option<String>,
     /// YAML config file (meters, partitions, checkpointInterval, dedupHorizon, ...).
     #[arg(long, env = "METRON_CONFIG")]
     config: Option<PathBuf>,
@@ -150,6 +155,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         notifications: (&config.notifications).into(),
         checkpoint_failure_deadline: config.checkpoint_failure_deadline,
         storage: config.storage.clone(),
+        kafka: config
+            .stream
+            .kafka(args.stream_url.as_deref(), config.partitions)?,
     };
     let failpoints = std::env::var("METRON_FAILPOINTS").ok();
     if let Some(spec) = &failpoints {

@@ -4,11 +4,11 @@
 //! appended to a partitioned, offset-addressed stream and read back by
 //! consumers that track their own position. Every backend sits behind the one
 //! [`EventStream`] trait, which is deliberately broker-shaped (partitions,
-//! per-partition offsets starting at 0, a high watermark, consumer commits) so
-//! that Kafka and Fluvio can be added later without changing its callers. The
-//! default backend is [`EmbeddedLog`], a durable partitioned log in a local
-//! directory with group commit (one fsync shared by every append waiting at the
-//! same time).
+//! per-partition offsets starting at 0, a high watermark, consumer commits), so
+//! callers do not know which backend they have. The default backend is
+//! [`EmbeddedLog`], a durable partitioned log in a local directory with group
+//! commit (one fsync shared by every append waiting at the same time);
+//! [`KafkaStream`] keeps the stream in a Kafka topic.
 //!
 //! [`webhook`] sends one signed webhook delivery (Standard Webhooks / Svix signing).
 //!
@@ -20,6 +20,6 @@ pub mod stripe;
 pub mod webhook;
 
 pub use stream::{
-    AppendAck, EmbeddedLog, EmbeddedLogConfig, Error, EventStream, Offset, PartitionId, Record,
-    Result, Stats,
+    AppendAck, EmbeddedLog, EmbeddedLogConfig, Error, EventStream, KafkaConfig, KafkaStream,
+    Offset, PartitionId, Record, Result, Stats,
 };

@@ -21,6 +21,7 @@ mod hardening;
 mod helpers;
 mod info;
 mod ingest;
+mod kafka;
 mod listing;
 mod meters;
 mod notifications;

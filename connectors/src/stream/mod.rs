@@ -8,8 +8,12 @@
 //! with [`EventStream::commit`], which lets the stream drop old data.
 
 pub mod embedded;
+pub mod kafka;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
-pub use embedded::{EmbeddedLog, EmbeddedLogConfig, Stats};
+pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
+pub use kafka::{KafkaConfig, KafkaStream};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +48,20 @@ pub struct AppendAck {
     /// One past the offset of the last appended record (equal to
     /// `first_offset` when nothing was appended).
     pub next_offset: Offset,
+}
+
+/// Counters of a stream's appends since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Append requests completed successfully.
+    pub appends: u64,
+    /// Records appended.
+    pub records: u64,
+    /// Writes that made appends durable: fsync/fdatasync calls of the embedded log's writer
+    /// (segment files and directories), produce requests answered by Kafka's brokers.
+    pub syncs: u64,
+    /// Bytes appended (the embedded log counts its frame headers too).
+    pub bytes: u64,
 }
 
 /// Everything that can go wrong in this crate.
@@ -123,6 +141,20 @@ pub enum Error {
         partition: PartitionId,
         path: PathBuf,
     },
+    /// The topic exists with another number of partitions.
+    #[error("the topic {topic} has {persisted} partitions but {requested} were requested")]
+    TopicPartitionMismatch {
+        topic: String,
+        persisted: u32,
+        requested: u32,
+    },
+    /// The brokers did not answer, or answered with an error, while `context`; the caller
+    /// may retry later (HTTP 503).
+    #[error("the event stream's brokers are unavailable while {context}: {reason}")]
+    Unavailable {
+        context: &'static str,
+        reason: String,
+    },
     /// The writer thread could not be started.
     #[error("could not start the log writer thread: {source}")]
     WriterThread { source: std::io::Error },
@@ -131,8 +163,8 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What every stream backend provides. Implementors: embedded log (here),
-/// Kafka and Fluvio later.
+/// What every stream backend provides. Implementors: [`EmbeddedLog`] (the default),
+/// [`KafkaStream`]. `tests/it/stream_suite.rs` holds the tests every implementor passes.
 pub trait EventStream: Send + Sync + 'static {
     /// The number of partitions; partition ids are `0..partitions()`.
     fn partitions(&self) -> u32;
@@ -146,9 +178,11 @@ pub trait EventStream: Send + Sync + 'static {
         payloads: Vec<Bytes>,
     ) -> BoxFuture<'_, Result<AppendAck>>;
 
-    /// Reads records with offset >= `from`, at most `max_records`; if none is
-    /// available yet, waits up to `max_wait` for new appends, then returns an
-    /// empty Vec. Records returned are durable. The future is cancel-safe: dropped
+    /// Reads records with offset >= `from`, in order: at most `max_records` from the
+    /// embedded log; from Kafka every record of the record batches one fetch brought (at most
+    /// its `fetch_bytes_max` bytes), so that reads end at a batch's end. If none is available
+    /// yet, waits up to `max_wait` for new appends, then returns an empty Vec; `max_records`
+    /// 0 answers an empty Vec at once. Records returned are durable. The future is cancel-safe: dropped
     /// before it resolves, it has consumed nothing (a partition ends a long wait this way
     /// when a message comes for it).
     fn read(
@@ -165,4 +199,14 @@ pub trait EventStream: Send + Sync + 'static {
     /// The consumer position is durable elsewhere up to `offset` (a checkpoint
     /// covers records < offset): segments wholly below it may be deleted.
     fn commit(&self, partition: PartitionId, offset: Offset) -> BoxFuture<'_, Result<()>>;
+
+    /// The largest payload [`EventStream::append`] accepts, in bytes.
+    fn record_bytes_max(&self) -> usize;
+
+    /// Counters of the appends since the stream was opened.
+    fn stats(&self) -> Stats;
+
+    /// Stops accepting appends (they fail with [`Error::Closed`]) once those already queued
+    /// are done, and releases waiting readers. Calling it again does nothing.
+    fn close(&self);
 }

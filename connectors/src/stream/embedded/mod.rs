@@ -39,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use self::segment::{ReadSlice, io_error};
 use self::writer::{ActiveSegment, AppendRequest, Command, PartitionWriter};
-use crate::stream::{AppendAck, Error, EventStream, Offset, PartitionId, Record, Result};
+use crate::stream::{AppendAck, Error, EventStream, Offset, PartitionId, Record, Result, Stats};
 
 /// The file holding the number of partitions.
 const META_FILE: &str = "stream.meta";
@@ -97,20 +97,6 @@ impl EmbeddedLogConfig {
         }
         Ok(())
     }
-}
-
-/// Counters of the writer's work since the stream was opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Append requests completed successfully.
-    pub appends: u64,
-    /// Records appended.
-    pub records: u64,
-    /// fsync/fdatasync calls issued by the writer (segment files and
-    /// directories).
-    pub syncs: u64,
-    /// Bytes written to segments, frame headers included.
-    pub bytes: u64,
 }
 
 #[derive(Default)]
@@ -673,6 +659,18 @@ impl EventStream for EmbeddedLog {
 
     fn commit(&self, partition: PartitionId, offset: Offset) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.commit_offset(partition, offset))
+    }
+
+    fn record_bytes_max(&self) -> usize {
+        self.shared.config.record_bytes_max
+    }
+
+    fn stats(&self) -> Stats {
+        EmbeddedLog::stats(self)
+    }
+
+    fn close(&self) {
+        EmbeddedLog::close(self);
     }
 }
 

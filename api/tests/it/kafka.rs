@@ -1,0 +1,171 @@
+//! The event stream on Kafka: the server with `stream.url: kafka://...` against the brokers of
+//! `METRON_TEST_KAFKA_BROKERS` (tansu, started by `./scripts/test`).
+
+use crate::helpers::*;
+use crate::server::*;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use metron_connectors::stream::testing;
+use metron_connectors::{EventStream, KafkaConfig, KafkaStream};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+/// One batch of events and the sum of their values.
+struct Batch {
+    events: Vec<Value>,
+    sum: f64,
+}
+
+fn batch(first: usize, len: usize, t0: DateTime<Utc>) -> Batch {
+    let events = (first..first + len)
+        .map(|i| {
+            cloud_event(
+                &format!("k-{i}"),
+                "kafka-test",
+                "call",
+                &format!("s{}", i % 5),
+                t0 + ChronoDuration::seconds(i as i64),
+                json!({ "n": 1 + i % 7 }),
+            )
+        })
+        .collect();
+    let sum = (first..first + len).map(|i| (1 + i % 7) as f64).sum();
+    Batch { events, sum }
+}
+
+#[test]
+fn events_go_through_a_kafka_topic_and_count_once_across_a_sigkill() {
+    // Ingest through a Kafka topic, SIGKILL the server mid-ingest, restart it, resend what was
+    // not acknowledged and a batch that was: the total counts every event exactly once, and
+    // the records are in the topic (the embedded log was never made).
+    let test = "kafka::events_go_through_a_kafka_topic_and_count_once_across_a_sigkill";
+    let Some(brokers) = testing::kafka_brokers(test) else {
+        return;
+    };
+    let topic = testing::unique_topic();
+    let config = format!(
+        r#"
+meters:
+  - slug: calls
+    eventType: call
+    aggregation: SUM
+    valueProperty: $.n
+partitions: 3
+checkpointInterval: 300ms
+stream:
+  url: kafka://{}/{topic}
+  requestTimeout: 10s
+  fetchWaitMax: 50ms
+"#,
+        brokers.join(",")
+    );
+    let mut server = TestServer::start_with_config(&config);
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 86_400, 0).expect("time");
+    let mut total = 0.0;
+    let mut next = 0;
+    let first = batch(next, 300, t0);
+    server.ingest_batch(&first.events).expect_status(204);
+    total += first.sum;
+    next += 300;
+    wait_for_total(&server, "calls", total);
+
+    // Batches from a second thread while the server is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (client, stop) = (server.client(), stop.clone());
+        thread::spawn(move || {
+            let (mut acked, mut cut) = (Vec::new(), Vec::new());
+            let mut id = next;
+            while !stop.load(Ordering::SeqCst) {
+                let b = batch(id, 20, t0);
+                id += 20;
+                match client.try_ingest_batch(&b.events) {
+                    Ok(resp) if resp.status == 204 => acked.push(b),
+                    Ok(resp) => panic!("a valid batch got {}: {}", resp.status, resp.body),
+                    Err(_) => {
+                        cut.push(b);
+                        break;
+                    }
+                }
+            }
+            (acked, cut, id)
+        })
+    };
+    thread::sleep(Duration::from_millis(400));
+    server.kill();
+    stop.store(true, Ordering::SeqCst);
+    let (acked, cut, end) = sender.join().expect("sender");
+    assert!(
+        !acked.is_empty(),
+        "some batches were acknowledged before the kill"
+    );
+    println!(
+        "killed with {} batches acknowledged and {} cut",
+        acked.len(),
+        cut.len()
+    );
+    total += acked.iter().chain(&cut).map(|b| b.sum).sum::<f64>();
+
+    server.restart();
+    for b in &cut {
+        server.ingest_batch(&b.events).expect_status(204);
+    }
+    // A client's retry of a batch that was acknowledged: dedup drops it.
+    server.ingest_batch(&first.events).expect_status(204);
+    let row = wait_for_total(&server, "calls", total);
+    assert_eq!(row.value, total);
+    let answer = server.sql("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events");
+    let distinct = end as u64;
+    assert_eq!(answer["rows"], json!([[distinct, distinct]]), "{answer}");
+
+    // The records are in the topic: every event sent at least once, the resent batch twice.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let stream = runtime
+        .block_on(KafkaStream::connect(KafkaConfig {
+            brokers,
+            topic,
+            partitions: 3,
+            ..KafkaConfig::default()
+        }))
+        .expect("the topic exists with 3 partitions");
+    let records: u64 = (0..3)
+        .map(|p| stream.end_offset(p).expect("end offset"))
+        .sum();
+    assert!(
+        records >= distinct + 300,
+        "{records} records in the topic for {distinct} events and a resent batch of 300"
+    );
+    assert!(
+        !server.data_dir().join("stream").exists(),
+        "the embedded log is not used"
+    );
+}
+
+#[test]
+fn a_server_on_an_unreachable_broker_fails_to_start_and_says_why() {
+    // Nothing listens on port 1: the start fails within the request timeout, naming the cause.
+    let work = tempfile::tempdir().expect("temporary directory");
+    let config = work.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "stream:\n  url: kafka://127.0.0.1:1/events\n  requestTimeout: 500ms\n",
+    )
+    .expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_metron"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(work.path().join("data"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("running metron");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("brokers are unavailable while connecting to the brokers")
+            && stderr.contains("127.0.0.1:1"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,47 @@
+//! Streams for tests, on every backend. The Kafka cases run on the brokers
+//! `METRON_TEST_KAFKA_BROKERS` names (`host:port`, comma-separated), each test on topics of its
+//! own. Without the variable a Kafka case says it was skipped and passes, unless `CI` is set:
+//! then it fails, so a CI run cannot skip it silently. `./scripts/test` starts a
+//! Kafka-compatible broker (tansu) and sets the variable.
+//!
+//! Compiled for this crate's tests and, with the `testing` feature, for other crates' tests.
+
+/// The brokers the Kafka cases run on, e.g. `127.0.0.1:9092`.
+pub const KAFKA_BROKERS_VAR: &str = "METRON_TEST_KAFKA_BROKERS";
+
+/// Every topic a test creates starts with this.
+pub const TOPIC_PREFIX: &str = "metron-t-";
+
+/// The brokers of [`KAFKA_BROKERS_VAR`]. `None` (after saying so) when the variable is unset;
+/// panics when it is unset and `CI` is set.
+pub fn kafka_brokers(test: &str) -> Option<Vec<String>> {
+    let brokers: Vec<String> = std::env::var(KAFKA_BROKERS_VAR)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !brokers.is_empty() {
+        return Some(brokers);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: {KAFKA_BROKERS_VAR} is not set and CI is: the Kafka stream tests must run \
+             in CI (./scripts/test starts a Kafka-compatible broker and sets it)"
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: {KAFKA_BROKERS_VAR} is not set, so the Kafka case did not run \
+         (./scripts/test starts a Kafka-compatible broker and sets it)"
+    );
+    None
+}
+
+/// A topic name no other test uses.
+pub fn unique_topic() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{TOPIC_PREFIX}{nanos:x}-{:016x}", rand::random::<u64>())
+}
