@@ -10,6 +10,7 @@
 #   BIN          directory with `metron`, `loadgen` and `checks` (default target/release)
 #   CONNECTIONS  load generator connections (default 8)
 #   BATCH        events per request (default 100)
+#   CONFIG       extra lines for the server's config file (e.g. a `stream:` section for Kafka)
 # Everything runs on the same two cores, unpinned.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,8 +24,9 @@ for b in "$bin/metron" "$bin/loadgen" "$bin/checks"; do
 done
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+printf '%s\n' "${CONFIG:-}" > "$work/config.yaml"
 RUST_LOG=warn "$bin/metron" serve --listen 127.0.0.1:0 --data-dir "$work/data" \
-    --port-file "$work/addr" >>"$work/server.log" 2>&1 &
+    --config "$work/config.yaml" --port-file "$work/addr" >>"$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do [ -s "$work/addr" ] && break; sleep 0.1; done
 url="http://$(cat "$work/addr")"

@@ -8,7 +8,11 @@
 # Env: BIN (dir with release `metron` and `queryload`, default /tmp/d/bin), RUNS (timed
 # Metron queries, default 300), DUCK_RUNS (timed DuckDB queries, default 30), SUBJECTS
 # (default 1000), MODELS (default 2), METRON (a metron binary, default $BIN/metron),
-# LOAD_ONLY=1 (load and leave the server stopped), KEEP=1 (reuse WORK's data if it holds N).
+# LOAD_ONLY=1 (load and leave the server stopped), KEEP=1 (reuse WORK's data if it holds N),
+# S3_ENDPOINT (an S3-compatible server, e.g. http://127.0.0.1:5555 for the moto that
+# ./scripts/test starts: the loaded objects are copied to s3://metron-bench/<prefix> with
+# boto3 and the server reads them there, `storage.url: s3://...`, while the local copy is
+# moved aside; DuckDB still reads the local copy).
 #
 # Loading: a fresh server creates the meter (SUM of $.tokens by $.model), is stopped, and
 # `queryload` writes N events of November 2026 (time order, checkpoints of 400k events,
@@ -34,10 +38,11 @@ fi
 PY=$WORK/venv/bin/python
 
 SERVER_PID=
+CONFIG_ARGS=()
 start_server() {
   rm -f "$WORK/addr"
   "$METRON" serve --listen 127.0.0.1:0 --data-dir "$DATA" --port-file "$WORK/addr" \
-    >>"$WORK/server.log" 2>&1 &
+    "${CONFIG_ARGS[@]}" >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 600); do [ -s "$WORK/addr" ] && break; sleep 0.1; done
   [ -s "$WORK/addr" ] || { echo "server did not start" >&2; exit 1; }
@@ -53,7 +58,13 @@ stop_server() {
     SERVER_PID=
   fi
 }
-trap stop_server EXIT
+OBJECTS=$DATA/objects
+finish() {
+  stop_server
+  # Put the local copy back where a later KEEP=1 run looks for it.
+  if [ -d "$DATA/objects.local" ] && [ ! -e "$DATA/objects" ]; then mv "$DATA/objects.local" "$DATA/objects"; fi
+}
+trap finish EXIT
 
 if [ "${KEEP:-0}" = 1 ] && [ "$(cat "$WORK/loaded" 2>/dev/null)" = "$N $SUBJECTS $MODELS" ]; then
   echo "reusing $DATA ($N events)"
@@ -78,9 +89,46 @@ else
 fi
 [ "${LOAD_ONLY:-0}" = 1 ] && exit 0
 
-start_server
 echo "files: $(find "$DATA/objects/events" -name '*.parquet' | wc -l) event files, $(find "$DATA/objects/rollups" -name '*.parquet' | wc -l) rollup files"
-"$PY" - "$ADDR" "$SERVER_PID" "$DATA/objects" "$WORK/probe.json" "$RUNS" "$DUCK_RUNS" <<'EOF'
+if [ -n "${S3_ENDPOINT:-}" ]; then
+  "$PY" -c 'import boto3' 2>/dev/null || "$WORK/venv/bin/pip" install --quiet boto3
+  prefix="q-$N-$(date +%s)"
+  t0=$(date +%s.%N)
+  "$PY" - "$S3_ENDPOINT" "$DATA/objects" "$prefix" <<'PY'
+import os, sys, boto3
+endpoint, root, prefix = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+try:
+    s3.create_bucket(Bucket="metron-bench")
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+n = 0
+for dirpath, _, files in os.walk(root):
+    for f in files:
+        path = os.path.join(dirpath, f)
+        s3.upload_file(path, "metron-bench", f"{prefix}/{os.path.relpath(path, root)}")
+        n += 1
+print(f"copied {n} objects to s3://metron-bench/{prefix}")
+PY
+  t1=$(date +%s.%N)
+  echo "copy to S3: $(echo "$t1 - $t0" | bc) s"
+  cat >"$WORK/s3.yaml" <<YAML
+storage:
+  url: s3://metron-bench/$prefix
+  endpoint: $S3_ENDPOINT
+  region: us-east-1
+  accessKeyId: test
+  secretAccessKey: test
+  allowHttp: true
+YAML
+  CONFIG_ARGS=(--config "$WORK/s3.yaml")
+  mv "$DATA/objects" "$DATA/objects.local"
+  OBJECTS=$DATA/objects.local
+  echo "the server reads s3://metron-bench/$prefix at $S3_ENDPOINT; DuckDB reads $OBJECTS"
+fi
+start_server
+"$PY" - "$ADDR" "$SERVER_PID" "$OBJECTS" "$WORK/probe.json" "$RUNS" "$DUCK_RUNS" <<'EOF'
 import http.client, json, sys, time, decimal
 import duckdb
 
