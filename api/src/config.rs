@@ -480,6 +480,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deploy_example_loads_as_it_is_and_with_its_scale_out_lines_uncommented() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/metron.yaml"
+        ));
+        let config = Config::load(Some(path)).expect("deploy/metron.yaml");
+        assert!(
+            config
+                .stream
+                .kafka(None, config.partitions)
+                .expect("valid")
+                .is_none()
+        );
+        let text = std::fs::read_to_string(path).expect("read");
+        let (head, tail) = text
+            .split_once("# Past one machine")
+            .expect("the scale-out lines");
+        let tail = tail.split_once('\n').map_or("", |(_, rest)| rest);
+        // Settings are the commented lines that go on in lower case or indented; prose is
+        // capitalized.
+        let tail: Vec<&str> = tail
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == ' ') => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uncommented = dir.path().join("metron.yaml");
+        std::fs::write(&uncommented, format!("{head}{}\n", tail.join("\n"))).expect("write");
+        let config = Config::load(Some(&uncommented)).expect("the uncommented example");
+        assert_eq!(
+            config.catalog_url(None).as_deref(),
+            Some("postgres://metron:secret@db.internal:5432/metron")
+        );
+        assert_eq!(
+            config.storage.url.as_deref(),
+            Some("s3://metron-usage/prod")
+        );
+        let kafka = config
+            .stream
+            .kafka(None, config.partitions)
+            .expect("valid")
+            .expect("kafka");
+        assert_eq!(kafka.topic, "metron-events");
+        assert_eq!((kafka.brokers.len(), kafka.replication_factor), (2, 3));
+    }
+
+    #[test]
     fn defaults_load_and_files_override() {
         let config = Config::load(None).expect("defaults");
         assert_eq!(config.partitions, 4);

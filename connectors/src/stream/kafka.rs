@@ -70,8 +70,8 @@ pub struct KafkaConfig {
     /// The most bytes one read fetches (the broker returns whole record batches, at least one).
     pub fetch_bytes_max: usize,
     /// The longest one fetch waits on the broker for records (Kafka's `fetch.max.wait.ms`).
-    /// Kafka answers as soon as records come; some brokers (tansu 0.6) always wait about this
-    /// long, so it bounds their latency.
+    /// Kafka answers as soon as records come; tansu 0.6 always waits half to all of it, so
+    /// it bounds the latency there.
     pub fetch_wait_max: Duration,
     /// Appends waiting for the brokers at once; past it appends fail with
     /// [`Error::Overloaded`] (HTTP 429).

@@ -67,7 +67,7 @@ impl Backend for Kafka {
             // Small produce requests, so that the suite's large batches take several.
             produce_bytes_max: 128 * 1024,
             request_timeout: Duration::from_secs(20),
-            // tansu 0.6 waits about this long on every fetch, records or not.
+            // tansu 0.6 waits half to all of this on every fetch, records or not.
             fetch_wait_max: Duration::from_millis(100),
             ..KafkaConfig::default()
         };
