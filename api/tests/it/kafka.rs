@@ -144,6 +144,71 @@ stream:
 }
 
 #[test]
+fn ingest_answers_503_when_the_broker_stops_answering() {
+    // A broker of this test's own, frozen with SIGSTOP under a running server: produce
+    // requests go unanswered until the request timeout, and ingest answers 503 (retry
+    // later), not 500. After SIGCONT the same batch is taken.
+    let test = "kafka::ingest_answers_503_when_the_broker_stops_answering";
+    let Some(tansu) = testing::tansu_binary(test) else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let mut broker = std::process::Command::new(tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &listener,
+            "--advertised-listener-url",
+            &listener,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting tansu");
+    eventually(VISIBLE, || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .map(drop)
+            .map_err(|e| format!("tansu on port {port}: {e}"))
+    });
+    let config = format!(
+        "meters:\n  - slug: calls\n    eventType: call\n    aggregation: COUNT\npartitions: 1\n\
+         stream:\n  url: kafka://127.0.0.1:{port}/events\n  requestTimeout: 1s\n  fetchWaitMax: 50ms\n"
+    );
+    let server = TestServer::start_with_config(&config);
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 3_600, 0).expect("time");
+    server
+        .ingest_batch(&batch(0, 10, t0).events)
+        .expect_status(204);
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &broker.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    let second = batch(10, 10, t0);
+    let resp = server.ingest_batch(&second.events);
+    signal("-CONT");
+    let detail = assert_problem(&resp, 503);
+    assert!(detail.contains("brokers are unavailable"), "{detail}");
+    eventually(VISIBLE, || {
+        match server.ingest_batch(&second.events).status {
+            204 => Ok(()),
+            other => Err(format!("ingest after SIGCONT answered {other}")),
+        }
+    });
+    wait_for_total(&server, "calls", 20.0);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+#[test]
 fn a_server_on_an_unreachable_broker_fails_to_start_and_says_why() {
     // Nothing listens on port 1: the start fails within the request timeout, naming the cause.
     let work = tempfile::tempdir().expect("temporary directory");

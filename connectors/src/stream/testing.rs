@@ -45,3 +45,20 @@ pub fn unique_topic() -> String {
         .map_or(0, |d| d.as_nanos());
     format!("{TOPIC_PREFIX}{nanos:x}-{:016x}", rand::random::<u64>())
 }
+
+/// A tansu binary for tests that need a broker of their own (to stop it, say): the
+/// `METRON_TEST_TANSU` variable. `None` (after saying so) when it is unset; panics when it is
+/// unset and `CI` is set. `./scripts/test` sets it to the tansu it built.
+pub fn tansu_binary(test: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(TANSU_VAR).filter(|p| !p.is_empty()) {
+        return Some(path.into());
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {TANSU_VAR} is not set and CI is (./scripts/test sets it)");
+    }
+    eprintln!("SKIPPED {test}: {TANSU_VAR} is not set (./scripts/test sets it)");
+    None
+}
+
+/// The tansu binary [`tansu_binary`] reads.
+pub const TANSU_VAR: &str = "METRON_TEST_TANSU";
