@@ -64,9 +64,6 @@ pub struct StreamSection {
     /// The longest one Kafka fetch waits on the brokers for records.
     #[serde(deserialize_with = "human_duration")]
     pub fetch_wait_max: Duration,
-    /// Delete a partition's records below each checkpoint (Kafka's DeleteRecords); off: the
-    /// topic's retention decides.
-    pub delete_committed: bool,
 }
 
 impl Default for StreamSection {
@@ -78,7 +75,6 @@ impl Default for StreamSection {
             client_id: d.client_id,
             request_timeout: d.request_timeout,
             fetch_wait_max: d.fetch_wait_max,
-            delete_committed: d.delete_committed,
         }
     }
 }
@@ -144,7 +140,6 @@ impl StreamSection {
             client_id: self.client_id.clone(),
             request_timeout: self.request_timeout,
             fetch_wait_max: self.fetch_wait_max,
-            delete_committed: self.delete_committed,
             ..metron_connectors::KafkaConfig::default()
         }))
     }
