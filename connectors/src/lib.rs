@@ -8,7 +8,8 @@
 //! callers do not know which backend they have. The default backend is
 //! [`EmbeddedLog`], a durable partitioned log in a local directory with group
 //! commit (one fsync shared by every append waiting at the same time);
-//! [`KafkaStream`] keeps the stream in a Kafka topic.
+//! [`KafkaStream`] keeps the stream in a Kafka topic, and `FluvioStream` (cargo feature
+//! `fluvio`) in a Fluvio topic.
 //!
 //! [`webhook`] sends one signed webhook delivery (Standard Webhooks / Svix signing).
 //!
@@ -23,3 +24,5 @@ pub use stream::{
     AppendAck, EmbeddedLog, EmbeddedLogConfig, Error, EventStream, KafkaConfig, KafkaStream,
     Offset, PartitionId, Record, Result, Stats,
 };
+#[cfg(feature = "fluvio")]
+pub use stream::{FluvioConfig, FluvioStream};

@@ -47,7 +47,7 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 
-use super::{AppendAck, Error, EventStream, Offset, PartitionId, Record, Result, Stats};
+use super::{AppendAck, Error, EventStream, InFlight, Offset, PartitionId, Record, Result, Stats};
 
 /// How to reach the topic and how to use it.
 #[derive(Debug, Clone)]
@@ -608,26 +608,6 @@ fn unavailable(context: &'static str, error: &KafkaError) -> Error {
     }
 }
 
-/// A slot among the appends in flight, given back on drop.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    fn take(counter: &'a AtomicUsize, max: usize) -> Result<Self> {
-        let before = counter.fetch_add(1, Ordering::AcqRel);
-        if before >= max {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::Overloaded { queued: before });
-        }
-        Ok(Self(counter))
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,21 +624,6 @@ mod tests {
         // A payload over the limit goes alone.
         assert_eq!(chunks(&payloads(&[3, 25, 3]), 10), vec![0..1, 1..2, 2..3]);
         assert_eq!(chunks(&payloads(&[1; 5]), 100), vec![0..5]);
-    }
-
-    #[test]
-    fn in_flight_slots_are_bounded_and_given_back() {
-        let counter = AtomicUsize::new(0);
-        let a = InFlight::take(&counter, 2);
-        let b = InFlight::take(&counter, 2);
-        assert!(a.is_ok() && b.is_ok());
-        assert!(matches!(
-            InFlight::take(&counter, 2),
-            Err(Error::Overloaded { queued: 2 })
-        ));
-        drop(a);
-        assert!(InFlight::take(&counter, 2).is_ok());
-        assert_eq!(counter.load(Ordering::Acquire), 1);
     }
 
     #[test]

@@ -8,14 +8,19 @@
 //! with [`EventStream::commit`], which lets the stream drop old data.
 
 pub mod embedded;
+#[cfg(feature = "fluvio")]
+pub mod fluvio;
 pub mod kafka;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+#[cfg(feature = "fluvio")]
+pub use self::fluvio::{FluvioConfig, FluvioStream};
 pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
 pub use kafka::{KafkaConfig, KafkaStream};
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -209,4 +214,44 @@ pub trait EventStream: Send + Sync + 'static {
     /// Stops accepting appends (they fail with [`Error::Closed`]) once those already queued
     /// are done, and releases waiting readers. Calling it again does nothing.
     fn close(&self);
+}
+
+/// A slot among the appends in flight, given back on drop.
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn take(counter: &'a AtomicUsize, max: usize) -> Result<Self> {
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Overloaded { queued: before });
+        }
+        Ok(Self(counter))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_slots_are_bounded_and_given_back() {
+        let counter = AtomicUsize::new(0);
+        let a = InFlight::take(&counter, 2);
+        let b = InFlight::take(&counter, 2);
+        assert!(a.is_ok() && b.is_ok());
+        assert!(matches!(
+            InFlight::take(&counter, 2),
+            Err(Error::Overloaded { queued: 2 })
+        ));
+        drop(a);
+        assert!(InFlight::take(&counter, 2).is_ok());
+        assert_eq!(counter.load(Ordering::Acquire), 1);
+    }
 }

@@ -4,6 +4,11 @@
 //! then it fails, so a CI run cannot skip it silently. `./scripts/test` starts a
 //! Kafka-compatible broker (tansu) and sets the variable.
 //!
+//! The Fluvio cases run on the streaming controller `METRON_FLUVIO_ENDPOINT` names. No package
+//! registry serves a Fluvio cluster, so a CI machine may have none: without the variable they
+//! say they were skipped and pass, with `CI` set or not. `./scripts/test` starts a cluster and
+//! sets the variable when a `fluvio-run` built from source is at hand (see the crate README).
+//!
 //! Compiled for this crate's tests and, with the `testing` feature, for other crates' tests.
 
 /// The brokers the Kafka cases run on, e.g. `127.0.0.1:9092`.
@@ -62,3 +67,24 @@ pub fn tansu_binary(test: &str) -> Option<std::path::PathBuf> {
 
 /// The tansu binary [`tansu_binary`] reads.
 pub const TANSU_VAR: &str = "METRON_TEST_TANSU";
+
+/// The streaming controller the Fluvio cases run on, e.g. `127.0.0.1:9003`.
+pub const FLUVIO_ENDPOINT_VAR: &str = "METRON_FLUVIO_ENDPOINT";
+
+/// The streaming controller of [`FLUVIO_ENDPOINT_VAR`]. `None`, after saying so, when the
+/// variable is unset.
+pub fn fluvio_endpoint(test: &str) -> Option<String> {
+    if let Some(endpoint) = std::env::var(FLUVIO_ENDPOINT_VAR)
+        .ok()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+    {
+        return Some(endpoint);
+    }
+    eprintln!(
+        "SKIPPED {test}: {FLUVIO_ENDPOINT_VAR} is not set, so the Fluvio case did not run \
+         (./scripts/test starts a Fluvio cluster and sets it when it finds a fluvio-run built \
+         from source; see connectors/README.md)"
+    );
+    None
+}

@@ -1,6 +1,8 @@
 //! The contract of `EventStream`, one suite for every backend: each test below runs as
 //! `<test>::embedded` (always) and `<test>::kafka` (on the brokers `METRON_TEST_KAFKA_BROKERS`
-//! names; skipped with a message when it is unset, failing when `CI` is set).
+//! names; skipped with a message when it is unset, failing when `CI` is set) and
+//! `<test>::fluvio` (on the Fluvio cluster `METRON_FLUVIO_ENDPOINT` names; skipped with a
+//! message when it is unset).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,7 +12,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use metron_connectors::stream::testing;
 use metron_connectors::{
-    EmbeddedLog, EmbeddedLogConfig, Error, EventStream, KafkaConfig, KafkaStream, Record,
+    EmbeddedLog, EmbeddedLogConfig, Error, EventStream, FluvioConfig, FluvioStream, KafkaConfig,
+    KafkaStream, Record,
 };
 
 /// Opens streams of one backend by name: the same name reopens the same stream.
@@ -77,6 +80,32 @@ impl Backend for Kafka {
     }
 }
 
+struct Fluvio {
+    endpoint: String,
+    /// Names map to topics of this run only.
+    prefix: String,
+}
+
+impl Backend for Fluvio {
+    fn open(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> BoxFuture<'_, Result<Arc<dyn EventStream>, Error>> {
+        let config = FluvioConfig {
+            endpoint: self.endpoint.clone(),
+            topic: format!("{}-{name}", self.prefix),
+            partitions,
+            record_bytes_max: 64 * 1024,
+            request_timeout: Duration::from_secs(20),
+            ..FluvioConfig::default()
+        };
+        Box::pin(async move {
+            Ok(Arc::new(FluvioStream::connect(config).await?) as Arc<dyn EventStream>)
+        })
+    }
+}
+
 fn embedded() -> Option<Box<dyn Backend>> {
     Some(Box::new(Embedded {
         dir: tempfile::tempdir().expect("temporary directory"),
@@ -91,7 +120,16 @@ fn kafka(test: &str) -> Option<Box<dyn Backend>> {
     }))
 }
 
-/// Runs each listed test once per backend, as `<test>::embedded` and `<test>::kafka`.
+fn fluvio(test: &str) -> Option<Box<dyn Backend>> {
+    let endpoint = testing::fluvio_endpoint(test)?;
+    Some(Box::new(Fluvio {
+        endpoint,
+        prefix: testing::unique_topic(),
+    }))
+}
+
+/// Runs each listed test once per backend, as `<test>::embedded`, `<test>::kafka` and
+/// `<test>::fluvio`.
 macro_rules! stream_suite {
     ($($test:ident),* $(,)?) => {$(
         mod $test {
@@ -105,6 +143,13 @@ macro_rules! stream_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn kafka() {
                 if let Some(backend) = super::kafka(concat!(stringify!($test), "::kafka")) {
+                    super::$test(&*backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fluvio() {
+                if let Some(backend) = super::fluvio(concat!(stringify!($test), "::fluvio")) {
                     super::$test(&*backend).await;
                 }
             }
