@@ -42,6 +42,7 @@ pub mod billing;
 pub mod compaction;
 pub mod customer;
 pub mod health;
+pub mod leases;
 pub mod memory;
 pub mod meter;
 pub mod metrics;
@@ -53,4 +54,4 @@ pub mod snapshot;
 pub use notification::{
     BalanceObservation, Notifier, NotifierConfig, Payload, PayloadSource, ResetObservation,
 };
-pub use pipeline::{Pipeline, PipelineConfig};
+pub use pipeline::{LEASE_TTL_DEFAULT, Pipeline, PipelineConfig, StreamBackend};

@@ -3,6 +3,7 @@
 use crate::attribution::Attribution;
 use crate::customer::{Activation, Subscription};
 use crate::health::Health;
+use crate::leases::StreamLeases;
 use crate::meter::{self, Backfill, MeterActor, Rollups};
 use crate::metrics::Metrics;
 use crate::notification::Notifier;
@@ -13,7 +14,10 @@ use crate::partition::{
 use crate::snapshot::{CheckpointNow, MeterEntry, SetMeters, SnapshotActor};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use metron_connectors::{EmbeddedLog, EmbeddedLogConfig, EventStream, KafkaConfig, KafkaStream};
+use metron_connectors::{
+    EmbeddedLog, EmbeddedLogConfig, EventStream, FluvioConfig, FluvioStream, KafkaConfig,
+    KafkaStream,
+};
 use metron_engine::event::{CloudEvent, EventParts, IngestedEvent};
 use metron_engine::meter::{CompiledMeter, Extract, Meter, MeterCreate, MeterUpdate};
 use metron_engine::query::{MeterQuery, ResultRow, RollupRow, evaluate};
@@ -71,9 +75,40 @@ pub struct PipelineConfig {
     /// Where Parquet files and checkpoint manifests live (`<data_dir>/objects` when its
     /// URL is unset); the stream, catalog and dedup runs stay in `data_dir`.
     pub storage: metron_storage::objects::StorageOptions,
-    /// The stream on a Kafka topic (its `partitions` is set from `partitions`); `None`: the
-    /// embedded log in `<data_dir>/stream`.
-    pub kafka: Option<metron_connectors::KafkaConfig>,
+    /// Where the event stream is; the backend's own `partitions` is set from `partitions`.
+    pub stream: StreamBackend,
+    /// This node's id in the partition leases of a shared stream; `None`: the one kept in
+    /// `<data_dir>/node-id` (made on the first start).
+    pub node_id: Option<String>,
+    /// How long a partition lease lasts without renewal (renewed every third of it).
+    pub lease_ttl: Duration,
+}
+
+/// The default [`PipelineConfig::lease_ttl`].
+pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(15);
+
+/// Where the event stream is.
+#[derive(Debug, Clone, Default)]
+pub enum StreamBackend {
+    /// The embedded log in `<data_dir>/stream`.
+    #[default]
+    Embedded,
+    /// A Kafka topic.
+    Kafka(KafkaConfig),
+    /// A Fluvio topic.
+    Fluvio(FluvioConfig),
+}
+
+impl StreamBackend {
+    /// The name under which the nodes sharing this stream lease its partitions: the kind and
+    /// the topic (`kafka/metron-events`); `None` for the embedded log, which is one node's.
+    pub fn lease_name(&self) -> Option<String> {
+        match self {
+            Self::Embedded => None,
+            Self::Kafka(kafka) => Some(format!("kafka/{}", kafka.topic)),
+            Self::Fluvio(fluvio) => Some(format!("fluvio/{}", fluvio.topic)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +119,8 @@ pub enum Error {
     Stream(#[from] metron_connectors::Error),
     #[error(transparent)]
     Catalog(#[from] catalog::Error),
+    #[error(transparent)]
+    Lease(#[from] metron_storage::leases::LeaseError),
     #[error("storage failed: {0}")]
     Storage(String),
     #[error("invalid meter: {0}")]
@@ -293,6 +330,8 @@ struct Inner {
     replay_records: u64,
     /// The dedup index (its figures for `/metrics`).
     dedup: SharedDedup,
+    /// The partition leases of a shared stream (`None`: the embedded log).
+    leases: Option<StreamLeases>,
 }
 
 impl Pipeline {
@@ -1054,6 +1093,9 @@ impl Pipeline {
     pub async fn shutdown(&self) -> Result<u64> {
         let epoch = self.checkpoint().await;
         self.inner.stream.close();
+        if let Some(leases) = &self.inner.leases {
+            leases.release().await;
+        }
         self.inner.catalog.close().await;
         epoch
     }
@@ -1114,7 +1156,7 @@ impl Pipeline {
             ),
             (
                 "metron_stream_syncs",
-                "Writes that made appends durable: fsyncs of the embedded log's writer (group commit), produce requests on Kafka.",
+                "Writes that made appends durable: fsyncs of the embedded log's writer (group commit), produce requests on Kafka, appends on Fluvio.",
                 stats.syncs as f64,
             ),
             (
@@ -1506,15 +1548,22 @@ mod anyhow_free {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .map_err(|e| Error::Storage(format!("{}: {e}", data.display())))?;
-        let stream: Arc<dyn EventStream> = match &config.kafka {
-            Some(kafka) => Arc::new(
+        let stream: Arc<dyn EventStream> = match &config.stream {
+            StreamBackend::Kafka(kafka) => Arc::new(
                 KafkaStream::connect(KafkaConfig {
                     partitions: config.partitions,
                     ..kafka.clone()
                 })
                 .await?,
             ),
-            None => EmbeddedLog::open(
+            StreamBackend::Fluvio(fluvio) => Arc::new(
+                FluvioStream::connect(FluvioConfig {
+                    partitions: config.partitions,
+                    ..fluvio.clone()
+                })
+                .await?,
+            ),
+            StreamBackend::Embedded => EmbeddedLog::open(
                 &data.join("stream"),
                 EmbeddedLogConfig {
                     partitions: config.partitions,
@@ -1527,6 +1576,28 @@ mod anyhow_free {
             None => Catalog::open_sqlite(&data.join("catalog.db")).await?,
         };
         tracing::info!(backend = catalog.backend().as_str(), "Opened the catalog.");
+        // The partitions of a shared stream are leased before the checkpoint is read: the
+        // node that held them last has stopped writing checkpoints by the time it can be taken.
+        let leases = match config.stream.lease_name() {
+            Some(name) => {
+                let node_id = match &config.node_id {
+                    Some(id) => id.clone(),
+                    None => crate::leases::node_id_of(data)
+                        .map_err(|e| Error::Storage(format!("the node id: {e}")))?,
+                };
+                Some(
+                    StreamLeases::acquire(
+                        &catalog,
+                        &name,
+                        config.partitions,
+                        &node_id,
+                        config.lease_ttl,
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
         let attribution = Attribution::load(&catalog).await?;
         let activation = Activation::new(attribution.clone());
         let root = ObjectRoot::open(&config.storage, data.join("objects"))
@@ -1607,6 +1678,9 @@ mod anyhow_free {
         let consumed: Arc<Vec<AtomicU64>> =
             Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
         let health = Health::new();
+        if let Some(leases) = &leases {
+            leases.keep(health.clone());
+        }
         // Ready once every partition has read the log up to its end as of now.
         let mut replay_to = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
@@ -1729,6 +1803,7 @@ mod anyhow_free {
                 health,
                 replay_records,
                 dedup: dedup_for_metrics,
+                leases,
             }),
         })
     }

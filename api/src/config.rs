@@ -1,5 +1,6 @@
 //! One typed configuration: the embedded `default.yaml`, then the config file.
 
+use metron_actors::StreamBackend;
 use metron_engine::meter::MeterCreate;
 use serde::Deserialize;
 use std::path::Path;
@@ -52,18 +53,25 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StreamSection {
-    /// `kafka://HOST:PORT[,HOST:PORT...]/TOPIC`; empty: the embedded log in `<data_dir>/stream`.
+    /// `kafka://HOST:PORT[,HOST:PORT...]/TOPIC` or `fluvio://HOST:PORT/TOPIC` (the streaming
+    /// controller's public address); empty: the embedded log in `<data_dir>/stream`.
     pub url: String,
-    /// Replication factor of a Kafka topic Metron creates.
+    /// Replication factor of a topic Metron creates.
     pub replication_factor: i16,
     /// The client id Kafka's brokers see.
     pub client_id: String,
-    /// A Kafka request (an append, a lookup) failing or unanswered this long fails (503).
+    /// A request to the brokers or the cluster (an append, a lookup) failing or unanswered
+    /// this long fails (503).
     #[serde(deserialize_with = "human_duration")]
     pub request_timeout: Duration,
     /// The longest one Kafka fetch waits on the brokers for records.
     #[serde(deserialize_with = "human_duration")]
     pub fetch_wait_max: Duration,
+    /// How long a node's lease on the partitions of a Kafka or Fluvio topic lasts unrenewed
+    /// (renewed every third of it): after a node dies, another can take its partitions this
+    /// long after its last renewal.
+    #[serde(deserialize_with = "human_duration")]
+    pub lease_ttl: Duration,
 }
 
 impl Default for StreamSection {
@@ -75,44 +83,42 @@ impl Default for StreamSection {
             client_id: d.client_id,
             request_timeout: d.request_timeout,
             fetch_wait_max: d.fetch_wait_max,
+            lease_ttl: metron_actors::LEASE_TTL_DEFAULT,
         }
     }
 }
 
 impl StreamSection {
-    /// The Kafka stream `url` (or `override_url`, from `--stream-url`) names, with `partitions`
-    /// partitions; `None`: the embedded log.
-    pub fn kafka(
+    /// The stream `url` (or `override_url`, from `--stream-url`) names, with `partitions`
+    /// partitions: a Kafka or a Fluvio topic, or the embedded log when neither is set.
+    pub fn backend(
         &self,
         override_url: Option<&str>,
         partitions: u32,
-    ) -> Result<Option<metron_connectors::KafkaConfig>, ConfigError> {
-        let Some(url) = [override_url.unwrap_or_default(), self.url.as_str()]
-            .into_iter()
-            .map(str::trim)
-            .find(|url| !url.is_empty())
-        else {
-            return Ok(None);
+    ) -> Result<StreamBackend, ConfigError> {
+        let Some(url) = first_set(override_url, &self.url) else {
+            return Ok(StreamBackend::Embedded);
         };
         let invalid = |why: &str| {
             ConfigError::Invalid(format!(
-                "stream.url {url:?} {why}; expected kafka://HOST:PORT[,HOST:PORT...]/TOPIC"
+                "stream.url {url:?} {why}; expected kafka://HOST:PORT[,HOST:PORT...]/TOPIC or \
+                 fluvio://HOST:PORT/TOPIC"
             ))
         };
-        let rest = url
-            .strip_prefix("kafka://")
-            .ok_or_else(|| invalid("does not start with kafka://"))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("names no scheme"))?;
         let (hosts, topic) = rest
             .split_once('/')
             .ok_or_else(|| invalid("names no topic"))?;
-        let brokers: Vec<String> = hosts
+        let hosts: Vec<String> = hosts
             .split(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
             .map(str::to_owned)
             .collect();
-        if brokers.is_empty() || brokers.iter().any(|b| !b.contains(':')) {
-            return Err(invalid("needs HOST:PORT for each broker"));
+        if hosts.is_empty() || hosts.iter().any(|b| !b.contains(':')) {
+            return Err(invalid("needs HOST:PORT for each server"));
         }
         if topic.is_empty() || topic.contains('/') {
             return Err(invalid("names no single topic"));
@@ -132,17 +138,46 @@ impl StreamSection {
                 "stream.requestTimeout must be at least 100ms".into(),
             ));
         }
-        Ok(Some(metron_connectors::KafkaConfig {
-            brokers,
-            topic: topic.to_owned(),
-            partitions,
-            replication_factor: self.replication_factor,
-            client_id: self.client_id.clone(),
-            request_timeout: self.request_timeout,
-            fetch_wait_max: self.fetch_wait_max,
-            ..metron_connectors::KafkaConfig::default()
-        }))
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err(ConfigError::Invalid(
+                "stream.leaseTtl must be at least 300ms".into(),
+            ));
+        }
+        match scheme {
+            "kafka" => Ok(StreamBackend::Kafka(metron_connectors::KafkaConfig {
+                brokers: hosts,
+                topic: topic.to_owned(),
+                partitions,
+                replication_factor: self.replication_factor,
+                client_id: self.client_id.clone(),
+                request_timeout: self.request_timeout,
+                fetch_wait_max: self.fetch_wait_max,
+                ..metron_connectors::KafkaConfig::default()
+            })),
+            "fluvio" => {
+                let [endpoint] = <[String; 1]>::try_from(hosts)
+                    .map_err(|_| invalid("names more than one streaming controller"))?;
+                Ok(StreamBackend::Fluvio(metron_connectors::FluvioConfig {
+                    endpoint,
+                    topic: topic.to_owned(),
+                    partitions,
+                    replication_factor: self.replication_factor as u32,
+                    request_timeout: self.request_timeout,
+                    ..metron_connectors::FluvioConfig::default()
+                }))
+            }
+            _ => Err(invalid("does not start with kafka:// or fluvio://")),
+        }
     }
+}
+
+/// The first of a command-line override and a config file's value that is set (not blank).
+fn first_set(override_value: Option<&str>, file_value: &str) -> Option<String> {
+    [override_value.unwrap_or_default(), file_value]
+        .into_iter()
+        .map(str::trim)
+        .find(|value| !value.is_empty())
+        .map(str::to_owned)
 }
 
 /// Where the catalog is (`database.*`).
@@ -197,11 +232,7 @@ impl Config {
     /// The catalog's database URL: `override_url` (`--database-url`, `DATABASE_URL`) when set,
     /// else `database.url`; `None` (both empty): the SQLite file in the data directory.
     pub fn catalog_url(&self, override_url: Option<&str>) -> Option<String> {
-        [override_url.unwrap_or_default(), self.database.url.as_str()]
-            .into_iter()
-            .map(str::trim)
-            .find(|url| !url.is_empty())
-            .map(str::to_owned)
+        first_set(override_url, &self.database.url)
     }
 
     /// The Stripe settings the app routes use.
@@ -403,7 +434,7 @@ impl Config {
                 metron_storage::catalog::redact(url)
             )));
         }
-        config.stream.kafka(None, config.partitions)?;
+        config.stream.backend(None, config.partitions)?;
         if config.checkpoint_interval < Duration::from_millis(50) {
             return Err(ConfigError::Invalid(
                 "checkpointInterval must be at least 50ms".into(),
@@ -481,13 +512,10 @@ mod tests {
             "/../deploy/metron.yaml"
         ));
         let config = Config::load(Some(path)).expect("deploy/metron.yaml");
-        assert!(
-            config
-                .stream
-                .kafka(None, config.partitions)
-                .expect("valid")
-                .is_none()
-        );
+        assert!(matches!(
+            config.stream.backend(None, config.partitions),
+            Ok(StreamBackend::Embedded)
+        ));
         let text = std::fs::read_to_string(path).expect("read");
         let (head, tail) = text
             .split_once("# Past one machine")
@@ -516,13 +544,16 @@ mod tests {
             config.storage.url.as_deref(),
             Some("s3://metron-usage/prod")
         );
-        let kafka = config
-            .stream
-            .kafka(None, config.partitions)
-            .expect("valid")
-            .expect("kafka");
+        let kafka = kafka_of(config.stream.backend(None, config.partitions));
         assert_eq!(kafka.topic, "metron-events");
         assert_eq!((kafka.brokers.len(), kafka.replication_factor), (2, 3));
+    }
+
+    fn kafka_of(backend: Result<StreamBackend, ConfigError>) -> metron_connectors::KafkaConfig {
+        match backend {
+            Ok(StreamBackend::Kafka(kafka)) => kafka,
+            other => panic!("expected a Kafka stream, got {other:?}"),
+        }
     }
 
     #[test]
@@ -622,7 +653,7 @@ mod tests {
             "an empty DATABASE_URL is unset"
         );
         assert!(
-            config.stream.kafka(None, 4).expect("default").is_none(),
+            matches!(config.stream.backend(None, 4), Ok(StreamBackend::Embedded)),
             "default: embedded"
         );
         std::fs::write(
@@ -631,22 +662,14 @@ mod tests {
         )
         .expect("write");
         let config = Config::load(Some(&path)).expect("file");
-        let kafka = config
-            .stream
-            .kafka(None, config.partitions)
-            .expect("valid")
-            .expect("kafka");
+        let kafka = kafka_of(config.stream.backend(None, config.partitions));
         assert_eq!(kafka.brokers, ["b1:9092", "b2:9093"]);
         assert_eq!(
             (kafka.topic.as_str(), kafka.partitions),
             ("usage.events", 3)
         );
         assert_eq!(kafka.request_timeout, Duration::from_secs(5));
-        let other = config
-            .stream
-            .kafka(Some("kafka://k:1/t"), 3)
-            .expect("valid")
-            .expect("kafka");
+        let other = kafka_of(config.stream.backend(Some("kafka://k:1/t"), 3));
         assert_eq!(
             (other.brokers[0].as_str(), other.topic.as_str()),
             ("k:1", "t"),
@@ -658,8 +681,28 @@ mod tests {
             "kafka://h/t",
             "kafka://h:1/",
             "kafka:///t",
+            "fluvio://h:1,h:2/t",
+            "fluvio://h/t",
+            "fluvio://h:1/",
         ] {
-            assert!(config.stream.kafka(Some(bad), 3).is_err(), "{bad}");
+            assert!(config.stream.backend(Some(bad), 3).is_err(), "{bad}");
+        }
+        match config
+            .stream
+            .backend(Some("fluvio://sc.internal:9003/usage-events"), 3)
+        {
+            Ok(StreamBackend::Fluvio(fluvio)) => {
+                assert_eq!(
+                    (
+                        fluvio.endpoint.as_str(),
+                        fluvio.topic.as_str(),
+                        fluvio.partitions
+                    ),
+                    ("sc.internal:9003", "usage-events", 3)
+                );
+                assert_eq!(fluvio.request_timeout, Duration::from_secs(5));
+            }
+            other => panic!("expected a Fluvio stream, got {other:?}"),
         }
         std::fs::write(&path, "stream:\n  url: kafka://nohost\n").expect("write");
         assert!(

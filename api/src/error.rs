@@ -100,7 +100,7 @@ impl From<PipelineError> for ApiError {
             PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
             PipelineError::MeterExists(_) => StatusCode::CONFLICT,
             PipelineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            PipelineError::Stopped | PipelineError::Unavailable(_) => {
+            PipelineError::Stopped | PipelineError::Unavailable(_) | PipelineError::Lease(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             PipelineError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the server: embedded defaults (SQLite catalog, local data directory, embedded event
-    /// log), or PostgreSQL, S3 and Kafka as the config and flags say.
+    /// log), or PostgreSQL, S3 and Kafka or Fluvio as the config and flags say.
     Serve(ServeArgs),
 }
 
@@ -38,10 +38,15 @@ struct ServeArgs {
     /// the SQLite file catalog.db in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// The event stream: kafka://HOST:PORT[,HOST:PORT...]/TOPIC; wins over `stream.url` of
-    /// the config file. Unset: the config's, else the embedded log in the data directory.
+    /// The event stream: kafka://HOST:PORT[,HOST:PORT...]/TOPIC or fluvio://HOST:PORT/TOPIC;
+    /// wins over `stream.url` of the config file. Unset: the config's, else the embedded log in the data directory.
     #[arg(long, env = "METRON_STREAM_URL")]
     stream_url: Option<String>,
+    /// This node's id in the partition leases of a Kafka or Fluvio topic (1 to 64 letters,
+    /// digits, '.', '_', '-'). Unset: the one kept in <data-dir>/node-id, made on the first
+    /// start.
+    #[arg(long, env = "METRON_NODE_ID")]
+    node_id: Option<String>,
     /// YAML config file (meters, partitions, checkpointInterval, dedupHorizon, ...).
     #[arg(long, env = "METRON_CONFIG")]
     config: Option<PathBuf>,
@@ -109,6 +114,14 @@ fn install_panic_hook(health: std::sync::Arc<metron_actors::health::Health>) {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     metron_actors::memory::fix_allocator_thresholds();
     let config = Config::load(args.config.as_deref())?;
+    if let Some(id) = &args.node_id
+        && !metron_actors::leases::is_node_id(id)
+    {
+        anyhow::bail!(
+            "--node-id {id:?} must be 1 to {} ASCII letters, digits, '.', '_' or '-'",
+            metron_actors::leases::NODE_ID_LEN_MAX
+        );
+    }
     let query_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.query_threads.max(1))
         .thread_name("metron-query")
@@ -155,9 +168,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         notifications: (&config.notifications).into(),
         checkpoint_failure_deadline: config.checkpoint_failure_deadline,
         storage: config.storage.clone(),
-        kafka: config
+        stream: config
             .stream
-            .kafka(args.stream_url.as_deref(), config.partitions)?,
+            .backend(args.stream_url.as_deref(), config.partitions)?,
+        node_id: args.node_id.clone(),
+        lease_ttl: config.stream.lease_ttl,
     };
     let failpoints = std::env::var("METRON_FAILPOINTS").ok();
     if let Some(spec) = &failpoints {

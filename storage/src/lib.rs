@@ -19,6 +19,7 @@ pub mod entitlements;
 pub mod events;
 pub mod features;
 pub mod invoices;
+pub mod leases;
 pub mod manifest;
 pub mod notifications;
 pub mod objects;

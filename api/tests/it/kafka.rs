@@ -37,14 +37,36 @@ fn batch(first: usize, len: usize, t0: DateTime<Utc>) -> Batch {
 
 #[test]
 fn events_go_through_a_kafka_topic_and_count_once_across_a_sigkill() {
-    // Ingest through a Kafka topic, SIGKILL the server mid-ingest, restart it, resend what was
-    // not acknowledged and a batch that was: the total counts every event exactly once, and
-    // the records are in the topic (the embedded log was never made).
     let test = "kafka::events_go_through_a_kafka_topic_and_count_once_across_a_sigkill";
     let Some(brokers) = testing::kafka_brokers(test) else {
         return;
     };
     let topic = testing::unique_topic();
+    let stream = format!(
+        "  url: kafka://{}/{topic}\n  requestTimeout: 10s\n  fetchWaitMax: 50ms\n",
+        brokers.join(",")
+    );
+    count_once_across_a_sigkill(&stream, |runtime| {
+        let stream = runtime
+            .block_on(KafkaStream::connect(KafkaConfig {
+                brokers,
+                topic,
+                partitions: 3,
+                ..KafkaConfig::default()
+            }))
+            .expect("the topic exists with 3 partitions");
+        Arc::new(stream)
+    });
+}
+
+/// Ingests through the stream `stream` (the lines of the config's `stream:` section) with 3
+/// partitions, SIGKILLs the server mid-ingest, restarts it, and resends what was not
+/// acknowledged and a batch that was: the total counts every event exactly once, and the
+/// records are in the topic `open` opens (the embedded log was never made).
+pub(crate) fn count_once_across_a_sigkill(
+    stream: &str,
+    open: impl FnOnce(&tokio::runtime::Runtime) -> Arc<dyn EventStream>,
+) {
     let config = format!(
         r#"
 meters:
@@ -55,11 +77,7 @@ meters:
 partitions: 3
 checkpointInterval: 300ms
 stream:
-  url: kafka://{}/{topic}
-  requestTimeout: 10s
-  fetchWaitMax: 50ms
-"#,
-        brokers.join(",")
+{stream}"#
     );
     let mut server = TestServer::start_with_config(&config);
     let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 86_400, 0).expect("time");
@@ -122,14 +140,7 @@ stream:
 
     // The records are in the topic: every event sent at least once, the resent batch twice.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let stream = runtime
-        .block_on(KafkaStream::connect(KafkaConfig {
-            brokers,
-            topic,
-            partitions: 3,
-            ..KafkaConfig::default()
-        }))
-        .expect("the topic exists with 3 partitions");
+    let stream = open(&runtime);
     let records: u64 = (0..3)
         .map(|p| stream.end_offset(p).expect("end offset"))
         .sum();

@@ -1,0 +1,166 @@
+//! The node's leases on the partitions of a shared event stream (Kafka, Fluvio): taken at the
+//! start, before the newest checkpoint is read; renewed in the background; given back at a
+//! clean shutdown. See `metron_storage::leases` for the rules.
+//!
+//! A node that cannot renew its leases before they expire, or finds one taken over, stops
+//! (a fatal error): another node may read those partitions from then on, and two readers would
+//! count the same events twice. The embedded log needs no lease: its directory lock keeps a
+//! second process out.
+
+use crate::health::Health;
+use chrono::Utc;
+use metron_storage::catalog::Catalog;
+use metron_storage::leases::{Lease, LeaseError};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest node id.
+pub const NODE_ID_LEN_MAX: usize = 64;
+
+/// Is `id` a node id: 1 to 64 ASCII letters, digits, '.', '_' or '-'?
+pub fn is_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= NODE_ID_LEN_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The node id kept in `<data_dir>/node-id`, made (a new ULID) on the first start. A node that
+/// restarts on its data directory is the same node, and takes its leases back at once.
+pub fn node_id_of(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if is_node_id(id) {
+                Ok(id.to_owned())
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} does not hold a node id", path.display()),
+                ))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+            let partial = data_dir.join("node-id.partial");
+            std::fs::write(&partial, format!("{id}\n"))?;
+            std::fs::File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, &path)?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The leases this node holds, shared by the renewing task and the shutdown.
+#[derive(Clone)]
+pub(crate) struct StreamLeases {
+    catalog: Catalog,
+    ttl: Duration,
+    held: Arc<tokio::sync::Mutex<Vec<Lease>>>,
+}
+
+impl StreamLeases {
+    /// Takes the leases of partitions `0..partitions` of `stream` for `node_id`, all or none.
+    pub(crate) async fn acquire(
+        catalog: &Catalog,
+        stream: &str,
+        partitions: u32,
+        node_id: &str,
+        ttl: Duration,
+    ) -> Result<Self, LeaseError> {
+        let all: Vec<u32> = (0..partitions).collect();
+        let held = catalog
+            .acquire_leases(stream, &all, node_id, Utc::now(), ttl)
+            .await?;
+        tracing::info!(
+            stream,
+            node_id,
+            partitions,
+            epoch = held.first().map_or(0, |l| l.epoch),
+            "Took the leases of the stream's partitions."
+        );
+        Ok(Self {
+            catalog: catalog.clone(),
+            ttl,
+            held: Arc::new(tokio::sync::Mutex::new(held)),
+        })
+    }
+
+    /// Renews the leases every third of their time to live until they are released; a lease
+    /// lost, or not renewed while a third of its time is left, is fatal.
+    pub(crate) fn keep(&self, health: Arc<Health>) {
+        let this = self.clone();
+        let every = self.ttl / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let mut held = this.held.lock().await;
+                if held.is_empty() {
+                    return;
+                }
+                match this
+                    .catalog
+                    .renew_leases(&mut held, Utc::now(), this.ttl)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(lost @ LeaseError::Lost { .. }) => {
+                        health.fatal(format!("{lost}: this node stops reading"));
+                        return;
+                    }
+                    Err(error) => {
+                        let left = held
+                            .iter()
+                            .map(|l| l.expires_at)
+                            .min()
+                            .map_or(chrono::TimeDelta::zero(), |until| until - Utc::now());
+                        if left.to_std().unwrap_or_default() <= every {
+                            health.fatal(format!(
+                                "the stream's leases could not be renewed before they expire: {error}"
+                            ));
+                            return;
+                        }
+                        tracing::warn!(%error, "Renewing the stream's leases failed; trying again.");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Gives the leases back, so that another node can take them at once; renewals stop.
+    pub(crate) async fn release(&self) {
+        let held = std::mem::take(&mut *self.held.lock().await);
+        if let Err(error) = self.catalog.release_leases(&held).await {
+            tracing::warn!(%error, "Releasing the stream's leases failed; they expire on their own.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_checked() {
+        for ok in ["a", "node-1", "n.2_b", &"x".repeat(64)] {
+            assert!(is_node_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "é", "a/b", &"x".repeat(65)] {
+            assert!(!is_node_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_node_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = node_id_of(dir.path()).expect("made");
+        assert!(is_node_id(&first));
+        assert_eq!(node_id_of(dir.path()).expect("read"), first);
+        std::fs::write(dir.path().join("node-id"), "not one\n").expect("write");
+        assert!(node_id_of(dir.path()).is_err());
+    }
+}
