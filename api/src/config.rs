@@ -547,6 +547,7 @@ mod tests {
         let kafka = kafka_of(config.stream.backend(None, config.partitions));
         assert_eq!(kafka.topic, "metron-events");
         assert_eq!((kafka.brokers.len(), kafka.replication_factor), (2, 3));
+        assert_eq!(config.stream.lease_ttl, Duration::from_secs(15));
     }
 
     fn kafka_of(backend: Result<StreamBackend, ConfigError>) -> metron_connectors::KafkaConfig {
