@@ -46,7 +46,10 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Mutex, watch};
 
-use super::{AppendAck, Error, EventStream, InFlight, Offset, PartitionId, Record, Result, Stats};
+use super::{
+    AppendAck, Error, EventStream, InFlight, Offset, PartitionId, Positions, Record, Result, Stats,
+    check_record_sizes,
+};
 
 /// How to reach the topic and how to use it.
 #[derive(Debug, Clone)]
@@ -159,9 +162,7 @@ struct FluvioPartition {
     /// The consumer stream of the last read (one reader per partition at a time).
     cursor: Mutex<Option<Cursor>>,
     /// The highest end offset seen (connect, appends, reads).
-    end: AtomicU64,
-    /// The highest committed position.
-    committed: AtomicU64,
+    positions: Positions,
 }
 
 #[derive(Default)]
@@ -255,8 +256,7 @@ impl FluvioStream {
                 producer,
                 append_order: Mutex::new(()),
                 cursor: Mutex::new(None),
-                end: AtomicU64::new(end),
-                committed: AtomicU64::new(0),
+                positions: Positions::new(end),
             });
         }
         tracing::info!(
@@ -283,7 +283,7 @@ impl FluvioStream {
 
     /// The highest position committed for a partition since connect.
     pub fn committed(&self, partition: PartitionId) -> Result<Offset> {
-        Ok(self.partition(partition)?.committed.load(Ordering::Acquire))
+        Ok(self.partition(partition)?.positions.committed())
     }
 
     fn partition(&self, partition: PartitionId) -> Result<&FluvioPartition> {
@@ -304,16 +304,10 @@ impl FluvioStream {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let max = self.config.record_bytes_max;
-        if let Some(too_large) = payloads.iter().find(|b| b.len() > max) {
-            return Err(Error::RecordTooLarge {
-                len: too_large.len(),
-                max,
-            });
-        }
+        check_record_sizes(&payloads, self.config.record_bytes_max)?;
         let _slot = InFlight::take(&self.in_flight, self.config.appends_in_flight_max)?;
         if payloads.is_empty() {
-            let end = p.end.load(Ordering::Acquire);
+            let end = p.positions.end();
             return Ok(AppendAck {
                 partition,
                 first_offset: end,
@@ -375,7 +369,7 @@ impl FluvioStream {
                 "The records of one append did not get consecutive offsets."
             );
         }
-        p.end.fetch_max(next_offset, Ordering::AcqRel);
+        p.positions.raise_end(next_offset);
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
         self.stats.records.fetch_add(count, Ordering::Relaxed);
         self.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -465,7 +459,7 @@ impl FluvioStream {
             }
         }
         if let Some(last) = records.last() {
-            p.end.fetch_max(last.offset + 1, Ordering::AcqRel);
+            p.positions.raise_end(last.offset + 1);
         }
         Ok(records)
     }
@@ -479,9 +473,7 @@ impl FluvioStream {
             .ok_or(Error::OffsetOutOfRange {
                 partition,
                 offset: from,
-                end_offset: self.partitions[partition as usize]
-                    .end
-                    .load(Ordering::Acquire),
+                end_offset: self.partition(partition).map_or(0, |p| p.positions.end()),
             })?;
         let config = ConsumerConfigExtBuilder::default()
             .topic(self.config.topic.clone())
@@ -511,27 +503,13 @@ impl FluvioStream {
                 end_offset: self
                     .partitions
                     .get(partition as usize)
-                    .map_or(0, |p| p.end.load(Ordering::Acquire)),
+                    .map_or(0, |p| p.positions.end()),
             },
             other => Error::Unavailable {
                 context: "fetching",
                 reason: format!("{other:?}"),
             },
         }
-    }
-
-    async fn commit_offset(&self, partition: PartitionId, offset: Offset) -> Result<()> {
-        let p = self.partition(partition)?;
-        let end = p.end.load(Ordering::Acquire);
-        if offset > end {
-            return Err(Error::OffsetOutOfRange {
-                partition,
-                offset,
-                end_offset: end,
-            });
-        }
-        p.committed.fetch_max(offset, Ordering::AcqRel);
-        Ok(())
     }
 }
 
@@ -559,11 +537,15 @@ impl EventStream for FluvioStream {
     }
 
     fn end_offset(&self, partition: PartitionId) -> Result<Offset> {
-        Ok(self.partition(partition)?.end.load(Ordering::Acquire))
+        Ok(self.partition(partition)?.positions.end())
     }
 
     fn commit(&self, partition: PartitionId, offset: Offset) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.commit_offset(partition, offset))
+        Box::pin(async move {
+            self.partition(partition)?
+                .positions
+                .commit(partition, offset)
+        })
     }
 
     fn record_bytes_max(&self) -> usize {

@@ -47,7 +47,10 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 
-use super::{AppendAck, Error, EventStream, InFlight, Offset, PartitionId, Record, Result, Stats};
+use super::{
+    AppendAck, Error, EventStream, InFlight, Offset, PartitionId, Positions, Record, Result, Stats,
+    check_record_sizes,
+};
 
 /// How to reach the topic and how to use it.
 #[derive(Debug, Clone)]
@@ -164,9 +167,7 @@ struct KafkaPartition {
     /// Reads, on a connection of this partition's own.
     reader: PartitionClient,
     /// The highest end offset seen (connect, appends, fetches).
-    end: AtomicU64,
-    /// The highest committed position.
-    committed: AtomicU64,
+    positions: Positions,
 }
 
 #[derive(Default)]
@@ -259,8 +260,7 @@ impl KafkaStream {
             partitions.push(KafkaPartition {
                 client,
                 reader,
-                end: AtomicU64::new(latest.max(high_watermark).max(0) as u64),
-                committed: AtomicU64::new(0),
+                positions: Positions::new(latest.max(high_watermark).max(0) as u64),
             });
         }
         tracing::info!(
@@ -285,7 +285,7 @@ impl KafkaStream {
 
     /// The highest position committed for a partition since connect.
     pub fn committed(&self, partition: PartitionId) -> Result<Offset> {
-        Ok(self.partition(partition)?.committed.load(Ordering::Acquire))
+        Ok(self.partition(partition)?.positions.committed())
     }
 
     /// The earliest offset the broker still keeps for a partition.
@@ -323,16 +323,10 @@ impl KafkaStream {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let max = self.config.record_bytes_max;
-        if let Some(too_large) = payloads.iter().find(|b| b.len() > max) {
-            return Err(Error::RecordTooLarge {
-                len: too_large.len(),
-                max,
-            });
-        }
+        check_record_sizes(&payloads, self.config.record_bytes_max)?;
         let _slot = InFlight::take(&self.in_flight, self.config.appends_in_flight_max)?;
         if payloads.is_empty() {
-            let end = p.end.load(Ordering::Acquire);
+            let end = p.positions.end();
             return Ok(AppendAck {
                 partition,
                 first_offset: end,
@@ -375,7 +369,7 @@ impl KafkaStream {
         }
         let first_offset = first.unwrap_or(last);
         let next_offset = last + 1;
-        p.end.fetch_max(next_offset, Ordering::AcqRel);
+        p.positions.raise_end(next_offset);
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
         self.stats.records.fetch_add(count, Ordering::Relaxed);
         self.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -416,8 +410,7 @@ impl KafkaStream {
                     }) => return Err(self.out_of_range(partition, from).await),
                     Err(error) => return Err(unavailable("fetching", &error)),
                 };
-            p.end
-                .fetch_max(high_watermark.max(0) as u64, Ordering::AcqRel);
+            p.positions.raise_end(high_watermark.max(0) as u64);
             // Every record of the batches that came, so that the next read starts at a
             // batch's end (see the module documentation).
             let records: Vec<Record> = records
@@ -439,7 +432,7 @@ impl KafkaStream {
         let end = self
             .partitions
             .get(partition as usize)
-            .map_or(0, |p| p.end.load(Ordering::Acquire));
+            .map_or(0, |p| p.positions.end());
         if from > end {
             return Error::OffsetOutOfRange {
                 partition,
@@ -455,20 +448,6 @@ impl KafkaStream {
             },
             Err(error) => error,
         }
-    }
-
-    async fn commit_offset(&self, partition: PartitionId, offset: Offset) -> Result<()> {
-        let p = self.partition(partition)?;
-        let end = p.end.load(Ordering::Acquire);
-        if offset > end {
-            return Err(Error::OffsetOutOfRange {
-                partition,
-                offset,
-                end_offset: end,
-            });
-        }
-        p.committed.fetch_max(offset, Ordering::AcqRel);
-        Ok(())
     }
 }
 
@@ -496,11 +475,15 @@ impl EventStream for KafkaStream {
     }
 
     fn end_offset(&self, partition: PartitionId) -> Result<Offset> {
-        Ok(self.partition(partition)?.end.load(Ordering::Acquire))
+        Ok(self.partition(partition)?.positions.end())
     }
 
     fn commit(&self, partition: PartitionId, offset: Offset) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.commit_offset(partition, offset))
+        Box::pin(async move {
+            self.partition(partition)?
+                .positions
+                .commit(partition, offset)
+        })
     }
 
     fn record_bytes_max(&self) -> usize {

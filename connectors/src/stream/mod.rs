@@ -20,7 +20,7 @@ pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
 pub use kafka::{KafkaConfig, KafkaStream};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -214,6 +214,61 @@ pub trait EventStream: Send + Sync + 'static {
     /// Stops accepting appends (they fail with [`Error::Closed`]) once those already queued
     /// are done, and releases waiting readers. Calling it again does nothing.
     fn close(&self);
+}
+
+/// A broker partition's offsets as a client keeps them: the highest end offset it has seen
+/// and the highest position committed to it (Kafka, Fluvio).
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    end: AtomicU64,
+    committed: AtomicU64,
+}
+
+impl Positions {
+    pub(crate) fn new(end: Offset) -> Self {
+        Self {
+            end: AtomicU64::new(end),
+            committed: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn end(&self) -> Offset {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// Records that the partition reaches at least `end`.
+    pub(crate) fn raise_end(&self, end: Offset) {
+        self.end.fetch_max(end, Ordering::AcqRel);
+    }
+
+    pub(crate) fn committed(&self) -> Offset {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Records a commit up to `offset`; past the end it is refused.
+    pub(crate) fn commit(&self, partition: PartitionId, offset: Offset) -> Result<()> {
+        let end = self.end();
+        if offset > end {
+            return Err(Error::OffsetOutOfRange {
+                partition,
+                offset,
+                end_offset: end,
+            });
+        }
+        self.committed.fetch_max(offset, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// Refuses a batch with a payload over `max` bytes.
+pub(crate) fn check_record_sizes(payloads: &[Bytes], max: usize) -> Result<()> {
+    match payloads.iter().find(|b| b.len() > max) {
+        Some(too_large) => Err(Error::RecordTooLarge {
+            len: too_large.len(),
+            max,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A slot among the appends in flight, given back on drop.
