@@ -88,3 +88,20 @@ pub fn fluvio_endpoint(test: &str) -> Option<String> {
     );
     None
 }
+
+/// The `fluvio-run` binary for tests that run a Fluvio cluster of their own (to freeze its SPU,
+/// say): the `METRON_TEST_FLUVIO_RUN` variable, which `./scripts/test` sets when it has one.
+/// `None`, after saying so, when it is unset (CI or not, as for [`fluvio_endpoint`]).
+pub fn fluvio_run_binary(test: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(FLUVIO_RUN_VAR).filter(|p| !p.is_empty()) {
+        return Some(path.into());
+    }
+    eprintln!(
+        "SKIPPED {test}: {FLUVIO_RUN_VAR} is not set, so no Fluvio cluster of the test's own \
+         could be started (./scripts/test sets it when it finds a fluvio-run built from source)"
+    );
+    None
+}
+
+/// The variable [`fluvio_run_binary`] reads.
+pub const FLUVIO_RUN_VAR: &str = "METRON_TEST_FLUVIO_RUN";
