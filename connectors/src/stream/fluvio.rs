@@ -48,7 +48,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::{
     AppendAck, Error, EventStream, InFlight, Offset, PartitionId, Positions, Record, Result, Stats,
-    check_record_sizes,
+    check_record_sizes, unavailable, validate_limits,
 };
 
 /// How to reach the topic and how to use it.
@@ -116,20 +116,12 @@ impl FluvioConfig {
         if self.replication_factor == 0 || self.replication_factor > i32::MAX as u32 {
             return invalid("replication_factor", "must be at least 1");
         }
-        if self.record_bytes_max == 0 || self.record_bytes_max > i32::MAX as usize / 2 {
-            return invalid("record_bytes_max", "must be 1 byte to 1 GiB");
-        }
-        if self.fetch_bytes_max < self.record_bytes_max || self.fetch_bytes_max > i32::MAX as usize
-        {
-            return invalid("fetch_bytes_max", "must be record_bytes_max to 2 GiB");
-        }
-        if self.appends_in_flight_max == 0 {
-            return invalid("appends_in_flight_max", "must be at least 1");
-        }
-        if self.request_timeout.is_zero() {
-            return invalid("request_timeout", "must be positive");
-        }
-        Ok(())
+        validate_limits(
+            self.record_bytes_max,
+            self.fetch_bytes_max,
+            self.appends_in_flight_max,
+            self.request_timeout,
+        )
     }
 }
 
@@ -672,13 +664,6 @@ async fn within<T>(
             context,
             reason: "no answer from the Fluvio cluster in time".to_owned(),
         }),
-    }
-}
-
-fn unavailable(context: &'static str, error: impl std::fmt::Display) -> Error {
-    Error::Unavailable {
-        context,
-        reason: error.to_string(),
     }
 }
 

@@ -49,7 +49,7 @@ use rskafka::client::{Client, ClientBuilder};
 
 use super::{
     AppendAck, Error, EventStream, InFlight, Offset, PartitionId, Positions, Record, Result, Stats,
-    check_record_sizes,
+    check_record_sizes, unavailable, validate_limits,
 };
 
 /// How to reach the topic and how to use it.
@@ -128,27 +128,19 @@ impl KafkaConfig {
         if self.replication_factor < 1 {
             return invalid("replication_factor", "must be at least 1");
         }
-        if self.record_bytes_max == 0 || self.record_bytes_max > i32::MAX as usize / 2 {
-            return invalid("record_bytes_max", "must be 1 byte to 1 GiB");
-        }
         if self.produce_bytes_max == 0 {
             return invalid("produce_bytes_max", "must be at least 1 byte");
-        }
-        if self.fetch_bytes_max < self.record_bytes_max || self.fetch_bytes_max > i32::MAX as usize
-        {
-            return invalid("fetch_bytes_max", "must be record_bytes_max to 2 GiB");
         }
         if self.fetch_wait_max < Duration::from_millis(1) {
             // Shorter, an idle partition would spin on its fetches.
             return invalid("fetch_wait_max", "must be at least 1ms");
         }
-        if self.appends_in_flight_max == 0 {
-            return invalid("appends_in_flight_max", "must be at least 1");
-        }
-        if self.request_timeout.is_zero() {
-            return invalid("request_timeout", "must be positive");
-        }
-        Ok(())
+        validate_limits(
+            self.record_bytes_max,
+            self.fetch_bytes_max,
+            self.appends_in_flight_max,
+            self.request_timeout,
+        )
     }
 }
 
@@ -581,13 +573,6 @@ async fn within<T>(
             context,
             reason: format!("no answer from the brokers within {limit:?}"),
         }),
-    }
-}
-
-fn unavailable(context: &'static str, error: &KafkaError) -> Error {
-    Error::Unavailable {
-        context,
-        reason: error.to_string(),
     }
 }
 

@@ -260,6 +260,37 @@ impl Positions {
     }
 }
 
+/// The limits every broker-backed stream (Kafka, Fluvio) checks alike.
+pub(crate) fn validate_limits(
+    record_bytes_max: usize,
+    fetch_bytes_max: usize,
+    appends_in_flight_max: usize,
+    request_timeout: Duration,
+) -> Result<()> {
+    let invalid = |field, reason| Err(Error::InvalidConfig { field, reason });
+    if record_bytes_max == 0 || record_bytes_max > i32::MAX as usize / 2 {
+        return invalid("record_bytes_max", "must be 1 byte to 1 GiB");
+    }
+    if fetch_bytes_max < record_bytes_max || fetch_bytes_max > i32::MAX as usize {
+        return invalid("fetch_bytes_max", "must be record_bytes_max to 2 GiB");
+    }
+    if appends_in_flight_max == 0 {
+        return invalid("appends_in_flight_max", "must be at least 1");
+    }
+    if request_timeout.is_zero() {
+        return invalid("request_timeout", "must be positive");
+    }
+    Ok(())
+}
+
+/// [`Error::Unavailable`] for a failure of the brokers' client while `context`.
+pub(crate) fn unavailable(context: &'static str, error: impl std::fmt::Display) -> Error {
+    Error::Unavailable {
+        context,
+        reason: error.to_string(),
+    }
+}
+
 /// Refuses a batch with a payload over `max` bytes.
 pub(crate) fn check_record_sizes(payloads: &[Bytes], max: usize) -> Result<()> {
     match payloads.iter().find(|b| b.len() > max) {
