@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ::fluvio::consumer::{
-    ConsumerConfigExtBuilder, ConsumerStream, Record as FluvioRecord, RetryMode,
+    ConsumerConfigExt, ConsumerConfigExtBuilder, ConsumerStream, Record as FluvioRecord, RetryMode,
 };
 use ::fluvio::dataplane::link::ErrorCode;
 use ::fluvio::metadata::topic::TopicSpec;
@@ -313,10 +313,12 @@ impl FluvioStream {
             let outputs = {
                 let _order = p.append_order.lock().await;
                 let mut outputs = Vec::with_capacity(payloads.len());
-                for payload in &payloads {
+                // By value: a payload that owns its buffer alone becomes the record's bytes
+                // without a copy (`Bytes` into `Vec<u8>` into `RecordData`).
+                for payload in payloads {
                     let output = p
                         .producer
-                        .send(RecordKey::NULL, payload.to_vec())
+                        .send(RecordKey::NULL, payload)
                         .await
                         .map_err(|e| unavailable("producing", e))?;
                     outputs.push(output);
@@ -467,14 +469,7 @@ impl FluvioStream {
                 offset: from,
                 end_offset: self.partition(partition).map_or(0, |p| p.positions.end()),
             })?;
-        let config = ConsumerConfigExtBuilder::default()
-            .topic(self.config.topic.clone())
-            .partition(partition)
-            .offset_start(start)
-            .isolation(Isolation::ReadCommitted)
-            .max_bytes(self.config.fetch_bytes_max as i32)
-            .retry_mode(RetryMode::Disabled)
-            .build()
+        let config = consumer_settings(&self.config, partition, start, false)
             .map_err(|e| unavailable("opening a consumer", e))?;
         let stream = within(deadline, "opening a consumer", async {
             self.fluvio
@@ -615,6 +610,26 @@ async fn producer(
     }
 }
 
+/// A consumer of one partition from `start` that reads committed records only and does not
+/// retry on its own (an error ends it; the next read opens another). `to_end_only`: it ends at
+/// the partition's end instead of waiting for more.
+fn consumer_settings(
+    config: &FluvioConfig,
+    partition: PartitionId,
+    start: ::fluvio::Offset,
+    to_end_only: bool,
+) -> std::result::Result<ConsumerConfigExt, impl std::fmt::Display> {
+    ConsumerConfigExtBuilder::default()
+        .topic(config.topic.clone())
+        .partition(partition)
+        .offset_start(start)
+        .isolation(Isolation::ReadCommitted)
+        .max_bytes(config.fetch_bytes_max as i32)
+        .disable_continuous(to_end_only)
+        .retry_mode(RetryMode::Disabled)
+        .build()
+}
+
 /// The end offset of a partition: one past its last committed record, 0 when it has none. Fluvio
 /// 0.50's client has no call for it, so a consumer opened on the last record, stopping at the
 /// end, reads it.
@@ -624,15 +639,7 @@ async fn last_offset(
     partition: PartitionId,
     deadline: tokio::time::Instant,
 ) -> Result<Offset> {
-    let settings = ConsumerConfigExtBuilder::default()
-        .topic(config.topic.clone())
-        .partition(partition)
-        .offset_start(::fluvio::Offset::from_end(1))
-        .isolation(Isolation::ReadCommitted)
-        .max_bytes(config.fetch_bytes_max as i32)
-        .disable_continuous(true)
-        .retry_mode(RetryMode::Disabled)
-        .build()
+    let settings = consumer_settings(config, partition, ::fluvio::Offset::from_end(1), true)
         .map_err(|e| unavailable("reading the end offset", e))?;
     within(deadline, "reading the end offset", async {
         let mut stream = fluvio
