@@ -722,6 +722,7 @@ pub fn dedup_run(data: &[u8]) {
         keys: u64_at(&file, 16),
         first_insert_ms: u64_at(&file, 24) as i64,
         last_insert_ms: u64_at(&file, 32) as i64,
+        checksum: None,
     };
     if flags & 4 != 0 {
         meta.keys = meta.keys.wrapping_add(1);

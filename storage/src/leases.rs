@@ -32,6 +32,9 @@ pub struct Lease {
     pub epoch: i64,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The URL of the holder's HTTP API (`http://10.0.0.7:8888`), where the other nodes
+    /// forward what only the holder can answer; `None` when the holder gave none.
+    pub address: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,7 @@ impl Catalog {
         stream: &str,
         partitions: &[u32],
         node_id: &str,
+        address: Option<&str>,
         now: DateTime<Utc>,
         ttl: std::time::Duration,
     ) -> Result<Vec<Lease>, LeaseError> {
@@ -90,13 +94,14 @@ impl Catalog {
             let epoch = match row {
                 None => {
                     sqlx::query(
-                        "INSERT INTO stream_leases (stream, partition_id, node_id, epoch, acquired_at, expires_at) VALUES ($1, $2, $3, 1, $4, $5)",
+                        "INSERT INTO stream_leases (stream, partition_id, node_id, epoch, acquired_at, expires_at, address) VALUES ($1, $2, $3, 1, $4, $5, $6)",
                     )
                     .bind(stream)
                     .bind(i64::from(partition))
                     .bind(node_id)
                     .bind(ms(now))
                     .bind(ms(expires_at))
+                    .bind(address)
                     .execute(&mut *tx)
                     .await?;
                     1
@@ -115,7 +120,7 @@ impl Catalog {
                         });
                     }
                     sqlx::query(
-                        "UPDATE stream_leases SET node_id = $3, epoch = $4, acquired_at = $5, expires_at = $6 WHERE stream = $1 AND partition_id = $2",
+                        "UPDATE stream_leases SET node_id = $3, epoch = $4, acquired_at = $5, expires_at = $6, address = $7 WHERE stream = $1 AND partition_id = $2",
                     )
                     .bind(stream)
                     .bind(i64::from(partition))
@@ -123,6 +128,7 @@ impl Catalog {
                     .bind(epoch + 1)
                     .bind(ms(now))
                     .bind(ms(expires_at))
+                    .bind(address)
                     .execute(&mut *tx)
                     .await?;
                     epoch + 1
@@ -135,6 +141,7 @@ impl Catalog {
                 epoch,
                 acquired_at: from_ms(ms(now)),
                 expires_at: from_ms(ms(expires_at)),
+                address: address.map(str::to_owned),
             });
         }
         tx.commit().await?;
@@ -197,7 +204,7 @@ impl Catalog {
     /// Every lease of a stream, by partition, expired ones included.
     pub async fn stream_leases(&self, stream: &str) -> Result<Vec<Lease>, LeaseError> {
         let rows = sqlx::query(
-            "SELECT partition_id, node_id, epoch, acquired_at, expires_at FROM stream_leases WHERE stream = $1 ORDER BY partition_id",
+            "SELECT partition_id, node_id, epoch, acquired_at, expires_at, address FROM stream_leases WHERE stream = $1 ORDER BY partition_id",
         )
         .bind(stream)
         .fetch_all(&self.pool)
@@ -212,6 +219,7 @@ impl Catalog {
                     epoch: row.try_get("epoch")?,
                     acquired_at: from_ms(row.try_get("acquired_at")?),
                     expires_at: from_ms(row.try_get("expires_at")?),
+                    address: row.try_get("address")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -237,10 +245,15 @@ mod tests {
         #[tokio::test]
         async fn leases_are_exclusive_until_they_expire(db) {
             let catalog = db.open().await;
-            let mut a = catalog.acquire_leases(S, &[0, 1, 2], "a", t(0), TTL).await.expect("a");
+            let mut a = catalog
+                .acquire_leases(S, &[0, 1, 2], "a", Some("http://a:8888"), t(0), TTL)
+                .await
+                .expect("a");
             assert_eq!(a.iter().map(|l| l.epoch).collect::<Vec<_>>(), [1, 1, 1]);
+            let listed = catalog.stream_leases(S).await.expect("list");
+            assert_eq!(listed[2].address.as_deref(), Some("http://a:8888"), "the holder's address");
             // b asks for a free partition and a held one: it gets neither.
-            match catalog.acquire_leases(S, &[3, 1], "b", t(5), TTL).await {
+            match catalog.acquire_leases(S, &[3, 1], "b", None, t(5), TTL).await {
                 Err(LeaseError::Held { partition: 1, node_id, expires_at, .. }) => {
                     assert_eq!((node_id.as_str(), expires_at), ("a", t(10)));
                 }
@@ -248,17 +261,19 @@ mod tests {
             }
             assert_eq!(catalog.stream_leases(S).await.expect("list").len(), 3, "3 stays free");
             // Another stream is another set of leases.
-            catalog.acquire_leases("fluvio://sc:9003/events", &[1], "b", t(5), TTL).await.expect("other stream");
+            catalog.acquire_leases("fluvio://sc:9003/events", &[1], "b", None, t(5), TTL).await.expect("other stream");
             // a renews at 8 (until 18): b is still refused at 12.
             catalog.renew_leases(&mut a, t(8), TTL).await.expect("renew");
             assert_eq!(a[0].expires_at, t(18));
             assert!(matches!(
-                catalog.acquire_leases(S, &[0], "b", t(12), TTL).await,
+                catalog.acquire_leases(S, &[0], "b", None, t(12), TTL).await,
                 Err(LeaseError::Held { .. })
             ));
             // a stops renewing (killed): at 19 b takes partition 0, at a new epoch.
-            let b = catalog.acquire_leases(S, &[0], "b", t(19), TTL).await.expect("take over");
+            let b = catalog.acquire_leases(S, &[0], "b", None, t(19), TTL).await.expect("take over");
             assert_eq!((b[0].epoch, b[0].expires_at), (2, t(29)));
+            let listed = catalog.stream_leases(S).await.expect("list");
+            assert_eq!(listed[0].address, None, "a new holder's address replaces the old one");
             match catalog.renew_leases(&mut a, t(20), TTL).await {
                 Err(LeaseError::Lost { partition: 0, epoch: 1, .. }) => {}
                 other => panic!("expected Lost, got {other:?}"),
@@ -283,8 +298,8 @@ mod tests {
         #[tokio::test]
         async fn a_restarted_node_takes_its_leases_back_and_fences_the_old_ones(db) {
             let catalog = db.open().await;
-            let mut old = catalog.acquire_leases(S, &[0, 1], "a", t(0), TTL).await.expect("a");
-            let mut new = catalog.acquire_leases(S, &[0, 1], "a", t(1), TTL).await.expect("again");
+            let mut old = catalog.acquire_leases(S, &[0, 1], "a", None, t(0), TTL).await.expect("a");
+            let mut new = catalog.acquire_leases(S, &[0, 1], "a", None, t(1), TTL).await.expect("again");
             assert_eq!(new.iter().map(|l| l.epoch).collect::<Vec<_>>(), [2, 2]);
             assert!(matches!(
                 catalog.renew_leases(&mut old, t(2), TTL).await,
@@ -296,7 +311,7 @@ mod tests {
             assert_eq!(live(catalog.stream_leases(S).await.expect("list")), 2);
             catalog.release_leases(&new).await.expect("release");
             assert_eq!(live(catalog.stream_leases(S).await.expect("list")), 0);
-            let b = catalog.acquire_leases(S, &[0, 1], "b", t(3), TTL).await.expect("free at once");
+            let b = catalog.acquire_leases(S, &[0, 1], "b", None, t(3), TTL).await.expect("free at once");
             assert_eq!(b[0].epoch, 3, "epochs keep growing across releases");
         }
     }

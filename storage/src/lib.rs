@@ -15,6 +15,7 @@ pub mod billing_profiles;
 pub mod catalog;
 pub mod customers;
 pub mod dedup;
+pub mod dedup_objects;
 pub mod entitlements;
 pub mod events;
 pub mod features;

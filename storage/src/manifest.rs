@@ -80,6 +80,7 @@ fn dedup_state(runs: &[DedupRun]) -> crate::dedup::DedupState {
                 keys: r.keys,
                 first_insert_ms: r.first_insert_ms,
                 last_insert_ms: r.last_insert_ms,
+                checksum: r.checksum,
             })
             .collect(),
     }
@@ -104,6 +105,15 @@ pub struct DedupRun {
     pub keys: u64,
     pub first_insert_ms: i64,
     pub last_insert_ms: i64,
+    /// The run's body checksum ([`crate::dedup::RunMeta::checksum`]); absent in manifests
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u64>,
+    /// Where a copy of the run lives in the object store (`dedup/…`), so that the node that
+    /// takes over a shared stream's partitions gets the dedup history with them (see
+    /// [`crate::dedup_objects`]); absent when the index stays with one node's data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +167,8 @@ impl From<&crate::dedup::RunMeta> for DedupRun {
             keys: r.keys,
             first_insert_ms: r.first_insert_ms,
             last_insert_ms: r.last_insert_ms,
+            checksum: r.checksum,
+            object: None,
         }
     }
 }

@@ -7,7 +7,9 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::object_store::local::LocalFileSystem;
 pub use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::object_store::prefix::PrefixStore;
-use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use datafusion::object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 use futures::TryStreamExt;
 use metron_engine::failpoint::Action;
 use object_store::aws::AmazonS3Builder;
@@ -236,6 +238,75 @@ impl ObjectRoot {
                     source,
                 },
             })?;
+        self.sync_local(path).await
+    }
+
+    /// Copies the file at `local` to `path`, in parts of [`FILE_PART_BYTES`] (a multipart
+    /// upload on S3), so a large file never sits in memory whole; durable like [`Self::put`].
+    pub async fn put_file(&self, path: &ObjectPath, local: &std::path::Path) -> Result<()> {
+        use tokio::io::AsyncReadExt;
+        let store_error = |source| Error::Store {
+            path: path.to_string(),
+            source,
+        };
+        let read_error = |source| Error::Sync {
+            path: local.to_owned(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(local).await.map_err(read_error)?;
+        let upload = self.store.put_multipart(path).await.map_err(store_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, FILE_PART_BYTES);
+        let mut buf = vec![0u8; FILE_PART_BYTES];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(error) => {
+                    let _ = writer.abort().await;
+                    return Err(read_error(error));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            if let Err(error) = writer.wait_for_capacity(2).await {
+                return Err(store_error(error));
+            }
+            writer.write(buf.get(..n).unwrap_or_default());
+        }
+        writer.finish().await.map_err(store_error)?;
+        self.sync_local(path).await
+    }
+
+    /// Copies the object at `path` into a new file at `local` (replaced if there), chunk by
+    /// chunk, and fsyncs the file.
+    pub async fn get_file(&self, path: &ObjectPath, local: &std::path::Path) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let store_error = |source| Error::Store {
+            path: path.to_string(),
+            source,
+        };
+        let write_error = |source| Error::Sync {
+            path: local.to_owned(),
+            source,
+        };
+        let mut stream = self
+            .store
+            .get(path)
+            .await
+            .map_err(store_error)?
+            .into_stream();
+        let mut file = tokio::fs::File::create(local).await.map_err(write_error)?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(store_error)? {
+            file.write_all(&chunk).await.map_err(write_error)?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all().await.map_err(write_error)?;
+        Ok(written)
+    }
+
+    /// On a local root, fsyncs the file at `path` and its directory (no-op on S3).
+    async fn sync_local(&self, path: &ObjectPath) -> Result<()> {
         if let Some(root) = &self.local {
             // fsync blocks: on a blocking thread, never on the caller's runtime worker.
             let file = root.join(path.as_ref());
@@ -303,6 +374,9 @@ impl ObjectRoot {
             })
     }
 }
+
+/// The part size of [`ObjectRoot::put_file`] (S3's minimum part is 5 MiB).
+pub const FILE_PART_BYTES: usize = 8 << 20;
 
 /// An object path from its stored text.
 pub fn object_path(text: &str) -> ObjectPath {

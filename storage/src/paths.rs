@@ -10,6 +10,16 @@ pub const ROLLUPS: &str = "rollups";
 /// Prefix of the raw-event files.
 pub const EVENTS: &str = "events";
 
+/// Prefix of the dedup index's runs, copied there when several nodes share a stream.
+pub const DEDUP: &str = "dedup";
+
+/// The copy of a dedup run file (`run-….dat`) whose keys have the body checksum `checksum`:
+/// two runs of the same name from different nodes never share an object.
+pub fn dedup_run(file_name: &str, checksum: u64) -> ObjectPath {
+    let stem = file_name.strip_suffix(".dat").unwrap_or(file_name);
+    ObjectPath::from(format!("{DEDUP}/{stem}-{checksum:016x}.dat"))
+}
+
 /// A minute-rollup file of one meter, written by checkpoint `epoch`.
 pub fn rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> ObjectPath {
     ObjectPath::from(format!(

@@ -113,6 +113,12 @@ pub fn dedup_key(namespace: &str, source: &str, id: &str) -> Key {
     }
 }
 
+/// The checksum of the keys of the run file at `path` ([`RunMeta::checksum`]), from its
+/// header: whether a local file is the run a checkpoint names, without reading its keys.
+pub fn run_checksum(path: &Path) -> Result<u64> {
+    run::checksum_of(path)
+}
+
 /// Errors of the dedup index.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -191,6 +197,10 @@ pub struct RunMeta {
     pub keys: u64,
     pub first_insert_ms: i64,
     pub last_insert_ms: i64,
+    /// The checksum of the run's keys (its header's body checksum): a copy of the run
+    /// elsewhere (the object store) is the same run when this matches. `None` in states
+    /// recorded before it was; the index fills it in when it opens the run.
+    pub checksum: Option<u64>,
 }
 
 /// What a checkpoint records about the index: the run files that make it up.

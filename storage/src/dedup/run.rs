@@ -228,6 +228,7 @@ impl RunWriter {
                 keys: self.count,
                 first_insert_ms: first_ms,
                 last_insert_ms: last_ms,
+                checksum: Some(body_checksum),
             },
             seq,
             path: self.path,
@@ -273,6 +274,17 @@ impl Run {
             }
         })?;
         let header = read_header(&file, &path)?;
+        if let Some(expected) = meta.checksum
+            && expected != header.body_checksum
+        {
+            return Err(Error::corrupt(
+                &path,
+                format!(
+                    "body checksum {:016x} is not the checkpoint state's {expected:016x}",
+                    header.body_checksum
+                ),
+            ));
+        }
         if header.count != meta.keys
             || header.first_ms != meta.first_insert_ms
             || header.last_ms != meta.last_insert_ms
@@ -313,7 +325,10 @@ impl Run {
         bloom.insert_all(&pending, |k| *k);
         let min_key = min_key.ok_or_else(|| Error::corrupt(&path, "empty run"))?;
         Ok(Self {
-            meta: meta.clone(),
+            meta: RunMeta {
+                checksum: Some(header.body_checksum),
+                ..meta.clone()
+            },
             seq,
             path,
             file,
@@ -552,6 +567,12 @@ fn read_header(file: &File, path: &Path) -> Result<Header> {
         return Err(Error::corrupt(path, "empty run"));
     }
     Ok(header)
+}
+
+/// The body checksum in the header of the run file at `path` (the header itself verified).
+pub(crate) fn checksum_of(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(read_header(&file, path)?.body_checksum)
 }
 
 /// Sequential, chunked reader over a run's keys. Fails with `Corrupt` if the

@@ -568,6 +568,16 @@ fn corrupt_runs_are_errors_not_panics() {
     unsorted_state.runs[0].keys = 100;
     unsorted_state.runs[0].first_insert_ms = T0;
     unsorted_state.runs[0].last_insert_ms = T0;
+    // The state names another run (its checksum): refused before the keys are read.
+    let err =
+        DedupIndex::open(dir.path(), cfg.clone(), Some(&unsorted_state)).expect_err("another run");
+    assert!(
+        matches!(err, Error::Corrupt { ref reason, .. } if reason.contains("body checksum")),
+        "{err}"
+    );
+    // A state without checksums (recorded before them) reads the keys, and finds them out
+    // of order.
+    unsorted_state.runs[0].checksum = None;
     let err =
         DedupIndex::open(dir.path(), cfg.clone(), Some(&unsorted_state)).expect_err("unsorted");
     assert!(
