@@ -70,11 +70,12 @@ impl StreamLeases {
         stream: &str,
         partitions: u32,
         node_id: &str,
+        address: Option<&str>,
         ttl: Duration,
     ) -> Result<Self, LeaseError> {
         let all: Vec<u32> = (0..partitions).collect();
         let held = catalog
-            .acquire_leases(stream, &all, node_id, Utc::now(), ttl)
+            .acquire_leases(stream, &all, node_id, address, Utc::now(), ttl)
             .await?;
         tracing::info!(
             stream,

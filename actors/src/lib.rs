@@ -41,6 +41,7 @@ pub mod attribution;
 pub mod billing;
 pub mod compaction;
 pub mod customer;
+pub mod front;
 pub mod health;
 pub mod leases;
 pub mod memory;

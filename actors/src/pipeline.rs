@@ -82,6 +82,9 @@ pub struct PipelineConfig {
     pub node_id: Option<String>,
     /// How long a partition lease lasts without renewal (renewed every third of it).
     pub lease_ttl: Duration,
+    /// The URL of this node's HTTP API as the other nodes reach it (`http://10.0.0.7:8888`),
+    /// recorded with the leases so that they can forward to the holder.
+    pub advertise_url: Option<String>,
 }
 
 /// The default [`PipelineConfig::lease_ttl`].
@@ -498,46 +501,14 @@ impl Pipeline {
                 since.elapsed()
             )));
         }
-        let partitions = self.inner.config.partitions;
-        let now_us = Utc::now().timestamp_micros();
         let count = events.len() as u64;
-        let max = self.inner.stream.record_bytes_max();
-        // Every record is made and checked before any is appended: a request is
-        // stored whole or not at all. A partition's records share one buffer.
-        let mut buffers: Vec<(Vec<u8>, Vec<usize>)> =
-            vec![(Vec::new(), Vec::new()); partitions as usize];
-        for (index, event) in events.iter().enumerate() {
-            let p = partition_of(namespace, &event.subject, partitions);
-            let Some((buffer, ends)) = buffers.get_mut(p as usize) else {
-                continue;
-            };
-            let start = buffer.len();
-            record::encode_into(buffer, namespace, now_us, event);
-            let bytes = buffer.len() - start;
-            if bytes > max {
-                return Err(Error::EventTooLarge { index, bytes, max });
-            }
-            ends.push(buffer.len());
-        }
-        let groups: Vec<Vec<bytes::Bytes>> = buffers
-            .into_iter()
-            .map(|(buffer, ends)| {
-                let buffer = bytes::Bytes::from(buffer);
-                let mut start = 0;
-                ends.into_iter()
-                    .map(|end| {
-                        let record = buffer.slice(start..end);
-                        start = end;
-                        record
-                    })
-                    .collect()
-            })
-            .collect();
+        let stream = self.inner.stream.as_ref();
+        let groups = records_by_partition(stream, namespace, events)?;
         for (p, group) in groups.iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
-            let end = self.inner.stream.end_offset(p as u32)?;
+            let end = stream.end_offset(p as u32)?;
             let consumed = self
                 .inner
                 .consumed
@@ -548,36 +519,7 @@ impl Pipeline {
                 return Err(Error::Overloaded { backlog });
             }
         }
-        let appends = groups
-            .into_iter()
-            .enumerate()
-            .filter(|(_, g)| !g.is_empty())
-            .map(|(p, g)| self.inner.stream.append(p as u32, g));
-        for result in futures::future::join_all(appends).await {
-            match result {
-                Ok(_) => {}
-                Err(metron_connectors::Error::Overloaded { queued }) => {
-                    return Err(Error::Overloaded {
-                        backlog: queued as u64,
-                    });
-                }
-                Err(
-                    error @ (metron_connectors::Error::Io { .. }
-                    | metron_connectors::Error::Poisoned { .. }),
-                ) => {
-                    // A write or fsync of the log failed: what is on disk is no longer
-                    // known. End the process; the restart reads the log as it is.
-                    health.fatal(format!("appending to the event log failed: {error}"));
-                    return Err(error.into());
-                }
-                Err(error @ metron_connectors::Error::Unavailable { .. }) => {
-                    // The brokers did not take the records (or did not say so in time): the
-                    // client retries, and the dedup index drops what did land twice.
-                    return Err(Error::Unavailable(error.to_string()));
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
+        append_groups(stream, groups, Some(health)).await?;
         Metrics::add(&self.inner.metrics.events_ingested_total, count);
         Ok(())
     }
@@ -1316,6 +1258,89 @@ pub fn validation_error(meters: &[CompiledMeter], event: &CloudEvent) -> Option<
     })
 }
 
+/// The stream records of `events` (stamped now), grouped by partition: every record is made
+/// and checked against the stream's record limit before any is appended, so a request is
+/// stored whole or not at all. A partition's records share one buffer.
+pub(crate) fn records_by_partition(
+    stream: &dyn EventStream,
+    namespace: &str,
+    events: &[EventParts<'_>],
+) -> Result<Vec<Vec<bytes::Bytes>>> {
+    let partitions = stream.partitions();
+    let now_us = Utc::now().timestamp_micros();
+    let max = stream.record_bytes_max();
+    let mut buffers: Vec<(Vec<u8>, Vec<usize>)> =
+        vec![(Vec::new(), Vec::new()); partitions as usize];
+    for (index, event) in events.iter().enumerate() {
+        let p = partition_of(namespace, &event.subject, partitions);
+        let Some((buffer, ends)) = buffers.get_mut(p as usize) else {
+            continue;
+        };
+        let start = buffer.len();
+        record::encode_into(buffer, namespace, now_us, event);
+        let bytes = buffer.len() - start;
+        if bytes > max {
+            return Err(Error::EventTooLarge { index, bytes, max });
+        }
+        ends.push(buffer.len());
+    }
+    Ok(buffers
+        .into_iter()
+        .map(|(buffer, ends)| {
+            let buffer = bytes::Bytes::from(buffer);
+            let mut start = 0;
+            ends.into_iter()
+                .map(|end| {
+                    let record = buffer.slice(start..end);
+                    start = end;
+                    record
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Appends each partition's records (from [`records_by_partition`]) and returns once all
+/// are durable. A failed write of the embedded log is fatal through `health`: what is on disk
+/// is no longer known, and the restart reads the log as it is.
+pub(crate) async fn append_groups(
+    stream: &dyn EventStream,
+    groups: Vec<Vec<bytes::Bytes>>,
+    health: Option<&Health>,
+) -> Result<()> {
+    let appends = groups
+        .into_iter()
+        .enumerate()
+        .filter(|(_, g)| !g.is_empty())
+        .map(|(p, g)| stream.append(p as u32, g));
+    for result in futures::future::join_all(appends).await {
+        match result {
+            Ok(_) => {}
+            Err(metron_connectors::Error::Overloaded { queued }) => {
+                return Err(Error::Overloaded {
+                    backlog: queued as u64,
+                });
+            }
+            Err(
+                error @ (metron_connectors::Error::Io { .. }
+                | metron_connectors::Error::Poisoned { .. }),
+            ) => {
+                if let Some(health) = health {
+                    health.fatal(format!("appending to the event log failed: {error}"));
+                }
+                return Err(error.into());
+            }
+            Err(error @ metron_connectors::Error::Unavailable { .. }) => {
+                // The brokers did not take the records (or did not say so in time): the
+                // client retries, and the dedup index drops what did land twice.
+                return Err(Error::Unavailable(error.to_string()));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
 /// The partition of a (namespace, subject): a stable hash, so a subject's events stay in order.
 pub fn partition_of(namespace: &str, subject: &str, partitions: u32) -> u32 {
     let mut key = Vec::with_capacity(namespace.len() + subject.len() + 1);
@@ -1434,7 +1459,7 @@ fn open_dedup(
     manifest: &Manifest,
 ) -> Result<DedupIndex> {
     let storage = |e: metron_storage::dedup::Error| Error::Storage(e.to_string());
-    let shared = root.join("all");
+    let shared = root.join(SHARED_DEDUP_DIR);
     if let Some(state) = manifest.dedup_state() {
         let index = DedupIndex::open(&shared, config.clone(), Some(&state)).map_err(storage)?;
         // Per-partition indexes, folded in by an earlier start, are garbage now.
@@ -1466,6 +1491,9 @@ fn open_dedup(
     }
     Ok(index)
 }
+
+/// The directory, under `<data_dir>/dedup`, of the one dedup index every partition shares.
+const SHARED_DEDUP_DIR: &str = "all";
 
 /// How often an idle merger looks for runs to merge.
 const DEDUP_MERGE_POLL: Duration = Duration::from_millis(200);
@@ -1536,6 +1564,53 @@ fn pick(arbiters: &[ArbiterHandle], next: &AtomicU64) -> ArbiterHandle {
 }
 
 /// Startup, kept apart from the handle's methods.
+/// The event stream the config names: the embedded log in `<data_dir>/stream`, or a
+/// connection to a Kafka or Fluvio topic.
+pub(crate) async fn open_stream(config: &PipelineConfig) -> Result<Arc<dyn EventStream>> {
+    Ok(match &config.stream {
+        StreamBackend::Kafka(kafka) => Arc::new(
+            KafkaStream::connect(KafkaConfig {
+                partitions: config.partitions,
+                ..kafka.clone()
+            })
+            .await?,
+        ),
+        StreamBackend::Fluvio(fluvio) => Arc::new(
+            FluvioStream::connect(FluvioConfig {
+                partitions: config.partitions,
+                ..fluvio.clone()
+            })
+            .await?,
+        ),
+        StreamBackend::Embedded => EmbeddedLog::open(
+            &config.data_dir.join("stream"),
+            EmbeddedLogConfig {
+                partitions: config.partitions,
+                ..EmbeddedLogConfig::default()
+            },
+        )?,
+    })
+}
+
+/// The catalog the config names: its URL, or `<data_dir>/catalog.db`.
+pub(crate) async fn open_catalog(config: &PipelineConfig) -> Result<Catalog> {
+    Ok(match &config.catalog_url {
+        Some(url) => Catalog::connect(url).await?,
+        None => Catalog::open_sqlite(&config.data_dir.join("catalog.db")).await?,
+    })
+}
+
+impl PipelineConfig {
+    /// This node's id: [`Self::node_id`], else the one kept in `<data_dir>/node-id`.
+    pub fn node_id(&self) -> Result<String> {
+        match &self.node_id {
+            Some(id) => Ok(id.clone()),
+            None => crate::leases::node_id_of(&self.data_dir)
+                .map_err(|e| Error::Storage(format!("the node id: {e}"))),
+        }
+    }
+}
+
 mod anyhow_free {
     use super::*;
 
@@ -1548,49 +1623,21 @@ mod anyhow_free {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .map_err(|e| Error::Storage(format!("{}: {e}", data.display())))?;
-        let stream: Arc<dyn EventStream> = match &config.stream {
-            StreamBackend::Kafka(kafka) => Arc::new(
-                KafkaStream::connect(KafkaConfig {
-                    partitions: config.partitions,
-                    ..kafka.clone()
-                })
-                .await?,
-            ),
-            StreamBackend::Fluvio(fluvio) => Arc::new(
-                FluvioStream::connect(FluvioConfig {
-                    partitions: config.partitions,
-                    ..fluvio.clone()
-                })
-                .await?,
-            ),
-            StreamBackend::Embedded => EmbeddedLog::open(
-                &data.join("stream"),
-                EmbeddedLogConfig {
-                    partitions: config.partitions,
-                    ..EmbeddedLogConfig::default()
-                },
-            )?,
-        };
-        let catalog = match &config.catalog_url {
-            Some(url) => Catalog::connect(url).await?,
-            None => Catalog::open_sqlite(&data.join("catalog.db")).await?,
-        };
+        let stream = open_stream(&config).await?;
+        let catalog = open_catalog(&config).await?;
         tracing::info!(backend = catalog.backend().as_str(), "Opened the catalog.");
         // The partitions of a shared stream are leased before the checkpoint is read: the
         // node that held them last has stopped writing checkpoints by the time it can be taken.
         let leases = match config.stream.lease_name() {
             Some(name) => {
-                let node_id = match &config.node_id {
-                    Some(id) => id.clone(),
-                    None => crate::leases::node_id_of(data)
-                        .map_err(|e| Error::Storage(format!("the node id: {e}")))?,
-                };
+                let node_id = config.node_id()?;
                 Some(
                     StreamLeases::acquire(
                         &catalog,
                         &name,
                         config.partitions,
                         &node_id,
+                        config.advertise_url.as_deref(),
                         config.lease_ttl,
                     )
                     .await?,
@@ -1608,11 +1655,18 @@ mod anyhow_free {
             .clone()
             .unwrap_or_else(|| query_runtime.clone());
         let query = QueryService::new(query_runtime, root).with_sql(sql_runtime, config.sql_limits);
-        let manifest = manifest::load_latest(query.root(), config.partitions)
+        let mut manifest = manifest::load_latest(query.root(), config.partitions)
             .await
             .map_err(|e| Error::Storage(e.to_string()))?
             .unwrap_or_else(|| empty_manifest(config.partitions));
         tracing::info!(epoch = manifest.epoch, "Loaded the newest checkpoint.");
+        // On a shared stream the dedup history moves with the partitions, through the
+        // object store: this node may not be the one that wrote the checkpoint.
+        let ship_dedup = leases.is_some();
+        let dedup_dir = data.join("dedup");
+        if ship_dedup {
+            fetch_dedup_runs(query.root(), &dedup_dir, &mut manifest).await?;
+        }
         let highest_epoch = manifest::highest_epoch(query.root())
             .await
             .map_err(|e| Error::Storage(e.to_string()))?
@@ -1722,7 +1776,7 @@ mod anyhow_free {
             ..config.dedup.clone()
         };
         let dedup: SharedDedup = Arc::new(parking_lot::Mutex::new(open_dedup(
-            &data.join("dedup"),
+            &dedup_dir,
             &dedup_config,
             &manifest,
         )?));
@@ -1768,7 +1822,7 @@ mod anyhow_free {
             });
             partitions.push(handle);
         }
-        let snapshot = SnapshotActor::new(
+        let mut snapshot = SnapshotActor::new(
             manifest,
             partitions.clone(),
             dedup,
@@ -1781,8 +1835,11 @@ mod anyhow_free {
             health.clone(),
             config.checkpoint_failure_deadline,
         )
-        .with_epoch_floor(highest_epoch)
-        .start();
+        .with_epoch_floor(highest_epoch);
+        if ship_dedup {
+            snapshot = snapshot.shipping_dedup(dedup_dir.join(SHARED_DEDUP_DIR));
+        }
+        let snapshot = snapshot.start();
         watch_replay(health.clone(), consumed.clone(), replay_to);
         Ok(Pipeline {
             inner: Arc::new(Inner {
@@ -1867,6 +1924,44 @@ mod anyhow_free {
         }
         if deleted > 0 {
             tracing::info!(deleted, "Deleted Parquet files no checkpoint names.");
+        }
+        Ok(())
+    }
+
+    /// Brings the dedup runs the checkpoint names into `<dedup_dir>/all` from the object
+    /// store, where this node lacks them (see `metron_storage::dedup_objects`), and deletes
+    /// the run objects no checkpoint names. Runs found nowhere leave the manifest's state.
+    async fn fetch_dedup_runs(
+        root: &ObjectRoot,
+        dedup_dir: &std::path::Path,
+        manifest: &mut Manifest,
+    ) -> Result<()> {
+        let storage = |e: metron_storage::dedup_objects::Error| Error::Storage(e.to_string());
+        if let Some(runs) = manifest.dedup_runs.take() {
+            let started = std::time::Instant::now();
+            let (present, moved) = metron_storage::dedup_objects::fetch(
+                root,
+                &dedup_dir.join(SHARED_DEDUP_DIR),
+                &runs,
+            )
+            .await
+            .map_err(storage)?;
+            if moved.runs > 0 {
+                tracing::info!(
+                    runs = moved.runs,
+                    bytes = moved.bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "Fetched the dedup runs of the checkpoint from the object store."
+                );
+            }
+            manifest.dedup_runs = Some(present);
+        }
+        let named = manifest.dedup_runs.as_deref().unwrap_or_default();
+        let deleted = metron_storage::dedup_objects::collect_garbage(root, named)
+            .await
+            .map_err(storage)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "Deleted dedup run copies no checkpoint names.");
         }
         Ok(())
     }

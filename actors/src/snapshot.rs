@@ -13,6 +13,7 @@ use metron_engine::failpoint::Action;
 use metron_engine::meter::Meter;
 use metron_engine::record::RecordView;
 use metron_storage::dedup::DedupState;
+use metron_storage::dedup_objects;
 use metron_storage::manifest::{self, DedupRun, EventFile, Manifest, PartitionState};
 use metron_storage::query::QueryService;
 use metron_storage::{events, objects, paths};
@@ -63,6 +64,9 @@ pub struct SnapshotActor {
     failure_deadline: Duration,
     /// Meters changed since the last checkpoint started.
     meters_changed: bool,
+    /// The dedup index's directory when its runs are copied to the object store at every
+    /// checkpoint (a stream several nodes share: see `metron_storage::dedup_objects`).
+    ship_dedup: Option<std::path::PathBuf>,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<u64, String>>;
@@ -115,7 +119,15 @@ impl SnapshotActor {
             waiting: Vec::new(),
             wanted,
             last_started: Instant::now(),
+            ship_dedup: None,
         }
+    }
+
+    /// Copies the dedup runs each checkpoint names from `dir` into the object store, and
+    /// records them in its manifest, so that another node can take over with them.
+    pub fn shipping_dedup(mut self, dir: std::path::PathBuf) -> Self {
+        self.ship_dedup = Some(dir);
+        self
     }
 
     /// Numbers the next checkpoints above `epoch` (the highest manifest name in the
@@ -169,6 +181,7 @@ impl SnapshotActor {
         let base = self.manifest.clone();
         let query = self.query.clone();
         let stream = self.stream.clone();
+        let ship_dedup = self.ship_dedup.clone();
         // Files superseded by compaction are deleted once no query can still hold
         // them: two checkpoints later and at least a query timeout after.
         let now = Instant::now();
@@ -186,7 +199,7 @@ impl SnapshotActor {
                 Some(p) => p,
                 None => seal(epoch, &partitions, &dedup, &meters).await?,
             };
-            match write(&query, &base, &pending).await {
+            match write(&query, &base, &pending, ship_dedup.as_deref()).await {
                 Ok((manifest, superseded)) => {
                     for p in &manifest.partitions {
                         if let Err(error) = stream.commit(p.partition, p.offset).await {
@@ -385,6 +398,7 @@ async fn write(
     query: &QueryService,
     base: &Manifest,
     pending: &Pending,
+    ship_dedup: Option<&std::path::Path>,
 ) -> Result<(Manifest, Vec<String>), String> {
     let epoch = pending.epoch;
     let mut manifest = Manifest {
@@ -462,6 +476,20 @@ async fn write(
     }
     let mut superseded = compaction::compact_rollups(query, &mut manifest, &live).await?;
     superseded.extend(compaction::compact_events(query, &mut manifest).await?);
+    if let (Some(dir), Some(runs)) = (ship_dedup, manifest.dedup_runs.as_mut()) {
+        let base_runs = base.dedup_runs.as_deref().unwrap_or_default();
+        let moved = dedup_objects::ship(query.root(), dir, runs, base_runs)
+            .await
+            .map_err(|e| format!("copying the dedup runs to the object store: {e}"))?;
+        if moved.runs > 0 {
+            tracing::debug!(
+                runs = moved.runs,
+                bytes = moved.bytes,
+                "Copied dedup runs to the object store."
+            );
+        }
+        superseded.extend(dedup_objects::superseded(base_runs, runs));
+    }
     let partitions = pending.partitions.len() as u32;
     manifest::write(query.root(), &manifest, partitions)
         .await

@@ -8,6 +8,7 @@ pub mod fast;
 pub mod limits;
 pub mod params;
 pub mod routes;
+pub mod standby;
 pub mod state;
 
 use actix_web::web;

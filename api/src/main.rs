@@ -47,6 +47,16 @@ struct ServeArgs {
     /// start.
     #[arg(long, env = "METRON_NODE_ID")]
     node_id: Option<String>,
+    /// The URL at which the other nodes of a Kafka or Fluvio topic reach this node's API, to
+    /// forward what only the holder of the topic's partitions answers. Unset: http:// and the
+    /// bound address (set it when listening on 0.0.0.0).
+    #[arg(long, env = "METRON_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// `all`: this node reads the topic's partitions when no other node does, and stands by
+    /// (taking events, forwarding the rest) while one does. `api`: it only ever stands by.
+    /// The embedded log is always `all`.
+    #[arg(long, env = "METRON_ROLE", value_enum, default_value_t = Role::All)]
+    role: Role,
     /// YAML config file (meters, partitions, checkpointInterval, dedupHorizon, ...).
     #[arg(long, env = "METRON_CONFIG")]
     config: Option<PathBuf>,
@@ -59,6 +69,68 @@ struct ServeArgs {
     /// Threads of the query runtime (DataFusion, Parquet encoding).
     #[arg(long, env = "METRON_QUERY_THREADS", default_value_t = 2)]
     query_threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    All,
+    Api,
+}
+
+/// How long a standby's forwarded request may take, the holder's answer included.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A standby's HTTP server (see `metron_api::standby`) and its handle on the stream.
+struct Standby {
+    front: metron_actors::front::Front,
+    http: actix_web::dev::ServerHandle,
+    running: actix_rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Standby {
+    async fn start(
+        config: &PipelineConfig,
+        listener: &std::net::TcpListener,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let front = metron_actors::front::Front::connect(config)
+            .await
+            .context("connecting to the event stream and the catalog")?;
+        let state = actix_web::web::Data::new(metron_api::standby::StandbyState::new(
+            front.clone(),
+            config.namespace.clone(),
+            FORWARD_TIMEOUT,
+        ));
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(state.clone())
+                .configure(metron_api::standby::configure)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(
+            listener
+                .try_clone()
+                .context("sharing the listening socket")?,
+        )
+        .context("serving the standby API")?
+        .run();
+        let http = server.handle();
+        let running = actix_rt::spawn(server);
+        Ok(Self {
+            front,
+            http,
+            running,
+        })
+    }
+
+    /// Stops taking requests once those under way are answered.
+    async fn stop(self) {
+        self.http.stop(true).await;
+        let _ = self.running.await;
+        self.front.close().await;
+    }
 }
 
 #[cfg(feature = "mimalloc")]
@@ -145,7 +217,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rest = shares.rest,
         "Memory budget."
     );
-    let pipeline_config = PipelineConfig {
+    let mut pipeline_config = PipelineConfig {
         held_events_bytes: shares.held_events,
         live_windows_bytes: shares.live_windows,
         sql_runtime: Some(sql_runtime.handle().clone()),
@@ -173,7 +245,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .backend(args.stream_url.as_deref(), config.partitions)?,
         node_id: args.node_id.clone(),
         lease_ttl: config.stream.lease_ttl,
+        advertise_url: None,
     };
+    let shared = pipeline_config.stream.lease_name().is_some();
+    if args.role == Role::Api && !shared {
+        anyhow::bail!("--role api needs a Kafka or Fluvio stream: the embedded log is one node's");
+    }
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
+    let bound = listener.local_addr().context("the bound address")?;
+    let advertise = args
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    if shared && args.advertise_url.is_none() && bound.ip().is_unspecified() {
+        tracing::warn!(%advertise, "Listening on every interface without --advertise-url: the other nodes cannot forward to this one.");
+    }
+    pipeline_config.advertise_url = Some(advertise);
+    if let Some(path) = &args.port_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let failpoints = std::env::var("METRON_FAILPOINTS").ok();
     if let Some(spec) = &failpoints {
         metron_engine::failpoint::configure(spec).context("METRON_FAILPOINTS")?;
@@ -181,8 +275,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let handle = query_runtime.handle().clone();
     let system = actix::System::new();
+    let poll = (pipeline_config.lease_ttl / 5).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(2),
+    );
     let result = system.block_on(async move {
-        let pipeline = Pipeline::start(pipeline_config, handle).await.context("starting the pipeline")?;
+        let mut shutdown = Box::pin(wait_for_shutdown_signal());
+        let mut standby: Option<Standby> = None;
+        let pipeline = loop {
+            if args.role == Role::Api {
+                let serving = Standby::start(&pipeline_config, &listener, args.http_workers.max(1)).await?;
+                tracing::info!(address = %bound, "Metron is listening (role api: taking events, forwarding the rest to the stream's holder).");
+                let signal = (&mut shutdown).await;
+                serving.stop().await;
+                return signal;
+            }
+            match Pipeline::start(pipeline_config.clone(), handle.clone()).await {
+                Ok(pipeline) => break pipeline,
+                Err(error) if shared && metron_actors::front::is_held_elsewhere(&error) => {
+                    let serving = match standby.take() {
+                        Some(serving) => serving,
+                        None => {
+                            let serving = Standby::start(&pipeline_config, &listener, args.http_workers.max(1)).await?;
+                            tracing::info!(address = %bound, reason = %error, "Standing by: taking events and forwarding the rest to the stream's holder until its leases are free.");
+                            serving
+                        }
+                    };
+                    let free = serving.front.clone();
+                    standby = Some(serving);
+                    tokio::select! {
+                        () = free.wait_until_free(poll) => {
+                            tracing::info!("The stream's leases are free: taking over.");
+                        }
+                        signal = &mut shutdown => {
+                            if let Some(serving) = standby.take() {
+                                serving.stop().await;
+                            }
+                            return signal;
+                        }
+                    }
+                }
+                Err(error) => return Err(anyhow::Error::new(error).context("starting the pipeline")),
+            }
+        };
         let entitlements_config = metron_actors::customer::EntitlementsConfig {
             memory_bytes: shares.customers,
             ..(&config.entitlements).into()
@@ -242,20 +377,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .workers(args.http_workers.max(1))
         .disable_signals()
         .shutdown_timeout(10)
-        .bind(args.listen)
-        .with_context(|| format!("binding {}", args.listen))?;
-        let bound = server.addrs().first().copied().context("the server bound no address")?;
-        if let Some(path) = &args.port_file {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bound.to_string()).and_then(|()| std::fs::rename(&tmp, path))
-                .with_context(|| format!("writing {}", path.display()))?;
+        .listen(listener)
+        .with_context(|| format!("serving on {bound}"))?;
+        // The standby's server answered until the pipeline was up; requests arriving while
+        // the servers change over wait in the socket's backlog.
+        if let Some(serving) = standby.take() {
+            serving.stop().await;
         }
         tracing::info!(address = %bound, data_dir = %args.data_dir.display(), "Metron is listening.");
         let server = server.run();
         let http = server.handle();
         let running = actix_rt::spawn(server);
         tokio::select! {
-            signal = wait_for_shutdown_signal() => signal?,
+            signal = &mut shutdown => signal?,
             reason = health.wait_fatal() => {
                 // Nothing more is written: the restart recovers from the last
                 // checkpoint and the log, as after SIGKILL.

@@ -31,13 +31,11 @@ pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, ApiError> {
     }
 }
 
-pub async fn ingest(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let metrics = state.pipeline.metrics();
-    Metrics::add(&metrics.ingest_requests_total, 1);
+/// The events of an ingest request's body, as its Content-Type announces them.
+pub fn parse_ingest<'a>(
+    req: &HttpRequest,
+    body: &'a [u8],
+) -> Result<Vec<metron_engine::event::EventParts<'a>>, ApiError> {
     if body.len() > INGEST_BODY_BYTES_MAX {
         return Err(ApiError::new(
             actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -49,15 +47,25 @@ pub async fn ingest(
         .get("content-type")
         .and_then(|v| v.to_str().ok());
     let limits = EventLimits::default();
-    let parsed = body_kind(content_type).and_then(|kind| {
-        parse_parts(&body, kind, Utc::now(), &limits).map_err(|e| match e {
+    body_kind(content_type).and_then(|kind| {
+        parse_parts(body, kind, Utc::now(), &limits).map_err(|e| match e {
             BodyError::TooManyEvents { .. } => ApiError::new(
                 actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                 e.to_string(),
             ),
             _ => ApiError::bad_request(e.to_string()),
         })
-    });
+    })
+}
+
+pub async fn ingest(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let metrics = state.pipeline.metrics();
+    Metrics::add(&metrics.ingest_requests_total, 1);
+    let parsed = parse_ingest(&req, &body);
     let events = match parsed {
         Ok(events) => events,
         Err(error) => {

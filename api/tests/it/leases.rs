@@ -1,6 +1,7 @@
 //! Partition leases: two servers on one Kafka topic and one PostgreSQL catalog. Only one reads
-//! the topic's partitions at a time; the other is refused at its start, naming the holder, until
-//! the holder stops cleanly (its leases are released) or dies and its leases expire.
+//! the topic's partitions at a time; the other stands by (taking events, forwarding the rest to
+//! the holder) until the holder stops cleanly (its leases are released) or dies and its leases
+//! expire, and then takes over.
 
 use crate::helpers::*;
 use crate::server::*;
@@ -74,28 +75,15 @@ fn node_id(server: &TestServer) -> String {
         .to_owned()
 }
 
-/// Starts a second server on the config, expecting it to be refused because `holder` reads the
-/// partitions; returns the refusal.
-fn refused(config: &str, holder: &str) -> String {
-    let error = match TestServer::builder()
-        .with_config(config)
-        .with_env("RUST_BACKTRACE", "0")
-        .try_start()
-    {
-        Ok(_) => panic!("a second node started while {holder} holds the partitions"),
-        Err(error) => format!("{error:#}"),
-    };
-    assert!(
-        error.contains("is read by node") && error.contains(holder),
-        "the refusal names the holder {holder}: {error}"
-    );
-    error
+/// Whether `server` stands by: another node holds the partitions, and it forwards to it.
+fn standing_by(server: &TestServer) -> bool {
+    gauge(server, "metron_standby") == Some(1)
 }
 
 #[test]
-fn a_second_node_is_refused_until_the_first_stops_and_then_reads_every_event_once() {
-    let test = "leases::a_second_node_is_refused_until_the_first_stops";
-    // A lease that outlives the test: only a release lets the second node in.
+fn a_second_node_stands_by_until_the_first_stops_and_then_reads_every_event_once() {
+    let test = "leases::a_second_node_stands_by_until_the_first_stops";
+    // A lease that outlives the test: only a release lets the second node take over.
     let Some((_db, config)) = setup(test, "10m") else {
         return;
     };
@@ -103,22 +91,45 @@ fn a_second_node_is_refused_until_the_first_stops_and_then_reads_every_event_onc
     a.ingest_batch(&events(0, 40)).expect_status(204);
     wait_for_total(&a, "calls", 40.0);
     let a_id = node_id(&a);
-    refused(&config, &a_id);
 
-    // A clean stop gives the leases back: the second node starts at its first try, reads the
-    // topic (its own data directory has no checkpoint) and counts every event once.
-    a.terminate().expect("a stops cleanly");
-    let mut b = start(&config);
+    // The second node stands by: it takes events (into the topic, which the first reads) and
+    // forwards reads to the first, whose id its readiness names.
+    let b = start(&config);
     let b_id = node_id(&b);
     assert_ne!(a_id, b_id, "each data directory is its own node");
-    b.ingest_batch(&events(40, 10)).expect_status(204);
+    assert!(standing_by(&b) && !standing_by(&a));
+    let ready = b.get("/readyz").send().expect_status(200).body;
+    assert!(ready.contains(&a_id), "{ready}");
+    // A request that was forwarded once is never forwarded again (no loops between nodes
+    // that disagree about the holder): 503, retry.
+    let looped = b
+        .get("/api/v1/meters")
+        .header("metron-forwarded-by", "another-node")
+        .send();
+    assert_problem(&looped, 503);
+    b.ingest_batch(&events(40, 5)).expect_status(204);
+    wait_for_total(&b, "calls", 45.0);
+    wait_for_total(&a, "calls", 45.0);
+
+    // A clean stop gives the leases back: the second node takes over at once, reads the topic
+    // (its own data directory has no checkpoint) and counts every event once.
+    a.terminate().expect("a stops cleanly");
+    eventually(VISIBLE, || {
+        if standing_by(&b) {
+            Err("b still stands by".to_owned())
+        } else {
+            Ok(())
+        }
+    });
+    b.ingest_batch(&events(45, 5)).expect_status(204);
     wait_for_total(&b, "calls", 50.0);
 
-    // Now the first node is the one refused, on its own data directory.
-    let error = a.try_restart().expect_err("a is refused while b reads");
-    let error = format!("{error:#}");
-    assert!(error.contains(&b_id), "{error}");
-    b.terminate().expect("b stops cleanly");
+    // The first node, restarted on its own data directory, now stands by, forwarding to b.
+    a.try_restart().expect("a restarts");
+    assert!(standing_by(&a));
+    let ready = a.get("/readyz").send().expect_status(200).body;
+    assert!(ready.contains(&b_id), "{ready}");
+    wait_for_total(&a, "calls", 50.0);
 }
 
 #[test]
@@ -130,25 +141,36 @@ fn the_leases_of_a_killed_node_are_taken_over_once_they_expire() {
     let mut a = start(&config);
     a.ingest_batch(&events(0, 30)).expect_status(204);
     wait_for_total(&a, "calls", 30.0);
-    let a_id = node_id(&a);
+    let b = start(&config);
+    // A node of role `api` only ever stands by: it never takes the leases over.
+    let c = TestServer::builder()
+        .with_config(&config)
+        .with_env("RUST_BACKTRACE", "0")
+        .with_env("METRON_ROLE", "api")
+        .start();
     // Renewed every third of the 2 s: a live node's leases never lapse.
     std::thread::sleep(Duration::from_secs(3));
-    refused(&config, &a_id);
+    assert!(standing_by(&b), "b still stands by after 3 s");
 
     a.kill();
-    // SIGKILL releases nothing: another node gets in once the leases expire.
-    let b = eventually(Duration::from_secs(30), || {
-        TestServer::builder()
-            .with_config(&config)
-            .with_env("RUST_BACKTRACE", "0")
-            .try_start()
-            .map_err(|e| format!("{e:#}"))
+    // SIGKILL releases nothing: b takes over once the leases expire.
+    eventually(Duration::from_secs(30), || {
+        if standing_by(&b) {
+            Err("b still stands by".to_owned())
+        } else {
+            Ok(())
+        }
     });
     b.ingest_batch(&events(30, 5)).expect_status(204);
     wait_for_total(&b, "calls", 35.0);
-    // The killed node, restarted on its data directory, is refused while b reads.
-    let error = a.try_restart().expect_err("a is refused while b reads");
-    assert!(format!("{error:#}").contains(&node_id(&b)), "{error:#}");
+    assert!(standing_by(&c), "the api node still stands by");
+    c.ingest_batch(&events(35, 5)).expect_status(204);
+    wait_for_total(&c, "calls", 40.0);
+    // The killed node, restarted on its data directory, stands by while b reads.
+    a.try_restart().expect("a restarts");
+    assert!(standing_by(&a));
+    let ready = a.get("/readyz").send().expect_status(200).body;
+    assert!(ready.contains(&node_id(&b)), "{ready}");
 }
 
 #[test]
@@ -180,6 +202,7 @@ fn a_node_whose_lease_is_taken_stops() {
                 &format!("kafka/{topic}"),
                 &[0, 1],
                 "intruder",
+                None,
                 later,
                 Duration::from_secs(60),
             )

@@ -12,6 +12,7 @@ mod billing_faults;
 mod billing_prices;
 mod billing_profiles;
 mod billing_progressive;
+mod cluster;
 mod crash;
 mod credit;
 mod customers;

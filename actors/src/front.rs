@@ -1,0 +1,123 @@
+//! A node's front when another node holds the partitions of the shared stream (Kafka,
+//! Fluvio): a standby.
+//!
+//! One node at a time reads the stream and keeps the state (meters, balances, the dedup
+//! index): the holder of the partitions' leases (`crate::leases`). Every other node on the same
+//! stream, catalog and object store is a [`Front`]: it takes events itself (it appends them
+//! to the stream, as the holder would: they are durable in the brokers when it answers), and
+//! the API forwards every other request to the holder's address, recorded with its leases
+//! ([`Front::holder`]). When the holder stops or dies, its leases expire and a standby takes
+//! them ([`Front::wait_until_free`], then `Pipeline::start`): it loads the newest checkpoint
+//! and its dedup runs from the object store and reads on from the checkpoint's offsets.
+
+use crate::pipeline::{
+    self, Error, PipelineConfig, Result, append_groups, open_catalog, open_stream,
+    records_by_partition,
+};
+use chrono::{DateTime, Utc};
+use metron_connectors::EventStream;
+use metron_engine::event::EventParts;
+use metron_storage::catalog::Catalog;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The node holding a shared stream's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub node_id: String,
+    /// Its HTTP API's URL, when it gave one.
+    pub address: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A standby node's handle on the shared stream and catalog.
+#[derive(Clone)]
+pub struct Front {
+    stream: Arc<dyn EventStream>,
+    catalog: Catalog,
+    lease_name: String,
+    node_id: String,
+}
+
+impl Front {
+    /// Connects to the stream and the catalog of `config`, whose stream must be shared.
+    pub async fn connect(config: &PipelineConfig) -> Result<Self> {
+        let Some(lease_name) = config.stream.lease_name() else {
+            return Err(Error::Unavailable(
+                "a standby needs a shared stream (Kafka or Fluvio); the embedded log is one \
+                 node's"
+                    .into(),
+            ));
+        };
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Storage(format!("{}: {e}", config.data_dir.display())))?;
+        let node_id = config.node_id()?;
+        let stream = open_stream(config).await?;
+        let catalog = open_catalog(config).await?;
+        Ok(Self {
+            stream,
+            catalog,
+            lease_name,
+            node_id,
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Appends events to their partitions of the stream; returns once all are durable.
+    /// The holder's backlog is not known here: only the brokers' own limits apply (429 when
+    /// the producer's queue is full).
+    pub async fn ingest(&self, namespace: &str, events: &[EventParts<'_>]) -> Result<()> {
+        let groups = records_by_partition(self.stream.as_ref(), namespace, events)?;
+        append_groups(self.stream.as_ref(), groups, None).await
+    }
+
+    /// The node whose leases on the stream's partitions are live now; `None` while none is
+    /// (the holder stopped or died and nobody has taken over yet). One node holds them all.
+    pub async fn holder(&self) -> Result<Option<Holder>> {
+        let now = Utc::now();
+        let leases = self.catalog.stream_leases(&self.lease_name).await?;
+        Ok(leases
+            .into_iter()
+            .filter(|l| l.expires_at > now)
+            .max_by_key(|l| l.expires_at)
+            .map(|l| Holder {
+                node_id: l.node_id,
+                address: l.address,
+                expires_at: l.expires_at,
+            }))
+    }
+
+    /// Returns once no node holds the stream's leases (or this node does), polling every
+    /// `every`; a catalog error is logged and polled through.
+    pub async fn wait_until_free(&self, every: Duration) {
+        loop {
+            match self.holder().await {
+                Ok(None) => return,
+                Ok(Some(holder)) if holder.node_id == self.node_id => return,
+                Ok(Some(_)) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "Reading the stream's leases failed; trying again.");
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Closes the stream's connections.
+    pub async fn close(&self) {
+        self.stream.close();
+        self.catalog.close().await;
+    }
+}
+
+/// Whether a start failed because another node holds the stream's leases: the node then
+/// stands by ([`Front`]) instead of stopping.
+pub fn is_held_elsewhere(error: &pipeline::Error) -> bool {
+    matches!(
+        error,
+        Error::Lease(metron_storage::leases::LeaseError::Held { .. })
+    )
+}

@@ -1,0 +1,282 @@
+//! The HTTP API of a standby node: a node on a shared stream (Kafka, Fluvio) whose partitions
+//! another node holds (`metron_actors::front`).
+//!
+//! A standby takes `POST /api/v1/events` itself: it appends the events to the stream, which the
+//! holder reads. It answers `/healthz`, `/readyz` and `/metrics` for itself. Every other request
+//! (meter queries, SQL, balances and access checks, catalog changes) is forwarded to the
+//! holder's address as it stands in the leases, and the holder's answer goes back unchanged.
+//! A forwarded request carries [`FORWARDED_BY`]; a standby never forwards one again, so a
+//! request crosses at most one hop, and a holder change in between answers 503.
+
+use crate::error::ApiError;
+use crate::limits::RETRY_AFTER_SECONDS;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use metron_actors::front::{Front, Holder};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The header a forwarded request carries: the id of the node that forwarded it.
+pub const FORWARDED_BY: &str = "metron-forwarded-by";
+
+/// How long a looked-up holder is trusted before the leases are read again.
+const HOLDER_FRESH: Duration = Duration::from_millis(500);
+
+/// The largest answer a standby relays (an event listing or SQL result past it is a 502).
+const RESPONSE_BYTES_MAX: u64 = 256 << 20;
+
+/// What the standby's handlers share.
+pub struct StandbyState {
+    front: Front,
+    namespace: String,
+    agent: ureq::Agent,
+    holder: parking_lot::Mutex<Option<(Holder, Instant)>>,
+    ingested: AtomicU64,
+    ingest_requests: AtomicU64,
+    forwarded: AtomicU64,
+    forward_failures: AtomicU64,
+}
+
+impl StandbyState {
+    /// `timeout`: how long a forwarded request may take, answer included (the holder's
+    /// slowest answer is a SQL query at its own timeout).
+    pub fn new(front: Front, namespace: String, timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .allow_non_standard_methods(true)
+            .build()
+            .into();
+        Self {
+            front,
+            namespace,
+            agent,
+            holder: parking_lot::Mutex::new(None),
+            ingested: AtomicU64::new(0),
+            ingest_requests: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            forward_failures: AtomicU64::new(0),
+        }
+    }
+
+    async fn holder(&self) -> Result<Holder, ApiError> {
+        if let Some((holder, at)) = self.holder.lock().clone()
+            && at.elapsed() < HOLDER_FRESH
+        {
+            return Ok(holder);
+        }
+        let holder = self.front.holder().await.map_err(ApiError::from)?;
+        match holder {
+            Some(holder) if holder.node_id != self.front.node_id() => {
+                *self.holder.lock() = Some((holder.clone(), Instant::now()));
+                Ok(holder)
+            }
+            _ => Err(unavailable(
+                "no node holds the event stream's partitions now (a node is taking over)",
+            )),
+        }
+    }
+
+    fn forget_holder(&self) {
+        *self.holder.lock() = None;
+    }
+}
+
+fn unavailable(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+}
+
+/// Registers the standby's routes; everything else goes to [`forward`].
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::default().limit(crate::limits::INGEST_BODY_BYTES_MAX))
+        .route("/api/v1/events", web::post().to(ingest))
+        .route("/healthz", web::get().to(crate::routes::health::healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .default_service(web::to(forward));
+}
+
+async fn ingest(
+    state: web::Data<StandbyState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    state.ingest_requests.fetch_add(1, Ordering::Relaxed);
+    let events = crate::routes::events::parse_ingest(&req, &body)?;
+    state.front.ingest(&state.namespace, &events).await?;
+    state
+        .ingested
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Ready: a standby takes events as long as the stream does, and forwards the rest.
+async fn readyz(state: web::Data<StandbyState>) -> HttpResponse {
+    let holder = match state.holder().await {
+        Ok(holder) => format!("node {}", holder.node_id),
+        Err(_) => "none at the moment".to_owned(),
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain")
+        .body(format!("ready (standby; the stream's holder: {holder})\n"))
+}
+
+async fn metrics(state: web::Data<StandbyState>) -> HttpResponse {
+    let counter = |name: &str, help: &str, value: &AtomicU64| {
+        format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Ordering::Relaxed)
+        )
+    };
+    let body = [
+        "# HELP metron_standby 1 while this node stands by (another node holds the stream).\n\
+         # TYPE metron_standby gauge\nmetron_standby 1\n"
+            .to_owned(),
+        counter(
+            "metron_ingest_requests_total",
+            "Ingest requests received.",
+            &state.ingest_requests,
+        ),
+        counter(
+            "metron_events_ingested_total",
+            "Events appended to the stream.",
+            &state.ingested,
+        ),
+        counter(
+            "metron_forwarded_requests_total",
+            "Requests forwarded to the stream's holder.",
+            &state.forwarded,
+        ),
+        counter(
+            "metron_forward_failures_total",
+            "Forwarded requests the holder did not answer.",
+            &state.forward_failures,
+        ),
+    ]
+    .concat();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
+}
+
+/// Headers that belong to one connection, not to the request: never relayed.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Relays the request to the holder and its answer back.
+async fn forward(
+    state: web::Data<StandbyState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    if req.headers().contains_key(FORWARDED_BY) {
+        return Err(unavailable(
+            "forwarded to a node that no longer holds the event stream (a takeover is under way)",
+        ));
+    }
+    let holder = state.holder().await?;
+    let Some(address) = holder.address.clone() else {
+        return Err(unavailable(format!(
+            "node {} holds the event stream but gave no address to forward to \
+             (start it with --advertise-url)",
+            holder.node_id
+        )));
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
+    let url = format!("{}{path}", address.trim_end_matches('/'));
+    let mut builder = ureq::http::Request::builder()
+        .method(req.method().as_str())
+        .uri(&url)
+        .header(FORWARDED_BY, state.front.node_id());
+    for (name, value) in req.headers() {
+        if !hop_by_hop(name.as_str()) {
+            builder = builder.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let agent = state.agent.clone();
+    let relayed = web::block(move || -> Result<Relayed, String> {
+        let sent = if body.is_empty() {
+            builder
+                .body(ureq::SendBody::none())
+                .map_err(|e| e.to_string())
+                .and_then(|r| agent.run(r).map_err(|e| e.to_string()))
+        } else {
+            builder
+                .body(body.to_vec())
+                .map_err(|e| e.to_string())
+                .and_then(|r| agent.run(r).map_err(|e| e.to_string()))
+        };
+        let mut response = sent?;
+        let status = response.status().as_u16();
+        let headers: Vec<(String, Vec<u8>)> = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| !hop_by_hop(name.as_str()))
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(RESPONSE_BYTES_MAX)
+            .read_to_vec()
+            .map_err(|e| e.to_string())?;
+        Ok(Relayed {
+            status,
+            headers,
+            body,
+        })
+    })
+    .await;
+    let reason = match relayed {
+        Ok(Ok(relayed)) => Ok(relayed),
+        Ok(Err(reason)) => Err(reason),
+        Err(join) => Err(join.to_string()),
+    };
+    let relayed = match reason {
+        Ok(relayed) => relayed,
+        Err(reason) => {
+            state.forward_failures.fetch_add(1, Ordering::Relaxed);
+            state.forget_holder();
+            return Err(unavailable(format!(
+                "node {} (the event stream's holder, at {address}) did not answer: {reason}",
+                holder.node_id
+            )));
+        }
+    };
+    state.forwarded.fetch_add(1, Ordering::Relaxed);
+    let status = StatusCode::from_u16(relayed.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in relayed.headers {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_bytes(&value) {
+            response.append_header((name, value));
+        }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
+    }
+    Ok(response.body(relayed.body))
+}
+
+/// The holder's answer.
+struct Relayed {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}

@@ -1,0 +1,295 @@
+//! Three nodes on one Kafka (or Fluvio) topic, one PostgreSQL catalog and one S3 prefix.
+//!
+//! One node holds the topic's partitions and keeps the state; the others stand by: they take
+//! events themselves (appending to the topic) and forward every other request to the holder.
+//! Events go to all three; the holder is SIGKILLed mid-ingest; a standby takes over once the
+//! leases expire, from the newest checkpoint on S3 and the dedup runs shipped with it; the killed
+//! node comes back as a standby. Every acknowledged event is counted exactly once, in the meter,
+//! in SQL and in a customer's balance, and a client's retry of events counted before the kill is
+//! dropped by the new holder.
+
+use crate::helpers::*;
+use crate::server::*;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use metron_connectors::stream::testing;
+use metron_storage::objects::testing::{self as s3, BUCKET, ENDPOINT_VAR};
+use metron_storage::testing::TestDatabase;
+use metron_storage::{manifest, paths};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+const SUBJECTS: usize = 5;
+const GRANT: f64 = 1_000_000.0;
+
+struct Batch {
+    events: Vec<Value>,
+    sum: f64,
+}
+
+fn batch(first: usize, len: usize, t0: DateTime<Utc>) -> Batch {
+    let events = (first..first + len)
+        .map(|i| {
+            cloud_event(
+                &format!("c-{i}"),
+                "cluster-test",
+                "call",
+                &format!("s{}", i % SUBJECTS),
+                t0 + ChronoDuration::seconds((i % 3_000) as i64),
+                json!({ "n": 1 + i % 7 }),
+            )
+        })
+        .collect();
+    let sum = (first..first + len).map(|i| (1 + i % 7) as f64).sum();
+    Batch { events, sum }
+}
+
+/// The S3 endpoint, or `None` (printed as a skip) outside CI; in CI a missing one fails.
+fn s3_endpoint(test: &str) -> Option<String> {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but {ENDPOINT_VAR} is not: {test} must run against S3")
+        }
+        _ => {
+            eprintln!("SKIPPED {test}: {ENDPOINT_VAR} is not set (./scripts/test starts moto)");
+            None
+        }
+    }
+}
+
+fn node_id(server: &TestServer) -> String {
+    std::fs::read_to_string(server.data_dir().join("node-id"))
+        .expect("the node id file")
+        .trim()
+        .to_owned()
+}
+
+/// Whether `server` stands by (another node holds the stream).
+fn standing_by(server: &TestServer) -> bool {
+    gauge(server, "metron_standby") == Some(1)
+}
+
+/// Runs the three-node scenario on the stream whose config lines (under `stream:`) are
+/// `stream`, with the test's own PostgreSQL database and S3 prefix.
+pub(crate) fn three_nodes_count_every_event_once(test: &str, stream: &str) {
+    let Some(endpoint) = s3_endpoint(test) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(db) = runtime.block_on(TestDatabase::postgres(test)) else {
+        return;
+    };
+    s3::create_bucket(&endpoint, BUCKET).expect("bucket");
+    let prefix = format!("cluster-{}", new_id());
+    let config = format!(
+        r#"
+meters:
+  - slug: calls
+    eventType: call
+    aggregation: SUM
+    valueProperty: $.n
+partitions: 3
+checkpointInterval: 300ms
+database:
+  url: "{db}"
+storage:
+  url: s3://{BUCKET}/{prefix}
+  endpoint: {endpoint}
+  region: us-east-1
+  accessKeyId: test
+  secretAccessKey: test
+  allowHttp: true
+stream:
+{stream}  leaseTtl: 2s
+"#,
+        db = db.url()
+    );
+    let start = || {
+        TestServer::builder()
+            .with_config(&config)
+            .with_env("RUST_BACKTRACE", "0")
+            .start()
+    };
+    let mut a = start();
+    let b = start();
+    let c = start();
+    assert!(!standing_by(&a), "the first node holds the stream");
+    assert!(standing_by(&b) && standing_by(&c), "the others stand by");
+
+    // The customer, feature and entitlement are made through a standby: forwarded.
+    let subjects: Vec<String> = (0..SUBJECTS).map(|i| format!("s{i}")).collect();
+    b.post("/api/v1/customers")
+        .json(&json!({
+            "name": "Acme",
+            "key": "acme",
+            "usageAttribution": { "subjectKeys": subjects },
+        }))
+        .send()
+        .expect_status(201);
+    let feature = c
+        .post("/api/v1/features")
+        .json(&json!({ "key": "calls", "name": "Calls", "meterSlug": "calls" }))
+        .send()
+        .expect_status(201)
+        .json();
+    let mut entitlement = metered_entitlement(
+        feature["id"].as_str().expect("feature id"),
+        "2024-01-01T00:00:00Z",
+        "MONTH",
+    );
+    entitlement["measureUsageFrom"] = json!("2024-01-01T00:00:00Z");
+    entitlement["issueAfterReset"] = json!(GRANT);
+    b.post("/api/v2/customers/acme/entitlements")
+        .json(&entitlement)
+        .send()
+        .expect_status(201);
+
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 7_200, 0).expect("time");
+    let first = batch(0, 300, t0);
+    c.ingest_batch(&first.events).expect_status(204);
+    let mut total = first.sum;
+    wait_for_total(&b, "calls", total);
+    // A checkpoint covers the first batch before the kill: its dedup keys are then only in
+    // the runs that checkpoint shipped to S3.
+    let root = s3::s3_root(&endpoint, &prefix).expect("root");
+    eventually(VISIBLE, || {
+        let newest = runtime
+            .block_on(manifest::load_latest(&root, 3))
+            .map_err(|e| e.to_string())?;
+        let covered: u64 = newest
+            .iter()
+            .flat_map(|m| &m.partitions)
+            .map(|p| p.offset)
+            .sum();
+        if covered >= 300 {
+            Ok(())
+        } else {
+            Err(format!("the newest checkpoint covers {covered} records"))
+        }
+    });
+
+    // One sender per node, each with its own ids, while the holder is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = [&a, &b, &c]
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let (client, stop) = (node.client(), stop.clone());
+            thread::spawn(move || {
+                let (mut acked, mut cut) = (Vec::new(), Vec::new());
+                let mut id = 1_000_000 * (n + 1);
+                while !stop.load(Ordering::SeqCst) {
+                    let b = batch(id, 20, t0);
+                    id += 20;
+                    match client.try_ingest_batch(&b.events) {
+                        Ok(resp) if resp.status == 204 => acked.push(b),
+                        Ok(resp) if resp.status == 503 || resp.status == 429 => {
+                            cut.push(b);
+                            thread::sleep(Duration::from_millis(50));
+                        }
+                        Ok(resp) => panic!("a valid batch got {}: {}", resp.status, resp.body),
+                        Err(_) => {
+                            cut.push(b);
+                            break;
+                        }
+                    }
+                }
+                (acked, cut)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(600));
+    let a_id = node_id(&a);
+    a.kill();
+    thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::SeqCst);
+    let mut acked_batches = 0;
+    let mut cut = Vec::new();
+    for (n, sender) in senders.into_iter().enumerate() {
+        let (acked, node_cut) = sender.join().expect("sender");
+        assert!(!acked.is_empty(), "node {n} acknowledged batches");
+        println!(
+            "node {n}: {} batches acknowledged, {} cut",
+            acked.len(),
+            node_cut.len()
+        );
+        acked_batches += acked.len();
+        total += acked.iter().map(|b| b.sum).sum::<f64>();
+        cut.extend(node_cut);
+    }
+    total += cut.iter().map(|b| b.sum).sum::<f64>();
+    let distinct = 300 + 20 * (acked_batches + cut.len()) as u64;
+
+    // A standby takes over once the killed node's leases expire.
+    let holder = eventually(Duration::from_secs(60), || {
+        match [&b, &c].into_iter().find(|n| !standing_by(n)) {
+            Some(node) => Ok(node_id(node)),
+            None => Err("both still stand by".to_owned()),
+        }
+    });
+    assert_ne!(holder, a_id);
+    println!("node {holder} took over from {a_id}");
+
+    // The killed node comes back as a standby; the cut batches are resent through it, and
+    // so is the first batch, counted before the kill: the new holder drops it.
+    a.restart();
+    assert!(standing_by(&a), "the restarted node stands by");
+    for b in &cut {
+        a.ingest_batch(&b.events).expect_status(204);
+    }
+    a.ingest_batch(&first.events).expect_status(204);
+
+    for node in [&a, &b, &c] {
+        let row = wait_for_total(node, "calls", total);
+        assert_eq!(row.value, total);
+    }
+    let answer = c.sql("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events");
+    assert_eq!(answer["rows"], json!([[distinct, distinct]]), "{answer}");
+    let value = a
+        .get("/api/v2/customers/acme/entitlements/calls/value")
+        .send()
+        .expect_status(200)
+        .json();
+    assert_eq!(value["usage"].as_f64(), Some(total), "{value}");
+    assert_eq!(value["balance"].as_f64(), Some(GRANT - total), "{value}");
+    assert_eq!(value["hasAccess"], json!(true), "{value}");
+
+    // The dedup runs went to S3 with the checkpoints.
+    let runs = runtime
+        .block_on(root.list(paths::DEDUP))
+        .expect("list dedup runs");
+    assert!(!runs.is_empty(), "dedup runs on S3");
+}
+
+#[test]
+fn three_nodes_on_kafka_count_every_event_once_across_a_sigkill_of_the_holder() {
+    let test = "cluster::three_nodes_on_kafka";
+    let Some(brokers) = testing::kafka_brokers(test) else {
+        return;
+    };
+    let stream = format!(
+        "  url: kafka://{}/{}\n  requestTimeout: 10s\n  fetchWaitMax: 50ms\n",
+        brokers.join(","),
+        testing::unique_topic()
+    );
+    three_nodes_count_every_event_once(test, &stream);
+}
+
+#[test]
+fn three_nodes_on_fluvio_count_every_event_once_across_a_sigkill_of_the_holder() {
+    let test = "cluster::three_nodes_on_fluvio";
+    let Some(endpoint) = testing::fluvio_endpoint(test) else {
+        return;
+    };
+    let stream = format!(
+        "  url: fluvio://{endpoint}/{}\n  requestTimeout: 10s\n",
+        testing::unique_topic()
+    );
+    three_nodes_count_every_event_once(test, &stream);
+}
