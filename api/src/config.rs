@@ -506,6 +506,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_compose_files_cluster_config_loads_with_kafka_and_s3() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/cluster.yaml"
+        ));
+        let config = Config::load(Some(path)).expect("deploy/cluster.yaml");
+        match config.stream.backend(None, config.partitions) {
+            Ok(StreamBackend::Kafka(kafka)) => {
+                assert_eq!(kafka.topic, "metron-events");
+                assert_eq!(kafka.brokers, ["kafka:9092"]);
+            }
+            other => panic!("expected Kafka, got {other:?}"),
+        }
+        assert_eq!(config.storage.url.as_deref(), Some("s3://metron/cluster"));
+        assert_eq!(config.meters.len(), 1);
+    }
+
+    #[test]
     fn the_deploy_example_loads_as_it_is_and_with_its_scale_out_lines_uncommented() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
