@@ -10,12 +10,12 @@
 
 use crate::helpers::*;
 use crate::server::*;
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use metron_connectors::stream::testing;
-use metron_storage::objects::testing::{self as s3, BUCKET, ENDPOINT_VAR};
+use metron_storage::objects::testing::{self as s3, BUCKET};
 use metron_storage::testing::TestDatabase;
 use metron_storage::{manifest, paths};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -24,58 +24,10 @@ use std::time::Duration;
 const SUBJECTS: usize = 5;
 const GRANT: f64 = 1_000_000.0;
 
-struct Batch {
-    events: Vec<Value>,
-    sum: f64,
-}
-
-fn batch(first: usize, len: usize, t0: DateTime<Utc>) -> Batch {
-    let events = (first..first + len)
-        .map(|i| {
-            cloud_event(
-                &format!("c-{i}"),
-                "cluster-test",
-                "call",
-                &format!("s{}", i % SUBJECTS),
-                t0 + ChronoDuration::seconds((i % 3_000) as i64),
-                json!({ "n": 1 + i % 7 }),
-            )
-        })
-        .collect();
-    let sum = (first..first + len).map(|i| (1 + i % 7) as f64).sum();
-    Batch { events, sum }
-}
-
-/// The S3 endpoint, or `None` (printed as a skip) outside CI; in CI a missing one fails.
-fn s3_endpoint(test: &str) -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but {ENDPOINT_VAR} is not: {test} must run against S3")
-        }
-        _ => {
-            eprintln!("SKIPPED {test}: {ENDPOINT_VAR} is not set (./scripts/test starts moto)");
-            None
-        }
-    }
-}
-
-fn node_id(server: &TestServer) -> String {
-    std::fs::read_to_string(server.data_dir().join("node-id"))
-        .expect("the node id file")
-        .trim()
-        .to_owned()
-}
-
-/// Whether `server` stands by (another node holds the stream).
-fn standing_by(server: &TestServer) -> bool {
-    gauge(server, "metron_standby") == Some(1)
-}
-
 /// Runs the three-node scenario on the stream whose config lines (under `stream:`) are
 /// `stream`, with the test's own PostgreSQL database and S3 prefix.
 pub(crate) fn three_nodes_count_every_event_once(test: &str, stream: &str) {
-    let Some(endpoint) = s3_endpoint(test) else {
+    let Some(endpoint) = crate::s3::endpoint(test) else {
         return;
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -151,7 +103,7 @@ stream:
         .expect_status(201);
 
     let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 7_200, 0).expect("time");
-    let first = batch(0, 300, t0);
+    let first = sum_batch("c", 0, 300, t0);
     c.ingest_batch(&first.events).expect_status(204);
     let mut total = first.sum;
     wait_for_total(&b, "calls", total);
@@ -185,7 +137,7 @@ stream:
                 let (mut acked, mut cut) = (Vec::new(), Vec::new());
                 let mut id = 1_000_000 * (n + 1);
                 while !stop.load(Ordering::SeqCst) {
-                    let b = batch(id, 20, t0);
+                    let b = sum_batch("c", id, 20, t0);
                     id += 20;
                     match client.try_ingest_batch(&b.events) {
                         Ok(resp) if resp.status == 204 => acked.push(b),

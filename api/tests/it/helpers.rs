@@ -456,3 +456,46 @@ pub fn ingest_and_wait(server: &TestServer, events: &[Value], slug: &str, expect
     server.ingest_batch(events).expect_status(204);
     wait_for_total(server, slug, expected);
 }
+
+/// One batch of `call` events with values `n` and their sum (the SIGKILL and cluster tests).
+pub struct Batch {
+    pub events: Vec<Value>,
+    pub sum: f64,
+}
+
+/// Events `first..first + len` of source `source`: ids `{prefix}-{i}`, subjects `s0`..`s4`,
+/// times within 50 minutes after `t0`, values 1 to 7.
+pub fn sum_batch(
+    prefix: &str,
+    first: usize,
+    len: usize,
+    t0: chrono::DateTime<chrono::Utc>,
+) -> Batch {
+    let events = (first..first + len)
+        .map(|i| {
+            cloud_event(
+                &format!("{prefix}-{i}"),
+                &format!("{prefix}-test"),
+                "call",
+                &format!("s{}", i % 5),
+                t0 + chrono::Duration::seconds((i % 3_000) as i64),
+                json!({ "n": 1 + i % 7 }),
+            )
+        })
+        .collect();
+    let sum = (first..first + len).map(|i| (1 + i % 7) as f64).sum();
+    Batch { events, sum }
+}
+
+/// The node id a server made in its data directory (`node-id`).
+pub fn node_id(server: &TestServer) -> String {
+    std::fs::read_to_string(server.data_dir().join("node-id"))
+        .expect("the node id file")
+        .trim()
+        .to_owned()
+}
+
+/// Whether a server on a shared topic stands by (another node holds the partitions).
+pub fn standing_by(server: &TestServer) -> bool {
+    gauge(server, "metron_standby") == Some(1)
+}

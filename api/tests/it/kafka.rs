@@ -3,37 +3,14 @@
 
 use crate::helpers::*;
 use crate::server::*;
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use metron_connectors::stream::testing;
 use metron_connectors::{EventStream, KafkaConfig, KafkaStream};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
-
-/// One batch of events and the sum of their values.
-struct Batch {
-    events: Vec<Value>,
-    sum: f64,
-}
-
-fn batch(first: usize, len: usize, t0: DateTime<Utc>) -> Batch {
-    let events = (first..first + len)
-        .map(|i| {
-            cloud_event(
-                &format!("k-{i}"),
-                "kafka-test",
-                "call",
-                &format!("s{}", i % 5),
-                t0 + ChronoDuration::seconds(i as i64),
-                json!({ "n": 1 + i % 7 }),
-            )
-        })
-        .collect();
-    let sum = (first..first + len).map(|i| (1 + i % 7) as f64).sum();
-    Batch { events, sum }
-}
 
 #[test]
 fn events_go_through_a_kafka_topic_and_count_once_across_a_sigkill() {
@@ -83,7 +60,7 @@ stream:
     let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 86_400, 0).expect("time");
     let mut total = 0.0;
     let mut next = 0;
-    let first = batch(next, 300, t0);
+    let first = sum_batch("k", next, 300, t0);
     server.ingest_batch(&first.events).expect_status(204);
     total += first.sum;
     next += 300;
@@ -97,7 +74,7 @@ stream:
             let (mut acked, mut cut) = (Vec::new(), Vec::new());
             let mut id = next;
             while !stop.load(Ordering::SeqCst) {
-                let b = batch(id, 20, t0);
+                let b = sum_batch("k", id, 20, t0);
                 id += 20;
                 match client.try_ingest_batch(&b.events) {
                     Ok(resp) if resp.status == 204 => acked.push(b),
@@ -193,7 +170,7 @@ fn ingest_answers_503_when_the_broker_stops_answering() {
     let server = TestServer::start_with_config(&config);
     let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 3_600, 0).expect("time");
     server
-        .ingest_batch(&batch(0, 10, t0).events)
+        .ingest_batch(&sum_batch("k", 0, 10, t0).events)
         .expect_status(204);
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
@@ -203,7 +180,7 @@ fn ingest_answers_503_when_the_broker_stops_answering() {
         assert!(status.success(), "kill {name}");
     };
     signal("-STOP");
-    let second = batch(10, 10, t0);
+    let second = sum_batch("k", 10, 10, t0);
     let resp = server.ingest_batch(&second.events);
     signal("-CONT");
     let detail = assert_problem(&resp, 503);

@@ -68,18 +68,6 @@ fn start(config: &str) -> TestServer {
         .start()
 }
 
-fn node_id(server: &TestServer) -> String {
-    std::fs::read_to_string(server.data_dir().join("node-id"))
-        .expect("the node id file")
-        .trim()
-        .to_owned()
-}
-
-/// Whether `server` stands by: another node holds the partitions, and it forwards to it.
-fn standing_by(server: &TestServer) -> bool {
-    gauge(server, "metron_standby") == Some(1)
-}
-
 #[test]
 fn a_second_node_stands_by_until_the_first_stops_and_then_reads_every_event_once() {
     let test = "leases::a_second_node_stands_by_until_the_first_stops";
@@ -130,6 +118,16 @@ fn a_second_node_stands_by_until_the_first_stops_and_then_reads_every_event_once
     let ready = a.get("/readyz").send().expect_status(200).body;
     assert!(ready.contains(&b_id), "{ready}");
     wait_for_total(&a, "calls", 50.0);
+
+    // The holder killed, its 10-minute leases live on: the standby still takes events (into
+    // the topic), and what it would forward answers 503 with Retry-After, not an error page.
+    let mut b = b;
+    b.kill();
+    a.ingest_batch(&events(50, 5)).expect_status(204);
+    let resp = a.query("calls", &[]);
+    let detail = assert_problem(&resp, 503);
+    assert!(detail.contains(&b_id), "{detail}");
+    assert!(resp.header("retry-after").is_some(), "{resp}");
 }
 
 #[test]

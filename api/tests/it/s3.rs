@@ -10,7 +10,7 @@ use metron_storage::{manifest, paths};
 use serde_json::{Value, json};
 
 /// The endpoint, or `None` (printed as a skip) outside CI; in CI a missing endpoint fails.
-fn endpoint(test: &str) -> Option<String> {
+pub(crate) fn endpoint(test: &str) -> Option<String> {
     match std::env::var(ENDPOINT_VAR) {
         Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
         _ if std::env::var_os("CI").is_some() => {
