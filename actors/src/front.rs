@@ -19,7 +19,7 @@ use metron_connectors::EventStream;
 use metron_engine::event::EventParts;
 use metron_storage::catalog::Catalog;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The node holding a shared stream's partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,13 @@ pub struct Holder {
     /// Its HTTP API's URL, when it gave one.
     pub address: Option<String>,
     pub expires_at: DateTime<Utc>,
+    /// How far it had read each partition at its last renewal (by partition; `None` before
+    /// its first renewal).
+    pub consumed: Vec<Option<u64>>,
 }
+
+/// How long a looked-up holder is trusted before the leases are read again.
+pub const HOLDER_FRESH: Duration = Duration::from_millis(500);
 
 /// A standby node's handle on the shared stream and catalog.
 #[derive(Clone)]
@@ -37,6 +43,8 @@ pub struct Front {
     catalog: Catalog,
     lease_name: String,
     node_id: String,
+    backlog_records_max: u64,
+    cached: Arc<parking_lot::Mutex<Option<(Holder, Instant)>>>,
 }
 
 impl Front {
@@ -59,6 +67,8 @@ impl Front {
             catalog,
             lease_name,
             node_id,
+            backlog_records_max: config.backlog_records_max,
+            cached: Arc::default(),
         })
     }
 
@@ -67,11 +77,54 @@ impl Front {
     }
 
     /// Appends events to their partitions of the stream; returns once all are durable.
-    /// The holder's backlog is not known here: only the brokers' own limits apply (429 when
-    /// the producer's queue is full).
+    /// Refused ([`Error::Overloaded`], 429) when a partition's unread backlog exceeds
+    /// `backlogRecordsMax`, as on the holder: the end is the one this node last saw (its own
+    /// appends move it), what the holder has read is what it reported at its last lease
+    /// renewal (every third of `leaseTtl`). While no node holds the leases, only the brokers'
+    /// own limits apply.
     pub async fn ingest(&self, namespace: &str, events: &[EventParts<'_>]) -> Result<()> {
-        let groups = records_by_partition(self.stream.as_ref(), namespace, events)?;
-        append_groups(self.stream.as_ref(), groups, None).await
+        let stream = self.stream.as_ref();
+        let groups = records_by_partition(stream, namespace, events)?;
+        let holder = match self.holder_cached().await {
+            Ok(holder) => holder,
+            Err(error) => {
+                tracing::warn!(%error, "Reading the stream's leases failed; ingest goes on without the backlog check.");
+                None
+            }
+        };
+        if let Some(holder) = holder {
+            for (p, group) in groups.iter().enumerate() {
+                let Some(Some(consumed)) = holder.consumed.get(p) else {
+                    continue;
+                };
+                if group.is_empty() {
+                    continue;
+                }
+                let backlog = stream.end_offset(p as u32)?.saturating_sub(*consumed);
+                if backlog > self.backlog_records_max {
+                    return Err(Error::Overloaded { backlog });
+                }
+            }
+        }
+        append_groups(stream, groups, None).await
+    }
+
+    /// [`Self::holder`], looked up at most every [`HOLDER_FRESH`]; `None` also when this
+    /// node is the holder.
+    pub async fn holder_cached(&self) -> Result<Option<Holder>> {
+        if let Some((holder, at)) = self.cached.lock().clone()
+            && at.elapsed() < HOLDER_FRESH
+        {
+            return Ok(Some(holder));
+        }
+        let holder = self.holder().await?.filter(|h| h.node_id != self.node_id);
+        *self.cached.lock() = holder.clone().map(|h| (h, Instant::now()));
+        Ok(holder)
+    }
+
+    /// Forgets the cached holder (it did not answer): the next lookup reads the leases.
+    pub fn forget_holder(&self) {
+        *self.cached.lock() = None;
     }
 
     /// The node whose leases on the stream's partitions are live now; `None` while none is
@@ -79,15 +132,26 @@ impl Front {
     pub async fn holder(&self) -> Result<Option<Holder>> {
         let now = Utc::now();
         let leases = self.catalog.stream_leases(&self.lease_name).await?;
-        Ok(leases
-            .into_iter()
+        let Some(live) = leases
+            .iter()
             .filter(|l| l.expires_at > now)
             .max_by_key(|l| l.expires_at)
-            .map(|l| Holder {
-                node_id: l.node_id,
-                address: l.address,
-                expires_at: l.expires_at,
-            }))
+        else {
+            return Ok(None);
+        };
+        let partitions = leases.iter().map(|l| l.partition as usize + 1).max();
+        let mut consumed = vec![None; partitions.unwrap_or(0)];
+        for lease in leases.iter().filter(|l| l.node_id == live.node_id) {
+            if let Some(slot) = consumed.get_mut(lease.partition as usize) {
+                *slot = lease.consumed;
+            }
+        }
+        Ok(Some(Holder {
+            node_id: live.node_id.clone(),
+            address: live.address.clone(),
+            expires_at: live.expires_at,
+            consumed,
+        }))
     }
 
     /// Returns once no node holds the stream's leases (or this node does), polling every

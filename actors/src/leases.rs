@@ -91,9 +91,14 @@ impl StreamLeases {
         })
     }
 
-    /// Renews the leases every third of their time to live until they are released; a lease
-    /// lost, or not renewed while a third of its time is left, is fatal.
-    pub(crate) fn keep(&self, health: Arc<Health>) {
+    /// Renews the leases every third of their time to live until they are released, reporting
+    /// with each how far the partition has been read (`consumed`, by partition); a lease lost,
+    /// or not renewed while a third of its time is left, is fatal.
+    pub(crate) fn keep(
+        &self,
+        health: Arc<Health>,
+        consumed: Arc<Vec<std::sync::atomic::AtomicU64>>,
+    ) {
         let this = self.clone();
         let every = self.ttl / 3;
         tokio::spawn(async move {
@@ -102,6 +107,11 @@ impl StreamLeases {
                 let mut held = this.held.lock().await;
                 if held.is_empty() {
                     return;
+                }
+                for lease in held.iter_mut() {
+                    lease.consumed = consumed
+                        .get(lease.partition as usize)
+                        .map(|c| c.load(std::sync::atomic::Ordering::Acquire));
                 }
                 match this
                     .catalog

@@ -1733,7 +1733,7 @@ mod anyhow_free {
             Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
         let health = Health::new();
         if let Some(leases) = &leases {
-            leases.keep(health.clone());
+            leases.keep(health.clone(), consumed.clone());
         }
         // Ready once every partition has read the log up to its end as of now.
         let mut replay_to = Vec::with_capacity(config.partitions as usize);

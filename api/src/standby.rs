@@ -14,13 +14,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use metron_actors::front::{Front, Holder};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The header a forwarded request carries: the id of the node that forwarded it.
 pub const FORWARDED_BY: &str = "metron-forwarded-by";
-
-/// How long a looked-up holder is trusted before the leases are read again.
-const HOLDER_FRESH: Duration = Duration::from_millis(500);
 
 /// The largest answer a standby relays (an event listing or SQL result past it is a 502).
 const RESPONSE_BYTES_MAX: u64 = 256 << 20;
@@ -30,7 +27,6 @@ pub struct StandbyState {
     front: Front,
     namespace: String,
     agent: ureq::Agent,
-    holder: parking_lot::Mutex<Option<(Holder, Instant)>>,
     ingested: AtomicU64,
     ingest_requests: AtomicU64,
     forwarded: AtomicU64,
@@ -52,7 +48,6 @@ impl StandbyState {
             front,
             namespace,
             agent,
-            holder: parking_lot::Mutex::new(None),
             ingested: AtomicU64::new(0),
             ingest_requests: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
@@ -61,25 +56,16 @@ impl StandbyState {
     }
 
     async fn holder(&self) -> Result<Holder, ApiError> {
-        if let Some((holder, at)) = self.holder.lock().clone()
-            && at.elapsed() < HOLDER_FRESH
-        {
-            return Ok(holder);
-        }
-        let holder = self.front.holder().await.map_err(ApiError::from)?;
-        match holder {
-            Some(holder) if holder.node_id != self.front.node_id() => {
-                *self.holder.lock() = Some((holder.clone(), Instant::now()));
-                Ok(holder)
-            }
-            _ => Err(unavailable(
+        match self.front.holder_cached().await.map_err(ApiError::from)? {
+            Some(holder) => Ok(holder),
+            None => Err(unavailable(
                 "no node holds the event stream's partitions now (a node is taking over)",
             )),
         }
     }
 
     fn forget_holder(&self) {
-        *self.holder.lock() = None;
+        self.front.forget_holder();
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Lease {
     /// The URL of the holder's HTTP API (`http://10.0.0.7:8888`), where the other nodes
     /// forward what only the holder can answer; `None` when the holder gave none.
     pub address: Option<String>,
+    /// The offset below which the holder has read the partition, as of its last renewal
+    /// ([`Catalog::renew_leases`] writes it); `None` until the first renewal.
+    pub consumed: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +123,7 @@ impl Catalog {
                         });
                     }
                     sqlx::query(
-                        "UPDATE stream_leases SET node_id = $3, epoch = $4, acquired_at = $5, expires_at = $6, address = $7 WHERE stream = $1 AND partition_id = $2",
+                        "UPDATE stream_leases SET node_id = $3, epoch = $4, acquired_at = $5, expires_at = $6, address = $7, consumed = NULL WHERE stream = $1 AND partition_id = $2",
                     )
                     .bind(stream)
                     .bind(i64::from(partition))
@@ -142,13 +145,15 @@ impl Catalog {
                 acquired_at: from_ms(ms(now)),
                 expires_at: from_ms(ms(expires_at)),
                 address: address.map(str::to_owned),
+                consumed: None,
             });
         }
         tx.commit().await?;
         Ok(leases)
     }
 
-    /// Moves the expiry of every lease in `leases` to `now + ttl`, and updates them. Fails
+    /// Moves the expiry of every lease in `leases` to `now + ttl`, records each one's
+    /// [`Lease::consumed`], and updates them. Fails
     /// with [`LeaseError::Lost`] at the first lease whose row no longer shows its node and
     /// epoch (the others are renewed all the same).
     pub async fn renew_leases(
@@ -161,13 +166,14 @@ impl Catalog {
         let mut lost = None;
         for lease in leases.iter_mut() {
             let renewed = sqlx::query(
-                "UPDATE stream_leases SET expires_at = $5 WHERE stream = $1 AND partition_id = $2 AND node_id = $3 AND epoch = $4",
+                "UPDATE stream_leases SET expires_at = $5, consumed = $6 WHERE stream = $1 AND partition_id = $2 AND node_id = $3 AND epoch = $4",
             )
             .bind(&lease.stream)
             .bind(i64::from(lease.partition))
             .bind(&lease.node_id)
             .bind(lease.epoch)
             .bind(ms(expires_at))
+            .bind(lease.consumed.map(|c| i64::try_from(c).unwrap_or(i64::MAX)))
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -204,7 +210,7 @@ impl Catalog {
     /// Every lease of a stream, by partition, expired ones included.
     pub async fn stream_leases(&self, stream: &str) -> Result<Vec<Lease>, LeaseError> {
         let rows = sqlx::query(
-            "SELECT partition_id, node_id, epoch, acquired_at, expires_at, address FROM stream_leases WHERE stream = $1 ORDER BY partition_id",
+            "SELECT partition_id, node_id, epoch, acquired_at, expires_at, address, consumed FROM stream_leases WHERE stream = $1 ORDER BY partition_id",
         )
         .bind(stream)
         .fetch_all(&self.pool)
@@ -220,6 +226,9 @@ impl Catalog {
                     acquired_at: from_ms(row.try_get("acquired_at")?),
                     expires_at: from_ms(row.try_get("expires_at")?),
                     address: row.try_get("address")?,
+                    consumed: row
+                        .try_get::<Option<i64>, _>("consumed")?
+                        .map(|c| u64::try_from(c).unwrap_or(0)),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -262,9 +271,13 @@ mod tests {
             assert_eq!(catalog.stream_leases(S).await.expect("list").len(), 3, "3 stays free");
             // Another stream is another set of leases.
             catalog.acquire_leases("fluvio://sc:9003/events", &[1], "b", None, t(5), TTL).await.expect("other stream");
-            // a renews at 8 (until 18): b is still refused at 12.
+            // a renews at 8 (until 18), reporting how far it has read: b is still refused
+            // at 12.
+            a[1].consumed = Some(42);
             catalog.renew_leases(&mut a, t(8), TTL).await.expect("renew");
             assert_eq!(a[0].expires_at, t(18));
+            let listed = catalog.stream_leases(S).await.expect("list");
+            assert_eq!((listed[0].consumed, listed[1].consumed), (None, Some(42)));
             assert!(matches!(
                 catalog.acquire_leases(S, &[0], "b", None, t(12), TTL).await,
                 Err(LeaseError::Held { .. })
@@ -274,6 +287,7 @@ mod tests {
             assert_eq!((b[0].epoch, b[0].expires_at), (2, t(29)));
             let listed = catalog.stream_leases(S).await.expect("list");
             assert_eq!(listed[0].address, None, "a new holder's address replaces the old one");
+            assert_eq!(listed[1].consumed, Some(42));
             match catalog.renew_leases(&mut a, t(20), TTL).await {
                 Err(LeaseError::Lost { partition: 0, epoch: 1, .. }) => {}
                 other => panic!("expected Lost, got {other:?}"),

@@ -45,14 +45,6 @@ fn calls(prefix: &str, n: usize) -> Vec<Value> {
         .collect()
 }
 
-fn set_failpoints(server: &TestServer, spec: &str) {
-    server
-        .put("/debug/failpoints")
-        .body("text/plain", spec.to_owned())
-        .send()
-        .expect_status(200);
-}
-
 /// The meter's total, if the query answered 200 (0 when there is no row).
 fn total(server: &TestServer, slug: &str) -> Result<f64, String> {
     let got = parse_query(&server.query(slug, &[]))?;

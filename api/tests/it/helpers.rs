@@ -499,3 +499,12 @@ pub fn node_id(server: &TestServer) -> String {
 pub fn standing_by(server: &TestServer) -> bool {
     gauge(server, "metron_standby") == Some(1)
 }
+
+/// `PUT /debug/failpoints` (the server runs with `METRON_FAILPOINTS`); panics unless 200.
+pub fn set_failpoints(server: &TestServer, spec: &str) {
+    server
+        .put("/debug/failpoints")
+        .body("text/plain", spec.to_owned())
+        .send()
+        .expect_status(200);
+}

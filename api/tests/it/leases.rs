@@ -172,6 +172,55 @@ fn the_leases_of_a_killed_node_are_taken_over_once_they_expire() {
 }
 
 #[test]
+fn a_standby_answers_429_while_the_holder_is_too_far_behind() {
+    let test = "leases::a_standby_answers_429_while_the_holder_is_too_far_behind";
+    let Some((_db, config)) = setup(test, "1s") else {
+        return;
+    };
+    let config = format!("{config}backlogRecordsMax: 20\n");
+    // The holder stops reading (a failpoint): the topic's backlog only grows.
+    let a = TestServer::builder()
+        .with_config(&config)
+        .with_env("RUST_BACKTRACE", "0")
+        .with_env("METRON_FAILPOINTS", "partition.read=error")
+        .start();
+    let b = start(&config);
+    assert!(standing_by(&b));
+    // The standby takes events until the holder's renewals (every third of a second) report
+    // that it read none of them, with more than 20 waiting in a partition: then 429.
+    let mut next = 0;
+    let mut taken = 0;
+    let refused = eventually(VISIBLE, || {
+        let resp = b.ingest_batch(&events(next, 30));
+        next += 30;
+        match resp.status {
+            204 => {
+                taken += 30;
+                Err("taken".to_owned())
+            }
+            429 => Ok(resp),
+            _ => panic!("a valid batch got {resp}"),
+        }
+    });
+    assert!(taken >= 30, "the first batches were taken");
+    assert!(refused.header("retry-after").is_some(), "{refused}");
+    assert!(refused.body.contains("behind"), "{refused}");
+
+    // The holder reads again: once it has reported so, the standby takes events again.
+    set_failpoints(&a, "partition.read=off");
+    eventually(VISIBLE, || {
+        let resp = b.ingest_batch(&events(next, 5));
+        match resp.status {
+            204 => Ok(()),
+            429 => Err("still refused".to_owned()),
+            _ => panic!("a valid batch got {resp}"),
+        }
+    });
+    taken += 5;
+    wait_for_total(&b, "calls", taken as f64);
+}
+
+#[test]
 fn a_node_whose_lease_is_taken_stops() {
     // Another node takes the leases (as if this one's had lapsed): at its next renewal this
     // one finds them gone and stops, rather than read on beside the new holder.
