@@ -20,10 +20,26 @@ pub fn dedup_run(file_name: &str, checksum: u64) -> ObjectPath {
     ObjectPath::from(format!("{DEDUP}/{stem}-{checksum:016x}.dat"))
 }
 
+/// This process's mark in the name of every data file it writes: ten random characters,
+/// made once per process. Two processes never write the same name, so a node that lost its
+/// leases while paused (and has not noticed yet) cannot overwrite the files of the node that
+/// took over, even at the same checkpoint epoch; only the create-only manifest decides which
+/// files count.
+pub fn writer() -> &'static str {
+    static WRITER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    WRITER.get_or_init(|| {
+        let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+        id.get(id.len().saturating_sub(10)..)
+            .unwrap_or(&id)
+            .to_owned()
+    })
+}
+
 /// A minute-rollup file of one meter, written by checkpoint `epoch`.
 pub fn rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> ObjectPath {
     ObjectPath::from(format!(
-        "{ROLLUPS}/namespace={namespace}/meter={meter_id}/e{epoch:020}-{seq:05}.parquet"
+        "{ROLLUPS}/namespace={namespace}/meter={meter_id}/e{epoch:020}-{seq:05}-{}.parquet",
+        writer()
     ))
 }
 
@@ -31,7 +47,8 @@ pub fn rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> Obj
 /// written by checkpoint `epoch`.
 pub fn hourly_rollup_file(namespace: &str, meter_id: &str, epoch: u64, seq: u32) -> ObjectPath {
     ObjectPath::from(format!(
-        "{ROLLUPS}/namespace={namespace}/meter={meter_id}/hourly/e{epoch:020}-{seq:05}.parquet"
+        "{ROLLUPS}/namespace={namespace}/meter={meter_id}/hourly/e{epoch:020}-{seq:05}-{}.parquet",
+        writer()
     ))
 }
 
@@ -44,7 +61,8 @@ pub fn event_file(
     seq: u32,
 ) -> ObjectPath {
     ObjectPath::from(format!(
-        "{EVENTS}/namespace={namespace}/day={day}/e{epoch:020}-p{partition:05}-{seq:03}.parquet"
+        "{EVENTS}/namespace={namespace}/day={day}/e{epoch:020}-p{partition:05}-{seq:03}-{}.parquet",
+        writer()
     ))
 }
 
@@ -81,7 +99,12 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap_or_default();
         assert_eq!(
             event_file("default", day, 3, 1, 0).as_ref(),
-            "events/namespace=default/day=2024-01-02/e00000000000000000003-p00001-000.parquet"
+            format!(
+                "events/namespace=default/day=2024-01-02/e00000000000000000003-p00001-000-{}.parquet",
+                writer()
+            )
         );
+        assert_eq!(writer().len(), 10);
+        assert_eq!(writer(), writer(), "one mark per process");
     }
 }
