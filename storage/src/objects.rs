@@ -55,7 +55,7 @@ pub enum Error {
 /// A setting left `None` comes from the usual AWS variables (`AWS_ENDPOINT_URL`,
 /// `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_ALLOW_HTTP`), read by object_store's `AmazonS3Builder::from_env`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StorageOptions {
     /// `s3://bucket/prefix`, `file:///path`, or `None` for the default directory.
@@ -66,6 +66,23 @@ pub struct StorageOptions {
     pub secret_access_key: Option<String>,
     /// Plain HTTP to the endpoint (an S3-compatible server on loopback).
     pub allow_http: Option<bool>,
+}
+
+/// The secret key never reaches a log: it shows as `"…"` when set.
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageOptions")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "…"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -99,3 +99,19 @@ fn storage_urls_name_their_root() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn debug_output_hides_the_secret_key() {
+    let options = StorageOptions {
+        url: Some("s3://bucket/prefix".into()),
+        access_key_id: Some("AKIDEXAMPLE".into()),
+        secret_access_key: Some("wJalrXUtnFEMI".into()),
+        ..StorageOptions::default()
+    };
+    let shown = format!("{options:?}");
+    assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+    assert!(
+        shown.contains("AKIDEXAMPLE") && shown.contains("s3://bucket/prefix"),
+        "{shown}"
+    );
+}
