@@ -19,6 +19,16 @@ use std::time::Duration;
 /// The header a forwarded request carries: the id of the node that forwarded it.
 pub const FORWARDED_BY: &str = "metron-forwarded-by";
 
+/// The `metron_standby` gauge in Prometheus' text format: 1 on a standby, 0 on a full node
+/// (the holder, or a node on the embedded log).
+pub fn standby_gauge(standing_by: bool) -> String {
+    format!(
+        "# HELP metron_standby 1 while this node stands by (another node holds the stream).\n\
+         # TYPE metron_standby gauge\nmetron_standby {}\n",
+        u8::from(standing_by)
+    )
+}
+
 /// The largest answer a standby relays (an event listing or SQL result past it is a 502).
 const RESPONSE_BYTES_MAX: u64 = 256 << 20;
 
@@ -116,9 +126,7 @@ async fn metrics(state: web::Data<StandbyState>) -> HttpResponse {
         )
     };
     let body = [
-        "# HELP metron_standby 1 while this node stands by (another node holds the stream).\n\
-         # TYPE metron_standby gauge\nmetron_standby 1\n"
-            .to_owned(),
+        standby_gauge(true),
         counter(
             "metron_ingest_requests_total",
             "Ingest requests received.",

@@ -32,7 +32,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.pipeline.metrics_text() + &state.entitlements.metrics_text())
+        .body(
+            state.pipeline.metrics_text()
+                + &state.entitlements.metrics_text()
+                + &crate::standby::standby_gauge(false),
+        )
 }
 
 /// `PUT /debug/failpoints` (only when the server started with `METRON_FAILPOINTS`):
