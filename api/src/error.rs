@@ -90,6 +90,9 @@ impl ResponseError for ApiError {
 
 impl From<PipelineError> for ApiError {
     fn from(error: PipelineError) -> Self {
+        if let PipelineError::Catalog(e) = error {
+            return crate::routes::customers::catalog_error(e);
+        }
         let status = match &error {
             PipelineError::Overloaded { .. } | PipelineError::Busy(_) => {
                 StatusCode::TOO_MANY_REQUESTS

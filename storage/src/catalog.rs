@@ -42,6 +42,24 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Whether the database refused a value the request carried rather than failed:
+    /// text with a NUL character, which PostgreSQL's `text` cannot hold (SQLSTATE 22021;
+    /// SQLite stores it). The caller's error (400), not the server's.
+    pub fn is_refused_value(&self) -> bool {
+        matches!(self, Self::Query(error) if refused_value(error))
+    }
+}
+
+/// Whether a query failed on a value the database cannot hold: see
+/// [`Error::is_refused_value`].
+pub fn refused_value(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "22021")
+}
+
 /// A time as the catalog's rows keep it: milliseconds since the epoch.
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

@@ -28,6 +28,14 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the database refused a value the request carried (see
+    /// [`crate::catalog::Error::is_refused_value`]).
+    pub fn is_refused_value(&self) -> bool {
+        matches!(self, Self::Query(error) if crate::catalog::refused_value(error))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub type Metadata = BTreeMap<String, String>;

@@ -112,6 +112,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 pub(crate) fn app_error(error: AppError) -> ApiError {
+    if let AppError::Catalog(e) = error {
+        return crate::routes::customers::catalog_error(e);
+    }
     let status = match &error {
         AppError::Catalog(_) => StatusCode::INTERNAL_SERVER_ERROR,
         AppError::Invalid(_) | AppError::TypeMismatch { .. } | AppError::ListingNotFound(_) => {

@@ -39,6 +39,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 pub(crate) fn profile_error(error: BillingProfileError) -> ApiError {
+    if let BillingProfileError::Catalog(e) = error {
+        return crate::routes::customers::catalog_error(e);
+    }
     let status = match &error {
         BillingProfileError::Catalog(_) => StatusCode::INTERNAL_SERVER_ERROR,
         BillingProfileError::NotFound(_)

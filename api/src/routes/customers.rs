@@ -20,12 +20,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 pub(crate) fn catalog_error(error: catalog::Error) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    ApiError::new(catalog_status(&error), refused_detail(&error))
 }
 
+/// 400 for a value the database refused ([`catalog::Error::is_refused_value`]), else 500.
+pub(crate) fn catalog_status(error: &catalog::Error) -> StatusCode {
+    if error.is_refused_value() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+/// The problem detail of a catalog error: what is wrong with the request when the database
+/// refused a value, else the error (blanked in the answer for a 500).
+pub(crate) fn refused_detail(error: &catalog::Error) -> String {
+    if error.is_refused_value() {
+        REFUSED_VALUE.to_owned()
+    } else {
+        error.to_string()
+    }
+}
+
+/// The detail of a 400 for a value the database refused.
+pub(crate) const REFUSED_VALUE: &str = "text fields may not contain NUL (U+0000) characters";
+
 pub(crate) fn customer_error(error: CustomerError) -> ApiError {
+    if let CustomerError::Catalog(e) = error {
+        return catalog_error(e);
+    }
     let status = match &error {
-        CustomerError::Catalog(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CustomerError::Catalog(e) => catalog_status(e),
         CustomerError::Invalid(_) => StatusCode::BAD_REQUEST,
         CustomerError::NotFound(_) => StatusCode::NOT_FOUND,
         CustomerError::KeyTaken { .. }
@@ -36,8 +61,11 @@ pub(crate) fn customer_error(error: CustomerError) -> ApiError {
 }
 
 pub(crate) fn feature_error(error: FeatureError) -> ApiError {
+    if let FeatureError::Catalog(e) = error {
+        return catalog_error(e);
+    }
     let status = match &error {
-        FeatureError::Catalog(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        FeatureError::Catalog(e) => catalog_status(e),
         FeatureError::NotFound(_) => StatusCode::NOT_FOUND,
         FeatureError::KeyTaken { .. } => StatusCode::CONFLICT,
     };

@@ -144,7 +144,7 @@ impl From<EntitlementsError> for ApiError {
 
 impl From<metron_storage::catalog::Error> for ApiError {
     fn from(error: metron_storage::catalog::Error) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+        crate::routes::customers::catalog_error(error)
     }
 }
 

@@ -67,6 +67,9 @@ impl From<NotifyError> for ApiError {
             NotifyError::NotFound { .. } => StatusCode::NOT_FOUND,
             NotifyError::Invalid(_) => StatusCode::BAD_REQUEST,
             NotifyError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            NotifyError::Catalog(e) if e.is_refused_value() => {
+                return ApiError::bad_request(crate::routes::customers::REFUSED_VALUE);
+            }
             NotifyError::Catalog(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.to_string())

@@ -170,3 +170,45 @@ fn database_url_wins_over_the_config_file() {
         catalog.close().await;
     });
 }
+
+#[test]
+fn text_with_a_nul_character_is_a_bad_request_on_postgres_too() {
+    // PostgreSQL's text cannot hold U+0000 (SQLite's can): a key or name carrying one is the
+    // request's fault, 400, as every other invalid value, never a 500.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(db) = runtime.block_on(TestDatabase::postgres(
+        "postgres::text_with_a_nul_character_is_a_bad_request",
+    )) else {
+        return;
+    };
+    let config = format!("database:\n  url: \"{}\"\n", db.url());
+    let server = TestServer::start_with_config(&config);
+    let resp = server
+        .post("/api/v1/customers")
+        .json(&json!({
+            "name": "nul",
+            "key": "bad\u{0}key",
+            "usageAttribution": { "subjectKeys": ["nul-subject"] },
+        }))
+        .send();
+    let detail = assert_problem(&resp, 400);
+    assert!(detail.contains("NUL"), "{detail}");
+    let resp = server
+        .post("/api/v1/features")
+        .json(&json!({ "key": "feature\u{0}", "name": "n" }))
+        .send();
+    assert_problem(&resp, 400);
+    // The server is unharmed: a valid customer is created.
+    server
+        .post("/api/v1/customers")
+        .json(&json!({
+            "name": "ok",
+            "key": "good-key",
+            "usageAttribution": { "subjectKeys": ["ok-subject"] },
+        }))
+        .send()
+        .expect_status(201);
+}
