@@ -92,8 +92,10 @@ impl StreamLeases {
     }
 
     /// Renews the leases every third of their time to live until they are released, reporting
-    /// with each how far the partition has been read (`consumed`, by partition); a lease lost,
-    /// or not renewed while a third of its time is left, is fatal.
+    /// with each how far the partition has been read (`consumed`, by partition; `u64::MAX`:
+    /// not known yet). A lease lost is fatal, and so is a renewal not done while a sixth of the
+    /// lease is left, whether it failed or the catalog did not answer: this node then stops
+    /// before another can take the partitions.
     pub(crate) fn keep(
         &self,
         health: Arc<Health>,
@@ -111,25 +113,41 @@ impl StreamLeases {
                 for lease in held.iter_mut() {
                     lease.consumed = consumed
                         .get(lease.partition as usize)
-                        .map(|c| c.load(std::sync::atomic::Ordering::Acquire));
+                        .map(|c| c.load(std::sync::atomic::Ordering::Acquire))
+                        .filter(|c| *c != u64::MAX);
                 }
-                match this
-                    .catalog
-                    .renew_leases(&mut held, Utc::now(), this.ttl)
-                    .await
-                {
+                // The renewal must be done while a sixth of the lease is left: a call that
+                // hangs (a catalog cut off, a pool waiting for a connection) would otherwise let
+                // the lease run out while this node reads on, beside the node that takes it.
+                let left = |held: &[Lease]| {
+                    held.iter()
+                        .map(|l| l.expires_at)
+                        .min()
+                        .map_or(chrono::TimeDelta::zero(), |until| until - Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                };
+                let budget = left(&held).saturating_sub(every / 2);
+                let renewed = tokio::time::timeout(
+                    budget,
+                    this.catalog.renew_leases(&mut held, Utc::now(), this.ttl),
+                )
+                .await;
+                let Ok(renewed) = renewed else {
+                    health.fatal(format!(
+                        "the stream's leases could not be renewed before they expire: the \
+                         catalog did not answer within {budget:?}"
+                    ));
+                    return;
+                };
+                match renewed {
                     Ok(()) => {}
                     Err(lost @ LeaseError::Lost { .. }) => {
                         health.fatal(format!("{lost}: this node stops reading"));
                         return;
                     }
                     Err(error) => {
-                        let left = held
-                            .iter()
-                            .map(|l| l.expires_at)
-                            .min()
-                            .map_or(chrono::TimeDelta::zero(), |until| until - Utc::now());
-                        if left.to_std().unwrap_or_default() <= every {
+                        if left(&held) <= every {
                             health.fatal(format!(
                                 "the stream's leases could not be renewed before they expire: {error}"
                             ));

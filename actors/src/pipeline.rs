@@ -1628,6 +1628,14 @@ mod anyhow_free {
         tracing::info!(backend = catalog.backend().as_str(), "Opened the catalog.");
         // The partitions of a shared stream are leased before the checkpoint is read: the
         // node that held them last has stopped writing checkpoints by the time it can be taken.
+        // How far each partition has been read: set from the checkpoint below, before any
+        // partition reads; `u64::MAX` until then ("not known yet" in the lease renewals).
+        let consumed: Arc<Vec<AtomicU64>> = Arc::new(
+            (0..config.partitions)
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect(),
+        );
+        let health = Health::new();
         let leases = match config.stream.lease_name() {
             Some(name) => {
                 let node_id = config.node_id()?;
@@ -1645,6 +1653,11 @@ mod anyhow_free {
             }
             None => None,
         };
+        // Renewed from now on: loading the checkpoint and the dedup runs may take longer
+        // than the leases last.
+        if let Some(leases) = &leases {
+            leases.keep(health.clone(), consumed.clone());
+        }
         let attribution = Attribution::load(&catalog).await?;
         let activation = Activation::new(attribution.clone());
         let root = ObjectRoot::open(&config.storage, data.join("objects"))
@@ -1729,12 +1742,6 @@ mod anyhow_free {
         .await
         .map_err(|e| Error::Storage(e.to_string()))?;
 
-        let consumed: Arc<Vec<AtomicU64>> =
-            Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
-        let health = Health::new();
-        if let Some(leases) = &leases {
-            leases.keep(health.clone(), consumed.clone());
-        }
         // Ready once every partition has read the log up to its end as of now.
         let mut replay_to = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {

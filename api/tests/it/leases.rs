@@ -175,7 +175,7 @@ fn the_leases_of_a_killed_node_are_taken_over_once_they_expire() {
 #[test]
 fn a_standby_answers_429_while_the_holder_is_too_far_behind() {
     let test = "leases::a_standby_answers_429_while_the_holder_is_too_far_behind";
-    let Some((_db, config)) = setup(test, "1s") else {
+    let Some((_db, config)) = setup(test, "2s") else {
         return;
     };
     let config = format!("{config}backlogRecordsMax: 20\n");
@@ -187,7 +187,7 @@ fn a_standby_answers_429_while_the_holder_is_too_far_behind() {
         .start();
     let b = start(&config);
     assert!(standing_by(&b));
-    // The standby takes events until the holder's renewals (every third of a second) report
+    // The standby takes events until the holder's renewals (every 2/3 s) report
     // that it read none of them, with more than 20 waiting in a partition: then 429.
     let mut next = 0;
     let mut taken = 0;
@@ -262,4 +262,115 @@ fn a_node_whose_lease_is_taken_stops() {
     assert!(!status.success(), "{status}");
     let log = a.log_tail(40);
     assert!(log.contains("is no longer this node's"), "{log}");
+}
+
+/// A TCP proxy to `upstream` that can be cut: its connections closed, new ones refused.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("proxy address").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, conns) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            // Returning drops the listener: connections are refused from then on.
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+                    client.try_clone(),
+                    server.try_clone(),
+                    client.try_clone(),
+                    server.try_clone(),
+                ) {
+                    if let Ok(mut list) = conns.lock() {
+                        list.push(c3);
+                        list.push(s3);
+                    }
+                    pipe(client, s2);
+                    pipe(server, c2);
+                }
+            }
+        });
+        Self { port, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(list) = self.open.lock() {
+            for stream in list.iter() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_holder_cut_off_from_the_catalog_stops_before_its_leases_can_be_taken() {
+    // The holder reaches PostgreSQL through a proxy, which is cut: its renewals fail. It must
+    // stop before its leases run out, so that the standby, which then takes them, is never a
+    // second reader beside it.
+    let test = "leases::a_holder_cut_off_from_the_catalog_stops_before_its_leases_can_be_taken";
+    let Some((db, config)) = setup(test, "3s") else {
+        return;
+    };
+    let url = db.url().to_owned();
+    let host_port = url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(hp, _)| hp.to_owned())
+        .expect("host:port in the database URL");
+    let proxy = Proxy::start(host_port.clone());
+    let a_config = config.replace(&host_port, &format!("127.0.0.1:{}", proxy.port));
+    assert_ne!(a_config, config);
+    let mut a = start(&a_config);
+    a.ingest_batch(&events(0, 20)).expect_status(204);
+    wait_for_total(&a, "calls", 20.0);
+    let b = start(&config);
+    assert!(standing_by(&b));
+
+    proxy.cut();
+    eventually(Duration::from_secs(60), || {
+        let b_holds = !standing_by(&b);
+        let a_alive = a.is_running();
+        assert!(
+            !(b_holds && a_alive),
+            "two holders at once; a's log:\n{}",
+            a.log_tail(20)
+        );
+        if b_holds {
+            Ok(())
+        } else {
+            Err("b still stands by".to_owned())
+        }
+    });
+    let status = a.wait_exit(Duration::from_secs(5)).expect("a stopped");
+    assert!(!status.success(), "{status}");
+    let log = a.log_tail(40);
+    assert!(
+        log.contains("could not be renewed before they expire"),
+        "{log}"
+    );
+    b.ingest_batch(&events(20, 5)).expect_status(204);
+    wait_for_total(&b, "calls", 25.0);
 }
