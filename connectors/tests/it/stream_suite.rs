@@ -515,3 +515,81 @@ async fn a_closed_stream_refuses_appends(backend: &dyn Backend) {
     ));
     assert_eq!(stream.end_offset(0).expect("end"), 1);
 }
+
+/// Several nodes append to one topic at once, each through its own client (the standbys of a
+/// cluster and its holder): every acknowledged record is read back once, at the offset its
+/// append was given. Shared streams only (the embedded log is one process's).
+async fn appends_from_several_clients_are_all_kept(backend: &dyn Backend) {
+    const CLIENTS: usize = 3;
+    const ROUNDS: usize = 30;
+    const PARTITIONS: u32 = 3;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(
+            backend
+                .open("several-clients", PARTITIONS)
+                .await
+                .expect("open"),
+        );
+    }
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, stream)| {
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for round in 0..ROUNDS {
+                    for p in 0..PARTITIONS {
+                        let tag = format!("c{c}-r{round}-p{p}");
+                        let ack = stream.append(p, batch(&tag, 0..5)).await.expect("append");
+                        acks.push((p, tag, ack));
+                    }
+                }
+                acks
+            })
+        })
+        .collect();
+    let mut expected: Vec<Vec<(u64, Bytes)>> = vec![Vec::new(); PARTITIONS as usize];
+    for task in tasks {
+        for (p, tag, ack) in task.await.expect("join") {
+            assert_eq!(ack.next_offset - ack.first_offset, 5, "{tag}");
+            for (i, offset) in (ack.first_offset..ack.next_offset).enumerate() {
+                expected[p as usize].push((offset, payload(&tag, i)));
+            }
+        }
+    }
+    let per_partition = (CLIENTS * ROUNDS * 5) as u64;
+    for p in 0..PARTITIONS {
+        let mut want = std::mem::take(&mut expected[p as usize]);
+        want.sort();
+        let offsets: BTreeSet<u64> = want.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets.len() as u64,
+            per_partition,
+            "partition {p}: an offset given twice"
+        );
+        let records = read_all(&*clients[0], p, 0, per_partition as usize).await;
+        let got: Vec<(u64, Bytes)> = records.into_iter().map(|r| (r.offset, r.payload)).collect();
+        assert_eq!(
+            got, want,
+            "partition {p}: each acknowledged record is read back once, at its offset"
+        );
+    }
+}
+
+mod appends_from_several_clients_are_all_kept {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() {
+        if let Some(backend) = super::kafka("appends_from_several_clients_are_all_kept::kafka") {
+            super::appends_from_several_clients_are_all_kept(&*backend).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fluvio() {
+        if let Some(backend) = super::fluvio("appends_from_several_clients_are_all_kept::fluvio") {
+            super::appends_from_several_clients_are_all_kept(&*backend).await;
+        }
+    }
+}
