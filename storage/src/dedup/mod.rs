@@ -11,7 +11,9 @@
 //!   since the last spill. It is written as a run when it holds
 //!   `memory_keys_max` keys and at every checkpoint. A checkpoint freezes it
 //!   ([`DedupIndex::rotate`]) and writes it off the insert path while a second
-//!   table takes new keys.
+//!   table takes new keys. Should that table fill before the checkpoint is installed, it
+//!   is spilled as usual, but that run holds keys from after the checkpoint's moment: the
+//!   checkpoint does not name it, and no merge takes it until then.
 //! * **Runs** (`run.rs`): `run-<seq>.dat`, keys sorted ascending. Every 256th key
 //!   stays in memory as a fence (half a bit per key), so a lookup reads a 1 KiB
 //!   window with one `pread` (a second, within the same 4 KiB stretch, when the
@@ -393,6 +395,11 @@ pub struct DedupIndex {
     named: HashSet<String>,
     /// Named files that left the live set since the last checkpoint.
     retired_named: Vec<PathBuf>,
+    /// Runs spilled while a rotated tier waits for [`DedupIndex::install`] (their seqs): they
+    /// hold keys inserted after the rotation, so the checkpoint that rotation began must not
+    /// name them (a replay from it would drop those keys' events as duplicates), nor may they
+    /// be merged with runs it names until it is installed. The next checkpoint names them.
+    after_cut: Vec<u64>,
     /// Files the last checkpoint stopped naming: deleted at the next one.
     deferred: Vec<PathBuf>,
     dir_dirty: bool,
@@ -514,6 +521,7 @@ impl DedupIndex {
             next_seq,
             named,
             retired_named: Vec::new(),
+            after_cut: Vec::new(),
             deferred: Vec::new(),
             dir_dirty: false,
             poisoned: false,
@@ -681,7 +689,10 @@ impl DedupIndex {
             tier.reset();
             self.spare = Some(tier);
         }
-        self.finish_checkpoint(now_ms)
+        let state = self.finish_checkpoint(now_ms);
+        // Past the cut now: the next checkpoint names them.
+        self.after_cut.clear();
+        state
     }
 
     fn finish_checkpoint(&mut self, now_ms: i64) -> Result<DedupState> {
@@ -715,7 +726,11 @@ impl DedupIndex {
             self.dir_dirty = false;
         }
         let state = DedupState {
-            runs: self.live_runs().map(|r| r.meta.clone()).collect(),
+            runs: self
+                .live_runs()
+                .filter(|r| !self.after_cut.contains(&r.seq))
+                .map(|r| r.meta.clone())
+                .collect(),
         };
         self.named = state.runs.iter().map(|m| m.file_name.clone()).collect();
         self.deferred = std::mem::take(&mut self.retired_named);
@@ -882,6 +897,9 @@ impl DedupIndex {
         }
         let run = writer.finish(seq, first_ms, last_ms)?;
         self.mem.reset();
+        if self.sealing.is_some() {
+            self.after_cut.push(seq);
+        }
         tracing::debug!(file = %run.meta.file_name, keys = n, "dedup memory tier spilled");
         self.insert_run(run);
         self.counters.spills += 1;
@@ -1033,6 +1051,9 @@ impl DedupIndex {
         for (i, run) in self.runs.iter().enumerate() {
             if run.meta.last_insert_ms < cutoff {
                 continue; // expired: dropped at the next checkpoint, not merged
+            }
+            if self.after_cut.contains(&run.seq) {
+                continue; // not to be mixed with what the pending checkpoint names
             }
             let window = run.meta.last_insert_ms.div_euclid(window_ms);
             let tier = if window < current {

@@ -1000,6 +1000,81 @@ fn a_rotated_checkpoint_holds_exactly_the_keys_before_the_rotation() {
     );
 }
 
+// Proves the checkpoint a rotation began leaves out runs spilled after the rotation: with a
+// memory tier of 64 keys, 1 000 keys inserted while the frozen tier is written fill the new
+// one many times over (spills, and merges inside inserts), yet the state `install` returns
+// names only the keys from before the rotation, so a reopen from it (a replay from that
+// checkpoint) finds every later key new; the next checkpoint names them.
+#[test]
+fn runs_spilled_while_a_rotated_tier_is_written_stay_out_of_its_checkpoint() {
+    for background_merges in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = DedupConfig {
+            background_merges,
+            ..config(64, 1 << 20, i64::MAX)
+        };
+        let before = Keys(21).take(300);
+        let during = Keys(22).take(1_000);
+        let (first, second) = {
+            let mut index = DedupIndex::open(dir.path(), cfg.clone(), None).expect("open");
+            index.insert_batch(&before, T0).expect("insert");
+            let job = index.rotate(T0).expect("rotate");
+            for chunk in during.chunks(10) {
+                assert!(
+                    index
+                        .insert_batch(chunk, T0 + 1)
+                        .expect("insert")
+                        .iter()
+                        .all(|&new| new)
+                );
+                if background_merges && let Some(merge) = index.plan_merge(T0 + 1).expect("plan") {
+                    let merged = merge.run().expect("merge");
+                    index.install_merge(merged).expect("install merge");
+                }
+            }
+            assert!(index.stats().spills > 0, "the new tier never filled");
+            let spilled = job.write().expect("write");
+            let first = index.install(spilled, T0 + 2).expect("install");
+            assert!(
+                index
+                    .insert_batch(&during, T0 + 3)
+                    .expect("insert")
+                    .iter()
+                    .all(|&new| !new)
+            );
+            let job = index.rotate(T0 + 4).expect("rotate");
+            let spilled = job.write().expect("write");
+            let second = index.install(spilled, T0 + 5).expect("install");
+            (first, second)
+        };
+        assert_eq!(
+            first.runs.iter().map(|r| r.keys).sum::<u64>(),
+            300,
+            "background merges: {background_merges}"
+        );
+        assert_eq!(second.runs.iter().map(|r| r.keys).sum::<u64>(), 1_300);
+        // Both states' files are still there: the first's are deleted at the checkpoint after
+        // the second at the earliest.
+        let mut index = DedupIndex::open(dir.path(), cfg.clone(), Some(&first)).expect("reopen");
+        assert!(
+            index
+                .insert_batch(&before, T0 + 6)
+                .expect("insert")
+                .iter()
+                .all(|&new| !new)
+        );
+        assert!(
+            index
+                .insert_batch(&during, T0 + 6)
+                .expect("insert")
+                .iter()
+                .all(|&new| new),
+            "keys inserted after the rotation are duplicates in its checkpoint \
+             (background merges: {background_merges})"
+        );
+    }
+}
+
 // Proves a merge run in the background keeps the index exact: while the job runs (no
 // index lock), inserts see the merged runs through their joined filter, a checkpoint
 // names them, and an index reopened from that checkpoint has every key; a failed job
