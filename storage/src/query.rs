@@ -61,6 +61,9 @@ pub enum Error {
     Busy(usize),
     #[error(transparent)]
     Pruned(#[from] pruned::Error),
+    /// A body of [`wire`] that is not one.
+    #[error("malformed SQL tables from another node: {0}")]
+    Wire(String),
 }
 
 /// What free SQL may take.
@@ -674,3 +677,4 @@ pub mod pruned;
 #[cfg(test)]
 mod tests;
 pub mod utc;
+pub mod wire;
