@@ -18,6 +18,8 @@ use chrono::{DateTime, Utc};
 use metron_connectors::EventStream;
 use metron_engine::event::EventParts;
 use metron_storage::catalog::Catalog;
+use metron_storage::objects::ObjectRoot;
+use metron_storage::query::{QueryService, SqlAnswer, SqlRequest, SqlTable};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,9 @@ pub struct Front {
     node_id: String,
     backlog_records_max: u64,
     cached: Arc<parking_lot::Mutex<Option<(Holder, Instant)>>>,
+    /// Runs SQL here over the holder's files and live rows ([`Self::sql`]); `None` when the
+    /// config gave no SQL runtime.
+    query: Option<QueryService>,
 }
 
 impl Front {
@@ -62,6 +67,17 @@ impl Front {
         let node_id = config.node_id()?;
         let stream = open_stream(config).await?;
         let catalog = open_catalog(config).await?;
+        let query = match &config.sql_runtime {
+            Some(runtime) => {
+                let root = ObjectRoot::open(&config.storage, config.data_dir.join("objects"))
+                    .map_err(|e| Error::Storage(e.to_string()))?;
+                Some(
+                    QueryService::new(runtime.clone(), root)
+                        .with_sql(runtime.clone(), config.sql_limits),
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             stream,
             catalog,
@@ -69,7 +85,43 @@ impl Front {
             node_id,
             backlog_records_max: config.backlog_records_max,
             cached: Arc::default(),
+            query,
         })
+    }
+
+    /// Runs a SQL query here, over the tables the holder sent
+    /// (`Pipeline::sql_tables_encoded`), read from the object root at `root`: the Parquet
+    /// files from the object store, the live rows as sent. `None` when this node cannot read
+    /// the holder's files (another object root, or no SQL runtime): the caller forwards the
+    /// query instead.
+    pub async fn sql(
+        &self,
+        root: &str,
+        tables: Vec<SqlTable>,
+        sql: String,
+        row_limit: usize,
+        timeout: Duration,
+    ) -> Result<Option<SqlAnswer>> {
+        let Some(query) = &self.query else {
+            return Ok(None);
+        };
+        if query.root().url() != root {
+            tracing::warn!(
+                holder = root,
+                here = query.root().url(),
+                "The stream's holder stores its files elsewhere than this node: SQL is forwarded."
+            );
+            return Ok(None);
+        }
+        let answer = query
+            .sql(SqlRequest {
+                tables,
+                sql,
+                row_limit,
+                timeout,
+            })
+            .await?;
+        Ok(Some(answer))
     }
 
     pub fn node_id(&self) -> &str {

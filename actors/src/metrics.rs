@@ -17,6 +17,7 @@ pub struct Metrics {
     pub parquet_files_written_total: AtomicU64,
     pub meter_queries_total: AtomicU64,
     pub sql_queries_total: AtomicU64,
+    pub sql_tables_sent_total: AtomicU64,
     /// A gauge, not rendered with the counters: estimated bytes of the events partitions hold.
     pub held_event_bytes: AtomicU64,
     /// A gauge: estimated bytes of the meters' minute states no committed checkpoint holds.
@@ -31,7 +32,7 @@ impl Metrics {
     /// Prometheus text exposition of every counter, the given counters kept elsewhere
     /// (name, help, value) and the given gauges.
     pub fn render(&self, more: &[(&str, &str, u64)], gauges: &[(&str, &str, f64)]) -> String {
-        let counters: [(&str, &AtomicU64, &str); 12] = [
+        let counters: [(&str, &AtomicU64, &str); 13] = [
             (
                 "metron_events_ingested_total",
                 &self.events_ingested_total,
@@ -91,6 +92,11 @@ impl Metrics {
                 "metron_sql_queries_total",
                 &self.sql_queries_total,
                 "SQL queries answered.",
+            ),
+            (
+                "metron_sql_tables_sent_total",
+                &self.sql_tables_sent_total,
+                "SQL queries' files and live rows sent to a standby, which ran the query.",
             ),
         ];
         let mut out = String::new();

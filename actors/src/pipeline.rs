@@ -945,11 +945,29 @@ impl Pipeline {
         row_limit: usize,
         timeout: Duration,
     ) -> Result<SqlAnswer> {
+        let tables = self.sql_tables(namespace, &sql).await?;
+        Metrics::add(&self.inner.metrics.sql_queries_total, 1);
+        Ok(self
+            .inner
+            .query
+            .sql(SqlRequest {
+                tables,
+                sql,
+                row_limit,
+                timeout,
+            })
+            .await?)
+    }
+
+    /// What a SQL query over `namespace` reads: for `events` and each `meter_<slug>` the
+    /// text names, its Parquet files and its live rows (those not checkpointed yet). A
+    /// standby runs the query itself over them ([`Self::sql_tables_encoded`]).
+    pub async fn sql_tables(&self, namespace: &str, sql: &str) -> Result<Vec<SqlTable>> {
         let mut tables = Vec::new();
         let mut live_chunks: Vec<Chunk> = Vec::new();
         let mut event_urls = Vec::new();
         // Live rows are copied only for the tables the text can name (a word of it).
-        let words = sql_words(&sql);
+        let words = sql_words(sql);
         let named = |table: &str| words.contains(&table.to_ascii_lowercase());
         for addr in self.inner.partitions.iter().filter(|_| named("events")) {
             let held = addr.send(ReadHeld).await.map_err(|_| Error::Stopped)?;
@@ -1004,17 +1022,18 @@ impl Pipeline {
                 live: vec![live],
             });
         }
-        Metrics::add(&self.inner.metrics.sql_queries_total, 1);
-        Ok(self
-            .inner
-            .query
-            .sql(SqlRequest {
-                tables,
-                sql,
-                row_limit,
-                timeout,
-            })
-            .await?)
+        Ok(tables)
+    }
+
+    /// [`Self::sql_tables`] for a standby, in [`metron_storage::query::wire`]'s encoding,
+    /// with this node's object root (the standby reads the files from there itself).
+    pub async fn sql_tables_encoded(&self, namespace: &str, sql: &str) -> Result<Vec<u8>> {
+        let tables = self.sql_tables(namespace, sql).await?;
+        Metrics::add(&self.inner.metrics.sql_tables_sent_total, 1);
+        Ok(metron_storage::query::wire::encode(
+            self.inner.query.root().url(),
+            &tables,
+        )?)
     }
 
     /// Takes a checkpoint now and returns its epoch once durable.

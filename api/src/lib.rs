@@ -55,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::get().to(meters::group_by_values),
     )
     .route("/api/v1/sql", web::post().to(sql::run))
+    .route(sql::TABLES_PATH, web::post().to(sql::tables))
     .configure(routes::customers::configure)
     .configure(routes::subjects::configure)
     .configure(routes::features::configure)

@@ -2,17 +2,20 @@
 //! another node holds (`metron_actors::front`).
 //!
 //! A standby takes `POST /api/v1/events` itself: it appends the events to the stream, which the
-//! holder reads. It answers `/healthz`, `/readyz` and `/metrics` for itself. Every other request
-//! (meter queries, SQL, balances and access checks, catalog changes) is forwarded to the
-//! holder's address as it stands in the leases, and the holder's answer goes back unchanged.
+//! holder reads. It runs `POST /api/v1/sql` itself too, over the Parquet files and the live rows
+//! the holder sends ([`sql`]). It answers `/healthz`, `/readyz` and `/metrics` for itself. Every
+//! other request (meter queries, balances and access checks, catalog changes) is forwarded to
+//! the holder's address as it stands in the leases, and the holder's answer goes back unchanged.
 //! A forwarded request carries [`FORWARDED_BY`]; a standby never forwards one again, so a
 //! request crosses at most one hop, and a holder change in between answers 503.
 
 use crate::error::ApiError;
 use crate::limits::RETRY_AFTER_SECONDS;
+use crate::routes::sql::{SqlBody, TABLES_PATH, TablesBody};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use metron_actors::front::{Front, Holder};
+use metron_storage::query::wire;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -41,6 +44,7 @@ pub struct StandbyState {
     ingest_requests: AtomicU64,
     forwarded: AtomicU64,
     forward_failures: AtomicU64,
+    sql_queries: AtomicU64,
 }
 
 impl StandbyState {
@@ -62,6 +66,7 @@ impl StandbyState {
             ingest_requests: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             forward_failures: AtomicU64::new(0),
+            sql_queries: AtomicU64::new(0),
         }
     }
 
@@ -87,6 +92,7 @@ fn unavailable(detail: impl Into<String>) -> ApiError {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::default().limit(crate::limits::INGEST_BODY_BYTES_MAX))
         .route("/api/v1/events", web::post().to(ingest))
+        .route("/api/v1/sql", web::post().to(sql))
         .route("/healthz", web::get().to(crate::routes::health::healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
@@ -147,6 +153,11 @@ async fn metrics(state: web::Data<StandbyState>) -> HttpResponse {
             "Forwarded requests the holder did not answer.",
             &state.forward_failures,
         ),
+        counter(
+            "metron_sql_queries_total",
+            "SQL queries run here, over the files and live rows the holder sent.",
+            &state.sql_queries,
+        ),
     ]
     .concat();
     HttpResponse::Ok()
@@ -171,12 +182,12 @@ fn hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// Relays the request to the holder and its answer back.
-async fn forward(
-    state: web::Data<StandbyState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+/// The holder to send a request to, and its address. A request forwarded to this node
+/// already is refused (503), so that none crosses more than one hop.
+async fn holder_address(
+    state: &StandbyState,
+    req: &HttpRequest,
+) -> Result<(Holder, String), ApiError> {
     if req.headers().contains_key(FORWARDED_BY) {
         return Err(unavailable(
             "forwarded to a node that no longer holds the event stream (a takeover is under way)",
@@ -190,6 +201,16 @@ async fn forward(
             holder.node_id
         )));
     };
+    Ok((holder, address))
+}
+
+/// Relays the request to the holder and its answer back.
+async fn forward(
+    state: web::Data<StandbyState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (holder, address) = holder_address(&state, &req).await?;
     let path = req
         .uri()
         .path_and_query()
@@ -204,8 +225,31 @@ async fn forward(
             builder = builder.header(name.as_str(), value.as_bytes());
         }
     }
+    let relayed = send(&state, builder, body).await;
+    let relayed = relayed.map_err(|reason| holder_failed(&state, &holder, &address, &reason))?;
+    state.forwarded.fetch_add(1, Ordering::Relaxed);
+    Ok(relay(relayed))
+}
+
+/// A 503 for a holder that did not answer; the holder is looked up again next time.
+fn holder_failed(state: &StandbyState, holder: &Holder, address: &str, reason: &str) -> ApiError {
+    state.forward_failures.fetch_add(1, Ordering::Relaxed);
+    state.forget_holder();
+    unavailable(format!(
+        "node {} (the event stream's holder, at {address}) did not answer: {reason}",
+        holder.node_id
+    ))
+}
+
+/// Sends a request to the holder (on a blocking thread) and reads its whole answer, up to
+/// [`RESPONSE_BYTES_MAX`].
+async fn send(
+    state: &StandbyState,
+    builder: ureq::http::request::Builder,
+    body: web::Bytes,
+) -> Result<Relayed, String> {
     let agent = state.agent.clone();
-    let relayed = web::block(move || -> Result<Relayed, String> {
+    let sent = web::block(move || -> Result<Relayed, String> {
         let sent = if body.is_empty() {
             builder
                 .body(ureq::SendBody::none())
@@ -238,23 +282,14 @@ async fn forward(
         })
     })
     .await;
-    let reason = match relayed {
-        Ok(Ok(relayed)) => Ok(relayed),
-        Ok(Err(reason)) => Err(reason),
-        Err(join) => Err(join.to_string()),
-    };
-    let relayed = match reason {
+    match sent {
         Ok(relayed) => relayed,
-        Err(reason) => {
-            state.forward_failures.fetch_add(1, Ordering::Relaxed);
-            state.forget_holder();
-            return Err(unavailable(format!(
-                "node {} (the event stream's holder, at {address}) did not answer: {reason}",
-                holder.node_id
-            )));
-        }
-    };
-    state.forwarded.fetch_add(1, Ordering::Relaxed);
+        Err(join) => Err(join.to_string()),
+    }
+}
+
+/// The holder's answer, as this node's.
+fn relay(relayed: Relayed) -> HttpResponse {
     let status = StatusCode::from_u16(relayed.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
     for (name, value) in relayed.headers {
@@ -265,7 +300,70 @@ async fn forward(
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
     }
-    Ok(response.body(relayed.body))
+    response.body(relayed.body)
+}
+
+/// `POST /api/v1/sql`, run here: the holder sends the files and live rows of the tables
+/// the text names (`routes::sql::tables`), and this node runs the query over them, so the
+/// holder's CPU goes to the stream, not to the query. The answer is the one the holder
+/// would give. A body the full API would refuse, a holder without that route (404), or a holder
+/// whose files this node cannot read (another object root) is forwarded as before.
+async fn sql(
+    state: web::Data<StandbyState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let json = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
+    let parsed = if json {
+        serde_json::from_slice::<SqlBody>(&body).ok()
+    } else {
+        None
+    };
+    let Some(parsed) = parsed else {
+        return forward(state, req, body).await;
+    };
+    let (limit, timeout) = parsed.limits()?;
+    let (holder, address) = holder_address(&state, &req).await?;
+    let tables = serde_json::to_vec(&TablesBody {
+        sql: parsed.sql.clone(),
+    })
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let builder = ureq::http::Request::builder()
+        .method("POST")
+        .uri(format!("{}{TABLES_PATH}", address.trim_end_matches('/')))
+        .header(FORWARDED_BY, state.front.node_id())
+        .header("content-type", "application/json");
+    let answer = send(&state, builder, web::Bytes::from(tables))
+        .await
+        .map_err(|reason| holder_failed(&state, &holder, &address, &reason))?;
+    if answer.status == StatusCode::NOT_FOUND.as_u16() {
+        return forward(state, req, body).await;
+    }
+    if answer.status != StatusCode::OK.as_u16() {
+        return Ok(relay(answer));
+    }
+    let (root, tables) = match wire::decode(&answer.body) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            tracing::warn!(%error, "The holder's SQL tables could not be read: SQL is forwarded.");
+            return forward(state, req, body).await;
+        }
+    };
+    match state
+        .front
+        .sql(&root, tables, parsed.sql, limit, timeout)
+        .await?
+    {
+        Some(answer) => {
+            state.sql_queries.fetch_add(1, Ordering::Relaxed);
+            crate::routes::sql::answer_response(&req, &answer)
+        }
+        None => forward(state, req, body).await,
+    }
 }
 
 /// The holder's answer.

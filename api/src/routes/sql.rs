@@ -18,11 +18,29 @@ mod datafusion_arrow {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SqlBody {
-    sql: String,
+    pub(crate) sql: String,
     #[serde(default)]
     limit: Option<usize>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+}
+
+impl SqlBody {
+    /// The row limit and timeout asked for, defaults filled in; a limit out of range is a 400.
+    pub(crate) fn limits(&self) -> Result<(usize, Duration), ApiError> {
+        let limit = self.limit.unwrap_or(SQL_ROWS_DEFAULT);
+        if limit == 0 || limit > SQL_ROWS_MAX {
+            return Err(ApiError::bad_request(format!(
+                "limit must be from 1 to {SQL_ROWS_MAX}"
+            )));
+        }
+        let timeout = Duration::from_millis(
+            self.timeout_ms
+                .unwrap_or(SQL_TIMEOUT_MS_DEFAULT)
+                .min(SQL_TIMEOUT_MS_MAX),
+        );
+        Ok((limit, timeout))
+    }
 }
 
 pub async fn run(
@@ -32,27 +50,25 @@ pub async fn run(
 ) -> Result<HttpResponse, ApiError> {
     state.ready()?;
     let body = body.into_inner();
-    let limit = body.limit.unwrap_or(SQL_ROWS_DEFAULT);
-    if limit == 0 || limit > SQL_ROWS_MAX {
-        return Err(ApiError::bad_request(format!(
-            "limit must be from 1 to {SQL_ROWS_MAX}"
-        )));
-    }
-    let timeout = Duration::from_millis(
-        body.timeout_ms
-            .unwrap_or(SQL_TIMEOUT_MS_DEFAULT)
-            .min(SQL_TIMEOUT_MS_MAX),
-    );
+    let (limit, timeout) = body.limits()?;
     let answer = state
         .pipeline
         .sql(state.pipeline.namespace(), body.sql, limit, timeout)
         .await?;
+    answer_response(&req, &answer)
+}
+
+/// A SQL answer as the client asked for it: CSV, or JSON columns and rows.
+pub(crate) fn answer_response(
+    req: &HttpRequest,
+    answer: &SqlAnswer,
+) -> Result<HttpResponse, ApiError> {
     if crate::params::wants_csv(req.headers()) {
-        let text = to_csv(&answer)
+        let text = to_csv(answer)
             .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
         return Ok(HttpResponse::Ok().content_type("text/csv").body(text));
     }
-    let rows = to_rows(&answer)
+    let rows = to_rows(answer)
         .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let columns: Vec<&str> = answer
         .schema
@@ -62,6 +78,32 @@ pub async fn run(
         .collect();
     Ok(HttpResponse::Ok()
         .json(json_value!({ "columns": columns, "rows": rows, "truncated": answer.truncated })))
+}
+
+/// What a standby asks the holder for before it runs a SQL query itself.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablesBody {
+    pub sql: String,
+}
+
+/// The path of [`tables`]: not part of the public API, only for standbys.
+pub const TABLES_PATH: &str = "/internal/v1/sql/tables";
+
+/// For a standby: the files and live rows of the tables a SQL text names, in
+/// `metron_storage::query::wire`'s encoding; the standby runs the query.
+pub async fn tables(
+    state: web::Data<AppState>,
+    body: web::Json<TablesBody>,
+) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
+    let bytes = state
+        .pipeline
+        .sql_tables_encoded(state.pipeline.namespace(), &body.sql)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type(metron_storage::query::wire::CONTENT_TYPE)
+        .body(bytes))
 }
 
 fn to_rows(answer: &SqlAnswer) -> Result<Vec<Value>, String> {

@@ -26,23 +26,26 @@ use std::time::Duration;
 const SUBJECTS: usize = 5;
 const GRANT: f64 = 1_000_000.0;
 
-/// Runs the three-node scenario on the stream whose config lines (under `stream:`) are
-/// `stream`, with the test's own PostgreSQL database and S3 prefix.
-pub(crate) fn three_nodes_count_every_event_once(
+/// What the nodes of a test share: a fresh PostgreSQL database, an S3 prefix, and the config
+/// they all run with.
+struct Cluster {
+    db: TestDatabase,
+    endpoint: String,
+    prefix: String,
+    config: String,
+}
+
+/// A [`Cluster`] on the stream whose config lines (under `stream:`) are `stream`, with a meter
+/// `calls` (the sum of `$.n`) and 3 partitions; `None` (after saying so) when S3 or PostgreSQL
+/// is not configured.
+fn cluster(
     test: &str,
+    runtime: &tokio::runtime::Runtime,
     stream: &str,
-    open: impl FnOnce(&tokio::runtime::Runtime) -> Arc<dyn EventStream>,
-) {
-    let Some(endpoint) = crate::s3::endpoint(test) else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let Some(db) = runtime.block_on(TestDatabase::postgres(test)) else {
-        return;
-    };
+    checkpoint_interval: &str,
+) -> Option<Cluster> {
+    let endpoint = crate::s3::endpoint(test)?;
+    let db = runtime.block_on(TestDatabase::postgres(test))?;
     s3::create_bucket(&endpoint, BUCKET).expect("bucket");
     let prefix = format!("cluster-{}", new_id());
     let config = format!(
@@ -53,7 +56,7 @@ meters:
     aggregation: SUM
     valueProperty: $.n
 partitions: 3
-checkpointInterval: 300ms
+checkpointInterval: {checkpoint_interval}
 database:
   url: "{db}"
 storage:
@@ -68,6 +71,46 @@ stream:
 "#,
         db = db.url()
     );
+    Some(Cluster {
+        db,
+        endpoint,
+        prefix,
+        config,
+    })
+}
+
+/// The config lines of a fresh topic on the test's Kafka broker, and the brokers and topic;
+/// `None` (after saying so) when no broker is configured.
+fn kafka_topic(test: &str) -> Option<(String, Vec<String>, String)> {
+    let brokers = testing::kafka_brokers(test)?;
+    let topic = testing::unique_topic();
+    let stream = format!(
+        "  url: kafka://{}/{topic}\n  requestTimeout: 10s\n  fetchWaitMax: 50ms\n",
+        brokers.join(",")
+    );
+    Some((stream, brokers, topic))
+}
+
+/// Runs the three-node scenario on the stream whose config lines (under `stream:`) are
+/// `stream`, with the test's own PostgreSQL database and S3 prefix.
+pub(crate) fn three_nodes_count_every_event_once(
+    test: &str,
+    stream: &str,
+    open: impl FnOnce(&tokio::runtime::Runtime) -> Arc<dyn EventStream>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(Cluster {
+        db: _db,
+        endpoint,
+        prefix,
+        config,
+    }) = cluster(test, &runtime, stream, "300ms")
+    else {
+        return;
+    };
     let start = || {
         TestServer::builder()
             .with_config(&config)
@@ -288,14 +331,9 @@ stream:
 #[test]
 fn three_nodes_on_kafka_count_every_event_once_across_a_sigkill_of_the_holder() {
     let test = "cluster::three_nodes_on_kafka";
-    let Some(brokers) = testing::kafka_brokers(test) else {
+    let Some((stream, brokers, topic)) = kafka_topic(test) else {
         return;
     };
-    let topic = testing::unique_topic();
-    let stream = format!(
-        "  url: kafka://{}/{topic}\n  requestTimeout: 10s\n  fetchWaitMax: 50ms\n",
-        brokers.join(",")
-    );
     three_nodes_count_every_event_once(test, &stream, |runtime| {
         let stream = runtime
             .block_on(KafkaStream::connect(KafkaConfig {
@@ -328,4 +366,83 @@ fn three_nodes_on_fluvio_count_every_event_once_across_a_sigkill_of_the_holder()
             .expect("the topic");
         Arc::new(stream)
     });
+}
+
+// Proves a standby runs SQL itself: the holder only sends the files and live rows of the
+// tables the text names (its `metron_sql_tables_sent_total` counts them, its
+// `metron_sql_queries_total` stays 0), and the standby's answer counts both the events in
+// checkpointed Parquet on S3 and those the holder has read since (with an hour between
+// checkpoints, only in its memory), exactly as the holder's own answer does. A body the API
+// refuses is still the holder's refusal.
+#[test]
+fn a_standby_runs_sql_itself_over_the_holders_files_and_live_rows() {
+    let test = "cluster::a_standby_runs_sql_itself";
+    let Some((stream, _, _)) = kafka_topic(test) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(cluster) = cluster(test, &runtime, &stream, "1h") else {
+        return;
+    };
+    let start = || {
+        TestServer::builder()
+            .with_config(&cluster.config)
+            .with_env("RUST_BACKTRACE", "0")
+            .start()
+    };
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 7_200, 0).expect("time");
+    // The first events go to Parquet on S3 with the checkpoint of a clean stop.
+    let mut a = start();
+    let first = sum_batch("f", 0, 100, t0);
+    a.ingest_batch(&first.events).expect_status(204);
+    wait_for_total(&a, "calls", first.sum);
+    a.terminate().expect("a stops cleanly");
+    a.try_restart().expect("a restarts");
+    assert!(!standing_by(&a), "a holds the stream again");
+    let b = start();
+    assert!(standing_by(&b), "b stands by");
+    // The next ones the holder has read, but no checkpoint holds.
+    let second = sum_batch("s", 100, 50, t0);
+    b.ingest_batch(&second.events).expect_status(204);
+    let total = first.sum + second.sum;
+    wait_for_total(&a, "calls", total);
+
+    let sql = "SELECT count(*) AS n, count(DISTINCT id) AS ids, \
+               (SELECT CAST(sum(value) AS DOUBLE) FROM meter_calls) AS total FROM events";
+    let here = b.sql(sql);
+    assert_eq!(gauge(&b, "metron_sql_queries_total"), Some(1), "b ran it");
+    assert_eq!(
+        gauge(&a, "metron_sql_tables_sent_total"),
+        Some(1),
+        "a sent the tables"
+    );
+    assert_eq!(
+        gauge(&a, "metron_sql_queries_total"),
+        Some(0),
+        "a ran no query"
+    );
+    assert_eq!(here["rows"], json!([[150, 150, total]]), "{here}");
+    assert_eq!(here, a.sql(sql), "the holder's own answer");
+    let csv = b
+        .post("/api/v1/sql")
+        .header("accept", "text/csv")
+        .json(&json!({ "sql": "SELECT count(*) AS n FROM events" }))
+        .send()
+        .expect_status(200);
+    assert_eq!(csv.body, "n\n150\n");
+    // A body the API refuses goes to the holder, whose refusal comes back.
+    let refused = b
+        .post("/api/v1/sql")
+        .json(&json!({ "sql": "SELECT 1", "rows": 3 }))
+        .send();
+    assert_problem(&refused, 400);
+    let bad = b
+        .post("/api/v1/sql")
+        .json(&json!({ "sql": "SELEC 1" }))
+        .send();
+    assert_problem(&bad, 400);
+    assert_eq!(gauge(&b, "metron_sql_queries_total"), Some(2));
 }
