@@ -182,6 +182,7 @@ impl SnapshotActor {
         let query = self.query.clone();
         let stream = self.stream.clone();
         let ship_dedup = self.ship_dedup.clone();
+        let health = self.health.clone();
         // Files superseded by compaction are deleted once no query can still hold
         // them: two checkpoints later and at least a query timeout after.
         let now = Instant::now();
@@ -199,7 +200,7 @@ impl SnapshotActor {
                 Some(p) => p,
                 None => seal(epoch, &partitions, &dedup, &meters).await?,
             };
-            match write(&query, &base, &pending, ship_dedup.as_deref()).await {
+            match write(&query, &base, &pending, ship_dedup.as_deref(), &health).await {
                 Ok((manifest, superseded)) => {
                     for p in &manifest.partitions {
                         if let Err(error) = stream.commit(p.partition, p.offset).await {
@@ -399,6 +400,7 @@ async fn write(
     base: &Manifest,
     pending: &Pending,
     ship_dedup: Option<&std::path::Path>,
+    health: &Health,
 ) -> Result<(Manifest, Vec<String>), String> {
     let epoch = pending.epoch;
     let mut manifest = Manifest {
@@ -489,6 +491,13 @@ async fn write(
             );
         }
         superseded.extend(dedup_objects::superseded(base_runs, runs));
+    }
+    // A process whose end is decided writes no manifest: on a shared stream the fatal error
+    // may be the loss of the leases (stopped before they can expire, see `crate::leases`), and
+    // another node may then hold the partitions and write checkpoints of its own. The check
+    // comes last, so that the put follows it by one request only.
+    if let Some(reason) = health.fatal_reason() {
+        return Err(format!("not committed: the process is ending ({reason})"));
     }
     let partitions = pending.partitions.len() as u32;
     manifest::write(query.root(), &manifest, partitions)

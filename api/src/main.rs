@@ -318,6 +318,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Err(error) => return Err(anyhow::Error::new(error).context("starting the pipeline")),
             }
         };
+        // Tests hold the start here, the pipeline running, its HTTP server not yet up.
+        if let Some(metron_engine::failpoint::Action::Sleep(pause)) =
+            metron_engine::failpoint::eval("serve.start")
+        {
+            tokio::time::sleep(pause).await;
+        }
         let entitlements_config = metron_actors::customer::EntitlementsConfig {
             memory_bytes: shares.customers,
             ..(&config.entitlements).into()

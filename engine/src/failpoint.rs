@@ -8,7 +8,8 @@
 //!
 //! The points: `log.write` and `log.fsync` (the embedded log's writer thread),
 //! `objects.put` (every object written: Parquet, manifests), `partition.read` (before a
-//! partition reads its next batch).
+//! partition reads its next batch), `serve.start` (`sleep` only: the binary's start, after the
+//! pipeline started and before its HTTP server does).
 
 use std::collections::HashMap;
 use std::sync::RwLock;

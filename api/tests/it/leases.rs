@@ -374,3 +374,104 @@ fn a_holder_cut_off_from_the_catalog_stops_before_its_leases_can_be_taken() {
     b.ingest_batch(&events(20, 5)).expect_status(204);
     wait_for_total(&b, "calls", 25.0);
 }
+
+/// The checkpoint manifests a server's local object root holds.
+fn manifests(server_data: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(server_data.join("objects").join("checkpoints"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_holder_whose_end_is_decided_commits_no_more_checkpoints() {
+    // A holder's start is held (`serve.start`) with its pipeline running: it reads the topic
+    // and commits checkpoints, but the fatal error that ends it is acted on only once its HTTP
+    // server is up. Another node takes its leases while a checkpoint of events it read is
+    // being written (every object put takes 1.5 s): its next renewal finds the leases gone, its
+    // end is decided, and that checkpoint must not be committed: the new holder reads those
+    // events again.
+    let test = "leases::a_holder_whose_end_is_decided_commits_no_more_checkpoints";
+    let Some((db, config)) = setup(test, "2s") else {
+        return;
+    };
+    let a_home = tempfile::tempdir().expect("a's data directory");
+    let a_data = a_home.path().join("data");
+    let a = {
+        let (config, data) = (config.clone(), a_data.clone());
+        std::thread::spawn(move || {
+            TestServer::builder()
+                .with_config(&config)
+                .with_data_dir(data)
+                .with_env(
+                    "METRON_FAILPOINTS",
+                    "serve.start=sleep(25000);objects.put=sleep(1500)",
+                )
+                .with_env("RUST_BACKTRACE", "0")
+                .try_start()
+        })
+    };
+    let topic = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("url: kafka://"))
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, topic)| topic.to_owned())
+        .expect("the topic");
+    let stream = format!("kafka/{topic}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let catalog = runtime
+        .block_on(Catalog::connect(db.url()))
+        .expect("catalog");
+    // a holds the leases before it serves HTTP: b stands by and takes the events, and a's
+    // pipeline reads them and commits checkpoints.
+    eventually(Duration::from_secs(60), || {
+        let leases = runtime
+            .block_on(catalog.stream_leases(&stream))
+            .map_err(|e| e.to_string())?;
+        if leases.len() == 2 && leases.iter().all(|l| l.expires_at > Utc::now()) {
+            Ok(())
+        } else {
+            Err(format!("a holds no leases yet: {leases:?}"))
+        }
+    });
+    let b = start(&config);
+    assert!(standing_by(&b));
+    b.ingest_batch(&events(0, 20)).expect_status(204);
+    eventually(Duration::from_secs(30), || {
+        if manifests(&a_data).is_empty() {
+            Err("no checkpoint from a yet".to_owned())
+        } else {
+            Ok(())
+        }
+    });
+    // The next checkpoint starts within 300 ms of these events and takes seconds.
+    b.ingest_batch(&events(20, 10)).expect_status(204);
+    std::thread::sleep(Duration::from_millis(400));
+    runtime
+        .block_on(catalog.acquire_leases(
+            &stream,
+            &[0, 1],
+            "intruder",
+            None,
+            Utc::now() + ChronoDuration::hours(1),
+            Duration::from_secs(60),
+        ))
+        .expect("taken");
+    // a renews every third of its 2 s lease: by now it found them gone.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let before = manifests(&a_data);
+    std::thread::sleep(Duration::from_secs(8));
+    let after = manifests(&a_data);
+    assert_eq!(
+        before, after,
+        "a committed a checkpoint after its end was decided"
+    );
+    let ended = a.join().expect("a's thread");
+    assert!(ended.is_err(), "a started, though its leases were taken");
+    runtime.block_on(catalog.close());
+}
