@@ -32,7 +32,8 @@ pub fn standby_gauge(standing_by: bool) -> String {
     )
 }
 
-/// The largest answer a standby relays (an event listing or SQL result past it is a 502).
+/// The largest answer a standby reads whole: a SQL query's tables from the holder (past it, the
+/// query is forwarded instead). Other answers are streamed through, whatever their size.
 const RESPONSE_BYTES_MAX: u64 = 256 << 20;
 
 /// What the standby's handlers share.
@@ -225,10 +226,11 @@ async fn forward(
             builder = builder.header(name.as_str(), value.as_bytes());
         }
     }
-    let relayed = send(&state, builder, body).await;
-    let relayed = relayed.map_err(|reason| holder_failed(&state, &holder, &address, &reason))?;
+    let opened = open(&state, builder, body)
+        .await
+        .map_err(|reason| holder_failed(&state, &holder, &address, &reason))?;
     state.forwarded.fetch_add(1, Ordering::Relaxed);
-    Ok(relay(relayed))
+    Ok(relay_streamed(opened))
 }
 
 /// A 503 for a holder that did not answer; the holder is looked up again next time.
@@ -241,15 +243,22 @@ fn holder_failed(state: &StandbyState, holder: &Holder, address: &str, reason: &
     ))
 }
 
-/// Sends a request to the holder (on a blocking thread) and reads its whole answer, up to
-/// [`RESPONSE_BYTES_MAX`].
-async fn send(
+/// The holder's status and headers, its body still to read.
+struct Opened {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: ureq::Body,
+}
+
+/// Sends a request to the holder (on a blocking thread); returns once its status and headers
+/// have come.
+async fn open(
     state: &StandbyState,
     builder: ureq::http::request::Builder,
     body: web::Bytes,
-) -> Result<Relayed, String> {
+) -> Result<Opened, String> {
     let agent = state.agent.clone();
-    let sent = web::block(move || -> Result<Relayed, String> {
+    let sent = web::block(move || -> Result<Opened, String> {
         let sent = if body.is_empty() {
             builder
                 .body(ureq::SendBody::none())
@@ -261,38 +270,46 @@ async fn send(
                 .map_err(|e| e.to_string())
                 .and_then(|r| agent.run(r).map_err(|e| e.to_string()))
         };
-        let mut response = sent?;
-        let status = response.status().as_u16();
-        let headers: Vec<(String, Vec<u8>)> = response
-            .headers()
+        let (parts, body) = sent?.into_parts();
+        let headers = parts
+            .headers
             .iter()
             .filter(|(name, _)| !hop_by_hop(name.as_str()))
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
             .collect();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(RESPONSE_BYTES_MAX)
-            .read_to_vec()
-            .map_err(|e| e.to_string())?;
-        Ok(Relayed {
-            status,
+        Ok(Opened {
+            status: parts.status.as_u16(),
             headers,
             body,
         })
     })
     .await;
     match sent {
-        Ok(relayed) => relayed,
+        Ok(opened) => opened,
         Err(join) => Err(join.to_string()),
     }
 }
 
-/// The holder's answer, as this node's.
-fn relay(relayed: Relayed) -> HttpResponse {
-    let status = StatusCode::from_u16(relayed.status).unwrap_or(StatusCode::BAD_GATEWAY);
+/// A body read whole, up to [`RESPONSE_BYTES_MAX`] (on a blocking thread).
+async fn read_whole(body: ureq::Body) -> Result<Vec<u8>, String> {
+    let read = web::block(move || {
+        body.into_with_config()
+            .limit(RESPONSE_BYTES_MAX)
+            .read_to_vec()
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match read {
+        Ok(body) => body,
+        Err(join) => Err(join.to_string()),
+    }
+}
+
+/// The holder's status and headers, as this node's.
+fn relay_head(status: u16, headers: Vec<(String, Vec<u8>)>) -> actix_web::HttpResponseBuilder {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
-    for (name, value) in relayed.headers {
+    for (name, value) in headers {
         if let Ok(value) = actix_web::http::header::HeaderValue::from_bytes(&value) {
             response.append_header((name, value));
         }
@@ -300,7 +317,38 @@ fn relay(relayed: Relayed) -> HttpResponse {
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
     }
-    response.body(relayed.body)
+    response
+}
+
+/// The holder's answer as this node's, its body streamed as it comes: a blocking thread reads
+/// it in 64 KiB pieces, at most four ahead of the client, so a standby holds little of a large
+/// answer (an event listing) at a time, however many it relays.
+fn relay_streamed(opened: Opened) -> HttpResponse {
+    let (pieces, received) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
+    let mut reader = opened.body.into_reader();
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut piece = vec![0; 64 << 10];
+            let sent = match std::io::Read::read(&mut reader, &mut piece) {
+                Ok(0) => break,
+                Ok(n) => {
+                    piece.truncate(n);
+                    pieces.blocking_send(Ok(web::Bytes::from(piece)))
+                }
+                Err(error) => {
+                    let _ = pieces.blocking_send(Err(error));
+                    break;
+                }
+            };
+            if sent.is_err() {
+                break; // the client went away
+            }
+        }
+    });
+    let body = futures::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|piece| (piece, received))
+    });
+    relay_head(opened.status, opened.headers).streaming(body)
 }
 
 /// `POST /api/v1/sql`, run here: the holder sends the files and live rows of the tables
@@ -337,16 +385,19 @@ async fn sql(
         .uri(format!("{}{TABLES_PATH}", address.trim_end_matches('/')))
         .header(FORWARDED_BY, state.front.node_id())
         .header("content-type", "application/json");
-    let answer = send(&state, builder, web::Bytes::from(tables))
+    let opened = open(&state, builder, web::Bytes::from(tables))
         .await
         .map_err(|reason| holder_failed(&state, &holder, &address, &reason))?;
-    if answer.status == StatusCode::NOT_FOUND.as_u16() {
+    if opened.status == StatusCode::NOT_FOUND.as_u16() {
         return forward(state, req, body).await;
     }
-    if answer.status != StatusCode::OK.as_u16() {
-        return Ok(relay(answer));
+    if opened.status != StatusCode::OK.as_u16() {
+        return Ok(relay_streamed(opened));
     }
-    let (root, tables) = match wire::decode(&answer.body) {
+    let read = read_whole(opened.body).await;
+    let (root, tables) = match read
+        .and_then(|bytes| wire::decode(&bytes).map_err(|e| e.to_string()))
+    {
         Ok(decoded) => decoded,
         Err(error) => {
             tracing::warn!(%error, "The holder's SQL tables could not be read: SQL is forwarded.");
@@ -364,11 +415,4 @@ async fn sql(
         }
         None => forward(state, req, body).await,
     }
-}
-
-/// The holder's answer.
-struct Relayed {
-    status: u16,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
 }

@@ -445,4 +445,9 @@ fn a_standby_runs_sql_itself_over_the_holders_files_and_live_rows() {
         .send();
     assert_problem(&bad, 400);
     assert_eq!(gauge(&b, "metron_sql_queries_total"), Some(2));
+    // Other answers are streamed through from the holder, as they are.
+    let listing = "/api/v1/events?limit=100";
+    let through = b.get(listing).send().expect_status(200);
+    assert_eq!(through.body, a.get(listing).send().expect_status(200).body);
+    assert_eq!(through.json().as_array().map(Vec::len), Some(100));
 }
