@@ -60,6 +60,17 @@ fn events(first: usize, len: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The name the config's Kafka topic has in the leases (`kafka/<topic>`).
+fn leased_stream(config: &str) -> String {
+    let topic = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("url: kafka://"))
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, topic)| topic.to_owned())
+        .expect("the topic");
+    format!("kafka/{topic}")
+}
+
 /// A server on the config; a refusal's log shows its cause, not a backtrace.
 fn start(config: &str) -> TestServer {
     TestServer::builder()
@@ -232,12 +243,7 @@ fn a_node_whose_lease_is_taken_stops() {
     let mut a = start(&config);
     a.ingest_batch(&events(0, 5)).expect_status(204);
     wait_for_total(&a, "calls", 5.0);
-    let topic = config
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("url: kafka://"))
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(_, topic)| topic.to_owned())
-        .expect("the topic");
+    let stream = leased_stream(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -247,7 +253,7 @@ fn a_node_whose_lease_is_taken_stops() {
         let later = Utc::now() + ChronoDuration::hours(1);
         catalog
             .acquire_leases(
-                &format!("kafka/{topic}"),
+                &stream,
                 &[0, 1],
                 "intruder",
                 None,
@@ -413,13 +419,7 @@ fn a_holder_whose_end_is_decided_commits_no_more_checkpoints() {
                 .try_start()
         })
     };
-    let topic = config
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("url: kafka://"))
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(_, topic)| topic.to_owned())
-        .expect("the topic");
-    let stream = format!("kafka/{topic}");
+    let stream = leased_stream(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
