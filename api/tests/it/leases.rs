@@ -110,6 +110,17 @@ fn a_second_node_stands_by_until_the_first_stops_and_then_reads_every_event_once
     b.ingest_batch(&events(40, 5)).expect_status(204);
     wait_for_total(&b, "calls", 45.0);
     wait_for_total(&a, "calls", 45.0);
+    // Each node here has an object root of its own (its data directory): the standby cannot
+    // read the holder's files, so its SQL goes to the holder, and the answer is the holder's.
+    let sql = "SELECT count(*) AS n FROM events";
+    assert_eq!(b.sql(sql), a.sql(sql));
+    assert_eq!(b.sql(sql)["rows"], json!([[45]]));
+    assert_eq!(
+        gauge(&b, "metron_sql_queries_total"),
+        Some(0),
+        "b ran no query"
+    );
+    assert_eq!(gauge(&a, "metron_sql_queries_total"), Some(3), "a ran them");
 
     // A clean stop gives the leases back: the second node takes over at once, reads the topic
     // (its own data directory has no checkpoint) and counts every event once.
