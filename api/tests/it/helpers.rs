@@ -495,9 +495,29 @@ pub fn node_id(server: &TestServer) -> String {
         .to_owned()
 }
 
-/// Whether a server on a shared topic stands by (another node holds the partitions).
+/// Whether a server on a shared topic stands by (another node holds the partitions). A node
+/// taking over hands its socket from the standby's HTTP server to the full one, which closes
+/// the standby's idle keep-alive connections: a poll sent on one as it closes finds the peer
+/// gone, and is sent again (as HTTP clients retry an idempotent request on a stale connection).
 pub fn standing_by(server: &TestServer) -> bool {
-    gauge(server, "metron_standby") == Some(1)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match server.get("/metrics").try_send() {
+            Ok(resp) => {
+                return resp
+                    .body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("metron_standby "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    == Some(1);
+            }
+            Err(error) if std::time::Instant::now() < deadline => {
+                println!("polling {} again: {error:#}", server.url("/metrics"));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => panic!("GET /metrics failed for 10 s: {error:#}"),
+        }
+    }
 }
 
 /// `PUT /debug/failpoints` (the server runs with `METRON_FAILPOINTS`); panics unless 200.
