@@ -11,8 +11,7 @@
 use crate::helpers::*;
 use crate::server::*;
 use chrono::{DateTime, Utc};
-use metron_connectors::stream::testing;
-use metron_connectors::{EventStream, FluvioConfig, FluvioStream, KafkaConfig, KafkaStream};
+use metron_connectors::EventStream;
 use metron_storage::objects::testing::{self as s3, BUCKET};
 use metron_storage::testing::TestDatabase;
 use metron_storage::{manifest, paths};
@@ -77,18 +76,6 @@ stream:
         prefix,
         config,
     })
-}
-
-/// The config lines of a fresh topic on the test's Kafka broker, and the brokers and topic;
-/// `None` (after saying so) when no broker is configured.
-fn kafka_topic(test: &str) -> Option<(String, Vec<String>, String)> {
-    let brokers = testing::kafka_brokers(test)?;
-    let topic = testing::unique_topic();
-    let stream = format!(
-        "  url: kafka://{}/{topic}\n  requestTimeout: 10s\n  fetchWaitMax: 50ms\n",
-        brokers.join(",")
-    );
-    Some((stream, brokers, topic))
 }
 
 /// Runs the three-node scenario on the stream whose config lines (under `stream:`) are
@@ -331,41 +318,21 @@ pub(crate) fn three_nodes_count_every_event_once(
 #[test]
 fn three_nodes_on_kafka_count_every_event_once_across_a_sigkill_of_the_holder() {
     let test = "cluster::three_nodes_on_kafka";
-    let Some((stream, brokers, topic)) = kafka_topic(test) else {
+    let Some(topic) = TestTopic::kafka(test) else {
         return;
     };
-    three_nodes_count_every_event_once(test, &stream, |runtime| {
-        let stream = runtime
-            .block_on(KafkaStream::connect(KafkaConfig {
-                brokers,
-                topic,
-                partitions: 3,
-                ..KafkaConfig::default()
-            }))
-            .expect("the topic");
-        Arc::new(stream)
-    });
+    let (stream, open) = topic.into_parts();
+    three_nodes_count_every_event_once(test, &stream, open);
 }
 
 #[test]
 fn three_nodes_on_fluvio_count_every_event_once_across_a_sigkill_of_the_holder() {
     let test = "cluster::three_nodes_on_fluvio";
-    let Some(endpoint) = testing::fluvio_endpoint(test) else {
+    let Some(topic) = TestTopic::fluvio(test) else {
         return;
     };
-    let topic = testing::unique_topic();
-    let stream = format!("  url: fluvio://{endpoint}/{topic}\n  requestTimeout: 10s\n");
-    three_nodes_count_every_event_once(test, &stream, |runtime| {
-        let stream = runtime
-            .block_on(FluvioStream::connect(FluvioConfig {
-                endpoint,
-                topic,
-                partitions: 3,
-                ..FluvioConfig::default()
-            }))
-            .expect("the topic");
-        Arc::new(stream)
-    });
+    let (stream, open) = topic.into_parts();
+    three_nodes_count_every_event_once(test, &stream, open);
 }
 
 // Proves a standby runs SQL itself: the holder only sends the files and live rows of the
@@ -377,7 +344,7 @@ fn three_nodes_on_fluvio_count_every_event_once_across_a_sigkill_of_the_holder()
 #[test]
 fn a_standby_runs_sql_itself_over_the_holders_files_and_live_rows() {
     let test = "cluster::a_standby_runs_sql_itself";
-    let Some((stream, _, _)) = kafka_topic(test) else {
+    let Some(TestTopic { stream, .. }) = TestTopic::kafka(test) else {
         return;
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -7,31 +7,18 @@ use crate::kafka::count_once_across_a_sigkill;
 use crate::server::*;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use metron_connectors::stream::testing;
-use metron_connectors::{FluvioConfig, FluvioStream};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 #[test]
 fn events_go_through_a_fluvio_topic_and_count_once_across_a_sigkill() {
     let test = "fluvio::events_go_through_a_fluvio_topic_and_count_once_across_a_sigkill";
-    let Some(endpoint) = testing::fluvio_endpoint(test) else {
+    let Some(topic) = TestTopic::fluvio(test) else {
         return;
     };
-    let topic = testing::unique_topic();
-    let stream = format!("  url: fluvio://{endpoint}/{topic}\n  requestTimeout: 10s\n");
-    count_once_across_a_sigkill(&stream, |runtime| {
-        let stream = runtime
-            .block_on(FluvioStream::connect(FluvioConfig {
-                endpoint,
-                topic,
-                partitions: 3,
-                ..FluvioConfig::default()
-            }))
-            .expect("the topic exists with 3 partitions");
-        Arc::new(stream)
-    });
+    let (stream, open) = topic.into_parts();
+    count_once_across_a_sigkill(&stream, open);
 }
 
 #[test]

@@ -528,3 +528,63 @@ pub fn set_failpoints(server: &TestServer, spec: &str) {
         .send()
         .expect_status(200);
 }
+
+/// A fresh topic on the test's Kafka broker or Fluvio cluster: the config lines under
+/// `stream:` that name it, and how to open it from the test (to read what the brokers hold).
+pub struct TestTopic {
+    pub stream: String,
+    open: Box<dyn FnOnce(&tokio::runtime::Runtime) -> Stream>,
+}
+
+/// A topic opened from a test.
+pub type Stream = std::sync::Arc<dyn metron_connectors::EventStream>;
+
+impl TestTopic {
+    /// A topic of 3 partitions on `METRON_TEST_KAFKA_BROKERS`; `None` (after saying so) without.
+    pub fn kafka(test: &str) -> Option<Self> {
+        let brokers = metron_connectors::stream::testing::kafka_brokers(test)?;
+        let topic = metron_connectors::stream::testing::unique_topic();
+        let stream = format!(
+            "  url: kafka://{}/{topic}\n  requestTimeout: 10s\n  fetchWaitMax: 50ms\n",
+            brokers.join(",")
+        );
+        let open = Box::new(move |runtime: &tokio::runtime::Runtime| {
+            let config = metron_connectors::KafkaConfig {
+                brokers,
+                topic,
+                partitions: 3,
+                ..metron_connectors::KafkaConfig::default()
+            };
+            let stream = runtime
+                .block_on(metron_connectors::KafkaStream::connect(config))
+                .expect("the topic exists with 3 partitions");
+            std::sync::Arc::new(stream) as Stream
+        });
+        Some(Self { stream, open })
+    }
+
+    /// A topic of 3 partitions on `METRON_FLUVIO_ENDPOINT`; `None` (after saying so) without.
+    pub fn fluvio(test: &str) -> Option<Self> {
+        let endpoint = metron_connectors::stream::testing::fluvio_endpoint(test)?;
+        let topic = metron_connectors::stream::testing::unique_topic();
+        let stream = format!("  url: fluvio://{endpoint}/{topic}\n  requestTimeout: 10s\n");
+        let open = Box::new(move |runtime: &tokio::runtime::Runtime| {
+            let config = metron_connectors::FluvioConfig {
+                endpoint,
+                topic,
+                partitions: 3,
+                ..metron_connectors::FluvioConfig::default()
+            };
+            let stream = runtime
+                .block_on(metron_connectors::FluvioStream::connect(config))
+                .expect("the topic exists with 3 partitions");
+            std::sync::Arc::new(stream) as Stream
+        });
+        Some(Self { stream, open })
+    }
+
+    /// The config lines, and the opener.
+    pub fn into_parts(self) -> (String, impl FnOnce(&tokio::runtime::Runtime) -> Stream) {
+        (self.stream, self.open)
+    }
+}

@@ -4,8 +4,8 @@
 use crate::helpers::*;
 use crate::server::*;
 use chrono::{DateTime, Utc};
+use metron_connectors::EventStream;
 use metron_connectors::stream::testing;
-use metron_connectors::{EventStream, KafkaConfig, KafkaStream};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,25 +15,11 @@ use std::time::Duration;
 #[test]
 fn events_go_through_a_kafka_topic_and_count_once_across_a_sigkill() {
     let test = "kafka::events_go_through_a_kafka_topic_and_count_once_across_a_sigkill";
-    let Some(brokers) = testing::kafka_brokers(test) else {
+    let Some(topic) = TestTopic::kafka(test) else {
         return;
     };
-    let topic = testing::unique_topic();
-    let stream = format!(
-        "  url: kafka://{}/{topic}\n  requestTimeout: 10s\n  fetchWaitMax: 50ms\n",
-        brokers.join(",")
-    );
-    count_once_across_a_sigkill(&stream, |runtime| {
-        let stream = runtime
-            .block_on(KafkaStream::connect(KafkaConfig {
-                brokers,
-                topic,
-                partitions: 3,
-                ..KafkaConfig::default()
-            }))
-            .expect("the topic exists with 3 partitions");
-        Arc::new(stream)
-    });
+    let (stream, open) = topic.into_parts();
+    count_once_across_a_sigkill(&stream, open);
 }
 
 /// Ingests through the stream `stream` (the lines of the config's `stream:` section) with 3
