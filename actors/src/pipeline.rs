@@ -1027,7 +1027,10 @@ impl Pipeline {
 
     /// [`Self::sql_tables`] for a standby, in [`metron_storage::query::wire`]'s encoding,
     /// with this node's object root (the standby reads the files from there itself).
+    /// It takes one of this node's SQL slots while it gathers and encodes them: 429 when all
+    /// are taken, as a query here would be.
     pub async fn sql_tables_encoded(&self, namespace: &str, sql: &str) -> Result<Vec<u8>> {
+        let _slot = self.inner.query.try_sql_slot()?;
         let tables = self.sql_tables(namespace, sql).await?;
         Metrics::add(&self.inner.metrics.sql_tables_sent_total, 1);
         Ok(metron_storage::query::wire::encode(

@@ -494,14 +494,22 @@ impl QueryService {
         .await
     }
 
+    /// One of the `sql.concurrentMax` SQL slots, held until the permit drops; [`Error::Busy`]
+    /// when every one is taken. [`Self::sql`] takes one; so does a holder gathering a query's
+    /// tables for a standby, which is a query's work too.
+    pub fn try_sql_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.sql_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy(self.sql_limits.concurrent_max))
+    }
+
     /// Runs a read-only SQL query over the given tables (and nothing else): DDL, DML
     /// and other statements are rejected, and no table reads a file or URL by name.
     pub async fn sql(&self, request: SqlRequest) -> Result<SqlAnswer> {
         let timeout = request.timeout;
         let limit = self.sql_limits.memory_bytes;
-        let Ok(_slot) = self.sql_slots.clone().try_acquire_owned() else {
-            return Err(Error::Busy(self.sql_limits.concurrent_max));
-        };
+        let _slot = self.try_sql_slot()?;
         let ctx = self.sql_context();
         let task = self.sql_runtime.spawn(async move {
             for table in &request.tables {

@@ -150,3 +150,31 @@ async fn merge_parquet_streams_inputs_and_fills_older_ones() {
         );
     }
 }
+
+// Proves the SQL slots bound queries at once: with `concurrentMax` 1, a held slot makes the
+// next `try_sql_slot` and the next query answer Busy, and dropping it frees the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_slots_bound_queries_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = ObjectRoot::local(dir.path().to_path_buf()).expect("root");
+    let limits = SqlLimits {
+        concurrent_max: 1,
+        ..SqlLimits::default()
+    };
+    let service = QueryService::new(tokio::runtime::Handle::current(), root)
+        .with_sql(tokio::runtime::Handle::current(), limits);
+    let held = service.try_sql_slot().expect("a free slot");
+    assert!(matches!(service.try_sql_slot(), Err(Error::Busy(1))));
+    let request = SqlRequest {
+        tables: Vec::new(),
+        sql: "SELECT 1".into(),
+        row_limit: 10,
+        timeout: Duration::from_secs(10),
+    };
+    assert!(matches!(
+        service.sql(request.clone()).await,
+        Err(Error::Busy(1))
+    ));
+    drop(held);
+    assert!(service.sql(request).await.is_ok());
+}
