@@ -50,6 +50,8 @@ pub struct Front {
     /// Runs SQL here over the holder's files and live rows ([`Self::sql`]); `None` when the
     /// config gave no SQL runtime.
     query: Option<QueryService>,
+    /// Whether [`Self::sql`] said that the holder's object root is not this node's (once).
+    told_other_root: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Front {
@@ -86,6 +88,7 @@ impl Front {
             backlog_records_max: config.backlog_records_max,
             cached: Arc::default(),
             query,
+            told_other_root: Arc::default(),
         })
     }
 
@@ -106,6 +109,12 @@ impl Front {
             return Ok(None);
         };
         if query.root().url() != root {
+            if self
+                .told_other_root
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                return Ok(None);
+            }
             tracing::warn!(
                 holder = root,
                 here = query.root().url(),
