@@ -25,15 +25,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 printf 'stream:\n  url: %s\n  fetchWaitMax: 20ms\ndatabase:\n  url: %s\n%s\n' \
     "$STREAM" "$DATABASE" "${CONFIG:-}" > "$work/config.yaml"
-start() {  # NAME: a server with its own data directory; prints its pid
-    RUST_LOG=warn "$bin/metron" serve --listen 127.0.0.1:0 --data-dir "$work/$1" \
-        --config "$work/config.yaml" --port-file "$work/$1.addr" >>"$work/$1.log" 2>&1 &
-    echo $!
-}
-wait_ready() {
-    for _ in $(seq 300); do [ -s "$work/$1.addr" ] && break; sleep 0.1; done
-    until curl -sf "http://$(cat "$work/$1.addr")/readyz" >/dev/null; do sleep 0.1; done
-}
+. benches/scripts/nodes-lib.sh
 holder_pid=$(start holder); wait_ready holder
 standby_pid=$(start standby); wait_ready standby
 curl -sf "http://$(cat "$work/standby.addr")/metrics" | grep -q '^metron_standby 1' \
