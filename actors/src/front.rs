@@ -20,6 +20,9 @@ use metron_engine::event::EventParts;
 use metron_storage::catalog::Catalog;
 use metron_storage::objects::ObjectRoot;
 use metron_storage::query::{QueryService, SqlAnswer, SqlRequest, SqlTable};
+
+/// A taken SQL slot ([`Front::try_sql_slot`]), freed when dropped.
+pub type SqlSlot = tokio::sync::OwnedSemaphorePermit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,6 +95,14 @@ impl Front {
         })
     }
 
+    /// One of this node's SQL slots, taken before the holder is asked for the tables so that a
+    /// query this node would refuse costs the holder nothing: `None` when this node runs no
+    /// SQL (the query is forwarded), [`crate::Error`] busy when every slot is taken.
+    pub fn try_sql_slot(&self) -> Option<Result<SqlSlot>> {
+        let query = self.query.as_ref()?;
+        Some(query.try_sql_slot().map_err(Into::into))
+    }
+
     /// Runs a SQL query here, over the tables the holder sent
     /// (`Pipeline::sql_tables_encoded`), read from the object root at `root`: the Parquet
     /// files from the object store, the live rows as sent. `None` when this node cannot read
@@ -99,6 +110,7 @@ impl Front {
     /// query instead.
     pub async fn sql(
         &self,
+        slot: SqlSlot,
         root: &str,
         tables: Vec<SqlTable>,
         sql: String,
@@ -123,12 +135,15 @@ impl Front {
             return Ok(None);
         }
         let answer = query
-            .sql(SqlRequest {
-                tables,
-                sql,
-                row_limit,
-                timeout,
-            })
+            .sql_in_slot(
+                slot,
+                SqlRequest {
+                    tables,
+                    sql,
+                    row_limit,
+                    timeout,
+                },
+            )
             .await?;
         Ok(Some(answer))
     }

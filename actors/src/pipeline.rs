@@ -945,17 +945,22 @@ impl Pipeline {
         row_limit: usize,
         timeout: Duration,
     ) -> Result<SqlAnswer> {
+        // The slot first: a query refused for want of one copies no live rows.
+        let slot = self.inner.query.try_sql_slot()?;
         let tables = self.sql_tables(namespace, &sql).await?;
         Metrics::add(&self.inner.metrics.sql_queries_total, 1);
         Ok(self
             .inner
             .query
-            .sql(SqlRequest {
-                tables,
-                sql,
-                row_limit,
-                timeout,
-            })
+            .sql_in_slot(
+                slot,
+                SqlRequest {
+                    tables,
+                    sql,
+                    row_limit,
+                    timeout,
+                },
+            )
             .await?)
     }
 

@@ -375,6 +375,10 @@ async fn sql(
         return forward(state, req, body).await;
     };
     let (limit, timeout) = parsed.limits()?;
+    let slot = match state.front.try_sql_slot() {
+        Some(slot) => slot?,
+        None => return forward(state, req, body).await,
+    };
     let (holder, address) = holder_address(&state, &req).await?;
     let tables = serde_json::to_vec(&TablesBody {
         sql: parsed.sql.clone(),
@@ -406,7 +410,7 @@ async fn sql(
     };
     match state
         .front
-        .sql(&root, tables, parsed.sql, limit, timeout)
+        .sql(slot, &root, tables, parsed.sql, limit, timeout)
         .await?
     {
         Some(answer) => {

@@ -506,10 +506,21 @@ impl QueryService {
 
     /// Runs a read-only SQL query over the given tables (and nothing else): DDL, DML
     /// and other statements are rejected, and no table reads a file or URL by name.
+    /// It takes one SQL slot first ([`Error::Busy`] when none is free).
     pub async fn sql(&self, request: SqlRequest) -> Result<SqlAnswer> {
+        let slot = self.try_sql_slot()?;
+        self.sql_in_slot(slot, request).await
+    }
+
+    /// [`Self::sql`] in a slot the caller took before it gathered the tables, so that a
+    /// query refused for want of a slot has copied no live rows.
+    pub async fn sql_in_slot(
+        &self,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+        request: SqlRequest,
+    ) -> Result<SqlAnswer> {
         let timeout = request.timeout;
         let limit = self.sql_limits.memory_bytes;
-        let _slot = self.try_sql_slot()?;
         let ctx = self.sql_context();
         let task = self.sql_runtime.spawn(async move {
             for table in &request.tables {
