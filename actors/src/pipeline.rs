@@ -1101,6 +1101,11 @@ impl Pipeline {
                     "Dedup run merges installed.",
                     dedup.compactions,
                 ),
+                (
+                    "metron_stream_offset_holes_skipped_total",
+                    "Offsets below a Kafka topic's high watermark that stayed unreadable past stream.holeWaitMax, and that reads passed over.",
+                    stats.holes_skipped,
+                ),
             ],
             &[
             (

@@ -67,6 +67,10 @@ pub struct StreamSection {
     /// The longest one Kafka fetch waits on the brokers for records.
     #[serde(deserialize_with = "human_duration")]
     pub fetch_wait_max: Duration,
+    /// How long a Kafka read waits for a missing offset below the high watermark (a batch a
+    /// broker counted but does not serve yet) before it passes over it.
+    #[serde(deserialize_with = "human_duration")]
+    pub hole_wait_max: Duration,
     /// How long a node's lease on the partitions of a Kafka or Fluvio topic lasts unrenewed
     /// (renewed every third of it): after a node dies, another can take its partitions this
     /// long after its last renewal.
@@ -83,6 +87,7 @@ impl Default for StreamSection {
             client_id: d.client_id,
             request_timeout: d.request_timeout,
             fetch_wait_max: d.fetch_wait_max,
+            hole_wait_max: d.hole_wait_max,
             lease_ttl: metron_actors::LEASE_TTL_DEFAULT,
         }
     }
@@ -152,6 +157,7 @@ impl StreamSection {
                 client_id: self.client_id.clone(),
                 request_timeout: self.request_timeout,
                 fetch_wait_max: self.fetch_wait_max,
+                hole_wait_max: self.hole_wait_max,
                 ..metron_connectors::KafkaConfig::default()
             })),
             "fluvio" => {

@@ -547,6 +547,7 @@ impl EventStream for FluvioStream {
             records: self.stats.records.load(Ordering::Relaxed),
             syncs: appends,
             bytes: self.stats.bytes.load(Ordering::Relaxed),
+            holes_skipped: 0,
         }
     }
 

@@ -30,6 +30,15 @@
 //!   read drops its request (rskafka forgets the answer and never leaves half a request on the
 //!   wire), so reads are cancel-safe; a dropped fetch holds its connection for at most
 //!   `fetch_wait_max`, or until records come.
+//! - **No holes.** A read returns records from `from` on without a gap, and ends before the
+//!   first missing offset. Kafka makes records readable in offset order, but tansu 0.6 does
+//!   not: its produce raises the high watermark before it stores the batch, so a fetch can see
+//!   a later producer's batch while an earlier one, not yet acknowledged to its client, is
+//!   still missing. A reader that went on past such a hole would never read the batch it
+//!   skipped, and an acknowledged event would be lost. So a read waits for a hole to fill, and
+//!   passes over it only after `hole_wait_max` (a produce that died after the broker counted
+//!   its offsets leaves a hole forever; its client was told it failed, and resends), counted
+//!   in [`Stats::holes_skipped`] and logged.
 //! - **Whole batches.** A read returns every record of the batches the broker sent (at most
 //!   `fetch_bytes_max` bytes), not `max_records`: so a read always ends, and the next one (or
 //!   a restart from a checkpoint) starts, at a record batch's end. Kafka answers a fetch from
@@ -83,6 +92,9 @@ pub struct KafkaConfig {
     /// A request (append, offset lookup, topic creation) that has not succeeded after this
     /// long, retries included, fails with [`Error::Unavailable`].
     pub request_timeout: Duration,
+    /// How long a read waits for a missing offset below the high watermark before it passes
+    /// over it (see the module documentation, "No holes").
+    pub hole_wait_max: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -99,6 +111,7 @@ impl Default for KafkaConfig {
             fetch_wait_max: Duration::from_millis(500),
             appends_in_flight_max: 4096,
             request_timeout: Duration::from_secs(30),
+            hole_wait_max: Duration::from_secs(10),
         }
     }
 }
@@ -160,6 +173,8 @@ struct KafkaPartition {
     reader: PartitionClient,
     /// The highest end offset seen (connect, appends, fetches).
     positions: Positions,
+    /// The missing offset reads are waiting for, and since when.
+    hole: parking_lot::Mutex<Option<(Offset, tokio::time::Instant)>>,
 }
 
 #[derive(Default)]
@@ -168,6 +183,7 @@ struct Counters {
     records: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
+    holes_skipped: AtomicU64,
 }
 
 impl std::fmt::Debug for KafkaStream {
@@ -253,6 +269,7 @@ impl KafkaStream {
                 client,
                 reader,
                 positions: Positions::new(latest.max(high_watermark).max(0) as u64),
+                hole: parking_lot::Mutex::new(None),
             });
         }
         tracing::info!(
@@ -404,8 +421,8 @@ impl KafkaStream {
                 };
             p.positions.raise_end(high_watermark.max(0) as u64);
             // Every record of the batches that came, so that the next read starts at a
-            // batch's end (see the module documentation).
-            let records: Vec<Record> = records
+            // batch's end (see the module documentation), up to the first hole.
+            let mut records: Vec<Record> = records
                 .into_iter()
                 .filter(|r| r.offset >= 0 && r.offset as u64 >= from)
                 .map(|r| Record {
@@ -413,6 +430,28 @@ impl KafkaStream {
                     payload: Bytes::from(r.record.value.unwrap_or_default()),
                 })
                 .collect();
+            let now = tokio::time::Instant::now();
+            match up_to_hole(&mut records, from) {
+                Hole::None => *p.hole.lock() = None,
+                Hole::At(first) => {
+                    if pass_over(&mut p.hole.lock(), from, now, self.config.hole_wait_max) {
+                        tracing::warn!(
+                            partition,
+                            from,
+                            next = first,
+                            "Offsets of the topic stayed unreadable past stream.holeWaitMax: the reader passes over them."
+                        );
+                        self.stats
+                            .holes_skipped
+                            .fetch_add(first - from, Ordering::Relaxed);
+                    } else {
+                        // Wait for the hole to fill; the fetch would answer at once again.
+                        records.clear();
+                        let nap = HOLE_POLL.min(deadline.saturating_duration_since(now));
+                        tokio::time::sleep(nap).await;
+                    }
+                }
+            }
             if !records.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(records);
             }
@@ -488,6 +527,7 @@ impl EventStream for KafkaStream {
             records: self.stats.records.load(Ordering::Relaxed),
             syncs: self.stats.requests.load(Ordering::Relaxed),
             bytes: self.stats.bytes.load(Ordering::Relaxed),
+            holes_skipped: self.stats.holes_skipped.load(Ordering::Relaxed),
         }
     }
 
@@ -545,6 +585,59 @@ async fn find_topic(client: &Client, topic: &str, deadline: Duration) -> Result<
 }
 
 /// Index ranges of `payloads` of at most `max` bytes each (a larger payload alone).
+/// How often a read waiting for a hole to fill fetches again.
+const HOLE_POLL: Duration = Duration::from_millis(5);
+
+/// Where the records a fetch brought stop following on from `from` without a gap.
+#[derive(Debug, PartialEq, Eq)]
+enum Hole {
+    /// They do, all of them (or there are none).
+    None,
+    /// The first of them is past `from`: the offsets up to this one are missing.
+    At(Offset),
+}
+
+/// Sorts `records` (offsets at or past `from`) and keeps those that follow on from `from`
+/// without a gap: all of them, or those before the first missing offset (the next read starts
+/// there). When the very first is past `from`, they are all kept and the hole is told.
+fn up_to_hole(records: &mut Vec<Record>, from: Offset) -> Hole {
+    records.sort_by_key(|r| r.offset);
+    records.dedup_by_key(|r| r.offset);
+    let Some(first) = records.first().map(|r| r.offset) else {
+        return Hole::None;
+    };
+    if first != from {
+        return Hole::At(first);
+    }
+    let run = records
+        .iter()
+        .zip(from..)
+        .take_while(|(r, expected)| r.offset == *expected)
+        .count();
+    records.truncate(run);
+    Hole::None
+}
+
+/// Whether a read that finds `from` missing passes over it now: once it has been missing for
+/// `wait_max` (since `hole` first recorded it). `hole` is the partition's record of the hole
+/// reads are waiting for; it is cleared when the hole is passed.
+fn pass_over(
+    hole: &mut Option<(Offset, tokio::time::Instant)>,
+    from: Offset,
+    now: tokio::time::Instant,
+    wait_max: Duration,
+) -> bool {
+    let since = match *hole {
+        Some((offset, since)) if offset == from => since,
+        _ => hole.insert((from, now)).1,
+    };
+    let pass = now.saturating_duration_since(since) >= wait_max;
+    if pass {
+        *hole = None;
+    }
+    pass
+}
+
 fn chunks(payloads: &[Bytes], max: usize) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
     let (mut start, mut bytes) = (0, 0usize);
@@ -582,6 +675,68 @@ mod tests {
 
     fn payloads(sizes: &[usize]) -> Vec<Bytes> {
         sizes.iter().map(|&n| Bytes::from(vec![0u8; n])).collect()
+    }
+
+    fn at(offsets: &[u64]) -> Vec<Record> {
+        offsets
+            .iter()
+            .map(|&offset| Record {
+                offset,
+                payload: Bytes::from(offset.to_string()),
+            })
+            .collect()
+    }
+
+    fn offsets(records: &[Record]) -> Vec<u64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    // tansu 0.6 can answer a fetch with a later batch while an earlier one is not stored yet:
+    // a read keeps only what follows on from `from`, and tells a hole at `from` itself.
+    #[test]
+    fn reads_stop_at_the_first_missing_offset() {
+        let mut all = at(&[10, 11, 12, 13]);
+        assert_eq!(up_to_hole(&mut all, 10), Hole::None);
+        assert_eq!(offsets(&all), [10, 11, 12, 13]);
+
+        let mut gap = at(&[10, 11, 16, 17]);
+        assert_eq!(up_to_hole(&mut gap, 10), Hole::None);
+        assert_eq!(offsets(&gap), [10, 11]);
+
+        let mut ahead = at(&[18, 19, 16, 17]);
+        assert_eq!(up_to_hole(&mut ahead, 10), Hole::At(16));
+        assert_eq!(offsets(&ahead), [16, 17, 18, 19]);
+
+        let mut twice = at(&[10, 11, 11, 12]);
+        assert_eq!(up_to_hole(&mut twice, 10), Hole::None);
+        assert_eq!(offsets(&twice), [10, 11, 12]);
+
+        let mut none = at(&[]);
+        assert_eq!(up_to_hole(&mut none, 10), Hole::None);
+        assert!(none.is_empty());
+    }
+
+    // A hole is waited for from the first read that met it, and passed over once it has been
+    // missing for `hole_wait_max`; a hole at another offset starts its own wait.
+    #[test]
+    fn a_hole_is_passed_over_only_after_the_wait() {
+        let wait = Duration::from_secs(10);
+        let t0 = tokio::time::Instant::now();
+        let mut hole = None;
+        assert!(!pass_over(&mut hole, 10, t0, wait));
+        assert!(!pass_over(&mut hole, 10, t0 + Duration::from_secs(9), wait));
+        // Another hole (the first filled, reads went on): its wait starts now.
+        assert!(!pass_over(&mut hole, 20, t0 + Duration::from_secs(9), wait));
+        assert!(!pass_over(
+            &mut hole,
+            20,
+            t0 + Duration::from_secs(18),
+            wait
+        ));
+        assert!(pass_over(&mut hole, 20, t0 + Duration::from_secs(19), wait));
+        assert_eq!(hole, None);
+        // With no wait, as before holes were waited for: passed at once.
+        assert!(pass_over(&mut hole, 30, t0, Duration::ZERO));
     }
 
     #[test]

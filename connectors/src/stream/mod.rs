@@ -67,6 +67,9 @@ pub struct Stats {
     pub syncs: u64,
     /// Bytes appended (the embedded log counts its frame headers too).
     pub bytes: u64,
+    /// Offsets a reader passed over after waiting `holeWaitMax` for them to become readable
+    /// (Kafka only: see [`KafkaConfig::hole_wait_max`]).
+    pub holes_skipped: u64,
 }
 
 /// Everything that can go wrong in this crate.

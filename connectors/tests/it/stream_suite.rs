@@ -595,8 +595,11 @@ mod appends_from_several_clients_are_all_kept {
 }
 
 /// While several clients append to a partition at once, a reader that follows it never sees
-/// an offset gap: each read starts at the offset asked for (records become readable in offset
-/// order), so following the last offset read skips nothing.
+/// an offset gap: each read starts at the offset asked for, so following the last offset read
+/// skips nothing. (tansu 0.6 can serve a later batch before an earlier one is stored; the Kafka
+/// stream waits for the earlier one, see its "No holes". The window is microseconds wide, so
+/// this test rarely meets it: `kafka::tests::reads_stop_at_the_first_missing_offset` checks
+/// the rule itself.)
 async fn a_reader_following_several_appenders_skips_nothing(backend: &dyn Backend) {
     const CLIENTS: usize = 3;
     const ROUNDS: usize = 60;

@@ -377,6 +377,7 @@ impl EmbeddedLog {
             records: s.records.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
+            holes_skipped: 0,
         }
     }
 
