@@ -720,15 +720,7 @@ impl Catalog {
         namespace: &str,
         id: &str,
     ) -> Result<Option<BillingProfile>> {
-        let row = sqlx::query(
-            "SELECT id, definition FROM billing_profiles WHERE namespace = $1 AND id = $2",
-        )
-        .bind(namespace)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| decode_profile(r.try_get("id")?, r.try_get("definition")?))
-            .transpose()
+        select_profile(&self.pool, namespace, id).await
     }
 
     /// Profiles of a namespace, ordered and paged.
@@ -865,8 +857,11 @@ impl Catalog {
         input: BillingProfileUpdate,
     ) -> Result<BillingProfile> {
         validate_texts(&input.name, input.description.as_deref())?;
-        let old = self
-            .get_billing_profile(namespace, id)
+        input.supplier.validate()?;
+        input.workflow.validate()?;
+        // Read and written in one write transaction: a delete cannot come in between.
+        let mut tx = self.begin_write().await?;
+        let old = select_profile(&mut *tx, namespace, id)
             .await?
             .ok_or_else(|| BillingProfileError::NotFound(id.to_owned()))?;
         if old.deleted_at.is_some() {
@@ -875,8 +870,6 @@ impl Catalog {
         if old.default && !input.default {
             return Err(BillingProfileError::DefaultCannotBeUnset(id.to_owned()));
         }
-        input.supplier.validate()?;
-        input.workflow.validate()?;
         let now = Utc::now();
         let profile = BillingProfile {
             name: input.name,
@@ -888,7 +881,6 @@ impl Catalog {
             default: input.default,
             ..old.clone()
         };
-        let mut tx = self.begin_write().await?;
         if profile.default && !old.default {
             demote_default(&mut tx, namespace, now).await?;
         }
@@ -905,8 +897,10 @@ impl Catalog {
     /// Soft-deletes a profile; the default and a profile customers are pinned to cannot be.
     /// Deleting a deleted profile does nothing.
     pub async fn delete_billing_profile(&self, namespace: &str, id: &str) -> Result<()> {
-        let mut profile = self
-            .get_billing_profile(namespace, id)
+        // Checked and written in one write transaction: a customer cannot be pinned to the
+        // profile, nor the profile made default, in between.
+        let mut tx = self.begin_write().await?;
+        let mut profile = select_profile(&mut *tx, namespace, id)
             .await?
             .ok_or_else(|| BillingProfileError::NotFound(id.to_owned()))?;
         if profile.deleted_at.is_some() {
@@ -920,7 +914,7 @@ impl Catalog {
         )
         .bind(namespace)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         if !customer_ids.is_empty() {
             return Err(BillingProfileError::Referenced {
@@ -935,8 +929,9 @@ impl Catalog {
             .bind(encode_profile(&profile))
             .bind(now.timestamp_millis())
             .bind(&profile.id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -987,16 +982,7 @@ impl Catalog {
         namespace: &str,
         customer_id: &str,
     ) -> Result<Option<CustomerOverride>> {
-        let definition: Option<String> = sqlx::query_scalar(
-            "SELECT definition FROM billing_customer_overrides WHERE namespace = $1 AND customer_id = $2",
-        )
-        .bind(namespace)
-        .bind(customer_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        definition
-            .map(|d| decode_override(customer_id, d))
-            .transpose()
+        select_override(&self.pool, namespace, customer_id).await
     }
 
     /// Creates or replaces a live customer's override; a pinned profile must be live.
@@ -1008,9 +994,11 @@ impl Catalog {
         workflow: Option<WorkflowOverride>,
     ) -> Result<CustomerOverride> {
         let customer = self.live_customer(namespace, customer_id).await?;
+        // The profile is checked and the pin written in one write transaction: the profile
+        // cannot be deleted in between.
+        let mut tx = self.begin_write().await?;
         if let Some(id) = &billing_profile_id {
-            let profile = self
-                .get_billing_profile(namespace, id)
+            let profile = select_profile(&mut *tx, namespace, id)
                 .await?
                 .ok_or_else(|| BillingProfileError::NotFound(id.clone()))?;
             if profile.deleted_at.is_some() {
@@ -1018,7 +1006,7 @@ impl Catalog {
             }
         }
         let now = Utc::now();
-        let old = self.get_customer_override(namespace, &customer.id).await?;
+        let old = select_override(&mut *tx, namespace, &customer.id).await?;
         let customer_override = CustomerOverride {
             customer_id: customer.id.clone(),
             billing_profile_id,
@@ -1036,8 +1024,9 @@ impl Catalog {
         .bind(&customer_override.billing_profile_id)
         .bind(serde_json::to_string(&customer_override).unwrap_or_default())
         .bind(now.timestamp_millis())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(customer_override)
     }
 
@@ -1242,6 +1231,46 @@ fn merged_workflow(profile: &BillingProfile, o: Option<&CustomerOverride>) -> Bi
         Some(w) => w.merge(&profile.workflow),
         None => profile.workflow.clone(),
     }
+}
+
+/// A profile by id, through the pool or in a transaction.
+async fn select_profile<'c, E>(
+    executor: E,
+    namespace: &str,
+    id: &str,
+) -> Result<Option<BillingProfile>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row =
+        sqlx::query("SELECT id, definition FROM billing_profiles WHERE namespace = $1 AND id = $2")
+            .bind(namespace)
+            .bind(id)
+            .fetch_optional(executor)
+            .await?;
+    row.map(|r| decode_profile(r.try_get("id")?, r.try_get("definition")?))
+        .transpose()
+}
+
+/// A customer's override, through the pool or in a transaction.
+async fn select_override<'c, E>(
+    executor: E,
+    namespace: &str,
+    customer_id: &str,
+) -> Result<Option<CustomerOverride>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let definition: Option<String> = sqlx::query_scalar(
+        "SELECT definition FROM billing_customer_overrides WHERE namespace = $1 AND customer_id = $2",
+    )
+    .bind(namespace)
+    .bind(customer_id)
+    .fetch_optional(executor)
+    .await?;
+    definition
+        .map(|d| decode_override(customer_id, d))
+        .transpose()
 }
 
 /// Unsets the namespace's live default (in the caller's transaction).

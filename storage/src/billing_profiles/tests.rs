@@ -145,6 +145,108 @@ crate::catalog_test! {
     }
 }
 
+// Deleting a profile and pinning a customer to it are each a check and a write in one write
+// transaction: each waits for the other's open transaction, then sees what it wrote. (Both
+// used to check outside it, so a delete and a pin at once could leave a customer pinned to a
+// deleted profile.) The one wait each side makes here is 300 ms.
+crate::catalog_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_and_pin_do_not_cross(db) {
+        let catalog = db.open().await;
+        catalog
+            .ensure_billing_defaults("ns")
+            .await
+            .expect("defaults");
+        let profile = catalog
+            .create_billing_profile("ns", create("second", false, "sandbox"))
+            .await
+            .expect("profile");
+        let customer = catalog
+            .create_customer(
+                "ns",
+                CustomerInput {
+                    name: "C".into(),
+                    key: Some("c".into()),
+                    ..CustomerInput::default()
+                },
+            )
+            .await
+            .expect("customer");
+        let pause = std::time::Duration::from_millis(300);
+
+        // A pin in an open write transaction: the delete waits for it, then is refused.
+        let pin = CustomerOverride {
+            customer_id: customer.id.clone(),
+            billing_profile_id: Some(profile.id.clone()),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            workflow: None,
+        };
+        let mut held = catalog.begin_write().await.expect("begin");
+        sqlx::query(
+            "INSERT INTO billing_customer_overrides (namespace, customer_id, profile_id, definition, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind("ns")
+        .bind(&customer.id)
+        .bind(&profile.id)
+        .bind(serde_json::to_string(&pin).expect("json"))
+        .bind(Utc::now().timestamp_millis())
+        .execute(&mut *held)
+        .await
+        .expect("pin in the held transaction");
+        let other = catalog.clone();
+        let id = profile.id.clone();
+        let delete = tokio::spawn(async move { other.delete_billing_profile("ns", &id).await });
+        tokio::time::sleep(pause).await;
+        assert!(!delete.is_finished(), "the delete must wait for the pin");
+        held.commit().await.expect("commit");
+        let deleted = delete.await.expect("task");
+        assert!(
+            matches!(&deleted, Err(BillingProfileError::Referenced { .. })),
+            "{deleted:?}"
+        );
+
+        // A delete in an open write transaction: the pin waits for it, then is refused.
+        catalog
+            .delete_customer_override("ns", &customer.id)
+            .await
+            .expect("unpin");
+        let mut gone = profile.clone();
+        gone.deleted_at = Some(Utc::now());
+        let mut held = catalog.begin_write().await.expect("begin");
+        sqlx::query("UPDATE billing_profiles SET definition = $1, deleted_at = $2 WHERE id = $3")
+            .bind(encode_profile(&gone))
+            .bind(Utc::now().timestamp_millis())
+            .bind(&gone.id)
+            .execute(&mut *held)
+            .await
+            .expect("delete in the held transaction");
+        let other = catalog.clone();
+        let (id, customer_id) = (profile.id.clone(), customer.id.clone());
+        let pin = tokio::spawn(async move {
+            other
+                .upsert_customer_override("ns", &customer_id, Some(id), None)
+                .await
+        });
+        tokio::time::sleep(pause).await;
+        assert!(!pin.is_finished(), "the pin must wait for the delete");
+        held.commit().await.expect("commit");
+        let pinned = pin.await.expect("task");
+        assert!(
+            matches!(&pinned, Err(BillingProfileError::AlreadyDeleted(_))),
+            "{pinned:?}"
+        );
+        assert!(
+            catalog
+                .get_customer_override("ns", &customer.id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+    }
+}
+
 // Validation: supplier name and country, ISO durations, one app for all three roles.
 crate::catalog_test! {
     #[tokio::test]
