@@ -1036,6 +1036,11 @@ impl Pipeline {
     /// are taken, as a query here would be.
     pub async fn sql_tables_encoded(&self, namespace: &str, sql: &str) -> Result<Vec<u8>> {
         let _slot = self.inner.query.try_sql_slot()?;
+        if let Some(metron_engine::failpoint::Action::Sleep(pause)) =
+            metron_engine::failpoint::eval("sql.tables")
+        {
+            tokio::time::sleep(pause).await;
+        }
         let tables = self.sql_tables(namespace, sql).await?;
         Metrics::add(&self.inner.metrics.sql_tables_sent_total, 1);
         Ok(metron_storage::query::wire::encode(

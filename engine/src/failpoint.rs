@@ -9,7 +9,9 @@
 //! The points: `log.write` and `log.fsync` (the embedded log's writer thread),
 //! `objects.put` (every object written: Parquet, manifests), `partition.read` (before a
 //! partition reads its next batch), `serve.start` (`sleep` only: the binary's start, after the
-//! pipeline started and before its HTTP server does).
+//! pipeline started and before its HTTP server does), `sql.tables` (a holder asked for a SQL
+//! query's tables by a standby: `error` answers 404, as a binary without that route would;
+//! `sleep` holds the SQL slot it took that long first).
 
 use std::collections::HashMap;
 use std::sync::RwLock;

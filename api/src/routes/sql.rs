@@ -97,6 +97,11 @@ pub async fn tables(
     body: web::Json<TablesBody>,
 ) -> Result<HttpResponse, ApiError> {
     state.ready()?;
+    // Failpoint `sql.tables=error`: answer as a binary without this route would.
+    if metron_engine::failpoint::eval("sql.tables") == Some(metron_engine::failpoint::Action::Error)
+    {
+        return Ok(HttpResponse::NotFound().finish());
+    }
     let bytes = state
         .pipeline
         .sql_tables_encoded(state.pipeline.namespace(), &body.sql)

@@ -354,22 +354,24 @@ fn a_standby_runs_sql_itself_over_the_holders_files_and_live_rows() {
     let Some(cluster) = cluster(test, &runtime, &stream, "1h") else {
         return;
     };
-    let start = || {
+    let start = |config: &str| {
         TestServer::builder()
-            .with_config(&cluster.config)
+            .with_config(config)
             .with_env("RUST_BACKTRACE", "0")
+            .with_env("METRON_FAILPOINTS", "")
             .start()
     };
     let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 7_200, 0).expect("time");
-    // The first events go to Parquet on S3 with the checkpoint of a clean stop.
-    let mut a = start();
+    // The first events go to Parquet on S3 with the checkpoint of a clean stop. The holder
+    // runs one SQL query at a time (so that its refusal can be shown below), the standby 4.
+    let mut a = start(&format!("{}sql:\n  concurrentMax: 1\n", cluster.config));
     let first = sum_batch("f", 0, 100, t0);
     a.ingest_batch(&first.events).expect_status(204);
     wait_for_total(&a, "calls", first.sum);
     a.terminate().expect("a stops cleanly");
     a.try_restart().expect("a restarts");
     assert!(!standing_by(&a), "a holds the stream again");
-    let b = start();
+    let b = start(&cluster.config);
     assert!(standing_by(&b), "b stands by");
     // The next ones the holder has read, but no checkpoint holds.
     let second = sum_batch("s", 100, 50, t0);
@@ -417,4 +419,31 @@ fn a_standby_runs_sql_itself_over_the_holders_files_and_live_rows() {
     let through = b.get(listing).send().expect_status(200);
     assert_eq!(through.body, a.get(listing).send().expect_status(200).body);
     assert_eq!(through.json().as_array().map(Vec::len), Some(100));
+
+    // A holder without the tables route (an older binary: 404) runs the query itself.
+    set_failpoints(&a, "sql.tables=error");
+    assert_eq!(b.sql(sql), here, "forwarded, the same answer");
+    assert_eq!(gauge(&b, "metron_sql_queries_total"), Some(2), "b ran none");
+    assert_eq!(gauge(&a, "metron_sql_queries_total"), Some(2), "a ran it");
+
+    // A holder whose SQL slots are all taken refuses the tables, and its 429 reaches the
+    // standby's client: the first query holds a's one slot for 3 s while the second comes.
+    set_failpoints(&a, "sql.tables=sleep(3000)");
+    let slow = std::thread::spawn({
+        let b = b.client();
+        move || {
+            b.post("/api/v1/sql")
+                .json(&json!({ "sql": "SELECT count(*) AS n FROM events" }))
+                .send()
+                .status
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let busy = b
+        .post("/api/v1/sql")
+        .json(&json!({ "sql": "SELECT count(*) AS n FROM events" }))
+        .send();
+    assert_problem(&busy, 429);
+    assert_eq!(slow.join().expect("the slow query"), 200);
+    set_failpoints(&a, "sql.tables=off");
 }
