@@ -170,7 +170,7 @@ fn ingest_answers_503_when_the_broker_stops_answering() {
     let resp = server.ingest_batch(&second.events);
     signal("-CONT");
     let detail = assert_problem(&resp, 503);
-    assert!(detail.contains("brokers are unavailable"), "{detail}");
+    assert!(detail.contains("event stream is unavailable"), "{detail}");
     eventually(VISIBLE, || {
         match server.ingest_batch(&second.events).status {
             204 => Ok(()),
@@ -203,7 +203,7 @@ fn a_server_on_an_unreachable_broker_fails_to_start_and_says_why() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("brokers are unavailable while connecting to the brokers")
+        stderr.contains("event stream is unavailable while connecting to the brokers")
             && stderr.contains("127.0.0.1:1"),
         "{stderr}"
     );

@@ -156,9 +156,9 @@ pub enum Error {
         persisted: u32,
         requested: u32,
     },
-    /// The brokers did not answer, or answered with an error, while `context`; the caller
-    /// may retry later (HTTP 503).
-    #[error("the event stream's brokers are unavailable while {context}: {reason}")]
+    /// The Kafka brokers or the Fluvio cluster did not answer, or answered with an error,
+    /// while `context`; the caller may retry later (HTTP 503).
+    #[error("the event stream is unavailable while {context}: {reason}")]
     Unavailable {
         context: &'static str,
         reason: String,
@@ -286,7 +286,7 @@ pub(crate) fn validate_limits(
     Ok(())
 }
 
-/// [`Error::Unavailable`] for a failure of the brokers' client while `context`.
+/// [`Error::Unavailable`] for a failure of the Kafka or Fluvio client while `context`.
 pub(crate) fn unavailable(context: &'static str, error: impl std::fmt::Display) -> Error {
     Error::Unavailable {
         context,
