@@ -22,6 +22,8 @@ pub struct Metrics {
     pub held_event_bytes: AtomicU64,
     /// A gauge: estimated bytes of the meters' minute states no committed checkpoint holds.
     pub live_window_bytes: AtomicU64,
+    /// A gauge: the epoch of the newest checkpoint this node committed, or loaded at its start.
+    pub checkpoint_epoch: AtomicU64,
 }
 
 impl Metrics {

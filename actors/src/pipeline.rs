@@ -1150,6 +1150,11 @@ impl Pipeline {
                 self.inner.metrics.live_window_bytes.load(Ordering::Relaxed) as f64,
             ),
             (
+                "metron_checkpoint_epoch",
+                "Epoch of the newest checkpoint this node committed, or loaded at its start (a new holder of a Kafka or Fluvio topic: the copy it took the checkpoints over with).",
+                self.inner.metrics.checkpoint_epoch.load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "metron_held_event_bytes",
                 "Estimated bytes of the events partitions hold until a checkpoint.",
                 self.inner.metrics.held_event_bytes.load(Ordering::Relaxed) as f64,
@@ -1532,6 +1537,10 @@ fn open_dedup(
 /// The directory, under `<data_dir>/dedup`, of the one dedup index every partition shares.
 const SHARED_DEDUP_DIR: &str = "all";
 
+/// How many times a new holder tries to take the checkpoint lineage over while the previous
+/// holder's manifests keep landing first (see `manifest::claim`).
+const CLAIM_ATTEMPTS: u32 = 10;
+
 /// How often an idle merger looks for runs to merge.
 const DEDUP_MERGE_POLL: Duration = Duration::from_millis(200);
 /// How long the merger waits after a failed merge.
@@ -1705,10 +1714,25 @@ mod anyhow_free {
             .clone()
             .unwrap_or_else(|| query_runtime.clone());
         let query = QueryService::new(query_runtime, root).with_sql(sql_runtime, config.sql_limits);
-        let mut manifest = manifest::load_latest(query.root(), config.partitions)
+        let mut manifest = if leases.is_some() {
+            // A new holder of a shared stream first takes the lineage over (a copy of the
+            // newest manifest at the next epoch), so that a late manifest of the previous
+            // holder cannot follow it and name files the garbage passes below delete.
+            manifest::claim(
+                query.root(),
+                config.partitions,
+                &empty_manifest(config.partitions),
+                Utc::now().timestamp_millis(),
+                CLAIM_ATTEMPTS,
+            )
             .await
             .map_err(|e| Error::Storage(e.to_string()))?
-            .unwrap_or_else(|| empty_manifest(config.partitions));
+        } else {
+            manifest::load_latest(query.root(), config.partitions)
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))?
+                .unwrap_or_else(|| empty_manifest(config.partitions))
+        };
         tracing::info!(epoch = manifest.epoch, "Loaded the newest checkpoint.");
         // On a shared stream the dedup history moves with the partitions, through the
         // object store: this node may not be the one that wrote the checkpoint.
@@ -1743,6 +1767,9 @@ mod anyhow_free {
         let arbiters: Vec<ArbiterHandle> = (0..cores).map(|_| Arbiter::new().handle()).collect();
         let next_arbiter = AtomicU64::new(0);
         let metrics = Arc::new(Metrics::default());
+        metrics
+            .checkpoint_epoch
+            .store(manifest.epoch, Ordering::Relaxed);
 
         let covered: HashSet<&str> = manifest.meters.iter().map(String::as_str).collect();
         let mut meters = BTreeMap::new();

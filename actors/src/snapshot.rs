@@ -247,6 +247,9 @@ impl SnapshotActor {
                             });
                         }
                         Metrics::add(&act.metrics.checkpoints_total, 1);
+                        act.metrics
+                            .checkpoint_epoch
+                            .store(manifest.epoch, std::sync::atomic::Ordering::Relaxed);
                         act.health.checkpoint_outcome(true);
                         // The checkpoint freed what it wrote (the partitions' held events,
                         // their Arrow batches and Parquet bytes, compaction's buffers): hand

@@ -2,7 +2,9 @@
 //! stream offset and dedup runs, and which meters the rollups cover. A manifest is
 //! written whole and atomically, once: each epoch has its own name and the put is
 //! create-only (a conditional put on S3), so no manifest is ever overwritten or seen
-//! half-written; the newest one that reads back valid wins.
+//! half-written; the newest one that reads back valid wins. A new holder of a shared stream
+//! first [`claim`]s the lineage, so that no manifest of an earlier holder can be newer than
+//! what it loaded.
 
 use crate::objects::{self, ObjectRoot};
 use crate::paths;
@@ -274,6 +276,47 @@ pub async fn load_latest(root: &ObjectRoot, partitions: u32) -> Result<Option<Ma
     Ok(None)
 }
 
+/// Takes over the checkpoint lineage for a new holder of a shared stream: loads the newest
+/// manifest (`fresh` when there is none) and writes a copy of it, create-only, at the epoch
+/// after the highest one named (`now_ms` its creation time). Returns the copy. When another
+/// writer (a holder that lost its lease without knowing it yet) commits a manifest first, this
+/// loads that one and tries again, up to `attempts` times.
+///
+/// Once the copy is written, no manifest written by an earlier holder can follow it: an
+/// earlier holder has at most one checkpoint in flight, numbered at most one above the highest
+/// epoch this saw, and that name is now taken (its put fails with [`Error::Conflict`]). So the
+/// caller may delete the files the copy does not name: no later manifest will name them.
+/// Without the copy, a late manifest of the earlier holder could become the newest, naming
+/// files the new holder had deleted as garbage.
+pub async fn claim(
+    root: &ObjectRoot,
+    partitions: u32,
+    fresh: &Manifest,
+    now_ms: i64,
+    attempts: u32,
+) -> Result<Manifest> {
+    let mut last = None;
+    for _ in 0..attempts.max(1) {
+        let loaded = load_latest(root, partitions)
+            .await?
+            .unwrap_or_else(|| fresh.clone());
+        let highest = highest_epoch(root).await?.unwrap_or(0);
+        let copy = Manifest {
+            epoch: highest.max(loaded.epoch) + 1,
+            created_at_ms: now_ms,
+            ..loaded
+        };
+        match write(root, &copy, partitions).await {
+            Ok(()) => return Ok(copy),
+            Err(conflict @ Error::Conflict { .. }) => last = Some(conflict),
+            Err(other) => return Err(other),
+        }
+    }
+    Err(last.unwrap_or(Error::Conflict {
+        path: paths::CHECKPOINTS.to_owned(),
+    }))
+}
+
 /// The highest epoch any manifest is named by, readable or not. Manifests are written
 /// create-only, so the next checkpoint must be numbered above this one, not only above
 /// the newest manifest [`load_latest`] could read.
@@ -367,6 +410,53 @@ mod tests {
             assert_eq!(
                 load_latest(&root, 2).await?,
                 Some(manifest(7, 100)),
+                "{backend}"
+            );
+        }
+        Ok(())
+    }
+
+    // A new holder's claim copies the newest manifest to the next epoch, so that the previous
+    // holder's checkpoint in flight (numbered one above what it last committed) can no longer
+    // commit, and the claim is what loads. A manifest that lands before the claim is taken over
+    // instead. With no manifest, the claim is the fresh one at epoch 1.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_shuts_out_the_previous_holders_late_manifest() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        for (backend, root) in roots(dir.path(), "manifests-claim")? {
+            let fresh = manifest(0, 0);
+            let first = claim(&root, 2, &fresh, 1, 3).await?;
+            assert_eq!(
+                (first.epoch, first.partitions[0].offset),
+                (1, 0),
+                "{backend}"
+            );
+
+            // The old holder commits 2, then has 3 in flight when the new holder claims.
+            write(&root, &manifest(2, 20), 2).await?;
+            let claimed = claim(&root, 2, &fresh, 9, 3).await?;
+            assert_eq!(
+                claimed,
+                Manifest {
+                    epoch: 3,
+                    created_at_ms: 9,
+                    ..manifest(2, 20)
+                },
+                "{backend}: a copy of 2"
+            );
+            let late = write(&root, &manifest(3, 30), 2).await;
+            assert!(
+                matches!(late, Err(Error::Conflict { .. })),
+                "{backend}: the late manifest is refused: {late:?}"
+            );
+            assert_eq!(load_latest(&root, 2).await?, Some(claimed), "{backend}");
+
+            // A manifest that lands first (4, above the claim) is what the next claim copies.
+            write(&root, &manifest(4, 40), 2).await?;
+            let next = claim(&root, 2, &fresh, 10, 3).await?;
+            assert_eq!(
+                (next.epoch, next.partitions[0].offset),
+                (5, 40),
                 "{backend}"
             );
         }

@@ -365,12 +365,20 @@ fn a_standby_runs_sql_itself_over_the_holders_files_and_live_rows() {
     // The first events go to Parquet on S3 with the checkpoint of a clean stop. The holder
     // runs one SQL query at a time (so that its refusal can be shown below), the standby 4.
     let mut a = start(&format!("{}sql:\n  concurrentMax: 1\n", cluster.config));
+    // A new holder takes the checkpoints over with a manifest of its own (here the empty one,
+    // at 1): a late manifest of an earlier holder cannot follow it.
+    assert_eq!(gauge(&a, "metron_checkpoint_epoch"), Some(1));
     let first = sum_batch("f", 0, 100, t0);
     a.ingest_batch(&first.events).expect_status(204);
     wait_for_total(&a, "calls", first.sum);
     a.terminate().expect("a stops cleanly");
     a.try_restart().expect("a restarts");
     assert!(!standing_by(&a), "a holds the stream again");
+    assert_eq!(
+        gauge(&a, "metron_checkpoint_epoch"),
+        Some(3),
+        "2 was the clean stop's checkpoint, 3 the copy a took over with"
+    );
     let b = start(&cluster.config);
     assert!(standing_by(&b), "b stands by");
     // The next ones the holder has read, but no checkpoint holds.
