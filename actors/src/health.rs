@@ -28,7 +28,7 @@ impl Health {
         Arc::new(Self::default())
     }
 
-    /// Records a fatal error (the first reason is kept) and wakes the waiter.
+    /// Records a fatal error (the first reason is kept) and wakes the waiters.
     pub fn fatal(&self, reason: impl Into<String>) {
         let reason = reason.into();
         let mut fatal = self.fatal.lock();
@@ -38,7 +38,8 @@ impl Health {
         }
         drop(fatal);
         self.ready.store(false, Ordering::Release);
-        self.woken.notify_one();
+        // Every waiter's future, created before it checked, is woken (`notify_waiters`).
+        self.woken.notify_waiters();
     }
 
     /// The fatal error, if one happened.
@@ -65,6 +66,23 @@ impl Health {
     pub(crate) fn set_ready(&self) {
         if self.fatal.lock().is_none() {
             self.ready.store(true, Ordering::Release);
+            self.woken.notify_waiters();
+        }
+    }
+
+    /// Waits until the pipeline is ready ([`Self::is_ready`]); the fatal error's reason if
+    /// one happens first.
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        loop {
+            // Created before the checks: `notify_waiters` wakes it even if not yet polled.
+            let woken = self.woken.notified();
+            if let Some(reason) = self.fatal_reason() {
+                return Err(reason);
+            }
+            if self.is_ready() {
+                return Ok(());
+            }
+            woken.await;
         }
     }
 
@@ -104,6 +122,35 @@ mod tests {
         assert!(!health.is_ready());
         health.set_ready();
         assert!(!health.is_ready(), "never ready again after a fatal error");
+    }
+
+    // Waiting for readiness ends at ready, or at a fatal error; a waiter for each is woken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_for_ready_and_fatal_are_all_woken() {
+        let health = Health::new();
+        let ready = {
+            let h = health.clone();
+            tokio::spawn(async move { h.wait_ready().await })
+        };
+        tokio::task::yield_now().await;
+        health.set_ready();
+        assert_eq!(ready.await.unwrap(), Ok(()));
+
+        let health = Health::new();
+        let spawn_ready = || {
+            let h = health.clone();
+            tokio::spawn(async move { h.wait_ready().await })
+        };
+        let (first, second) = (spawn_ready(), spawn_ready());
+        let fatal = {
+            let h = health.clone();
+            tokio::spawn(async move { h.wait_fatal().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        health.fatal("lease lost");
+        assert_eq!(first.await.unwrap(), Err("lease lost".to_owned()));
+        assert_eq!(second.await.unwrap(), Err("lease lost".to_owned()));
+        assert_eq!(fatal.await.unwrap(), "lease lost");
     }
 
     #[test]

@@ -138,6 +138,10 @@ pub enum Error {
     Timeout(Duration),
     #[error("the pipeline is shutting down")]
     Stopped,
+    /// The pipeline has not caught up with the log since its start: a usage read now would
+    /// miss events still being replayed (503, retry later).
+    #[error("the server is replaying its event log and is not ready to answer reads yet")]
+    NotReady,
     /// Too many SQL queries at once: retry later (429).
     #[error("{0}")]
     Busy(String),
@@ -658,6 +662,10 @@ impl Pipeline {
         meter: &Meter,
         query: &MeterQuery,
     ) -> Result<(Arc<Meter>, Vec<RollupRow>)> {
+        // Usage read from half-replayed state would be short (a bill, a threshold): refused.
+        if !self.inner.health.is_ready() {
+            return Err(Error::NotReady);
+        }
         let entry = self
             .inner
             .meters

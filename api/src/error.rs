@@ -103,9 +103,10 @@ impl From<PipelineError> for ApiError {
             PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
             PipelineError::MeterExists(_) => StatusCode::CONFLICT,
             PipelineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            PipelineError::Stopped | PipelineError::Unavailable(_) | PipelineError::Lease(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            PipelineError::Stopped
+            | PipelineError::NotReady
+            | PipelineError::Unavailable(_)
+            | PipelineError::Lease(_) => StatusCode::SERVICE_UNAVAILABLE,
             PipelineError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PipelineError::Stream(_) | PipelineError::Catalog(_) | PipelineError::Storage(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -30,6 +30,12 @@ impl Actor for BillingActor {
         running.store(true, Ordering::SeqCst);
         ctx.spawn(
             async move {
+                // Nothing is billed from half-replayed usage: the schedule starts (and the
+                // ticks with it, `running` until then) once the pipeline caught up.
+                if let Err(reason) = billing.wait_ready().await {
+                    tracing::warn!(%reason, "Billing does not start: the pipeline ended.");
+                    return;
+                }
                 if let Err(error) = billing.load().await {
                     tracing::error!(%error, "Could not load the billing schedule.");
                 }

@@ -231,6 +231,12 @@ impl Billing {
         self.inner.schedule.lock().insert((at, entry));
     }
 
+    /// Waits until the pipeline has caught up with the log (usage reads before would miss
+    /// events being replayed); the fatal error's reason if it ends first.
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        self.inner.pipeline.health().wait_ready().await
+    }
+
     /// Rebuilds the schedule from the catalog: every subscription and every invoice that is
     /// not final is looked at now.
     pub async fn load(&self) -> Result<()> {

@@ -1422,6 +1422,8 @@ async fn reset(
     body: Option<web::Json<Value>>,
     api: Api,
 ) -> Result<HttpResponse, ApiError> {
+    // The reset's webhook carries the balance at the reset: not from half-replayed usage.
+    state.ready()?;
     let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
     let customer = owner(&state, &req, api).await?;
     let record = find_entitlement(&state, &customer, path_part(&req, "ent")?, false).await?;
@@ -1473,6 +1475,7 @@ async fn history(
     req: HttpRequest,
     api: Api,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let p = Params::parse(req.query_string())?;
     let customer = owner(&state, &req, api).await?;
     let record = find_entitlement(&state, &customer, path_part(&req, "ent")?, true).await?;

@@ -178,6 +178,7 @@ async fn replace(
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let (invoice, lines) = state
         .billing
         .replace_invoice(&path, &body)
@@ -187,6 +188,8 @@ async fn replace(
 }
 
 async fn act(state: &AppState, id: &str, action: Action) -> Result<HttpResponse, ApiError> {
+    // An action may snapshot usage: not from half-replayed state.
+    state.ready()?;
     let invoice = state.billing.act(id, action).await.map_err(billing_error)?;
     Ok(HttpResponse::Ok().json(render(state, &invoice, true).await?))
 }
@@ -253,6 +256,7 @@ async fn invoice_now(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
+    state.ready()?;
     let body = body.into_inner();
     let customer_ref = body
         .get("customerId")

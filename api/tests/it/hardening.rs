@@ -118,6 +118,79 @@ fn a_backlog_answers_429_with_retry_after_and_loses_nothing() {
     wait_for_total(&server, "calls", (accepted + 16) as f64);
 }
 
+// Nothing that reads usage answers from half-replayed state: while a restart replays its log
+// (held here by a failpoint), billing actions that snapshot usage, invoicing now, entitlement
+// history and resets answer 503 with Retry-After, like meter queries; once caught up, the
+// same requests get their usual answers (here 404s: nothing by those names).
+#[test]
+fn usage_reads_wait_for_the_replay() {
+    let config = COUNT_CONFIG.replace("200ms", "1h");
+    let mut server = TestServer::builder()
+        .with_config(&config)
+        .with_env("METRON_FAILPOINTS", "")
+        .start();
+    server.ingest_batch(&calls("a", 40)).expect_status(204);
+    wait_for_total(&server, "calls", 40.0);
+    server.set_env(&[("METRON_FAILPOINTS", "partition.read=error")]);
+    server.restart_listening().expect("restarts");
+    let requests: [(&str, &str, Option<Value>); 6] = [
+        ("GET", "/api/v1/meters/calls/query", None),
+        (
+            "POST",
+            "/api/v1/billing/invoices/invoice",
+            Some(json!({ "customerId": "nobody" })),
+        ),
+        (
+            "POST",
+            "/api/v1/billing/invoices/01J00000000000000000000000/snapshot-quantities",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/billing/invoices/01J00000000000000000000000/approve",
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/subjects/nobody/entitlements/none/history?windowSize=DAY",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/subjects/nobody/entitlements/none/reset",
+            Some(json!({})),
+        ),
+    ];
+    let send = |method: &str, path: &str, body: &Option<Value>| {
+        let req = match method {
+            "GET" => server.get(path),
+            _ => server.post(path),
+        };
+        match body {
+            Some(body) => req.json(body).send(),
+            None => req.send(),
+        }
+    };
+    for (method, path, body) in &requests {
+        let resp = send(method, path, body);
+        assert_problem(&resp, 503);
+        assert!(
+            resp.header("retry-after").is_some(),
+            "{method} {path}: {resp}"
+        );
+    }
+    set_failpoints(&server, "partition.read=off");
+    eventually(VISIBLE, || match server.get("/readyz").send().status {
+        200 => Ok(()),
+        other => Err(format!("/readyz answers {other}")),
+    });
+    for (method, path, body) in &requests[1..] {
+        let resp = send(method, path, body);
+        assert_eq!(resp.status, 404, "{method} {path}: {resp}");
+    }
+    assert_eq!(total(&server, "calls"), Ok(40.0));
+}
+
 #[test]
 fn failing_checkpoints_answer_503_then_recover_exactly() {
     let mut server = TestServer::builder()
