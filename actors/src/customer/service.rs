@@ -318,6 +318,11 @@ struct Inner {
     /// Features and match shapes shared by every loaded customer (one copy per feature
     /// version, not one per customer).
     shared: parking_lot::Mutex<Shared>,
+    /// Until the pipeline has caught up with the log after its start: the customers whose
+    /// balances moved meanwhile, observed once it has (`None` from then on). A balance seen
+    /// halfway through the replay is lower than the one the notifier last fired from, and
+    /// would fire thresholds again ([`Entitlements::observe`]).
+    deferred: parking_lot::Mutex<Option<HashSet<String>>>,
 }
 
 #[derive(Default)]
@@ -370,7 +375,31 @@ impl Entitlements {
             },
         ));
         this.spawn_sweeper();
+        this.spawn_deferred_observer();
         Ok(this)
+    }
+
+    /// Once the pipeline has caught up, observes the balances of the customers whose usage
+    /// moved during the replay (see [`Inner::deferred`]).
+    fn spawn_deferred_observer(&self) {
+        let this = self.clone();
+        self.spawn_task(async move {
+            if this.inner.pipeline.health().wait_ready().await.is_err() {
+                return;
+            }
+            let Some(customers) = this.inner.deferred.lock().take() else {
+                return;
+            };
+            if !customers.is_empty() {
+                tracing::debug!(
+                    customers = customers.len(),
+                    "Observing the balances that moved during the replay."
+                );
+            }
+            for customer_id in customers {
+                this.inner.table.observe_live(&this, &customer_id);
+            }
+        });
     }
 
     fn new(pipeline: Pipeline, config: EntitlementsConfig) -> Self {
@@ -397,6 +426,7 @@ impl Entitlements {
                     value_reads: AtomicU64::new(0),
                     customer_bytes: AtomicU64::new(0),
                     shared: parking_lot::Mutex::new(Shared::default()),
+                    deferred: parking_lot::Mutex::new(Some(HashSet::new())),
                 }
             }),
         };
@@ -1049,6 +1079,17 @@ impl Entitlements {
         let notifier: &Notifier = self.inner.pipeline.notifier();
         if !notifier.watches_balances(namespace) {
             return;
+        }
+        {
+            // Checked under the lock the post-replay observer takes the set with: a customer
+            // deferred here is in the set it observes.
+            let mut deferred = self.inner.deferred.lock();
+            if let Some(customers) = deferred.as_mut()
+                && !self.inner.pipeline.health().is_ready()
+            {
+                customers.insert(loaded.customer_id.to_string());
+                return;
+            }
         }
         let now = Utc::now();
         for &index in touched {

@@ -501,6 +501,27 @@ impl Table {
         });
     }
 
+    /// Tells the notifier every metered balance of the customer, if it is in memory (a
+    /// packed one is unpacked; one loading is observed when its load ends).
+    pub(super) fn observe_live(&self, service: &Entitlements, customer_id: &str) {
+        let key = Key::of(customer_id);
+        let mut shard = self.shard(&key).lock();
+        if !shard.unpack(&key) {
+            return;
+        }
+        if let Some(Slot::Ready(live)) = shard.slots.get_mut(&key) {
+            let metered: Vec<usize> = live
+                .loaded
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.ledger.is_some())
+                .map(|(i, _)| i)
+                .collect();
+            service.observe(&live.namespace, &mut live.loaded, &metered);
+        }
+    }
+
     /// Every in-memory customer's id (a full attribution reload reloads them all).
     pub(super) fn live_ids(&self) -> Vec<String> {
         self.shards

@@ -453,6 +453,110 @@ fn balance_thresholds_fire_once_each_from_live_balances_across_a_restart() {
     ]);
 }
 
+// A crash (no checkpoint since the thresholds fired) replays the usage in small steps: the
+// balance goes up again through 30, 60 and 70 to 85. Thresholds are observed only once the
+// replay has caught up, so 50 and 80 are not sent a second time (they were, in that order,
+// when the replayed balance was observed halfway).
+#[test]
+fn a_replay_after_a_crash_fires_no_threshold_again() {
+    let mut server = TestServer::start_with_config(
+        "notifications:\n  retrySchedule: [100ms, 100ms]\npartitions: 1\nbatchRecordsMax: 2\ncheckpointInterval: 1h\nmeters:\n  - slug: api_tokens\n    eventType: tokens\n    valueProperty: $.tokens\n    aggregation: SUM\n",
+    );
+    let receiver = Receiver::start();
+    server
+        .post("/api/v1/customers")
+        .json(
+            &json!({"name": "Acme", "key": "acme", "usageAttribution": {"subjectKeys": ["acme"]}}),
+        )
+        .send()
+        .expect_status(201);
+    server
+        .post("/api/v1/features")
+        .json(&json!({"key": "tokens", "name": "Tokens", "meterSlug": "api_tokens"}))
+        .send()
+        .expect_status(201);
+    let now = chrono::Utc::now();
+    server
+        .post("/api/v2/customers/acme/entitlements")
+        .json(
+            &json!({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "MONTH"},
+            "grants": [{"amount": 100, "effectiveAt": now.to_rfc3339(), "priority": 1}]}),
+        )
+        .send()
+        .expect_status(201);
+    let channel = server
+        .post("/api/v1/notification/channels")
+        .json(&json!({"type": "WEBHOOK", "name": "hook", "url": receiver.url, "customHeaders": {"X-Tenant": "acme"}}))
+        .send()
+        .expect_status(201)
+        .json();
+    let secret = channel["signingSecret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    server
+        .post("/api/v1/notification/rules")
+        .json(&json!({"type": "entitlements.balance.threshold", "name": "limits",
+            "channels": [channel["id"]], "features": ["tokens"],
+            "thresholds": [{"value": 50, "type": "usage_value"}, {"value": 80, "type": "usage_value"}]}))
+        .send()
+        .expect_status(201);
+    let event = |subject: &str, tokens: u32| {
+        json!({"specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(), "source": "test",
+            "type": "tokens", "subject": subject, "time": chrono::Utc::now().to_rfc3339(),
+            "data": {"tokens": tokens}})
+    };
+    let usage_is = |server: &TestServer, want: f64| {
+        eventually(DEADLINE, || {
+            let v = server
+                .get("/api/v2/customers/acme/entitlements/tokens/value")
+                .send()
+                .json();
+            if v["usage"].as_f64() == Some(want) {
+                Ok(v)
+            } else {
+                Err(format!("waiting for usage {want}: {v}"))
+            }
+        })
+    };
+    let seen_are = |want: &[f64]| {
+        let want: Vec<(String, f64)> = want
+            .iter()
+            .map(|v| ("usage_value".to_owned(), *v))
+            .collect();
+        eventually(DEADLINE, || {
+            let seen = thresholds_seen(&receiver, &secret);
+            if seen == want {
+                Ok(())
+            } else {
+                Err(format!("thresholds seen {seen:?}, want {want:?}"))
+            }
+        });
+    };
+    // Each of acme's events followed by 500 of others', so that the replay, in batches of
+    // two, takes acme's usage one event at a time, 250 batches apart.
+    let mut total = 0.0;
+    for tokens in [30, 30, 10, 15] {
+        let mut batch = vec![event("acme", tokens)];
+        batch.extend((0..500).map(|_| event("other", 1)));
+        server.ingest_batch(&batch).expect_status(204);
+        total += f64::from(tokens);
+        usage_is(&server, total);
+    }
+    seen_are(&[50.0, 80.0]);
+
+    // SIGKILL: the replay starts from the beginning of the log.
+    server.restart_listening().expect("restarts");
+    // Usage after the replay brings acme into memory at once.
+    eventually(DEADLINE, || match server.get("/readyz").send().status {
+        200 => Ok(()),
+        other => Err(format!("/readyz answers {other}")),
+    });
+    usage_is(&server, 85.0);
+    std::thread::sleep(Duration::from_millis(500));
+    seen_are(&[50.0, 80.0]);
+}
+
 // `invoice.created` and `invoice.updated` rules: a subscription's first invoice (a fee in
 // advance, issued and paid by the sandbox app at once) is announced when created and on its
 // updates, with the invoice as the API answers it in `data`; gathering invoices never are.
