@@ -4,7 +4,7 @@
 //! Channels and rules are soft-deleted (`deletedAt`), as in OpenMeter: events keep naming them.
 //! Every document is stored as JSON beside the columns queries filter on.
 
-use crate::catalog::{Catalog, CatalogRow};
+use crate::catalog::{Catalog, CatalogRow, Tx};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -453,7 +453,23 @@ impl Catalog {
 
     /// Stores an event and its deliveries in one transaction.
     pub async fn insert_event(&self, namespace: &str, event: &Event) -> Result<()> {
+        self.insert_fired_event(namespace, event, None).await
+    }
+
+    /// Stores an event with its deliveries and, when it fired a balance threshold, records
+    /// that threshold as the last fired for its key ([`Self::set_fired_threshold`]), all in one
+    /// transaction: a threshold is never recorded as fired without its event, which would
+    /// then never be sent.
+    pub async fn insert_fired_event(
+        &self,
+        namespace: &str,
+        event: &Event,
+        fired: Option<(&str, &Threshold)>,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        if let Some((dedup_key, threshold)) = fired {
+            set_fired_in(&mut tx, namespace, dedup_key, threshold, event.created_at).await?;
+        }
         sqlx::query(
             "INSERT INTO notification_events (id, namespace, rule_id, created_at, definition) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -579,35 +595,8 @@ impl Catalog {
         threshold: &Threshold,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let text = encode("threshold", threshold)?;
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO notification_thresholds (dedup_key, namespace, threshold, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (dedup_key) DO UPDATE SET threshold = excluded.threshold, updated_at = excluded.updated_at",
-        )
-        .bind(dedup_key)
-        .bind(namespace)
-        .bind(text)
-        .bind(at.timestamp_millis())
-        .execute(&mut *tx)
-        .await?;
-        // The same key's earlier periods are closed: keep one row per key, not one per
-        // period ever seen. The key is `<prefix>/<period start>/<measureUsageFrom>`; a row
-        // of the same prefix has exactly one `/` after it (a longer subject has more).
-        if let Some((rest, _)) = dedup_key.rsplit_once('/')
-            && let Some((prefix, _)) = rest.rsplit_once('/')
-        {
-            sqlx::query(
-                "DELETE FROM notification_thresholds WHERE namespace = $1 AND dedup_key <> $2 \
-                 AND dedup_key < $2 AND substr(dedup_key, 1, length($3) + 1) = $3 || '/' \
-                 AND length(substr(dedup_key, length($3) + 2)) \
-                     - length(replace(substr(dedup_key, length($3) + 2), '/', '')) = 1",
-            )
-            .bind(namespace)
-            .bind(dedup_key)
-            .bind(prefix)
-            .execute(&mut *tx)
-            .await?;
-        }
+        set_fired_in(&mut tx, namespace, dedup_key, threshold, at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -644,6 +633,45 @@ fn decimal_from_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal
         serde_json::Value::String(s) => s.parse().map_err(D::Error::custom),
         other => Err(D::Error::custom(format!("expected a number, got {other}"))),
     }
+}
+
+/// [`Catalog::set_fired_threshold`] in the caller's write transaction.
+async fn set_fired_in(
+    tx: &mut Tx,
+    namespace: &str,
+    dedup_key: &str,
+    threshold: &Threshold,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let text = encode("threshold", threshold)?;
+    sqlx::query(
+            "INSERT INTO notification_thresholds (dedup_key, namespace, threshold, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (dedup_key) DO UPDATE SET threshold = excluded.threshold, updated_at = excluded.updated_at",
+        )
+        .bind(dedup_key)
+        .bind(namespace)
+        .bind(text)
+        .bind(at.timestamp_millis())
+        .execute(&mut **tx)
+        .await?;
+    // The same key's earlier periods are closed: keep one row per key, not one per
+    // period ever seen. The key is `<prefix>/<period start>/<measureUsageFrom>`; a row
+    // of the same prefix has exactly one `/` after it (a longer subject has more).
+    if let Some((rest, _)) = dedup_key.rsplit_once('/')
+        && let Some((prefix, _)) = rest.rsplit_once('/')
+    {
+        sqlx::query(
+            "DELETE FROM notification_thresholds WHERE namespace = $1 AND dedup_key <> $2 \
+                 AND dedup_key < $2 AND substr(dedup_key, 1, length($3) + 1) = $3 || '/' \
+                 AND length(substr(dedup_key, length($3) + 2)) \
+                     - length(replace(substr(dedup_key, length($3) + 2), '/', '')) = 1",
+        )
+        .bind(namespace)
+        .bind(dedup_key)
+        .bind(prefix)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -798,6 +826,34 @@ mod tests {
                 vec![("k".to_owned(), other)]
             );
 
+            // A threshold is recorded as fired only with its event: when the event cannot be
+            // stored (here: its id is taken), neither is; with a new id, both are.
+            let again = catalog
+                .insert_fired_event("ns", &event, Some(("k2", &threshold)))
+                .await;
+            assert!(again.is_err(), "{again:?}");
+            assert_eq!(
+                catalog.fired_thresholds().await.expect("fired"),
+                vec![("k".to_owned(), other)],
+                "no threshold without its event"
+            );
+            let second = Event {
+                id: "e2".into(),
+                ..event.clone()
+            };
+            catalog
+                .insert_fired_event("ns", &second, Some(("k2", &threshold)))
+                .await
+                .expect("fired with its event");
+            assert_eq!(
+                catalog.fired_thresholds().await.expect("fired"),
+                vec![("k".to_owned(), other), ("k2".to_owned(), threshold)]
+            );
+            assert_eq!(
+                catalog.get_event("ns", "e2").await.expect("get"),
+                Some(second)
+            );
+
             // A later period of the same key replaces the earlier ones; a subject that only
             // starts with the same text (`a/b` vs `a`) is another key and stays.
             let key = |subject: &str, period: &str| {
@@ -825,6 +881,7 @@ mod tests {
                 keys,
                 vec![
                     "k".to_owned(),
+                    "k2".to_owned(),
                     key("a", "2025-02-01"),
                     key("a/b", "2025-01-01")
                 ]

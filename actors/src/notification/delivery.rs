@@ -71,13 +71,13 @@ impl Handler<Create> for DeliveryActor {
                     payload.insert("data".into(), data);
                 }
             }
-            if let Some((key, threshold)) = &msg.fired {
-                catalog
-                    .set_fired_threshold(&msg.namespace, key, threshold, msg.event.created_at)
-                    .await?;
-            }
             let event = with_deliveries(&catalog, &msg.namespace, msg.event).await?;
-            catalog.insert_event(&msg.namespace, &event).await?;
+            // The threshold is recorded as fired with its event, in one transaction: never
+            // one without the other.
+            let fired = msg.fired.as_ref().map(|(key, t)| (key.as_str(), t));
+            catalog
+                .insert_fired_event(&msg.namespace, &event, fired)
+                .await?;
             Ok::<_, super::Error>(event)
         };
         ctx.wait(actix::fut::wrap_future::<_, Self>(store).map(
