@@ -1075,6 +1075,11 @@ impl Pipeline {
     pub async fn shutdown(&self) -> Result<u64> {
         let epoch = self.checkpoint().await;
         self.inner.stream.close();
+        // Notifications fired from usage the final checkpoint holds are not fired again by
+        // the next start: they must be stored before the catalog closes.
+        if !self.inner.notifier.flush(NOTIFICATIONS_FLUSH_MAX).await {
+            tracing::warn!("Notifications fired just before the stop may not have been stored.");
+        }
         if let Some(leases) = &self.inner.leases {
             leases.release().await;
         }
@@ -1548,6 +1553,9 @@ const SHARED_DEDUP_DIR: &str = "all";
 /// How many times a new holder tries to take the checkpoint lineage over while the previous
 /// holder's manifests keep landing first (see `manifest::claim`).
 const CLAIM_ATTEMPTS: u32 = 10;
+
+/// How long a clean stop waits for the notifications fired before it to be stored.
+const NOTIFICATIONS_FLUSH_MAX: Duration = Duration::from_secs(10);
 
 /// How often an idle merger looks for runs to merge.
 const DEDUP_MERGE_POLL: Duration = Duration::from_millis(200);

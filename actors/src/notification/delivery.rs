@@ -30,6 +30,18 @@ pub struct Create {
 pub type DataFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>;
 
+/// Answered once every [`Create`] sent before it is stored (each holds the mailbox until
+/// then): a clean stop waits for it before it closes the catalog.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {}
+}
+
 /// Attempt a delivery once `due` has come.
 #[derive(Message)]
 #[rtype(result = "()")]

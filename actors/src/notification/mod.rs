@@ -14,7 +14,7 @@ pub mod delivery;
 mod tests;
 pub mod threshold;
 
-use crate::notification::delivery::{Create, DataFuture, DeliveryActor, Enqueue};
+use crate::notification::delivery::{Create, DataFuture, DeliveryActor, Enqueue, Flush};
 use actix::prelude::*;
 use chrono::{DateTime, SecondsFormat, Utc};
 use metron_connectors::webhook;
@@ -252,6 +252,15 @@ impl Notifier {
 
     fn rules_of(&self, namespace: &str) -> Option<Arc<Vec<Rule>>> {
         self.inner.rules.read().get(namespace).cloned()
+    }
+
+    /// Waits (up to `within`) until every event fired so far is stored with its deliveries:
+    /// those not sent yet are then sent after the next start. `false` when the wait ran out.
+    pub async fn flush(&self, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.inner.deliveries.send(Flush)).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Whether any enabled balance-threshold rule exists in the namespace (else
