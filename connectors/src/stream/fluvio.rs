@@ -12,9 +12,11 @@
 //!   together, under a lock, so that they get consecutive offsets. As with Kafka, a produce
 //!   retried after a lost answer can write records twice: every event carries its (namespace,
 //!   source, id) key and the dedup index drops the second copy. The SPU writes a batch to its
-//!   log file and flushes it to the operating system, without `fsync` (Fluvio's default flush
-//!   policy): a record survives the SPU's process, and a machine's crash only on another
-//!   replica.
+//!   log file and hands it to the operating system, never with `fsync` (Fluvio 0.18 has no
+//!   setting for it): an acknowledged record survives the SPU's process, and the machine's
+//!   crash only on another replica. With one replica, a crash of the machine loses the records
+//!   the OS had not written yet, and the SPU gives their offsets to new records: a reader
+//!   past them would skip those new records. Use replicas on several machines.
 //! - **Positions.** The consumer position lives in Metron's checkpoint manifest, written with
 //!   the state that covers it, as for Kafka; Fluvio's own consumer offsets are not used.
 //!   [`EventStream::commit`] only records the position: the topic's retention decides when
@@ -22,8 +24,12 @@
 //! - **Reads.** Each partition keeps one consumer stream (`ReadCommitted`) open at the
 //!   position where the last read ended; a read from anywhere else opens a new one. A read
 //!   waits for the first record up to `max_wait`, then takes what has already arrived, at most
-//!   `max_records`. Dropping a read consumes nothing: the stream keeps what it had not
-//!   handed out.
+//!   `max_records`, each record's offset the one after the last: a record past it (a gap,
+//!   which Fluvio's dense offsets never leave) ends the read and its stream with
+//!   [`Error::Unavailable`], so nothing is skipped. Dropping a read consumes nothing: the
+//!   stream keeps what it had not handed out.
+//! - **Fetch size.** `fetch_bytes_max` must hold a batch of the largest record
+//!   (`record_bytes_max` + 64 KiB): the SPU sends no part of a batch larger than a fetch.
 //! - **End offsets** are answered from memory ([`EventStream::end_offset`] is synchronous):
 //!   read at connect (the last committed record, through a consumer that stops at the end),
 //!   then raised by every append's answer and every record read.
@@ -121,7 +127,41 @@ impl FluvioConfig {
             self.fetch_bytes_max,
             self.appends_in_flight_max,
             self.request_timeout,
-        )
+        )?;
+        // The SPU sends no part of a batch larger than a fetch, and a batch of one largest
+        // record is larger than the record: a read would wait on it forever.
+        if self.fetch_bytes_max < self.record_bytes_max + BATCH_OVERHEAD_MAX {
+            return invalid(
+                "fetch_bytes_max",
+                "must be at least record_bytes_max + 64 KiB (a batch holding the largest record)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Room for a batch's headers around its records (what the producer's requests are allowed
+/// past `record_bytes_max`, and what a fetch must hold past it).
+const BATCH_OVERHEAD_MAX: usize = 64 * 1024;
+
+/// Where a record a consumer stream yields stands against the offset a read expects next.
+#[derive(Debug, PartialEq, Eq)]
+enum Follows {
+    /// Below it (the rest of a batch a fetch started inside): skipped.
+    Behind,
+    /// The one expected.
+    Next,
+    /// Past it: offsets were skipped. Fluvio's offsets are dense (no control records, no
+    /// compaction), so this never happens; if it did, reading on would lose the records in
+    /// between for good.
+    Gap,
+}
+
+fn follows(next: Offset, offset: i64) -> Follows {
+    match u64::try_from(offset) {
+        Ok(offset) if offset == next => Follows::Next,
+        Ok(offset) if offset > next => Follows::Gap,
+        _ => Follows::Behind,
     }
 }
 
@@ -414,16 +454,27 @@ impl FluvioStream {
         let mut item = first;
         loop {
             match item {
-                Some(Ok(record)) => {
-                    let offset = record.offset();
-                    if offset >= 0 && offset as u64 >= current.next {
-                        current.next = offset as u64 + 1;
+                Some(Ok(record)) => match follows(current.next, record.offset()) {
+                    Follows::Behind => {}
+                    Follows::Next => {
                         records.push(Record {
-                            offset: offset as u64,
+                            offset: current.next,
                             payload: Bytes::copy_from_slice(record.value()),
                         });
+                        current.next += 1;
                     }
-                }
+                    Follows::Gap => {
+                        failed = Some(Error::Unavailable {
+                            context: "fetching",
+                            reason: format!(
+                                "the SPU skipped from offset {} to {}",
+                                current.next,
+                                record.offset()
+                            ),
+                        });
+                        break;
+                    }
+                },
                 Some(Err(code)) => {
                     failed = Some(self.read_error(partition, from, code));
                     break;
@@ -591,7 +642,7 @@ async fn producer(
         .set_specific_partitioner(partition)
         .isolation(Isolation::ReadCommitted)
         .timeout(config.request_timeout)
-        .max_request_size(config.record_bytes_max + 64 * 1024)
+        .max_request_size(config.record_bytes_max + BATCH_OVERHEAD_MAX)
         .linger(Duration::ZERO)
         .build()
         .map_err(|e| unavailable("creating a producer", e))?;
@@ -717,6 +768,10 @@ mod tests {
                 ..ok.clone()
             },
             FluvioConfig {
+                fetch_bytes_max: ok.record_bytes_max,
+                ..ok.clone()
+            },
+            FluvioConfig {
                 request_timeout: Duration::ZERO,
                 ..ok.clone()
             },
@@ -726,6 +781,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    // A read takes records in offset order from where it is, skips what is behind it, and
+    // stops at a gap instead of reading on past it.
+    #[test]
+    fn records_must_follow_on() {
+        assert_eq!(follows(5, 5), Follows::Next);
+        assert_eq!(follows(5, 4), Follows::Behind);
+        assert_eq!(follows(5, -1), Follows::Behind);
+        assert_eq!(follows(5, 7), Follows::Gap);
     }
 
     #[tokio::test]

@@ -178,7 +178,8 @@ pub trait EventStream: Send + Sync + 'static {
     fn partitions(&self) -> u32;
 
     /// Appends `payloads` to `partition` in order; resolves once ALL of them
-    /// are durable (fsynced). Fails fast with [`Error::Overloaded`] when the
+    /// are durable as the backend makes them: fsynced (embedded log), on the in-sync
+    /// replicas (Kafka), on every replica's log file, not fsynced (Fluvio). Fails fast with [`Error::Overloaded`] when the
     /// append queue is full (callers answer HTTP 429).
     fn append(
         &self,
