@@ -77,6 +77,9 @@ impl StreamLeases {
         let held = catalog
             .acquire_leases(stream, &all, node_id, address, Utc::now(), ttl)
             .await?;
+        // From now on this node's catalog writes need these leases: once another node takes
+        // them over, a write from here (frozen past their expiry, then woken) is refused.
+        catalog.fence_writes(&held);
         tracing::info!(
             stream,
             node_id,

@@ -13,8 +13,10 @@ use sqlx::Row;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,6 +50,12 @@ impl Error {
     /// SQLite stores it). The caller's error (400), not the server's.
     pub fn is_refused_value(&self) -> bool {
         matches!(self, Self::Query(error) if refused_value(error))
+    }
+
+    /// Whether this is a write refused because this node no longer holds the stream leases
+    /// it took ([`Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Query(sqlx::Error::Database(e)) if e.code().as_deref() == Some(FENCED_CODE))
     }
 }
 
@@ -119,7 +127,62 @@ const POSTGRES_CONNECTIONS_MAX: u32 = 8;
 pub struct Catalog {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// The stream leases this handle's write transactions require
+    /// ([`Catalog::fence_writes`]), shared by its clones.
+    fence: Arc<parking_lot::RwLock<Option<Fence>>>,
 }
+
+/// Leases a node holds (stream, node and each partition's epoch): its writes need them.
+#[derive(Clone, Debug)]
+struct Fence {
+    stream: String,
+    node_id: String,
+    epochs: BTreeSet<(i64, i64)>,
+}
+
+/// A write refused because this node no longer holds the stream's leases it took: another
+/// node took them over, and writes from here could undo that node's.
+#[derive(Debug)]
+pub struct Fenced {
+    message: String,
+}
+
+impl std::fmt::Display for Fenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Fenced {}
+
+impl sqlx::error::DatabaseError for Fenced {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(std::borrow::Cow::Borrowed(FENCED_CODE))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        sqlx::error::ErrorKind::Other
+    }
+}
+
+/// The code a [`Fenced`] refusal carries (`sqlx::error::DatabaseError::code`).
+pub const FENCED_CODE: &str = "metron-fenced";
 
 /// Meter definitions as stored: the JSON of [`Meter`] with its namespace.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -188,6 +251,7 @@ impl Catalog {
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
+            fence: Arc::default(),
         })
     }
 
@@ -207,6 +271,7 @@ impl Catalog {
         Ok(Self {
             pool,
             backend: Backend::Postgres,
+            fence: Arc::default(),
         })
     }
 
@@ -222,9 +287,15 @@ impl Catalog {
     /// at commit or rollback. Readers never wait. A check-then-write (a free slug, one default
     /// profile, no overlapping subscription) is therefore safe in such a transaction; a
     /// single-statement write outside one is atomic on its own.
+    ///
+    /// Once [`Self::fence_writes`] named this node's leases, each such transaction first checks
+    /// that the catalog still shows them, and fails with [`Fenced`] otherwise. Leases are taken
+    /// over in a write transaction too, so a node that was frozen past its leases' expiry
+    /// cannot write after another took them: its writes would undo the new holder's (an
+    /// invoice's status put back, a line moved back).
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => {
                 let mut tx = self
                     .pool
@@ -234,9 +305,48 @@ impl Catalog {
                     .bind(POSTGRES_WRITER_LOCK)
                     .execute(&mut *tx)
                     .await?;
-                Ok(tx)
+                tx
+            }
+        };
+        let fence = self.fence.read().clone();
+        if let Some(fence) = fence {
+            let rows = sqlx::query(
+                "SELECT partition_id, epoch FROM stream_leases WHERE stream = $1 AND node_id = $2",
+            )
+            .bind(&fence.stream)
+            .bind(&fence.node_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let held = rows
+                .iter()
+                .map(|r| Ok((r.try_get("partition_id")?, r.try_get("epoch")?)))
+                .collect::<Result<BTreeSet<(i64, i64)>, sqlx::Error>>()?;
+            if !fence.epochs.is_subset(&held) {
+                return Err(sqlx::Error::Database(Box::new(Fenced {
+                    message: format!(
+                        "node {:?} no longer holds the leases of {} it took: its catalog writes are refused",
+                        fence.node_id, fence.stream
+                    ),
+                })));
             }
         }
+        Ok(tx)
+    }
+
+    /// From now on, this handle's (and its clones') write transactions require `leases`, the
+    /// leases this node took: see [`Self::begin_write`].
+    pub fn fence_writes(&self, leases: &[crate::leases::Lease]) {
+        let Some(first) = leases.first() else {
+            return;
+        };
+        *self.fence.write() = Some(Fence {
+            stream: first.stream.clone(),
+            node_id: first.node_id.clone(),
+            epochs: leases
+                .iter()
+                .map(|l| (i64::from(l.partition), l.epoch))
+                .collect(),
+        });
     }
 
     /// Every meter of a namespace, oldest first.

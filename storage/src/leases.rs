@@ -307,6 +307,34 @@ mod tests {
     }
 
     crate::catalog_test! {
+        /// Once a node's catalog writes are fenced by its leases, they go through while the
+        /// catalog shows those leases, and are refused once another node took them over
+        /// (here after they expired): a frozen holder that wakes cannot undo the new one's
+        /// writes. The other node's writes go through.
+        #[tokio::test]
+        async fn writes_of_a_node_whose_leases_were_taken_are_refused(db) {
+            let a = db.open().await;
+            let b = db.open().await;
+            let held = a.acquire_leases(S, &[0, 1], "a", None, t(0), TTL).await.expect("a");
+            a.fence_writes(&held);
+            assert_eq!(a.next_sequence("ns", "x").await.expect("a writes"), 1);
+            // Renewals and b's refused attempts change nothing.
+            let mut renewed = held.clone();
+            a.renew_leases(&mut renewed, t(5), TTL).await.expect("renew");
+            assert!(b.acquire_leases(S, &[0, 1], "b", None, t(6), TTL).await.is_err());
+            assert_eq!(a.next_sequence("ns", "x").await.expect("a writes"), 2);
+            // b takes the leases over once they expired.
+            let taken = b.acquire_leases(S, &[0, 1], "b", None, t(20), TTL).await.expect("b");
+            b.fence_writes(&taken);
+            let refused = a.next_sequence("ns", "x").await;
+            assert!(refused.as_ref().is_err_and(Error::is_fenced), "{refused:?}");
+            assert_eq!(b.next_sequence("ns", "x").await.expect("b writes"), 3);
+            a.close().await;
+            b.close().await;
+        }
+    }
+
+    crate::catalog_test! {
         /// A node that restarts takes its own leases back at once, at a new epoch, which fences
         /// anything still running with the old one; released leases are free at once.
         #[tokio::test]

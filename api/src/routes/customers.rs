@@ -23,10 +23,14 @@ pub(crate) fn catalog_error(error: catalog::Error) -> ApiError {
     ApiError::new(catalog_status(&error), refused_detail(&error))
 }
 
-/// 400 for a value the database refused ([`catalog::Error::is_refused_value`]), else 500.
+/// 400 for a value the database refused ([`catalog::Error::is_refused_value`]), 503 for a
+/// write of a node whose leases another took ([`catalog::Error::is_fenced`]: the client's
+/// retry reaches the new holder), else 500.
 pub(crate) fn catalog_status(error: &catalog::Error) -> StatusCode {
     if error.is_refused_value() {
         StatusCode::BAD_REQUEST
+    } else if error.is_fenced() {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     }
