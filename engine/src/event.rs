@@ -190,7 +190,15 @@ pub fn parse_parts<'a>(
     now: DateTime<Utc>,
     limits: &EventLimits,
 ) -> Result<Vec<EventParts<'a>>, BodyError> {
-    let top: Top<'a> = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
+    // The array's items are kept up to the limit only: past it they are counted, not kept, so
+    // a body of many tiny items costs no more memory than the largest batch allowed.
+    let seed = TopSeed {
+        max: limits.events_per_request_max,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let top = de::DeserializeSeed::deserialize(seed, &mut deserializer)
+        .and_then(|top| deserializer.end().map(|()| top))
+        .map_err(|e| BodyError::Json(e.to_string()))?;
     let one = |item: Item<'a>| match item {
         Item::Event(raw) => raw.validate(now, limits),
         Item::Other => Err(EventError::NotAnObject),
@@ -200,15 +208,13 @@ pub fn parse_parts<'a>(
         (BodyKind::Json, Top::Event(Item::Event(raw))) => {
             Ok(vec![raw.validate(now, limits).map_err(BodyError::Event)?])
         }
+        (BodyKind::Batch | BodyKind::Json, Top::TooMany(count)) => Err(BodyError::TooManyEvents {
+            count,
+            max: limits.events_per_request_max,
+        }),
         (BodyKind::Batch | BodyKind::Json, Top::Events(items)) => {
             if items.is_empty() {
                 return Err(BodyError::Empty);
-            }
-            if items.len() > limits.events_per_request_max {
-                return Err(BodyError::TooManyEvents {
-                    count: items.len(),
-                    max: limits.events_per_request_max,
-                });
             }
             items
                 .into_iter()
@@ -219,7 +225,7 @@ pub fn parse_parts<'a>(
         (BodyKind::Batch, _) => Err(BodyError::NotAnArray),
         (BodyKind::Json, Top::Null) => Err(BodyError::Empty),
         (BodyKind::Json, _) => Err(BodyError::Event(EventError::NotAnObject)),
-        (BodyKind::Single, Top::Null | Top::Events(_)) => {
+        (BodyKind::Single, Top::Null | Top::Events(_) | Top::TooMany(_)) => {
             Err(BodyError::Event(EventError::NotAnObject))
         }
     }
@@ -229,8 +235,15 @@ pub fn parse_parts<'a>(
 enum Top<'a> {
     Event(Item<'a>),
     Events(Vec<Item<'a>>),
+    /// An array of more items than allowed: how many.
+    TooMany(usize),
     /// A JSON null.
     Null,
+}
+
+/// Reads a [`Top`], keeping at most `max` array items.
+struct TopSeed {
+    max: usize,
 }
 
 /// An array item or a single body: an object (an event to validate) or not.
@@ -490,9 +503,13 @@ impl<'de> Deserialize<'de> for Item<'de> {
     }
 }
 
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
+impl<'de> de::DeserializeSeed<'de> for TopSeed {
+    type Value = Top<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Top<'de>, D::Error> {
+        struct V {
+            max: usize,
+        }
         impl<'de> de::Visitor<'de> for V {
             type Value = Top<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -503,10 +520,21 @@ impl<'de> Deserialize<'de> for Top<'de> {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Top<'de>, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(4096));
-                while let Some(item) = seq.next_element::<Item<'de>>()? {
-                    items.push(item);
+                while items.len() < self.max {
+                    match seq.next_element::<Item<'de>>()? {
+                        Some(item) => items.push(item),
+                        None => return Ok(Top::Events(items)),
+                    }
                 }
-                Ok(Top::Events(items))
+                if seq.next_element::<de::IgnoredAny>()?.is_none() {
+                    return Ok(Top::Events(items));
+                }
+                let mut count = items.len() + 1;
+                drop(items);
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Top::TooMany(count))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Top<'de>, E> {
                 Ok(Top::Null)
@@ -530,7 +558,7 @@ impl<'de> Deserialize<'de> for Top<'de> {
                 Ok(Top::Event(Item::Other))
             }
         }
-        deserializer.deserialize_any(V)
+        deserializer.deserialize_any(V { max: self.max })
     }
 }
 
@@ -712,6 +740,25 @@ mod tests {
             parse_events_within(&body, BodyKind::Batch, now(), &limits),
             Err(BodyError::TooManyEvents { count: 4, max: 3 })
         );
+        // Items past the limit are counted, not kept (any JSON counts), and the body must
+        // still be whole JSON.
+        let mut many = vec![valid(); 3];
+        many.extend(std::iter::repeat_n(json!(0), 10_000));
+        assert_eq!(
+            parse_events_within(&batch(many), BodyKind::Batch, now(), &limits),
+            Err(BodyError::TooManyEvents {
+                count: 10_003,
+                max: 3
+            })
+        );
+        assert!(matches!(
+            parse_events_within(b"[{},{},{},{},", BodyKind::Batch, now(), &limits),
+            Err(BodyError::Json(_))
+        ));
+        assert!(matches!(
+            parse_events_within(b"[0,0,0,0] x", BodyKind::Batch, now(), &limits),
+            Err(BodyError::Json(_))
+        ));
         let mut deep = valid();
         deep["data"] = json!({"a": [1, 2, {"b": 3}]});
         let body = batch(vec![deep]);
