@@ -157,6 +157,18 @@ pub enum Error {
     /// Ingest is refused for now (checkpoints failing, or a fatal error): retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// A request's events go to several partitions; the appends of some failed (`cause`),
+    /// those of others did not: the client must resend the whole request unchanged.
+    #[error(
+        "{cause}; the events of {stored} of the request's {of} partitions were stored all the \
+         same: resend the whole request unchanged (same ids), and the copies already stored are \
+         dropped as duplicates"
+    )]
+    PartlyStored {
+        stored: usize,
+        of: usize,
+        cause: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -1358,6 +1370,11 @@ pub(crate) fn records_by_partition(
 /// Appends each partition's records (from [`records_by_partition`]) and returns once all
 /// are durable. A failed write of the embedded log is fatal through `health`: what is on disk
 /// is no longer known, and the restart reads the log as it is.
+///
+/// The partitions' appends are independent: when some fail and others do not, the error is
+/// [`Error::PartlyStored`], which tells the client to resend the request unchanged (the
+/// dedup index drops the copies already stored). Every append's outcome is looked at, so a
+/// fatal one is never hidden behind another partition's 429.
 pub(crate) async fn append_groups(
     stream: &dyn EventStream,
     groups: Vec<Vec<bytes::Bytes>>,
@@ -1368,14 +1385,19 @@ pub(crate) async fn append_groups(
         .enumerate()
         .filter(|(_, g)| !g.is_empty())
         .map(|(p, g)| stream.append(p as u32, g));
-    for result in futures::future::join_all(appends).await {
-        match result {
-            Ok(_) => {}
-            Err(metron_connectors::Error::Overloaded { queued }) => {
-                return Err(Error::Overloaded {
-                    backlog: queued as u64,
-                });
+    let results = futures::future::join_all(appends).await;
+    let of = results.len();
+    let mut stored = 0;
+    let mut failure: Option<Error> = None;
+    for result in results {
+        let error = match result {
+            Ok(_) => {
+                stored += 1;
+                continue;
             }
+            Err(metron_connectors::Error::Overloaded { queued }) => Error::Overloaded {
+                backlog: queued as u64,
+            },
             Err(
                 error @ (metron_connectors::Error::Io { .. }
                 | metron_connectors::Error::Poisoned { .. }),
@@ -1383,17 +1405,30 @@ pub(crate) async fn append_groups(
                 if let Some(health) = health {
                     health.fatal(format!("appending to the event log failed: {error}"));
                 }
-                return Err(error.into());
+                error.into()
             }
+            // The brokers did not take the records (or did not say so in time): the client
+            // retries, and the dedup index drops what did land twice.
             Err(error @ metron_connectors::Error::Unavailable { .. }) => {
-                // The brokers did not take the records (or did not say so in time): the
-                // client retries, and the dedup index drops what did land twice.
-                return Err(Error::Unavailable(error.to_string()));
+                Error::Unavailable(error.to_string())
             }
-            Err(error) => return Err(error.into()),
-        }
+            Err(error) => error.into(),
+        };
+        // An overload is the mildest cause: any other one is what the client hears.
+        failure = match failure {
+            Some(Error::Overloaded { .. }) | None => Some(error),
+            kept => kept,
+        };
     }
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(cause) if stored > 0 => Err(Error::PartlyStored {
+            stored,
+            of,
+            cause: Box::new(cause),
+        }),
+        Some(cause) => Err(cause),
+    }
 }
 
 /// The partition of a (namespace, subject): a stable hash, so a subject's events stay in order.
@@ -2064,5 +2099,133 @@ mod anyhow_free {
                 .collect(),
             ..Manifest::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod append_tests {
+    use super::*;
+    use futures::future::BoxFuture;
+    use metron_connectors::stream::{AppendAck, Offset, PartitionId, Record, Stats};
+
+    /// A stream whose appends to `refused` fail with `error`, and succeed elsewhere.
+    struct Refusing {
+        refused: u32,
+        error: fn() -> metron_connectors::Error,
+        appended: parking_lot::Mutex<Vec<u32>>,
+    }
+
+    impl EventStream for Refusing {
+        fn partitions(&self) -> u32 {
+            3
+        }
+        fn append(
+            &self,
+            partition: PartitionId,
+            payloads: Vec<bytes::Bytes>,
+        ) -> BoxFuture<'_, metron_connectors::Result<AppendAck>> {
+            Box::pin(async move {
+                if partition == self.refused {
+                    return Err((self.error)());
+                }
+                self.appended.lock().push(partition);
+                Ok(AppendAck {
+                    partition,
+                    first_offset: 0,
+                    next_offset: payloads.len() as u64,
+                })
+            })
+        }
+        fn read(
+            &self,
+            _: PartitionId,
+            _: Offset,
+            _: usize,
+            _: Duration,
+        ) -> BoxFuture<'_, metron_connectors::Result<Vec<Record>>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn end_offset(&self, _: PartitionId) -> metron_connectors::Result<Offset> {
+            Ok(0)
+        }
+        fn commit(
+            &self,
+            _: PartitionId,
+            _: Offset,
+        ) -> BoxFuture<'_, metron_connectors::Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn record_bytes_max(&self) -> usize {
+            1 << 20
+        }
+        fn stats(&self) -> Stats {
+            Stats::default()
+        }
+        fn close(&self) {}
+    }
+
+    fn groups(partitions: &[usize]) -> Vec<Vec<bytes::Bytes>> {
+        (0..3)
+            .map(|p| {
+                if partitions.contains(&p) {
+                    vec![bytes::Bytes::from_static(b"e")]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect()
+    }
+
+    // A request whose appends partly fail says so (the client must resend it whole); one
+    // that fails whole keeps its plain cause; a fatal failure is never hidden behind another
+    // partition's overload.
+    #[tokio::test]
+    async fn a_partly_stored_request_says_so() {
+        let overloaded = || metron_connectors::Error::Overloaded { queued: 9 };
+        let stream = Refusing {
+            refused: 1,
+            error: overloaded,
+            appended: parking_lot::Mutex::new(Vec::new()),
+        };
+        match append_groups(&stream, groups(&[0, 1, 2]), None).await {
+            Err(Error::PartlyStored {
+                stored: 2,
+                of: 3,
+                cause,
+            }) => {
+                assert!(
+                    matches!(*cause, Error::Overloaded { backlog: 9 }),
+                    "{cause}"
+                );
+            }
+            other => panic!("expected PartlyStored, got {other:?}"),
+        }
+        assert_eq!(*stream.appended.lock(), [0, 2]);
+        assert!(matches!(
+            append_groups(&stream, groups(&[1]), None).await,
+            Err(Error::Overloaded { backlog: 9 })
+        ));
+        append_groups(&stream, groups(&[0, 2]), None)
+            .await
+            .expect("no refused partition");
+
+        let health = Health::new();
+        let broken = Refusing {
+            refused: 2,
+            error: || metron_connectors::Error::Io {
+                path: "log".into(),
+                source: std::io::Error::other("disk full"),
+            },
+            appended: parking_lot::Mutex::new(Vec::new()),
+        };
+        let result = append_groups(&broken, groups(&[0, 2]), Some(&health)).await;
+        assert!(
+            matches!(&result, Err(Error::PartlyStored { cause, .. }) if matches!(**cause, Error::Stream(_))),
+            "{result:?}"
+        );
+        assert!(
+            health.fatal_reason().is_some(),
+            "a failed log write is fatal"
+        );
     }
 }

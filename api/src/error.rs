@@ -93,26 +93,28 @@ impl From<PipelineError> for ApiError {
         if let PipelineError::Catalog(e) = error {
             return crate::routes::customers::catalog_error(e);
         }
-        let status = match &error {
-            PipelineError::Overloaded { .. } | PipelineError::Busy(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            PipelineError::Meter(_) | PipelineError::Sql(_) | PipelineError::QueryTooLarge(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
-            PipelineError::MeterExists(_) => StatusCode::CONFLICT,
-            PipelineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            PipelineError::Stopped
-            | PipelineError::NotReady
-            | PipelineError::Unavailable(_)
-            | PipelineError::Lease(_) => StatusCode::SERVICE_UNAVAILABLE,
-            PipelineError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            PipelineError::Stream(_) | PipelineError::Catalog(_) | PipelineError::Storage(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        Self::new(status, error.to_string())
+        Self::new(pipeline_status(&error), error.to_string())
+    }
+}
+
+/// The status of a pipeline error (a partly stored request: its cause's).
+fn pipeline_status(error: &PipelineError) -> StatusCode {
+    match error {
+        PipelineError::PartlyStored { cause, .. } => pipeline_status(cause),
+        PipelineError::Catalog(e) => crate::routes::customers::catalog_status(e),
+        PipelineError::Overloaded { .. } | PipelineError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+        PipelineError::Meter(_) | PipelineError::Sql(_) | PipelineError::QueryTooLarge(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        PipelineError::MeterNotFound(_) => StatusCode::NOT_FOUND,
+        PipelineError::MeterExists(_) => StatusCode::CONFLICT,
+        PipelineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+        PipelineError::Stopped
+        | PipelineError::NotReady
+        | PipelineError::Unavailable(_)
+        | PipelineError::Lease(_) => StatusCode::SERVICE_UNAVAILABLE,
+        PipelineError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        PipelineError::Stream(_) | PipelineError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

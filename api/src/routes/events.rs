@@ -80,7 +80,12 @@ pub async fn ingest(
     {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
         Err(error) => {
-            if matches!(error, metron_actors::pipeline::Error::Overloaded { .. }) {
+            use metron_actors::pipeline::Error as E;
+            let cause = match &error {
+                E::PartlyStored { cause, .. } => cause.as_ref(),
+                other => other,
+            };
+            if matches!(cause, E::Overloaded { .. }) {
                 Metrics::add(&metrics.ingest_overloaded_total, 1);
             }
             Err(error.into())
