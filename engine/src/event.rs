@@ -102,6 +102,8 @@ pub enum EventError {
     TooLong { field: &'static str, max: usize },
     #[error("data: more than {max} values")]
     TooManyValues { max: usize },
+    #[error("data: a \\u escape names half of a UTF-16 surrogate pair, not a character")]
+    LoneSurrogate,
 }
 
 /// Why a request body carries no valid events.
@@ -368,6 +370,11 @@ impl<'a> RawEvent<'a> {
                     return Err(EventError::TooManyValues {
                         max: limits.data_values_max,
                     });
+                }
+                // Accepted, such data could never be decoded again: listings would lose the
+                // event, and meters its values.
+                if text.contains("\\u") && crate::rawjson::has_lone_surrogate(text) {
+                    return Err(EventError::LoneSurrogate);
                 }
                 Some(if spaced {
                     Cow::Owned(crate::rawjson::compact(text))
@@ -712,6 +719,28 @@ mod tests {
             }
             assert_eq!(parse_event(event, now()), Err(expected), "field {field}");
         }
+    }
+
+    // Data with a lone surrogate escape is refused at ingest: stored, it could not be read
+    // back. A pair is a character like any other.
+    #[test]
+    fn data_with_a_lone_surrogate_is_refused() {
+        let body = |data: &str| {
+            format!(
+                r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","subject":"u","data":{data}}}"#
+            )
+        };
+        let limits = EventLimits::default();
+        let lone = body(r#"{"a":"\ud800"}"#);
+        assert_eq!(
+            parse_parts(lone.as_bytes(), BodyKind::Single, now(), &limits).map(|p| p.len()),
+            Err(BodyError::Event(EventError::LoneSurrogate))
+        );
+        let pair = body(r#"{"a":"\ud83d\ude00"}"#);
+        assert_eq!(
+            parse_parts(pair.as_bytes(), BodyKind::Single, now(), &limits).map(|p| p.len()),
+            Ok(1)
+        );
     }
 
     #[test]

@@ -186,6 +186,47 @@ pub fn string_value(raw: &str) -> Option<Cow<'_, str>> {
     serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
+/// Whether a JSON text's strings hold a `\u` escape of an unpaired UTF-16 surrogate: valid
+/// JSON syntax that no string can hold (serde_json refuses to decode it, so such data could
+/// be stored but never read back).
+pub fn has_lone_surrogate(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    // The last escape was a high surrogate: the next character must be a low one's escape.
+    let mut high = false;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'\\' {
+            if high {
+                return true;
+            }
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) != Some(&b'u') {
+            if high {
+                return true;
+            }
+            i += 2;
+            continue;
+        }
+        let Some(unit) = bytes
+            .get(i + 2..i + 6)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+        else {
+            // Not an escape JSON allows: the parser refuses the text itself.
+            return false;
+        };
+        let is_low = (0xDC00..=0xDFFF).contains(&unit);
+        if high != is_low {
+            return true;
+        }
+        high = !high && (0xD800..=0xDBFF).contains(&unit);
+        i += 6;
+    }
+    high
+}
+
 /// How many values a JSON object's text holds at any depth (the object itself not
 /// counted), and whether it has whitespace outside strings. Stops counting past `max`.
 pub fn census(data: &str, max: usize) -> (usize, bool) {
@@ -266,6 +307,31 @@ mod tests {
     use crate::jsonpath::JsonPath;
     use proptest::prelude::*;
     use serde_json::Value;
+
+    // Exactly the texts serde_json cannot decode for a lone surrogate are flagged: a pair, an
+    // escaped backslash before `u`, and other escapes are fine.
+    #[test]
+    fn lone_surrogates_are_found() {
+        for (text, lone) in [
+            (r#"{"a":"\ud800"}"#, true),
+            (r#"{"a":"\udc00"}"#, true),
+            (r#"{"a":"\ud800x"}"#, true),
+            (r#"{"a":"\ud800\n"}"#, true),
+            (r#"{"a":"\ud800\u0041"}"#, true),
+            (r#"{"a":"\ud800\ud800\udc00"}"#, true),
+            (r#"{"a":"\ud83d\ude00"}"#, false),
+            (r#"{"a":"\\ud800"}"#, false),
+            (r#"{"a":"\u00e9\n\"x"}"#, false),
+            (r#"{"a":"plain","b":[1,2]}"#, false),
+        ] {
+            assert_eq!(has_lone_surrogate(text), lone, "{text}");
+            assert_eq!(
+                serde_json::from_str::<Value>(text).is_err(),
+                lone,
+                "serde_json on {text}"
+            );
+        }
+    }
 
     fn steps(path: &str) -> Vec<Step> {
         JsonPath::parse(path)
