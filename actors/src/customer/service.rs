@@ -1073,6 +1073,18 @@ impl Entitlements {
         Ok(Ok(loaded))
     }
 
+    /// [`Self::observe`] of every metered entitlement of the customer.
+    pub(super) fn observe_all(&self, namespace: &str, loaded: &mut Loaded) {
+        let metered: Vec<usize> = loaded
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.ledger.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        self.observe(namespace, loaded, &metered);
+    }
+
     /// Balances moved: tell the notifier (it decides whether a threshold was crossed;
     /// the payload's read models are read from the catalog only if one was).
     pub(super) fn observe(&self, namespace: &str, loaded: &mut Loaded, touched: &[usize]) {

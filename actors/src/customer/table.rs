@@ -510,15 +510,7 @@ impl Table {
             return;
         }
         if let Some(Slot::Ready(live)) = shard.slots.get_mut(&key) {
-            let metered: Vec<usize> = live
-                .loaded
-                .entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.ledger.is_some())
-                .map(|(i, _)| i)
-                .collect();
-            service.observe(&live.namespace, &mut live.loaded, &metered);
+            service.observe_all(&live.namespace, &mut live.loaded);
         }
     }
 
@@ -635,14 +627,7 @@ impl Table {
                     Ok(mut loaded) => {
                         // The events read at activation moved the balances too: the
                         // notifier decides (it remembers what it already sent).
-                        let metered: Vec<usize> = loaded
-                            .entries
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, e)| e.ledger.is_some())
-                            .map(|(i, _)| i)
-                            .collect();
-                        service.observe(&loading.namespace, &mut loaded, &metered);
+                        service.observe_all(&loading.namespace, &mut loaded);
                         if let Some(error) = loaded.entries.iter().find_map(|e| e.broken.as_ref()) {
                             tracing::debug!(customer = %customer_id, %error, "A customer loaded with a broken entitlement.");
                         }

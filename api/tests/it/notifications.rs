@@ -338,65 +338,79 @@ fn thresholds_seen(receiver: &Receiver, secret: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-#[test]
-fn balance_thresholds_fire_once_each_from_live_balances_across_a_restart() {
-    // Real usage moves a real balance: grant 100 on a SUM meter, a rule with usage
-    // thresholds 50 and 80 and a balance threshold 5. Each threshold is delivered (signed)
-    // once, in order, however many events push past it, and a restart neither loses the
-    // fired state nor the live balance.
-    let mut server = TestServer::start_with_config(
-        "notifications:\n  retrySchedule: [100ms, 100ms]\nmeters:\n  - slug: api_tokens\n    eventType: tokens\n    valueProperty: $.tokens\n    aggregation: SUM\n",
-    );
-    let receiver = Receiver::start();
-    server
-        .post("/api/v1/customers")
-        .json(
-            &json!({"name": "Acme", "key": "acme", "usageAttribution": {"subjectKeys": ["acme"]}}),
-        )
-        .send()
-        .expect_status(201);
-    server
-        .post("/api/v1/features")
-        .json(&json!({"key": "tokens", "name": "Tokens", "meterSlug": "api_tokens"}))
-        .send()
-        .expect_status(201);
-    let now = chrono::Utc::now();
-    server
-        .post("/api/v2/customers/acme/entitlements")
-        .json(
-            &json!({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "MONTH"},
-            "grants": [{"amount": 100, "effectiveAt": now.to_rfc3339(), "priority": 1}]}),
-        )
-        .send()
-        .expect_status(201);
-    let channel = server
-        .post("/api/v1/notification/channels")
-        .json(&json!({"type": "WEBHOOK", "name": "hook", "url": receiver.url, "customHeaders": {"X-Tenant": "acme"}}))
-        .send()
-        .expect_status(201)
-        .json();
-    let secret = channel["signingSecret"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    server
-        .post("/api/v1/notification/rules")
-        .json(&json!({"type": "entitlements.balance.threshold", "name": "limits",
-            "channels": [channel["id"]], "features": ["tokens"],
-            "thresholds": [{"value": 50, "type": "usage_value"}, {"value": 80, "type": "usage_value"},
-                           {"value": 5, "type": "balance_value"}]}))
-        .send()
-        .expect_status(201);
+/// A server with customer `acme` (subject `acme`), a feature `tokens` on a SUM meter
+/// `api_tokens`, a monthly metered entitlement granted 100, a webhook channel to a receiver and
+/// a balance-threshold rule with `thresholds`: the setup of the threshold tests.
+struct Thresholds {
+    server: TestServer,
+    receiver: Receiver,
+    secret: String,
+}
 
-    let send = |server: &TestServer, tokens: u32| {
-        let event = json!({"specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(), "source": "test",
-            "type": "tokens", "subject": "acme", "time": chrono::Utc::now().to_rfc3339(),
-            "data": {"tokens": tokens}});
-        server.ingest_one(&event).expect_status(204);
-    };
-    let usage_is = |server: &TestServer, want: f64| {
+impl Thresholds {
+    fn start(config: &str, thresholds: Value) -> Self {
+        let server = TestServer::start_with_config(&format!(
+            "notifications:\n  retrySchedule: [100ms, 100ms]\nmeters:\n  - slug: api_tokens\n    eventType: tokens\n    valueProperty: $.tokens\n    aggregation: SUM\n{config}"
+        ));
+        let receiver = Receiver::start();
+        server
+            .post("/api/v1/customers")
+            .json(
+                &json!({"name": "Acme", "key": "acme", "usageAttribution": {"subjectKeys": ["acme"]}}),
+            )
+            .send()
+            .expect_status(201);
+        server
+            .post("/api/v1/features")
+            .json(&json!({"key": "tokens", "name": "Tokens", "meterSlug": "api_tokens"}))
+            .send()
+            .expect_status(201);
+        let now = chrono::Utc::now();
+        server
+            .post("/api/v2/customers/acme/entitlements")
+            .json(
+                &json!({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "MONTH"},
+                "grants": [{"amount": 100, "effectiveAt": now.to_rfc3339(), "priority": 1}]}),
+            )
+            .send()
+            .expect_status(201);
+        let channel = server
+            .post("/api/v1/notification/channels")
+            .json(&json!({"type": "WEBHOOK", "name": "hook", "url": receiver.url, "customHeaders": {"X-Tenant": "acme"}}))
+            .send()
+            .expect_status(201)
+            .json();
+        let secret = channel["signingSecret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        server
+            .post("/api/v1/notification/rules")
+            .json(
+                &json!({"type": "entitlements.balance.threshold", "name": "limits",
+                "channels": [channel["id"]], "features": ["tokens"], "thresholds": thresholds}),
+            )
+            .send()
+            .expect_status(201);
+        Self {
+            server,
+            receiver,
+            secret,
+        }
+    }
+
+    /// An event of `subject` with `tokens`.
+    fn event(subject: &str, tokens: u32) -> Value {
+        json!({"specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(), "source": "test",
+            "type": "tokens", "subject": subject, "time": chrono::Utc::now().to_rfc3339(),
+            "data": {"tokens": tokens}})
+    }
+
+    /// Waits until acme's entitlement value shows `want` usage; the value.
+    fn usage_is(&self, want: f64) -> Value {
         eventually(DEADLINE, || {
-            let v = server
+            let v = self
+                .server
                 .get("/api/v2/customers/acme/entitlements/tokens/value")
                 .send()
                 .json();
@@ -406,47 +420,67 @@ fn balance_thresholds_fire_once_each_from_live_balances_across_a_restart() {
                 Err(format!("waiting for usage {want}: {v}"))
             }
         })
-    };
-    let seen_are = |want: &[(&str, f64)]| {
+    }
+
+    /// Waits until the receiver has seen exactly these thresholds, in this order.
+    fn seen_are(&self, want: &[(&str, f64)]) {
         let want: Vec<(String, f64)> = want.iter().map(|(t, v)| ((*t).to_owned(), *v)).collect();
         eventually(DEADLINE, || {
-            let seen = thresholds_seen(&receiver, &secret);
+            let seen = thresholds_seen(&self.receiver, &self.secret);
             if seen == want {
                 Ok(())
             } else {
                 Err(format!("thresholds seen {seen:?}, want {want:?}"))
             }
         });
+    }
+}
+
+#[test]
+fn balance_thresholds_fire_once_each_from_live_balances_across_a_restart() {
+    // Real usage moves a real balance: grant 100 on a SUM meter, a rule with usage
+    // thresholds 50 and 80 and a balance threshold 5. Each threshold is delivered (signed)
+    // once, in order, however many events push past it, and a restart neither loses the
+    // fired state nor the live balance.
+    let mut t = Thresholds::start(
+        "",
+        json!([{"value": 50, "type": "usage_value"}, {"value": 80, "type": "usage_value"},
+               {"value": 5, "type": "balance_value"}]),
+    );
+    let send = |t: &Thresholds, tokens: u32| {
+        t.server
+            .ingest_one(&Thresholds::event("acme", tokens))
+            .expect_status(204);
     };
 
-    send(&server, 30);
-    usage_is(&server, 30.0);
-    send(&server, 30);
-    usage_is(&server, 60.0);
-    seen_are(&[("usage_value", 50.0)]);
-    send(&server, 10);
-    usage_is(&server, 70.0);
-    send(&server, 15);
-    usage_is(&server, 85.0);
-    seen_are(&[("usage_value", 50.0), ("usage_value", 80.0)]);
+    send(&t, 30);
+    t.usage_is(30.0);
+    send(&t, 30);
+    t.usage_is(60.0);
+    t.seen_are(&[("usage_value", 50.0)]);
+    send(&t, 10);
+    t.usage_is(70.0);
+    send(&t, 15);
+    t.usage_is(85.0);
+    t.seen_are(&[("usage_value", 50.0), ("usage_value", 80.0)]);
 
     // A restart keeps the balance and what was fired. Usage alone (no read) activates
     // the customer again: crossing the balance threshold sends it once, and nothing is
     // sent again for 50 and 80.
-    server.restart();
-    send(&server, 5);
-    send(&server, 6);
-    seen_are(&[
+    t.server.restart();
+    send(&t, 5);
+    send(&t, 6);
+    t.seen_are(&[
         ("usage_value", 50.0),
         ("usage_value", 80.0),
         ("balance_value", 5.0),
     ]);
-    let v = usage_is(&server, 96.0);
+    let v = t.usage_is(96.0);
     assert_eq!(v["balance"].as_f64(), Some(4.0), "{v}");
-    send(&server, 1);
-    usage_is(&server, 97.0);
+    send(&t, 1);
+    t.usage_is(97.0);
     std::thread::sleep(Duration::from_millis(300));
-    seen_are(&[
+    t.seen_are(&[
         ("usage_value", 50.0),
         ("usage_value", 80.0),
         ("balance_value", 5.0),
@@ -459,102 +493,32 @@ fn balance_thresholds_fire_once_each_from_live_balances_across_a_restart() {
 // when the replayed balance was observed halfway).
 #[test]
 fn a_replay_after_a_crash_fires_no_threshold_again() {
-    let mut server = TestServer::start_with_config(
-        "notifications:\n  retrySchedule: [100ms, 100ms]\npartitions: 1\nbatchRecordsMax: 2\ncheckpointInterval: 1h\nmeters:\n  - slug: api_tokens\n    eventType: tokens\n    valueProperty: $.tokens\n    aggregation: SUM\n",
+    let mut t = Thresholds::start(
+        "partitions: 1\nbatchRecordsMax: 2\ncheckpointInterval: 1h\n",
+        json!([{"value": 50, "type": "usage_value"}, {"value": 80, "type": "usage_value"}]),
     );
-    let receiver = Receiver::start();
-    server
-        .post("/api/v1/customers")
-        .json(
-            &json!({"name": "Acme", "key": "acme", "usageAttribution": {"subjectKeys": ["acme"]}}),
-        )
-        .send()
-        .expect_status(201);
-    server
-        .post("/api/v1/features")
-        .json(&json!({"key": "tokens", "name": "Tokens", "meterSlug": "api_tokens"}))
-        .send()
-        .expect_status(201);
-    let now = chrono::Utc::now();
-    server
-        .post("/api/v2/customers/acme/entitlements")
-        .json(
-            &json!({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "MONTH"},
-            "grants": [{"amount": 100, "effectiveAt": now.to_rfc3339(), "priority": 1}]}),
-        )
-        .send()
-        .expect_status(201);
-    let channel = server
-        .post("/api/v1/notification/channels")
-        .json(&json!({"type": "WEBHOOK", "name": "hook", "url": receiver.url, "customHeaders": {"X-Tenant": "acme"}}))
-        .send()
-        .expect_status(201)
-        .json();
-    let secret = channel["signingSecret"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    server
-        .post("/api/v1/notification/rules")
-        .json(&json!({"type": "entitlements.balance.threshold", "name": "limits",
-            "channels": [channel["id"]], "features": ["tokens"],
-            "thresholds": [{"value": 50, "type": "usage_value"}, {"value": 80, "type": "usage_value"}]}))
-        .send()
-        .expect_status(201);
-    let event = |subject: &str, tokens: u32| {
-        json!({"specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(), "source": "test",
-            "type": "tokens", "subject": subject, "time": chrono::Utc::now().to_rfc3339(),
-            "data": {"tokens": tokens}})
-    };
-    let usage_is = |server: &TestServer, want: f64| {
-        eventually(DEADLINE, || {
-            let v = server
-                .get("/api/v2/customers/acme/entitlements/tokens/value")
-                .send()
-                .json();
-            if v["usage"].as_f64() == Some(want) {
-                Ok(v)
-            } else {
-                Err(format!("waiting for usage {want}: {v}"))
-            }
-        })
-    };
-    let seen_are = |want: &[f64]| {
-        let want: Vec<(String, f64)> = want
-            .iter()
-            .map(|v| ("usage_value".to_owned(), *v))
-            .collect();
-        eventually(DEADLINE, || {
-            let seen = thresholds_seen(&receiver, &secret);
-            if seen == want {
-                Ok(())
-            } else {
-                Err(format!("thresholds seen {seen:?}, want {want:?}"))
-            }
-        });
-    };
     // Each of acme's events followed by 500 of others', so that the replay, in batches of
     // two, takes acme's usage one event at a time, 250 batches apart.
     let mut total = 0.0;
     for tokens in [30, 30, 10, 15] {
-        let mut batch = vec![event("acme", tokens)];
-        batch.extend((0..500).map(|_| event("other", 1)));
-        server.ingest_batch(&batch).expect_status(204);
+        let mut batch = vec![Thresholds::event("acme", tokens)];
+        batch.extend((0..500).map(|_| Thresholds::event("other", 1)));
+        t.server.ingest_batch(&batch).expect_status(204);
         total += f64::from(tokens);
-        usage_is(&server, total);
+        t.usage_is(total);
     }
-    seen_are(&[50.0, 80.0]);
+    let fired = [("usage_value", 50.0), ("usage_value", 80.0)];
+    t.seen_are(&fired);
 
     // SIGKILL: the replay starts from the beginning of the log.
-    server.restart_listening().expect("restarts");
-    // Usage after the replay brings acme into memory at once.
-    eventually(DEADLINE, || match server.get("/readyz").send().status {
+    t.server.restart_listening().expect("restarts");
+    eventually(DEADLINE, || match t.server.get("/readyz").send().status {
         200 => Ok(()),
         other => Err(format!("/readyz answers {other}")),
     });
-    usage_is(&server, 85.0);
+    t.usage_is(85.0);
     std::thread::sleep(Duration::from_millis(500));
-    seen_are(&[50.0, 80.0]);
+    t.seen_are(&fired);
 }
 
 // `invoice.created` and `invoice.updated` rules: a subscription's first invoice (a fee in
