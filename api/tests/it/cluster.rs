@@ -18,7 +18,7 @@ use metron_storage::{manifest, paths};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -164,11 +164,12 @@ pub(crate) fn three_nodes_count_every_event_once(
 
     // One sender per node, each with its own ids, while the holder is killed.
     let stop = Arc::new(AtomicBool::new(false));
+    let acks: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let senders: Vec<_> = [&a, &b, &c]
         .iter()
         .enumerate()
         .map(|(n, node)| {
-            let (client, stop) = (node.client(), stop.clone());
+            let (client, stop, acks) = (node.client(), stop.clone(), acks[n].clone());
             thread::spawn(move || {
                 let (mut acked, mut cut) = (Vec::new(), Vec::new());
                 let mut id = 1_000_000 * (n + 1);
@@ -176,7 +177,10 @@ pub(crate) fn three_nodes_count_every_event_once(
                     let b = sum_batch("c", id, 20, t0);
                     id += 20;
                     match client.try_ingest_batch(&b.events) {
-                        Ok(resp) if resp.status == 204 => acked.push(b),
+                        Ok(resp) if resp.status == 204 => {
+                            acked.push(b);
+                            acks.fetch_add(1, Ordering::SeqCst);
+                        }
                         Ok(resp) if resp.status == 503 || resp.status == 429 => {
                             cut.push(b);
                             thread::sleep(Duration::from_millis(50));
@@ -192,7 +196,19 @@ pub(crate) fn three_nodes_count_every_event_once(
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(600));
+    // Mid-ingest: once every node has acknowledged a batch (a loaded machine may take more
+    // than a moment), and a while more.
+    eventually(Duration::from_secs(30), || {
+        let counts: Vec<usize> = acks.iter().map(|n| n.load(Ordering::SeqCst)).collect();
+        if counts.iter().all(|&n| n > 0) {
+            Ok(())
+        } else {
+            Err(format!(
+                "batches acknowledged by each node so far: {counts:?}"
+            ))
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
     let a_id = node_id(&a);
     a.kill();
     thread::sleep(Duration::from_millis(600));
