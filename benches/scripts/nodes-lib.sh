@@ -1,6 +1,14 @@
 # Shared by the scripts that run several servers on one topic (sourced: standby.sh,
-# standby-sql.sh). Expects `bin` (the binaries' directory) and `work` (the work directory, with
-# its config.yaml) from the caller.
+# standby-sql.sh). Expects `bin` (the binaries' directory) and STREAM and DATABASE from the
+# caller. Sourcing it checks them, makes the work directory `work` (removed at exit, with the
+# servers stopped); the caller writes `$work/config.yaml`.
+
+: "${STREAM:?STREAM=kafka://... or fluvio://...}" "${DATABASE:?DATABASE=postgres://...}"
+for b in "$bin/metron" "$bin/loadgen"; do
+    [ -x "$b" ] || { echo "missing $b" >&2; exit 1; }
+done
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # start NAME: a server with its own data directory `$work/NAME`, its address in `$work/NAME.addr`
 # and its log in `$work/NAME.log`; prints its pid.

@@ -16,16 +16,10 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-30}
 runs=${2:-10}
 bin=${BIN:-target/release}
-: "${STREAM:?STREAM=kafka://... or fluvio://...}" "${DATABASE:?DATABASE=postgres://...}"
-for b in "$bin/metron" "$bin/loadgen"; do
-    [ -x "$b" ] || { echo "missing $b" >&2; exit 1; }
-done
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+. benches/scripts/nodes-lib.sh
 printf 'stream:\n  url: %s\n  fetchWaitMax: 20ms\ndatabase:\n  url: %s\nstorage:\n  url: file://%s/objects\ncheckpointInterval: 5s\n' \
     "$STREAM" "$DATABASE" "$work" > "$work/config.yaml"
 mkdir -p "$work/objects"
-. benches/scripts/nodes-lib.sh
 holder_pid=$(start holder); wait_ready holder
 "$bin/loadgen" --url "http://$(cat "$work/holder.addr")" --seconds "$seconds" --connections 4 \
     --batch 100 --server-pid "$holder_pid" --verify-seconds 60 > "$work/load.txt" || {

@@ -17,15 +17,9 @@ target=${2:-standby}
 bin=${BIN:-target/release}
 connections=${CONNECTIONS:-4}
 batch=${BATCH:-100}
-: "${STREAM:?STREAM=kafka://... or fluvio://...}" "${DATABASE:?DATABASE=postgres://...}"
-for b in "$bin/metron" "$bin/loadgen"; do
-    [ -x "$b" ] || { echo "missing $b" >&2; exit 1; }
-done
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+. benches/scripts/nodes-lib.sh
 printf 'stream:\n  url: %s\n  fetchWaitMax: 20ms\ndatabase:\n  url: %s\n%s\n' \
     "$STREAM" "$DATABASE" "${CONFIG:-}" > "$work/config.yaml"
-. benches/scripts/nodes-lib.sh
 holder_pid=$(start holder); wait_ready holder
 standby_pid=$(start standby); wait_ready standby
 curl -sf "http://$(cat "$work/standby.addr")/metrics" | grep -q '^metron_standby 1' \
