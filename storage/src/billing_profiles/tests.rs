@@ -28,6 +28,21 @@ fn create(name: &str, default: bool, app: &str) -> BillingProfileCreate {
     }
 }
 
+/// Customer `c` (named C) in namespace `ns`.
+async fn customer_c(catalog: &Catalog) -> crate::customers::Customer {
+    catalog
+        .create_customer(
+            "ns",
+            CustomerInput {
+                name: "C".into(),
+                key: Some("c".into()),
+                ..CustomerInput::default()
+            },
+        )
+        .await
+        .expect("customer")
+}
+
 fn update_of(p: &BillingProfile, default: bool) -> BillingProfileUpdate {
     BillingProfileUpdate {
         name: p.name.clone(),
@@ -104,17 +119,7 @@ crate::catalog_test! {
                 .map(|p| p.id),
             Some(second.id.clone())
         );
-        let customer = catalog
-            .create_customer(
-                "ns",
-                CustomerInput {
-                    name: "C".into(),
-                    key: Some("c".into()),
-                    ..CustomerInput::default()
-                },
-            )
-            .await
-            .expect("customer");
+        let customer = customer_c(&catalog).await;
         catalog
             .upsert_customer_override("ns", &customer.id, Some(first.id.clone()), None)
             .await
@@ -161,17 +166,7 @@ crate::catalog_test! {
             .create_billing_profile("ns", create("second", false, "sandbox"))
             .await
             .expect("profile");
-        let customer = catalog
-            .create_customer(
-                "ns",
-                CustomerInput {
-                    name: "C".into(),
-                    key: Some("c".into()),
-                    ..CustomerInput::default()
-                },
-            )
-            .await
-            .expect("customer");
+        let customer = customer_c(&catalog).await;
         let pause = std::time::Duration::from_millis(300);
 
         // A pin in an open write transaction: the delete waits for it, then is refused.
@@ -318,17 +313,7 @@ crate::catalog_test! {
             .ensure_billing_defaults("ns")
             .await
             .expect("defaults");
-        let customer = catalog
-            .create_customer(
-                "ns",
-                CustomerInput {
-                    name: "C".into(),
-                    key: Some("c".into()),
-                    ..CustomerInput::default()
-                },
-            )
-            .await
-            .expect("customer");
+        let customer = customer_c(&catalog).await;
         let resolved = catalog
             .effective_billing_profile("ns", "c")
             .await
